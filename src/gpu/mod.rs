@@ -1,0 +1,563 @@
+//! The GPU runtime: one opened adapter with its device and queue, a buffer pool, a
+//! pipeline cache, error capture, readback and timing.
+//!
+//! Everything above this module (kernels, tensors, the graph) reaches wgpu only through
+//! [`Gpu`]: it records [`Dispatch`]es and hands them to [`Gpu::submit`].
+
+mod adapter;
+mod pipeline;
+mod pool;
+
+pub use adapter::{
+    enumerate_adapters, human_bytes, instance, is_software, select_adapter, software_name,
+    AdapterReport, AdapterSelector, ADAPTER_ENV,
+};
+pub use pipeline::{Access, Kernel, KernelSpec, PipelineCache, ShaderSource};
+pub use pool::{size_class, BufferKind, BufferPool, PoolStats, PooledBuffer};
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Lists every adapter of the machine; [`Error::NoAdapter`] when there is none.
+pub fn adapter_reports() -> Result<Vec<AdapterReport>> {
+    let adapters = enumerate_adapters(&instance())?;
+    Ok(adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| AdapterReport::new(i, a))
+        .collect())
+}
+
+/// One kernel launch, ready to encode: a compiled variant, its bindings, its grid.
+/// The buffers it binds stay alive as long as the dispatch (the bind group holds them).
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+/// A buffer-to-buffer copy to run before the dispatches of a submission.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub source: wgpu::Buffer,
+    pub destination: wgpu::Buffer,
+    pub bytes: u64,
+}
+
+/// How long a submission took, and how it was measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub seconds: f64,
+    /// GPU timestamp queries around the compute pass, or wall time around submit-and-wait.
+    pub source: TimingSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimingSource {
+    GpuTimestamps,
+    WallClock,
+}
+
+impl std::fmt::Display for TimingSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimingSource::GpuTimestamps => "GPU timestamps",
+            TimingSource::WallClock => "wall clock",
+        })
+    }
+}
+
+/// A handle to an opened adapter. Cheap to clone; all clones share one device.
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<GpuInner>,
+}
+
+struct GpuInner {
+    adapter: wgpu::Adapter,
+    info: wgpu::AdapterInfo,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pool: Arc<BufferPool>,
+    pipelines: PipelineCache,
+    /// Set by the device-lost callback; every later call fails with it.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Errors raised outside any error scope, reported by the next checked call.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+    /// A tiny buffer bound where a kernel's optional input is absent.
+    placeholder: wgpu::Buffer,
+    /// Query set and buffers for timestamp queries, made on first use.
+    timer: Mutex<Option<TimestampQueries>>,
+}
+
+struct TimestampQueries {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Gpu({} on {})",
+            self.inner.info.name, self.inner.info.backend
+        )
+    }
+}
+
+impl Gpu {
+    /// Opens the adapter `selector` picks, with the adapter's own limits and the optional
+    /// features it has (subgroups, shader-f16, timestamps).
+    pub fn new(selector: &AdapterSelector) -> Result<Gpu> {
+        let adapter = select_adapter(enumerate_adapters(&instance())?, selector)?;
+        Gpu::from_adapter(adapter)
+    }
+
+    /// Opens the default adapter (or the one `SHADERGRAD_ADAPTER` names).
+    pub fn default_adapter() -> Result<Gpu> {
+        Gpu::new(&AdapterSelector::Default)
+    }
+
+    /// Opens a device on an adapter the caller already chose.
+    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("shadergrad"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::DeviceRequest {
+            adapter: info.name.clone(),
+            message: e.to_string(),
+        })?;
+
+        let lost = Arc::new(Mutex::new(None));
+        let lost_slot = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_slot.lock().expect("lost lock") = Some(format!("{reason:?}: {message}"));
+        });
+        // The default handler panics; keep the error for the next checked call instead.
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let uncaptured_slot = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            uncaptured_slot
+                .lock()
+                .expect("uncaptured lock")
+                .push(error.to_string());
+        }));
+
+        let max_bytes = limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size);
+        let pool = BufferPool::new(device.clone(), max_bytes);
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("absent optional input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                adapter,
+                info,
+                device,
+                queue,
+                features,
+                limits,
+                pool,
+                pipelines: PipelineCache::default(),
+                lost,
+                uncaptured,
+                placeholder,
+                timer: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Whether `other` is a handle to the same device.
+    pub fn same_device(&self, other: &Gpu) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    pub fn adapter(&self) -> &wgpu::Adapter {
+        &self.inner.adapter
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The limits the device was opened with: the adapter's own, not WebGPU's defaults.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// The optional features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.features
+    }
+
+    /// Whether this adapter runs on the CPU (lavapipe, SwiftShader, WARP).
+    pub fn is_software(&self) -> bool {
+        is_software(&self.inner.info)
+    }
+
+    /// Whether the device executes like a CPU: many cheap invocations in SIMD lanes, where
+    /// workgroup barriers are expensive and shared memory gains nothing.
+    pub fn is_cpu_like(&self) -> bool {
+        self.is_software() || self.inner.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.inner
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// The largest buffer a tensor may occupy: the smaller of the buffer and binding limits,
+    /// and at most 4 GiB, since the kernels index elements with u32.
+    pub fn max_buffer_bytes(&self) -> u64 {
+        let limits = &self.inner.limits;
+        limits
+            .max_buffer_size
+            .min(limits.max_storage_buffer_binding_size)
+            .min(u64::from(u32::MAX) + 1 - 4)
+    }
+
+    /// Buffer-pool counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Frees the buffers idle in the pool.
+    pub fn trim_pool(&self) {
+        self.inner.pool.trim();
+    }
+
+    /// How many kernel variants have been compiled.
+    pub fn pipelines_compiled(&self) -> usize {
+        self.inner.pipelines.compiled()
+    }
+
+    /// A storage buffer of at least `bytes` bytes from the pool; errors above the limit.
+    pub fn storage_buffer(&self, bytes: u64, shape: &[usize]) -> Result<PooledBuffer> {
+        let limit = self.max_buffer_bytes();
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                shape: shape.to_vec(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(self.inner.pool.acquire(BufferKind::Storage, bytes.max(4)))
+    }
+
+    /// A small storage buffer to bind in place of an absent optional input.
+    pub fn placeholder(&self) -> &wgpu::Buffer {
+        &self.inner.placeholder
+    }
+
+    /// A uniform buffer holding `value`, from the pool.
+    pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> PooledBuffer {
+        let bytes = bytemuck::bytes_of(value);
+        let buffer = self
+            .inner
+            .pool
+            .acquire(BufferKind::Uniform, bytes.len() as u64);
+        self.inner.queue.write_buffer(buffer.buffer(), 0, bytes);
+        buffer
+    }
+
+    /// Writes `data` to the start of `buffer` (queued; runs before the next submission).
+    pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, data: &[T]) {
+        if !data.is_empty() {
+            self.inner
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Runs `f` inside error scopes, so that validation errors, out-of-memory and internal
+    /// errors raised by it come back as `Err` naming `context`, not as a panic.
+    pub fn checked<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        self.check_alive()?;
+        let device = &self.inner.device;
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = pollster::block_on(validation.pop());
+        let internal = pollster::block_on(internal.pop());
+        let oom = pollster::block_on(oom.pop());
+        let context = context.to_string();
+        if let Some(error) = oom {
+            return Err(Error::OutOfMemory {
+                context,
+                message: error.to_string(),
+            });
+        }
+        if let Some(error) = validation {
+            return Err(Error::Validation {
+                context,
+                message: error.to_string(),
+            });
+        }
+        if let Some(error) = internal {
+            return Err(Error::Internal {
+                context,
+                message: error.to_string(),
+            });
+        }
+        self.check_alive()?;
+        Ok(value)
+    }
+
+    /// Fails if the device was lost or an error escaped every error scope.
+    fn check_alive(&self) -> Result<()> {
+        if let Some(reason) = self.inner.lost.lock().expect("lost lock").clone() {
+            return Err(Error::DeviceLost(reason));
+        }
+        let mut uncaptured = self.inner.uncaptured.lock().expect("uncaptured lock");
+        if !uncaptured.is_empty() {
+            let message = uncaptured.join("; ");
+            uncaptured.clear();
+            return Err(Error::Validation {
+                context: "an earlier GPU call".into(),
+                message,
+            });
+        }
+        Ok(())
+    }
+
+    /// A dispatch of the kernel variant `spec` over `workgroups`, binding `buffers` in order.
+    pub fn dispatch(
+        &self,
+        spec: &KernelSpec,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Result<Dispatch> {
+        debug_assert_eq!(spec.bindings.len(), buffers.len(), "{}", spec.name());
+        self.checked(&spec.name(), || {
+            let kernel = self.inner.pipelines.get(&self.inner.device, spec);
+            let entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, buffer)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: buffer.as_entire_binding(),
+                })
+                .collect();
+            let bind_group = self
+                .inner
+                .device
+                .create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(&kernel.name),
+                    layout: &kernel.layout,
+                    entries: &entries,
+                });
+            Dispatch {
+                kernel,
+                bind_group,
+                workgroups,
+            }
+        })
+    }
+
+    /// Workgroup counts for `workgroups` groups along one axis, folded into y when x would
+    /// pass the per-dimension limit. Kernels recover the flat index as `x + y·num_workgroups.x`.
+    pub fn grid(&self, workgroups: u32) -> [u32; 3] {
+        let max = self
+            .inner
+            .limits
+            .max_compute_workgroups_per_dimension
+            .max(1);
+        if workgroups <= max {
+            [workgroups, 1, 1]
+        } else {
+            let y = workgroups.div_ceil(max);
+            [workgroups.div_ceil(y), y, 1]
+        }
+    }
+
+    /// Encodes `copies`, then `dispatches` in one compute pass, and submits once.
+    pub fn submit(&self, copies: &[Copy], dispatches: &[Dispatch]) -> Result<()> {
+        self.checked("submit", || {
+            self.encode_and_submit(copies, dispatches, None)
+        })?;
+        Ok(())
+    }
+
+    /// Submits like [`Gpu::submit`], waits, and says how long the compute pass took:
+    /// by GPU timestamps where the adapter has them, else by the wall clock.
+    pub fn submit_timed(&self, dispatches: &[Dispatch]) -> Result<Timing> {
+        if !self.has_timestamps() {
+            let start = Instant::now();
+            self.submit(&[], dispatches)?;
+            self.wait()?;
+            return Ok(Timing {
+                seconds: start.elapsed().as_secs_f64(),
+                source: TimingSource::WallClock,
+            });
+        }
+        let mut timer = self.inner.timer.lock().expect("timer lock");
+        let queries = timer.get_or_insert_with(|| self.timestamp_queries());
+        self.checked("timed submit", || {
+            let mut encoder = self.encoder();
+            encode_pass(&mut encoder, dispatches, Some(&queries.set));
+            encoder.resolve_query_set(&queries.set, 0..2, &queries.resolve, 0);
+            encoder.copy_buffer_to_buffer(&queries.resolve, 0, &queries.readback, 0, 16);
+            self.inner.queue.submit([encoder.finish()]);
+        })?;
+        let bytes = self.map_and_read(&queries.readback, 16)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let nanoseconds = ticks[1].saturating_sub(ticks[0]) as f64
+            * f64::from(self.inner.queue.get_timestamp_period());
+        Ok(Timing {
+            seconds: nanoseconds * 1e-9,
+            source: TimingSource::GpuTimestamps,
+        })
+    }
+
+    fn timestamp_queries(&self) -> TimestampQueries {
+        let device = &self.inner.device;
+        TimestampQueries {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("shadergrad timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamp resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timestamp readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("shadergrad"),
+            })
+    }
+
+    fn encode_and_submit(
+        &self,
+        copies: &[Copy],
+        dispatches: &[Dispatch],
+        timestamps: Option<&wgpu::QuerySet>,
+    ) {
+        let mut encoder = self.encoder();
+        for copy in copies {
+            encoder.copy_buffer_to_buffer(&copy.source, 0, &copy.destination, 0, copy.bytes);
+        }
+        encode_pass(&mut encoder, dispatches, timestamps);
+        self.inner.queue.submit([encoder.finish()]);
+    }
+
+    /// Blocks until every submitted command has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| self.poll_error(e))?;
+        self.check_alive()
+    }
+
+    fn poll_error(&self, error: wgpu::PollError) -> Error {
+        match self.inner.lost.lock().expect("lost lock").clone() {
+            Some(reason) => Error::DeviceLost(reason),
+            None => Error::DeviceLost(error.to_string()),
+        }
+    }
+
+    /// Copies the first `bytes` bytes of `buffer` back to the host (waits for the GPU).
+    pub fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.inner.pool.acquire(BufferKind::Readback, bytes);
+        self.checked("readback copy", || {
+            let mut encoder = self.encoder();
+            encoder.copy_buffer_to_buffer(buffer, 0, staging.buffer(), 0, bytes);
+            self.inner.queue.submit([encoder.finish()]);
+        })?;
+        self.map_and_read(staging.buffer(), bytes)
+    }
+
+    fn map_and_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buffer.slice(0..bytes);
+        let (sender, receiver) = mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.wait()?;
+        receiver
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| Error::Readback("the GPU never finished mapping the buffer".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Readback(e.to_string()))?
+            .to_vec();
+        buffer.unmap();
+        Ok(data)
+    }
+}
+
+/// Records `dispatches` into one compute pass, bracketed by timestamps if a query set is given.
+fn encode_pass(
+    encoder: &mut wgpu::CommandEncoder,
+    dispatches: &[Dispatch],
+    timestamps: Option<&wgpu::QuerySet>,
+) {
+    if dispatches.is_empty() && timestamps.is_none() {
+        return;
+    }
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("shadergrad"),
+        timestamp_writes: timestamps.map(|set| wgpu::ComputePassTimestampWrites {
+            query_set: set,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        }),
+    });
+    for dispatch in dispatches {
+        pass.set_pipeline(&dispatch.kernel.pipeline);
+        pass.set_bind_group(0, &dispatch.bind_group, &[]);
+        let [x, y, z] = dispatch.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}

@@ -1,0 +1,505 @@
+//! Matrix multiply (`shaders/matmul.wgsl`): out = α·op(A)·op(B) + β·C + bias, batched,
+//! with either operand transposed, in two variants and a rule that picks one.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::kernels::broadcast_shapes;
+use crate::tensor::Tensor;
+
+pub static SHADER: ShaderSource = ShaderSource {
+    family: "matmul",
+    wgsl: include_str!("../../shaders/matmul.wgsl"),
+};
+
+/// The shader entry points of one contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// 4×4 outputs per invocation in registers, no workgroup memory: for CPU adapters.
+    Blocked,
+    /// 64×64 tiles staged through workgroup memory: for real GPUs.
+    Tiled,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Blocked, MatmulVariant::Tiled];
+
+    /// The rule: barriers cost a CPU adapter more than workgroup memory saves, so it gets
+    /// the blocked kernel; so does a product too small to fill one 64×64 tile.
+    pub fn choose(gpu: &Gpu, m: usize, n: usize) -> Self {
+        if gpu.is_cpu_like() || m * n < 64 * 64 {
+            MatmulVariant::Blocked
+        } else {
+            MatmulVariant::Tiled
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Blocked => "blocked",
+            MatmulVariant::Tiled => "tiled",
+        }
+    }
+
+    fn entry(self) -> &'static str {
+        match self {
+            MatmulVariant::Blocked => "matmul_blocked",
+            MatmulVariant::Tiled => "matmul_tiled",
+        }
+    }
+
+    /// Output rows and columns one workgroup covers.
+    fn tile(self) -> u32 {
+        match self {
+            MatmulVariant::Blocked => 32,
+            MatmulVariant::Tiled => 64,
+        }
+    }
+}
+
+/// The sizes and layout of one batched product; strides in elements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GemmShape {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// 0 when every batch uses the same A.
+    pub a_batch_stride: usize,
+    pub b_batch_stride: usize,
+}
+
+/// How C is read: `C[batch, row, col] = c[batch·batch_stride + row·row_stride + col·col_stride]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CLayout {
+    pub batch_stride: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    pad0: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    c_row_stride: u32,
+    c_col_stride: u32,
+    alpha: f32,
+    beta: f32,
+    pad1: u32,
+}
+
+/// The operands of one dispatch.
+pub struct GemmOperands<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    /// β·C, with its layout.
+    pub c: Option<(&'a Tensor, CLayout)>,
+    pub bias: Option<&'a Tensor>,
+    pub out: &'a Tensor,
+}
+
+/// Records one batched product into `operands.out` ([batch, m, n], contiguous).
+pub fn gemm_dispatch(
+    operands: &GemmOperands,
+    shape: &GemmShape,
+    alpha: f32,
+    beta: f32,
+    variant: MatmulVariant,
+) -> Result<Dispatch> {
+    let gpu = operands.a.gpu();
+    let max_batch = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if shape.batch > max_batch {
+        return Err(Error::invalid(
+            "matmul",
+            format!(
+                "{} batches, this adapter dispatches at most {max_batch}",
+                shape.batch
+            ),
+        ));
+    }
+    let c_layout = operands.c.map(|(_, layout)| layout).unwrap_or(CLayout {
+        batch_stride: 0,
+        row_stride: 0,
+        col_stride: 0,
+    });
+    let params = gpu.uniform(&Params {
+        m: shape.m as u32,
+        n: shape.n as u32,
+        k: shape.k as u32,
+        pad0: 0,
+        a_batch_stride: shape.a_batch_stride as u32,
+        b_batch_stride: shape.b_batch_stride as u32,
+        c_batch_stride: c_layout.batch_stride as u32,
+        c_row_stride: c_layout.row_stride as u32,
+        c_col_stride: c_layout.col_stride as u32,
+        alpha,
+        beta,
+        pad1: 0,
+    });
+    let flag = |b: bool| f64::from(u8::from(b));
+    let spec = KernelSpec {
+        source: &SHADER,
+        entry: variant.entry(),
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![
+            ("TRANS_A", flag(shape.trans_a)),
+            ("TRANS_B", flag(shape.trans_b)),
+            ("HAS_C", flag(operands.c.is_some())),
+            ("HAS_BIAS", flag(operands.bias.is_some())),
+        ],
+    };
+    let placeholder = gpu.placeholder();
+    let c = operands.c.map(|(c, _)| c.buffer()).unwrap_or(placeholder);
+    let bias = operands.bias.map(Tensor::buffer).unwrap_or(placeholder);
+    let tile = variant.tile();
+    gpu.dispatch(
+        &spec,
+        &[
+            operands.a.buffer(),
+            operands.b.buffer(),
+            c,
+            bias,
+            operands.out.buffer(),
+            params.buffer(),
+        ],
+        [
+            (shape.n as u32).div_ceil(tile),
+            (shape.m as u32).div_ceil(tile),
+            shape.batch as u32,
+        ],
+    )
+}
+
+/// CPU reference of one batched product, accumulating in f64.
+pub fn gemm_cpu(
+    a: &[f32],
+    b: &[f32],
+    c: Option<(&[f32], CLayout)>,
+    bias: Option<&[f32]>,
+    shape: &GemmShape,
+    alpha: f32,
+    beta: f32,
+) -> Vec<f32> {
+    let GemmShape { batch, m, n, k, .. } = *shape;
+    let mut out = vec![0.0; batch * m * n];
+    for p in 0..batch {
+        let a_base = p * shape.a_batch_stride;
+        let b_base = p * shape.b_batch_stride;
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f64;
+                for l in 0..k {
+                    let av = if shape.trans_a {
+                        a[a_base + l * m + i]
+                    } else {
+                        a[a_base + i * k + l]
+                    };
+                    let bv = if shape.trans_b {
+                        b[b_base + j * k + l]
+                    } else {
+                        b[b_base + l * n + j]
+                    };
+                    acc += f64::from(av) * f64::from(bv);
+                }
+                let mut v = f64::from(alpha) * acc;
+                if let Some((c, layout)) = c {
+                    let at =
+                        p * layout.batch_stride + i * layout.row_stride + j * layout.col_stride;
+                    v += f64::from(beta) * f64::from(c[at]);
+                }
+                if let Some(bias) = bias {
+                    v += f64::from(bias[j]);
+                }
+                out[(p * m + i) * n + j] = v as f32;
+            }
+        }
+    }
+    out
+}
+
+/// A matrix product being configured: `a.gemm(&b).trans_b(true).bias(&v).run()`.
+///
+/// `a` is [batch…, M, K] ([batch…, K, M] when transposed) and `b` is [batch…, K, N]
+/// ([batch…, N, K]); a rank-2 operand is shared by every batch. `c` must broadcast to
+/// [M, N] or equal the output's shape; `bias` has N elements.
+#[must_use = "a Gemm does nothing until run"]
+pub struct Gemm<'a> {
+    a: &'a Tensor,
+    b: &'a Tensor,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    beta: f32,
+    c: Option<&'a Tensor>,
+    bias: Option<&'a Tensor>,
+    variant: Option<MatmulVariant>,
+}
+
+impl<'a> Gemm<'a> {
+    pub fn trans_a(mut self, yes: bool) -> Self {
+        self.trans_a = yes;
+        self
+    }
+
+    pub fn trans_b(mut self, yes: bool) -> Self {
+        self.trans_b = yes;
+        self
+    }
+
+    /// Scales the product (default 1).
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Adds β·C (β defaults to 1).
+    pub fn c(mut self, c: &'a Tensor, beta: f32) -> Self {
+        self.c = Some(c);
+        self.beta = beta;
+        self
+    }
+
+    /// Adds a row vector of N to every row.
+    pub fn bias(mut self, bias: &'a Tensor) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+
+    /// Forces a kernel variant instead of the rule of [`MatmulVariant::choose`].
+    pub fn variant(mut self, variant: MatmulVariant) -> Self {
+        self.variant = Some(variant);
+        self
+    }
+
+    /// Checks the shapes and works out the product's layout and output shape.
+    pub fn shape(&self) -> Result<(GemmShape, Vec<usize>)> {
+        let (a, b) = (self.a.shape(), self.b.shape());
+        let mismatch = |expected: String| Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.to_vec(),
+            rhs: b.to_vec(),
+            expected,
+        };
+        if a.len() < 2 || b.len() < 2 {
+            return Err(mismatch("both operands need at least 2 axes".into()));
+        }
+        let (a_rows, a_cols) = (a[a.len() - 2], a[a.len() - 1]);
+        let (b_rows, b_cols) = (b[b.len() - 2], b[b.len() - 1]);
+        let (m, k) = if self.trans_a {
+            (a_cols, a_rows)
+        } else {
+            (a_rows, a_cols)
+        };
+        let (k_b, n) = if self.trans_b {
+            (b_cols, b_rows)
+        } else {
+            (b_rows, b_cols)
+        };
+        if k != k_b {
+            return Err(mismatch(format!(
+                "the inner dimensions differ: {k} (of A{}) and {k_b} (of B{})",
+                if self.trans_a { "ᵀ" } else { "" },
+                if self.trans_b { "ᵀ" } else { "" }
+            )));
+        }
+        let (a_batch, b_batch) = (&a[..a.len() - 2], &b[..b.len() - 2]);
+        let batch_shape = match (a_batch.is_empty(), b_batch.is_empty()) {
+            (_, true) => a_batch.to_vec(),
+            (true, false) => b_batch.to_vec(),
+            (false, false) if a_batch == b_batch => a_batch.to_vec(),
+            _ => {
+                return Err(mismatch(
+                    "the batch axes must be equal, or one operand must be a plain matrix \
+                     (Tensor::matmul broadcasts batch axes)"
+                        .into(),
+                ))
+            }
+        };
+        let batch = batch_shape.iter().product();
+        let mut out_shape = batch_shape;
+        out_shape.extend([m, n]);
+        let shape = GemmShape {
+            batch,
+            m,
+            n,
+            k,
+            trans_a: self.trans_a,
+            trans_b: self.trans_b,
+            a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
+            b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
+        };
+        Ok((shape, out_shape))
+    }
+
+    /// Runs the product.
+    pub fn run(self) -> Result<Tensor> {
+        self.a.same_device("matmul", self.b)?;
+        let (shape, out_shape) = self.shape()?;
+        let c = match self.c {
+            Some(c) => {
+                self.a.same_device("matmul", c)?;
+                Some((c, c_layout(c.shape(), &out_shape, self.a, self.b)?))
+            }
+            None => None,
+        };
+        if let Some(bias) = self.bias {
+            self.a.same_device("matmul", bias)?;
+            if bias.numel() != shape.n {
+                return Err(Error::ShapeMismatch {
+                    op: "matmul bias",
+                    lhs: bias.shape().to_vec(),
+                    rhs: out_shape,
+                    expected: format!("the bias needs {} values, one per output column", shape.n),
+                });
+            }
+        }
+        let gpu = self.a.gpu();
+        let out = Tensor::uninit(gpu, &out_shape)?;
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let variant = self
+            .variant
+            .unwrap_or_else(|| MatmulVariant::choose(gpu, shape.m, shape.n));
+        let operands = GemmOperands {
+            a: self.a,
+            b: self.b,
+            c,
+            bias: self.bias,
+            out: &out,
+        };
+        let dispatch = gemm_dispatch(&operands, &shape, self.alpha, self.beta, variant)?;
+        gpu.submit(&[], &[dispatch])?;
+        Ok(out)
+    }
+}
+
+/// Where C is read from for each output element: C broadcasts to [M, N] (rank ≤ 2) or has
+/// exactly the output's shape.
+fn c_layout(c: &[usize], out: &[usize], a: &Tensor, b: &Tensor) -> Result<CLayout> {
+    let (m, n) = (out[out.len() - 2], out[out.len() - 1]);
+    if c == out {
+        return Ok(CLayout {
+            batch_stride: m * n,
+            row_stride: n,
+            col_stride: 1,
+        });
+    }
+    let bad = || Error::ShapeMismatch {
+        op: "matmul C",
+        lhs: c.to_vec(),
+        rhs: out.to_vec(),
+        expected: format!(
+            "C must broadcast to [{m}, {n}] or equal the output's shape (A is {:?}, B is {:?})",
+            a.shape(),
+            b.shape()
+        ),
+    };
+    if c.len() > 2 {
+        return Err(bad());
+    }
+    let padded: Vec<usize> = std::iter::repeat_n(1, 2 - c.len())
+        .chain(c.iter().copied())
+        .collect();
+    let (rows, cols) = (padded[0], padded[1]);
+    if (rows != 1 && rows != m) || (cols != 1 && cols != n) {
+        return Err(bad());
+    }
+    Ok(CLayout {
+        batch_stride: 0,
+        row_stride: if rows == 1 { 0 } else { cols },
+        col_stride: usize::from(cols != 1),
+    })
+}
+
+impl Tensor {
+    /// Starts configuring C = α·op(self)·op(other) + β·C + bias; finish with `.run()`.
+    pub fn gemm<'a>(&'a self, other: &'a Tensor) -> Gemm<'a> {
+        Gemm {
+            a: self,
+            b: other,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 1.0,
+            c: None,
+            bias: None,
+            variant: None,
+        }
+    }
+
+    /// The matrix product with numpy's rules: a 1-D operand is a row (left) or column
+    /// (right) vector whose axis is dropped from the result, and batch axes broadcast.
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        if self.rank() == 0 || other.rank() == 0 {
+            return Err(Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().to_vec(),
+                rhs: other.shape().to_vec(),
+                expected: "matmul does not take scalars; use mul".into(),
+            });
+        }
+        let (a_vector, b_vector) = (self.rank() == 1, other.rank() == 1);
+        let a = if a_vector {
+            self.reshape(&[1, self.numel()])?
+        } else {
+            self.clone()
+        };
+        let b = if b_vector {
+            other.reshape(&[other.numel(), 1])?
+        } else {
+            other.clone()
+        };
+        let batch_of = |t: &Tensor| t.shape()[..t.rank() - 2].to_vec();
+        let batch = broadcast_shapes("matmul", &batch_of(&a), &batch_of(&b)).map_err(|_| {
+            Error::ShapeMismatch {
+                op: "matmul",
+                lhs: self.shape().to_vec(),
+                rhs: other.shape().to_vec(),
+                expected: "the batch axes do not broadcast (numpy rules)".into(),
+            }
+        })?;
+        let out = fit_batch(&a, &batch)?.gemm(&fit_batch(&b, &batch)?).run()?;
+        let mut shape = batch;
+        shape.extend_from_slice(&out.shape()[out.rank() - 2..]);
+        if b_vector {
+            shape.pop();
+        }
+        if a_vector {
+            shape.remove(shape.len() - if b_vector { 1 } else { 2 });
+        }
+        out.reshape(&shape)
+    }
+}
+
+/// `t` ([…, rows, cols]) made ready for a batched product over `batch`: a plain matrix if
+/// it has a single batch (the kernel shares it), else expanded to [batch…, rows, cols].
+fn fit_batch(t: &Tensor, batch: &[usize]) -> Result<Tensor> {
+    let matrix = &t.shape()[t.rank() - 2..];
+    if t.shape()[..t.rank() - 2].iter().product::<usize>() == 1 {
+        return t.reshape(matrix);
+    }
+    let mut full = batch.to_vec();
+    full.extend_from_slice(matrix);
+    let mut padded = vec![1; full.len() - t.rank()];
+    padded.extend_from_slice(t.shape());
+    if padded == full {
+        t.reshape(&full)
+    } else {
+        t.reshape(&padded)?.broadcast_to(&full)
+    }
+}

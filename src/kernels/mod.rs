@@ -1,0 +1,142 @@
+//! The kernel library: one module per WGSL file of `shaders/`, each with its launcher
+//! (recording a [`crate::gpu::Dispatch`]), its CPU reference, and its eager calls on
+//! [`crate::Tensor`].
+
+pub mod copy;
+pub mod elementwise;
+pub mod matmul;
+pub mod reduce;
+
+use crate::error::{Error, Result};
+use crate::gpu::ShaderSource;
+
+/// Every shader of the crate, for validation and for listing.
+pub static SHADERS: [&ShaderSource; 4] = [
+    &copy::SHADER,
+    &elementwise::SHADER,
+    &matmul::SHADER,
+    &reduce::SHADER,
+];
+
+/// Invocations per workgroup of the one-element-per-invocation kernels.
+pub const WORKGROUP_1D: u32 = 256;
+
+/// The highest rank the strided kernels (broadcasting, permute) handle.
+pub const MAX_RANK: usize = 4;
+
+/// Fails if `shape` has more axes than the strided kernels handle.
+pub fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
+    if shape.len() > MAX_RANK {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "shape {shape:?} has rank {}, at most {MAX_RANK} is supported",
+                shape.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `shape` as four u32s, padded on the left with `fill` (1 for dimensions, 0 for strides).
+pub fn pad_to_rank4(shape: &[usize], fill: u32) -> [u32; 4] {
+    let mut out = [fill; 4];
+    let offset = 4 - shape.len();
+    for (i, &d) in shape.iter().enumerate() {
+        out[offset + i] = d as u32;
+    }
+    out
+}
+
+/// Row-major strides of a contiguous tensor of `shape`, in elements.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// The numpy broadcast of two shapes, or an error naming both.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    check_rank(op, a)?;
+    check_rank(op, b)?;
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        if i < rank - s.len() {
+            1
+        } else {
+            s[i - (rank - s.len())]
+        }
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => Err(Error::ShapeMismatch {
+                op,
+                lhs: a.to_vec(),
+                rhs: b.to_vec(),
+                expected: format!(
+                    "axis {i} differs and neither is 1, so they do not broadcast (numpy rules)"
+                ),
+            }),
+        })
+        .collect()
+}
+
+/// Strides (in elements, padded to rank 4) that read a contiguous tensor of `shape` at each
+/// coordinate of the broadcast shape `out`: 0 along every axis it is broadcast over.
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> [u32; 4] {
+    let own = contiguous_strides(shape);
+    let mut strides = [0u32; 4];
+    let offset = 4 - out.len();
+    let lead = out.len() - shape.len();
+    for (i, (&d, &s)) in shape.iter().zip(&own).enumerate() {
+        if d != 1 {
+            strides[offset + lead + i] = s as u32;
+        }
+    }
+    strides
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shader parses and validates with naga, the compiler wgpu itself uses.
+    #[test]
+    fn every_shader_validates_with_naga() {
+        for shader in SHADERS {
+            let module = naga::front::wgsl::parse_str(shader.wgsl).unwrap_or_else(|e| {
+                panic!("{}.wgsl: {}", shader.family, e.emit_to_string(shader.wgsl))
+            });
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!("{}.wgsl: {}", shader.family, e.emit_to_string(shader.wgsl))
+            });
+        }
+    }
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(
+            broadcast_shapes("t", &[3, 4, 5], &[5]).unwrap(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(broadcast_shapes("t", &[3, 1], &[1, 4]).unwrap(), vec![3, 4]);
+        assert_eq!(broadcast_shapes("t", &[], &[2, 2]).unwrap(), vec![2, 2]);
+        let err = broadcast_shapes("add", &[3, 4], &[5])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[3, 4]") && err.contains("[5]"), "{err}");
+        assert_eq!(broadcast_strides(&[5], &[3, 4, 5]), [0, 0, 0, 1]);
+        assert_eq!(broadcast_strides(&[3, 1], &[3, 4]), [0, 0, 1, 0]);
+        assert_eq!(contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+    }
+}

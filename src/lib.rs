@@ -1,0 +1,32 @@
+//! shadergrad: a deep-learning engine whose every forward and backward computation runs
+//! as a hand-written WGSL compute shader through wgpu (Vulkan, Metal, DX12).
+//!
+//! Layers, each calling only the ones below it:
+//! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
+//! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
+//! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel.
+//!
+//! ```no_run
+//! use shadergrad::{Gpu, Tensor};
+//!
+//! let gpu = Gpu::default_adapter()?;
+//! let x = Tensor::from_slice(&gpu, &[1.0, -2.0, 3.0, -4.0, 5.0, -6.0], &[2, 3])?;
+//! let w = Tensor::from_slice(&gpu, &[0.5; 12], &[3, 4])?;
+//! let y = x.matmul(&w)?.relu()?;
+//! assert_eq!(y.shape(), &[2, 4]);
+//! println!("{:?}", y.to_vec()?);
+//! # Ok::<(), shadergrad::Error>(())
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod rng;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{AdapterSelector, Gpu};
+pub use kernels::elementwise::{Binary, Unary};
+pub use kernels::matmul::{Gemm, MatmulVariant};
+pub use kernels::reduce::{Reduce, ReduceVariant};
+pub use tensor::Tensor;

@@ -1,0 +1,156 @@
+//! [`Tensor`]: an f32 array on the GPU, contiguous and row-major.
+//!
+//! Tensors are immutable values: every op returns a new tensor, and clones share the
+//! buffer. The ops themselves are written beside their kernels, in `src/kernels/`.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, PooledBuffer};
+
+/// An f32 tensor on the GPU. Cheap to clone (the buffer is shared).
+#[derive(Clone)]
+pub struct Tensor {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor{:?}", self.shape)
+    }
+}
+
+/// The number of elements of `shape`, or an error if it overflows.
+pub fn numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} has too many elements")))
+}
+
+/// Bytes of an f32 tensor of `shape`.
+fn byte_size(shape: &[usize]) -> Result<u64> {
+    let n = numel(shape)? as u64;
+    n.checked_mul(4)
+        .ok_or_else(|| Error::invalid("tensor", format!("shape {shape:?} has too many elements")))
+}
+
+impl Tensor {
+    /// Uploads `data` as a tensor of `shape`; `data.len()` must equal the product of `shape`.
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        let n = numel(shape)?;
+        if data.len() != n {
+            return Err(Error::ShapeMismatch {
+                op: "from_slice",
+                lhs: vec![data.len()],
+                rhs: shape.to_vec(),
+                expected: format!("the data has {} values, the shape holds {n}", data.len()),
+            });
+        }
+        let tensor = Tensor::uninit(gpu, shape)?;
+        gpu.write(tensor.buffer(), data);
+        Ok(tensor)
+    }
+
+    /// A scalar (rank-0 tensor).
+    pub fn scalar(gpu: &Gpu, value: f32) -> Result<Tensor> {
+        Tensor::from_slice(gpu, &[value], &[])
+    }
+
+    /// A tensor of `shape` filled with `value`.
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+        let n = numel(shape)?;
+        let tensor = Tensor::uninit(gpu, shape)?;
+        gpu.write(tensor.buffer(), &vec![value; n]);
+        Ok(tensor)
+    }
+
+    /// A tensor of `shape` filled with zeros.
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        Tensor::full(gpu, shape, 0.0)
+    }
+
+    /// A tensor whose contents are whatever its pooled buffer held: for kernel outputs.
+    /// Errors if `shape` is larger than the adapter allows in one buffer.
+    pub(crate) fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let buffer = gpu.storage_buffer(byte_size(shape)?, shape)?;
+        Ok(Tensor {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Downloads the tensor (waits for the GPU work that produces it).
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        let bytes = self.gpu.read(self.buffer(), self.byte_len())?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Bytes of data (the buffer may be larger: it comes from a size class of the pool).
+    pub fn byte_len(&self) -> u64 {
+        self.numel() as u64 * 4
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The wgpu buffer holding the data, for launching custom kernels on it.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+
+    /// The same data seen with another shape of as many elements (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape)? != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+                expected: "both shapes must hold the same number of elements".into(),
+            });
+        }
+        Ok(Tensor {
+            gpu: self.gpu.clone(),
+            buffer: Arc::clone(&self.buffer),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Fails unless `other` lives on the same device as `self`.
+    pub(crate) fn same_device(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.gpu.same_device(&other.gpu) {
+            Ok(())
+        } else {
+            Err(Error::DeviceMismatch { op })
+        }
+    }
+}
+
+/// Resolves a possibly negative axis (`-1` is the last) against `rank`.
+pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
+    let resolved = if axis < 0 { axis + rank as isize } else { axis };
+    if resolved < 0 || resolved as usize >= rank {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} is out of range for a tensor of rank {rank}"),
+        ));
+    }
+    Ok(resolved as usize)
+}
