@@ -141,7 +141,12 @@ pub fn is_software(info: &wgpu::AdapterInfo) -> bool {
 pub fn software_name(info: &wgpu::AdapterInfo) -> Option<&'static str> {
     let text = format!("{} {} {}", info.name, info.driver, info.driver_info).to_lowercase();
     if text.contains("llvmpipe") || text.contains("lavapipe") {
-        Some("lavapipe")
+        // Mesa's CPU rasteriser is called lavapipe behind Vulkan and llvmpipe behind GL.
+        Some(if info.backend == wgpu::Backend::Vulkan {
+            "lavapipe"
+        } else {
+            "llvmpipe"
+        })
     } else if text.contains("swiftshader") {
         Some("SwiftShader")
     } else if text.contains("warp") || text.contains("microsoft basic render") {

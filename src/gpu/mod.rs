@@ -32,12 +32,16 @@ pub fn adapter_reports() -> Result<Vec<AdapterReport>> {
 }
 
 /// One kernel launch, ready to encode: a compiled variant, its bindings, its grid.
-/// The buffers it binds stay alive as long as the dispatch (the bind group holds them).
+///
+/// It owns its uniform parameters: the pooled uniform buffer must not go back to the pool
+/// (where another launch would overwrite it) before the dispatch has been submitted.
+/// The storage buffers it binds belong to tensors, which the caller keeps alive until then.
 #[derive(Debug, Clone)]
 pub struct Dispatch {
     pub kernel: Arc<Kernel>,
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    pub params: Arc<PooledBuffer>,
 }
 
 /// A buffer-to-buffer copy to run before the dispatches of a submission.
@@ -282,7 +286,7 @@ impl Gpu {
     }
 
     /// A uniform buffer holding `value`, from the pool.
-    pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> PooledBuffer {
+    fn uniform<T: bytemuck::Pod>(&self, value: &T) -> PooledBuffer {
         let bytes = bytemuck::bytes_of(value);
         let buffer = self
             .inner
@@ -353,18 +357,23 @@ impl Gpu {
         Ok(())
     }
 
-    /// A dispatch of the kernel variant `spec` over `workgroups`, binding `buffers` in order.
-    pub fn dispatch(
+    /// A dispatch of the kernel variant `spec` over `workgroups`, binding `buffers` in order
+    /// and then `params` as the uniform in the last binding.
+    pub fn dispatch<P: bytemuck::Pod>(
         &self,
         spec: &KernelSpec,
         buffers: &[&wgpu::Buffer],
+        params: &P,
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
-        debug_assert_eq!(spec.bindings.len(), buffers.len(), "{}", spec.name());
+        debug_assert_eq!(spec.bindings.len(), buffers.len() + 1, "{}", spec.name());
+        let params = self.uniform(params);
         self.checked(&spec.name(), || {
             let kernel = self.inner.pipelines.get(&self.inner.device, spec);
             let entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
+                .copied()
+                .chain([params.buffer()])
                 .enumerate()
                 .map(|(i, buffer)| wgpu::BindGroupEntry {
                     binding: i as u32,
@@ -383,6 +392,7 @@ impl Gpu {
                 kernel,
                 bind_group,
                 workgroups,
+                params: Arc::new(params),
             }
         })
     }

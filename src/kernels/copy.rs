@@ -26,12 +26,12 @@ struct Params {
 pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Result<Dispatch> {
     let gpu = x.gpu();
     let len = y.numel() as u32;
-    let params = gpu.uniform(&Params {
+    let params = Params {
         len,
         pad: [0; 3],
         out_shape: pad_to_rank4(y.shape(), 1),
         in_strides,
-    });
+    };
     let spec = KernelSpec {
         source: &SHADER,
         entry: "strided_copy",
@@ -40,7 +40,8 @@ pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Re
     };
     gpu.dispatch(
         &spec,
-        &[x.buffer(), y.buffer(), params.buffer()],
+        &[x.buffer(), y.buffer()],
+        &params,
         gpu.grid(len.div_ceil(WORKGROUP_1D)),
     )
 }

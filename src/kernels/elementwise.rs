@@ -133,11 +133,11 @@ pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
     let gpu = x.gpu();
     let (code, alpha) = op.code();
     let len = x.numel() as u32;
-    let params = gpu.uniform(&UnaryParams {
+    let params = UnaryParams {
         len,
         alpha,
         pad: [0; 2],
-    });
+    };
     let spec = KernelSpec {
         source: &SHADER,
         entry: "unary",
@@ -146,7 +146,8 @@ pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
     };
     gpu.dispatch(
         &spec,
-        &[x.buffer(), y.buffer(), params.buffer()],
+        &[x.buffer(), y.buffer()],
+        &params,
         gpu.grid(len.div_ceil(WORKGROUP_1D)),
     )
 }
@@ -156,14 +157,14 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
     let gpu = a.gpu();
     let len = out.numel() as u32;
     let direct = a.shape() == out.shape() && b.shape() == out.shape();
-    let params = gpu.uniform(&BinaryParams {
+    let params = BinaryParams {
         len,
         broadcast: u32::from(!direct),
         pad: [0; 2],
         out_shape: pad_to_rank4(out.shape(), 1),
         a_strides: broadcast_strides(a.shape(), out.shape()),
         b_strides: broadcast_strides(b.shape(), out.shape()),
-    });
+    };
     let spec = KernelSpec {
         source: &SHADER,
         entry: "binary",
@@ -177,7 +178,8 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
     };
     gpu.dispatch(
         &spec,
-        &[a.buffer(), b.buffer(), out.buffer(), params.buffer()],
+        &[a.buffer(), b.buffer(), out.buffer()],
+        &params,
         gpu.grid(len.div_ceil(WORKGROUP_1D)),
     )
 }

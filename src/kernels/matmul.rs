@@ -129,7 +129,7 @@ pub fn gemm_dispatch(
         row_stride: 0,
         col_stride: 0,
     });
-    let params = gpu.uniform(&Params {
+    let params = Params {
         m: shape.m as u32,
         n: shape.n as u32,
         k: shape.k as u32,
@@ -142,7 +142,7 @@ pub fn gemm_dispatch(
         alpha,
         beta,
         pad1: 0,
-    });
+    };
     let flag = |b: bool| f64::from(u8::from(b));
     let spec = KernelSpec {
         source: &SHADER,
@@ -174,8 +174,8 @@ pub fn gemm_dispatch(
             c,
             bias,
             operands.out.buffer(),
-            params.buffer(),
         ],
+        &params,
         [
             (shape.n as u32).div_ceil(tile),
             (shape.m as u32).div_ceil(tile),

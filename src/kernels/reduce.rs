@@ -78,12 +78,12 @@ pub fn reduce_dispatch(
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
-    let params = gpu.uniform(&Params {
+    let params = Params {
         outer: outer as u32,
         n: n as u32,
         inner: inner as u32,
         pad: 0,
-    });
+    };
     let (entry, workgroups) = match variant {
         ReduceVariant::Strided => (
             "reduce_strided",
@@ -99,7 +99,8 @@ pub fn reduce_dispatch(
     };
     gpu.dispatch(
         &spec,
-        &[x.buffer(), y.buffer(), params.buffer()],
+        &[x.buffer(), y.buffer()],
+        &params,
         gpu.grid(workgroups),
     )
 }

@@ -1,0 +1,583 @@
+//! Every kernel against its CPU reference, on odd shapes: 1, primes, sizes that are not
+//! multiples of the tile or workgroup, and one large case per family.
+
+mod common;
+
+use common::{assert_close, assert_within, gpu};
+use shadergrad::kernels::copy::permute_cpu;
+use shadergrad::kernels::elementwise::{binary_cpu, unary_cpu};
+use shadergrad::kernels::matmul::{gemm_cpu, CLayout, GemmShape};
+use shadergrad::kernels::reduce::reduce_cpu;
+use shadergrad::rng::Rng;
+use shadergrad::{Binary, MatmulVariant, Reduce, ReduceVariant, Tensor, Unary};
+
+/// f32 epsilon as f64.
+const EPS: f64 = f32::EPSILON as f64;
+
+fn upload(data: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(gpu(), data, shape).unwrap()
+}
+
+// ------------------------------------------------------------------------------ matmul
+
+/// One product on the GPU against the f64 reference. Tolerance: the standard forward error
+/// bound of a K-term f32 dot product, γ = (K+2)·ε times Σ|α·a·b| + |β·c| + |bias| for each
+/// element (computed by running the reference on absolute values), so it scales with K and
+/// with the magnitudes that actually met, and is far below any real indexing mistake.
+#[allow(clippy::too_many_arguments)]
+fn check_gemm(
+    seed: u64,
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    shared_b: bool,
+    c_shape: Option<&[usize]>,
+    with_bias: bool,
+    variant: MatmulVariant,
+) {
+    let mut rng = Rng::new(seed);
+    let a_shape: Vec<usize> = if trans_a {
+        vec![batch, k, m]
+    } else {
+        vec![batch, m, k]
+    };
+    let b_matrix = if trans_b { vec![n, k] } else { vec![k, n] };
+    let b_shape: Vec<usize> = if shared_b {
+        b_matrix.clone()
+    } else {
+        [vec![batch], b_matrix].concat()
+    };
+    let a = rng.vec(a_shape.iter().product(), -1.0, 1.0);
+    let b = rng.vec(b_shape.iter().product(), -1.0, 1.0);
+    let (alpha, beta) = (0.75, -1.5);
+    let c_data = c_shape.map(|s| rng.vec(s.iter().product(), -1.0, 1.0));
+    let bias = with_bias.then(|| rng.vec(n, -1.0, 1.0));
+
+    let (ga, gb) = (upload(&a, &a_shape), upload(&b, &b_shape));
+    let gc = c_shape.map(|s| upload(c_data.as_ref().unwrap(), s));
+    let gbias = bias.as_ref().map(|v| upload(v, &[n]));
+    let mut gemm = ga
+        .gemm(&gb)
+        .trans_a(trans_a)
+        .trans_b(trans_b)
+        .alpha(alpha)
+        .variant(variant);
+    if let Some(c) = &gc {
+        gemm = gemm.c(c, beta);
+    }
+    if let Some(bias) = &gbias {
+        gemm = gemm.bias(bias);
+    }
+    let out = gemm.run().unwrap();
+    assert_eq!(out.shape(), &[batch, m, n]);
+
+    let shape = GemmShape {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batch_stride: m * k,
+        b_batch_stride: if shared_b { 0 } else { k * n },
+    };
+    let layout = c_shape.map(|s| match s.len() {
+        3 => CLayout {
+            batch_stride: m * n,
+            row_stride: n,
+            col_stride: 1,
+        },
+        _ => {
+            let (rows, cols) = (s[0], s[1]);
+            CLayout {
+                batch_stride: 0,
+                row_stride: if rows == 1 { 0 } else { cols },
+                col_stride: usize::from(cols != 1),
+            }
+        }
+    });
+    let c_ref = c_data.as_deref().zip(layout);
+    let expected = gemm_cpu(&a, &b, c_ref, bias.as_deref(), &shape, alpha, beta);
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let (a_abs, b_abs) = (abs(&a), abs(&b));
+    let c_abs = c_data.as_deref().map(abs);
+    let bias_abs = bias.as_deref().map(abs);
+    let magnitude = gemm_cpu(
+        &a_abs,
+        &b_abs,
+        c_abs.as_deref().zip(layout),
+        bias_abs.as_deref(),
+        &shape,
+        alpha,
+        beta.abs(),
+    );
+    let what = format!(
+        "gemm {variant:?} batch {batch} m{m} n{n} k{k} tA {trans_a} tB {trans_b} shared_b {shared_b} C {c_shape:?} bias {with_bias}"
+    );
+    assert_within(&what, &out.to_vec().unwrap(), &expected, |i| {
+        (k as f64 + 2.0) * EPS * f64::from(magnitude[i]) + 1e-30
+    });
+}
+
+#[test]
+fn matmul_matches_reference_on_odd_shapes() {
+    let shapes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (5, 1, 2),
+        (13, 17, 19),
+        (33, 31, 29),
+        (64, 64, 64),
+        (67, 65, 1),
+    ];
+    let mut seed = 0;
+    for variant in MatmulVariant::ALL {
+        for &(m, n, k) in &shapes {
+            for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+                seed += 1;
+                check_gemm(
+                    seed,
+                    1,
+                    (m, n, k),
+                    trans_a,
+                    trans_b,
+                    false,
+                    None,
+                    false,
+                    variant,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_batched_with_c_and_bias() {
+    for variant in MatmulVariant::ALL {
+        // Each batch its own B, C the full output, and a bias.
+        check_gemm(
+            1,
+            3,
+            (19, 23, 17),
+            false,
+            true,
+            false,
+            Some(&[3, 19, 23]),
+            true,
+            variant,
+        );
+        // One B shared by every batch, C a row vector broadcast over rows.
+        check_gemm(
+            2,
+            5,
+            (7, 70, 11),
+            true,
+            false,
+            true,
+            Some(&[1, 70]),
+            false,
+            variant,
+        );
+        // C a column broadcast over columns, and a scalar C.
+        check_gemm(
+            3,
+            2,
+            (66, 9, 5),
+            false,
+            false,
+            false,
+            Some(&[66, 1]),
+            true,
+            variant,
+        );
+        check_gemm(
+            4,
+            1,
+            (3, 4, 5),
+            true,
+            true,
+            false,
+            Some(&[1, 1]),
+            false,
+            variant,
+        );
+    }
+}
+
+#[test]
+fn matmul_large_case() {
+    for variant in MatmulVariant::ALL {
+        check_gemm(
+            9,
+            1,
+            (257, 263, 251),
+            false,
+            false,
+            false,
+            None,
+            true,
+            variant,
+        );
+    }
+}
+
+#[test]
+fn matmul_with_empty_inner_dimension_is_beta_c_plus_bias() {
+    let c = upload(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+    let bias = upload(&[10.0, 20.0], &[2]);
+    let a = upload(&[], &[2, 0]);
+    let b = upload(&[], &[0, 2]);
+    let out = a.gemm(&b).c(&c, 2.0).bias(&bias).run().unwrap();
+    assert_eq!(out.to_vec().unwrap(), vec![12.0, 24.0, 16.0, 28.0]);
+}
+
+#[test]
+fn numpy_matmul_promotes_vectors_and_broadcasts_batches() {
+    let mut rng = Rng::new(5);
+    let a = rng.vec(3 * 4 * 5, -1.0, 1.0);
+    let b = rng.vec(2 * 5 * 6, -1.0, 1.0);
+    // [3,1,4,5] @ [2,5,6] -> [3,2,4,6]
+    let out = upload(&a, &[3, 1, 4, 5])
+        .matmul(&upload(&b, &[2, 5, 6]))
+        .unwrap();
+    assert_eq!(out.shape(), &[3, 2, 4, 6]);
+    let got = out.to_vec().unwrap();
+    for i in 0..3 {
+        for j in 0..2 {
+            for r in 0..4 {
+                for c in 0..6 {
+                    let expected: f32 = (0..5)
+                        .map(|l| a[(i * 4 + r) * 5 + l] * b[(j * 5 + l) * 6 + c])
+                        .sum();
+                    let actual = got[((i * 2 + j) * 4 + r) * 6 + c];
+                    assert!(
+                        (actual - expected).abs() < 1e-5,
+                        "[{i},{j},{r},{c}] {actual} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+    // Vector · matrix and matrix · vector drop the vector's axis.
+    let v = upload(&[1.0, 2.0], &[2]);
+    let m = upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let vm = v.matmul(&m).unwrap();
+    assert_eq!(
+        (vm.shape(), vm.to_vec().unwrap()),
+        (&[3][..], vec![9.0, 12.0, 15.0])
+    );
+    let w = upload(&[1.0, 0.0, -1.0], &[3]);
+    let mv = m.matmul(&w).unwrap();
+    assert_eq!(
+        (mv.shape(), mv.to_vec().unwrap()),
+        (&[2][..], vec![-2.0, -2.0])
+    );
+}
+
+// ------------------------------------------------------------------------- elementwise
+
+/// Tolerance of a unary op: WGSL allows exp and log an error of a few ULP (3 + 2|x| for
+/// exp), and tanh and sigmoid here are built from exp; 8 ULP relative plus an absolute
+/// 2⁻²³ for results near zero covers all of them on |x| ≤ 4 with margin, while a wrong
+/// formula misses by orders of magnitude.
+fn unary_tolerance(op: Unary, x: f32, expected: f32) -> f64 {
+    let ulps = match op {
+        Unary::Exp => 3.0 + 2.0 * f64::from(x.abs()),
+        Unary::Tanh | Unary::Sigmoid | Unary::Log => 8.0,
+        _ => 0.0,
+    };
+    ulps * EPS * f64::from(expected.abs()) + if ulps > 0.0 { EPS } else { 0.0 }
+}
+
+#[test]
+fn unary_ops_match_reference() {
+    let ops = [
+        Unary::Tanh,
+        Unary::Relu,
+        Unary::Sigmoid,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Neg,
+        Unary::Scale(-2.5),
+    ];
+    let mut rng = Rng::new(11);
+    for shape in [
+        vec![1],
+        vec![7],
+        vec![256],
+        vec![257],
+        vec![3, 5, 7],
+        vec![2, 3, 5, 11],
+    ] {
+        let n = shape.iter().product();
+        for op in ops {
+            let (low, high) = if op == Unary::Log {
+                (1e-3, 4.0)
+            } else {
+                (-4.0, 4.0)
+            };
+            let x = rng.vec(n, low, high);
+            let y = upload(&x, &shape).map(op).unwrap();
+            assert_eq!(y.shape(), &shape[..]);
+            let expected = unary_cpu(&x, op);
+            assert_within(
+                &format!("{op:?} {shape:?}"),
+                &y.to_vec().unwrap(),
+                &expected,
+                |i| unary_tolerance(op, x[i], expected[i]),
+            );
+        }
+    }
+}
+
+#[test]
+fn tanh_and_sigmoid_saturate_without_nan() {
+    let x = [-1e4f32, -90.0, -20.0, 0.0, 20.0, 90.0, 1e4];
+    let t = upload(&x, &[7]);
+    assert_eq!(
+        t.tanh().unwrap().to_vec().unwrap(),
+        vec![-1.0, -1.0, -1.0, 0.0, 1.0, 1.0, 1.0]
+    );
+    let s = t.sigmoid().unwrap().to_vec().unwrap();
+    assert!(
+        s.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)),
+        "{s:?}"
+    );
+    assert_eq!((s[0], s[3], s[6]), (0.0, 0.5, 1.0));
+}
+
+#[test]
+fn unary_large_case_spans_a_folded_grid() {
+    // More than 65535 workgroups of 256: the grid folds into y.
+    let n = 65_536 * 256 + 3;
+    let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 - 48.0).collect();
+    let y = upload(&x, &[n]).relu().unwrap().to_vec().unwrap();
+    assert_eq!(y, unary_cpu(&x, Unary::Relu));
+}
+
+#[test]
+fn binary_ops_broadcast_like_numpy() {
+    let cases: [(&[usize], &[usize]); 8] = [
+        (&[1], &[1]),
+        (&[7], &[7]),
+        (&[3, 4, 5], &[5]),
+        (&[3, 1], &[1, 4]),
+        (&[13, 1], &[13, 17]),
+        (&[2, 3, 5, 7], &[3, 1, 7]),
+        (&[], &[2, 3]),
+        (&[1031], &[1]),
+    ];
+    let mut rng = Rng::new(3);
+    for (a_shape, b_shape) in cases {
+        for op in [Binary::Add, Binary::Sub, Binary::Mul, Binary::Div] {
+            let a = rng.vec(a_shape.iter().product(), -2.0, 2.0);
+            let b: Vec<f32> = rng.vec(b_shape.iter().product(), 0.5, 2.0);
+            let out = upload(&a, a_shape).zip(&upload(&b, b_shape), op).unwrap();
+            let (expected, shape) = binary_cpu(&a, a_shape, &b, b_shape, op).unwrap();
+            assert_eq!(out.shape(), &shape[..]);
+            // One f32 rounding of an exact-input operation: half an ULP of the result.
+            assert_close(
+                &format!("{op:?} {a_shape:?} {b_shape:?}"),
+                &out.to_vec().unwrap(),
+                &expected,
+                EPS,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn activation_derivatives_match_reference() {
+    let mut rng = Rng::new(8);
+    for shape in [vec![1], vec![5, 7], vec![259]] {
+        let n: usize = shape.iter().product();
+        let x = rng.vec(n, -3.0, 3.0);
+        let dy = rng.vec(n, -1.0, 1.0);
+        let (gx, gdy) = (upload(&x, &shape), upload(&dy, &shape));
+        let y_tanh = unary_cpu(&x, Unary::Tanh);
+        let y_sigmoid = unary_cpu(&x, Unary::Sigmoid);
+        let cases = [
+            (
+                Binary::TanhGrad,
+                upload(&y_tanh, &shape).tanh_backward(&gdy).unwrap(),
+                &y_tanh,
+            ),
+            (Binary::ReluGrad, gx.relu_backward(&gdy).unwrap(), &x),
+            (
+                Binary::SigmoidGrad,
+                upload(&y_sigmoid, &shape).sigmoid_backward(&gdy).unwrap(),
+                &y_sigmoid,
+            ),
+        ];
+        for (op, got, forward) in cases {
+            let (expected, _) = binary_cpu(forward, &shape, &dy, &shape, op).unwrap();
+            // Two or three f32 roundings of values below 1 in magnitude.
+            assert_close(
+                &format!("{op:?} {shape:?}"),
+                &got.to_vec().unwrap(),
+                &expected,
+                4.0 * EPS,
+                EPS,
+            );
+        }
+    }
+}
+
+#[test]
+fn derivatives_agree_with_finite_differences_of_the_forward_kernels() {
+    // d/dx f(x) ≈ (f(x+h) − f(x−h)) / 2h, with the forward values from the GPU kernels.
+    let x: Vec<f32> = vec![-2.5, -1.0, -0.3, 0.4, 1.1, 2.0];
+    let h = 1e-2f32;
+    let shifted = |d: f32| upload(&x.iter().map(|v| v + d).collect::<Vec<_>>(), &[6]);
+    let ones = upload(&[1.0; 6], &[6]);
+    let (plus, minus, at) = (shifted(h), shifted(-h), upload(&x, &[6]));
+    for (name, forward, backward) in [
+        ("tanh", Unary::Tanh, Binary::TanhGrad),
+        ("sigmoid", Unary::Sigmoid, Binary::SigmoidGrad),
+        ("relu", Unary::Relu, Binary::ReluGrad),
+    ] {
+        let fp = plus.map(forward).unwrap().to_vec().unwrap();
+        let fm = minus.map(forward).unwrap().to_vec().unwrap();
+        let numeric: Vec<f32> = fp
+            .iter()
+            .zip(&fm)
+            .map(|(p, m)| (p - m) / (2.0 * h))
+            .collect();
+        let saved = if backward == Binary::ReluGrad {
+            at.clone()
+        } else {
+            at.map(forward).unwrap()
+        };
+        let analytic = saved.zip(&ones, backward).unwrap().to_vec().unwrap();
+        // Central differences err by h²·|f'''|/6 ≲ 1e-4 here, plus f32 cancellation ~1e-5.
+        assert_close(name, &analytic, &numeric, 0.0, 5e-4);
+    }
+}
+
+// ------------------------------------------------------------------------------ reduce
+
+#[test]
+fn reductions_match_reference_on_every_axis() {
+    let mut rng = Rng::new(21);
+    for shape in [
+        vec![1],
+        vec![7, 1],
+        vec![3, 5, 7],
+        vec![2, 3, 5, 11],
+        vec![5, 3001],
+        vec![1031, 3],
+    ] {
+        let n: usize = shape.iter().product();
+        let x = rng.vec(n, -1.0, 1.0);
+        let gx = upload(&x, &shape);
+        for axis in 0..shape.len() {
+            for op in [Reduce::Sum, Reduce::Max, Reduce::Mean] {
+                for variant in [ReduceVariant::Strided, ReduceVariant::Rows] {
+                    if variant == ReduceVariant::Rows && axis + 1 != shape.len() {
+                        continue; // the rows variant reduces the innermost axis only
+                    }
+                    let got = gx.reduce_with(op, axis, true, variant).unwrap();
+                    let mut out_shape = shape.clone();
+                    out_shape[axis] = 1;
+                    assert_eq!(got.shape(), &out_shape[..]);
+                    let expected = reduce_cpu(&x, &shape, axis, op);
+                    // Summing L values of magnitude ≤ 1 in f32 in any order errs by ≤ L·ε·Σ|x| ≤ L²·ε.
+                    let len = shape[axis] as f64;
+                    assert_close(
+                        &format!("{op:?} {variant:?} {shape:?} axis {axis}"),
+                        &got.to_vec().unwrap(),
+                        &expected,
+                        0.0,
+                        len * len * EPS,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions_over_empty_axes_follow_onnx() {
+    let x = upload(&[], &[2, 0, 4]);
+    let sum = x.sum(1, true).unwrap();
+    assert_eq!(
+        (sum.shape(), sum.to_vec().unwrap()),
+        (&[2, 1, 4][..], vec![0.0; 8])
+    );
+    let max = x.max(-2, false).unwrap();
+    assert_eq!(max.shape(), &[2, 4]);
+    assert!(max
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|v| *v == f32::NEG_INFINITY));
+    // Reducing a non-empty axis of an empty tensor gives an empty tensor.
+    assert_eq!(x.sum(2, true).unwrap().shape(), &[2, 0, 1]);
+}
+
+// -------------------------------------------------------------------- copy / transpose
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for i in 0..n {
+            let mut q = p.clone();
+            q.insert(i, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[test]
+fn permute_matches_reference_for_every_permutation() {
+    let mut rng = Rng::new(4);
+    for shape in [
+        vec![1],
+        vec![7, 1],
+        vec![3, 5],
+        vec![2, 3, 5],
+        vec![3, 1, 5, 7],
+        vec![2, 3, 5, 7],
+    ] {
+        let x = rng.vec(shape.iter().product(), -1.0, 1.0);
+        let gx = upload(&x, &shape);
+        for perm in permutations(shape.len()) {
+            let got = gx.permute(&perm).unwrap();
+            let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            assert_eq!(got.shape(), &out_shape[..]);
+            assert_eq!(
+                got.to_vec().unwrap(),
+                permute_cpu(&x, &shape, &perm),
+                "{shape:?} {perm:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn transpose_large_case_and_negative_axes() {
+    let (rows, cols) = (1031, 2053);
+    let x: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    let t = upload(&x, &[rows, cols]).transpose(-1, -2).unwrap();
+    assert_eq!(t.shape(), &[cols, rows]);
+    assert_eq!(t.to_vec().unwrap(), permute_cpu(&x, &[rows, cols], &[1, 0]));
+}
+
+#[test]
+fn broadcast_to_and_copy() {
+    let x = upload(&[1.0, 2.0, 3.0], &[3, 1]);
+    let b = x.broadcast_to(&[2, 3, 2]).unwrap();
+    assert_eq!(
+        b.to_vec().unwrap(),
+        vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    );
+    let c = b.copy().unwrap();
+    assert_eq!(c.to_vec().unwrap(), b.to_vec().unwrap());
+    assert!(x.broadcast_to(&[2, 2]).is_err());
+}
