@@ -5,12 +5,13 @@
 // batches; bias is a row vector of N. The output is contiguous [batch, M, N].
 // The workgroup's z coordinate is the batch.
 //
-// Two variants of one contract:
+// Three entry points of one contract:
 // - `matmul_blocked`: no workgroup memory, no barriers. Each invocation keeps a 4×4 block
 //   of C in registers. Its 4 columns are 8 apart, so the 8 invocations along x (which a
 //   CPU driver such as lavapipe runs as the 8 lanes of one SIMD register) read 8
-//   neighbouring B values at once, while the A values they need are the same for all 8.
-//   Fastest where barriers are expensive: CPU adapters.
+//   neighbouring B values at once. Any layout; for CPU adapters.
+// - `matmul_blocked_vec4`: the same with B read as vec4 and 8×8 outputs per invocation,
+//   when B is not transposed and N is a multiple of 4: about twice as fast on lavapipe.
 // - `matmul_tiled`: 64×64 output tiles per 16×16 workgroup, staged through workgroup
 //   memory 16 values of K at a time, each invocation a 4×4 block. For real GPUs.
 
@@ -114,6 +115,90 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
     store_row(batch, row0 + 1u, cols_out, acc1);
     store_row(batch, row0 + 2u, cols_out, acc2);
     store_row(batch, row0 + 3u, cols_out, acc3);
+}
+
+// ---------------------------------------------------------------- register-blocked, vec4 B
+
+// The same idea with B read four columns at a time, for B not transposed and N a multiple
+// of 4. On lavapipe a per-lane vec4 load costs little more than a scalar one, and this is
+// about twice as fast as the scalar kernel above. A workgroup of 16 invocations covers 8
+// rows (the same for all of them, so each A value is one uniform load) by 128 columns
+// (8 per invocation: two vec4).
+
+@group(0) @binding(1) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> out4: array<vec4<f32>>;
+
+const VEC4_ROWS: u32 = 8u;
+const VEC4_COLS: u32 = 128u;
+
+fn store4(batch: u32, row: u32, col: u32, acc: vec4<f32>) {
+    let p = params;
+    if row >= p.m || col >= p.n {
+        return;
+    }
+    var v = p.alpha * acc;
+    if HAS_C {
+        let at = batch * p.c_batch_stride + row * p.c_row_stride + col * p.c_col_stride;
+        v += p.beta * vec4<f32>(c[at], c[at + p.c_col_stride], c[at + 2u * p.c_col_stride],
+                                c[at + 3u * p.c_col_stride]);
+    }
+    if HAS_BIAS {
+        v += vec4<f32>(bias[col], bias[col + 1u], bias[col + 2u], bias[col + 3u]);
+    }
+    out4[((batch * p.m + row) * p.n + col) / 4u] = v;
+}
+
+@compute @workgroup_size(16)
+fn matmul_blocked_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(local_invocation_id) lid: vec3<u32>) {
+    let p = params;
+    let batch = wid.z;
+    let a_base = batch * p.a_batch_stride;
+    let b_base4 = batch * p.b_batch_stride / 4u;
+    let n4 = p.n / 4u;
+    let row0 = wid.y * VEC4_ROWS;
+    let last = p.m - 1u;
+    let col = wid.x * VEC4_COLS + lid.x * 8u;
+    // Out-of-range columns read a clamped (valid) vec4; `store4` drops them.
+    let c4 = min(col / 4u, n4 - 1u);
+    let c4_hi = min(col / 4u + 1u, n4 - 1u);
+
+    var lo0 = vec4<f32>(0.0); var hi0 = vec4<f32>(0.0);
+    var lo1 = vec4<f32>(0.0); var hi1 = vec4<f32>(0.0);
+    var lo2 = vec4<f32>(0.0); var hi2 = vec4<f32>(0.0);
+    var lo3 = vec4<f32>(0.0); var hi3 = vec4<f32>(0.0);
+    var lo4 = vec4<f32>(0.0); var hi4 = vec4<f32>(0.0);
+    var lo5 = vec4<f32>(0.0); var hi5 = vec4<f32>(0.0);
+    var lo6 = vec4<f32>(0.0); var hi6 = vec4<f32>(0.0);
+    var lo7 = vec4<f32>(0.0); var hi7 = vec4<f32>(0.0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        let b_lo = b4[b_base4 + kk * n4 + c4];
+        let b_hi = b4[b_base4 + kk * n4 + c4_hi];
+        var av = vec4<f32>(load_a(a_base, min(row0, last), kk));
+        lo0 = fma(av, b_lo, lo0); hi0 = fma(av, b_hi, hi0);
+        av = vec4<f32>(load_a(a_base, min(row0 + 1u, last), kk));
+        lo1 = fma(av, b_lo, lo1); hi1 = fma(av, b_hi, hi1);
+        av = vec4<f32>(load_a(a_base, min(row0 + 2u, last), kk));
+        lo2 = fma(av, b_lo, lo2); hi2 = fma(av, b_hi, hi2);
+        av = vec4<f32>(load_a(a_base, min(row0 + 3u, last), kk));
+        lo3 = fma(av, b_lo, lo3); hi3 = fma(av, b_hi, hi3);
+        av = vec4<f32>(load_a(a_base, min(row0 + 4u, last), kk));
+        lo4 = fma(av, b_lo, lo4); hi4 = fma(av, b_hi, hi4);
+        av = vec4<f32>(load_a(a_base, min(row0 + 5u, last), kk));
+        lo5 = fma(av, b_lo, lo5); hi5 = fma(av, b_hi, hi5);
+        av = vec4<f32>(load_a(a_base, min(row0 + 6u, last), kk));
+        lo6 = fma(av, b_lo, lo6); hi6 = fma(av, b_hi, hi6);
+        av = vec4<f32>(load_a(a_base, min(row0 + 7u, last), kk));
+        lo7 = fma(av, b_lo, lo7); hi7 = fma(av, b_hi, hi7);
+    }
+    store4(batch, row0, col, lo0); store4(batch, row0, col + 4u, hi0);
+    store4(batch, row0 + 1u, col, lo1); store4(batch, row0 + 1u, col + 4u, hi1);
+    store4(batch, row0 + 2u, col, lo2); store4(batch, row0 + 2u, col + 4u, hi2);
+    store4(batch, row0 + 3u, col, lo3); store4(batch, row0 + 3u, col + 4u, hi3);
+    store4(batch, row0 + 4u, col, lo4); store4(batch, row0 + 4u, col + 4u, hi4);
+    store4(batch, row0 + 5u, col, lo5); store4(batch, row0 + 5u, col + 4u, hi5);
+    store4(batch, row0 + 6u, col, lo6); store4(batch, row0 + 6u, col + 4u, hi6);
+    store4(batch, row0 + 7u, col, lo7); store4(batch, row0 + 7u, col + 4u, hi7);
 }
 
 // ---------------------------------------------------------------- shared-memory tiled

@@ -4,7 +4,8 @@
 //! Layers, each calling only the ones below it:
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
-//! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel.
+//! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
+//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -18,6 +19,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+pub mod conformance;
 pub mod error;
 pub mod gpu;
 pub mod kernels;

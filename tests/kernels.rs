@@ -36,6 +36,10 @@ fn check_gemm(
     with_bias: bool,
     variant: MatmulVariant,
 ) {
+    let b_cols = if trans_b { k } else { n };
+    if variant == MatmulVariant::BlockedVec4 && (trans_b || !b_cols.is_multiple_of(4)) {
+        return; // outside that variant's contract; covered by matmul_variants_refuse_layouts_they_lack
+    }
     let mut rng = Rng::new(seed);
     let a_shape: Vec<usize> = if trans_a {
         vec![batch, k, m]
@@ -203,6 +207,86 @@ fn matmul_batched_with_c_and_bias() {
             variant,
         );
     }
+}
+
+#[test]
+fn matmul_vec4_variant_on_aligned_odd_shapes() {
+    // N a multiple of 4 but not of the 128-column tile; M and K odd.
+    let shapes = [
+        (1, 4, 1),
+        (3, 8, 5),
+        (13, 20, 19),
+        (9, 132, 7),
+        (67, 260, 33),
+    ];
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for trans_a in [false, true] {
+            check_gemm(
+                40 + i as u64,
+                1,
+                (m, n, k),
+                trans_a,
+                false,
+                false,
+                None,
+                false,
+                MatmulVariant::BlockedVec4,
+            );
+        }
+    }
+    check_gemm(
+        50,
+        3,
+        (11, 12, 13),
+        true,
+        false,
+        true,
+        Some(&[1, 12]),
+        true,
+        MatmulVariant::BlockedVec4,
+    );
+    check_gemm(
+        51,
+        2,
+        (10, 16, 3),
+        false,
+        false,
+        false,
+        Some(&[2, 10, 16]),
+        false,
+        MatmulVariant::BlockedVec4,
+    );
+    check_gemm(
+        52,
+        1,
+        (21, 8, 6),
+        false,
+        false,
+        false,
+        Some(&[21, 1]),
+        true,
+        MatmulVariant::BlockedVec4,
+    );
+}
+
+#[test]
+fn matmul_variants_refuse_layouts_they_lack() {
+    let a = upload(&[1.0; 6], &[2, 3]);
+    let b = upload(&[1.0; 15], &[3, 5]);
+    let err = a
+        .gemm(&b)
+        .variant(MatmulVariant::BlockedVec4)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("multiple of 4"), "{err}");
+    let bt = upload(&[1.0; 12], &[4, 3]);
+    assert!(a
+        .gemm(&bt)
+        .trans_b(true)
+        .variant(MatmulVariant::BlockedVec4)
+        .run()
+        .is_err());
 }
 
 #[test]

@@ -71,10 +71,12 @@ pub fn read(path: &Path) -> Result<Array> {
 /// Parses the contents of a `.npy` file; `path` only names the file in errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
     let bad = |message: String| Error::format(path, message);
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    if !bytes.starts_with(MAGIC) {
         let start = &bytes[..bytes.len().min(MAGIC.len())];
         return Err(bad(format!(
-            "bad magic {start:?}: a .npy file starts with {MAGIC:?}"
+            "bad magic \"{}\": a .npy file starts with \"{}\"",
+            start.escape_ascii(),
+            MAGIC.escape_ascii()
         )));
     }
     // Version 1 stores the header length in 2 bytes; version 2 (for headers over 64 KiB) in 4.
@@ -92,28 +94,27 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
     let length_field = bytes
         .get(8..header_start)
         .ok_or_else(|| bad(truncated("header length")))?;
+    // Little-endian: the last byte is the most significant.
     let header_len = length_field
         .iter()
         .rev()
         .fold(0usize, |n, &byte| (n << 8) | usize::from(byte));
     // Saturating, so that a huge length on a 32-bit target reads as truncated, not overflow.
     let header_end = header_start.saturating_add(header_len);
-    let header_bytes = bytes
-        .get(header_start..header_end)
-        .ok_or_else(|| {
-            bad(format!(
-                "truncated header: it should be {header_len} bytes, the file has {} after the \
-                 length field",
-                bytes.len() - header_start
-            ))
-        })?;
+    let header_bytes = bytes.get(header_start..header_end).ok_or_else(|| {
+        bad(format!(
+            "truncated header: it should be {header_len} bytes, the file has {} after \
+             the length field",
+            bytes.len() - header_start
+        ))
+    })?;
     let header = std::str::from_utf8(header_bytes)
-        .map_err(|_| bad("the header is not ASCII text".into()))?;
+        .map_err(|_| bad("the header is not text (invalid UTF-8)".into()))?;
     let Header {
         dtype,
         fortran_order,
         shape,
-    } = parse_header(header).map_err(bad)?;
+    } = parse_header(header.trim_end()).map_err(bad)?;
     if fortran_order {
         return Err(bad(
             "the array is in Fortran (column-major) order; only C order is supported".into(),
@@ -140,7 +141,8 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Array> {
             "trailing bytes after the data"
         };
         return Err(bad(format!(
-            "{problem}: shape {shape:?} of {dtype} needs {expected_len} bytes, the file has {}",
+            "{problem}: shape {shape:?} of {dtype} needs {expected_len} bytes, the file has {} \
+             after the header",
             data.len()
         )));
     }
@@ -227,9 +229,9 @@ fn parse_header(header: &str) -> Result<Header, String> {
         .map(str::trim)
         .filter(|piece| !piece.is_empty())
         .map(|piece| {
-            piece
-                .parse::<usize>()
-                .map_err(|_| format!("shape entry {piece:?} is not a dimension (in {shape_text:?})"))
+            piece.parse::<usize>().map_err(|_| {
+                format!("shape entry {piece:?} is not a dimension (in {shape_text:?})")
+            })
         })
         .collect::<Result<Vec<usize>, String>>()?;
     Ok(Header {
@@ -278,7 +280,10 @@ mod tests {
 
     fn parse_err(bytes: &[u8]) -> String {
         let err = parse(bytes, Path::new("bad.npy")).unwrap_err().to_string();
-        assert!(err.starts_with("bad.npy: "), "the error names the file: {err}");
+        assert!(
+            err.starts_with("bad.npy: "),
+            "the error names the file: {err}"
+        );
         err
     }
 

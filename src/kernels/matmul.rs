@@ -14,28 +14,49 @@ pub static SHADER: ShaderSource = ShaderSource {
 /// The shader entry points of one contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
-    /// 4×4 outputs per invocation in registers, no workgroup memory: for CPU adapters.
+    /// 4×4 outputs per invocation in registers, no workgroup memory: any layout, for CPU
+    /// adapters.
     Blocked,
+    /// 8×8 outputs per invocation with B read as vec4: B not transposed, N a multiple of 4.
+    BlockedVec4,
     /// 64×64 tiles staged through workgroup memory: for real GPUs.
     Tiled,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Blocked, MatmulVariant::Tiled];
+    pub const ALL: [MatmulVariant; 3] = [
+        MatmulVariant::Blocked,
+        MatmulVariant::BlockedVec4,
+        MatmulVariant::Tiled,
+    ];
 
     /// The rule: barriers cost a CPU adapter more than workgroup memory saves, so it gets
-    /// the blocked kernel; so does a product too small to fill one 64×64 tile.
-    pub fn choose(gpu: &Gpu, m: usize, n: usize) -> Self {
-        if gpu.is_cpu_like() || m * n < 64 * 64 {
-            MatmulVariant::Blocked
+    /// a blocked kernel (the vec4 one where the layout allows); so does a product too small
+    /// to fill one 64×64 tile. Real GPUs get the tiled kernel.
+    pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
+        if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
+            if MatmulVariant::BlockedVec4.supports(shape) {
+                MatmulVariant::BlockedVec4
+            } else {
+                MatmulVariant::Blocked
+            }
         } else {
             MatmulVariant::Tiled
+        }
+    }
+
+    /// Whether this variant can compute a product of this layout.
+    pub fn supports(self, shape: &GemmShape) -> bool {
+        match self {
+            MatmulVariant::BlockedVec4 => !shape.trans_b && shape.n.is_multiple_of(4),
+            MatmulVariant::Blocked | MatmulVariant::Tiled => true,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             MatmulVariant::Blocked => "blocked",
+            MatmulVariant::BlockedVec4 => "blocked-vec4",
             MatmulVariant::Tiled => "tiled",
         }
     }
@@ -43,15 +64,17 @@ impl MatmulVariant {
     fn entry(self) -> &'static str {
         match self {
             MatmulVariant::Blocked => "matmul_blocked",
+            MatmulVariant::BlockedVec4 => "matmul_blocked_vec4",
             MatmulVariant::Tiled => "matmul_tiled",
         }
     }
 
-    /// Output rows and columns one workgroup covers.
-    fn tile(self) -> u32 {
+    /// Output (rows, columns) one workgroup covers.
+    fn tile(self) -> (u32, u32) {
         match self {
-            MatmulVariant::Blocked => 32,
-            MatmulVariant::Tiled => 64,
+            MatmulVariant::Blocked => (32, 32),
+            MatmulVariant::BlockedVec4 => (8, 128),
+            MatmulVariant::Tiled => (64, 64),
         }
     }
 }
@@ -114,6 +137,15 @@ pub fn gemm_dispatch(
     variant: MatmulVariant,
 ) -> Result<Dispatch> {
     let gpu = operands.a.gpu();
+    if !variant.supports(shape) {
+        return Err(Error::invalid(
+            "matmul",
+            format!(
+                "the {} kernel needs B not transposed and N a multiple of 4, got {shape:?}",
+                variant.name()
+            ),
+        ));
+    }
     let max_batch = gpu.limits().max_compute_workgroups_per_dimension as usize;
     if shape.batch > max_batch {
         return Err(Error::invalid(
@@ -165,7 +197,7 @@ pub fn gemm_dispatch(
     let placeholder = gpu.placeholder();
     let c = operands.c.map(|(c, _)| c.buffer()).unwrap_or(placeholder);
     let bias = operands.bias.map(Tensor::buffer).unwrap_or(placeholder);
-    let tile = variant.tile();
+    let (tile_rows, tile_cols) = variant.tile();
     gpu.dispatch(
         &spec,
         &[
@@ -177,8 +209,8 @@ pub fn gemm_dispatch(
         ],
         &params,
         [
-            (shape.n as u32).div_ceil(tile),
-            (shape.m as u32).div_ceil(tile),
+            (shape.n as u32).div_ceil(tile_cols),
+            (shape.m as u32).div_ceil(tile_rows),
             shape.batch as u32,
         ],
     )
@@ -374,7 +406,7 @@ impl<'a> Gemm<'a> {
         }
         let variant = self
             .variant
-            .unwrap_or_else(|| MatmulVariant::choose(gpu, shape.m, shape.n));
+            .unwrap_or_else(|| MatmulVariant::choose(gpu, &shape));
         let operands = GemmOperands {
             a: self.a,
             b: self.b,

@@ -1,0 +1,751 @@
+//! The ONNX conformance runner: runs operator test cases of the ONNX project through the
+//! [`Tensor`] API and compares the results with ONNX's expected outputs.
+//!
+//! A case is a folder (`tests/data/onnx-node/<test name>/`) holding `case.json` (the op,
+//! its attributes, its input and output files, its opset) and one `.npy` file per tensor;
+//! `tests/data/onnx-node/README.md` describes them. Each case ends as one [`Outcome`]:
+//!
+//! - it passes: every output element is within ONNX's tolerance of the expected one;
+//! - it fails: the message names the case and the first element off, or the engine's error;
+//! - it is skipped, with the reason: an op not implemented yet (and the issue that brings
+//!   it), an op unknown to the runner, or an attribute the runner does not understand
+//!   (never silently ignored, since it would change the result).
+//!
+//! An [`Error`] is kept for a case that cannot be read at all: a missing file, or a
+//! `case.json` or `.npy` that is malformed.
+
+pub mod npy;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::elementwise::{Binary, Unary};
+use crate::kernels::reduce::Reduce;
+use crate::tensor::Tensor;
+
+/// ONNX's tolerance for node tests (`numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7)`):
+/// an element passes if |actual − expected| ≤ ATOL + RTOL·|expected|.
+pub const RTOL: f64 = 1e-3;
+pub const ATOL: f64 = 1e-7;
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    /// What differs, naming the case.
+    Fail(String),
+    /// Why the case was not run.
+    Skip(String),
+}
+
+/// One case's outcome, with the case's name and op.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    pub name: String,
+    pub op: String,
+    pub outcome: Outcome,
+}
+
+/// The outcomes of a folder of cases, in folder-name order.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub cases: Vec<CaseResult>,
+}
+
+/// How many cases of one op passed, failed and were skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pass: usize,
+    pub fail: usize,
+    pub skip: usize,
+}
+
+impl Counts {
+    fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Pass => self.pass += 1,
+            Outcome::Fail(_) => self.fail += 1,
+            Outcome::Skip(_) => self.skip += 1,
+        }
+    }
+}
+
+impl Report {
+    /// The counts of every op, by op name.
+    pub fn counts_by_op(&self) -> BTreeMap<&str, Counts> {
+        let mut counts = BTreeMap::<&str, Counts>::new();
+        for case in &self.cases {
+            counts.entry(&case.op).or_default().add(&case.outcome);
+        }
+        counts
+    }
+
+    /// The counts over all cases.
+    pub fn totals(&self) -> Counts {
+        let mut totals = Counts::default();
+        for case in &self.cases {
+            totals.add(&case.outcome);
+        }
+        totals
+    }
+
+    /// A table of pass/fail/skip counts per op, then every skip reason (with how many cases
+    /// it covers) and every failure.
+    pub fn summary(&self) -> String {
+        let mut text = String::new();
+        let row = |text: &mut String, op: &str, c: Counts| {
+            let _ = writeln!(text, "{op:<26}{:>6}{:>6}{:>6}", c.pass, c.fail, c.skip);
+        };
+        let _ = writeln!(text, "{:<26}{:>6}{:>6}{:>6}", "op", "pass", "fail", "skip");
+        for (op, counts) in self.counts_by_op() {
+            row(&mut text, op, counts);
+        }
+        row(&mut text, "total", self.totals());
+
+        // Every skipped case by name, under its reason.
+        let mut skipped = BTreeMap::<&str, Vec<&str>>::new();
+        for case in &self.cases {
+            if let Outcome::Skip(reason) = &case.outcome {
+                skipped.entry(reason).or_default().push(&case.name);
+            }
+        }
+        if !skipped.is_empty() {
+            let _ = writeln!(text, "\nskipped:");
+            for (reason, names) in skipped {
+                let plural = if names.len() == 1 { "" } else { "s" };
+                let _ = writeln!(text, "  {reason} ({} case{plural}):", names.len());
+                for name in names {
+                    let _ = writeln!(text, "    {name}");
+                }
+            }
+        }
+        let failures: Vec<&str> = self
+            .cases
+            .iter()
+            .filter_map(|case| match &case.outcome {
+                Outcome::Fail(message) => Some(message.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !failures.is_empty() {
+            let _ = writeln!(text, "\nfailed:");
+            for message in failures {
+                let _ = writeln!(text, "  {message}");
+            }
+        }
+        text
+    }
+}
+
+/// Runs every case folder directly under `dir` (files beside them, such as a README, are
+/// not cases). Stops at the first case that cannot be read.
+pub fn run_dir(gpu: &Gpu, dir: &Path) -> Result<Report> {
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
+    let mut case_dirs = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path.is_dir() {
+            case_dirs.push(path);
+        }
+    }
+    case_dirs.sort();
+    let mut report = Report::default();
+    for case_dir in case_dirs {
+        let case = Case::load(&case_dir)?;
+        let outcome = case.run(gpu)?;
+        report.cases.push(CaseResult {
+            name: case.name,
+            op: case.op,
+            outcome,
+        });
+    }
+    Ok(report)
+}
+
+/// Runs the case in the folder `case_dir`.
+pub fn run_case(gpu: &Gpu, case_dir: &Path) -> Result<Outcome> {
+    Case::load(case_dir)?.run(gpu)
+}
+
+/// One test case, as its `case.json` describes it.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// The folder's name: the ONNX test name, e.g. `test_gemm_alpha`.
+    pub name: String,
+    pub dir: PathBuf,
+    pub op: String,
+    /// Only the attributes the test sets; every other takes the ONNX default.
+    pub attributes: serde_json::Map<String, Value>,
+    /// The input files in the op's positional order; `None` for an omitted optional input.
+    pub inputs: Vec<Option<String>>,
+    /// The expected output files, likewise.
+    pub outputs: Vec<Option<String>>,
+    /// The default-domain opset: which version of the op's specification the case follows.
+    pub opset: i64,
+}
+
+impl Case {
+    /// Reads `case_dir/case.json`.
+    pub fn load(case_dir: &Path) -> Result<Case> {
+        let path = case_dir.join("case.json");
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(&path, format!("not valid JSON: {e}")))?;
+        let field = |key: &str| {
+            json.get(key)
+                .ok_or_else(|| Error::format(&path, format!("no {key:?} field")))
+        };
+        let wrong = |key: &str, expected: &str| {
+            Error::format(
+                &path,
+                format!("{key:?} is {}, expected {expected}", json[key]),
+            )
+        };
+        // "" marks an omitted optional tensor.
+        let files = |key: &str| -> Result<Vec<Option<String>>> {
+            let list = field(key)?
+                .as_array()
+                .ok_or_else(|| wrong(key, "a list of file names"))?;
+            list.iter()
+                .map(|file| match file.as_str() {
+                    Some("") => Ok(None),
+                    Some(file) => Ok(Some(file.to_string())),
+                    None => Err(wrong(key, "a list of file names")),
+                })
+                .collect()
+        };
+        Ok(Case {
+            name: case_dir
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| case_dir.display().to_string()),
+            dir: case_dir.to_path_buf(),
+            op: field("op")?
+                .as_str()
+                .ok_or_else(|| wrong("op", "a string"))?
+                .to_string(),
+            attributes: field("attributes")?
+                .as_object()
+                .ok_or_else(|| wrong("attributes", "an object"))?
+                .clone(),
+            inputs: files("inputs")?,
+            outputs: files("outputs")?,
+            opset: field("opset")?
+                .as_i64()
+                .ok_or_else(|| wrong("opset", "an integer"))?,
+        })
+    }
+
+    /// Runs the case on `gpu` and compares its output with the expected one.
+    pub fn run(&self, gpu: &Gpu) -> Result<Outcome> {
+        let Some(op) = Op::from_name(&self.op) else {
+            return Ok(Outcome::Skip(not_implemented_reason(&self.op)));
+        };
+        let known = op.known_attributes(self.opset);
+        if let Some(name) = self
+            .attributes
+            .keys()
+            .find(|name| !known.contains(&name.as_str()))
+        {
+            return Ok(Outcome::Skip(format!(
+                "{} (opset {}): attribute {name} is not understood by the runner",
+                self.op, self.opset
+            )));
+        }
+        // Every op implemented so far has exactly one output.
+        let [Some(output_file)] = self.outputs.as_slice() else {
+            return Err(Error::format(
+                self.json_path(),
+                format!(
+                    "{} has one output, case.json lists {:?}",
+                    self.op, self.outputs
+                ),
+            ));
+        };
+        let expected = npy::read(&self.dir.join(output_file))?;
+        let npy::Data::F32(expected_values) = &expected.data else {
+            return Ok(Outcome::Fail(format!(
+                "{}: {output_file} holds {} values; the engine computes float32 only",
+                self.name,
+                expected.data.dtype()
+            )));
+        };
+        let inputs = Inputs::load(self, gpu)?;
+        let actual = op
+            .run(self, &inputs)
+            .and_then(|y| Ok((y.to_vec()?, y.shape().to_vec())));
+        let (actual, actual_shape) = match actual {
+            Ok(actual) => actual,
+            Err(e) => {
+                return Ok(Outcome::Fail(format!(
+                    "{}: running {} failed: {e}",
+                    self.name, self.op
+                )))
+            }
+        };
+        Ok(
+            match compare(&actual, &actual_shape, expected_values, &expected.shape) {
+                None => Outcome::Pass,
+                Some(difference) => {
+                    Outcome::Fail(format!("{}: {output_file}: {difference}", self.name))
+                }
+            },
+        )
+    }
+
+    fn json_path(&self) -> PathBuf {
+        self.dir.join("case.json")
+    }
+
+    fn attribute_error(&self, name: &str, expected: &str) -> Error {
+        Error::format(
+            self.json_path(),
+            format!(
+                "attribute {name} is {}, expected {expected}",
+                self.attributes[name]
+            ),
+        )
+    }
+
+    /// An integer attribute, or `default` when the case does not set it.
+    fn int_attribute(&self, name: &str, default: i64) -> Result<i64> {
+        match self.attributes.get(name) {
+            None => Ok(default),
+            Some(value) => value
+                .as_i64()
+                .ok_or_else(|| self.attribute_error(name, "an integer")),
+        }
+    }
+
+    /// A float attribute, or `default` when the case does not set it.
+    fn float_attribute(&self, name: &str, default: f32) -> Result<f32> {
+        match self.attributes.get(name) {
+            None => Ok(default),
+            // The JSON holds the shortest decimal that parses back to the same f32.
+            Some(value) => value
+                .as_f64()
+                .map(|v| v as f32)
+                .ok_or_else(|| self.attribute_error(name, "a number")),
+        }
+    }
+
+    /// A list-of-integers attribute, or `None` when the case does not set it.
+    fn ints_attribute(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        let Some(value) = self.attributes.get(name) else {
+            return Ok(None);
+        };
+        let ints = value
+            .as_array()
+            .and_then(|list| list.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| self.attribute_error(name, "a list of integers"))?;
+        Ok(Some(ints))
+    }
+}
+
+/// Why an op the runner does not implement is skipped, naming the work that brings it.
+fn not_implemented_reason(op: &str) -> String {
+    match op {
+        "Softmax"
+        | "LogSoftmax"
+        | "SoftmaxCrossEntropyLoss"
+        | "Gather"
+        | "MaxPool"
+        | "Conv"
+        | "LayerNormalization"
+        | "Attention" => {
+            format!("{op} is not implemented yet: it comes with the kernel-library issue")
+        }
+        "RNN" | "GRU" | "LSTM" => {
+            format!("{op} is not implemented yet: it comes with the recurrent issue")
+        }
+        _ => format!("unknown op {op}"),
+    }
+}
+
+/// The ops the runner implements, each mapped onto the Tensor API.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    MatMul,
+    Gemm,
+    Unary(Unary),
+    Binary(Binary),
+    Transpose,
+    Reduce(Reduce),
+}
+
+impl Op {
+    fn from_name(name: &str) -> Option<Op> {
+        Some(match name {
+            "MatMul" => Op::MatMul,
+            "Gemm" => Op::Gemm,
+            "Tanh" => Op::Unary(Unary::Tanh),
+            "Relu" => Op::Unary(Unary::Relu),
+            "Sigmoid" => Op::Unary(Unary::Sigmoid),
+            "Add" => Op::Binary(Binary::Add),
+            "Mul" => Op::Binary(Binary::Mul),
+            "Transpose" => Op::Transpose,
+            "ReduceSum" => Op::Reduce(Reduce::Sum),
+            "ReduceMax" => Op::Reduce(Reduce::Max),
+            _ => return None,
+        })
+    }
+
+    /// The attributes the runner understands for this op in `opset`. Older versions of
+    /// some ops have others (Add's `broadcast`, Relu's `consumed_inputs`): those cases skip.
+    fn known_attributes(self, opset: i64) -> &'static [&'static str] {
+        match self {
+            Op::MatMul | Op::Unary(_) | Op::Binary(_) => &[],
+            Op::Gemm => &["alpha", "beta", "transA", "transB"],
+            Op::Transpose => &["perm"],
+            Op::Reduce(_) if self.axes_are_input(opset) => &["keepdims", "noop_with_empty_axes"],
+            Op::Reduce(_) => &["axes", "keepdims"],
+        }
+    }
+
+    /// Whether a reduction takes its axes as input 1 rather than as the `axes` attribute:
+    /// ReduceSum does from opset 13, the other reductions from opset 18.
+    fn axes_are_input(self, opset: i64) -> bool {
+        match self {
+            Op::Reduce(Reduce::Sum) => opset >= 13,
+            _ => opset >= 18,
+        }
+    }
+
+    /// Computes the op's output on the GPU.
+    fn run(self, case: &Case, inputs: &Inputs) -> Result<Tensor> {
+        match self {
+            Op::MatMul => inputs.tensor(0)?.matmul(&inputs.tensor(1)?),
+            Op::Gemm => {
+                let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
+                let gemm = a
+                    .gemm(&b)
+                    .trans_a(case.int_attribute("transA", 0)? != 0)
+                    .trans_b(case.int_attribute("transB", 0)? != 0)
+                    .alpha(case.float_attribute("alpha", 1.0)?);
+                match inputs.optional_tensor(2)? {
+                    Some(c) => gemm.c(&c, case.float_attribute("beta", 1.0)?).run(),
+                    None => gemm.run(),
+                }
+            }
+            Op::Unary(unary) => inputs.tensor(0)?.map(unary),
+            Op::Binary(binary) => inputs.tensor(0)?.zip(&inputs.tensor(1)?, binary),
+            Op::Transpose => {
+                let x = inputs.tensor(0)?;
+                let perm = match case.ints_attribute("perm")? {
+                    Some(perm) => perm
+                        .iter()
+                        .map(|&axis| {
+                            usize::try_from(axis).map_err(|_| {
+                                Error::format(
+                                    case.json_path(),
+                                    format!("perm {perm:?} has the negative entry {axis}"),
+                                )
+                            })
+                        })
+                        .collect::<Result<Vec<usize>>>()?,
+                    // ONNX's default reverses the axes.
+                    None => (0..x.rank()).rev().collect(),
+                };
+                x.permute(&perm)
+            }
+            Op::Reduce(reduce) => {
+                let x = inputs.tensor(0)?;
+                let axes = if self.axes_are_input(case.opset) {
+                    inputs.optional_ints(1)?
+                } else {
+                    case.ints_attribute("axes")?
+                };
+                let noop_with_empty_axes = case.int_attribute("noop_with_empty_axes", 0)? != 0;
+                let keepdims = case.int_attribute("keepdims", 1)? != 0;
+                let Some(axes) = reduction_axes(axes.as_deref(), x.shape(), noop_with_empty_axes)?
+                else {
+                    return Ok(x);
+                };
+                // One axis after another, keeping each as size 1 so that the other axis
+                // numbers stay valid; then drop them all at once if keepdims is off.
+                let mut y = x.clone();
+                for &axis in &axes {
+                    y = y.reduce(reduce, axis as isize, true)?;
+                }
+                if keepdims {
+                    Ok(y)
+                } else {
+                    let kept: Vec<usize> = (0..x.rank())
+                        .filter(|axis| !axes.contains(axis))
+                        .map(|axis| x.shape()[axis])
+                        .collect();
+                    y.reshape(&kept)
+                }
+            }
+        }
+    }
+}
+
+/// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.
+///
+/// No axes (absent, or an empty list) means every axis, unless `noop_with_empty_axes` is
+/// set: then the input passes through unchanged. Negative axes count from the end.
+pub fn reduction_axes(
+    axes: Option<&[i64]>,
+    shape: &[usize],
+    noop_with_empty_axes: bool,
+) -> Result<Option<Vec<usize>>> {
+    let rank = shape.len();
+    let axes = axes.unwrap_or_default();
+    if axes.is_empty() {
+        return Ok((!noop_with_empty_axes).then(|| (0..rank).collect()));
+    }
+    let mut resolved = Vec::with_capacity(axes.len());
+    for &axis in axes {
+        let index = if axis < 0 { axis + rank as i64 } else { axis };
+        if !(0..rank as i64).contains(&index) {
+            return Err(Error::invalid(
+                "reduce",
+                format!("axis {axis} (of axes {axes:?}) is out of range for shape {shape:?}"),
+            ));
+        }
+        resolved.push(index as usize);
+    }
+    resolved.sort_unstable();
+    if resolved.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(Error::invalid(
+            "reduce",
+            format!("axes {axes:?} name the same axis twice for shape {shape:?}"),
+        ));
+    }
+    Ok(Some(resolved))
+}
+
+/// The first difference between the engine's output and ONNX's expected one, in words, or
+/// `None` if the shapes match and every element is within tolerance.
+pub fn compare(
+    actual: &[f32],
+    actual_shape: &[usize],
+    expected: &[f32],
+    expected_shape: &[usize],
+) -> Option<String> {
+    if actual_shape != expected_shape {
+        return Some(format!(
+            "the output has shape {actual_shape:?}, ONNX expects {expected_shape:?}"
+        ));
+    }
+    let misses: Vec<usize> = (0..expected.len())
+        .filter(|&i| !within_tolerance(actual[i], expected[i]))
+        .collect();
+    let &first = misses.first()?;
+    Some(format!(
+        "element {first} (index {:?}) is {}, ONNX expects {} (allowed difference {:.1e}); \
+         {} of {} elements differ",
+        unravel(first, expected_shape),
+        actual[first],
+        expected[first],
+        ATOL + RTOL * f64::from(expected[first]).abs(),
+        misses.len(),
+        expected.len()
+    ))
+}
+
+/// ONNX's element test: NaN matches only NaN, an infinity only the same infinity, and finite
+/// values must be within ATOL + RTOL·|expected|.
+pub fn within_tolerance(actual: f32, expected: f32) -> bool {
+    if actual.is_nan() || expected.is_nan() {
+        return actual.is_nan() && expected.is_nan();
+    }
+    if actual.is_infinite() || expected.is_infinite() {
+        return actual == expected;
+    }
+    let (actual, expected) = (f64::from(actual), f64::from(expected));
+    (actual - expected).abs() <= ATOL + RTOL * expected.abs()
+}
+
+/// The coordinates of the element at flat (row-major) position `flat` in `shape`.
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (coordinate, &dim) in index.iter_mut().zip(shape).rev() {
+        *coordinate = flat % dim;
+        flat /= dim;
+    }
+    index
+}
+
+/// The arrays of a case's inputs, read from their files, for uploading on demand.
+struct Inputs<'a> {
+    case: &'a Case,
+    gpu: &'a Gpu,
+    /// `None` for an omitted optional input.
+    arrays: Vec<Option<npy::Array>>,
+}
+
+impl<'a> Inputs<'a> {
+    fn load(case: &'a Case, gpu: &'a Gpu) -> Result<Inputs<'a>> {
+        let arrays = case
+            .inputs
+            .iter()
+            .map(|file| {
+                file.as_ref()
+                    .map(|file| npy::read(&case.dir.join(file)))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Inputs { case, gpu, arrays })
+    }
+
+    /// Input `index` uploaded as a tensor; an error if the case omits it.
+    fn tensor(&self, index: usize) -> Result<Tensor> {
+        self.optional_tensor(index)?.ok_or_else(|| {
+            Error::format(
+                self.case.json_path(),
+                format!("{} needs input {index}, which the case omits", self.case.op),
+            )
+        })
+    }
+
+    /// Input `index` uploaded as a tensor, or `None` if the case omits it.
+    fn optional_tensor(&self, index: usize) -> Result<Option<Tensor>> {
+        let Some(array) = self.array(index) else {
+            return Ok(None);
+        };
+        let npy::Data::F32(values) = &array.data else {
+            return Err(self.wrong_type(index, "float32: the engine computes float32 only"));
+        };
+        Tensor::from_slice(self.gpu, values, &array.shape).map(Some)
+    }
+
+    /// Input `index` as integers (an int32 or int64 tensor of any shape, flattened), or
+    /// `None` if the case omits it.
+    fn optional_ints(&self, index: usize) -> Result<Option<Vec<i64>>> {
+        let Some(array) = self.array(index) else {
+            return Ok(None);
+        };
+        match &array.data {
+            npy::Data::I64(values) => Ok(Some(values.clone())),
+            npy::Data::I32(values) => Ok(Some(values.iter().map(|&v| i64::from(v)).collect())),
+            npy::Data::F32(_) => Err(self.wrong_type(index, "integers")),
+        }
+    }
+
+    fn array(&self, index: usize) -> Option<&npy::Array> {
+        self.arrays.get(index).and_then(Option::as_ref)
+    }
+
+    fn wrong_type(&self, index: usize, expected: &str) -> Error {
+        let file = self.case.inputs[index].as_deref().unwrap_or_default();
+        let dtype = self.array(index).map(|array| array.data.dtype());
+        Error::format(
+            self.case.dir.join(file),
+            format!(
+                "input {index} of {} holds {} values, expected {expected}",
+                self.case.op,
+                dtype.unwrap_or_default()
+            ),
+        )
+    }
+}
+
+/// Turns an I/O error on `path` into an [`Error::Io`] naming it.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_follows_onnx() {
+        assert!(within_tolerance(1.0005, 1.0));
+        assert!(!within_tolerance(1.0015, 1.0));
+        assert!(within_tolerance(5e-8, 0.0));
+        assert!(!within_tolerance(2e-7, 0.0));
+        assert!(within_tolerance(f32::NAN, f32::NAN));
+        assert!(!within_tolerance(f32::NAN, 1.0));
+        assert!(!within_tolerance(1.0, f32::NAN));
+        assert!(within_tolerance(f32::NEG_INFINITY, f32::NEG_INFINITY));
+        assert!(!within_tolerance(f32::INFINITY, f32::NEG_INFINITY));
+        assert!(!within_tolerance(f32::MAX, f32::INFINITY));
+        assert!(!within_tolerance(f32::INFINITY, f32::MAX));
+    }
+
+    #[test]
+    fn compare_names_the_first_element_off() {
+        let expected = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(compare(&expected, &[2, 3], &expected, &[2, 3]), None);
+        let actual = [1.0, 2.0, 3.0, 4.0, 5.5, 6.5];
+        let message = compare(&actual, &[2, 3], &expected, &[2, 3]).unwrap();
+        assert!(
+            message.contains("element 4 (index [1, 1]) is 5.5, ONNX expects 5")
+                && message.contains("2 of 6 elements differ"),
+            "{message}"
+        );
+        let message = compare(&expected, &[3, 2], &expected, &[2, 3]).unwrap();
+        assert!(
+            message.contains("[3, 2]") && message.contains("[2, 3]"),
+            "{message}"
+        );
+        assert_eq!(compare(&[], &[2, 0], &[], &[2, 0]), None);
+    }
+
+    #[test]
+    fn reduction_axes_follow_onnx() {
+        let shape = [3, 2, 2];
+        assert_eq!(
+            reduction_axes(Some(&[-1, 0]), &shape, false).unwrap(),
+            Some(vec![0, 2])
+        );
+        assert_eq!(
+            reduction_axes(Some(&[]), &shape, false).unwrap(),
+            Some(vec![0, 1, 2])
+        );
+        assert_eq!(
+            reduction_axes(None, &shape, false).unwrap(),
+            Some(vec![0, 1, 2])
+        );
+        assert_eq!(reduction_axes(Some(&[]), &shape, true).unwrap(), None);
+        assert_eq!(reduction_axes(None, &shape, true).unwrap(), None);
+        let err = reduction_axes(Some(&[3]), &shape, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("axis 3") && err.contains("[3, 2, 2]"), "{err}");
+        let err = reduction_axes(Some(&[1, -2]), &shape, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("same axis twice"), "{err}");
+    }
+
+    #[test]
+    fn skip_reasons_name_where_an_op_comes() {
+        assert_eq!(
+            not_implemented_reason("Conv"),
+            "Conv is not implemented yet: it comes with the kernel-library issue"
+        );
+        assert_eq!(
+            not_implemented_reason("LSTM"),
+            "LSTM is not implemented yet: it comes with the recurrent issue"
+        );
+        assert_eq!(not_implemented_reason("Einsum"), "unknown op Einsum");
+    }
+
+    #[test]
+    fn reductions_take_axes_as_input_from_their_opset() {
+        let sum = Op::from_name("ReduceSum").unwrap();
+        let max = Op::from_name("ReduceMax").unwrap();
+        assert_eq!(sum.known_attributes(11), ["axes", "keepdims"]);
+        assert_eq!(
+            sum.known_attributes(13),
+            ["keepdims", "noop_with_empty_axes"]
+        );
+        assert_eq!(max.known_attributes(13), ["axes", "keepdims"]);
+        assert_eq!(
+            max.known_attributes(18),
+            ["keepdims", "noop_with_empty_axes"]
+        );
+    }
+}

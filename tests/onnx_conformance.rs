@@ -1,0 +1,162 @@
+//! ONNX conformance: every operator test case of `tests/data/onnx-node` (taken from the ONNX
+//! project's node tests) run on the GPU and compared with ONNX's expected outputs.
+//!
+//! `cargo test --release --test onnx_conformance -- --nocapture` prints the table.
+
+use std::path::{Path, PathBuf};
+
+use shadergrad::conformance::{self, npy, Outcome};
+use shadergrad::Gpu;
+
+/// The ops the runner implements: every case of each must run and pass.
+const IMPLEMENTED_OPS: [&str; 10] = [
+    "MatMul",
+    "Gemm",
+    "Tanh",
+    "Relu",
+    "Sigmoid",
+    "Add",
+    "Mul",
+    "Transpose",
+    "ReduceSum",
+    "ReduceMax",
+];
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-node")
+}
+
+/// The case folders, found independently of the runner.
+fn case_folders() -> Vec<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(data_dir())
+        .expect("tests/data/onnx-node is readable")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.is_dir())
+        .collect();
+    folders.sort();
+    folders
+}
+
+#[test]
+fn onnx_node_cases() {
+    let gpu = Gpu::default_adapter().expect("a GPU adapter (run scripts/setup-lavapipe.sh)");
+    let report = conformance::run_dir(&gpu, &data_dir()).expect("every case is readable");
+    println!("ONNX node cases on {gpu:?}:\n{}", report.summary());
+
+    assert_eq!(
+        report.cases.len(),
+        case_folders().len(),
+        "every case folder ran"
+    );
+    let failures: Vec<&str> = report
+        .cases
+        .iter()
+        .filter_map(|case| match &case.outcome {
+            Outcome::Fail(message) => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
+
+    let counts = report.counts_by_op();
+    for op in IMPLEMENTED_OPS {
+        let op_counts = counts.get(op).copied().unwrap_or_default();
+        assert!(op_counts.pass > 0, "{op} has no passing case");
+        assert_eq!(
+            (op_counts.fail, op_counts.skip),
+            (0, 0),
+            "every {op} case must pass, none skipped"
+        );
+    }
+}
+
+/// The .npy reader takes every tensor of the data, including those of skipped cases:
+/// float32, int32, int64, 0-d scalars and zero-length dimensions.
+#[test]
+fn every_npy_file_reads() {
+    let mut files = 0;
+    for folder in case_folders() {
+        for entry in std::fs::read_dir(&folder).expect("a readable case folder") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|ext| ext == "npy") {
+                npy::read(&path).unwrap_or_else(|e| panic!("{e}"));
+                files += 1;
+            }
+        }
+    }
+    assert!(
+        files > 0,
+        "no .npy file found under {}",
+        data_dir().display()
+    );
+}
+
+/// Copies the case folder `name` into a scratch folder of this test binary, edits it with
+/// `edit`, and runs it: the runner must notice what the edit broke.
+fn run_edited_case(name: &str, edit: impl FnOnce(&Path)) -> Outcome {
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx-conformance");
+    let case_dir = scratch.join(name);
+    std::fs::create_dir_all(&case_dir).expect("a scratch folder");
+    for entry in std::fs::read_dir(data_dir().join(name)).expect("the case folder") {
+        let from = entry.expect("a directory entry").path();
+        std::fs::copy(&from, case_dir.join(from.file_name().unwrap())).expect("a copy");
+    }
+    edit(&case_dir);
+    let gpu = Gpu::default_adapter().expect("a GPU adapter");
+    conformance::run_case(&gpu, &case_dir).expect("the edited case is readable")
+}
+
+/// Replaces the first `from` in `case_dir/case.json` with `to`.
+fn edit_case_json(case_dir: &Path, from: &str, to: &str) {
+    let path = case_dir.join("case.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{} has no {from:?}", path.display());
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn the_runner_catches_wrong_outputs_engine_errors_and_unknown_attributes() {
+    // The last element of Relu's expected output (shape [3, 4, 5]) becomes 12345.
+    let outcome = run_edited_case("test_relu", |dir| {
+        let path = dir.join("y.npy");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&12345f32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a wrong expected value must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with("test_relu: y.npy: element 59 (index [2, 3, 4])")
+            && message.contains("ONNX expects 12345"),
+        "{message}"
+    );
+
+    // [2, 3, 4] @ [2, 3, 4]: the engine refuses, and the case fails with its error.
+    let outcome = run_edited_case("test_matmul_3d", |dir| {
+        edit_case_json(dir, "\"b.npy\"", "\"a.npy\"");
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a product of mismatched shapes must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with("test_matmul_3d: running MatMul failed"),
+        "{message}"
+    );
+
+    // An attribute the runner does not know must not be ignored.
+    let outcome = run_edited_case("test_gemm_alpha", |dir| {
+        edit_case_json(dir, "\"alpha\": 0.5", "\"alpha\": 0.5, \"broadcast\": 1");
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip(
+            "Gemm (opset 13): attribute broadcast is not understood by the runner".into()
+        )
+    );
+}
