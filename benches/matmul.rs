@@ -67,7 +67,7 @@ fn main() -> shadergrad::Result<()> {
                 ""
             };
             println!(
-                "{:>8} {:>6} {:>11.3} {:>11.3} {:>9.2}  {source}{chosen}",
+                "{:>13} {:>6} {:>11.3} {:>11.3} {:>9.2}  {source}{chosen}",
                 variant.name(),
                 size,
                 median * 1e3,

@@ -265,3 +265,16 @@ fn a_shader_error_is_a_result_not_a_panic() {
         vec![0.0, 2.0]
     );
 }
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let gpu = Gpu::default_adapter().unwrap();
+    let x = Tensor::from_slice(&gpu, &[1.0, -1.0], &[2]).unwrap();
+    gpu.device().destroy();
+    let result = x.relu().and_then(|y| y.to_vec());
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, Error::DeviceLost(_) | Error::Validation { .. }),
+        "expected a lost-device error, got {err}"
+    );
+}
