@@ -21,7 +21,7 @@ fn main() -> shadergrad::Result<()> {
         info.name, info.backend, info.driver_info
     );
     println!(
-        "{:>8} {:>6} {:>11} {:>11} {:>9}  timing",
+        "{:>13} {:>6} {:>11} {:>11} {:>9}  timing",
         "variant", "size", "median ms", "spread ms", "GFLOP/s"
     );
     let mut rng = Rng::new(1);
