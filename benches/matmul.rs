@@ -4,26 +4,19 @@
 //! Each figure is the median of several runs after a warm-up, timed by GPU timestamps
 //! where the adapter has them (the wall clock otherwise, which includes submission).
 
-use shadergrad::gpu::TimingSource;
+mod common;
+
+use common::{print_adapter, print_header, print_row, time_dispatches};
 use shadergrad::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape};
 use shadergrad::rng::Rng;
 use shadergrad::{Gpu, MatmulVariant, Tensor};
 
 const SIZES: [usize; 3] = [256, 512, 1024];
-const WARMUP: usize = 2;
-const RUNS: usize = 7;
 
 fn main() -> shadergrad::Result<()> {
     let gpu = Gpu::default_adapter()?;
-    let info = gpu.info();
-    println!(
-        "adapter: {} ({}, {})",
-        info.name, info.backend, info.driver_info
-    );
-    println!(
-        "{:>13} {:>6} {:>11} {:>11} {:>9}  timing",
-        "variant", "size", "median ms", "spread ms", "GFLOP/s"
-    );
+    print_adapter(&gpu);
+    print_header();
     let mut rng = Rng::new(1);
     for size in SIZES {
         let a = Tensor::from_slice(&gpu, &rng.vec(size * size, -1.0, 1.0), &[size, size])?;
@@ -48,33 +41,24 @@ fn main() -> shadergrad::Result<()> {
                 out: &out,
             };
             let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant)?;
-            let mut seconds = Vec::with_capacity(RUNS);
-            let mut source = TimingSource::WallClock;
-            for run in 0..WARMUP + RUNS {
-                let timing = gpu.submit_timed(std::slice::from_ref(&dispatch))?;
-                if run >= WARMUP {
-                    seconds.push(timing.seconds);
-                    source = timing.source;
-                }
-            }
-            seconds.sort_by(f64::total_cmp);
-            let median = seconds[RUNS / 2];
-            let spread = seconds[RUNS - 1] - seconds[0];
-            let gflops = 2.0 * (size as f64).powi(3) / median / 1e9;
+            let stats = time_dispatches(&gpu, std::slice::from_ref(&dispatch))?;
             let chosen = if MatmulVariant::choose(&gpu, &shape) == variant {
-                " (chosen)"
+                "*"
             } else {
                 ""
             };
-            println!(
-                "{:>13} {:>6} {:>11.3} {:>11.3} {:>9.2}  {source}{chosen}",
-                variant.name(),
-                size,
-                median * 1e3,
-                spread * 1e3,
-                gflops
+            let flops = 2.0 * (size as f64).powi(3);
+            let bytes = 3.0 * 4.0 * (size * size) as f64;
+            print_row(
+                "matmul",
+                &format!("{}{chosen}", variant.name()),
+                &format!("{size}x{size}x{size}"),
+                &stats,
+                Some(flops),
+                Some(bytes),
             );
         }
     }
+    println!("(* the variant the rule picks on this adapter)");
     Ok(())
 }

@@ -31,4 +31,4 @@ pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::matmul::{Gemm, MatmulVariant};
 pub use kernels::reduce::{Reduce, ReduceVariant};
-pub use tensor::Tensor;
+pub use tensor::{Indices, Tensor};

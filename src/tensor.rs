@@ -154,3 +154,68 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
     }
     Ok(resolved as usize)
 }
+
+/// A tensor of u32 on the GPU: token ids, class labels, argmax positions, lengths.
+/// Kernels that take indices bind its buffer as `array<u32>`.
+#[derive(Clone)]
+pub struct Indices {
+    gpu: Gpu,
+    buffer: Arc<PooledBuffer>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Indices{:?}", self.shape)
+    }
+}
+
+impl Indices {
+    /// Uploads `data` as indices of `shape`; `data.len()` must equal the product of `shape`.
+    pub fn from_slice(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Indices> {
+        let n = numel(shape)?;
+        if data.len() != n {
+            return Err(Error::ShapeMismatch {
+                op: "Indices::from_slice",
+                lhs: vec![data.len()],
+                rhs: shape.to_vec(),
+                expected: format!("the data has {} values, the shape holds {n}", data.len()),
+            });
+        }
+        let indices = Indices::uninit(gpu, shape)?;
+        gpu.write(indices.buffer(), data);
+        Ok(indices)
+    }
+
+    /// Indices whose contents are whatever the pooled buffer held: for kernel outputs.
+    pub(crate) fn uninit(gpu: &Gpu, shape: &[usize]) -> Result<Indices> {
+        let buffer = gpu.storage_buffer(byte_size(shape)?, shape)?;
+        Ok(Indices {
+            gpu: gpu.clone(),
+            buffer: Arc::new(buffer),
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// Downloads the indices (waits for the GPU work that produces them).
+    pub fn to_vec(&self) -> Result<Vec<u32>> {
+        let bytes = self.gpu.read(self.buffer(), self.numel() as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+}

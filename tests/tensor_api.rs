@@ -278,3 +278,16 @@ fn a_lost_device_is_an_error_not_a_panic() {
         "expected a lost-device error, got {err}"
     );
 }
+
+#[test]
+fn indices_round_trip_and_check_their_length() {
+    let ids = shadergrad::Indices::from_slice(gpu(), &[3, 0, 7, 1], &[2, 2]).unwrap();
+    assert_eq!(
+        (ids.shape(), ids.to_vec().unwrap()),
+        (&[2, 2][..], vec![3, 0, 7, 1])
+    );
+    let err = shadergrad::Indices::from_slice(gpu(), &[1, 2, 3], &[2, 2])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 values") && err.contains("holds 4"), "{err}");
+}

@@ -37,3 +37,48 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], rtol: f64, ato
         atol + rtol * f64::from(expected[i]).abs()
     });
 }
+
+/// Central finite differences of a scalar function, in f64:
+/// ∂f/∂xᵢ ≈ (f(x + h·eᵢ) − f(x − h·eᵢ)) / 2h.
+pub fn numeric_gradient(x: &[f64], h: f64, f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut probe = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            probe[i] = x[i] + h;
+            let plus = f(&probe);
+            probe[i] = x[i] - h;
+            let minus = f(&probe);
+            probe[i] = x[i];
+            (plus - minus) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// The scalar a gradient check differentiates: L = Σ wᵢ·yᵢ with fixed random weights w.
+/// Its gradient with respect to y is w, so a backward kernel fed dL/dy = w must return
+/// dL/dx, which `numeric_gradient` of `x ↦ weighted_sum(w, forward(x))` approximates.
+pub fn weighted_sum(weights: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(
+        weights.len(),
+        y.len(),
+        "weights and outputs differ in length"
+    );
+    weights.iter().zip(y).map(|(w, v)| w * v).sum()
+}
+
+/// Asserts a GPU gradient (f32) equals the f64 finite-difference one within
+/// atol + rtol·|numeric| per element, and that it does not vanish: its largest element must
+/// exceed 100·atol, so a kernel that writes zeros (or nothing) cannot pass.
+pub fn assert_gradient(what: &str, analytic: &[f32], numeric: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: lengths differ");
+    let largest = numeric.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(largest > 100.0 * atol, "{what}: the numeric gradient vanishes (max |g| = {largest:e}); pick inputs where it does not");
+    for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
+        let error = (f64::from(a) - n).abs();
+        let allowed = atol + rtol * n.abs();
+        assert!(
+            error <= allowed,
+            "{what}: gradient element {i} is {a}, finite differences give {n} (error {error:e} > {allowed:e})"
+        );
+    }
+}
