@@ -48,14 +48,7 @@ fn onnx_node_cases() {
         case_folders().len(),
         "every case folder ran"
     );
-    let failures: Vec<&str> = report
-        .cases
-        .iter()
-        .filter_map(|case| match &case.outcome {
-            Outcome::Fail(message) => Some(message.as_str()),
-            _ => None,
-        })
-        .collect();
+    let failures = report.failures();
     assert!(
         failures.is_empty(),
         "failed cases:\n{}",

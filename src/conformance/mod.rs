@@ -94,6 +94,17 @@ impl Report {
         totals
     }
 
+    /// The message of every failed case.
+    pub fn failures(&self) -> Vec<&str> {
+        self.cases
+            .iter()
+            .filter_map(|case| match &case.outcome {
+                Outcome::Fail(message) => Some(message.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A table of pass/fail/skip counts per op, then every skip reason (with how many cases
     /// it covers) and every failure.
     pub fn summary(&self) -> String {
@@ -124,14 +135,7 @@ impl Report {
                 }
             }
         }
-        let failures: Vec<&str> = self
-            .cases
-            .iter()
-            .filter_map(|case| match &case.outcome {
-                Outcome::Fail(message) => Some(message.as_str()),
-                _ => None,
-            })
-            .collect();
+        let failures = self.failures();
         if !failures.is_empty() {
             let _ = writeln!(text, "\nfailed:");
             for message in failures {
