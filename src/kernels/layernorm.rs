@@ -43,10 +43,11 @@ impl LayerNormVariant {
         }
     }
 
+    /// What gets one row, short enough for a bench table.
     pub fn name(self) -> &'static str {
         match self {
-            LayerNormVariant::RowPerInvocation => "row-per-invocation",
-            LayerNormVariant::RowPerWorkgroup => "row-per-workgroup",
+            LayerNormVariant::RowPerInvocation => "invocation",
+            LayerNormVariant::RowPerWorkgroup => "workgroup",
         }
     }
 
