@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 10] = [
+const IMPLEMENTED_OPS: [&str; 11] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -20,6 +20,7 @@ const IMPLEMENTED_OPS: [&str; 10] = [
     "Transpose",
     "ReduceSum",
     "ReduceMax",
+    "LayerNormalization",
 ];
 
 fn data_dir() -> PathBuf {
@@ -91,16 +92,23 @@ fn every_npy_file_reads() {
 /// Copies the case folder `name` into a scratch folder of this test binary, edits it with
 /// `edit`, and runs it: the runner must notice what the edit broke.
 fn run_edited_case(name: &str, edit: impl FnOnce(&Path)) -> Outcome {
+    let case_dir = scratch_copy(name, name);
+    edit(&case_dir);
+    let gpu = Gpu::default_adapter().expect("a GPU adapter");
+    conformance::run_case(&gpu, &case_dir).expect("the edited case is readable")
+}
+
+/// Copies the case folder `name` to the folder `copy` in a scratch folder of this test
+/// binary, and returns its path.
+fn scratch_copy(name: &str, copy: &str) -> PathBuf {
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("onnx-conformance");
-    let case_dir = scratch.join(name);
+    let case_dir = scratch.join(copy);
     std::fs::create_dir_all(&case_dir).expect("a scratch folder");
     for entry in std::fs::read_dir(data_dir().join(name)).expect("the case folder") {
         let from = entry.expect("a directory entry").path();
         std::fs::copy(&from, case_dir.join(from.file_name().unwrap())).expect("a copy");
     }
-    edit(&case_dir);
-    let gpu = Gpu::default_adapter().expect("a GPU adapter");
-    conformance::run_case(&gpu, &case_dir).expect("the edited case is readable")
+    case_dir
 }
 
 /// Replaces the first `from` in `case_dir/case.json` with `to`.
@@ -111,15 +119,20 @@ fn edit_case_json(case_dir: &Path, from: &str, to: &str) {
     std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
 }
 
+/// Replaces the last float32 of the .npy file `case_dir/file` with `value`.
+fn overwrite_last_value(case_dir: &Path, file: &str, value: f32) {
+    let path = case_dir.join(file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 4;
+    bytes[at..].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+}
+
 #[test]
 fn the_runner_catches_wrong_outputs_engine_errors_and_unknown_attributes() {
     // The last element of Relu's expected output (shape [3, 4, 5]) becomes 12345.
     let outcome = run_edited_case("test_relu", |dir| {
-        let path = dir.join("y.npy");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let at = bytes.len() - 4;
-        bytes[at..].copy_from_slice(&12345f32.to_le_bytes());
-        std::fs::write(&path, bytes).unwrap();
+        overwrite_last_value(dir, "y.npy", 12345.0);
     });
     let Outcome::Fail(message) = outcome else {
         panic!("a wrong expected value must fail, got {outcome:?}");
@@ -150,6 +163,51 @@ fn the_runner_catches_wrong_outputs_engine_errors_and_unknown_attributes() {
         outcome,
         Outcome::Skip(
             "Gemm (opset 13): attribute broadcast is not understood by the runner".into()
+        )
+    );
+}
+
+#[test]
+fn the_runner_compares_every_listed_output() {
+    // LayerNormalization lists Y, Mean and InvStdDev: a wrong value in the last one fails.
+    let outcome = run_edited_case("test_layer_normalization_4d_axis1", |dir| {
+        overwrite_last_value(dir, "InvStdDev.npy", 12345.0);
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a wrong InvStdDev must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with("test_layer_normalization_4d_axis1: InvStdDev.npy: element 1")
+            && message.contains("ONNX expects 12345"),
+        "{message}"
+    );
+
+    // An output beyond those the engine computes is a malformed case, not a pass.
+    let case_dir = scratch_copy("test_relu", "test_relu_two_outputs");
+    edit_case_json(&case_dir, "\"y.npy\"", "\"y.npy\", \"y.npy\"");
+    let gpu = Gpu::default_adapter().expect("a GPU adapter");
+    let err = conformance::run_case(&gpu, &case_dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Relu: the engine computes 1 of its outputs"),
+        "{err}"
+    );
+
+    // A stash_type other than float32 is a mode the engine lacks: skipped, with the reason.
+    let outcome = run_edited_case("test_layer_normalization_default_axis", |dir| {
+        edit_case_json(
+            dir,
+            "\"attributes\": {}",
+            "\"attributes\": {\"stash_type\": 11}",
+        );
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip(
+            "LayerNormalization (opset 17): stash_type 11 is not supported: the engine keeps \
+             the mean and variance in float32 (stash_type 1)"
+                .into()
         )
     );
 }

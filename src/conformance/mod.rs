@@ -261,29 +261,32 @@ impl Case {
                 self.op, self.opset
             )));
         }
-        // Every op implemented so far has exactly one output.
-        let [Some(output_file)] = self.outputs.as_slice() else {
-            return Err(Error::format(
-                self.json_path(),
-                format!(
-                    "{} has one output, case.json lists {:?}",
-                    self.op, self.outputs
-                ),
-            ));
-        };
-        let expected = npy::read(&self.dir.join(output_file))?;
-        let npy::Data::F32(expected_values) = &expected.data else {
-            return Ok(Outcome::Fail(format!(
-                "{}: {output_file} holds {} values; the engine computes float32 only",
-                self.name,
-                expected.data.dtype()
-            )));
-        };
+        if let Some(reason) = op.unsupported(self)? {
+            return Ok(Outcome::Skip(reason));
+        }
+        // Every output the case lists (at its position among the op's outputs; an omitted
+        // optional one is None) is compared; the engine may compute more than are listed.
+        let mut expected = Vec::new();
+        for (position, file) in self.outputs.iter().enumerate() {
+            let Some(file) = file else { continue };
+            let array = npy::read(&self.dir.join(file))?;
+            let npy::Data::F32(values) = array.data else {
+                return Ok(Outcome::Fail(format!(
+                    "{}: {file} holds {} values; the engine computes float32 only",
+                    self.name,
+                    array.data.dtype()
+                )));
+            };
+            expected.push((position, file, values, array.shape));
+        }
         let inputs = Inputs::load(self, gpu)?;
-        let actual = op
-            .run(self, &inputs)
-            .and_then(|y| Ok((y.to_vec()?, y.shape().to_vec())));
-        let (actual, actual_shape) = match actual {
+        let actual = op.run(self, &inputs).and_then(|outputs| {
+            outputs
+                .iter()
+                .map(|y| Ok((y.to_vec()?, y.shape().to_vec())))
+                .collect::<Result<Vec<_>>>()
+        });
+        let actual = match actual {
             Ok(actual) => actual,
             Err(e) => {
                 return Ok(Outcome::Fail(format!(
@@ -292,14 +295,26 @@ impl Case {
                 )))
             }
         };
-        Ok(
-            match compare(&actual, &actual_shape, expected_values, &expected.shape) {
-                None => Outcome::Pass,
-                Some(difference) => {
-                    Outcome::Fail(format!("{}: {output_file}: {difference}", self.name))
-                }
-            },
-        )
+        for (position, file, values, shape) in &expected {
+            let Some((actual, actual_shape)) = actual.get(*position) else {
+                return Err(Error::format(
+                    self.json_path(),
+                    format!(
+                        "{}: the engine computes {} of its outputs, case.json lists {:?}",
+                        self.op,
+                        actual.len(),
+                        self.outputs
+                    ),
+                ));
+            };
+            if let Some(difference) = compare(actual, actual_shape, values, shape) {
+                return Ok(Outcome::Fail(format!(
+                    "{}: {file}: {difference}",
+                    self.name
+                )));
+            }
+        }
+        Ok(Outcome::Pass)
     }
 
     fn json_path(&self) -> PathBuf {
@@ -360,7 +375,6 @@ fn not_implemented_reason(op: &str) -> String {
         | "Gather"
         | "MaxPool"
         | "Conv"
-        | "LayerNormalization"
         | "Attention" => {
             format!("{op} is not implemented yet: it comes with the kernel-library issue")
         }
@@ -380,6 +394,7 @@ enum Op {
     Binary(Binary),
     Transpose,
     Reduce(Reduce),
+    LayerNormalization,
 }
 
 impl Op {
@@ -395,6 +410,7 @@ impl Op {
             "Transpose" => Op::Transpose,
             "ReduceSum" => Op::Reduce(Reduce::Sum),
             "ReduceMax" => Op::Reduce(Reduce::Max),
+            "LayerNormalization" => Op::LayerNormalization,
             _ => return None,
         })
     }
@@ -408,7 +424,25 @@ impl Op {
             Op::Transpose => &["perm"],
             Op::Reduce(_) if self.axes_are_input(opset) => &["keepdims", "noop_with_empty_axes"],
             Op::Reduce(_) => &["axes", "keepdims"],
+            Op::LayerNormalization => &["axis", "epsilon", "stash_type"],
         }
+    }
+
+    /// Why the runner cannot compute this case although it understands every attribute
+    /// (a mode the engine lacks), or `None` if it can.
+    fn unsupported(self, case: &Case) -> Result<Option<String>> {
+        Ok(match self {
+            // stash_type is the element type of the mean and variance; 1 is float32.
+            Op::LayerNormalization => match case.int_attribute("stash_type", 1)? {
+                1 => None,
+                other => Some(format!(
+                    "{} (opset {}): stash_type {other} is not supported: the engine keeps \
+                     the mean and variance in float32 (stash_type 1)",
+                    case.op, case.opset
+                )),
+            },
+            _ => None,
+        })
     }
 
     /// Whether a reduction takes its axes as input 1 rather than as the `axes` attribute:
@@ -420,9 +454,9 @@ impl Op {
         }
     }
 
-    /// Computes the op's output on the GPU.
-    fn run(self, case: &Case, inputs: &Inputs) -> Result<Tensor> {
-        match self {
+    /// Computes the op's outputs on the GPU, in ONNX's positional order.
+    fn run(self, case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
+        let y = match self {
             Op::MatMul => inputs.tensor(0)?.matmul(&inputs.tensor(1)?),
             Op::Gemm => {
                 let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
@@ -457,6 +491,15 @@ impl Op {
                 };
                 x.permute(&perm)
             }
+            Op::LayerNormalization => {
+                let x = inputs.tensor(0)?;
+                let scale = inputs.tensor(1)?;
+                let bias = inputs.optional_tensor(2)?;
+                let axis = case.int_attribute("axis", -1)? as isize;
+                let epsilon = case.float_attribute("epsilon", 1e-5)?;
+                let out = x.layer_norm(Some(&scale), bias.as_ref(), axis, epsilon)?;
+                return Ok(vec![out.y, out.mean, out.rstd]);
+            }
             Op::Reduce(reduce) => {
                 let x = inputs.tensor(0)?;
                 let axes = if self.axes_are_input(case.opset) {
@@ -468,7 +511,7 @@ impl Op {
                 let keepdims = case.int_attribute("keepdims", 1)? != 0;
                 let Some(axes) = reduction_axes(axes.as_deref(), x.shape(), noop_with_empty_axes)?
                 else {
-                    return Ok(x);
+                    return Ok(vec![x]);
                 };
                 // One axis after another, keeping each as size 1 so that the other axis
                 // numbers stay valid; then drop them all at once if keepdims is off.
@@ -486,7 +529,8 @@ impl Op {
                     y.reshape(&kept)
                 }
             }
-        }
+        }?;
+        Ok(vec![y])
     }
 }
 
