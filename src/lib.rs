@@ -31,4 +31,7 @@ pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::matmul::{Gemm, MatmulVariant};
 pub use kernels::reduce::{Reduce, ReduceVariant};
+pub use kernels::softmax::{
+    CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,
+};
 pub use tensor::{Indices, Tensor};

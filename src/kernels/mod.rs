@@ -6,16 +6,18 @@ pub mod copy;
 pub mod elementwise;
 pub mod matmul;
 pub mod reduce;
+pub mod softmax;
 
 use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
 
 /// Every shader of the crate, for validation and for listing.
-pub static SHADERS: [&ShaderSource; 4] = [
+pub static SHADERS: [&ShaderSource; 5] = [
     &copy::SHADER,
     &elementwise::SHADER,
     &matmul::SHADER,
     &reduce::SHADER,
+    &softmax::SHADER,
 ];
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
