@@ -592,7 +592,18 @@ fn bad_axes_and_shapes_are_errors() {
     let err = message(x.softmax_backward(&dy, -1));
     assert!(err.contains("[2, 3]") && err.contains("[3, 2]"), "{err}");
     let err = message(x.log_softmax_backward(&x, 5));
-    assert!(err.contains("axis 5"), "{err}");
+    assert!(
+        err.contains("log_softmax_backward") && err.contains("axis 5"),
+        "{err}"
+    );
+    let err = message(x.softmax_with(SoftmaxKind::Softmax, usize::MAX, SoftmaxVariant::Strided));
+    assert!(
+        err.contains(&format!("axis {}", usize::MAX)) && err.contains("[2, 3]"),
+        "{err}"
+    );
+    let err =
+        message(x.softmax_backward_with(SoftmaxKind::Softmax, &x, 2, SoftmaxVariant::Strided));
+    assert!(err.contains("softmax_backward: axis 2"), "{err}");
     let scalar = upload(&[1.0], &[]);
     assert!(scalar.softmax(-1).is_err());
 }

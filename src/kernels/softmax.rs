@@ -39,6 +39,24 @@ impl SoftmaxKind {
             SoftmaxKind::LogSoftmax => "log_softmax",
         }
     }
+
+    fn backward_name(self) -> &'static str {
+        match self {
+            SoftmaxKind::Softmax => "softmax_backward",
+            SoftmaxKind::LogSoftmax => "log_softmax_backward",
+        }
+    }
+}
+
+/// Fails unless `axis` is an axis of `shape`.
+fn check_axis(op: &'static str, axis: usize, shape: &[usize]) -> Result<()> {
+    if axis >= shape.len() {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} is out of range for shape {shape:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Which shader entry point walks the rows.
@@ -83,27 +101,28 @@ impl SoftmaxVariant {
         Ok(())
     }
 
-    /// The entry point `{stem}_{variant}` and its workgroup count for `rows` rows.
-    fn entry_and_workgroups(self, gpu: &Gpu, rows: usize, stem: Entry) -> (&'static str, [u32; 3]) {
-        let groups = match self {
+    /// The entry point of `kernel` in this variant, and its grid for `rows` rows: one
+    /// invocation per row, or one workgroup per row.
+    fn entry_and_grid(self, gpu: &Gpu, kernel: RowKernel, rows: usize) -> (&'static str, [u32; 3]) {
+        let workgroups = match self {
             SoftmaxVariant::Strided => (rows as u32).div_ceil(WORKGROUP_1D),
             SoftmaxVariant::Rows => rows as u32,
         };
-        let entry = match (stem, self) {
-            (Entry::Forward, SoftmaxVariant::Strided) => "softmax_strided",
-            (Entry::Forward, SoftmaxVariant::Rows) => "softmax_rows",
-            (Entry::Backward, SoftmaxVariant::Strided) => "softmax_backward_strided",
-            (Entry::Backward, SoftmaxVariant::Rows) => "softmax_backward_rows",
-            (Entry::CrossEntropy, SoftmaxVariant::Strided) => "cross_entropy_strided",
-            (Entry::CrossEntropy, SoftmaxVariant::Rows) => "cross_entropy_rows",
+        let entry = match (kernel, self) {
+            (RowKernel::Forward, SoftmaxVariant::Strided) => "softmax_strided",
+            (RowKernel::Forward, SoftmaxVariant::Rows) => "softmax_rows",
+            (RowKernel::Backward, SoftmaxVariant::Strided) => "softmax_backward_strided",
+            (RowKernel::Backward, SoftmaxVariant::Rows) => "softmax_backward_rows",
+            (RowKernel::CrossEntropy, SoftmaxVariant::Strided) => "cross_entropy_strided",
+            (RowKernel::CrossEntropy, SoftmaxVariant::Rows) => "cross_entropy_rows",
         };
-        (entry, gpu.grid(groups))
+        (entry, gpu.grid(workgroups))
     }
 }
 
 /// The row kernels of the shader, each with a strided and a rows entry point.
 #[derive(Clone, Copy)]
-enum Entry {
+enum RowKernel {
     Forward,
     Backward,
     CrossEntropy,
@@ -146,11 +165,7 @@ pub fn softmax_dispatch(
     let gpu = x.gpu();
     let params = RowParams::new(x.shape(), axis);
     variant.check(kind.name(), params.inner as usize)?;
-    let rows = match variant {
-        SoftmaxVariant::Strided => params.rows(),
-        SoftmaxVariant::Rows => params.outer as usize,
-    };
-    let (entry, workgroups) = variant.entry_and_workgroups(gpu, rows, Entry::Forward);
+    let (entry, workgroups) = variant.entry_and_grid(gpu, RowKernel::Forward, params.rows());
     let spec = KernelSpec {
         source: &SHADER,
         entry,
@@ -171,12 +186,8 @@ pub fn softmax_backward_dispatch(
 ) -> Result<Dispatch> {
     let gpu = y.gpu();
     let params = RowParams::new(y.shape(), axis);
-    variant.check(kind.name(), params.inner as usize)?;
-    let rows = match variant {
-        SoftmaxVariant::Strided => params.rows(),
-        SoftmaxVariant::Rows => params.outer as usize,
-    };
-    let (entry, workgroups) = variant.entry_and_workgroups(gpu, rows, Entry::Backward);
+    variant.check(kind.backward_name(), params.inner as usize)?;
+    let (entry, workgroups) = variant.entry_and_grid(gpu, RowKernel::Backward, params.rows());
     let spec = KernelSpec {
         source: &SHADER,
         entry,
@@ -277,7 +288,7 @@ impl Tensor {
         axis: usize,
         variant: SoftmaxVariant,
     ) -> Result<Tensor> {
-        let axis = resolve_axis(kind.name(), axis as isize, self.rank())?;
+        check_axis(kind.name(), axis, self.shape())?;
         let y = Tensor::uninit(self.gpu(), self.shape())?;
         if y.numel() > 0 {
             let dispatch = softmax_dispatch(self, &y, axis, kind, variant)?;
@@ -304,7 +315,7 @@ impl Tensor {
         dy: &Tensor,
         axis: isize,
     ) -> Result<Tensor> {
-        let axis = resolve_axis(kind.name(), axis, self.rank())?;
+        let axis = resolve_axis(kind.backward_name(), axis, self.rank())?;
         let (_, n, inner) = split_at_axis(self.shape(), axis);
         let variant = SoftmaxVariant::choose(self.gpu(), inner, n);
         self.softmax_backward_with(kind, dy, axis, variant)
@@ -318,9 +329,9 @@ impl Tensor {
         axis: usize,
         variant: SoftmaxVariant,
     ) -> Result<Tensor> {
-        let op = kind.name();
+        let op = kind.backward_name();
         self.same_device(op, dy)?;
-        let axis = resolve_axis(op, axis as isize, self.rank())?;
+        check_axis(op, axis, self.shape())?;
         if self.shape() != dy.shape() {
             return Err(Error::ShapeMismatch {
                 op,
@@ -411,7 +422,7 @@ pub fn cross_entropy_dispatch(
     let params = operands.params(ignore);
     variant.check("softmax_cross_entropy", params.inner as usize)?;
     let (entry, workgroups) =
-        variant.entry_and_workgroups(gpu, params.rows as usize, Entry::CrossEntropy);
+        variant.entry_and_grid(gpu, RowKernel::CrossEntropy, params.rows as usize);
     let spec = KernelSpec {
         source: &SHADER,
         entry,
@@ -596,13 +607,18 @@ impl<'a> SoftmaxCrossEntropy<'a> {
         let targets = self.targets.host_values()?;
         let counted = count_targets(&targets, classes, self.ignore_index)?;
 
-        // What the reduced loss divides by; only a weighted mean needs the GPU to find it.
-        let weighted_mean = self.reduction == LossReduction::Mean && self.weights.is_some();
-        let divisor_value = match self.reduction {
-            LossReduction::Mean => counted as f32,
-            LossReduction::Sum | LossReduction::None => 1.0,
+        // What the reduced loss divides by: known on the host, except the sum of the
+        // weights of a weighted mean, which a first dispatch finds.
+        let weight_sum = self
+            .weights
+            .filter(|_| self.reduction == LossReduction::Mean);
+        let divisor = match (weight_sum, self.reduction) {
+            (Some(_), _) => Tensor::uninit(gpu, &[1])?,
+            (None, LossReduction::Mean) => Tensor::from_slice(gpu, &[counted as f32], &[1])?,
+            (None, LossReduction::Sum | LossReduction::None) => {
+                Tensor::from_slice(gpu, &[1.0], &[1])?
+            }
         };
-        let divisor = Tensor::from_slice(gpu, &[divisor_value], &[1])?;
         let row_loss = Tensor::uninit(gpu, &row_shape)?;
         let grad = Tensor::uninit(gpu, shape)?;
         let operands = CrossEntropyOperands {
@@ -617,7 +633,7 @@ impl<'a> SoftmaxCrossEntropy<'a> {
         // value serves as the kernel's "ignore" and matches nothing.
         let ignore = self.ignore_index.unwrap_or(u32::MAX);
         let mut dispatches = Vec::with_capacity(3);
-        if let (true, Some(weights)) = (weighted_mean, self.weights) {
+        if let Some(weights) = weight_sum {
             dispatches.push(cross_entropy_weight_sum_dispatch(
                 &operands, weights, ignore,
             )?);
