@@ -32,4 +32,7 @@ pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::layernorm::{LayerNormForward, LayerNormGrads, LayerNormVariant};
 pub use kernels::matmul::{Gemm, MatmulVariant};
 pub use kernels::reduce::{Reduce, ReduceVariant};
+pub use kernels::softmax::{
+    CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,
+};
 pub use tensor::{Indices, Tensor};

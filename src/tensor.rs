@@ -157,11 +157,16 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
 
 /// A tensor of u32 on the GPU: token ids, class labels, argmax positions, lengths.
 /// Kernels that take indices bind its buffer as `array<u32>`.
+///
+/// Indices uploaded from the host keep their values there too, so that ops can check them
+/// (a label out of range, say) before dispatch without reading the GPU back.
 #[derive(Clone)]
 pub struct Indices {
     gpu: Gpu,
     buffer: Arc<PooledBuffer>,
     shape: Vec<usize>,
+    /// The values, for indices made by [`Indices::from_slice`]; `None` for kernel outputs.
+    host: Option<Arc<[u32]>>,
 }
 
 impl std::fmt::Debug for Indices {
@@ -182,8 +187,9 @@ impl Indices {
                 expected: format!("the data has {} values, the shape holds {n}", data.len()),
             });
         }
-        let indices = Indices::uninit(gpu, shape)?;
+        let mut indices = Indices::uninit(gpu, shape)?;
         gpu.write(indices.buffer(), data);
+        indices.host = Some(data.into());
         Ok(indices)
     }
 
@@ -194,7 +200,17 @@ impl Indices {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
             shape: shape.to_vec(),
+            host: None,
         })
+    }
+
+    /// The values on the host: the copy kept by [`Indices::from_slice`], else downloaded
+    /// (which waits for the GPU work that produces them).
+    pub fn host_values(&self) -> Result<Arc<[u32]>> {
+        match &self.host {
+            Some(values) => Ok(Arc::clone(values)),
+            None => Ok(self.to_vec()?.into()),
+        }
     }
 
     /// Downloads the indices (waits for the GPU work that produces them).

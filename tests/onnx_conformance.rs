@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 11] = [
+const IMPLEMENTED_OPS: [&str; 14] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -21,6 +21,9 @@ const IMPLEMENTED_OPS: [&str; 11] = [
     "ReduceSum",
     "ReduceMax",
     "LayerNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "SoftmaxCrossEntropyLoss",
 ];
 
 fn data_dir() -> PathBuf {
@@ -210,4 +213,46 @@ fn the_runner_compares_every_listed_output() {
                 .into()
         )
     );
+}
+
+#[test]
+fn every_output_of_a_case_is_compared() {
+    // The last element of SoftmaxCrossEntropyLoss's second output, log_prob [3, 5].
+    let outcome = run_edited_case("test_sce_mean_log_prob", |dir| {
+        overwrite_last_value(dir, "log_prob.npy", 12345.0);
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a wrong second output must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with("test_sce_mean_log_prob: log_prob.npy: element 14 (index [2, 4])"),
+        "{message}"
+    );
+
+    // An unknown reduction is the engine's error, not a silent default.
+    let outcome = run_edited_case("test_sce_sum", |dir| {
+        edit_case_json(dir, "\"reduction\": \"sum\"", "\"reduction\": \"max\"");
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("an unknown reduction must fail, got {outcome:?}");
+    };
+    assert!(
+        message.contains("attribute reduction is \"max\", expected none, sum or mean"),
+        "{message}"
+    );
+}
+
+#[test]
+fn softmax_before_opset_13_flattens_from_its_axis() {
+    // Softmax-11 normalizes over every axis from `axis` on. With axis 2 of a rank-3 input
+    // that is the last axis alone, as in Softmax-13: the case still passes.
+    let outcome = run_edited_case("test_softmax_axis_2", |dir| {
+        edit_case_json(dir, "\"opset\": 13", "\"opset\": 11");
+    });
+    assert_eq!(outcome, Outcome::Pass);
+    // With axis 0 it normalizes over all 60 elements at once, not over axis 0 alone.
+    let outcome = run_edited_case("test_logsoftmax_axis_0", |dir| {
+        edit_case_json(dir, "\"opset\": 13", "\"opset\": 11");
+    });
+    assert!(matches!(outcome, Outcome::Fail(_)), "{outcome:?}");
 }

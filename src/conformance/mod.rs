@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
-use crate::tensor::Tensor;
+use crate::kernels::softmax::{LossReduction, SoftmaxKind};
+use crate::tensor::{resolve_axis, Indices, Tensor};
 
 /// ONNX's tolerance for node tests (`numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7)`):
 /// an element passes if |actual − expected| ≤ ATOL + RTOL·|expected|.
@@ -353,6 +354,27 @@ impl Case {
         }
     }
 
+    /// An integer attribute without a default, or `None` when the case does not set it.
+    fn optional_int_attribute(&self, name: &str) -> Result<Option<i64>> {
+        match self.attributes.get(name) {
+            None => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.attribute_error(name, "an integer")),
+        }
+    }
+
+    /// A string attribute, or `default` when the case does not set it.
+    fn string_attribute<'s>(&'s self, name: &str, default: &'s str) -> Result<&'s str> {
+        match self.attributes.get(name) {
+            None => Ok(default),
+            Some(value) => value
+                .as_str()
+                .ok_or_else(|| self.attribute_error(name, "a string")),
+        }
+    }
+
     /// A list-of-integers attribute, or `None` when the case does not set it.
     fn ints_attribute(&self, name: &str) -> Result<Option<Vec<i64>>> {
         let Some(value) = self.attributes.get(name) else {
@@ -369,13 +391,7 @@ impl Case {
 /// Why an op the runner does not implement is skipped, naming the work that brings it.
 fn not_implemented_reason(op: &str) -> String {
     match op {
-        "Softmax"
-        | "LogSoftmax"
-        | "SoftmaxCrossEntropyLoss"
-        | "Gather"
-        | "MaxPool"
-        | "Conv"
-        | "Attention" => {
+        "Gather" | "MaxPool" | "Conv" | "Attention" => {
             format!("{op} is not implemented yet: it comes with the kernel-library issue")
         }
         "RNN" | "GRU" | "LSTM" => {
@@ -395,6 +411,8 @@ enum Op {
     Transpose,
     Reduce(Reduce),
     LayerNormalization,
+    Softmax(SoftmaxKind),
+    SoftmaxCrossEntropyLoss,
 }
 
 impl Op {
@@ -411,6 +429,9 @@ impl Op {
             "ReduceSum" => Op::Reduce(Reduce::Sum),
             "ReduceMax" => Op::Reduce(Reduce::Max),
             "LayerNormalization" => Op::LayerNormalization,
+            "Softmax" => Op::Softmax(SoftmaxKind::Softmax),
+            "LogSoftmax" => Op::Softmax(SoftmaxKind::LogSoftmax),
+            "SoftmaxCrossEntropyLoss" => Op::SoftmaxCrossEntropyLoss,
             _ => return None,
         })
     }
@@ -425,6 +446,8 @@ impl Op {
             Op::Reduce(_) if self.axes_are_input(opset) => &["keepdims", "noop_with_empty_axes"],
             Op::Reduce(_) => &["axes", "keepdims"],
             Op::LayerNormalization => &["axis", "epsilon", "stash_type"],
+            Op::Softmax(_) => &["axis"],
+            Op::SoftmaxCrossEntropyLoss => &["ignore_index", "reduction"],
         }
     }
 
@@ -529,9 +552,77 @@ impl Op {
                     y.reshape(&kept)
                 }
             }
+            Op::Softmax(kind) => {
+                let x = inputs.tensor(0)?;
+                let normalize = |x: &Tensor, axis: isize| match kind {
+                    SoftmaxKind::Softmax => x.softmax(axis),
+                    SoftmaxKind::LogSoftmax => x.log_softmax(axis),
+                };
+                if case.opset >= 13 {
+                    return Ok(vec![normalize(&x, case.int_attribute("axis", -1)? as isize)?]);
+                }
+                // Before opset 13 the input is coerced to 2-D at `axis` (default 1), and
+                // the softmax runs over everything from `axis` on.
+                let axis =
+                    resolve_axis("softmax", case.int_attribute("axis", 1)? as isize, x.rank())?;
+                let rows: usize = x.shape()[..axis].iter().product();
+                let flat = x.reshape(&[rows, x.numel() / rows.max(1)])?;
+                normalize(&flat, -1)?.reshape(x.shape())
+            }
+            Op::SoftmaxCrossEntropyLoss => return softmax_cross_entropy_loss(case, inputs),
         }?;
         Ok(vec![y])
     }
+}
+
+/// SoftmaxCrossEntropyLoss-13: scores [N, C, d1, …], int64 labels [N, d1, …], optional
+/// weights [C]; outputs the loss and, if the case asks for it, log_prob (the log-softmax
+/// over the class axis). Labels equal to `ignore_index` (any int64, negative included)
+/// become the u32 ignore value `u32::MAX`.
+fn softmax_cross_entropy_loss(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
+    let scores = inputs.tensor(0)?;
+    let ignore_index = case.optional_int_attribute("ignore_index")?;
+    let reduction = match case.string_attribute("reduction", "mean")? {
+        "none" => LossReduction::None,
+        "sum" => LossReduction::Sum,
+        "mean" => LossReduction::Mean,
+        _ => return Err(case.attribute_error("reduction", "none, sum or mean")),
+    };
+    let labels = inputs.ints(1)?;
+    let label_shape = inputs
+        .array(1)
+        .map(|array| array.shape.clone())
+        .unwrap_or_default();
+    let labels = labels
+        .iter()
+        .map(|&label| {
+            if Some(label) == ignore_index {
+                Ok(u32::MAX)
+            } else {
+                // Negative labels fail here; labels ≥ C fail in the engine's own check.
+                u32::try_from(label).ok().filter(|&l| l != u32::MAX).ok_or_else(|| {
+                    Error::invalid(
+                        "SoftmaxCrossEntropyLoss",
+                        format!("label {label} is not a class and not the ignore index {ignore_index:?}"),
+                    )
+                })
+            }
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let targets = Indices::from_slice(scores.gpu(), &labels, &label_shape)?;
+    let weights = inputs.optional_tensor(2)?;
+    let mut loss = scores
+        .softmax_cross_entropy(&targets)
+        .ignore_index(u32::MAX)
+        .reduction(reduction);
+    if let Some(weights) = &weights {
+        loss = loss.weights(weights);
+    }
+    let mut outputs = vec![loss.run()?.loss];
+    if case.outputs.len() > 1 {
+        outputs.push(scores.log_softmax(1)?);
+    }
+    Ok(outputs)
 }
 
 /// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.
@@ -662,6 +753,16 @@ impl<'a> Inputs<'a> {
             return Err(self.wrong_type(index, "float32: the engine computes float32 only"));
         };
         Tensor::from_slice(self.gpu, values, &array.shape).map(Some)
+    }
+
+    /// Input `index` as integers, flattened; an error if the case omits it.
+    fn ints(&self, index: usize) -> Result<Vec<i64>> {
+        self.optional_ints(index)?.ok_or_else(|| {
+            Error::format(
+                self.case.json_path(),
+                format!("{} needs input {index}, which the case omits", self.case.op),
+            )
+        })
     }
 
     /// Input `index` as integers (an int32 or int64 tensor of any shape, flattened), or

@@ -7,17 +7,19 @@ pub mod elementwise;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
+pub mod softmax;
 
 use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
 
 /// Every shader of the crate, for validation and for listing.
-pub static SHADERS: [&ShaderSource; 5] = [
+pub static SHADERS: &[&ShaderSource] = &[
     &copy::SHADER,
     &elementwise::SHADER,
     &layernorm::SHADER,
     &matmul::SHADER,
     &reduce::SHADER,
+    &softmax::SHADER,
 ];
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
