@@ -157,11 +157,16 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
 
 /// A tensor of u32 on the GPU: token ids, class labels, argmax positions, lengths.
 /// Kernels that take indices bind its buffer as `array<u32>`.
+///
+/// Indices uploaded from the host keep a host copy too: ops that must validate ids before
+/// dispatch (gather, embedding) and the backward of gather, which groups positions by id on
+/// the host, read it. Indices produced by a kernel have none.
 #[derive(Clone)]
 pub struct Indices {
     gpu: Gpu,
     buffer: Arc<PooledBuffer>,
     shape: Vec<usize>,
+    host: Option<Arc<[u32]>>,
 }
 
 impl std::fmt::Debug for Indices {
@@ -182,8 +187,9 @@ impl Indices {
                 expected: format!("the data has {} values, the shape holds {n}", data.len()),
             });
         }
-        let indices = Indices::uninit(gpu, shape)?;
+        let mut indices = Indices::uninit(gpu, shape)?;
         gpu.write(indices.buffer(), data);
+        indices.host = Some(data.into());
         Ok(indices)
     }
 
@@ -194,7 +200,13 @@ impl Indices {
             gpu: gpu.clone(),
             buffer: Arc::new(buffer),
             shape: shape.to_vec(),
+            host: None,
         })
+    }
+
+    /// The values as uploaded by [`Indices::from_slice`]; `None` for indices a kernel wrote.
+    pub fn host(&self) -> Option<&[u32]> {
+        self.host.as_deref()
     }
 
     /// Downloads the indices (waits for the GPU work that produces them).

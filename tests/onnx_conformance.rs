@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 10] = [
+const IMPLEMENTED_OPS: [&str; 11] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -20,6 +20,7 @@ const IMPLEMENTED_OPS: [&str; 10] = [
     "Transpose",
     "ReduceSum",
     "ReduceMax",
+    "Gather",
 ];
 
 fn data_dir() -> PathBuf {

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
-use crate::tensor::Tensor;
+use crate::tensor::{resolve_axis, Indices, Tensor};
 
 /// ONNX's tolerance for node tests (`numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7)`):
 /// an element passes if |actual − expected| ≤ ATOL + RTOL·|expected|.
@@ -353,7 +353,6 @@ fn not_implemented_reason(op: &str) -> String {
         "Softmax"
         | "LogSoftmax"
         | "SoftmaxCrossEntropyLoss"
-        | "Gather"
         | "MaxPool"
         | "Conv"
         | "LayerNormalization"
@@ -376,6 +375,7 @@ enum Op {
     Binary(Binary),
     Transpose,
     Reduce(Reduce),
+    Gather,
 }
 
 impl Op {
@@ -391,6 +391,7 @@ impl Op {
             "Transpose" => Op::Transpose,
             "ReduceSum" => Op::Reduce(Reduce::Sum),
             "ReduceMax" => Op::Reduce(Reduce::Max),
+            "Gather" => Op::Gather,
             _ => return None,
         })
     }
@@ -404,6 +405,7 @@ impl Op {
             Op::Transpose => &["perm"],
             Op::Reduce(_) if self.axes_are_input(opset) => &["keepdims", "noop_with_empty_axes"],
             Op::Reduce(_) => &["axes", "keepdims"],
+            Op::Gather => &["axis"],
         }
     }
 
@@ -482,8 +484,47 @@ impl Op {
                     y.reshape(&kept)
                 }
             }
+            Op::Gather => {
+                let data = inputs.tensor(0)?;
+                let axis = resolve_axis(
+                    "Gather",
+                    case.int_attribute("axis", 0)? as isize,
+                    data.rank(),
+                )?;
+                let (indices, shape) = inputs.int_array(1)?;
+                let ids = gather_ids(&indices, data.shape()[axis])?;
+                data.gather(
+                    axis as isize,
+                    &Indices::from_slice(inputs.gpu, &ids, &shape)?,
+                )
+            }
         }
     }
+}
+
+/// ONNX Gather's indices as ids: a negative index counts from the end of the axis, so the
+/// valid range is [−axis_len, axis_len − 1]; anything outside is an error naming it.
+pub fn gather_ids(indices: &[i64], axis_len: usize) -> Result<Vec<u32>> {
+    let len = axis_len as i64;
+    indices
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| {
+            let id = if index < 0 { index + len } else { index };
+            if (0..len).contains(&id) {
+                Ok(id as u32)
+            } else {
+                Err(Error::invalid(
+                    "Gather",
+                    format!(
+                        "index {index} at flat position {position} is outside [{}, {}] for an axis of size {axis_len}",
+                        -len,
+                        len - 1
+                    ),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.
@@ -629,6 +670,18 @@ impl<'a> Inputs<'a> {
         }
     }
 
+    /// Input `index` as integers (int32 or int64) with its shape; an error if omitted.
+    fn int_array(&self, index: usize) -> Result<(Vec<i64>, Vec<usize>)> {
+        let values = self.optional_ints(index)?.ok_or_else(|| {
+            Error::format(
+                self.case.json_path(),
+                format!("{} needs input {index}, which the case omits", self.case.op),
+            )
+        })?;
+        let shape = self.array(index).map(|array| array.shape.clone());
+        Ok((values, shape.unwrap_or_default()))
+    }
+
     fn array(&self, index: usize) -> Option<&npy::Array> {
         self.arrays.get(index).and_then(Option::as_ref)
     }
@@ -731,6 +784,17 @@ mod tests {
             "LSTM is not implemented yet: it comes with the recurrent issue"
         );
         assert_eq!(not_implemented_reason("Einsum"), "unknown op Einsum");
+    }
+
+    #[test]
+    fn gather_ids_count_negative_indices_from_the_end() {
+        assert_eq!(gather_ids(&[0, -1, 2, -5], 5).unwrap(), vec![0, 4, 2, 0]);
+        let err = gather_ids(&[1, -6], 5).unwrap_err().to_string();
+        assert!(
+            err.contains("index -6 at flat position 1") && err.contains("[-5, 4]"),
+            "{err}"
+        );
+        assert!(gather_ids(&[5], 5).is_err());
     }
 
     #[test]

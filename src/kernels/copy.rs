@@ -1,8 +1,13 @@
-//! Copies (`shaders/copy.wgsl`): permute and transpose of any axes up to rank 4,
-//! broadcast (expand), and plain copies.
+//! Copies (`shaders/copy.wgsl`): permute and transpose of any axes up to rank 4, broadcast
+//! (expand), plain copies, and along one axis of any rank: slice, concat and split, and
+//! the backward of slice (the gradient placed into zeros).
+//!
+//! Slice and concat need no rank limit: around one axis any tensor is `[outer, n, inner]`
+//! (see [`split_at_axis`]), a rank-3 view the rank-4 strided kernel covers.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Copy, Dispatch, KernelSpec, ShaderSource};
+use crate::kernels::reduce::split_at_axis;
 use crate::kernels::{
     broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, pad_to_rank4, WORKGROUP_1D,
 };
@@ -17,32 +22,134 @@ pub static SHADER: ShaderSource = ShaderSource {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     len: u32,
-    pad: [u32; 3],
-    out_shape: [u32; 4],
+    in_offset: u32,
+    out_offset: u32,
+    pad: u32,
+    shape: [u32; 4],
     in_strides: [u32; 4],
+    out_strides: [u32; 4],
+    window_start: [u32; 4],
+    window_end: [u32; 4],
+}
+
+/// One strided copy over an iteration shape of rank ≤ 4 (padded on the left with 1s):
+/// for every coordinate c of `shape`, y[out_offset + Σ c·out_strides] = x[in_offset + Σ c·in_strides].
+/// All in elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRegion {
+    pub shape: [u32; 4],
+    pub in_offset: u32,
+    pub in_strides: [u32; 4],
+    pub out_offset: u32,
+    pub out_strides: [u32; 4],
+}
+
+impl CopyRegion {
+    fn len(&self) -> u32 {
+        self.shape.iter().product()
+    }
+
+    /// Copies `x[.., start..end, ..]` (along `axis` of `shape`) into a contiguous output.
+    pub fn slice(shape: &[usize], axis: usize, start: usize, end: usize) -> CopyRegion {
+        let (outer, n, inner) = split_at_axis(shape, axis);
+        let len = end - start;
+        CopyRegion {
+            shape: [1, outer as u32, len as u32, inner as u32],
+            in_offset: (start * inner) as u32,
+            in_strides: [0, (n * inner) as u32, inner as u32, 1],
+            out_offset: 0,
+            out_strides: [0, (len * inner) as u32, inner as u32, 1],
+        }
+    }
+
+    /// Copies a contiguous part of shape `part` into the output, whose `axis` has `total`
+    /// entries, starting at entry `offset` of that axis: one input of a concat.
+    pub fn into_axis(part: &[usize], axis: usize, offset: usize, total: usize) -> CopyRegion {
+        let (outer, n, inner) = split_at_axis(part, axis);
+        CopyRegion {
+            shape: [1, outer as u32, n as u32, inner as u32],
+            in_offset: 0,
+            in_strides: [0, (n * inner) as u32, inner as u32, 1],
+            out_offset: (offset * inner) as u32,
+            out_strides: [0, (total * inner) as u32, inner as u32, 1],
+        }
+    }
+}
+
+fn copy_spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
+        constants: Vec::new(),
+    }
+}
+
+/// Records the copy `region` from `x` into `y`. The caller makes sure the region lies
+/// within both buffers.
+pub fn region_copy_dispatch(x: &Tensor, y: &Tensor, region: &CopyRegion) -> Result<Dispatch> {
+    let gpu = x.gpu();
+    let len = region.len();
+    let params = Params {
+        len,
+        in_offset: region.in_offset,
+        out_offset: region.out_offset,
+        pad: 0,
+        shape: region.shape,
+        in_strides: region.in_strides,
+        out_strides: region.out_strides,
+        window_start: [0; 4],
+        window_end: [0; 4],
+    };
+    gpu.dispatch(
+        &copy_spec("strided_copy"),
+        &[x.buffer(), y.buffer()],
+        &params,
+        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+    )
 }
 
 /// Records y[c] = x[Σ c·in_strides] for every coordinate c of y (strides padded to rank 4).
 pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Result<Dispatch> {
-    let gpu = x.gpu();
-    let len = y.numel() as u32;
-    let params = Params {
-        len,
-        pad: [0; 3],
-        out_shape: pad_to_rank4(y.shape(), 1),
+    let shape = pad_to_rank4(y.shape(), 1);
+    let out_strides = pad_to_rank4(&contiguous_strides(y.shape()), 0);
+    let region = CopyRegion {
+        shape,
+        in_offset: 0,
         in_strides,
+        out_offset: 0,
+        out_strides,
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "strided_copy",
-        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
-        constants: Vec::new(),
+    region_copy_dispatch(x, y, &region)
+}
+
+/// Records the backward of a slice along `axis` starting at `start`: `dx` (the input's
+/// shape) receives `dy` at the slice and zeros elsewhere, every element written once.
+pub fn slice_backward_dispatch(
+    dy: &Tensor,
+    dx: &Tensor,
+    axis: usize,
+    start: usize,
+) -> Result<Dispatch> {
+    let gpu = dy.gpu();
+    let (outer, n, inner) = split_at_axis(dx.shape(), axis);
+    let len = dy.shape()[axis];
+    let params = Params {
+        len: dx.numel() as u32,
+        in_offset: 0,
+        out_offset: 0,
+        pad: 0,
+        shape: [1, outer as u32, n as u32, inner as u32],
+        in_strides: [0, (len * inner) as u32, inner as u32, 1],
+        out_strides: [0; 4],
+        window_start: [0, 0, start as u32, 0],
+        window_end: [1, outer as u32, (start + len) as u32, inner as u32],
     };
     gpu.dispatch(
-        &spec,
-        &[x.buffer(), y.buffer()],
+        &copy_spec("padded_copy"),
+        &[dy.buffer(), dx.buffer()],
         &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+        gpu.grid(params.len.div_ceil(WORKGROUP_1D)),
     )
 }
 
@@ -66,6 +173,42 @@ fn check_permutation(shape: &[usize], perm: &[usize]) -> Result<()> {
     }
 }
 
+/// Resolves the bounds of a slice along `axis` of `shape` like Python's (negative counts
+/// from the end), but refuses bounds outside the axis or a start after the end instead of
+/// clamping them: such a slice is almost always a bug.
+pub fn resolve_slice(
+    op: &'static str,
+    shape: &[usize],
+    axis: isize,
+    start: isize,
+    end: isize,
+) -> Result<(usize, usize, usize)> {
+    let axis = resolve_axis(op, axis, shape.len())?;
+    let n = shape[axis];
+    let resolve = |what: &str, bound: isize| {
+        let resolved = if bound < 0 { bound + n as isize } else { bound };
+        if resolved < 0 || resolved as usize > n {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{what} {bound} is out of range for axis {axis} of size {n} (shape {shape:?})"
+                ),
+            ));
+        }
+        Ok(resolved as usize)
+    };
+    let (first, last) = (resolve("start", start)?, resolve("end", end)?);
+    if first > last {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "start {start} comes after end {end} on axis {axis} of size {n} (shape {shape:?})"
+            ),
+        ));
+    }
+    Ok((axis, first, last))
+}
+
 /// CPU reference of [`Tensor::permute`]: out axis i is input axis perm[i].
 pub fn permute_cpu(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let strides = contiguous_strides(shape);
@@ -82,6 +225,38 @@ pub fn permute_cpu(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
             x[source]
         })
         .collect()
+}
+
+/// CPU reference of [`Tensor::slice`] (bounds already resolved), for f32 or f64 data.
+pub fn slice_cpu<T: std::marker::Copy>(
+    x: &[T],
+    shape: &[usize],
+    axis: usize,
+    start: usize,
+    end: usize,
+) -> Vec<T> {
+    let (outer, n, inner) = split_at_axis(shape, axis);
+    (0..outer)
+        .flat_map(|o| {
+            x[(o * n + start) * inner..(o * n + end) * inner]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
+/// CPU reference of [`Tensor::concat`]: `parts` are (data, shape) pairs that agree on every
+/// axis but `axis`.
+pub fn concat_cpu<T: std::marker::Copy>(parts: &[(&[T], &[usize])], axis: usize) -> Vec<T> {
+    let outer: usize = parts[0].1[..axis].iter().product();
+    let mut out = Vec::new();
+    for o in 0..outer {
+        for (data, shape) in parts {
+            let (_, n, inner) = split_at_axis(shape, axis);
+            out.extend_from_slice(&data[o * n * inner..(o + 1) * n * inner]);
+        }
+    }
+    out
 }
 
 impl Tensor {
@@ -140,5 +315,129 @@ impl Tensor {
             self.gpu().submit(&[copy], &[])?;
         }
         Ok(y)
+    }
+
+    /// `self[.., start..end, ..]` along `axis` (any rank). Negative axis and bounds count
+    /// from the end, as in Python; bounds outside the axis, or a start after the end, are
+    /// errors rather than clamped. `start == end` gives an empty axis.
+    pub fn slice(&self, axis: isize, start: isize, end: isize) -> Result<Tensor> {
+        let (axis, start, end) = resolve_slice("slice", self.shape(), axis, start, end)?;
+        let mut out_shape = self.shape().to_vec();
+        out_shape[axis] = end - start;
+        let y = Tensor::uninit(self.gpu(), &out_shape)?;
+        if y.numel() > 0 {
+            let region = CopyRegion::slice(self.shape(), axis, start, end);
+            let dispatch = region_copy_dispatch(self, &y, &region)?;
+            self.gpu().submit(&[], &[dispatch])?;
+        }
+        Ok(y)
+    }
+
+    /// The backward of [`Tensor::slice`]: `self` is the gradient of the slice, the result
+    /// the gradient of the input of shape `input_shape`: `self` at the slice, zero elsewhere.
+    /// Takes the same axis and bounds as the forward call.
+    pub fn slice_backward(
+        &self,
+        input_shape: &[usize],
+        axis: isize,
+        start: isize,
+        end: isize,
+    ) -> Result<Tensor> {
+        let (axis, start, end) = resolve_slice("slice_backward", input_shape, axis, start, end)?;
+        let mut sliced = input_shape.to_vec();
+        sliced[axis] = end - start;
+        if self.shape() != sliced {
+            return Err(Error::ShapeMismatch {
+                op: "slice_backward",
+                lhs: self.shape().to_vec(),
+                rhs: sliced,
+                expected: format!(
+                    "the gradient must have the shape of the slice {start}..{end} of axis {axis} of {input_shape:?}"
+                ),
+            });
+        }
+        let dx = Tensor::uninit(self.gpu(), input_shape)?;
+        if dx.numel() > 0 {
+            let dispatch = slice_backward_dispatch(self, &dx, axis, start)?;
+            self.gpu().submit(&[], &[dispatch])?;
+        }
+        Ok(dx)
+    }
+
+    /// Joins `parts` along `axis` (any rank; negative counts from the end). They must agree
+    /// on every other axis. One dispatch per non-empty part, submitted together.
+    pub fn concat(parts: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let Some(first) = parts.first() else {
+            return Err(Error::invalid("concat", "needs at least one tensor"));
+        };
+        let axis = resolve_axis("concat", axis, first.rank())?;
+        for (i, part) in parts.iter().enumerate().skip(1) {
+            first.same_device("concat", part)?;
+            let agree = part.rank() == first.rank()
+                && (0..first.rank()).all(|a| a == axis || part.shape()[a] == first.shape()[a]);
+            if !agree {
+                return Err(Error::ShapeMismatch {
+                    op: "concat",
+                    lhs: first.shape().to_vec(),
+                    rhs: part.shape().to_vec(),
+                    expected: format!(
+                        "part {i} must have the rank of part 0 and its size on every axis but {axis}"
+                    ),
+                });
+            }
+        }
+        let total: usize = parts.iter().map(|part| part.shape()[axis]).sum();
+        let mut out_shape = first.shape().to_vec();
+        out_shape[axis] = total;
+        let y = Tensor::uninit(first.gpu(), &out_shape)?;
+        let mut dispatches = Vec::with_capacity(parts.len());
+        let mut offset = 0;
+        for part in parts {
+            if part.numel() > 0 {
+                let region = CopyRegion::into_axis(part.shape(), axis, offset, total);
+                dispatches.push(region_copy_dispatch(part, &y, &region)?);
+            }
+            offset += part.shape()[axis];
+        }
+        if !dispatches.is_empty() {
+            first.gpu().submit(&[], &dispatches)?;
+        }
+        Ok(y)
+    }
+
+    /// Cuts `self` along `axis` into consecutive parts of `sizes` entries, which must add up
+    /// to the axis. This is the backward of [`Tensor::concat`]: the gradient of each part is
+    /// its slice of the output's gradient. One submission for all parts.
+    pub fn split(&self, axis: isize, sizes: &[usize]) -> Result<Vec<Tensor>> {
+        let axis = resolve_axis("split", axis, self.rank())?;
+        let n = self.shape()[axis];
+        if sizes.iter().sum::<usize>() != n {
+            return Err(Error::invalid(
+                "split",
+                format!(
+                    "sizes {sizes:?} add up to {}, but axis {axis} of shape {:?} has {n} entries",
+                    sizes.iter().sum::<usize>(),
+                    self.shape()
+                ),
+            ));
+        }
+        let mut parts = Vec::with_capacity(sizes.len());
+        let mut dispatches = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for &size in sizes {
+            let mut shape = self.shape().to_vec();
+            shape[axis] = size;
+            let part = Tensor::uninit(self.gpu(), &shape)?;
+            if part.numel() > 0 {
+                let region = CopyRegion::slice(self.shape(), axis, start, start + size);
+                dispatches.push(region_copy_dispatch(self, &part, &region)?);
+            }
+            parts.push(part);
+            start += size;
+        }
+        if !dispatches.is_empty() {
+            self.gpu().submit(&[], &dispatches)?;
+        }
+        Ok(parts)
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod gather;
 pub mod matmul;
 pub mod reduce;
 
@@ -11,9 +12,10 @@ use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
 
 /// Every shader of the crate, for validation and for listing.
-pub static SHADERS: [&ShaderSource; 4] = [
+pub static SHADERS: [&ShaderSource; 5] = [
     &copy::SHADER,
     &elementwise::SHADER,
+    &gather::SHADER,
     &matmul::SHADER,
     &reduce::SHADER,
 ];

@@ -1,0 +1,435 @@
+//! Gather along one axis (`shaders/gather.wgsl`), ONNX's Gather, with the embedding lookup
+//! as its axis-0 case, and the backward of both: a deterministic scatter-add.
+//!
+//! Ids are checked on the host before any dispatch (an out-of-range id names itself, its
+//! position and the axis size), so gather needs [`Indices`] that keep a host copy: those
+//! made by [`Indices::from_slice`]. The backward groups the positions by id on the host
+//! ([`GroupedPositions`]) so that the GPU sums without atomics, in a fixed order.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::kernels::reduce::split_at_axis;
+use crate::kernels::WORKGROUP_1D;
+use crate::tensor::{resolve_axis, Indices, Tensor};
+
+pub static SHADER: ShaderSource = ShaderSource {
+    family: "gather",
+    wgsl: include_str!("../../shaders/gather.wgsl"),
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    outer: u32,
+    axis_len: u32,
+    count: u32,
+    inner: u32,
+}
+
+const BINDINGS: &[Access] = &[
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Uniform,
+];
+
+/// The shape of `gather(data, indices, axis)`: data.shape[..axis] + indices.shape +
+/// data.shape[axis + 1..].
+pub fn gather_shape(data_shape: &[usize], axis: usize, indices_shape: &[usize]) -> Vec<usize> {
+    [&data_shape[..axis], indices_shape, &data_shape[axis + 1..]].concat()
+}
+
+/// The positions of a list of ids grouped by id, in CSR form, packed in one u32 buffer on
+/// the GPU: `axis_len + 1` offsets, then the `count` positions, so that the positions of
+/// id a are `positions[offsets[a]..offsets[a + 1]]`, in increasing order.
+///
+/// Built on the host by a counting sort, O(count + axis_len). It depends only on the ids,
+/// so one grouping serves every gradient gathered with the same ids.
+#[derive(Debug, Clone)]
+pub struct GroupedPositions {
+    packed: Indices,
+    axis_len: usize,
+    count: usize,
+}
+
+impl GroupedPositions {
+    /// Groups `ids` (each below `axis_len`, which the caller has checked) and uploads them.
+    pub fn new(gpu: &Gpu, ids: &[u32], axis_len: usize) -> Result<GroupedPositions> {
+        let packed = group_positions_by_id(ids, axis_len);
+        Ok(GroupedPositions {
+            packed: Indices::from_slice(gpu, &packed, &[packed.len()])?,
+            axis_len,
+            count: ids.len(),
+        })
+    }
+
+    pub fn axis_len(&self) -> usize {
+        self.axis_len
+    }
+
+    /// How many ids were grouped.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// The packed CSR of [`GroupedPositions`] on the host: `axis_len + 1` offsets, then the
+/// positions of every id in increasing order (ids must be below `axis_len`).
+pub fn group_positions_by_id(ids: &[u32], axis_len: usize) -> Vec<u32> {
+    let mut packed = vec![0u32; axis_len + 1 + ids.len()];
+    let (offsets, positions) = packed.split_at_mut(axis_len + 1);
+    for &id in ids {
+        offsets[id as usize + 1] += 1;
+    }
+    for a in 0..axis_len {
+        offsets[a + 1] += offsets[a];
+    }
+    // Fill with a running cursor per id; visiting positions in order keeps them sorted.
+    let mut cursor: Vec<u32> = offsets[..axis_len].to_vec();
+    for (position, &id) in ids.iter().enumerate() {
+        let slot = &mut cursor[id as usize];
+        positions[*slot as usize] = position as u32;
+        *slot += 1;
+    }
+    packed
+}
+
+/// The coordinates of flat position `flat` in `shape`.
+fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (coordinate, &dim) in index.iter_mut().zip(shape).rev() {
+        *coordinate = flat % dim;
+        flat /= dim;
+    }
+    index
+}
+
+/// The host copy of `indices`, after checking that every id is below `axis_len`; `range`
+/// describes the axis for the error message ("axis 0 of size 5 (data shape [5, 4])").
+fn checked_ids<'a>(
+    op: &'static str,
+    indices: &'a Indices,
+    axis_len: usize,
+    range: impl FnOnce() -> String,
+) -> Result<&'a [u32]> {
+    let Some(ids) = indices.host() else {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the indices (shape {:?}) have no host copy, since a kernel wrote them; \
+                 {op} checks ids on the host before dispatch, so build them with \
+                 Indices::from_slice",
+                indices.shape()
+            ),
+        ));
+    };
+    if let Some(position) = ids.iter().position(|&id| id as usize >= axis_len) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "id {} at position {:?} of the indices (shape {:?}) is out of range for {}",
+                ids[position],
+                unravel(position, indices.shape()),
+                indices.shape(),
+                range()
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
+fn same_device(op: &'static str, tensor: &Tensor, indices: &Indices) -> Result<()> {
+    if tensor.gpu().same_device(indices.gpu()) {
+        Ok(())
+    } else {
+        Err(Error::DeviceMismatch { op })
+    }
+}
+
+/// The most columns one invocation handles on a CPU-like adapter.
+const MAX_SPAN: usize = 256;
+
+/// Invocations a CPU-like adapter needs to keep every thread busy: spans grow only while
+/// at least this many remain.
+const MIN_INVOCATIONS: usize = 4096;
+
+/// How many consecutive columns one invocation of the gather kernels handles, for `rows`
+/// rows of `inner` columns: 1 on GPUs, where neighbouring invocations then read
+/// neighbouring addresses. On CPU-like adapters (lavapipe), where locating an element
+/// (integer divisions) costs more than copying it and each invocation has a fixed cost,
+/// as many as keep [`MIN_INVOCATIONS`] invocations, up to a whole row or [`MAX_SPAN`];
+/// a power of two, so that few kernel variants get compiled.
+pub fn columns_per_invocation(gpu: &Gpu, rows: usize, inner: usize) -> u32 {
+    if !gpu.is_cpu_like() {
+        return 1;
+    }
+    let wanted = (rows * inner / MIN_INVOCATIONS)
+        .min(inner.next_power_of_two())
+        .clamp(1, MAX_SPAN);
+    // The largest power of two not above `wanted`.
+    1 << wanted.ilog2()
+}
+
+fn spec(entry: &'static str, span: u32) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings: BINDINGS,
+        constants: vec![("SPAN", f64::from(span))],
+    }
+}
+
+/// Invocations for `rows` rows of `inner` columns, `span` columns each.
+fn grid(gpu: &Gpu, rows: usize, inner: usize, span: u32) -> [u32; 3] {
+    let invocations = rows * inner.div_ceil(span as usize);
+    gpu.grid((invocations as u32).div_ceil(WORKGROUP_1D))
+}
+
+/// Records `y = gather(x, ids, axis)`; `y` has [`gather_shape`]. The ids must be checked.
+/// `span` is [`columns_per_invocation`] or any other count ≥ 1.
+pub fn gather_dispatch(
+    x: &Tensor,
+    ids: &Indices,
+    y: &Tensor,
+    axis: usize,
+    span: u32,
+) -> Result<Dispatch> {
+    let gpu = x.gpu();
+    let (outer, axis_len, inner) = split_at_axis(x.shape(), axis);
+    let params = Params {
+        outer: outer as u32,
+        axis_len: axis_len as u32,
+        count: ids.numel() as u32,
+        inner: inner as u32,
+    };
+    gpu.dispatch(
+        &spec("gather", span),
+        &[x.buffer(), ids.buffer(), y.buffer()],
+        &params,
+        grid(gpu, outer * ids.numel(), inner, span),
+    )
+}
+
+/// Records the backward of gather along `axis`: `dx` (the data's shape) receives, for each
+/// id, the sum of the slices of `dy` at its positions, in increasing position order.
+/// `span` is [`columns_per_invocation`] or any other count ≥ 1.
+pub fn gather_backward_dispatch(
+    dy: &Tensor,
+    groups: &GroupedPositions,
+    dx: &Tensor,
+    axis: usize,
+    span: u32,
+) -> Result<Dispatch> {
+    let gpu = dy.gpu();
+    let (outer, axis_len, inner) = split_at_axis(dx.shape(), axis);
+    debug_assert_eq!(axis_len, groups.axis_len);
+    let params = Params {
+        outer: outer as u32,
+        axis_len: axis_len as u32,
+        count: groups.count as u32,
+        inner: inner as u32,
+    };
+    gpu.dispatch(
+        &spec("gather_backward", span),
+        &[dy.buffer(), groups.packed.buffer(), dx.buffer()],
+        &params,
+        grid(gpu, outer * axis_len, inner, span),
+    )
+}
+
+/// CPU reference of [`Tensor::gather`] for f32 or f64 data (ids already checked).
+pub fn gather_cpu<T: Copy>(x: &[T], shape: &[usize], axis: usize, ids: &[u32]) -> Vec<T> {
+    let (outer, axis_len, inner) = split_at_axis(shape, axis);
+    let mut y = Vec::with_capacity(outer * ids.len() * inner);
+    for o in 0..outer {
+        for &id in ids {
+            let row = (o * axis_len + id as usize) * inner;
+            y.extend_from_slice(&x[row..row + inner]);
+        }
+    }
+    y
+}
+
+/// CPU reference of [`Tensor::gather_backward`], summed in f64.
+pub fn gather_backward_cpu(dy: &[f32], data_shape: &[usize], axis: usize, ids: &[u32]) -> Vec<f32> {
+    let (outer, axis_len, inner) = split_at_axis(data_shape, axis);
+    let mut dx = vec![0.0f64; outer * axis_len * inner];
+    for o in 0..outer {
+        for (k, &id) in ids.iter().enumerate() {
+            let from = (o * ids.len() + k) * inner;
+            let to = (o * axis_len + id as usize) * inner;
+            for c in 0..inner {
+                dx[to + c] += f64::from(dy[from + c]);
+            }
+        }
+    }
+    dx.into_iter().map(|v| v as f32).collect()
+}
+
+impl Tensor {
+    /// ONNX Gather: picks entries of `axis` (negative counts from the end) by `indices`.
+    /// The result has shape `self.shape[..axis] + indices.shape + self.shape[axis + 1..]`;
+    /// a rank-0 `indices` drops the axis. Any rank. Ids at or beyond the axis size are an
+    /// error, found on the host before dispatch (the indices need their host copy).
+    pub fn gather(&self, axis: isize, indices: &Indices) -> Result<Tensor> {
+        let axis = resolve_axis("gather", axis, self.rank())?;
+        same_device("gather", self, indices)?;
+        let axis_len = self.shape()[axis];
+        checked_ids("gather", indices, axis_len, || {
+            format!(
+                "axis {axis} of size {axis_len} (data shape {:?})",
+                self.shape()
+            )
+        })?;
+        self.gather_checked(axis, indices)
+    }
+
+    fn gather_checked(&self, axis: usize, indices: &Indices) -> Result<Tensor> {
+        let y = Tensor::uninit(
+            self.gpu(),
+            &gather_shape(self.shape(), axis, indices.shape()),
+        )?;
+        if y.numel() > 0 {
+            let (outer, _, inner) = split_at_axis(self.shape(), axis);
+            let span = columns_per_invocation(self.gpu(), outer * indices.numel(), inner);
+            let dispatch = gather_dispatch(self, indices, &y, axis, span)?;
+            self.gpu().submit(&[], &[dispatch])?;
+        }
+        Ok(y)
+    }
+
+    /// The backward of [`Tensor::gather`]: `self` is the gradient of the gathered output;
+    /// the result, of `data_shape`, sums it into the entries each id picked (zero for
+    /// entries no id picked). Deterministic: same input, same bits.
+    pub fn gather_backward(
+        &self,
+        indices: &Indices,
+        axis: isize,
+        data_shape: &[usize],
+    ) -> Result<Tensor> {
+        let op = "gather_backward";
+        let axis = resolve_axis(op, axis, data_shape.len())?;
+        same_device(op, self, indices)?;
+        let axis_len = data_shape[axis];
+        let ids = checked_ids(op, indices, axis_len, || {
+            format!("axis {axis} of size {axis_len} (data shape {data_shape:?})")
+        })?;
+        self.gather_backward_checked(op, ids, indices.shape(), axis, data_shape)
+    }
+
+    /// The scatter-add of the backward once the ids are checked: the shape check, the
+    /// grouping of positions by id, and the dispatch.
+    fn gather_backward_checked(
+        &self,
+        op: &'static str,
+        ids: &[u32],
+        indices_shape: &[usize],
+        axis: usize,
+        data_shape: &[usize],
+    ) -> Result<Tensor> {
+        let expected = gather_shape(data_shape, axis, indices_shape);
+        if self.shape() != expected {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().to_vec(),
+                rhs: expected,
+                expected: format!(
+                    "the gradient must have the gathered shape: data {data_shape:?} along axis {axis} by indices {indices_shape:?}"
+                ),
+            });
+        }
+        let dx = Tensor::uninit(self.gpu(), data_shape)?;
+        if dx.numel() > 0 {
+            let groups = GroupedPositions::new(self.gpu(), ids, data_shape[axis])?;
+            let (outer, axis_len, inner) = split_at_axis(data_shape, axis);
+            let span = columns_per_invocation(self.gpu(), outer * axis_len, inner);
+            let dispatch = gather_backward_dispatch(self, &groups, &dx, axis, span)?;
+            self.gpu().submit(&[], &[dispatch])?;
+        }
+        Ok(dx)
+    }
+
+    /// The embedding lookup: `self` is a table [vocab, dim], the result has shape
+    /// `ids.shape + [dim]`, row `table[id]` for each id. Ids at or beyond `vocab` are an
+    /// error naming the id, its position and the table size (checked on the host).
+    pub fn embedding(&self, ids: &Indices) -> Result<Tensor> {
+        let &[vocab, dim] = self.shape() else {
+            return Err(Error::invalid(
+                "embedding",
+                format!(
+                    "the table must have rank 2 [vocab, dim], its shape is {:?}",
+                    self.shape()
+                ),
+            ));
+        };
+        same_device("embedding", self, ids)?;
+        checked_ids("embedding", ids, vocab, || {
+            format!("a table of {vocab} rows (shape [{vocab}, {dim}])")
+        })?;
+        self.gather_checked(0, ids)
+    }
+
+    /// The backward of [`Tensor::embedding`]: `self` is the gradient of the looked-up rows,
+    /// shape `ids.shape + [dim]`; the result is the gradient of the table [vocab, dim]: for
+    /// each row, the sum of the gradients at its ids' positions (zero for unused rows).
+    /// Deterministic: same input, same bits.
+    pub fn embedding_backward(&self, ids: &Indices, vocab: usize) -> Result<Tensor> {
+        let op = "embedding_backward";
+        if self.rank() != ids.shape().len() + 1 {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: self.shape().to_vec(),
+                rhs: ids.shape().to_vec(),
+                expected: "the gradient must have shape ids.shape + [dim]".into(),
+            });
+        }
+        let dim = self.shape()[self.rank() - 1];
+        same_device(op, self, ids)?;
+        let host_ids = checked_ids(op, ids, vocab, || {
+            format!("a table of {vocab} rows (shape [{vocab}, {dim}])")
+        })?;
+        self.gather_backward_checked(op, host_ids, ids.shape(), 0, &[vocab, dim])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grouping_is_a_stable_counting_sort() {
+        let ids = [2, 0, 2, 3, 0, 2];
+        let packed = group_positions_by_id(&ids, 5);
+        let (offsets, positions) = packed.split_at(6);
+        assert_eq!(offsets, [0, 2, 2, 5, 6, 6]);
+        assert_eq!(positions, [1, 4, 0, 2, 5, 3]);
+        assert_eq!(group_positions_by_id(&[], 3), vec![0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn gather_shape_follows_onnx() {
+        assert_eq!(gather_shape(&[5, 4, 3], 1, &[2, 6]), vec![5, 2, 6, 3]);
+        assert_eq!(gather_shape(&[5, 4], 0, &[]), vec![4]);
+    }
+
+    /// Indices a kernel wrote have no host copy: gather cannot check them and says why.
+    #[test]
+    fn indices_without_a_host_copy_are_refused() {
+        let gpu = Gpu::default_adapter().expect("a GPU adapter");
+        let table = Tensor::zeros(&gpu, &[4, 3]).unwrap();
+        let ids = Indices::uninit(&gpu, &[2]).unwrap();
+        for err in [
+            table.embedding(&ids).unwrap_err(),
+            table.gather(0, &ids).unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(
+                err.contains("no host copy") && err.contains("Indices::from_slice"),
+                "{err}"
+            );
+        }
+        let dy = Tensor::zeros(&gpu, &[2, 3]).unwrap();
+        let err = dy.embedding_backward(&ids, 4).unwrap_err().to_string();
+        assert!(err.contains("no host copy"), "{err}");
+    }
+}
