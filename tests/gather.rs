@@ -12,7 +12,9 @@
 mod common;
 
 use common::{assert_gradient, assert_within, gpu, numeric_gradient, weighted_sum};
-use shadergrad::kernels::copy::{concat_cpu, slice_cpu};
+use shadergrad::kernels::copy::{
+    concat_cpu, permute_cpu, region_copy_dispatch, slice_backward_dispatch, slice_cpu, CopyRegion,
+};
 use shadergrad::kernels::gather::{
     gather_backward_cpu, gather_backward_dispatch, gather_cpu, gather_dispatch, gather_shape,
 };
@@ -219,8 +221,8 @@ fn every_span_gives_the_same_bits() {
     for span in [1, 3, 16, 37, 256] {
         let y = Tensor::zeros(gpu(), &out_shape).unwrap();
         let dx = Tensor::zeros(gpu(), &shape).unwrap();
-        let forward = gather_dispatch(&gx, &gids, &y, axis, span).unwrap();
-        let backward = gather_backward_dispatch(&gdy, &groups, &dx, axis, span).unwrap();
+        let forward = gather_dispatch(&gx, &gids, &y, axis, Some(span)).unwrap();
+        let backward = gather_backward_dispatch(&gdy, &groups, &dx, axis, Some(span)).unwrap();
         gpu().submit(&[], &[forward, backward]).unwrap();
         assert_eq!(
             bits(&y.to_vec().unwrap()),
@@ -495,6 +497,60 @@ fn slice_backward_writes_zeros_over_a_reused_buffer() {
         .map(|i| if (3..5).contains(&(i % 7)) { 1.0 } else { 0.0 })
         .collect();
     assert_eq!(dx, expected);
+}
+
+/// Every span (elements of a row per invocation: 1 on GPUs, more on CPU-like adapters)
+/// gives the same copy: a slice on the innermost and a middle axis, a transpose, and the
+/// backward of a slice, with spans that do and do not divide the rows, and pass them.
+#[test]
+fn every_copy_span_gives_the_same_result() {
+    let mut rng = Rng::new(23);
+    let shape = [3usize, 5, 37];
+    let x = rng.vec(shape.iter().product(), -1.0, 1.0);
+    let gx = upload(&x, &shape);
+    for span in [1, 3, 16, 64, 256] {
+        for (axis, start, end) in [(2, 4, 33), (1, 1, 4)] {
+            let region = CopyRegion::slice(&shape, axis, start, end);
+            let mut out_shape = shape.to_vec();
+            out_shape[axis] = end - start;
+            let y = Tensor::zeros(gpu(), &out_shape).unwrap();
+            let dispatch = region_copy_dispatch(&gx, &y, &region, Some(span)).unwrap();
+            gpu().submit(&[], &[dispatch]).unwrap();
+            assert_eq!(
+                y.to_vec().unwrap(),
+                slice_cpu(&x, &shape, axis, start, end),
+                "slice axis {axis}, span {span}"
+            );
+
+            let dx = Tensor::full(gpu(), &shape, f32::NAN).unwrap();
+            let dispatch = slice_backward_dispatch(&y, &dx, axis, start, Some(span)).unwrap();
+            gpu().submit(&[], &[dispatch]).unwrap();
+            let expected = upload(&y.to_vec().unwrap(), &out_shape)
+                .slice_backward(&shape, axis as isize, start as isize, end as isize)
+                .unwrap();
+            assert_eq!(
+                dx.to_vec().unwrap(),
+                expected.to_vec().unwrap(),
+                "slice backward axis {axis}, span {span}"
+            );
+        }
+        // Transpose of the last two axes: x strides [185, 37, 1] permuted to [185, 1, 37].
+        let transpose = CopyRegion {
+            shape: [1, 3, 37, 5],
+            in_offset: 0,
+            in_strides: [0, 185, 1, 37],
+            out_offset: 0,
+            out_strides: [0, 185, 5, 1],
+        };
+        let y = Tensor::zeros(gpu(), &[3, 37, 5]).unwrap();
+        let dispatch = region_copy_dispatch(&gx, &y, &transpose, Some(span)).unwrap();
+        gpu().submit(&[], &[dispatch]).unwrap();
+        assert_eq!(
+            y.to_vec().unwrap(),
+            permute_cpu(&x, &shape, &[0, 2, 1]),
+            "transpose, span {span}"
+        );
+    }
 }
 
 #[test]

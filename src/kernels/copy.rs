@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Copy, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
 use crate::kernels::{
-    broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, pad_to_rank4, WORKGROUP_1D,
+    broadcast_shapes, broadcast_strides, check_rank, columns_per_invocation, contiguous_strides,
+    pad_to_rank4, span_grid,
 };
 use crate::tensor::{resolve_axis, Tensor};
 
@@ -21,10 +22,9 @@ pub static SHADER: ShaderSource = ShaderSource {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    len: u32,
     in_offset: u32,
     out_offset: u32,
-    pad: u32,
+    pad: [u32; 2],
     shape: [u32; 4],
     in_strides: [u32; 4],
     out_strides: [u32; 4],
@@ -45,8 +45,50 @@ pub struct CopyRegion {
 }
 
 impl CopyRegion {
-    fn len(&self) -> u32 {
-        self.shape.iter().product()
+    /// Rows (the outer three axes of `shape`) and row length (its innermost axis).
+    fn rows(&self) -> (usize, usize) {
+        let [a, b, c, row_len] = self.shape.map(|d| d as usize);
+        (a * b * c, row_len)
+    }
+
+    /// The same copy with the axes of size 1 dropped, and neighbouring axes merged where
+    /// both x and y step through them as through one (the outer stride is the inner size
+    /// times the inner stride), so that the innermost axis, which invocations walk in
+    /// spans, is as long as it can be: a slice of the last axis of [4096, 768] becomes
+    /// 4096 rows of 256, and a plain copy one row.
+    pub fn simplified(&self) -> CopyRegion {
+        // (size, in stride, out stride), outermost first.
+        let mut axes: Vec<(u32, u32, u32)> = Vec::with_capacity(4);
+        for axis in 0..4 {
+            let size = self.shape[axis];
+            let (in_stride, out_stride) = (self.in_strides[axis], self.out_strides[axis]);
+            if size == 1 {
+                continue;
+            }
+            let steps_as_one =
+                |outer: u32, inner: u32| u64::from(outer) == u64::from(size) * u64::from(inner);
+            match axes.last_mut() {
+                Some(last)
+                    if steps_as_one(last.1, in_stride) && steps_as_one(last.2, out_stride) =>
+                {
+                    *last = (last.0 * size, in_stride, out_stride);
+                }
+                _ => axes.push((size, in_stride, out_stride)),
+            }
+        }
+        let mut simplified = CopyRegion {
+            shape: [1; 4],
+            in_strides: [0; 4],
+            out_strides: [0; 4],
+            ..*self
+        };
+        let offset = 4 - axes.len();
+        for (i, (size, in_stride, out_stride)) in axes.into_iter().enumerate() {
+            simplified.shape[offset + i] = size;
+            simplified.in_strides[offset + i] = in_stride;
+            simplified.out_strides[offset + i] = out_stride;
+        }
+        simplified
     }
 
     /// Copies `x[.., start..end, ..]` (along `axis` of `shape`) into a contiguous output.
@@ -76,25 +118,33 @@ impl CopyRegion {
     }
 }
 
-fn copy_spec(entry: &'static str) -> KernelSpec {
+fn copy_spec(entry: &'static str, span: u32) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
         entry,
         bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
-        constants: Vec::new(),
+        constants: vec![("SPAN", f64::from(span))],
     }
 }
 
-/// Records the copy `region` from `x` into `y`. The caller makes sure the region lies
-/// within both buffers.
-pub fn region_copy_dispatch(x: &Tensor, y: &Tensor, region: &CopyRegion) -> Result<Dispatch> {
+/// Records the copy `region` from `x` into `y` (simplified first, see
+/// [`CopyRegion::simplified`]). The caller makes sure the region lies within both buffers.
+/// `span`: elements of a row per invocation, or `None` for what [`columns_per_invocation`]
+/// picks on this adapter.
+pub fn region_copy_dispatch(
+    x: &Tensor,
+    y: &Tensor,
+    region: &CopyRegion,
+    span: Option<u32>,
+) -> Result<Dispatch> {
     let gpu = x.gpu();
-    let len = region.len();
+    let region = region.simplified();
+    let (rows, row_len) = region.rows();
+    let span = span.unwrap_or_else(|| columns_per_invocation(gpu, rows, row_len));
     let params = Params {
-        len,
         in_offset: region.in_offset,
         out_offset: region.out_offset,
-        pad: 0,
+        pad: [0; 2],
         shape: region.shape,
         in_strides: region.in_strides,
         out_strides: region.out_strides,
@@ -102,14 +152,15 @@ pub fn region_copy_dispatch(x: &Tensor, y: &Tensor, region: &CopyRegion) -> Resu
         window_end: [0; 4],
     };
     gpu.dispatch(
-        &copy_spec("strided_copy"),
+        &copy_spec("strided_copy", span),
         &[x.buffer(), y.buffer()],
         &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+        span_grid(gpu, rows, row_len, span),
     )
 }
 
-/// Records y[c] = x[Σ c·in_strides] for every coordinate c of y (strides padded to rank 4).
+/// Records y[c] = x[Σ c·in_strides] for every coordinate c of y (strides padded to rank 4),
+/// with the span [`columns_per_invocation`] picks.
 pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Result<Dispatch> {
     let shape = pad_to_rank4(y.shape(), 1);
     let out_strides = pad_to_rank4(&contiguous_strides(y.shape()), 0);
@@ -120,36 +171,59 @@ pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Re
         out_offset: 0,
         out_strides,
     };
-    region_copy_dispatch(x, y, &region)
+    region_copy_dispatch(x, y, &region, None)
 }
 
 /// Records the backward of a slice along `axis` starting at `start`: `dx` (the input's
 /// shape) receives `dy` at the slice and zeros elsewhere, every element written once.
+/// `span`: elements of a row per invocation, or `None` for what [`columns_per_invocation`]
+/// picks on this adapter.
 pub fn slice_backward_dispatch(
     dy: &Tensor,
     dx: &Tensor,
     axis: usize,
     start: usize,
+    span: Option<u32>,
 ) -> Result<Dispatch> {
     let gpu = dy.gpu();
     let (outer, n, inner) = split_at_axis(dx.shape(), axis);
     let len = dy.shape()[axis];
+    let end = start + len;
+    // dx as [outer, n, inner] with the window on n; as [outer, n] rows when inner is 1,
+    // so that invocations walk the sliced axis in spans.
+    let (shape, window_start, window_end, in_strides) = if inner == 1 {
+        (
+            [1, 1, outer, n],
+            [0, 0, 0, start],
+            [1, 1, outer, end],
+            [0, 0, len, 1],
+        )
+    } else {
+        (
+            [1, outer, n, inner],
+            [0, 0, start, 0],
+            [1, outer, end, inner],
+            [0, len * inner, inner, 1],
+        )
+    };
+    let to_u32 = |v: [usize; 4]| v.map(|x| x as u32);
     let params = Params {
-        len: dx.numel() as u32,
         in_offset: 0,
         out_offset: 0,
-        pad: 0,
-        shape: [1, outer as u32, n as u32, inner as u32],
-        in_strides: [0, (len * inner) as u32, inner as u32, 1],
+        pad: [0; 2],
+        shape: to_u32(shape),
+        in_strides: to_u32(in_strides),
         out_strides: [0; 4],
-        window_start: [0, 0, start as u32, 0],
-        window_end: [1, outer as u32, (start + len) as u32, inner as u32],
+        window_start: to_u32(window_start),
+        window_end: to_u32(window_end),
     };
+    let (rows, row_len) = (shape[0] * shape[1] * shape[2], shape[3]);
+    let span = span.unwrap_or_else(|| columns_per_invocation(gpu, rows, row_len));
     gpu.dispatch(
-        &copy_spec("padded_copy"),
+        &copy_spec("padded_copy", span),
         &[dy.buffer(), dx.buffer()],
         &params,
-        gpu.grid(params.len.div_ceil(WORKGROUP_1D)),
+        span_grid(gpu, rows, row_len, span),
     )
 }
 
@@ -327,7 +401,7 @@ impl Tensor {
         let y = Tensor::uninit(self.gpu(), &out_shape)?;
         if y.numel() > 0 {
             let region = CopyRegion::slice(self.shape(), axis, start, end);
-            let dispatch = region_copy_dispatch(self, &y, &region)?;
+            let dispatch = region_copy_dispatch(self, &y, &region, None)?;
             self.gpu().submit(&[], &[dispatch])?;
         }
         Ok(y)
@@ -358,7 +432,7 @@ impl Tensor {
         }
         let dx = Tensor::uninit(self.gpu(), input_shape)?;
         if dx.numel() > 0 {
-            let dispatch = slice_backward_dispatch(self, &dx, axis, start)?;
+            let dispatch = slice_backward_dispatch(self, &dx, axis, start, None)?;
             self.gpu().submit(&[], &[dispatch])?;
         }
         Ok(dx)
@@ -395,7 +469,7 @@ impl Tensor {
         for part in parts {
             if part.numel() > 0 {
                 let region = CopyRegion::into_axis(part.shape(), axis, offset, total);
-                dispatches.push(region_copy_dispatch(part, &y, &region)?);
+                dispatches.push(region_copy_dispatch(part, &y, &region, None)?);
             }
             offset += part.shape()[axis];
         }
@@ -430,7 +504,7 @@ impl Tensor {
             let part = Tensor::uninit(self.gpu(), &shape)?;
             if part.numel() > 0 {
                 let region = CopyRegion::slice(self.shape(), axis, start, start + size);
-                dispatches.push(region_copy_dispatch(self, &part, &region)?);
+                dispatches.push(region_copy_dispatch(self, &part, &region, None)?);
             }
             parts.push(part);
             start += size;
@@ -439,5 +513,45 @@ impl Tensor {
             self.gpu().submit(&[], &dispatches)?;
         }
         Ok(parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simplifying_drops_unit_axes_and_merges_axes_stepped_as_one() {
+        // A slice of the last axis of [4096, 768]: 4096 rows of 256.
+        let slice = CopyRegion::slice(&[4096, 768], 1, 256, 512).simplified();
+        assert_eq!(slice.shape, [1, 1, 4096, 256]);
+        assert_eq!(slice.in_strides, [0, 0, 768, 1]);
+        assert_eq!(slice.out_strides, [0, 0, 256, 1]);
+        assert_eq!(slice.in_offset, 256);
+        // A slice of the first axis is one contiguous run.
+        let rows = CopyRegion::slice(&[10, 3, 5], 0, 2, 7).simplified();
+        assert_eq!(rows.shape, [1, 1, 1, 75]);
+        assert_eq!((rows.in_offset, rows.in_strides[3]), (30, 1));
+        // A transpose merges nothing.
+        let transpose = CopyRegion {
+            shape: [1, 1, 3, 5],
+            in_offset: 0,
+            in_strides: [0, 0, 1, 3],
+            out_offset: 0,
+            out_strides: [0, 0, 5, 1],
+        };
+        assert_eq!(transpose.simplified(), transpose);
+        // A broadcast over two axes merges them (x steps 0 through both).
+        let broadcast = CopyRegion {
+            shape: [2, 3, 4, 1],
+            in_offset: 0,
+            in_strides: [1, 0, 0, 0],
+            out_offset: 0,
+            out_strides: [12, 4, 1, 1],
+        };
+        let merged = broadcast.simplified();
+        assert_eq!(merged.shape, [1, 1, 2, 12]);
+        assert_eq!(merged.in_strides, [0, 0, 1, 0]);
+        assert_eq!(merged.out_strides, [0, 0, 12, 1]);
     }
 }

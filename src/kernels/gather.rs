@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
-use crate::kernels::WORKGROUP_1D;
+use crate::kernels::{columns_per_invocation, span_grid};
 use crate::tensor::{resolve_axis, Indices, Tensor};
 
 pub static SHADER: ShaderSource = ShaderSource {
@@ -53,8 +53,18 @@ pub struct GroupedPositions {
 }
 
 impl GroupedPositions {
-    /// Groups `ids` (each below `axis_len`, which the caller has checked) and uploads them.
+    /// Groups `ids` by id and uploads the result; an error names the first id that is not
+    /// below `axis_len`.
     pub fn new(gpu: &Gpu, ids: &[u32], axis_len: usize) -> Result<GroupedPositions> {
+        if let Some(position) = first_out_of_range(ids, axis_len) {
+            return Err(Error::invalid(
+                "GroupedPositions::new",
+                format!(
+                    "id {} at position {position} is out of range for an axis of size {axis_len}",
+                    ids[position]
+                ),
+            ));
+        }
         let packed = group_positions_by_id(ids, axis_len);
         Ok(GroupedPositions {
             packed: Indices::from_slice(gpu, &packed, &[packed.len()])?,
@@ -73,9 +83,14 @@ impl GroupedPositions {
     }
 }
 
+/// The position of the first id that is not below `axis_len`.
+fn first_out_of_range(ids: &[u32], axis_len: usize) -> Option<usize> {
+    ids.iter().position(|&id| id as usize >= axis_len)
+}
+
 /// The packed CSR of [`GroupedPositions`] on the host: `axis_len + 1` offsets, then the
 /// positions of every id in increasing order (ids must be below `axis_len`).
-pub fn group_positions_by_id(ids: &[u32], axis_len: usize) -> Vec<u32> {
+fn group_positions_by_id(ids: &[u32], axis_len: usize) -> Vec<u32> {
     let mut packed = vec![0u32; axis_len + 1 + ids.len()];
     let (offsets, positions) = packed.split_at_mut(axis_len + 1);
     for &id in ids {
@@ -123,7 +138,7 @@ fn checked_ids<'a>(
             ),
         ));
     };
-    if let Some(position) = ids.iter().position(|&id| id as usize >= axis_len) {
+    if let Some(position) = first_out_of_range(ids, axis_len) {
         return Err(Error::invalid(
             op,
             format!(
@@ -146,30 +161,6 @@ fn same_device(op: &'static str, tensor: &Tensor, indices: &Indices) -> Result<(
     }
 }
 
-/// The most columns one invocation handles on a CPU-like adapter.
-const MAX_SPAN: usize = 256;
-
-/// Invocations a CPU-like adapter needs to keep every thread busy: spans grow only while
-/// at least this many remain.
-const MIN_INVOCATIONS: usize = 4096;
-
-/// How many consecutive columns one invocation of the gather kernels handles, for `rows`
-/// rows of `inner` columns: 1 on GPUs, where neighbouring invocations then read
-/// neighbouring addresses. On CPU-like adapters (lavapipe), where locating an element
-/// (integer divisions) costs more than copying it and each invocation has a fixed cost,
-/// as many as keep [`MIN_INVOCATIONS`] invocations, up to a whole row or [`MAX_SPAN`];
-/// a power of two, so that few kernel variants get compiled.
-pub fn columns_per_invocation(gpu: &Gpu, rows: usize, inner: usize) -> u32 {
-    if !gpu.is_cpu_like() {
-        return 1;
-    }
-    let wanted = (rows * inner / MIN_INVOCATIONS)
-        .min(inner.next_power_of_two())
-        .clamp(1, MAX_SPAN);
-    // The largest power of two not above `wanted`.
-    1 << wanted.ilog2()
-}
-
 fn spec(entry: &'static str, span: u32) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
@@ -179,23 +170,19 @@ fn spec(entry: &'static str, span: u32) -> KernelSpec {
     }
 }
 
-/// Invocations for `rows` rows of `inner` columns, `span` columns each.
-fn grid(gpu: &Gpu, rows: usize, inner: usize, span: u32) -> [u32; 3] {
-    let invocations = rows * inner.div_ceil(span as usize);
-    gpu.grid((invocations as u32).div_ceil(WORKGROUP_1D))
-}
-
 /// Records `y = gather(x, ids, axis)`; `y` has [`gather_shape`]. The ids must be checked.
-/// `span` is [`columns_per_invocation`] or any other count ≥ 1.
+/// `span`: columns per invocation, or `None` for what [`columns_per_invocation`] picks on
+/// this adapter.
 pub fn gather_dispatch(
     x: &Tensor,
     ids: &Indices,
     y: &Tensor,
     axis: usize,
-    span: u32,
+    span: Option<u32>,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
     let (outer, axis_len, inner) = split_at_axis(x.shape(), axis);
+    let span = span.unwrap_or_else(|| columns_per_invocation(gpu, outer * ids.numel(), inner));
     let params = Params {
         outer: outer as u32,
         axis_len: axis_len as u32,
@@ -206,22 +193,24 @@ pub fn gather_dispatch(
         &spec("gather", span),
         &[x.buffer(), ids.buffer(), y.buffer()],
         &params,
-        grid(gpu, outer * ids.numel(), inner, span),
+        span_grid(gpu, outer * ids.numel(), inner, span),
     )
 }
 
 /// Records the backward of gather along `axis`: `dx` (the data's shape) receives, for each
 /// id, the sum of the slices of `dy` at its positions, in increasing position order.
-/// `span` is [`columns_per_invocation`] or any other count ≥ 1.
+/// `span`: columns per invocation, or `None` for what [`columns_per_invocation`] picks on
+/// this adapter.
 pub fn gather_backward_dispatch(
     dy: &Tensor,
     groups: &GroupedPositions,
     dx: &Tensor,
     axis: usize,
-    span: u32,
+    span: Option<u32>,
 ) -> Result<Dispatch> {
     let gpu = dy.gpu();
     let (outer, axis_len, inner) = split_at_axis(dx.shape(), axis);
+    let span = span.unwrap_or_else(|| columns_per_invocation(gpu, outer * axis_len, inner));
     debug_assert_eq!(axis_len, groups.axis_len);
     let params = Params {
         outer: outer as u32,
@@ -233,7 +222,7 @@ pub fn gather_backward_dispatch(
         &spec("gather_backward", span),
         &[dy.buffer(), groups.packed.buffer(), dx.buffer()],
         &params,
-        grid(gpu, outer * axis_len, inner, span),
+        span_grid(gpu, outer * axis_len, inner, span),
     )
 }
 
@@ -290,9 +279,7 @@ impl Tensor {
             &gather_shape(self.shape(), axis, indices.shape()),
         )?;
         if y.numel() > 0 {
-            let (outer, _, inner) = split_at_axis(self.shape(), axis);
-            let span = columns_per_invocation(self.gpu(), outer * indices.numel(), inner);
-            let dispatch = gather_dispatch(self, indices, &y, axis, span)?;
+            let dispatch = gather_dispatch(self, indices, &y, axis, None)?;
             self.gpu().submit(&[], &[dispatch])?;
         }
         Ok(y)
@@ -341,9 +328,7 @@ impl Tensor {
         let dx = Tensor::uninit(self.gpu(), data_shape)?;
         if dx.numel() > 0 {
             let groups = GroupedPositions::new(self.gpu(), ids, data_shape[axis])?;
-            let (outer, axis_len, inner) = split_at_axis(data_shape, axis);
-            let span = columns_per_invocation(self.gpu(), outer * axis_len, inner);
-            let dispatch = gather_backward_dispatch(self, &groups, &dx, axis, span)?;
+            let dispatch = gather_backward_dispatch(self, &groups, &dx, axis, None)?;
             self.gpu().submit(&[], &[dispatch])?;
         }
         Ok(dx)
@@ -404,6 +389,14 @@ mod tests {
         assert_eq!(offsets, [0, 2, 2, 5, 6, 6]);
         assert_eq!(positions, [1, 4, 0, 2, 5, 3]);
         assert_eq!(group_positions_by_id(&[], 3), vec![0, 0, 0, 0]);
+        let gpu = Gpu::default_adapter().expect("a GPU adapter");
+        let err = GroupedPositions::new(&gpu, &[0, 3, 2], 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("id 3 at position 1") && err.contains("size 3"),
+            "{err}"
+        );
     }
 
     #[test]
