@@ -34,7 +34,7 @@ struct Params {
 @group(0) @binding(2) var<uniform> params: Params;
 
 // The span of invocation `i`: the row it lies in (the outer three coordinates, flattened)
-// and its first column; `valid` is false past the last span.
+// and its columns first..last; `valid` is false past the last span.
 struct Span {
     row: u32,
     first: u32,
