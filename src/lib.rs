@@ -29,6 +29,7 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::elementwise::{Binary, Unary};
+pub use kernels::gather::GroupedPositions;
 pub use kernels::layernorm::{LayerNormForward, LayerNormGrads, LayerNormVariant};
 pub use kernels::matmul::{Gemm, MatmulVariant};
 pub use kernels::reduce::{Reduce, ReduceVariant};

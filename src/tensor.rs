@@ -159,7 +159,8 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
 /// Kernels that take indices bind its buffer as `array<u32>`.
 ///
 /// Indices uploaded from the host keep their values there too, so that ops can check them
-/// (a label out of range, say) before dispatch without reading the GPU back.
+/// (an id or label out of range) before dispatch, and group positions by id, without
+/// reading the GPU back.
 #[derive(Clone)]
 pub struct Indices {
     gpu: Gpu,

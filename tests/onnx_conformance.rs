@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 14] = [
+const IMPLEMENTED_OPS: [&str; 15] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -24,6 +24,7 @@ const IMPLEMENTED_OPS: [&str; 14] = [
     "Softmax",
     "LogSoftmax",
     "SoftmaxCrossEntropyLoss",
+    "Gather",
 ];
 
 fn data_dir() -> PathBuf {

@@ -391,7 +391,7 @@ impl Case {
 /// Why an op the runner does not implement is skipped, naming the work that brings it.
 fn not_implemented_reason(op: &str) -> String {
     match op {
-        "Gather" | "MaxPool" | "Conv" | "Attention" => {
+        "MaxPool" | "Conv" | "Attention" => {
             format!("{op} is not implemented yet: it comes with the kernel-library issue")
         }
         "RNN" | "GRU" | "LSTM" => {
@@ -413,6 +413,7 @@ enum Op {
     LayerNormalization,
     Softmax(SoftmaxKind),
     SoftmaxCrossEntropyLoss,
+    Gather,
 }
 
 impl Op {
@@ -432,6 +433,7 @@ impl Op {
             "Softmax" => Op::Softmax(SoftmaxKind::Softmax),
             "LogSoftmax" => Op::Softmax(SoftmaxKind::LogSoftmax),
             "SoftmaxCrossEntropyLoss" => Op::SoftmaxCrossEntropyLoss,
+            "Gather" => Op::Gather,
             _ => return None,
         })
     }
@@ -448,6 +450,7 @@ impl Op {
             Op::LayerNormalization => &["axis", "epsilon", "stash_type"],
             Op::Softmax(_) => &["axis"],
             Op::SoftmaxCrossEntropyLoss => &["ignore_index", "reduction"],
+            Op::Gather => &["axis"],
         }
     }
 
@@ -559,7 +562,10 @@ impl Op {
                     SoftmaxKind::LogSoftmax => x.log_softmax(axis),
                 };
                 if case.opset >= 13 {
-                    return Ok(vec![normalize(&x, case.int_attribute("axis", -1)? as isize)?]);
+                    return Ok(vec![normalize(
+                        &x,
+                        case.int_attribute("axis", -1)? as isize,
+                    )?]);
                 }
                 // Before opset 13 the input is coerced to 2-D at `axis` (default 1), and
                 // the softmax runs over everything from `axis` on.
@@ -570,6 +576,20 @@ impl Op {
                 normalize(&flat, -1)?.reshape(x.shape())
             }
             Op::SoftmaxCrossEntropyLoss => return softmax_cross_entropy_loss(case, inputs),
+            Op::Gather => {
+                let data = inputs.tensor(0)?;
+                let axis = resolve_axis(
+                    "Gather",
+                    case.int_attribute("axis", 0)? as isize,
+                    data.rank(),
+                )?;
+                let (indices, shape) = inputs.int_array(1)?;
+                let ids = gather_ids(&indices, data.shape()[axis])?;
+                data.gather(
+                    axis as isize,
+                    &Indices::from_slice(inputs.gpu, &ids, &shape)?,
+                )
+            }
         }?;
         Ok(vec![y])
     }
@@ -588,11 +608,7 @@ fn softmax_cross_entropy_loss(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor
         "mean" => LossReduction::Mean,
         _ => return Err(case.attribute_error("reduction", "none, sum or mean")),
     };
-    let labels = inputs.ints(1)?;
-    let label_shape = inputs
-        .array(1)
-        .map(|array| array.shape.clone())
-        .unwrap_or_default();
+    let (labels, label_shape) = inputs.int_array(1)?;
     let labels = labels
         .iter()
         .map(|&label| {
@@ -623,6 +639,31 @@ fn softmax_cross_entropy_loss(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor
         outputs.push(scores.log_softmax(1)?);
     }
     Ok(outputs)
+}
+
+/// ONNX Gather's indices as ids: a negative index counts from the end of the axis, so the
+/// valid range is [−axis_len, axis_len − 1]; anything outside is an error naming it.
+pub fn gather_ids(indices: &[i64], axis_len: usize) -> Result<Vec<u32>> {
+    let len = axis_len as i64;
+    indices
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| {
+            let id = if index < 0 { index + len } else { index };
+            if (0..len).contains(&id) {
+                Ok(id as u32)
+            } else {
+                Err(Error::invalid(
+                    "Gather",
+                    format!(
+                        "index {index} at flat position {position} is outside [{}, {}] for an axis of size {axis_len}",
+                        -len,
+                        len - 1
+                    ),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.
@@ -755,16 +796,6 @@ impl<'a> Inputs<'a> {
         Tensor::from_slice(self.gpu, values, &array.shape).map(Some)
     }
 
-    /// Input `index` as integers, flattened; an error if the case omits it.
-    fn ints(&self, index: usize) -> Result<Vec<i64>> {
-        self.optional_ints(index)?.ok_or_else(|| {
-            Error::format(
-                self.case.json_path(),
-                format!("{} needs input {index}, which the case omits", self.case.op),
-            )
-        })
-    }
-
     /// Input `index` as integers (an int32 or int64 tensor of any shape, flattened), or
     /// `None` if the case omits it.
     fn optional_ints(&self, index: usize) -> Result<Option<Vec<i64>>> {
@@ -776,6 +807,18 @@ impl<'a> Inputs<'a> {
             npy::Data::I32(values) => Ok(Some(values.iter().map(|&v| i64::from(v)).collect())),
             npy::Data::F32(_) => Err(self.wrong_type(index, "integers")),
         }
+    }
+
+    /// Input `index` as integers (int32 or int64) with its shape; an error if omitted.
+    fn int_array(&self, index: usize) -> Result<(Vec<i64>, Vec<usize>)> {
+        let values = self.optional_ints(index)?.ok_or_else(|| {
+            Error::format(
+                self.case.json_path(),
+                format!("{} needs input {index}, which the case omits", self.case.op),
+            )
+        })?;
+        let shape = self.array(index).map(|array| array.shape.clone());
+        Ok((values, shape.unwrap_or_default()))
     }
 
     fn array(&self, index: usize) -> Option<&npy::Array> {
@@ -880,6 +923,17 @@ mod tests {
             "LSTM is not implemented yet: it comes with the recurrent issue"
         );
         assert_eq!(not_implemented_reason("Einsum"), "unknown op Einsum");
+    }
+
+    #[test]
+    fn gather_ids_count_negative_indices_from_the_end() {
+        assert_eq!(gather_ids(&[0, -1, 2, -5], 5).unwrap(), vec![0, 4, 2, 0]);
+        let err = gather_ids(&[1, -6], 5).unwrap_err().to_string();
+        assert!(
+            err.contains("index -6 at flat position 1") && err.contains("[-5, 4]"),
+            "{err}"
+        );
+        assert!(gather_ids(&[5], 5).is_err());
     }
 
     #[test]

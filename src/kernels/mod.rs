@@ -4,19 +4,21 @@
 
 pub mod copy;
 pub mod elementwise;
+pub mod gather;
 pub mod layernorm;
 pub mod matmul;
 pub mod reduce;
 pub mod softmax;
 
 use crate::error::{Error, Result};
-use crate::gpu::ShaderSource;
+use crate::gpu::{Gpu, ShaderSource};
 
 /// Every shader of the crate, for validation and for listing.
 pub static SHADERS: &[&ShaderSource] = &[
     &copy::SHADER,
     &elementwise::SHADER,
     &layernorm::SHADER,
+    &gather::SHADER,
     &matmul::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,
@@ -24,6 +26,38 @@ pub static SHADERS: &[&ShaderSource] = &[
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 pub const WORKGROUP_1D: u32 = 256;
+
+/// The most elements of a row one invocation handles on a CPU-like adapter.
+const MAX_SPAN: usize = 256;
+
+/// Invocations a CPU-like adapter needs to keep every thread busy: spans grow only while
+/// at least this many remain.
+const MIN_INVOCATIONS: usize = 4096;
+
+/// How many consecutive elements of a row one invocation handles (the `SPAN` override of
+/// the gather and copy kernels), for `rows` rows of `row_len` elements.
+///
+/// 1 on GPUs, where neighbouring invocations then touch neighbouring addresses. On
+/// CPU-like adapters (lavapipe) locating an element (integer divisions) costs more than
+/// copying it and each invocation has a fixed cost, so a span is as long as leaves
+/// [`MIN_INVOCATIONS`] invocations, up to a whole row or [`MAX_SPAN`]: a power of two,
+/// so that few kernel variants get compiled.
+pub fn columns_per_invocation(gpu: &Gpu, rows: usize, row_len: usize) -> u32 {
+    if !gpu.is_cpu_like() {
+        return 1;
+    }
+    let wanted = (rows * row_len / MIN_INVOCATIONS)
+        .min(row_len.next_power_of_two())
+        .clamp(1, MAX_SPAN);
+    // The largest power of two not above `wanted`.
+    1 << wanted.ilog2()
+}
+
+/// Workgroups for `rows` rows of `row_len` elements, `span` elements per invocation.
+pub fn span_grid(gpu: &Gpu, rows: usize, row_len: usize, span: u32) -> [u32; 3] {
+    let invocations = rows * row_len.div_ceil(span as usize);
+    gpu.grid((invocations as u32).div_ceil(WORKGROUP_1D))
+}
 
 /// The highest rank the strided kernels (broadcasting, permute) handle.
 pub const MAX_RANK: usize = 4;
