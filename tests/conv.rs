@@ -112,8 +112,8 @@ fn sequence_cases() -> Vec<([usize; 3], [usize; 3], Conv2d)> {
         // Stride > 1, including stride > k (inputs that no window reads).
         ([3, 4, 17], [9, 4, 4], seq(3, 2, 0)),
         ([2, 3, 19], [3, 3, 2], seq(5, 0, 1)),
-        // Channels across the 8-channel blocks, positions across the 64-position groups.
-        ([2, 10, 131], [13, 10, 3], seq(1, 1, 0)),
+        // Tiles of 16 channels × 8 columns: channels and columns that do not fill them.
+        ([2, 10, 131], [33, 10, 3], seq(1, 1, 0)),
         ([1, 17, 65], [9, 17, 5], seq(2, 2, 2)),
     ]
 }
@@ -157,10 +157,10 @@ fn conv2d_matches_reference_on_odd_shapes() {
                 pads: [1, 1, 1, 0],
             },
         ),
-        // 9×9 = 81 positions: two groups of 64; 11 channels: two blocks of 8.
+        // 9 columns: a tile and one column; 19 channels: a tile and 3.
         (
-            [2, 11, 9, 9],
-            [11, 11, 3, 3],
+            [2, 19, 9, 9],
+            [19, 19, 3, 3],
             Conv2d {
                 stride: [1, 1],
                 pads: [1, 1, 1, 1],
@@ -327,15 +327,17 @@ fn check_backward(seed: u64, x_shape: &[usize], w_shape: &[usize], options: Conv
 #[test]
 fn conv1d_gradients_match_finite_differences() {
     check_backward(1, &[2, 3, 11], &[4, 3, 3], seq(1, 1, 1));
-    // Channels across the 8-channel blocks; stride 2 with one-sided padding.
+    // Stride 2 with one-sided padding.
     check_backward(2, &[2, 9, 7], &[10, 9, 2], seq(2, 1, 0));
+    // Channels past a 16-channel tile on both sides, 11 columns (8 + 3), 34 weight columns.
+    check_backward(7, &[1, 17, 11], &[18, 17, 2], seq(1, 1, 0));
     // A kernel wider than the input, made to fit by padding.
     check_backward(3, &[1, 2, 3], &[3, 2, 5], seq(1, 2, 2));
     // Stride 3 > k = 2: some inputs meet no window and get a zero gradient.
     check_backward(4, &[1, 2, 10], &[3, 2, 2], seq(3, 0, 0));
     // L = 1, k = 1.
     check_backward(5, &[3, 2, 1], &[2, 2, 1], seq(1, 0, 0));
-    // 67 positions: two groups of 64.
+    // 67 positions: 8 tiles of 8 columns and 3.
     check_backward(6, &[1, 1, 67], &[2, 1, 3], seq(1, 0, 2));
 }
 

@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 10] = [
+const IMPLEMENTED_OPS: [&str; 12] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -20,6 +20,8 @@ const IMPLEMENTED_OPS: [&str; 10] = [
     "Transpose",
     "ReduceSum",
     "ReduceMax",
+    "Conv",
+    "MaxPool",
 ];
 
 fn data_dir() -> PathBuf {
@@ -158,5 +160,39 @@ fn the_runner_catches_wrong_outputs_engine_errors_and_unknown_attributes() {
         Outcome::Skip(
             "Gemm (opset 13): attribute broadcast is not understood by the runner".into()
         )
+    );
+}
+
+#[test]
+fn conv_and_max_pool_skip_the_modes_the_engine_lacks() {
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"group\": 2, \"pads\"");
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("Conv: grouped convolution (group > 1) is not implemented".into())
+    );
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"dilations\": [2, 2], \"pads\"");
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("Conv: dilations other than 1 are not implemented".into())
+    );
+    // Dilations of 1 are the default, written out.
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"dilations\": [1, 1], \"pads\"");
+    });
+    assert_eq!(outcome, Outcome::Pass);
+    let outcome = run_edited_case("test_maxpool_1d_default", |dir| {
+        edit_case_json(
+            dir,
+            "\"kernel_shape\"",
+            "\"ceil_mode\": 1, \"kernel_shape\"",
+        );
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("MaxPool: ceil_mode 1 is not implemented".into())
     );
 }

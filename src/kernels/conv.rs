@@ -18,10 +18,12 @@ pub static SHADER: ShaderSource = ShaderSource {
     wgsl: include_str!("../../shaders/conv.wgsl"),
 };
 
-/// Invocations per workgroup of the direct kernels, one position (or weight column) each.
-const GROUP_POSITIONS: usize = 64;
-/// Channels per invocation of the direct kernels.
-const BLOCK: usize = 8;
+/// Invocations per workgroup of the direct kernels.
+const GROUP: usize = 64;
+/// Each invocation of a direct kernel computes a tile of CHANNELS channels × COLUMNS
+/// consecutive columns (see `shaders/conv.wgsl`).
+const CHANNELS: usize = 16;
+const COLUMNS: usize = 8;
 
 /// The largest padded extent (input plus pads) along an axis: the kernels compute
 /// positions as i32.
@@ -76,9 +78,16 @@ impl From<Conv1d> for Conv2d {
 }
 
 /// Which kernels compute the forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// The default is [`ConvVariant::Direct`]: on lavapipe it runs the text-CNN window of
+/// `cargo bench --bench conv` about twice as fast as im2col + gemm, which writes and then
+/// re-reads a column matrix k times larger than the input and, when OH·OW is not a
+/// multiple of 4, gets only the scalar matmul kernel. No real GPU has been measured; there
+/// im2col feeding the tiled matrix product may well win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ConvVariant {
-    /// One pass: each invocation one output position of 8 output channels.
+    /// One pass: each invocation a tile of 16 output channels × 8 output columns.
+    #[default]
     Direct,
     /// Unfold the input into columns (C·KH·KW × OH·OW per batch item), then one batched
     /// matrix product with the weight.
@@ -87,19 +96,6 @@ pub enum ConvVariant {
 
 impl ConvVariant {
     pub const ALL: [ConvVariant; 2] = [ConvVariant::Direct, ConvVariant::Im2colGemm];
-
-    /// The rule. On lavapipe the direct kernel wins at every size measured (the text-CNN
-    /// window of `cargo bench --bench conv` runs about twice as fast as im2col + gemm): it
-    /// reads each input value once per weight row block instead of writing and re-reading
-    /// a k-times larger column matrix. A real GPU has not been measured; there im2col feeds
-    /// the tiled matrix product, which is what GPU libraries do for wide channels.
-    pub fn choose(gpu: &Gpu) -> Self {
-        if gpu.is_cpu_like() {
-            ConvVariant::Direct
-        } else {
-            ConvVariant::Im2colGemm
-        }
-    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -303,11 +299,11 @@ impl ConvGeometry {
     }
 }
 
-/// Workgroups of a direct kernel: `items` (batch items or 1) × blocks of 8 channels ×
-/// groups of 64 positions.
-fn direct_groups(gpu: &Gpu, items: usize, channels: usize, positions: usize) -> [u32; 3] {
-    let groups = items * channels.div_ceil(BLOCK) * positions.div_ceil(GROUP_POSITIONS);
-    gpu.grid(groups as u32)
+/// Workgroups of a direct kernel whose invocations each take a tile of 16 channels × 8
+/// columns: `rows` rows of `columns` columns of `channels` channels.
+fn direct_groups(gpu: &Gpu, rows: usize, channels: usize, columns: usize) -> [u32; 3] {
+    let tiles = rows * channels.div_ceil(CHANNELS) * columns.div_ceil(COLUMNS);
+    gpu.grid(tiles.div_ceil(GROUP) as u32)
 }
 
 fn conv_spec(entry: &'static str, bindings: &'static [Access]) -> KernelSpec {
@@ -348,9 +344,9 @@ pub fn conv_forward_dispatch(
         &geometry.params(),
         direct_groups(
             gpu,
-            geometry.batch,
+            geometry.batch * geometry.out_h,
             geometry.out_channels,
-            geometry.out_h * geometry.out_w,
+            geometry.out_w,
         ),
     )
 }
@@ -435,9 +431,9 @@ pub fn conv_input_grad_dispatch(
         &geometry.params(),
         direct_groups(
             gpu,
-            geometry.batch,
+            geometry.batch * geometry.in_h,
             geometry.in_channels,
-            geometry.in_h * geometry.in_w,
+            geometry.in_w,
         ),
     )
 }
@@ -482,7 +478,7 @@ pub fn conv_bias_grad_dispatch(
         &spec,
         &[dy.buffer(), db.buffer()],
         &geometry.params(),
-        gpu.grid(geometry.out_channels.div_ceil(GROUP_POSITIONS) as u32),
+        gpu.grid(geometry.out_channels.div_ceil(GROUP) as u32),
     )
 }
 
@@ -554,7 +550,7 @@ impl Tensor {
     }
 
     /// [`Tensor::conv1d`] or [`Tensor::conv2d`] (by the rank of `self`, 3 or 4) with the
-    /// forward variant chosen by the caller instead of [`ConvVariant::choose`].
+    /// forward variant chosen by the caller instead of the default.
     pub fn conv_with(
         &self,
         weight: &Tensor,
@@ -584,8 +580,7 @@ impl Tensor {
         let gpu = self.gpu();
         let y = Tensor::uninit(gpu, &geometry.output_shape())?;
         if y.numel() > 0 {
-            let variant = variant.unwrap_or_else(|| ConvVariant::choose(gpu));
-            match variant {
+            match variant.unwrap_or_default() {
                 ConvVariant::Direct => {
                     let dispatch = conv_forward_dispatch(self, weight, bias, &y, &geometry)?;
                     gpu.submit(&[], &[dispatch])?;
@@ -866,7 +861,7 @@ pub fn max_pool_backward_dispatch(
         &spec,
         &[dy.buffer(), argmax.buffer(), dx.buffer()],
         &pool_params(rows, in_len, dy.numel() / rows, options),
-        gpu.grid((dx.numel() as u32).div_ceil(WORKGROUP_1D)),
+        gpu.grid(rows.div_ceil(GROUP) as u32),
     )
 }
 
