@@ -4,8 +4,10 @@
 //! argmax positions its backward needs.
 //!
 //! The forward has two kernels of one contract ([`ConvVariant`]): a direct one, and im2col
-//! followed by the batched matrix product of [`crate::kernels::matmul`]. Every backward is
-//! direct: one invocation per gradient element, looping over what contributes to it.
+//! followed by the batched matrix product of [`crate::kernels::matmul`]. The gradients are
+//! direct kernels in which one invocation computes each gradient element (a tile of them,
+//! in fact) by looping over everything that contributes to it, in a fixed order: no
+//! atomics, the same bits on every run.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
@@ -299,8 +301,8 @@ impl ConvGeometry {
     }
 }
 
-/// Workgroups of a direct kernel whose invocations each take a tile of 16 channels × 8
-/// columns: `rows` rows of `columns` columns of `channels` channels.
+/// Workgroups of a direct kernel over `rows` rows of `columns` columns of `channels`
+/// channels, each invocation taking a tile of CHANNELS channels × COLUMNS columns.
 fn direct_groups(gpu: &Gpu, rows: usize, channels: usize, columns: usize) -> [u32; 3] {
     let tiles = rows * channels.div_ceil(CHANNELS) * columns.div_ceil(COLUMNS);
     gpu.grid(tiles.div_ceil(GROUP) as u32)
