@@ -28,6 +28,7 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
+pub use kernels::conv::{Conv1d, Conv2d, ConvGradients, ConvVariant, MaxPool1d};
 pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::gather::GroupedPositions;
 pub use kernels::layernorm::{LayerNormForward, LayerNormGrads, LayerNormVariant};

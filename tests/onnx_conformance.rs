@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 15] = [
+const IMPLEMENTED_OPS: [&str; 17] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -25,6 +25,8 @@ const IMPLEMENTED_OPS: [&str; 15] = [
     "LogSoftmax",
     "SoftmaxCrossEntropyLoss",
     "Gather",
+    "Conv",
+    "MaxPool",
 ];
 
 fn data_dir() -> PathBuf {
@@ -256,4 +258,38 @@ fn softmax_before_opset_13_flattens_from_its_axis() {
         edit_case_json(dir, "\"opset\": 13", "\"opset\": 11");
     });
     assert!(matches!(outcome, Outcome::Fail(_)), "{outcome:?}");
+}
+
+#[test]
+fn conv_and_max_pool_skip_the_modes_the_engine_lacks() {
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"group\": 2, \"pads\"");
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("Conv: grouped convolution (group > 1) is not implemented".into())
+    );
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"dilations\": [2, 2], \"pads\"");
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("Conv: dilations other than 1 are not implemented".into())
+    );
+    // Dilations of 1 are the default, written out.
+    let outcome = run_edited_case("test_basic_conv_with_padding", |dir| {
+        edit_case_json(dir, "\"pads\"", "\"dilations\": [1, 1], \"pads\"");
+    });
+    assert_eq!(outcome, Outcome::Pass);
+    let outcome = run_edited_case("test_maxpool_1d_default", |dir| {
+        edit_case_json(
+            dir,
+            "\"kernel_shape\"",
+            "\"ceil_mode\": 1, \"kernel_shape\"",
+        );
+    });
+    assert_eq!(
+        outcome,
+        Outcome::Skip("MaxPool: ceil_mode 1 is not implemented".into())
+    );
 }

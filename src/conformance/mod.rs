@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
 use crate::kernels::softmax::{LossReduction, SoftmaxKind};
@@ -262,7 +263,8 @@ impl Case {
                 self.op, self.opset
             )));
         }
-        if let Some(reason) = op.unsupported(self)? {
+        let inputs = Inputs::load(self, gpu)?;
+        if let Some(reason) = op.unsupported(self, &inputs)? {
             return Ok(Outcome::Skip(reason));
         }
         // Every output the case lists (at its position among the op's outputs; an omitted
@@ -280,7 +282,6 @@ impl Case {
             };
             expected.push((position, file, values, array.shape));
         }
-        let inputs = Inputs::load(self, gpu)?;
         let actual = op.run(self, &inputs).and_then(|outputs| {
             outputs
                 .iter()
@@ -391,7 +392,7 @@ impl Case {
 /// Why an op the runner does not implement is skipped, naming the work that brings it.
 fn not_implemented_reason(op: &str) -> String {
     match op {
-        "MaxPool" | "Conv" | "Attention" => {
+        "Attention" => {
             format!("{op} is not implemented yet: it comes with the kernel-library issue")
         }
         "RNN" | "GRU" | "LSTM" => {
@@ -414,6 +415,8 @@ enum Op {
     Softmax(SoftmaxKind),
     SoftmaxCrossEntropyLoss,
     Gather,
+    Conv,
+    MaxPool,
 }
 
 impl Op {
@@ -434,6 +437,8 @@ impl Op {
             "LogSoftmax" => Op::Softmax(SoftmaxKind::LogSoftmax),
             "SoftmaxCrossEntropyLoss" => Op::SoftmaxCrossEntropyLoss,
             "Gather" => Op::Gather,
+            "Conv" => Op::Conv,
+            "MaxPool" => Op::MaxPool,
             _ => return None,
         })
     }
@@ -451,13 +456,38 @@ impl Op {
             Op::Softmax(_) => &["axis"],
             Op::SoftmaxCrossEntropyLoss => &["ignore_index", "reduction"],
             Op::Gather => &["axis"],
+            Op::Conv => &[
+                "auto_pad",
+                "dilations",
+                "group",
+                "kernel_shape",
+                "pads",
+                "strides",
+            ],
+            Op::MaxPool => &[
+                "auto_pad",
+                "ceil_mode",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "storage_order",
+                "strides",
+            ],
         }
     }
 
-    /// Why the runner cannot compute this case although it understands every attribute
-    /// (a mode the engine lacks), or `None` if it can.
-    fn unsupported(self, case: &Case) -> Result<Option<String>> {
-        Ok(match self {
+    /// Why the runner skips a case whose attributes it understands but whose mode the
+    /// engine lacks, or `None` if it can run it.
+    fn unsupported(self, case: &Case, inputs: &Inputs) -> Result<Option<String>> {
+        let spatial = inputs
+            .array(0)
+            .map_or(0, |x| x.shape.len().saturating_sub(2));
+        let all_ones = |name: &str| -> Result<bool> {
+            Ok(case
+                .ints_attribute(name)?
+                .is_none_or(|values| values.iter().all(|&v| v == 1)))
+        };
+        let reason = match self {
             // stash_type is the element type of the mean and variance; 1 is float32.
             Op::LayerNormalization => match case.int_attribute("stash_type", 1)? {
                 1 => None,
@@ -467,8 +497,30 @@ impl Op {
                     case.op, case.opset
                 )),
             },
+            Op::Conv if !(1..=2).contains(&spatial) => Some(format!(
+                "Conv: {spatial}-D convolution is not implemented (1-D and 2-D are)"
+            )),
+            Op::Conv if !all_ones("dilations")? => {
+                Some("Conv: dilations other than 1 are not implemented".to_string())
+            }
+            Op::Conv if case.int_attribute("group", 1)? != 1 => {
+                Some("Conv: grouped convolution (group > 1) is not implemented".to_string())
+            }
+            Op::MaxPool if spatial != 1 => Some(format!(
+                "MaxPool: {spatial}-D pooling is not implemented (1-D over N×C×L is)"
+            )),
+            Op::MaxPool if !all_ones("dilations")? => {
+                Some("MaxPool: dilations other than 1 are not implemented".to_string())
+            }
+            Op::MaxPool if case.int_attribute("ceil_mode", 0)? != 0 => {
+                Some("MaxPool: ceil_mode 1 is not implemented".to_string())
+            }
+            Op::MaxPool if case.outputs.len() > 1 => Some(
+                "MaxPool: the Indices output (flat int64 positions) is not implemented".to_string(),
+            ),
             _ => None,
-        })
+        };
+        Ok(reason)
     }
 
     /// Whether a reduction takes its axes as input 1 rather than as the `axes` attribute:
@@ -525,6 +577,51 @@ impl Op {
                 let epsilon = case.float_attribute("epsilon", 1e-5)?;
                 let out = x.layer_norm(Some(&scale), bias.as_ref(), axis, epsilon)?;
                 return Ok(vec![out.y, out.mean, out.rstd]);
+            }
+            Op::Conv => {
+                let (x, w) = (inputs.tensor(0)?, inputs.tensor(1)?);
+                let bias = inputs.optional_tensor(2)?;
+                let kernel = w.shape().get(2..).unwrap_or_default();
+                let window = Window::of(case, x.shape().get(2..).unwrap_or_default(), kernel)?;
+                match *window.strides.as_slice() {
+                    [stride] => x.conv1d(
+                        &w,
+                        bias.as_ref(),
+                        Conv1d {
+                            stride,
+                            pad_left: window.begins[0],
+                            pad_right: window.ends[0],
+                        },
+                    ),
+                    _ => x.conv2d(
+                        &w,
+                        bias.as_ref(),
+                        Conv2d {
+                            stride: [window.strides[0], window.strides[1]],
+                            pads: [
+                                window.begins[0],
+                                window.begins[1],
+                                window.ends[0],
+                                window.ends[1],
+                            ],
+                        },
+                    ),
+                }
+            }
+            Op::MaxPool => {
+                let x = inputs.tensor(0)?;
+                let kernel = case
+                    .ints_attribute("kernel_shape")?
+                    .ok_or_else(|| Error::format(case.json_path(), "MaxPool needs kernel_shape"))?;
+                let kernel = non_negative(case, "kernel_shape", &kernel)?;
+                let window = Window::of(case, x.shape().get(2..).unwrap_or_default(), &kernel)?;
+                let options = MaxPool1d {
+                    kernel: kernel[0],
+                    stride: window.strides[0],
+                    pad_left: window.begins[0],
+                    pad_right: window.ends[0],
+                };
+                Ok(x.max_pool1d(options)?.0)
             }
             Op::Reduce(reduce) => {
                 let x = inputs.tensor(0)?;
@@ -664,6 +761,88 @@ pub fn gather_ids(indices: &[i64], axis_len: usize) -> Result<Vec<u32>> {
             }
         })
         .collect()
+}
+
+/// The strides and the padding at the begin and end of each spatial axis of a Conv or
+/// MaxPool case, from its `strides`, `pads` and `auto_pad` attributes.
+struct Window {
+    strides: Vec<usize>,
+    begins: Vec<usize>,
+    ends: Vec<usize>,
+}
+
+impl Window {
+    /// The window of `kernel` over an input of spatial sizes `spatial`. A `kernel_shape`
+    /// attribute, where the case sets one, must agree with `kernel`.
+    fn of(case: &Case, spatial: &[usize], kernel: &[usize]) -> Result<Window> {
+        let axes = spatial.len();
+        let fail = |message: String| Error::format(case.json_path(), message);
+        if let Some(shape) = case.ints_attribute("kernel_shape")? {
+            if non_negative(case, "kernel_shape", &shape)? != kernel {
+                return Err(fail(format!(
+                    "kernel_shape {shape:?} disagrees with the kernel's sizes {kernel:?}"
+                )));
+            }
+        }
+        let list = |name: &str, len: usize, default: usize| -> Result<Vec<usize>> {
+            match case.ints_attribute(name)? {
+                None => Ok(vec![default; len]),
+                Some(values) if values.len() == len => non_negative(case, name, &values),
+                Some(values) => Err(fail(format!(
+                    "{name} {values:?} should have {len} entries for {axes} spatial axes"
+                ))),
+            }
+        };
+        let strides = list("strides", axes, 1)?;
+        if kernel.len() != axes {
+            return Err(fail(format!(
+                "the kernel has {} spatial axes, the input {axes}",
+                kernel.len()
+            )));
+        }
+        let (begins, ends) = match case.string_attribute("auto_pad", "NOTSET")? {
+            "NOTSET" => {
+                let pads = list("pads", 2 * axes, 0)?;
+                (pads[..axes].to_vec(), pads[axes..].to_vec())
+            }
+            "VALID" => (vec![0; axes], vec![0; axes]),
+            // The output keeps ceil(size / stride) positions; the odd pad goes at the end
+            // (SAME_UPPER) or at the begin (SAME_LOWER).
+            mode @ ("SAME_UPPER" | "SAME_LOWER") => (0..axes)
+                .map(|i| {
+                    let out = spatial[i].div_ceil(strides[i].max(1));
+                    let total =
+                        ((out.max(1) - 1) * strides[i] + kernel[i]).saturating_sub(spatial[i]);
+                    let small = total / 2;
+                    if mode == "SAME_UPPER" {
+                        (small, total - small)
+                    } else {
+                        (total - small, small)
+                    }
+                })
+                .unzip(),
+            other => return Err(fail(format!("auto_pad {other:?} is not an ONNX mode"))),
+        };
+        Ok(Window {
+            strides,
+            begins,
+            ends,
+        })
+    }
+}
+
+/// `values` of the attribute `name` as sizes; an error if one is negative.
+fn non_negative(case: &Case, name: &str, values: &[i64]) -> Result<Vec<usize>> {
+    values
+        .iter()
+        .map(|&v| usize::try_from(v))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| {
+            Error::format(
+                case.json_path(),
+                format!("{name} {values:?} has a negative entry"),
+            )
+        })
 }
 
 /// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.
@@ -915,10 +1094,6 @@ mod tests {
     #[test]
     fn skip_reasons_name_where_an_op_comes() {
         assert_eq!(
-            not_implemented_reason("Conv"),
-            "Conv is not implemented yet: it comes with the kernel-library issue"
-        );
-        assert_eq!(
             not_implemented_reason("LSTM"),
             "LSTM is not implemented yet: it comes with the recurrent issue"
         );
@@ -934,6 +1109,53 @@ mod tests {
             "{err}"
         );
         assert!(gather_ids(&[5], 5).is_err());
+    }
+
+    /// A case of `op` with `attributes` (a JSON object) and no files.
+    fn case_with(op: &str, attributes: &str) -> Case {
+        Case {
+            name: "test".into(),
+            dir: PathBuf::from("test"),
+            op: op.into(),
+            attributes: serde_json::from_str(attributes).unwrap(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            opset: 22,
+        }
+    }
+
+    #[test]
+    fn windows_follow_onnx_padding_modes() {
+        // 5 positions, kernel 4, stride 2: 3 outputs need 2·2 + 4 − 5 = 3 pads.
+        let window = |attributes: &str| {
+            let w = Window::of(&case_with("Conv", attributes), &[5], &[4]).unwrap();
+            (w.strides, w.begins, w.ends)
+        };
+        let upper = window(r#"{"auto_pad": "SAME_UPPER", "strides": [2]}"#);
+        assert_eq!(upper, (vec![2], vec![1], vec![2]));
+        let lower = window(r#"{"auto_pad": "SAME_LOWER", "strides": [2]}"#);
+        assert_eq!(lower, (vec![2], vec![2], vec![1]));
+        assert_eq!(
+            window(r#"{"auto_pad": "VALID", "pads": [3, 3]}"#),
+            (vec![1], vec![0], vec![0])
+        );
+        assert_eq!(window(r#"{"pads": [1, 2]}"#), (vec![1], vec![1], vec![2]));
+        assert_eq!(window("{}"), (vec![1], vec![0], vec![0]));
+
+        let error = |attributes: &str, spatial: &[usize], kernel: &[usize]| {
+            Window::of(&case_with("Conv", attributes), spatial, kernel)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = error(r#"{"pads": [1, 1]}"#, &[5, 5], &[3, 3]);
+        assert!(e.contains("4 entries"), "{e}");
+        let e = error(r#"{"kernel_shape": [2]}"#, &[5], &[3]);
+        assert!(e.contains("disagrees"), "{e}");
+        let e = error(r#"{"strides": [-1]}"#, &[5], &[3]);
+        assert!(e.contains("negative"), "{e}");
+        let e = error(r#"{"auto_pad": "SAME"}"#, &[5], &[3]);
+        assert!(e.contains("not an ONNX mode"), "{e}");
     }
 
     #[test]
