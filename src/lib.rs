@@ -28,6 +28,10 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
+pub use kernels::attention::{
+    attention, attention_backward, attention_logits, AttentionForward, AttentionGradients,
+    AttentionOptions, MaskKind, QueryAlignment,
+};
 pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::matmul::{Gemm, MatmulVariant};
 pub use kernels::reduce::{Reduce, ReduceVariant};

@@ -2,6 +2,7 @@
 //! (recording a [`crate::gpu::Dispatch`]), its CPU reference, and its eager calls on
 //! [`crate::Tensor`].
 
+pub mod attention;
 pub mod copy;
 pub mod elementwise;
 pub mod matmul;
@@ -11,7 +12,8 @@ use crate::error::{Error, Result};
 use crate::gpu::ShaderSource;
 
 /// Every shader of the crate, for validation and for listing.
-pub static SHADERS: [&ShaderSource; 4] = [
+pub static SHADERS: [&ShaderSource; 5] = [
+    &attention::SHADER,
     &copy::SHADER,
     &elementwise::SHADER,
     &matmul::SHADER,
