@@ -644,7 +644,7 @@ fn bad_arguments_are_errors_naming_the_values() {
     let message = err(attention(&up.q, &other_dim, &up.v, &none));
     assert!(message.contains("head size D, got 4 and 3"), "{message}");
 
-    let short_v = upload(&vec![0.0; 48], &[2, 2, 2, 6]);
+    let short_v = upload(&[0.0; 48], &[2, 2, 2, 6]);
     let message = err(attention(&up.q, &up.k, &short_v, &none));
     assert!(message.contains("sequence length"), "{message}");
 

@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 10] = [
+const IMPLEMENTED_OPS: [&str; 11] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -20,6 +20,7 @@ const IMPLEMENTED_OPS: [&str; 10] = [
     "Transpose",
     "ReduceSum",
     "ReduceMax",
+    "Attention",
 ];
 
 fn data_dir() -> PathBuf {
@@ -158,5 +159,29 @@ fn the_runner_catches_wrong_outputs_engine_errors_and_unknown_attributes() {
         Outcome::Skip(
             "Gemm (opset 13): attribute broadcast is not understood by the runner".into()
         )
+    );
+}
+
+#[test]
+fn the_runner_compares_every_output_of_a_multi_output_op() {
+    // Attention's third output, present_value [2, 3, 18, 8]: its last element becomes 12345,
+    // while Y and present_key stay right.
+    let outcome = run_edited_case("test_attention_4d_with_past_and_present", |dir| {
+        let path = dir.join("present_value.npy");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&12345f32.to_le_bytes());
+        std::fs::write(&path, bytes).unwrap();
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a wrong second output must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with(
+            "test_attention_4d_with_past_and_present: present_value.npy: element 863 (index [1, 2, 17, 7])"
+        ) && message.contains("ONNX expects 12345")
+            && !message.contains("Y.npy")
+            && !message.contains("present_key.npy"),
+        "{message}"
     );
 }

@@ -24,9 +24,13 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::attention::{
+    attention, attention_logits, AttentionMask, AttentionOptions, AttentionSettings, MaskKind,
+    QueryAlignment,
+};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
-use crate::tensor::Tensor;
+use crate::tensor::{Indices, Tensor};
 
 /// ONNX's tolerance for node tests (`numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7)`):
 /// an element passes if |actual − expected| ≤ ATOL + RTOL·|expected|.
@@ -257,45 +261,57 @@ impl Case {
                 self.op, self.opset
             )));
         }
-        // Every op implemented so far has exactly one output.
-        let [Some(output_file)] = self.outputs.as_slice() else {
+        // The expected outputs, by their position among the op's outputs.
+        let mut expected = Vec::new();
+        for (index, file) in self.outputs.iter().enumerate() {
+            let Some(file) = file else { continue };
+            let array = npy::read(&self.dir.join(file))?;
+            let dtype = array.data.dtype();
+            let npy::Data::F32(values) = array.data else {
+                return Ok(Outcome::Fail(format!(
+                    "{}: {file} holds {dtype} values; the engine computes float32 only",
+                    self.name
+                )));
+            };
+            expected.push((index, file, values, array.shape));
+        }
+        if expected.is_empty() {
             return Err(Error::format(
                 self.json_path(),
-                format!(
-                    "{} has one output, case.json lists {:?}",
-                    self.op, self.outputs
-                ),
+                format!("{} lists no output file: {:?}", self.op, self.outputs),
             ));
-        };
-        let expected = npy::read(&self.dir.join(output_file))?;
-        let npy::Data::F32(expected_values) = &expected.data else {
-            return Ok(Outcome::Fail(format!(
-                "{}: {output_file} holds {} values; the engine computes float32 only",
-                self.name,
-                expected.data.dtype()
-            )));
-        };
+        }
         let inputs = Inputs::load(self, gpu)?;
-        let actual = op
-            .run(self, &inputs)
-            .and_then(|y| Ok((y.to_vec()?, y.shape().to_vec())));
-        let (actual, actual_shape) = match actual {
+        let failed =
+            |e: Error| Outcome::Fail(format!("{}: running {} failed: {e}", self.name, self.op));
+        let actual = match op.run(self, &inputs) {
             Ok(actual) => actual,
-            Err(e) => {
-                return Ok(Outcome::Fail(format!(
-                    "{}: running {} failed: {e}",
-                    self.name, self.op
-                )))
-            }
+            Err(e) => return Ok(failed(e)),
         };
-        Ok(
-            match compare(&actual, &actual_shape, expected_values, &expected.shape) {
-                None => Outcome::Pass,
-                Some(difference) => {
-                    Outcome::Fail(format!("{}: {output_file}: {difference}", self.name))
-                }
-            },
-        )
+        // Every listed output is compared; the message names each one that differs.
+        let mut differences = Vec::new();
+        for (index, file, expected_values, expected_shape) in &expected {
+            let Some(y) = actual.get(*index) else {
+                differences.push(format!(
+                    "{file}: the runner computes {} output(s) of {}, not output {index}",
+                    actual.len(),
+                    self.op
+                ));
+                continue;
+            };
+            let values = match y.to_vec() {
+                Ok(values) => values,
+                Err(e) => return Ok(failed(e)),
+            };
+            if let Some(difference) = compare(&values, y.shape(), expected_values, expected_shape) {
+                differences.push(format!("{file}: {difference}"));
+            }
+        }
+        Ok(if differences.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail(format!("{}: {}", self.name, differences.join("; ")))
+        })
     }
 
     fn json_path(&self) -> PathBuf {
@@ -356,8 +372,7 @@ fn not_implemented_reason(op: &str) -> String {
         | "Gather"
         | "MaxPool"
         | "Conv"
-        | "LayerNormalization"
-        | "Attention" => {
+        | "LayerNormalization" => {
             format!("{op} is not implemented yet: it comes with the kernel-library issue")
         }
         "RNN" | "GRU" | "LSTM" => {
@@ -376,6 +391,7 @@ enum Op {
     Binary(Binary),
     Transpose,
     Reduce(Reduce),
+    Attention,
 }
 
 impl Op {
@@ -391,6 +407,7 @@ impl Op {
             "Transpose" => Op::Transpose,
             "ReduceSum" => Op::Reduce(Reduce::Sum),
             "ReduceMax" => Op::Reduce(Reduce::Max),
+            "Attention" => Op::Attention,
             _ => return None,
         })
     }
@@ -404,6 +421,25 @@ impl Op {
             Op::Transpose => &["perm"],
             Op::Reduce(_) if self.axes_are_input(opset) => &["keepdims", "noop_with_empty_axes"],
             Op::Reduce(_) => &["axes", "keepdims"],
+            // Attention-25 adds the sliding window.
+            Op::Attention if opset >= 25 => &[
+                "is_causal",
+                "kv_num_heads",
+                "left_window_size",
+                "q_num_heads",
+                "qk_matmul_output_mode",
+                "right_window_size",
+                "scale",
+                "softcap",
+            ],
+            Op::Attention => &[
+                "is_causal",
+                "kv_num_heads",
+                "q_num_heads",
+                "qk_matmul_output_mode",
+                "scale",
+                "softcap",
+            ],
         }
     }
 
@@ -416,9 +452,21 @@ impl Op {
         }
     }
 
-    /// Computes the op's output on the GPU.
-    fn run(self, case: &Case, inputs: &Inputs) -> Result<Tensor> {
+    /// Computes the op's outputs on the GPU, in the op's positional order.
+    fn run(self, case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
         match self {
+            Op::Attention => run_attention(case, inputs),
+            _ => self.run_single(case, inputs).map(|y| vec![y]),
+        }
+    }
+
+    /// Computes the output of an op with one output.
+    fn run_single(self, case: &Case, inputs: &Inputs) -> Result<Tensor> {
+        match self {
+            Op::Attention => Err(Error::invalid(
+                "conformance",
+                "Attention has several outputs: run it with Op::run",
+            )),
             Op::MatMul => inputs.tensor(0)?.matmul(&inputs.tensor(1)?),
             Op::Gemm => {
                 let (a, b) = (inputs.tensor(0)?, inputs.tensor(1)?);
@@ -484,6 +532,203 @@ impl Op {
             }
         }
     }
+}
+
+/// ONNX Attention (opsets 23 to 25) on [`attention`]. Outputs: Y, present_key,
+/// present_value, and qk_matmul_output when the case asks for it.
+///
+/// - 3-D inputs [B, L, heads·size] are split into heads (`q_num_heads`, `kv_num_heads`)
+///   and Y is merged back; 4-D inputs are [B, heads, L, size].
+/// - past_key/past_value are concatenated before the new keys and values along the
+///   sequence: those are present_key/present_value (K and V themselves without a cache).
+/// - Query positions follow ONNX: offset = the cache length with past_key, valid keys − Lq
+///   per batch with nonpad_kv_seqlen (which also pads), else 0 (top-left). Causal masking
+///   and the window (`left_window_size`, `right_window_size`, −1 unbounded) use them.
+/// - attn_mask is additive; one narrower than the keys is padded with −∞ (masked).
+/// - qk_matmul_output_mode: 0 the scaled Q·Kᵀ, 1 after the softcap, 2 after the masks
+///   too (−∞ where masked), 3 the probabilities.
+fn run_attention(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
+    let (q, k, v) = (inputs.tensor(0)?, inputs.tensor(1)?, inputs.tensor(2)?);
+    let three_d = q.rank() == 3;
+    let (q, k, v) = if three_d {
+        let q_heads = case.int_attribute("q_num_heads", 0)?;
+        let kv_heads = case.int_attribute("kv_num_heads", 0)?;
+        (
+            split_heads(case, &q, q_heads)?,
+            split_heads(case, &k, kv_heads)?,
+            split_heads(case, &v, kv_heads)?,
+        )
+    } else {
+        (q, k, v)
+    };
+    let (k, v, past_len) = match (inputs.optional_tensor(4)?, inputs.optional_tensor(5)?) {
+        (Some(past_key), Some(past_value)) => (
+            past_key.concat(&k, 2)?,
+            past_value.concat(&v, 2)?,
+            Some(past_key.shape().get(2).copied().unwrap_or(0)),
+        ),
+        (None, None) => (k, v, None),
+        _ => {
+            return Err(Error::format(
+                case.json_path(),
+                "past_key and past_value must be given together",
+            ))
+        }
+    };
+    let key_lengths = match inputs.optional_ints(6)? {
+        Some(_) if past_len.is_some() => {
+            return Err(Error::format(
+                case.json_path(),
+                "nonpad_kv_seqlen cannot be combined with past_key/past_value",
+            ))
+        }
+        Some(lengths) => {
+            let lengths = lengths
+                .iter()
+                .map(|&n| u32::try_from(n))
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .map_err(|_| {
+                    Error::format(
+                        case.json_path(),
+                        format!("nonpad_kv_seqlen {lengths:?} holds a value outside 0..2³²"),
+                    )
+                })?;
+            Some(Indices::from_slice(q.gpu(), &lengths, &[lengths.len()])?)
+        }
+        None => None,
+    };
+    let k_len = k.shape().get(2).copied().unwrap_or(0);
+    let mask = attention_mask(inputs, 3, k_len)?;
+
+    let window = |name: &str| -> Result<Option<u32>> {
+        match case.int_attribute(name, -1)? {
+            -1 => Ok(None),
+            reach => u32::try_from(reach).map(Some).map_err(|_| {
+                Error::format(
+                    case.json_path(),
+                    format!("{name} is {reach}, expected -1 or a non-negative reach"),
+                )
+            }),
+        }
+    };
+    let softcap = case.float_attribute("softcap", 0.0)?;
+    let settings = AttentionSettings {
+        scale: case
+            .attributes
+            .contains_key("scale")
+            .then(|| case.float_attribute("scale", 1.0))
+            .transpose()?,
+        causal: case.int_attribute("is_causal", 0)? != 0,
+        alignment: match (past_len, &key_lengths) {
+            (Some(past_len), _) => {
+                QueryAlignment::Offset(i32::try_from(past_len).map_err(|_| {
+                    Error::invalid("Attention", format!("a cache of {past_len} positions"))
+                })?)
+            }
+            (None, Some(_)) => QueryAlignment::EndOfValidKeys,
+            (None, None) => QueryAlignment::Offset(0),
+        },
+        window_left: window("left_window_size")?,
+        window_right: window("right_window_size")?,
+        softcap: (softcap > 0.0).then_some(softcap),
+    };
+    let options = AttentionOptions {
+        settings,
+        key_lengths: key_lengths.as_ref(),
+        mask: mask.as_ref().map(|values| AttentionMask {
+            kind: MaskKind::Additive,
+            values,
+        }),
+    };
+    let forward = attention(&q, &k, &v, &options)?;
+    let y = if three_d {
+        merge_heads(&forward.output)?
+    } else {
+        forward.output
+    };
+    let mut outputs = vec![y, k.clone(), v];
+    if case.outputs.get(3).is_some_and(Option::is_some) {
+        let unmasked = |softcap| AttentionOptions {
+            settings: AttentionSettings {
+                scale: settings.scale,
+                softcap,
+                ..AttentionSettings::default()
+            },
+            ..AttentionOptions::default()
+        };
+        outputs.push(match case.int_attribute("qk_matmul_output_mode", 0)? {
+            0 => attention_logits(&q, &k, &unmasked(None))?,
+            1 => attention_logits(&q, &k, &unmasked(settings.softcap))?,
+            2 => attention_logits(&q, &k, &options)?,
+            3 => forward.probs,
+            mode => {
+                return Err(Error::format(
+                    case.json_path(),
+                    format!("qk_matmul_output_mode is {mode}, expected 0, 1, 2 or 3"),
+                ))
+            }
+        });
+    }
+    Ok(outputs)
+}
+
+/// [B, L, heads·size] as [B, heads, L, size].
+fn split_heads(case: &Case, x: &Tensor, heads: i64) -> Result<Tensor> {
+    let split = match (x.shape(), usize::try_from(heads)) {
+        (&[batch, len, hidden], Ok(heads)) if heads > 0 && hidden % heads == 0 => {
+            [batch, len, heads, hidden / heads]
+        }
+        _ => {
+            return Err(Error::format(
+                case.json_path(),
+                format!(
+                    "input {:?} is not [B, L, heads·size] with {heads} heads",
+                    x.shape()
+                ),
+            ))
+        }
+    };
+    x.reshape(&split)?.permute(&[0, 2, 1, 3])
+}
+
+/// [B, heads, L, size] as [B, L, heads·size].
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let [batch, heads, len, size] = x.shape() else {
+        return Err(Error::invalid(
+            "Attention",
+            format!("expected a 4-D output, got {:?}", x.shape()),
+        ));
+    };
+    let merged = [*batch, *len, heads * size];
+    x.permute(&[0, 2, 1, 3])?.reshape(&merged)
+}
+
+/// The attention mask input `index` as an additive mask over `k_len` keys: a mask with
+/// fewer columns is padded with −∞, as ONNX pads a mask shorter than past + new keys.
+fn attention_mask(inputs: &Inputs, index: usize, k_len: usize) -> Result<Option<Tensor>> {
+    let Some(array) = inputs.array(index) else {
+        return Ok(None);
+    };
+    let npy::Data::F32(values) = &array.data else {
+        return Err(inputs.wrong_type(index, "float32 (an additive mask)"));
+    };
+    let width = array.shape.last().copied().unwrap_or(1);
+    if array.shape.is_empty() || width >= k_len || width == 0 {
+        return Tensor::from_slice(inputs.gpu, values, &array.shape).map(Some);
+    }
+    let padded: Vec<f32> = values
+        .chunks(width)
+        .flat_map(|row| {
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat_n(f32::NEG_INFINITY, k_len - width))
+        })
+        .collect();
+    let mut shape = array.shape.clone();
+    if let Some(last) = shape.last_mut() {
+        *last = k_len;
+    }
+    Tensor::from_slice(inputs.gpu, &padded, &shape).map(Some)
 }
 
 /// The axes a reduction runs over, sorted and non-negative; `None` when it is the identity.

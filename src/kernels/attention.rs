@@ -297,11 +297,7 @@ impl AttentionDims {
 
     /// Query heads per key/value head.
     pub fn group(&self) -> usize {
-        if self.kv_heads == 0 {
-            1
-        } else {
-            self.heads / self.kv_heads
-        }
+        self.heads.checked_div(self.kv_heads).unwrap_or(1)
     }
 
     /// [B, H, Lq, Lk]: the scores and probabilities.
@@ -487,7 +483,7 @@ pub fn masked_softmax_backward_dispatch(
     k_len: usize,
 ) -> Result<Dispatch> {
     let gpu = probs.gpu();
-    let rows = if k_len == 0 { 0 } else { probs.numel() / k_len };
+    let rows = probs.numel().checked_div(k_len).unwrap_or(0);
     let params = BackwardParams {
         rows: rows as u32,
         k_len: k_len as u32,
