@@ -27,7 +27,7 @@
 //! dQ = dS·K·scale, dK = dSᵀ·Q·scale.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::reduce::{reduce_dispatch, split_at_axis, Reduce, ReduceVariant};
@@ -550,6 +550,31 @@ pub fn concat_dispatch(
     )
 }
 
+/// Dispatches recorded for one submission, with the intermediate tensors they bind.
+///
+/// A tensor's buffer goes back to the pool when the tensor is dropped; an intermediate
+/// dropped before the submission could be handed to another tensor whose upload would then
+/// land before these dispatches run. So the intermediates stay here until [`submit`].
+///
+/// [`submit`]: Recording::submit
+#[derive(Default)]
+pub struct Recording {
+    pub dispatches: Vec<Dispatch>,
+    pub temporaries: Vec<Tensor>,
+}
+
+impl Recording {
+    /// Keeps `tensor` alive until the submission.
+    pub fn keep(&mut self, tensor: &Tensor) {
+        self.temporaries.push(tensor.clone());
+    }
+
+    /// Submits the dispatches in order, then releases the intermediates.
+    pub fn submit(self, gpu: &Gpu) -> Result<()> {
+        gpu.submit(&[], &self.dispatches)
+    }
+}
+
 /// A batched product's layout: `batch` products of op(A) [m, k] by op(B) [k, n], each
 /// operand contiguous per batch.
 fn product_shape(
@@ -573,7 +598,7 @@ fn product_shape(
 /// Records out = α·op(a)·op(b) batch by batch, with the variant the matmul rule picks;
 /// nothing when `out` is empty.
 fn push_product(
-    dispatches: &mut Vec<Dispatch>,
+    recording: &mut Recording,
     (a, b, out): (&Tensor, &Tensor, &Tensor),
     shape: &GemmShape,
     alpha: f32,
@@ -589,17 +614,15 @@ fn push_product(
         out,
     };
     let variant = MatmulVariant::choose(a.gpu(), shape);
-    dispatches.push(gemm_dispatch(&operands, shape, alpha, 0.0, variant)?);
+    recording
+        .dispatches
+        .push(gemm_dispatch(&operands, shape, alpha, 0.0, variant)?);
     Ok(())
 }
 
 /// K or V [B, Hkv, L, X] with each head repeated for its group of query heads:
 /// [B, H, L, X] (the input itself when Hkv = H).
-fn repeat_heads(
-    x: &Tensor,
-    dims: &AttentionDims,
-    dispatches: &mut Vec<Dispatch>,
-) -> Result<Tensor> {
+fn repeat_heads(x: &Tensor, dims: &AttentionDims, recording: &mut Recording) -> Result<Tensor> {
     let group = dims.group();
     if group == 1 {
         return Ok(x.clone());
@@ -607,8 +630,9 @@ fn repeat_heads(
     let (batch, kv_heads, len, width) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let single = [batch, kv_heads, 1, len * width];
     let repeated = Tensor::uninit(x.gpu(), &[batch, kv_heads, group, len * width])?;
+    recording.keep(&repeated);
     if repeated.numel() > 0 {
-        dispatches.push(strided_copy_dispatch(
+        recording.dispatches.push(strided_copy_dispatch(
             &x.reshape(&single)?,
             &repeated,
             broadcast_strides(&single, repeated.shape()),
@@ -618,11 +642,7 @@ fn repeat_heads(
 }
 
 /// The gradient of repeated heads [B, H, L, X] summed over each group: [B, Hkv, L, X].
-fn sum_groups(
-    grad: Tensor,
-    dims: &AttentionDims,
-    dispatches: &mut Vec<Dispatch>,
-) -> Result<Tensor> {
+fn sum_groups(grad: Tensor, dims: &AttentionDims, recording: &mut Recording) -> Result<Tensor> {
     let group = dims.group();
     if group == 1 {
         return Ok(grad);
@@ -630,9 +650,12 @@ fn sum_groups(
     let (len, width) = (grad.shape()[2], grad.shape()[3]);
     let grouped = grad.reshape(&[dims.batch, dims.kv_heads, group, len * width])?;
     let summed = Tensor::uninit(grad.gpu(), &[dims.batch, dims.kv_heads, len, width])?;
+    recording.keep(&grad);
     if summed.numel() > 0 {
         let variant = ReduceVariant::choose(len * width, group);
-        dispatches.push(reduce_dispatch(&grouped, &summed, 2, Reduce::Sum, variant)?);
+        recording
+            .dispatches
+            .push(reduce_dispatch(&grouped, &summed, 2, Reduce::Sum, variant)?);
     }
     Ok(summed)
 }
@@ -643,16 +666,17 @@ fn push_scores(
     k_rep: &Tensor,
     dims: &AttentionDims,
     scale: f32,
-    dispatches: &mut Vec<Dispatch>,
+    recording: &mut Recording,
 ) -> Result<Tensor> {
     let scores = Tensor::uninit(q.gpu(), &dims.scores_shape())?;
+    recording.keep(&scores);
     let shape = product_shape(
         dims.batch * dims.heads,
         (dims.q_len, dims.k_len, dims.head_dim),
         false,
         true,
     );
-    push_product(dispatches, (q, k_rep, &scores), &shape, scale)?;
+    push_product(recording, (q, k_rep, &scores), &shape, scale)?;
     Ok(scores)
 }
 
@@ -666,19 +690,33 @@ pub fn attention(
     v: &Tensor,
     options: &AttentionOptions,
 ) -> Result<AttentionForward> {
+    let mut recording = Recording::default();
+    let forward = attention_dispatches(q, k, v, options, &mut recording)?;
+    recording.submit(q.gpu())?;
+    Ok(forward)
+}
+
+/// Records the dispatches of [`attention`] into `recording` (no submit); the returned
+/// tensors hold the results once it has been submitted.
+pub fn attention_dispatches(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: &AttentionOptions,
+    recording: &mut Recording,
+) -> Result<AttentionForward> {
     let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
     q.same_device("attention", k)?;
     q.same_device("attention", v)?;
     check_options(q, &dims, options)?;
     let gpu = q.gpu();
-    let mut dispatches = Vec::new();
-    let k_rep = repeat_heads(k, &dims, &mut dispatches)?;
-    let v_rep = repeat_heads(v, &dims, &mut dispatches)?;
+    let k_rep = repeat_heads(k, &dims, recording)?;
+    let v_rep = repeat_heads(v, &dims, recording)?;
     let scale = options.settings.scale_for(dims.head_dim);
-    let scores = push_scores(q, &k_rep, &dims, scale, &mut dispatches)?;
+    let scores = push_scores(q, &k_rep, &dims, scale, recording)?;
     let probs = Tensor::uninit(gpu, &dims.scores_shape())?;
     if probs.numel() > 0 {
-        dispatches.push(masked_softmax_dispatch(
+        recording.dispatches.push(masked_softmax_dispatch(
             &scores, &probs, &dims, options, false,
         )?);
     }
@@ -690,8 +728,7 @@ pub fn attention(
         false,
         false,
     );
-    push_product(&mut dispatches, (&probs, &v_rep, &output), &shape, 1.0)?;
-    gpu.submit(&[], &dispatches)?;
+    push_product(recording, (&probs, &v_rep, &output), &shape, 1.0)?;
     Ok(AttentionForward { output, probs })
 }
 
@@ -702,17 +739,17 @@ pub fn attention_logits(q: &Tensor, k: &Tensor, options: &AttentionOptions) -> R
     let dims = AttentionDims::from_shapes(q.shape(), k.shape(), k.shape())?;
     q.same_device("attention", k)?;
     check_options(q, &dims, options)?;
-    let mut dispatches = Vec::new();
-    let k_rep = repeat_heads(k, &dims, &mut dispatches)?;
+    let mut recording = Recording::default();
+    let k_rep = repeat_heads(k, &dims, &mut recording)?;
     let scale = options.settings.scale_for(dims.head_dim);
-    let scores = push_scores(q, &k_rep, &dims, scale, &mut dispatches)?;
+    let scores = push_scores(q, &k_rep, &dims, scale, &mut recording)?;
     let logits = Tensor::uninit(q.gpu(), &dims.scores_shape())?;
     if logits.numel() > 0 {
-        dispatches.push(masked_softmax_dispatch(
+        recording.dispatches.push(masked_softmax_dispatch(
             &scores, &logits, &dims, options, true,
         )?);
     }
-    q.gpu().submit(&[], &dispatches)?;
+    recording.submit(q.gpu())?;
     Ok(logits)
 }
 
@@ -727,6 +764,22 @@ pub fn attention_backward(
     probs: &Tensor,
     grad_output: &Tensor,
     options: &AttentionOptions,
+) -> Result<AttentionGradients> {
+    let mut recording = Recording::default();
+    let grads =
+        attention_backward_dispatches((q, k, v), probs, grad_output, options, &mut recording)?;
+    recording.submit(q.gpu())?;
+    Ok(grads)
+}
+
+/// Records the dispatches of [`attention_backward`] into `recording` (no submit). They may
+/// follow the forward's in the same recording: `probs` is read when they run.
+pub fn attention_backward_dispatches(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    probs: &Tensor,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+    recording: &mut Recording,
 ) -> Result<AttentionGradients> {
     let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
     for (name, tensor, shape) in [
@@ -754,36 +807,27 @@ pub fn attention_backward(
     let batches = dims.batch * dims.heads;
     let (lq, lk, d, dv) = (dims.q_len, dims.k_len, dims.head_dim, dims.value_dim);
     let scale = options.settings.scale_for(d);
-    let mut dispatches = Vec::new();
-    let k_rep = repeat_heads(k, &dims, &mut dispatches)?;
-    let v_rep = repeat_heads(v, &dims, &mut dispatches)?;
+    let k_rep = repeat_heads(k, &dims, recording)?;
+    let v_rep = repeat_heads(v, &dims, recording)?;
 
     // dV = Pᵀ·dO and dP = dO·Vᵀ.
     let grad_v_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, dv])?;
     let shape = product_shape(batches, (lk, dv, lq), true, false);
-    push_product(
-        &mut dispatches,
-        (probs, grad_output, &grad_v_rep),
-        &shape,
-        1.0,
-    )?;
+    push_product(recording, (probs, grad_output, &grad_v_rep), &shape, 1.0)?;
     let grad_probs = Tensor::uninit(gpu, &dims.scores_shape())?;
+    recording.keep(&grad_probs);
     let shape = product_shape(batches, (lq, lk, dv), false, true);
-    push_product(
-        &mut dispatches,
-        (grad_output, &v_rep, &grad_probs),
-        &shape,
-        1.0,
-    )?;
+    push_product(recording, (grad_output, &v_rep, &grad_probs), &shape, 1.0)?;
 
     // dS through the softmax (and the softcap, whose derivative needs the uncapped S).
     let scores = match options.settings.softcap {
-        Some(cap) => Some((push_scores(q, &k_rep, &dims, scale, &mut dispatches)?, cap)),
+        Some(cap) => Some((push_scores(q, &k_rep, &dims, scale, recording)?, cap)),
         None => None,
     };
     let grad_scores = Tensor::uninit(gpu, &dims.scores_shape())?;
+    recording.keep(&grad_scores);
     if grad_scores.numel() > 0 {
-        dispatches.push(masked_softmax_backward_dispatch(
+        recording.dispatches.push(masked_softmax_backward_dispatch(
             probs,
             &grad_probs,
             scores.as_ref().map(|(s, cap)| (s, *cap)),
@@ -795,24 +839,13 @@ pub fn attention_backward(
     // dQ = dS·K·scale and dK = dSᵀ·Q·scale.
     let grad_q = Tensor::uninit(gpu, q.shape())?;
     let shape = product_shape(batches, (lq, d, lk), false, false);
-    push_product(
-        &mut dispatches,
-        (&grad_scores, &k_rep, &grad_q),
-        &shape,
-        scale,
-    )?;
+    push_product(recording, (&grad_scores, &k_rep, &grad_q), &shape, scale)?;
     let grad_k_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, d])?;
     let shape = product_shape(batches, (lk, d, lq), true, false);
-    push_product(
-        &mut dispatches,
-        (&grad_scores, q, &grad_k_rep),
-        &shape,
-        scale,
-    )?;
+    push_product(recording, (&grad_scores, q, &grad_k_rep), &shape, scale)?;
 
-    let grad_k = sum_groups(grad_k_rep, &dims, &mut dispatches)?;
-    let grad_v = sum_groups(grad_v_rep, &dims, &mut dispatches)?;
-    gpu.submit(&[], &dispatches)?;
+    let grad_k = sum_groups(grad_k_rep, &dims, recording)?;
+    let grad_v = sum_groups(grad_v_rep, &dims, recording)?;
     Ok(AttentionGradients {
         query: grad_q,
         key: grad_k,
