@@ -7,8 +7,9 @@ mod common;
 
 use common::{assert_close, assert_gradient, assert_within, gpu, numeric_gradient, weighted_sum};
 use shadergrad::kernels::attention::{
-    attention_cpu, concat_cpu, AttentionCpuInputs, AttentionCpuOutput, AttentionDims,
-    AttentionMask, AttentionSettings, CpuMask, MAX_REACH,
+    attention_cpu, concat_cpu, masked_softmax_backward_dispatch, masked_softmax_dispatch,
+    AttentionCpuInputs, AttentionCpuOutput, AttentionDims, AttentionMask, AttentionSettings,
+    CpuMask, MAX_REACH,
 };
 use shadergrad::rng::Rng;
 use shadergrad::{
@@ -721,6 +722,49 @@ fn bad_arguments_are_errors_naming_the_values() {
         message.contains("probs must have shape [2, 4, 3, 5]"),
         "{message}"
     );
+}
+
+#[test]
+fn launchers_and_devices_are_checked() {
+    let scenario = Scenario::new((1, 2, 2), (3, 4), (2, 2));
+    let up = scenario.upload(&scenario.inputs(3));
+    let none = AttentionOptions::default();
+    let dims = scenario.dims;
+    let scores = upload(&[0.0; 24], &[1, 2, 3, 4]);
+    let wrong = upload(&[0.0; 24], &[1, 2, 4, 3]);
+    let message = masked_softmax_dispatch(&scores, &wrong, &dims, &none, false)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("[1, 2, 4, 3]") && message.contains("must be [B, H, Lq, Lk]"),
+        "{message}"
+    );
+    let message = masked_softmax_backward_dispatch(&scores, &wrong, None, &scores, 4)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("must share one shape"), "{message}");
+    let message = masked_softmax_backward_dispatch(&scores, &scores, None, &scores, 3)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("the 3 keys"), "{message}");
+
+    // Tensors of another device (a second device on the same adapter).
+    let other = shadergrad::Gpu::default_adapter().unwrap();
+    let foreign_k = Tensor::from_slice(&other, &[0.0; 16], &[1, 2, 4, 2]).unwrap();
+    let message = attention(&up.q, &foreign_k, &up.v, &none)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("different devices"), "{message}");
+    let foreign_lengths = Indices::from_slice(&other, &[1], &[1]).unwrap();
+    let message = attention(&up.q, &up.k, &up.v, &none.key_lengths(&foreign_lengths))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("attention key lengths"), "{message}");
 }
 
 #[test]

@@ -185,3 +185,37 @@ fn the_runner_compares_every_output_of_a_multi_output_op() {
         "{message}"
     );
 }
+
+#[test]
+fn malformed_attention_cases_fail_with_the_reason() {
+    let failure = |name: &str, edit: &dyn Fn(&Path)| match run_edited_case(name, edit) {
+        Outcome::Fail(message) => message,
+        outcome => panic!("{name}: expected a failure, got {outcome:?}"),
+    };
+    let message = failure("test_attention_4d_with_past_and_present", &|dir| {
+        edit_case_json(dir, "\"past_value.npy\"", "\"\"");
+    });
+    assert!(
+        message.contains("past_key and past_value must be given together"),
+        "{message}"
+    );
+    let message = failure("test_attention_4d_with_qk_matmul", &|dir| {
+        edit_case_json(
+            dir,
+            "\"attributes\": {}",
+            "\"attributes\": {\"qk_matmul_output_mode\": 7}",
+        );
+    });
+    assert!(message.contains("qk_matmul_output_mode is 7"), "{message}");
+    let message = failure("test_attention_3d", &|dir| {
+        edit_case_json(dir, "\"q_num_heads\": 3", "\"q_num_heads\": 5");
+    });
+    assert!(
+        message.contains("[2, 4, 24] is not [B, L, heads·size] with 5 heads"),
+        "{message}"
+    );
+    let message = failure("test_attention_local_window", &|dir| {
+        edit_case_json(dir, "\"left_window_size\": 2", "\"left_window_size\": -3");
+    });
+    assert!(message.contains("left_window_size is -3"), "{message}");
+}

@@ -410,6 +410,16 @@ pub fn masked_softmax_dispatch(
     write_logits: bool,
 ) -> Result<Dispatch> {
     check_options(scores, dims, options)?;
+    for tensor in [scores, out] {
+        if tensor.shape() != dims.scores_shape() {
+            return Err(Error::ShapeMismatch {
+                op: "masked softmax",
+                lhs: tensor.shape().to_vec(),
+                rhs: dims.scores_shape().to_vec(),
+                expected: "the scores and the output must be [B, H, Lq, Lk]".into(),
+            });
+        }
+    }
     let gpu = scores.gpu();
     let settings = &options.settings;
     let lengths = options.key_lengths;
@@ -483,6 +493,20 @@ pub fn masked_softmax_backward_dispatch(
     k_len: usize,
 ) -> Result<Dispatch> {
     let gpu = probs.gpu();
+    let same_shapes = [grad_probs, grad_scores]
+        .into_iter()
+        .chain(softcapped.map(|(scores, _)| scores))
+        .all(|t| t.shape() == probs.shape());
+    if !same_shapes || probs.shape().last() != Some(&k_len) {
+        return Err(Error::ShapeMismatch {
+            op: "masked softmax backward",
+            lhs: probs.shape().to_vec(),
+            rhs: grad_probs.shape().to_vec(),
+            expected: format!(
+                "P, dP, dS (and S) must share one shape whose last axis is the {k_len} keys"
+            ),
+        });
+    }
     let rows = probs.numel().checked_div(k_len).unwrap_or(0);
     let params = BackwardParams {
         rows: rows as u32,
