@@ -147,7 +147,8 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
 
-    // Pass 2: every element of the row, 0 (or −∞ for logits) where masked.
+    // Pass 2: every element of the row, 0 (or −∞ for logits) where masked. The sum is 0
+    // only when no key is kept, and then inv_sum is never used.
     let inv_sum = 1.0 / sum;
     for (var j = 0u; j < p.k_len; j++) {
         var keep = j >= lo && j < hi;
