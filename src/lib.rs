@@ -28,6 +28,10 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
+pub use kernels::attention::{
+    attention, attention_backward, attention_logits, AttentionForward, AttentionGradients,
+    AttentionOptions, MaskKind, QueryAlignment,
+};
 pub use kernels::conv::{Conv1d, Conv2d, ConvGradients, ConvVariant, MaxPool1d};
 pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::gather::GroupedPositions;

@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 17] = [
+const IMPLEMENTED_OPS: [&str; 18] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -27,6 +27,7 @@ const IMPLEMENTED_OPS: [&str; 17] = [
     "Gather",
     "Conv",
     "MaxPool",
+    "Attention",
 ];
 
 fn data_dir() -> PathBuf {
@@ -292,4 +293,58 @@ fn conv_and_max_pool_skip_the_modes_the_engine_lacks() {
         outcome,
         Outcome::Skip("MaxPool: ceil_mode 1 is not implemented".into())
     );
+}
+
+#[test]
+fn the_runner_compares_every_output_of_a_multi_output_op() {
+    // Attention's third output, present_value [2, 3, 18, 8]: its last element becomes 12345,
+    // while Y and present_key stay right.
+    let outcome = run_edited_case("test_attention_4d_with_past_and_present", |dir| {
+        overwrite_last_value(dir, "present_value.npy", 12345.0);
+    });
+    let Outcome::Fail(message) = outcome else {
+        panic!("a wrong second output must fail, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with(
+            "test_attention_4d_with_past_and_present: present_value.npy: element 863 (index [1, 2, 17, 7])"
+        ) && message.contains("ONNX expects 12345")
+            && !message.contains("Y.npy")
+            && !message.contains("present_key.npy"),
+        "{message}"
+    );
+}
+
+#[test]
+fn malformed_attention_cases_fail_with_the_reason() {
+    let failure = |name: &str, edit: &dyn Fn(&Path)| match run_edited_case(name, edit) {
+        Outcome::Fail(message) => message,
+        outcome => panic!("{name}: expected a failure, got {outcome:?}"),
+    };
+    let message = failure("test_attention_4d_with_past_and_present", &|dir| {
+        edit_case_json(dir, "\"past_value.npy\"", "\"\"");
+    });
+    assert!(
+        message.contains("past_key and past_value must be given together"),
+        "{message}"
+    );
+    let message = failure("test_attention_4d_with_qk_matmul", &|dir| {
+        edit_case_json(
+            dir,
+            "\"attributes\": {}",
+            "\"attributes\": {\"qk_matmul_output_mode\": 7}",
+        );
+    });
+    assert!(message.contains("qk_matmul_output_mode is 7"), "{message}");
+    let message = failure("test_attention_3d", &|dir| {
+        edit_case_json(dir, "\"q_num_heads\": 3", "\"q_num_heads\": 5");
+    });
+    assert!(
+        message.contains("[2, 4, 24] is not [B, L, heads·size] with 5 heads"),
+        "{message}"
+    );
+    let message = failure("test_attention_local_window", &|dir| {
+        edit_case_json(dir, "\"left_window_size\": 2", "\"left_window_size\": -3");
+    });
+    assert!(message.contains("left_window_size is -3"), "{message}");
 }

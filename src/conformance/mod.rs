@@ -24,6 +24,10 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::attention::{
+    attention, attention_logits, AttentionMask, AttentionOptions, AttentionSettings, MaskKind,
+    QueryAlignment,
+};
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
@@ -392,9 +396,6 @@ impl Case {
 /// Why an op the runner does not implement is skipped, naming the work that brings it.
 fn not_implemented_reason(op: &str) -> String {
     match op {
-        "Attention" => {
-            format!("{op} is not implemented yet: it comes with the kernel-library issue")
-        }
         "RNN" | "GRU" | "LSTM" => {
             format!("{op} is not implemented yet: it comes with the recurrent issue")
         }
@@ -417,6 +418,7 @@ enum Op {
     Gather,
     Conv,
     MaxPool,
+    Attention,
 }
 
 impl Op {
@@ -439,6 +441,7 @@ impl Op {
             "Gather" => Op::Gather,
             "Conv" => Op::Conv,
             "MaxPool" => Op::MaxPool,
+            "Attention" => Op::Attention,
             _ => return None,
         })
     }
@@ -472,6 +475,25 @@ impl Op {
                 "pads",
                 "storage_order",
                 "strides",
+            ],
+            // Attention-25 adds the sliding window.
+            Op::Attention if opset >= 25 => &[
+                "is_causal",
+                "kv_num_heads",
+                "left_window_size",
+                "q_num_heads",
+                "qk_matmul_output_mode",
+                "right_window_size",
+                "scale",
+                "softcap",
+            ],
+            Op::Attention => &[
+                "is_causal",
+                "kv_num_heads",
+                "q_num_heads",
+                "qk_matmul_output_mode",
+                "scale",
+                "softcap",
             ],
         }
     }
@@ -673,6 +695,7 @@ impl Op {
                 normalize(&flat, -1)?.reshape(x.shape())
             }
             Op::SoftmaxCrossEntropyLoss => return softmax_cross_entropy_loss(case, inputs),
+            Op::Attention => return run_attention(case, inputs),
             Op::Gather => {
                 let data = inputs.tensor(0)?;
                 let axis = resolve_axis(
@@ -690,6 +713,203 @@ impl Op {
         }?;
         Ok(vec![y])
     }
+}
+
+/// ONNX Attention (opsets 23 to 25) on [`attention`]. Outputs: Y, present_key,
+/// present_value, and qk_matmul_output when the case asks for it.
+///
+/// - 3-D inputs [B, L, heads·size] are split into heads (`q_num_heads`, `kv_num_heads`)
+///   and Y is merged back; 4-D inputs are [B, heads, L, size].
+/// - past_key/past_value are concatenated before the new keys and values along the
+///   sequence: those are present_key/present_value (K and V themselves without a cache).
+/// - Query positions follow ONNX: offset = the cache length with past_key, valid keys − Lq
+///   per batch with nonpad_kv_seqlen (which also pads), else 0 (top-left). Causal masking
+///   and the window (`left_window_size`, `right_window_size`, −1 unbounded) use them.
+/// - attn_mask is additive; one narrower than the keys is padded with −∞ (masked).
+/// - qk_matmul_output_mode: 0 the scaled Q·Kᵀ, 1 after the softcap, 2 after the masks
+///   too (−∞ where masked), 3 the probabilities.
+fn run_attention(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
+    let (q, k, v) = (inputs.tensor(0)?, inputs.tensor(1)?, inputs.tensor(2)?);
+    let three_d = q.rank() == 3;
+    let (q, k, v) = if three_d {
+        let q_heads = case.int_attribute("q_num_heads", 0)?;
+        let kv_heads = case.int_attribute("kv_num_heads", 0)?;
+        (
+            split_heads(case, &q, q_heads)?,
+            split_heads(case, &k, kv_heads)?,
+            split_heads(case, &v, kv_heads)?,
+        )
+    } else {
+        (q, k, v)
+    };
+    let (k, v, past_len) = match (inputs.optional_tensor(4)?, inputs.optional_tensor(5)?) {
+        (Some(past_key), Some(past_value)) => (
+            Tensor::concat(&[&past_key, &k], 2)?,
+            Tensor::concat(&[&past_value, &v], 2)?,
+            Some(past_key.shape().get(2).copied().unwrap_or(0)),
+        ),
+        (None, None) => (k, v, None),
+        _ => {
+            return Err(Error::format(
+                case.json_path(),
+                "past_key and past_value must be given together",
+            ))
+        }
+    };
+    let key_lengths = match inputs.optional_ints(6)? {
+        Some(_) if past_len.is_some() => {
+            return Err(Error::format(
+                case.json_path(),
+                "nonpad_kv_seqlen cannot be combined with past_key/past_value",
+            ))
+        }
+        Some(lengths) => {
+            let lengths = lengths
+                .iter()
+                .map(|&n| u32::try_from(n))
+                .collect::<std::result::Result<Vec<u32>, _>>()
+                .map_err(|_| {
+                    Error::format(
+                        case.json_path(),
+                        format!("nonpad_kv_seqlen {lengths:?} holds a value outside 0..2³²"),
+                    )
+                })?;
+            Some(Indices::from_slice(q.gpu(), &lengths, &[lengths.len()])?)
+        }
+        None => None,
+    };
+    let k_len = k.shape().get(2).copied().unwrap_or(0);
+    let mask = attention_mask(inputs, 3, k_len)?;
+
+    let window = |name: &str| -> Result<Option<u32>> {
+        match case.int_attribute(name, -1)? {
+            -1 => Ok(None),
+            reach => u32::try_from(reach).map(Some).map_err(|_| {
+                Error::format(
+                    case.json_path(),
+                    format!("{name} is {reach}, expected -1 or a non-negative reach"),
+                )
+            }),
+        }
+    };
+    let softcap = case.float_attribute("softcap", 0.0)?;
+    let settings = AttentionSettings {
+        scale: case
+            .attributes
+            .contains_key("scale")
+            .then(|| case.float_attribute("scale", 1.0))
+            .transpose()?,
+        causal: case.int_attribute("is_causal", 0)? != 0,
+        alignment: match (past_len, &key_lengths) {
+            (Some(past_len), _) => {
+                QueryAlignment::Offset(i32::try_from(past_len).map_err(|_| {
+                    Error::invalid("Attention", format!("a cache of {past_len} positions"))
+                })?)
+            }
+            (None, Some(_)) => QueryAlignment::EndOfValidKeys,
+            (None, None) => QueryAlignment::Offset(0),
+        },
+        window_left: window("left_window_size")?,
+        window_right: window("right_window_size")?,
+        softcap: (softcap > 0.0).then_some(softcap),
+    };
+    let options = AttentionOptions {
+        settings,
+        key_lengths: key_lengths.as_ref(),
+        mask: mask.as_ref().map(|values| AttentionMask {
+            kind: MaskKind::Additive,
+            values,
+        }),
+    };
+    let forward = attention(&q, &k, &v, &options)?;
+    let y = if three_d {
+        merge_heads(&forward.output)?
+    } else {
+        forward.output
+    };
+    let mut outputs = vec![y, k.clone(), v];
+    if case.outputs.get(3).is_some_and(Option::is_some) {
+        let unmasked = |softcap| AttentionOptions {
+            settings: AttentionSettings {
+                scale: settings.scale,
+                softcap,
+                ..AttentionSettings::default()
+            },
+            ..AttentionOptions::default()
+        };
+        outputs.push(match case.int_attribute("qk_matmul_output_mode", 0)? {
+            0 => attention_logits(&q, &k, &unmasked(None))?,
+            1 => attention_logits(&q, &k, &unmasked(settings.softcap))?,
+            2 => attention_logits(&q, &k, &options)?,
+            3 => forward.probs,
+            mode => {
+                return Err(Error::format(
+                    case.json_path(),
+                    format!("qk_matmul_output_mode is {mode}, expected 0, 1, 2 or 3"),
+                ))
+            }
+        });
+    }
+    Ok(outputs)
+}
+
+/// [B, L, heads·size] as [B, heads, L, size].
+fn split_heads(case: &Case, x: &Tensor, heads: i64) -> Result<Tensor> {
+    let split = match (x.shape(), usize::try_from(heads)) {
+        (&[batch, len, hidden], Ok(heads)) if heads > 0 && hidden % heads == 0 => {
+            [batch, len, heads, hidden / heads]
+        }
+        _ => {
+            return Err(Error::format(
+                case.json_path(),
+                format!(
+                    "input {:?} is not [B, L, heads·size] with {heads} heads",
+                    x.shape()
+                ),
+            ))
+        }
+    };
+    x.reshape(&split)?.permute(&[0, 2, 1, 3])
+}
+
+/// [B, heads, L, size] as [B, L, heads·size].
+fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let [batch, heads, len, size] = x.shape() else {
+        return Err(Error::invalid(
+            "Attention",
+            format!("expected a 4-D output, got {:?}", x.shape()),
+        ));
+    };
+    let merged = [*batch, *len, heads * size];
+    x.permute(&[0, 2, 1, 3])?.reshape(&merged)
+}
+
+/// The attention mask input `index` as an additive mask over `k_len` keys: a mask with
+/// fewer columns is padded with −∞, as ONNX pads a mask shorter than past + new keys.
+fn attention_mask(inputs: &Inputs, index: usize, k_len: usize) -> Result<Option<Tensor>> {
+    let Some(array) = inputs.array(index) else {
+        return Ok(None);
+    };
+    let npy::Data::F32(values) = &array.data else {
+        return Err(inputs.wrong_type(index, "float32 (an additive mask)"));
+    };
+    let width = array.shape.last().copied().unwrap_or(1);
+    if array.shape.is_empty() || width >= k_len || width == 0 {
+        return Tensor::from_slice(inputs.gpu, values, &array.shape).map(Some);
+    }
+    let padded: Vec<f32> = values
+        .chunks(width)
+        .flat_map(|row| {
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat_n(f32::NEG_INFINITY, k_len - width))
+        })
+        .collect();
+    let mut shape = array.shape.clone();
+    if let Some(last) = shape.last_mut() {
+        *last = k_len;
+    }
+    Tensor::from_slice(inputs.gpu, &padded, &shape).map(Some)
 }
 
 /// SoftmaxCrossEntropyLoss-13: scores [N, C, d1, …], int64 labels [N, d1, …], optional

@@ -2,6 +2,7 @@
 //! (recording a [`crate::gpu::Dispatch`]), its CPU reference, and its eager calls on
 //! [`crate::Tensor`].
 
+pub mod attention;
 pub mod conv;
 pub mod copy;
 pub mod elementwise;
@@ -17,6 +18,7 @@ use crate::gpu::{Gpu, ShaderSource};
 /// Every shader of the crate, for validation and for listing.
 pub static SHADERS: &[&ShaderSource] = &[
     &conv::SHADER,
+    &attention::SHADER,
     &copy::SHADER,
     &elementwise::SHADER,
     &layernorm::SHADER,

@@ -1,0 +1,212 @@
+// Attention: the masked, scaled row softmax that sits between the two batched products of
+// scaled dot-product attention, and its backward.
+//
+// The products themselves run on the matmul kernels: S = Q·Kᵀ·scale before `masked_softmax`,
+// O = P·V after it. The scores S are [rows, k_len] with rows = batch·heads·q_len, row
+// r = (b·heads + h)·q_len + i for query i of head h of batch b.
+//
+// Which keys a query may see. Query i sits at key position pos = i + offset, where offset is
+// params.offset, or valid_b − q_len with OFFSET_FROM_LENGTHS, valid_b = min(key_lengths[b],
+// k_len) being the number of valid keys of batch b. Key j is masked when
+// - KEY_LENGTHS and j ≥ key_lengths[b] (padding),
+// - CAUSAL and j > pos,
+// - params.left ≥ 0 and j < pos − left, or params.right ≥ 0 and j > pos + right (window),
+// - MASK = 1 (additive) and mask[b, h, i, j] is −∞; otherwise that value is added,
+// - MASK = 2 (boolean) and mask[b, h, i, j] is 0.
+// The first four leave a contiguous range [lo, hi) of keys, so a row loops over that range
+// only. A row where every key is masked gets P = 0 (never NaN).
+//
+// One invocation per row: on CPU-like adapters a row loop is the fastest form, and it needs
+// no workgroup barrier. Infinities are recognised by their bits, not by float comparison,
+// so that a compiler that assumes finite math cannot drop the test.
+
+override MASK: u32 = 0u;                  // 0 none, 1 additive, 2 boolean
+override KEY_LENGTHS: bool = false;
+override CAUSAL: bool = false;
+override OFFSET_FROM_LENGTHS: bool = false;  // only with KEY_LENGTHS
+override SOFTCAP: bool = false;           // S ← c·tanh(S/c) before masking, c = params.softcap
+override WRITE_LOGITS: bool = false;      // write the masked logits (−∞ where masked), not P
+
+const NEG_INF_BITS: u32 = 0xff800000u;
+// tanh(±15) is ±1 in f32; clamping keeps tanh's exp-based forms away from inf/inf.
+const TANH_LIMIT: f32 = 15.0;
+
+struct Params {
+    batch: u32,
+    heads: u32,
+    q_len: u32,
+    k_len: u32,
+    mask_strides: vec4<u32>,   // mask element of (b, h, i, j): Σ index·stride, 0 where broadcast
+    offset: i32,
+    left: i32,                 // window reach to the left, −1 for none
+    right: i32,                // window reach to the right, −1 for none
+    softcap: f32,
+}
+
+@group(0) @binding(0) var<storage, read> scores: array<f32>;
+@group(0) @binding(1) var<storage, read> mask: array<f32>;
+@group(0) @binding(2) var<storage, read> key_lengths: array<u32>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+fn capped(s: f32) -> f32 {
+    if SOFTCAP {
+        return params.softcap * tanh(clamp(s / params.softcap, -TANH_LIMIT, TANH_LIMIT));
+    }
+    return s;
+}
+
+// The keys [lo, hi) that padding, causality and the window leave to query i of batch b.
+fn key_range(b: u32, i: u32) -> vec2<i32> {
+    let p = params;
+    var valid = i32(p.k_len);
+    if KEY_LENGTHS {
+        valid = i32(min(key_lengths[b], p.k_len));
+    }
+    var offset = p.offset;
+    if OFFSET_FROM_LENGTHS {
+        offset = valid - i32(p.q_len);
+    }
+    let pos = i32(i) + offset;
+    var lo = 0;
+    var hi = valid;
+    if CAUSAL {
+        hi = min(hi, pos + 1);
+    }
+    if p.left >= 0 {
+        lo = max(lo, pos - p.left);
+    }
+    if p.right >= 0 {
+        hi = min(hi, pos + p.right + 1);
+    }
+    return vec2<i32>(lo, max(hi, lo));
+}
+
+// The element of the mask tensor for key j, with `mask_base` the offset of (b, h, i, 0).
+fn mask_at(mask_base: u32, j: u32) -> f32 {
+    return mask[mask_base + j * params.mask_strides.w];
+}
+
+// Whether the mask tensor masks key j (MASK ≠ 0 only).
+fn masked_by_tensor(m: f32) -> bool {
+    if MASK == 1u {
+        return bitcast<u32>(m) == NEG_INF_BITS;
+    }
+    return m == 0.0;
+}
+
+// The logit of a key the mask tensor leaves: capped score plus the additive mask.
+fn logit(s: f32, m: f32) -> f32 {
+    if MASK == 1u {
+        return capped(s) + m;
+    }
+    return capped(s);
+}
+
+@compute @workgroup_size(256)
+fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let p = params;
+    let row = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if row >= p.batch * p.heads * p.q_len {
+        return;
+    }
+    let i = row % p.q_len;
+    let h = (row / p.q_len) % p.heads;
+    let b = row / (p.q_len * p.heads);
+    let range = key_range(b, i);
+    let lo = u32(range.x);
+    let hi = u32(range.y);
+    let base = row * p.k_len;
+    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+
+    // Pass 1: the running maximum and the sum of exp(z − max), rescaled when the max grows.
+    var any = false;
+    var top = 0.0;
+    var sum = 0.0;
+    for (var j = lo; j < hi; j++) {
+        var m = 0.0;
+        if MASK != 0u {
+            m = mask_at(mask_base, j);
+            if masked_by_tensor(m) {
+                continue;
+            }
+        }
+        let z = logit(scores[base + j], m);
+        if !any {
+            any = true;
+            top = z;
+            sum = 1.0;
+        } else if z > top {
+            sum = sum * exp(top - z) + 1.0;
+            top = z;
+        } else {
+            sum += exp(z - top);
+        }
+    }
+
+    // Pass 2: every element of the row, 0 (or −∞ for logits) where masked. The sum is 0
+    // only when no key is kept, and then inv_sum is never used.
+    let inv_sum = 1.0 / sum;
+    for (var j = 0u; j < p.k_len; j++) {
+        var keep = j >= lo && j < hi;
+        var m = 0.0;
+        if keep && MASK != 0u {
+            m = mask_at(mask_base, j);
+            keep = !masked_by_tensor(m);
+        }
+        if WRITE_LOGITS {
+            if keep {
+                probs[base + j] = logit(scores[base + j], m);
+            } else {
+                probs[base + j] = bitcast<f32>(NEG_INF_BITS);
+            }
+        } else if keep {
+            probs[base + j] = exp(logit(scores[base + j], m) - top) * inv_sum;
+        } else {
+            probs[base + j] = 0.0;
+        }
+    }
+}
+
+// Backward of the softmax: dS = P ⊙ (dP − rowsum(dP ⊙ P)), times the softcap's derivative
+// 1 − tanh²(S/c) with SOFTCAP. Masked keys have P = 0, so they get dS = 0, and so does a
+// fully masked row. Same row layout as `masked_softmax`; S is read only with SOFTCAP.
+
+struct BackwardParams {
+    rows: u32,
+    k_len: u32,
+    softcap: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> bw_probs: array<f32>;
+@group(0) @binding(1) var<storage, read> bw_grad_probs: array<f32>;
+@group(0) @binding(2) var<storage, read> bw_scores: array<f32>;
+@group(0) @binding(3) var<storage, read_write> bw_grad_scores: array<f32>;
+@group(0) @binding(4) var<uniform> bw_params: BackwardParams;
+
+@compute @workgroup_size(256)
+fn masked_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let p = bw_params;
+    let row = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if row >= p.rows {
+        return;
+    }
+    let base = row * p.k_len;
+    var dot = 0.0;
+    for (var j = 0u; j < p.k_len; j++) {
+        dot += bw_probs[base + j] * bw_grad_probs[base + j];
+    }
+    for (var j = 0u; j < p.k_len; j++) {
+        var ds = bw_probs[base + j] * (bw_grad_probs[base + j] - dot);
+        if SOFTCAP {
+            let t = tanh(clamp(bw_scores[base + j] / p.softcap, -TANH_LIMIT, TANH_LIMIT));
+            ds *= 1.0 - t * t;
+        }
+        bw_grad_scores[base + j] = ds;
+    }
+}

@@ -1,0 +1,963 @@
+//! Scaled dot-product attention over several heads (`shaders/attention.wgsl`), forward and
+//! backward, for Seq2Seq-with-attention and Transformers.
+//!
+//! For queries Q [B, H, Lq, D], keys K [B, Hkv, Lk, D] and values V [B, Hkv, Lk, Dv]:
+//!
+//! ```text
+//! S = Q·Kᵀ·scale            (scale = 1/√D unless given)
+//! S ← c·tanh(S/c)           (optional softcap c)
+//! S ← S + mask, masked keys → −∞
+//! P = softmax(S) along the keys; a row whose keys are all masked is P = 0
+//! O = P·V                   [B, H, Lq, Dv]
+//! ```
+//!
+//! The two products run on the batched matmul kernels, batched over B·H; this family adds
+//! the masked row softmax between them and its backward (a key/value cache grows with
+//! [`Tensor::concat`]). A query head h uses key/value head h / (H / Hkv), so Hkv < H is grouped-query
+//! attention (Hkv = 1: multi-query); the keys and values are repeated per query head on
+//! the GPU, and their gradients summed back over each group.
+//!
+//! Masks ([`AttentionOptions`]): causal (a key after the query's position), a sliding
+//! window around it, key padding (per-batch key lengths), and a mask tensor, additive or
+//! boolean, broadcastable to [B, H, Lq, Lk] as ONNX's `attn_mask`. Query i sits at key
+//! position i + offset, with the offset given by [`QueryAlignment`].
+//!
+//! The backward needs P, which the forward returns, and recomputes S only with a softcap:
+//! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's derivative),
+//! dQ = dS·K·scale, dK = dSᵀ·Q·scale.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::kernels::copy::strided_copy_dispatch;
+use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
+use crate::kernels::{broadcast_shapes, broadcast_strides, WORKGROUP_1D};
+use crate::tensor::{Indices, Tensor};
+
+pub static SHADER: ShaderSource = ShaderSource {
+    family: "attention",
+    wgsl: include_str!("../../shaders/attention.wgsl"),
+};
+
+/// The largest offset or window reach, in positions, that the kernels take: beyond it the
+/// 32-bit position arithmetic of the shader could overflow. Every tensor axis is shorter.
+pub const MAX_REACH: u32 = 1 << 28;
+
+/// Where the queries sit among the keys: query i is at key position i + offset. Causal
+/// masking and the window are measured from that position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryAlignment {
+    /// A fixed offset: `Offset(0)` aligns the first query with the first key (top-left);
+    /// with a key cache of P positions before the new keys, `Offset(P)` (ONNX's rule).
+    Offset(i32),
+    /// The queries are the last Lq of the Lk key positions: offset Lk − Lq (bottom-right).
+    /// The same as `Offset(0)` when Lq = Lk; right for decoding with a key cache.
+    #[default]
+    End,
+    /// Per batch, the queries are the last Lq of the valid keys: offset min(len_b, Lk) − Lq
+    /// with the key lengths of [`AttentionOptions::key_lengths`] (ONNX's rule for
+    /// `nonpad_kv_seqlen`). Without key lengths every key is valid: the same as `End`.
+    EndOfValidKeys,
+}
+
+/// How the values of a mask tensor act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    /// Added to the scores after the softcap; −∞ masks the key.
+    Additive,
+    /// 0 masks the key, any other value keeps it.
+    Boolean,
+}
+
+impl MaskKind {
+    fn code(self) -> u32 {
+        match self {
+            MaskKind::Additive => 1,
+            MaskKind::Boolean => 2,
+        }
+    }
+}
+
+/// A mask tensor, broadcastable (numpy rules) to the scores' shape [B, H, Lq, Lk].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionMask<'a> {
+    pub kind: MaskKind,
+    pub values: &'a Tensor,
+}
+
+/// The settings of attention that are plain values (no tensors).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AttentionSettings {
+    /// Multiplies Q·Kᵀ; `None` is 1/√D (1 when D = 0).
+    pub scale: Option<f32>,
+    /// Masks every key after the query's position.
+    pub causal: bool,
+    /// Where the queries sit among the keys.
+    pub alignment: QueryAlignment,
+    /// Masks keys more than this many positions before the query's position.
+    pub window_left: Option<u32>,
+    /// Masks keys more than this many positions after the query's position.
+    pub window_right: Option<u32>,
+    /// Caps the scores smoothly: S ← c·tanh(S/c), before the mask is added; c > 0.
+    pub softcap: Option<f32>,
+}
+
+impl AttentionSettings {
+    /// The scale for head size `head_dim`: the one given, or 1/√D.
+    pub fn scale_for(&self, head_dim: usize) -> f32 {
+        self.scale
+            .unwrap_or_else(|| 1.0 / (head_dim.max(1) as f32).sqrt())
+    }
+
+    /// The offset of query i's key position, for batch b with `valid_keys` valid keys.
+    pub fn offset(&self, q_len: usize, k_len: usize, valid_keys: usize) -> i64 {
+        match self.alignment {
+            QueryAlignment::Offset(offset) => i64::from(offset),
+            QueryAlignment::End => k_len as i64 - q_len as i64,
+            QueryAlignment::EndOfValidKeys => valid_keys as i64 - q_len as i64,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(scale) = self.scale {
+            if !scale.is_finite() {
+                return Err(Error::invalid(
+                    "attention",
+                    format!("the scale must be finite, got {scale}"),
+                ));
+            }
+        }
+        if let Some(softcap) = self.softcap {
+            if !(softcap > 0.0 && softcap.is_finite()) {
+                return Err(Error::invalid(
+                    "attention",
+                    format!("the softcap must be positive and finite, got {softcap}"),
+                ));
+            }
+        }
+        let reach = |what: &str, value: u32| {
+            if value > MAX_REACH {
+                Err(Error::invalid(
+                    "attention",
+                    format!("{what} {value} is beyond the largest supported reach {MAX_REACH}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        if let QueryAlignment::Offset(offset) = self.alignment {
+            reach("the query offset", offset.unsigned_abs())?;
+        }
+        if let Some(left) = self.window_left {
+            reach("the left window", left)?;
+        }
+        if let Some(right) = self.window_right {
+            reach("the right window", right)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything [`attention`] takes besides Q, K and V; build it with the chained setters:
+/// `AttentionOptions::default().causal(true).key_lengths(&lengths)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionOptions<'a> {
+    pub settings: AttentionSettings,
+    /// Valid keys per batch, [B]: keys at positions ≥ length are masked (lengths above Lk
+    /// mean Lk).
+    pub key_lengths: Option<&'a Indices>,
+    pub mask: Option<AttentionMask<'a>>,
+}
+
+impl<'a> AttentionOptions<'a> {
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.settings.scale = Some(scale);
+        self
+    }
+
+    pub fn causal(mut self, yes: bool) -> Self {
+        self.settings.causal = yes;
+        self
+    }
+
+    pub fn alignment(mut self, alignment: QueryAlignment) -> Self {
+        self.settings.alignment = alignment;
+        self
+    }
+
+    /// A sliding window: `left`/`right` positions around the query's (`None`: unbounded).
+    pub fn window(mut self, left: Option<u32>, right: Option<u32>) -> Self {
+        self.settings.window_left = left;
+        self.settings.window_right = right;
+        self
+    }
+
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.settings.softcap = Some(cap);
+        self
+    }
+
+    pub fn key_lengths(mut self, lengths: &'a Indices) -> Self {
+        self.key_lengths = Some(lengths);
+        self
+    }
+
+    pub fn mask(mut self, kind: MaskKind, values: &'a Tensor) -> Self {
+        self.mask = Some(AttentionMask { kind, values });
+        self
+    }
+}
+
+/// The sizes of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub batch: usize,
+    /// Query heads H.
+    pub heads: usize,
+    /// Key/value heads Hkv, dividing H.
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    /// D, of queries and keys.
+    pub head_dim: usize,
+    /// Dv, of values and the output.
+    pub value_dim: usize,
+}
+
+impl AttentionDims {
+    /// Checks Q [B, H, Lq, D], K [B, Hkv, Lk, D] and V [B, Hkv, Lk, Dv] against each other.
+    pub fn from_shapes(q: &[usize], k: &[usize], v: &[usize]) -> Result<AttentionDims> {
+        let mismatch = |lhs: &[usize], rhs: &[usize], expected: String| Error::ShapeMismatch {
+            op: "attention",
+            lhs: lhs.to_vec(),
+            rhs: rhs.to_vec(),
+            expected,
+        };
+        for (name, shape) in [("Q", q), ("K", k), ("V", v)] {
+            if shape.len() != 4 {
+                return Err(Error::invalid(
+                    "attention",
+                    format!(
+                        "{name} has shape {shape:?}; Q, K and V need 4 axes: Q [B, H, Lq, D], \
+                         K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv]"
+                    ),
+                ));
+            }
+        }
+        if q[0] != k[0] || k[0] != v[0] {
+            return Err(mismatch(
+                q,
+                k,
+                format!(
+                    "Q, K and V need one batch size, got {}, {} and {}",
+                    q[0], k[0], v[0]
+                ),
+            ));
+        }
+        if q[3] != k[3] {
+            return Err(mismatch(
+                q,
+                k,
+                format!("Q and K need one head size D, got {} and {}", q[3], k[3]),
+            ));
+        }
+        if k[1] != v[1] || k[2] != v[2] {
+            return Err(mismatch(
+                k,
+                v,
+                "K and V need the same heads and sequence length (axes 1 and 2)".into(),
+            ));
+        }
+        let (heads, kv_heads) = (q[1], k[1]);
+        let divides = if kv_heads == 0 {
+            heads == 0
+        } else {
+            heads.is_multiple_of(kv_heads)
+        };
+        if !divides {
+            return Err(mismatch(
+                q,
+                k,
+                format!(
+                    "the {kv_heads} key/value heads must divide the {heads} query heads \
+                     (each serves a group of query heads)"
+                ),
+            ));
+        }
+        Ok(AttentionDims {
+            batch: q[0],
+            heads,
+            kv_heads,
+            q_len: q[2],
+            k_len: k[2],
+            head_dim: q[3],
+            value_dim: v[3],
+        })
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.heads.checked_div(self.kv_heads).unwrap_or(1)
+    }
+
+    /// [B, H, Lq, Lk]: the scores and probabilities.
+    pub fn scores_shape(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.q_len, self.k_len]
+    }
+
+    /// [B, H, Lq, Dv]: the output.
+    pub fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.q_len, self.value_dim]
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.heads * self.q_len
+    }
+}
+
+/// What [`attention`] returns: the output and the probabilities the backward needs.
+#[derive(Debug, Clone)]
+pub struct AttentionForward {
+    /// O = P·V, [B, H, Lq, Dv].
+    pub output: Tensor,
+    /// P, [B, H, Lq, Lk]: 0 at every masked key.
+    pub probs: Tensor,
+}
+
+/// What [`attention_backward`] returns: dL/dQ, dL/dK and dL/dV, shaped as Q, K and V.
+#[derive(Debug, Clone)]
+pub struct AttentionGradients {
+    pub query: Tensor,
+    pub key: Tensor,
+    pub value: Tensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftmaxParams {
+    batch: u32,
+    heads: u32,
+    q_len: u32,
+    k_len: u32,
+    mask_strides: [u32; 4],
+    offset: i32,
+    left: i32,
+    right: i32,
+    softcap: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BackwardParams {
+    rows: u32,
+    k_len: u32,
+    softcap: f32,
+    pad: u32,
+}
+
+/// Checks the options against `dims`: settings in range, key lengths [B] and a mask that
+/// broadcasts to [B, H, Lq, Lk], both on the device of `on`.
+fn check_options(on: &Tensor, dims: &AttentionDims, options: &AttentionOptions) -> Result<()> {
+    options.settings.check()?;
+    if let Some(lengths) = options.key_lengths {
+        if !on.gpu().same_device(lengths.gpu()) {
+            return Err(Error::DeviceMismatch {
+                op: "attention key lengths",
+            });
+        }
+        if lengths.shape() != [dims.batch] {
+            return Err(Error::ShapeMismatch {
+                op: "attention key lengths",
+                lhs: lengths.shape().to_vec(),
+                rhs: dims.scores_shape().to_vec(),
+                expected: format!("one length per batch: [{}]", dims.batch),
+            });
+        }
+    }
+    if let Some(mask) = options.mask {
+        on.same_device("attention mask", mask.values)?;
+        let scores = dims.scores_shape();
+        let fits = broadcast_shapes("attention mask", mask.values.shape(), &scores)
+            .is_ok_and(|shape| shape == scores);
+        if !fits {
+            return Err(Error::ShapeMismatch {
+                op: "attention mask",
+                lhs: mask.values.shape().to_vec(),
+                rhs: scores.to_vec(),
+                expected: "the mask must broadcast to the scores' shape [B, H, Lq, Lk]".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Records the masked softmax of `scores` [B, H, Lq, Lk] into `out` (same shape); with
+/// `write_logits`, the masked logits instead (the softmax's input, −∞ where masked).
+pub fn masked_softmax_dispatch(
+    scores: &Tensor,
+    out: &Tensor,
+    dims: &AttentionDims,
+    options: &AttentionOptions,
+    write_logits: bool,
+) -> Result<Dispatch> {
+    check_options(scores, dims, options)?;
+    for tensor in [scores, out] {
+        if tensor.shape() != dims.scores_shape() {
+            return Err(Error::ShapeMismatch {
+                op: "masked softmax",
+                lhs: tensor.shape().to_vec(),
+                rhs: dims.scores_shape().to_vec(),
+                expected: "the scores and the output must be [B, H, Lq, Lk]".into(),
+            });
+        }
+    }
+    let gpu = scores.gpu();
+    let settings = &options.settings;
+    let lengths = options.key_lengths;
+    let offset_from_lengths =
+        settings.alignment == QueryAlignment::EndOfValidKeys && lengths.is_some();
+    let offset = if offset_from_lengths {
+        0
+    } else {
+        settings.offset(dims.q_len, dims.k_len, dims.k_len) as i32
+    };
+    let reach = |window: Option<u32>| window.map_or(-1, |w| w as i32);
+    let params = SoftmaxParams {
+        batch: dims.batch as u32,
+        heads: dims.heads as u32,
+        q_len: dims.q_len as u32,
+        k_len: dims.k_len as u32,
+        mask_strides: options.mask.map_or([0; 4], |mask| {
+            broadcast_strides(mask.values.shape(), &dims.scores_shape())
+        }),
+        offset,
+        left: reach(settings.window_left),
+        right: reach(settings.window_right),
+        softcap: settings.softcap.unwrap_or(1.0),
+    };
+    let flag = |b: bool| f64::from(u8::from(b));
+    let spec = KernelSpec {
+        source: &SHADER,
+        entry: "masked_softmax",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![
+            (
+                "MASK",
+                f64::from(options.mask.map_or(0, |mask| mask.kind.code())),
+            ),
+            ("KEY_LENGTHS", flag(lengths.is_some())),
+            ("CAUSAL", flag(settings.causal)),
+            ("OFFSET_FROM_LENGTHS", flag(offset_from_lengths)),
+            ("SOFTCAP", flag(settings.softcap.is_some())),
+            ("WRITE_LOGITS", flag(write_logits)),
+        ],
+    };
+    let placeholder = gpu.placeholder();
+    gpu.dispatch(
+        &spec,
+        &[
+            scores.buffer(),
+            options
+                .mask
+                .map_or(placeholder, |mask| mask.values.buffer()),
+            lengths.map_or(placeholder, Indices::buffer),
+            out.buffer(),
+        ],
+        &params,
+        gpu.grid((dims.rows() as u32).div_ceil(WORKGROUP_1D)),
+    )
+}
+
+/// Records dS = P ⊙ (dP − rowsum(dP ⊙ P)) into `grad_scores`, for rows of `k_len` keys;
+/// with a softcap c, times 1 − tanh²(S/c), reading the uncapped `scores` S.
+pub fn masked_softmax_backward_dispatch(
+    probs: &Tensor,
+    grad_probs: &Tensor,
+    softcapped: Option<(&Tensor, f32)>,
+    grad_scores: &Tensor,
+    k_len: usize,
+) -> Result<Dispatch> {
+    let gpu = probs.gpu();
+    let same_shapes = [grad_probs, grad_scores]
+        .into_iter()
+        .chain(softcapped.map(|(scores, _)| scores))
+        .all(|t| t.shape() == probs.shape());
+    if !same_shapes || probs.shape().last() != Some(&k_len) {
+        return Err(Error::ShapeMismatch {
+            op: "masked softmax backward",
+            lhs: probs.shape().to_vec(),
+            rhs: grad_probs.shape().to_vec(),
+            expected: format!(
+                "P, dP, dS (and S) must share one shape whose last axis is the {k_len} keys"
+            ),
+        });
+    }
+    let rows = probs.numel().checked_div(k_len).unwrap_or(0);
+    let params = BackwardParams {
+        rows: rows as u32,
+        k_len: k_len as u32,
+        softcap: softcapped.map_or(1.0, |(_, cap)| cap),
+        pad: 0,
+    };
+    let spec = KernelSpec {
+        source: &SHADER,
+        entry: "masked_softmax_backward",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![("SOFTCAP", f64::from(u8::from(softcapped.is_some())))],
+    };
+    gpu.dispatch(
+        &spec,
+        &[
+            probs.buffer(),
+            grad_probs.buffer(),
+            softcapped.map_or(gpu.placeholder(), |(scores, _)| scores.buffer()),
+            grad_scores.buffer(),
+        ],
+        &params,
+        gpu.grid((rows as u32).div_ceil(WORKGROUP_1D)),
+    )
+}
+
+/// Dispatches recorded for one submission, with the intermediate tensors they bind.
+///
+/// A tensor's buffer goes back to the pool when the tensor is dropped; an intermediate
+/// dropped before the submission could be handed to another tensor whose upload would then
+/// land before these dispatches run. So the intermediates stay here until [`submit`].
+///
+/// [`submit`]: Recording::submit
+#[derive(Default)]
+pub struct Recording {
+    pub dispatches: Vec<Dispatch>,
+    pub temporaries: Vec<Tensor>,
+}
+
+impl Recording {
+    /// Keeps `tensor` alive until the submission.
+    pub fn keep(&mut self, tensor: &Tensor) {
+        self.temporaries.push(tensor.clone());
+    }
+
+    /// Submits the dispatches in order, then releases the intermediates.
+    pub fn submit(self, gpu: &Gpu) -> Result<()> {
+        gpu.submit(&[], &self.dispatches)
+    }
+}
+
+/// A batched product's layout: `batch` products of op(A) [m, k] by op(B) [k, n], each
+/// operand contiguous per batch.
+fn product_shape(
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+) -> GemmShape {
+    GemmShape {
+        batch,
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        a_batch_stride: m * k,
+        b_batch_stride: k * n,
+    }
+}
+
+/// Records out = α·op(a)·op(b) batch by batch, with the variant the matmul rule picks;
+/// nothing when `out` is empty.
+fn push_product(
+    recording: &mut Recording,
+    (a, b, out): (&Tensor, &Tensor, &Tensor),
+    shape: &GemmShape,
+    alpha: f32,
+) -> Result<()> {
+    if out.numel() == 0 {
+        return Ok(());
+    }
+    let operands = GemmOperands {
+        a,
+        b,
+        c: None,
+        bias: None,
+        out,
+    };
+    // The vec4 kernel's workgroup spans 128 output columns: on the narrow products of
+    // attention (N = D or Dv, often 32 to 64) most of its invocations idle, and the plain
+    // blocked kernel measured 2 to 3 times faster on lavapipe at N = 32.
+    let variant = match MatmulVariant::choose(a.gpu(), shape) {
+        MatmulVariant::BlockedVec4 if shape.n < 128 => MatmulVariant::Blocked,
+        chosen => chosen,
+    };
+    recording
+        .dispatches
+        .push(gemm_dispatch(&operands, shape, alpha, 0.0, variant)?);
+    Ok(())
+}
+
+/// K or V [B, Hkv, L, X] with each head repeated for its group of query heads:
+/// [B, H, L, X] (the input itself when Hkv = H).
+fn repeat_heads(x: &Tensor, dims: &AttentionDims, recording: &mut Recording) -> Result<Tensor> {
+    let group = dims.group();
+    if group == 1 {
+        return Ok(x.clone());
+    }
+    let (batch, kv_heads, len, width) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let single = [batch, kv_heads, 1, len * width];
+    let repeated = Tensor::uninit(x.gpu(), &[batch, kv_heads, group, len * width])?;
+    recording.keep(&repeated);
+    if repeated.numel() > 0 {
+        recording.dispatches.push(strided_copy_dispatch(
+            &x.reshape(&single)?,
+            &repeated,
+            broadcast_strides(&single, repeated.shape()),
+        )?);
+    }
+    repeated.reshape(&[batch, dims.heads, len, width])
+}
+
+/// The gradient of repeated heads [B, H, L, X] summed over each group: [B, Hkv, L, X].
+fn sum_groups(grad: Tensor, dims: &AttentionDims, recording: &mut Recording) -> Result<Tensor> {
+    let group = dims.group();
+    if group == 1 {
+        return Ok(grad);
+    }
+    let (len, width) = (grad.shape()[2], grad.shape()[3]);
+    let grouped = grad.reshape(&[dims.batch, dims.kv_heads, group, len * width])?;
+    let summed = Tensor::uninit(grad.gpu(), &[dims.batch, dims.kv_heads, len, width])?;
+    recording.keep(&grad);
+    if summed.numel() > 0 {
+        let variant = ReduceVariant::choose(len * width, group);
+        recording
+            .dispatches
+            .push(reduce_dispatch(&grouped, &summed, 2, Reduce::Sum, variant)?);
+    }
+    Ok(summed)
+}
+
+/// Records S = Q·K_repᵀ·scale into a new [B, H, Lq, Lk] tensor.
+fn push_scores(
+    q: &Tensor,
+    k_rep: &Tensor,
+    dims: &AttentionDims,
+    scale: f32,
+    recording: &mut Recording,
+) -> Result<Tensor> {
+    let scores = Tensor::uninit(q.gpu(), &dims.scores_shape())?;
+    recording.keep(&scores);
+    let shape = product_shape(
+        dims.batch * dims.heads,
+        (dims.q_len, dims.k_len, dims.head_dim),
+        false,
+        true,
+    );
+    push_product(recording, (q, k_rep, &scores), &shape, scale)?;
+    Ok(scores)
+}
+
+/// Scaled dot-product attention: O = softmax(mask(Q·Kᵀ·scale))·V, with P kept for the
+/// backward. Q [B, H, Lq, D], K [B, Hkv, Lk, D], V [B, Hkv, Lk, Dv], Hkv dividing H.
+/// One submission: the two products, the masked softmax, and the head repeats of grouped
+/// key/value heads.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: &AttentionOptions,
+) -> Result<AttentionForward> {
+    let mut recording = Recording::default();
+    let forward = attention_dispatches(q, k, v, options, &mut recording)?;
+    recording.submit(q.gpu())?;
+    Ok(forward)
+}
+
+/// Records the dispatches of [`attention`] into `recording` (no submit); the returned
+/// tensors hold the results once it has been submitted.
+pub fn attention_dispatches(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: &AttentionOptions,
+    recording: &mut Recording,
+) -> Result<AttentionForward> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    q.same_device("attention", k)?;
+    q.same_device("attention", v)?;
+    check_options(q, &dims, options)?;
+    let gpu = q.gpu();
+    let k_rep = repeat_heads(k, &dims, recording)?;
+    let v_rep = repeat_heads(v, &dims, recording)?;
+    let scale = options.settings.scale_for(dims.head_dim);
+    let scores = push_scores(q, &k_rep, &dims, scale, recording)?;
+    let probs = Tensor::uninit(gpu, &dims.scores_shape())?;
+    if probs.numel() > 0 {
+        recording.dispatches.push(masked_softmax_dispatch(
+            &scores, &probs, &dims, options, false,
+        )?);
+    }
+    // With Lk = 0 the product has no terms and writes zeros: O = 0 for rows without keys.
+    let output = Tensor::uninit(gpu, &dims.output_shape())?;
+    let shape = product_shape(
+        dims.batch * dims.heads,
+        (dims.q_len, dims.value_dim, dims.k_len),
+        false,
+        false,
+    );
+    push_product(recording, (&probs, &v_rep, &output), &shape, 1.0)?;
+    Ok(AttentionForward { output, probs })
+}
+
+/// The logits the softmax of [`attention`] sees, [B, H, Lq, Lk]: Q·Kᵀ·scale, softcapped,
+/// plus the additive mask, and −∞ at every masked key. With no mask options set, the
+/// (softcapped) scaled scores.
+pub fn attention_logits(q: &Tensor, k: &Tensor, options: &AttentionOptions) -> Result<Tensor> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), k.shape())?;
+    q.same_device("attention", k)?;
+    check_options(q, &dims, options)?;
+    let mut recording = Recording::default();
+    let k_rep = repeat_heads(k, &dims, &mut recording)?;
+    let scale = options.settings.scale_for(dims.head_dim);
+    let scores = push_scores(q, &k_rep, &dims, scale, &mut recording)?;
+    let logits = Tensor::uninit(q.gpu(), &dims.scores_shape())?;
+    if logits.numel() > 0 {
+        recording.dispatches.push(masked_softmax_dispatch(
+            &scores, &logits, &dims, options, true,
+        )?);
+    }
+    recording.submit(q.gpu())?;
+    Ok(logits)
+}
+
+/// The backward of [`attention`]: from dL/dO (`grad_output`, [B, H, Lq, Dv]) and the
+/// forward's `probs`, the gradients of Q, K and V. The masks act through P (0 at masked
+/// keys), so of the options only the scale and softcap matter; pass the forward's. With a
+/// softcap S is recomputed (one more product). One submission.
+pub fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    probs: &Tensor,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+) -> Result<AttentionGradients> {
+    let mut recording = Recording::default();
+    let grads =
+        attention_backward_dispatches((q, k, v), probs, grad_output, options, &mut recording)?;
+    recording.submit(q.gpu())?;
+    Ok(grads)
+}
+
+/// Records the dispatches of [`attention_backward`] into `recording` (no submit). They may
+/// follow the forward's in the same recording: `probs` is read when they run.
+pub fn attention_backward_dispatches(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    probs: &Tensor,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+    recording: &mut Recording,
+) -> Result<AttentionGradients> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    for (name, tensor, shape) in [
+        ("attention probs", probs, dims.scores_shape()),
+        (
+            "attention output gradient",
+            grad_output,
+            dims.output_shape(),
+        ),
+    ] {
+        if tensor.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                op: "attention backward",
+                lhs: tensor.shape().to_vec(),
+                rhs: shape.to_vec(),
+                expected: format!("{name} must have shape {shape:?}"),
+            });
+        }
+    }
+    for other in [k, v, probs, grad_output] {
+        q.same_device("attention backward", other)?;
+    }
+    options.settings.check()?;
+    let gpu = q.gpu();
+    let batches = dims.batch * dims.heads;
+    let (lq, lk, d, dv) = (dims.q_len, dims.k_len, dims.head_dim, dims.value_dim);
+    let scale = options.settings.scale_for(d);
+    let k_rep = repeat_heads(k, &dims, recording)?;
+    let v_rep = repeat_heads(v, &dims, recording)?;
+
+    // dV = Pᵀ·dO and dP = dO·Vᵀ.
+    let grad_v_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, dv])?;
+    let shape = product_shape(batches, (lk, dv, lq), true, false);
+    push_product(recording, (probs, grad_output, &grad_v_rep), &shape, 1.0)?;
+    let grad_probs = Tensor::uninit(gpu, &dims.scores_shape())?;
+    recording.keep(&grad_probs);
+    let shape = product_shape(batches, (lq, lk, dv), false, true);
+    push_product(recording, (grad_output, &v_rep, &grad_probs), &shape, 1.0)?;
+
+    // dS through the softmax (and the softcap, whose derivative needs the uncapped S).
+    let scores = match options.settings.softcap {
+        Some(cap) => Some((push_scores(q, &k_rep, &dims, scale, recording)?, cap)),
+        None => None,
+    };
+    let grad_scores = Tensor::uninit(gpu, &dims.scores_shape())?;
+    recording.keep(&grad_scores);
+    if grad_scores.numel() > 0 {
+        recording.dispatches.push(masked_softmax_backward_dispatch(
+            probs,
+            &grad_probs,
+            scores.as_ref().map(|(s, cap)| (s, *cap)),
+            &grad_scores,
+            lk,
+        )?);
+    }
+
+    // dQ = dS·K·scale and dK = dSᵀ·Q·scale.
+    let grad_q = Tensor::uninit(gpu, q.shape())?;
+    let shape = product_shape(batches, (lq, d, lk), false, false);
+    push_product(recording, (&grad_scores, &k_rep, &grad_q), &shape, scale)?;
+    let grad_k_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, d])?;
+    let shape = product_shape(batches, (lk, d, lq), true, false);
+    push_product(recording, (&grad_scores, q, &grad_k_rep), &shape, scale)?;
+
+    let grad_k = sum_groups(grad_k_rep, &dims, recording)?;
+    let grad_v = sum_groups(grad_v_rep, &dims, recording)?;
+    Ok(AttentionGradients {
+        query: grad_q,
+        key: grad_k,
+        value: grad_v,
+    })
+}
+
+/// A mask tensor for the CPU reference: its kind, values and shape.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMask<'a> {
+    pub kind: MaskKind,
+    pub values: &'a [f64],
+    pub shape: &'a [usize],
+}
+
+/// The inputs of [`attention_cpu`], contiguous row-major as on the GPU.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionCpuInputs<'a> {
+    pub dims: AttentionDims,
+    pub q: &'a [f64],
+    pub k: &'a [f64],
+    pub v: &'a [f64],
+    pub key_lengths: Option<&'a [u32]>,
+    pub mask: Option<CpuMask<'a>>,
+}
+
+/// What [`attention_cpu`] returns, in f64.
+#[derive(Debug, Clone)]
+pub struct AttentionCpuOutput {
+    pub output: Vec<f64>,
+    pub probs: Vec<f64>,
+    /// The softmax's input: −∞ at masked keys.
+    pub logits: Vec<f64>,
+}
+
+/// CPU reference of [`attention`] and [`attention_logits`], in f64, element by element:
+/// each key's mask is decided on its own (not as a range, as the shader does).
+pub fn attention_cpu(
+    inputs: &AttentionCpuInputs,
+    settings: &AttentionSettings,
+) -> AttentionCpuOutput {
+    let AttentionDims {
+        batch,
+        heads,
+        q_len,
+        k_len,
+        head_dim,
+        value_dim,
+        ..
+    } = inputs.dims;
+    let group = inputs.dims.group();
+    let kv_heads = inputs.dims.kv_heads;
+    let scale = f64::from(settings.scale_for(head_dim));
+    let mask_strides = inputs
+        .mask
+        .map(|mask| broadcast_strides(mask.shape, &inputs.dims.scores_shape()));
+    let rows = batch * heads * q_len;
+    let mut logits = vec![f64::NEG_INFINITY; rows * k_len];
+    let mut probs = vec![0.0; rows * k_len];
+    let mut output = vec![0.0; rows * value_dim];
+    for b in 0..batch {
+        let valid = inputs
+            .key_lengths
+            .map_or(k_len, |lengths| (lengths[b] as usize).min(k_len));
+        let offset = settings.offset(q_len, k_len, valid);
+        for h in 0..heads {
+            let kv = b * kv_heads + h / group;
+            for i in 0..q_len {
+                let row = (b * heads + h) * q_len + i;
+                let position = i as i64 + offset;
+                for j in 0..k_len {
+                    let jj = j as i64;
+                    let mut keep = j < valid && !(settings.causal && jj > position);
+                    if let Some(left) = settings.window_left {
+                        keep &= position - jj <= i64::from(left);
+                    }
+                    if let Some(right) = settings.window_right {
+                        keep &= jj - position <= i64::from(right);
+                    }
+                    let dot: f64 = (0..head_dim)
+                        .map(|e| {
+                            inputs.q[row * head_dim + e] * inputs.k[(kv * k_len + j) * head_dim + e]
+                        })
+                        .sum();
+                    let mut z = dot * scale;
+                    if let Some(cap) = settings.softcap {
+                        let cap = f64::from(cap);
+                        z = cap * (z / cap).tanh();
+                    }
+                    if let (Some(mask), Some(strides)) = (inputs.mask, mask_strides) {
+                        let at = [b, h, i, j]
+                            .iter()
+                            .zip(strides)
+                            .map(|(&c, s)| c * s as usize)
+                            .sum::<usize>();
+                        let m = mask.values[at];
+                        match mask.kind {
+                            MaskKind::Additive if m == f64::NEG_INFINITY => keep = false,
+                            MaskKind::Additive => z += m,
+                            MaskKind::Boolean => keep &= m != 0.0,
+                        }
+                    }
+                    if keep {
+                        logits[row * k_len + j] = z;
+                    }
+                }
+                let row_logits = &logits[row * k_len..(row + 1) * k_len];
+                let top = row_logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if top == f64::NEG_INFINITY {
+                    continue; // every key masked: P = 0, O = 0
+                }
+                let sum: f64 = row_logits.iter().map(|&z| (z - top).exp()).sum();
+                for j in 0..k_len {
+                    let p = (row_logits[j] - top).exp() / sum;
+                    probs[row * k_len + j] = p;
+                    for e in 0..value_dim {
+                        output[row * value_dim + e] +=
+                            p * inputs.v[(kv * k_len + j) * value_dim + e];
+                    }
+                }
+            }
+        }
+    }
+    AttentionCpuOutput {
+        output,
+        probs,
+        logits,
+    }
+}
