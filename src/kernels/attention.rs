@@ -593,13 +593,7 @@ fn push_product(
         bias: None,
         out,
     };
-    // The vec4 kernel's workgroup spans 128 output columns: on the narrow products of
-    // attention (N = D or Dv, often 32 to 64) most of its invocations idle, and the plain
-    // blocked kernel measured 2 to 3 times faster on lavapipe at N = 32.
-    let variant = match MatmulVariant::choose(a.gpu(), shape) {
-        MatmulVariant::BlockedVec4 if shape.n < 128 => MatmulVariant::Blocked,
-        chosen => chosen,
-    };
+    let variant = MatmulVariant::choose(a.gpu(), shape);
     recording
         .dispatches
         .push(gemm_dispatch(&operands, shape, alpha, 0.0, variant)?);

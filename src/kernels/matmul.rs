@@ -31,11 +31,13 @@ impl MatmulVariant {
     ];
 
     /// The rule: barriers cost a CPU adapter more than workgroup memory saves, so it gets
-    /// a blocked kernel (the vec4 one where the layout allows); so does a product too small
-    /// to fill one 64×64 tile. Real GPUs get the tiled kernel.
+    /// a blocked kernel; so does a product too small to fill one 64×64 tile. Real GPUs get
+    /// the tiled kernel. The vec4 blocked kernel needs the layout it supports and at least
+    /// 128 columns: its workgroup spans 128, and on narrower products (attention's N = 32,
+    /// say) most of its invocations idle, where the scalar kernel measured 2-3× faster.
     pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
         if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
-            if MatmulVariant::BlockedVec4.supports(shape) {
+            if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(shape) {
                 MatmulVariant::BlockedVec4
             } else {
                 MatmulVariant::Blocked
