@@ -22,6 +22,7 @@
 pub mod conformance;
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
 pub mod rng;
 pub mod tensor;

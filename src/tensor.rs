@@ -83,6 +83,17 @@ impl Tensor {
         })
     }
 
+    /// A tensor of `shape` over a buffer shared with others (a compiled plan's intermediates
+    /// take turns in one buffer); the buffer must hold at least the shape's bytes.
+    pub(crate) fn from_shared(gpu: &Gpu, buffer: Arc<PooledBuffer>, shape: &[usize]) -> Tensor {
+        debug_assert!(buffer.buffer().size() >= shape.iter().product::<usize>() as u64 * 4);
+        Tensor {
+            gpu: gpu.clone(),
+            buffer,
+            shape: shape.to_vec(),
+        }
+    }
+
     /// Downloads the tensor (waits for the GPU work that produces it).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         let bytes = self.gpu.read(self.buffer(), self.byte_len())?;

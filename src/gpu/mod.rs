@@ -416,8 +416,15 @@ impl Gpu {
     /// Encodes `copies`, then `dispatches` in one compute pass, and submits once.
     pub fn submit(&self, copies: &[Copy], dispatches: &[Dispatch]) -> Result<()> {
         self.checked("submit", || {
-            self.encode_and_submit(copies, dispatches, None)
+            self.encode_and_submit(copies, &[dispatches], None)
         })?;
+        Ok(())
+    }
+
+    /// Encodes several lists of dispatches, one after the other, in one compute pass, and
+    /// submits once (a plan's step followed by an optimizer's update, say).
+    pub fn submit_lists(&self, lists: &[&[Dispatch]]) -> Result<()> {
+        self.checked("submit", || self.encode_and_submit(&[], lists, None))?;
         Ok(())
     }
 
@@ -437,7 +444,7 @@ impl Gpu {
         let queries = timer.get_or_insert_with(|| self.timestamp_queries());
         self.checked("timed submit", || {
             let mut encoder = self.encoder();
-            encode_pass(&mut encoder, dispatches, Some(&queries.set));
+            encode_pass(&mut encoder, &[dispatches], Some(&queries.set));
             encoder.resolve_query_set(&queries.set, 0..2, &queries.resolve, 0);
             encoder.copy_buffer_to_buffer(&queries.resolve, 0, &queries.readback, 0, 16);
             self.inner.queue.submit([encoder.finish()]);
@@ -486,14 +493,14 @@ impl Gpu {
     fn encode_and_submit(
         &self,
         copies: &[Copy],
-        dispatches: &[Dispatch],
+        lists: &[&[Dispatch]],
         timestamps: Option<&wgpu::QuerySet>,
     ) {
         let mut encoder = self.encoder();
         for copy in copies {
             encoder.copy_buffer_to_buffer(&copy.source, 0, &copy.destination, 0, copy.bytes);
         }
-        encode_pass(&mut encoder, dispatches, timestamps);
+        encode_pass(&mut encoder, lists, timestamps);
         self.inner.queue.submit([encoder.finish()]);
     }
 
@@ -547,13 +554,14 @@ impl Gpu {
     }
 }
 
-/// Records `dispatches` into one compute pass, bracketed by timestamps if a query set is given.
+/// Records the dispatch lists into one compute pass, bracketed by timestamps if a query set
+/// is given.
 fn encode_pass(
     encoder: &mut wgpu::CommandEncoder,
-    dispatches: &[Dispatch],
+    lists: &[&[Dispatch]],
     timestamps: Option<&wgpu::QuerySet>,
 ) {
-    if dispatches.is_empty() && timestamps.is_none() {
+    if lists.iter().all(|list| list.is_empty()) && timestamps.is_none() {
         return;
     }
     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -564,7 +572,7 @@ fn encode_pass(
             end_of_pass_write_index: Some(1),
         }),
     });
-    for dispatch in dispatches {
+    for dispatch in lists.iter().flat_map(|list| list.iter()) {
         pass.set_pipeline(&dispatch.kernel.pipeline);
         pass.set_bind_group(0, &dispatch.bind_group, &[]);
         let [x, y, z] = dispatch.workgroups;

@@ -1,0 +1,418 @@
+//! The static graph: a model is built once as ops over [`Var`] handles, differentiated by
+//! [`Graph::backward`] (a graph transformation that appends gradient nodes), and compiled
+//! by [`Graph::compile`] into a [`Plan`] whose every step is one GPU submission.
+//!
+//! ```no_run
+//! use shadergrad::graph::{Feed, Graph};
+//! use shadergrad::Gpu;
+//!
+//! let gpu = Gpu::default_adapter()?;
+//! let mut g = Graph::new(&gpu);
+//! let x = g.input("x", &[4, 2]);
+//! let labels = g.input_indices("labels", &[4]);
+//! let w = g.parameter("w", &[2, 2], vec![0.1, -0.2, 0.3, 0.4])?;
+//! let logits = g.matmul(x, w)?;
+//! let loss = g.cross_entropy(logits, labels, None)?;
+//! let grads = g.backward(loss)?;
+//! let mut plan = g.compile(&[loss, grads.of(w)?])?;
+//! plan.run(&[Feed::f32(x, &[0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), Feed::u32(labels, &[0, 1, 1, 0])], &[])?;
+//! println!("loss {:?}", plan.read(loss)?);
+//! # Ok::<(), shadergrad::Error>(())
+//! ```
+//!
+//! - `mod.rs` (this file): values, nodes and the builder calls;
+//! - `ops.rs`: every op's shape rule, its backward rule and the kernels it records;
+//! - `autodiff.rs`: [`Graph::backward`];
+//! - `plan.rs`: [`Graph::compile`] and [`Plan::run`].
+
+mod autodiff;
+mod ops;
+mod plan;
+
+pub use autodiff::Gradients;
+pub use ops::Op;
+pub use plan::{Feed, Plan};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::elementwise::{Binary, Unary};
+use crate::kernels::reduce::Reduce;
+use crate::tensor::numel;
+
+/// A value of the graph: a leaf (parameter, input, constant) or an op's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub(crate) usize);
+
+/// The element type of a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    /// Token ids, class labels: [`crate::Indices`] on the GPU.
+    U32,
+}
+
+/// Where a value comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// Trained; its initial values live here until compile uploads them.
+    Parameter { name: String, init: Vec<f32> },
+    /// Fed at every run.
+    Input { name: String },
+    /// Fixed values.
+    Constant { data: Vec<f32> },
+    /// An op's output.
+    Computed,
+}
+
+/// Which u32 values an index input may hold: below `bound`, or exactly `ignore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexBound {
+    pub bound: u32,
+    pub ignore: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Value {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub source: Source,
+    /// Whether a gradient can flow from this value back to a parameter.
+    pub needs_grad: bool,
+    pub index_bound: Option<IndexBound>,
+}
+
+/// One op applied to input values, producing output values.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub op: Op,
+    pub inputs: Vec<Var>,
+    pub outputs: Vec<Var>,
+}
+
+/// A model under construction: values and the nodes that compute them, in the order they
+/// were added (which is a topological order, since a node only takes existing values).
+#[derive(Debug, Clone)]
+pub struct Graph {
+    gpu: Gpu,
+    pub(crate) values: Vec<Value>,
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl Graph {
+    pub fn new(gpu: &Gpu) -> Graph {
+        Graph {
+            gpu: gpu.clone(),
+            values: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The shape of a value.
+    pub fn shape(&self, var: Var) -> &[usize] {
+        &self.values[var.0].shape
+    }
+
+    pub fn dtype(&self, var: Var) -> DType {
+        self.values[var.0].dtype
+    }
+
+    /// The name of a parameter or input, `None` for other values.
+    pub fn name(&self, var: Var) -> Option<&str> {
+        match &self.values[var.0].source {
+            Source::Parameter { name, .. } | Source::Input { name } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Every parameter, in the order they were made.
+    pub fn parameters(&self) -> Vec<Var> {
+        (0..self.values.len())
+            .filter(|&i| matches!(self.values[i].source, Source::Parameter { .. }))
+            .map(Var)
+            .collect()
+    }
+
+    /// How many ops the graph holds.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn leaf(&mut self, shape: &[usize], dtype: DType, source: Source, needs_grad: bool) -> Var {
+        self.values.push(Value {
+            shape: shape.to_vec(),
+            dtype,
+            source,
+            needs_grad,
+            index_bound: None,
+        });
+        Var(self.values.len() - 1)
+    }
+
+    /// A trained parameter with its initial values (`init.len()` = the shape's size). Names
+    /// must be unique: they key checkpoints.
+    pub fn parameter(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> Result<Var> {
+        let n = numel(shape)?;
+        if init.len() != n {
+            return Err(Error::ShapeMismatch {
+                op: "parameter",
+                lhs: vec![init.len()],
+                rhs: shape.to_vec(),
+                expected: format!("parameter {name:?} needs {n} initial values"),
+            });
+        }
+        if self
+            .parameters()
+            .iter()
+            .any(|&p| self.name(p) == Some(name))
+        {
+            return Err(Error::invalid(
+                "parameter",
+                format!("the name {name:?} is already taken by another parameter"),
+            ));
+        }
+        let source = Source::Parameter {
+            name: name.to_string(),
+            init,
+        };
+        Ok(self.leaf(shape, DType::F32, source, true))
+    }
+
+    /// An f32 input, fed at every run.
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> Var {
+        let source = Source::Input {
+            name: name.to_string(),
+        };
+        self.leaf(shape, DType::F32, source, false)
+    }
+
+    /// A u32 input (token ids, class labels), fed at every run.
+    pub fn input_indices(&mut self, name: &str, shape: &[usize]) -> Var {
+        let source = Source::Input {
+            name: name.to_string(),
+        };
+        self.leaf(shape, DType::U32, source, false)
+    }
+
+    /// Fixed f32 values.
+    pub fn constant(&mut self, data: Vec<f32>, shape: &[usize]) -> Result<Var> {
+        let n = numel(shape)?;
+        if data.len() != n {
+            return Err(Error::ShapeMismatch {
+                op: "constant",
+                lhs: vec![data.len()],
+                rhs: shape.to_vec(),
+                expected: format!("the shape holds {n} values"),
+            });
+        }
+        Ok(self.leaf(shape, DType::F32, Source::Constant { data }, false))
+    }
+
+    /// Adds a node after checking its inputs with the op's shape rule; returns its outputs.
+    pub(crate) fn push(&mut self, op: Op, inputs: &[Var]) -> Result<Vec<Var>> {
+        let shapes: Vec<(&[usize], DType)> = inputs
+            .iter()
+            .map(|&v| (self.values[v.0].shape.as_slice(), self.values[v.0].dtype))
+            .collect();
+        let outputs = op.infer(&shapes)?;
+        let differentiable = op.differentiable_outputs();
+        let needs_grad = inputs.iter().any(|v| self.values[v.0].needs_grad);
+        let mut vars = Vec::with_capacity(outputs.len());
+        for (i, (shape, dtype)) in outputs.into_iter().enumerate() {
+            self.values.push(Value {
+                shape,
+                dtype,
+                source: Source::Computed,
+                needs_grad: needs_grad && differentiable.get(i).copied().unwrap_or(false),
+                index_bound: None,
+            });
+            vars.push(Var(self.values.len() - 1));
+        }
+        self.nodes.push(Node {
+            op,
+            inputs: inputs.to_vec(),
+            outputs: vars.clone(),
+        });
+        Ok(vars)
+    }
+
+    fn push_one(&mut self, op: Op, inputs: &[Var]) -> Result<Var> {
+        Ok(self.push(op, inputs)?[0])
+    }
+
+    /// a·b for matrices a [M, K] and b [K, N].
+    pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.gemm(a, b, false, false, None)
+    }
+
+    /// op(a)·op(b) + bias, with op a transpose where asked and bias a row vector of N.
+    pub fn gemm(
+        &mut self,
+        a: Var,
+        b: Var,
+        trans_a: bool,
+        trans_b: bool,
+        bias: Option<Var>,
+    ) -> Result<Var> {
+        let mut inputs = vec![a, b];
+        inputs.extend(bias);
+        self.push_one(
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias: bias.is_some(),
+            },
+            &inputs,
+        )
+    }
+
+    /// y = f(x) elementwise.
+    pub fn map(&mut self, x: Var, f: Unary) -> Result<Var> {
+        self.push_one(Op::Unary(f), &[x])
+    }
+
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Tanh)
+    }
+
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Relu)
+    }
+
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Sigmoid)
+    }
+
+    pub fn scale(&mut self, x: Var, alpha: f32) -> Result<Var> {
+        self.map(x, Unary::Scale(alpha))
+    }
+
+    /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes).
+    pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
+        self.push_one(Op::Binary(op), &[a, b])
+    }
+
+    pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Add)
+    }
+
+    pub fn sub(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Sub)
+    }
+
+    pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Mul)
+    }
+
+    pub fn div(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Div)
+    }
+
+    /// Sum, max or mean over `axis` (negative counts from the end).
+    pub fn reduce(&mut self, x: Var, op: Reduce, axis: isize, keep_dim: bool) -> Result<Var> {
+        let axis = crate::tensor::resolve_axis("reduce", axis, self.shape(x).len())?;
+        self.push_one(Op::Reduce { op, axis, keep_dim }, &[x])
+    }
+
+    pub fn sum(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
+        self.reduce(x, Reduce::Sum, axis, keep_dim)
+    }
+
+    pub fn mean(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
+        self.reduce(x, Reduce::Mean, axis, keep_dim)
+    }
+
+    /// Sums `x` down to `shape`, the inverse of broadcasting it from `shape`.
+    pub fn sum_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::SumTo {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Repeats `x` along its size-1 axes to `shape` (numpy broadcasting).
+    pub fn broadcast_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::BroadcastTo {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// The same values with another shape of as many elements (no copy).
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Reorders the axes: axis i of the result is axis `perm[i]` of `x`.
+    pub fn permute(&mut self, x: Var, perm: &[usize]) -> Result<Var> {
+        self.push_one(
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Swaps the last two axes.
+    pub fn transpose(&mut self, x: Var) -> Result<Var> {
+        let rank = self.shape(x).len();
+        if rank < 2 {
+            return Err(Error::invalid(
+                "transpose",
+                format!("needs 2 axes, the value has shape {:?}", self.shape(x)),
+            ));
+        }
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(rank - 2, rank - 1);
+        self.permute(x, &perm)
+    }
+
+    /// Softmax (or log-softmax) along the last axis.
+    pub fn softmax(&mut self, x: Var, log: bool) -> Result<Var> {
+        self.push_one(Op::Softmax { log }, &[x])
+    }
+
+    /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 [N]),
+    /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
+    /// in the same pass and kept for the backward.
+    pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
+        let outputs = self.push(Op::CrossEntropy { ignore }, &[logits, targets])?;
+        let classes = self.shape(logits)[1] as u32;
+        self.values[targets.0].index_bound = Some(IndexBound {
+            bound: classes,
+            ignore,
+        });
+        Ok(outputs[0])
+    }
+}
+
+/// `name: shape mismatch` for ops whose operands disagree.
+pub(crate) fn mismatch(op: &'static str, lhs: &[usize], rhs: &[usize], expected: String) -> Error {
+    Error::ShapeMismatch {
+        op,
+        lhs: lhs.to_vec(),
+        rhs: rhs.to_vec(),
+        expected,
+    }
+}

@@ -1,0 +1,558 @@
+//! The graph's ops. Each op has, side by side: its shape rule (`infer`), its backward rule
+//! (`backward`, a graph transformation that adds the nodes computing its inputs'
+//! gradients), and the kernels it records (`record`, used once by compile).
+
+use crate::error::{Error, Result};
+use crate::gpu::Dispatch;
+use crate::kernels::broadcast_shapes;
+use crate::kernels::copy::strided_copy_dispatch;
+use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
+use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
+use crate::kernels::softmax::{
+    cross_entropy_dispatch, cross_entropy_total_dispatch, cross_entropy_weight_sum_dispatch,
+    softmax_backward_dispatch, softmax_dispatch, CrossEntropyOperands, SoftmaxKind, SoftmaxVariant,
+};
+use crate::kernels::{broadcast_strides, check_rank, contiguous_strides, pad_to_rank4};
+use crate::tensor::{numel, Indices, Tensor};
+
+use super::{mismatch, DType, Graph, Var};
+
+/// An operation of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// op(a)·op(b) (+ bias): inputs a, b and, if `bias`, a row vector of N.
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+        bias: bool,
+    },
+    /// y = f(x).
+    Unary(Unary),
+    /// a ∘ b with numpy broadcasting; the derivative ops take two values of one shape.
+    Binary(Binary),
+    /// Sum, max or mean over one axis.
+    Reduce {
+        op: Reduce,
+        axis: usize,
+        keep_dim: bool,
+    },
+    /// Sums a value down to a shape it was broadcast from.
+    SumTo { shape: Vec<usize> },
+    /// Broadcasts a value up to a shape.
+    BroadcastTo { shape: Vec<usize> },
+    /// The same buffer seen with another shape.
+    Reshape { shape: Vec<usize> },
+    /// Reorders the axes (rank ≤ 4).
+    Permute { perm: Vec<usize> },
+    /// Softmax or log-softmax along the last axis.
+    Softmax { log: bool },
+    /// The backward of `Softmax`: inputs y (its output) and dy.
+    SoftmaxGrad { log: bool },
+    /// Mean softmax-cross-entropy of logits [N, C] against u32 targets [N]; outputs the
+    /// loss (a scalar) and the logits' gradient, computed in the same pass.
+    CrossEntropy { ignore: Option<u32> },
+}
+
+/// What one op records at compile time: its dispatches and the scratch tensors they bind,
+/// which must live as long as the plan.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    pub dispatches: Vec<Dispatch>,
+    pub scratch: Vec<Tensor>,
+}
+
+/// An op's operands as compile hands them to `record`.
+pub(crate) enum Operand {
+    F32(Tensor),
+    U32(Indices),
+}
+
+impl Operand {
+    fn f32(&self) -> &Tensor {
+        match self {
+            Operand::F32(t) => t,
+            Operand::U32(_) => unreachable!("the shape rule admits f32 here"),
+        }
+    }
+
+    fn u32(&self) -> &Indices {
+        match self {
+            Operand::U32(i) => i,
+            Operand::F32(_) => unreachable!("the shape rule admits u32 here"),
+        }
+    }
+}
+
+type Shaped = (Vec<usize>, DType);
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::MatMul { .. } => "matmul",
+            Op::Unary(_) => "unary",
+            Op::Binary(_) => "binary",
+            Op::Reduce { .. } => "reduce",
+            Op::SumTo { .. } => "sum_to",
+            Op::BroadcastTo { .. } => "broadcast_to",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Softmax { .. } => "softmax",
+            Op::SoftmaxGrad { .. } => "softmax_grad",
+            Op::CrossEntropy { .. } => "cross_entropy",
+        }
+    }
+
+    /// Which outputs carry a gradient back (the saved gradient of `CrossEntropy` does not).
+    pub(crate) fn differentiable_outputs(&self) -> Vec<bool> {
+        match self {
+            Op::CrossEntropy { .. } => vec![true, false],
+            _ => vec![true],
+        }
+    }
+
+    /// Whether the output shares its input's buffer instead of having its own.
+    pub(crate) fn is_alias(&self) -> bool {
+        matches!(self, Op::Reshape { .. })
+    }
+
+    /// The shape rule: the outputs' shapes and types, or an error naming the op and shapes.
+    pub(crate) fn infer(&self, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
+        let op = self.name();
+        let expected_inputs = match self {
+            Op::MatMul { bias, .. } => 2 + usize::from(*bias),
+            Op::Binary(_) | Op::SoftmaxGrad { .. } | Op::CrossEntropy { .. } => 2,
+            _ => 1,
+        };
+        if inputs.len() != expected_inputs {
+            return Err(Error::invalid(
+                op,
+                format!("takes {expected_inputs} inputs, got {}", inputs.len()),
+            ));
+        }
+        for (i, (shape, dtype)) in inputs.iter().enumerate() {
+            let wants = match self {
+                Op::CrossEntropy { .. } if i == 1 => DType::U32,
+                _ => DType::F32,
+            };
+            if *dtype != wants {
+                return Err(Error::invalid(
+                    op,
+                    format!("input {i} (shape {shape:?}) is {dtype:?}, expected {wants:?}"),
+                ));
+            }
+        }
+        let x = inputs[0].0;
+        let f32 = |shape: Vec<usize>| Ok(vec![(shape, DType::F32)]);
+        match self {
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias,
+            } => {
+                let b = inputs[1].0;
+                if x.len() != 2 || b.len() != 2 {
+                    return Err(mismatch(op, x, b, "both operands must be matrices".into()));
+                }
+                let (m, k) = if *trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
+                let (k_b, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+                if k != k_b {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        b,
+                        format!("the inner dimensions differ: {k} and {k_b}"),
+                    ));
+                }
+                if *bias && inputs[2].0 != [n] {
+                    return Err(mismatch(
+                        op,
+                        inputs[2].0,
+                        &[m, n],
+                        format!("the bias must be [{n}], one value per output column"),
+                    ));
+                }
+                f32(vec![m, n])
+            }
+            Op::Unary(_) | Op::Softmax { .. } => {
+                if matches!(self, Op::Softmax { .. }) && x.last().is_none_or(|&n| n == 0) {
+                    return Err(Error::ZeroSized {
+                        op,
+                        shape: x.to_vec(),
+                        why: "softmax needs a last axis with at least one element",
+                    });
+                }
+                f32(x.to_vec())
+            }
+            Op::Binary(binary) => {
+                let b = inputs[1].0;
+                match binary {
+                    Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
+                        f32(broadcast_shapes(op, x, b)?)
+                    }
+                    _ if x == b => f32(x.to_vec()),
+                    _ => Err(mismatch(
+                        op,
+                        x,
+                        b,
+                        "a derivative takes two values of one shape".into(),
+                    )),
+                }
+            }
+            Op::SoftmaxGrad { .. } => {
+                let dy = inputs[1].0;
+                if x != dy {
+                    return Err(mismatch(op, x, dy, "y and dy must have one shape".into()));
+                }
+                f32(x.to_vec())
+            }
+            Op::Reduce {
+                op: reduce,
+                axis,
+                keep_dim,
+            } => {
+                if *reduce == Reduce::Mean && x[*axis] == 0 {
+                    return Err(Error::ZeroSized {
+                        op,
+                        shape: x.to_vec(),
+                        why: "the mean over an empty axis is undefined",
+                    });
+                }
+                let mut shape = x.to_vec();
+                if *keep_dim {
+                    shape[*axis] = 1;
+                } else {
+                    shape.remove(*axis);
+                }
+                f32(shape)
+            }
+            Op::SumTo { shape } => {
+                if shape.len() > x.len() || broadcast_shapes(op, shape, x)? != x {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        shape,
+                        "the target must broadcast to the value's shape".into(),
+                    ));
+                }
+                check_rank(op, x)?;
+                f32(shape.clone())
+            }
+            Op::BroadcastTo { shape } => {
+                if broadcast_shapes(op, x, shape)? != *shape {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        shape,
+                        "the value must broadcast to the target".into(),
+                    ));
+                }
+                f32(shape.clone())
+            }
+            Op::Reshape { shape } => {
+                if numel(shape)? != numel(x)? {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        shape,
+                        "both shapes must hold as many elements".into(),
+                    ));
+                }
+                f32(shape.clone())
+            }
+            Op::Permute { perm } => {
+                check_rank(op, x)?;
+                let mut seen = vec![false; x.len()];
+                let valid = perm.len() == x.len()
+                    && perm
+                        .iter()
+                        .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
+                if !valid {
+                    return Err(Error::invalid(
+                        op,
+                        format!("{perm:?} is not a permutation of the axes of shape {x:?}"),
+                    ));
+                }
+                f32(perm.iter().map(|&p| x[p]).collect())
+            }
+            Op::CrossEntropy { .. } => {
+                let targets = inputs[1].0;
+                if x.len() != 2 || targets != [x[0]] || x[1] == 0 {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        targets,
+                        "logits must be [N, C] with C > 0 and targets [N]".into(),
+                    ));
+                }
+                Ok(vec![(vec![], DType::F32), (x.to_vec(), DType::F32)])
+            }
+        }
+    }
+
+    /// The backward rule: given the gradients of the outputs (None where no gradient flows),
+    /// adds the nodes that compute the gradient of each input (None where none is needed).
+    pub(crate) fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[Var],
+        outputs: &[Var],
+        grads: &[Option<Var>],
+    ) -> Result<Vec<Option<Var>>> {
+        let Some(dy) = grads[0] else {
+            return Ok(vec![None; inputs.len()]);
+        };
+        let y = outputs[0];
+        let x = inputs[0];
+        let x_shape = g.shape(x).to_vec();
+        Ok(match self {
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias,
+            } => {
+                // With Ā = op(A), B̄ = op(B): dĀ = dC·B̄ᵀ and dB̄ = Āᵀ·dC, transposed back
+                // where A or B was.
+                let (a, b) = (inputs[0], inputs[1]);
+                let da = if *trans_a {
+                    g.gemm(b, dy, *trans_b, true, None)?
+                } else {
+                    g.gemm(dy, b, false, !*trans_b, None)?
+                };
+                let db = if *trans_b {
+                    g.gemm(dy, a, true, *trans_a, None)?
+                } else {
+                    g.gemm(a, dy, !*trans_a, false, None)?
+                };
+                let mut grads = vec![Some(da), Some(db)];
+                if *bias {
+                    grads.push(Some(g.sum(dy, 0, false)?));
+                }
+                grads
+            }
+            Op::Unary(f) => vec![Some(match f {
+                Unary::Tanh => g.zip(y, dy, Binary::TanhGrad)?,
+                Unary::Relu => g.zip(x, dy, Binary::ReluGrad)?,
+                Unary::Sigmoid => g.zip(y, dy, Binary::SigmoidGrad)?,
+                Unary::Exp => g.mul(dy, y)?,
+                Unary::Log => g.div(dy, x)?,
+                Unary::Neg => g.map(dy, Unary::Neg)?,
+                Unary::Scale(alpha) => g.scale(dy, *alpha)?,
+            })],
+            Op::Binary(binary) => {
+                let b = inputs[1];
+                let b_shape = g.shape(b).to_vec();
+                let (da, db) = match binary {
+                    Binary::Add => (dy, dy),
+                    Binary::Sub => (dy, g.map(dy, Unary::Neg)?),
+                    Binary::Mul => (g.mul(dy, b)?, g.mul(dy, x)?),
+                    Binary::Div => {
+                        // d(a/b)/db = −a/b² = −(a/b)/b
+                        let dy_y = g.mul(dy, y)?;
+                        let dy_y_b = g.div(dy_y, b)?;
+                        (g.div(dy, b)?, g.map(dy_y_b, Unary::Neg)?)
+                    }
+                    _ => {
+                        return Err(no_gradient(
+                            "a derivative op (second derivatives are not supported)",
+                        ))
+                    }
+                };
+                vec![Some(g.sum_to(da, &x_shape)?), Some(g.sum_to(db, &b_shape)?)]
+            }
+            Op::Reduce {
+                op,
+                axis,
+                keep_dim: _,
+            } => {
+                let mut kept = x_shape.clone();
+                kept[*axis] = 1;
+                let dy_kept = g.reshape(dy, &kept)?;
+                let spread = g.broadcast_to(dy_kept, &x_shape)?;
+                vec![Some(match op {
+                    Reduce::Sum => spread,
+                    Reduce::Mean => g.scale(spread, 1.0 / x_shape[*axis] as f32)?,
+                    Reduce::Max => return Err(no_gradient("max (it picks, it does not compute)")),
+                })]
+            }
+            Op::SumTo { .. } => vec![Some(g.broadcast_to(dy, &x_shape)?)],
+            Op::BroadcastTo { .. } => vec![Some(g.sum_to(dy, &x_shape)?)],
+            Op::Reshape { .. } => vec![Some(g.reshape(dy, &x_shape)?)],
+            Op::Permute { perm } => {
+                let mut inverse = vec![0; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inverse[p] = i;
+                }
+                vec![Some(g.permute(dy, &inverse)?)]
+            }
+            Op::Softmax { log } => {
+                vec![Some(g.push(Op::SoftmaxGrad { log: *log }, &[y, dy])?[0])]
+            }
+            Op::SoftmaxGrad { .. } => {
+                return Err(no_gradient(
+                    "softmax_grad (second derivatives are not supported)",
+                ))
+            }
+            Op::CrossEntropy { .. } => {
+                // The kernel left dloss/dlogits in output 1; scale it by the incoming dloss.
+                let saved = outputs[1];
+                vec![Some(g.mul(saved, dy)?), None]
+            }
+        })
+    }
+
+    /// Records the op's kernels over its operands (views of the plan's buffers).
+    pub(crate) fn record(&self, inputs: &[Operand], outputs: &[Tensor]) -> Result<Recorded> {
+        let mut recorded = Recorded::default();
+        let y = &outputs[0];
+        if y.numel() == 0 || self.is_alias() {
+            return Ok(recorded);
+        }
+        let x = inputs[0].f32();
+        let gpu = y.gpu();
+        let dispatch = match self {
+            Op::MatMul {
+                trans_a, trans_b, ..
+            } => {
+                let (a, b) = (x, inputs[1].f32());
+                let (m, n) = (y.shape()[0], y.shape()[1]);
+                let k = if *trans_a { a.shape()[0] } else { a.shape()[1] };
+                let shape = GemmShape {
+                    batch: 1,
+                    m,
+                    n,
+                    k,
+                    trans_a: *trans_a,
+                    trans_b: *trans_b,
+                    a_batch_stride: 0,
+                    b_batch_stride: 0,
+                };
+                let operands = GemmOperands {
+                    a,
+                    b,
+                    c: None,
+                    bias: inputs.get(2).map(Operand::f32),
+                    out: y,
+                };
+                gemm_dispatch(
+                    &operands,
+                    &shape,
+                    1.0,
+                    0.0,
+                    MatmulVariant::choose(gpu, &shape),
+                )?
+            }
+            Op::Unary(f) => unary_dispatch(x, y, *f)?,
+            Op::Binary(binary) => binary_dispatch(x, inputs[1].f32(), y, *binary)?,
+            Op::Reduce { op, axis, .. } => {
+                let (_, n, inner) = crate::kernels::reduce::split_at_axis(x.shape(), *axis);
+                reduce_dispatch(x, y, *axis, *op, ReduceVariant::choose(inner, n))?
+            }
+            Op::SumTo { shape } => return sum_to_record(x, y, shape),
+            Op::BroadcastTo { .. } => {
+                strided_copy_dispatch(x, y, broadcast_strides(x.shape(), y.shape()))?
+            }
+            Op::Permute { perm } => {
+                let strides = contiguous_strides(x.shape());
+                let permuted: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+                strided_copy_dispatch(x, y, pad_to_rank4(&permuted, 0))?
+            }
+            Op::Softmax { log } => {
+                let axis = x.rank() - 1;
+                let variant = SoftmaxVariant::choose(gpu, 1, x.shape()[axis]);
+                softmax_dispatch(x, y, axis, softmax_kind(*log), variant)?
+            }
+            Op::SoftmaxGrad { log } => {
+                let axis = x.rank() - 1;
+                let variant = SoftmaxVariant::choose(gpu, 1, x.shape()[axis]);
+                softmax_backward_dispatch(x, inputs[1].f32(), y, axis, softmax_kind(*log), variant)?
+            }
+            Op::CrossEntropy { ignore } => {
+                return cross_entropy_record(x, inputs[1].u32(), y, &outputs[1], *ignore)
+            }
+            Op::Reshape { .. } => unreachable!("aliases record nothing"),
+        };
+        recorded.dispatches.push(dispatch);
+        Ok(recorded)
+    }
+}
+
+fn softmax_kind(log: bool) -> SoftmaxKind {
+    if log {
+        SoftmaxKind::LogSoftmax
+    } else {
+        SoftmaxKind::Softmax
+    }
+}
+
+fn no_gradient(what: &str) -> Error {
+    Error::invalid("backward", format!("{what} has no gradient"))
+}
+
+/// Sums `x` down to `shape`: one reduction per broadcast axis, each keeping its axis, the
+/// last one writing into `y` (seen with the kept axes).
+fn sum_to_record(x: &Tensor, y: &Tensor, shape: &[usize]) -> Result<Recorded> {
+    let rank = x.rank();
+    let lead = rank - shape.len();
+    let axes: Vec<usize> = (0..rank)
+        .filter(|&i| x.shape()[i] != 1 && (i < lead || shape[i - lead] == 1))
+        .collect();
+    let mut recorded = Recorded::default();
+    let mut current = x.clone();
+    for (step, &axis) in axes.iter().enumerate() {
+        let mut kept = current.shape().to_vec();
+        kept[axis] = 1;
+        let target = if step + 1 == axes.len() {
+            y.reshape(&kept)?
+        } else {
+            let scratch = Tensor::uninit(x.gpu(), &kept)?;
+            recorded.scratch.push(scratch.clone());
+            scratch
+        };
+        let (_, n, inner) = crate::kernels::reduce::split_at_axis(current.shape(), axis);
+        recorded.dispatches.push(reduce_dispatch(
+            &current,
+            &target,
+            axis,
+            Reduce::Sum,
+            ReduceVariant::choose(inner, n),
+        )?);
+        current = target;
+    }
+    Ok(recorded)
+}
+
+/// The three kernels of a mean cross-entropy whose divisor (the rows not ignored) is counted
+/// on the GPU, so that new targets need no host work beyond their upload.
+fn cross_entropy_record(
+    logits: &Tensor,
+    targets: &Indices,
+    loss: &Tensor,
+    grad: &Tensor,
+    ignore: Option<u32>,
+) -> Result<Recorded> {
+    let gpu = logits.gpu();
+    let (rows, classes) = (logits.shape()[0], logits.shape()[1]);
+    let ones = Tensor::full(gpu, &[classes], 1.0)?;
+    let divisor = Tensor::uninit(gpu, &[1])?;
+    let row_loss = Tensor::uninit(gpu, &[rows])?;
+    let operands = CrossEntropyOperands {
+        logits,
+        targets,
+        weights: None,
+        divisor: &divisor,
+        row_loss: &row_loss,
+        grad,
+    };
+    let ignore = ignore.unwrap_or(u32::MAX);
+    let variant = SoftmaxVariant::choose(gpu, 1, classes);
+    let dispatches = vec![
+        cross_entropy_weight_sum_dispatch(&operands, &ones, ignore)?,
+        cross_entropy_dispatch(&operands, ignore, variant)?,
+        cross_entropy_total_dispatch(&operands, loss)?,
+    ];
+    Ok(Recorded {
+        dispatches,
+        scratch: vec![ones, divisor, row_loss],
+    })
+}

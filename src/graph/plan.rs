@@ -1,0 +1,373 @@
+//! Compiling a graph into a [`Plan`] and running it.
+//!
+//! `compile` keeps only the nodes the requested outputs need, orders them (the graph's
+//! order is already topological), gives every intermediate value a buffer by liveness (a
+//! buffer goes back to a free list after the last node that reads it, and the next value
+//! that fits takes it over), and records every dispatch once: bind groups and uniform
+//! buffers are made here and never again. `run` writes the inputs, submits all the
+//! dispatches of a step in one command buffer, and reads back nothing unless asked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu, PooledBuffer};
+use crate::tensor::{numel, Indices, Tensor};
+
+use super::ops::{Operand, Recorded};
+use super::{DType, Graph, IndexBound, Source, Var};
+
+/// Data for one input of a run.
+#[derive(Debug, Clone, Copy)]
+pub enum Feed<'a> {
+    F32(Var, &'a [f32]),
+    U32(Var, &'a [u32]),
+}
+
+impl<'a> Feed<'a> {
+    pub fn f32(var: Var, data: &'a [f32]) -> Self {
+        Feed::F32(var, data)
+    }
+
+    pub fn u32(var: Var, data: &'a [u32]) -> Self {
+        Feed::U32(var, data)
+    }
+}
+
+/// Memory of a plan's computed values: with buffers shared by liveness, and without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Bytes of the buffers the plan holds for computed values.
+    pub peak_bytes: u64,
+    /// Bytes if every computed value had its own buffer.
+    pub naive_bytes: u64,
+}
+
+/// What compile knows of each value it keeps.
+struct Slot {
+    shape: Vec<usize>,
+    dtype: DType,
+    is_input: bool,
+    index_bound: Option<IndexBound>,
+    /// The storage of a persistent value (leaf or requested output); `None` otherwise.
+    storage: Option<Operand>,
+}
+
+/// A compiled graph: every step is one submission of the same recorded dispatches.
+pub struct Plan {
+    gpu: Gpu,
+    dispatches: Vec<Dispatch>,
+    values: HashMap<Var, Slot>,
+    memory: MemoryReport,
+    /// Scratch tensors and shared buffers that the dispatches bind.
+    _scratch: Vec<Tensor>,
+    _buffers: Vec<Arc<PooledBuffer>>,
+}
+
+impl Graph {
+    /// Compiles the nodes that `outputs` need into a plan. The outputs (a loss, gradients for
+    /// an optimizer) keep buffers of their own and can be read after each run.
+    pub fn compile(&self, outputs: &[Var]) -> Result<Plan> {
+        let gpu = self.gpu().clone();
+        // Which nodes the outputs need, walking back from them.
+        let mut needed = vec![false; self.values.len()];
+        for &v in outputs {
+            needed[v.0] = true;
+        }
+        let mut live = vec![false; self.nodes.len()];
+        for (index, node) in self.nodes.iter().enumerate().rev() {
+            if node.outputs.iter().any(|v| needed[v.0]) {
+                live[index] = true;
+                for v in &node.inputs {
+                    needed[v.0] = true;
+                }
+            }
+        }
+        let live_nodes: Vec<usize> = (0..self.nodes.len()).filter(|&i| live[i]).collect();
+
+        // Storage roots: an alias (reshape) shares the buffer of its input.
+        let mut root: Vec<usize> = (0..self.values.len()).collect();
+        for &index in &live_nodes {
+            let node = &self.nodes[index];
+            if node.op.is_alias() {
+                root[node.outputs[0].0] = root[node.inputs[0].0];
+            }
+        }
+        let is_leaf = |v: usize| !matches!(self.values[v].source, Source::Computed);
+        let mut persistent = vec![false; self.values.len()];
+        for v in 0..self.values.len() {
+            if needed[v] && is_leaf(v) {
+                persistent[root[v]] = true;
+            }
+        }
+        for &v in outputs {
+            persistent[root[v.0]] = true;
+        }
+        // The position (among live nodes) of the last node reading each root.
+        let mut last_use = vec![None; self.values.len()];
+        for (position, &index) in live_nodes.iter().enumerate() {
+            for v in &self.nodes[index].inputs {
+                last_use[root[v.0]] = Some(position);
+            }
+        }
+
+        let mut storage: HashMap<usize, Operand> = HashMap::new();
+        let mut values = HashMap::new();
+        // Persistent values own their buffers; leaves get their initial data now.
+        for v in 0..self.values.len() {
+            if !(needed[v] && (is_leaf(v) || persistent[v] && root[v] == v)) {
+                continue;
+            }
+            let value = &self.values[v];
+            let operand = match value.dtype {
+                DType::U32 => Operand::U32(Indices::uninit(&gpu, &value.shape)?),
+                DType::F32 => Operand::F32(match &value.source {
+                    Source::Parameter { init, .. } => Tensor::from_slice(&gpu, init, &value.shape)?,
+                    Source::Constant { data } => Tensor::from_slice(&gpu, data, &value.shape)?,
+                    _ => Tensor::uninit(&gpu, &value.shape)?,
+                }),
+            };
+            storage.insert(v, operand);
+        }
+
+        // Intermediates share buffers: a free list of (capacity, buffer), smallest fit first.
+        let mut free: Vec<(u64, Arc<PooledBuffer>)> = Vec::new();
+        let mut buffers: Vec<Arc<PooledBuffer>> = Vec::new();
+        let mut shared: HashMap<usize, Arc<PooledBuffer>> = HashMap::new();
+        let mut memory = MemoryReport {
+            peak_bytes: 0,
+            naive_bytes: 0,
+        };
+        let mut dispatches = Vec::new();
+        let mut scratch = Vec::new();
+        for (position, &index) in live_nodes.iter().enumerate() {
+            let node = &self.nodes[index];
+            let mut output_tensors = Vec::with_capacity(node.outputs.len());
+            for &out in &node.outputs {
+                let value = &self.values[out.0];
+                let bytes = numel(&value.shape)? as u64 * 4;
+                let r = root[out.0];
+                if r != out.0 {
+                    output_tensors.push(view(&gpu, &storage, &shared, r, &value.shape)?);
+                    continue;
+                }
+                memory.naive_bytes += bytes;
+                if persistent[r] {
+                    memory.peak_bytes += bytes;
+                } else {
+                    let best = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (capacity, _))| *capacity >= bytes)
+                        .min_by_key(|(_, (capacity, _))| *capacity)
+                        .map(|(i, _)| i);
+                    let buffer = match best {
+                        Some(i) => free.swap_remove(i).1,
+                        None => {
+                            let buffer = Arc::new(gpu.storage_buffer(bytes.max(4), &value.shape)?);
+                            memory.peak_bytes += bytes.max(4);
+                            buffers.push(Arc::clone(&buffer));
+                            buffer
+                        }
+                    };
+                    shared.insert(r, buffer);
+                }
+                output_tensors.push(view(&gpu, &storage, &shared, r, &value.shape)?);
+            }
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|v| match self.values[v.0].dtype {
+                    DType::U32 => match storage.get(&root[v.0]) {
+                        Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),
+                        _ => Err(Error::invalid(
+                            "compile",
+                            "u32 values can only be inputs for now",
+                        )),
+                    },
+                    DType::F32 => Ok(Operand::F32(view(
+                        &gpu,
+                        &storage,
+                        &shared,
+                        root[v.0],
+                        &self.values[v.0].shape,
+                    )?)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let Recorded {
+                dispatches: node_dispatches,
+                scratch: node_scratch,
+            } = node.op.record(&inputs, &output_tensors)?;
+            dispatches.extend(node_dispatches);
+            scratch.extend(node_scratch);
+            // Buffers whose last reader this was (or that nobody reads) become free.
+            let mut released: Vec<usize> = node
+                .inputs
+                .iter()
+                .chain(&node.outputs)
+                .map(|v| root[v.0])
+                .filter(|&r| !persistent[r] && last_use[r].is_none_or(|last| last <= position))
+                .collect();
+            released.sort_unstable();
+            released.dedup();
+            for r in released {
+                if let Some(buffer) = shared.remove(&r) {
+                    free.push((buffer.buffer().size(), buffer));
+                }
+            }
+        }
+
+        for v in 0..self.values.len() {
+            if !needed[v] {
+                continue;
+            }
+            let value = &self.values[v];
+            let kept = match storage.get(&root[v]) {
+                Some(Operand::F32(t)) if persistent[root[v]] => {
+                    Some(Operand::F32(t.reshape(&value.shape)?))
+                }
+                Some(Operand::U32(i)) => Some(Operand::U32(i.clone())),
+                _ => None,
+            };
+            values.insert(
+                Var(v),
+                Slot {
+                    shape: value.shape.clone(),
+                    dtype: value.dtype,
+                    is_input: matches!(value.source, Source::Input { .. }),
+                    index_bound: value.index_bound,
+                    storage: kept,
+                },
+            );
+        }
+        Ok(Plan {
+            gpu,
+            dispatches,
+            values,
+            memory,
+            _scratch: scratch,
+            _buffers: buffers,
+        })
+    }
+}
+
+/// A tensor of `shape` over the storage of root `r`: its own buffer if persistent, else
+/// the shared buffer assigned to it.
+fn view(
+    gpu: &Gpu,
+    storage: &HashMap<usize, Operand>,
+    shared: &HashMap<usize, Arc<PooledBuffer>>,
+    r: usize,
+    shape: &[usize],
+) -> Result<Tensor> {
+    match (storage.get(&r), shared.get(&r)) {
+        (Some(Operand::F32(t)), _) => t.reshape(shape),
+        (_, Some(buffer)) => Ok(Tensor::from_shared(gpu, Arc::clone(buffer), shape)),
+        _ => Err(Error::invalid(
+            "compile",
+            format!("value {r} is read before any node writes it"),
+        )),
+    }
+}
+
+impl Plan {
+    /// One step: writes `feeds` into their inputs, then submits every dispatch of the plan
+    /// followed by `extra` (an optimizer's update, say) as one command buffer.
+    pub fn run(&mut self, feeds: &[Feed], extra: &[Dispatch]) -> Result<()> {
+        for feed in feeds {
+            self.write(feed)?;
+        }
+        self.gpu.submit_lists(&[&self.dispatches, extra])
+    }
+
+    fn write(&self, feed: &Feed) -> Result<()> {
+        let (var, len, dtype) = match feed {
+            Feed::F32(var, data) => (*var, data.len(), DType::F32),
+            Feed::U32(var, data) => (*var, data.len(), DType::U32),
+        };
+        let slot = self
+            .values
+            .get(&var)
+            .filter(|slot| slot.is_input)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "run",
+                    format!("value {} is not an input of this plan", var.0),
+                )
+            })?;
+        let expected = numel(&slot.shape)?;
+        if slot.dtype != dtype || len != expected {
+            return Err(Error::invalid(
+                "run",
+                format!(
+                    "input {} is {:?} of shape {:?} ({expected} values), the feed has {len} {dtype:?} values",
+                    var.0, slot.dtype, slot.shape
+                ),
+            ));
+        }
+        match (feed, &slot.storage) {
+            (Feed::F32(_, data), Some(Operand::F32(t))) => self.gpu.write(t.buffer(), data),
+            (Feed::U32(_, data), Some(Operand::U32(i))) => {
+                if let Some(bound) = slot.index_bound {
+                    check_indices(data, bound)?;
+                }
+                self.gpu.write(i.buffer(), data)
+            }
+            _ => unreachable!("storage matches the checked dtype"),
+        }
+        Ok(())
+    }
+
+    /// Downloads a persistent value: a leaf or one of the outputs given to compile.
+    pub fn read(&self, var: Var) -> Result<Vec<f32>> {
+        self.tensor(var)?.to_vec()
+    }
+
+    /// The GPU tensor of a persistent f32 value (a parameter, a requested output).
+    pub fn tensor(&self, var: Var) -> Result<&Tensor> {
+        match self.values.get(&var).and_then(|slot| slot.storage.as_ref()) {
+            Some(Operand::F32(t)) => Ok(t),
+            _ => Err(Error::invalid(
+                "plan",
+                format!(
+                    "value {} has no buffer of its own: only leaves and the outputs given \
+                     to compile can be read",
+                    var.0
+                ),
+            )),
+        }
+    }
+
+    /// The dispatches of one step (without the extra ones given to `run`).
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    /// Bytes held for computed values, against one buffer per value.
+    pub fn memory(&self) -> MemoryReport {
+        self.memory
+    }
+}
+
+/// Every index below `bound.bound` or equal to the ignore value; else an error naming the
+/// first that is not.
+fn check_indices(data: &[u32], bound: IndexBound) -> Result<()> {
+    match data
+        .iter()
+        .position(|&v| v >= bound.bound && Some(v) != bound.ignore)
+    {
+        None => Ok(()),
+        Some(position) => Err(Error::invalid(
+            "run",
+            format!(
+                "index {} at position {position} is out of range: expected below {}{}",
+                data[position],
+                bound.bound,
+                bound
+                    .ignore
+                    .map(|i| format!(" or the ignore value {i}"))
+                    .unwrap_or_default()
+            ),
+        )),
+    }
+}
