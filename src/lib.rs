@@ -24,6 +24,7 @@ pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
+pub mod nn;
 pub mod rng;
 pub mod tensor;
 

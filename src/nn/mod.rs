@@ -1,0 +1,187 @@
+//! Layers built on the graph: [`Linear`], activations, and an [`Mlp`] builder, with seeded
+//! initialisation and named parameters (`"<layer>.weight"`, `"<layer>.bias"`), the names
+//! checkpoints key on.
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Var};
+use crate::kernels::elementwise::Unary;
+use crate::rng::Rng;
+
+/// An elementwise nonlinearity between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Tanh,
+    Relu,
+    Sigmoid,
+}
+
+impl Activation {
+    pub fn apply(self, g: &mut Graph, x: Var) -> Result<Var> {
+        g.map(
+            x,
+            match self {
+                Activation::Tanh => Unary::Tanh,
+                Activation::Relu => Unary::Relu,
+                Activation::Sigmoid => Unary::Sigmoid,
+            },
+        )
+    }
+
+    /// The initialisation that keeps activations at a steady scale through this
+    /// nonlinearity: He for ReLU (which zeroes half its inputs), Xavier otherwise.
+    pub fn default_init(self) -> Init {
+        match self {
+            Activation::Relu => Init::He,
+            Activation::Tanh | Activation::Sigmoid => Init::Xavier,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Tanh => "tanh",
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text {
+            "tanh" => Ok(Activation::Tanh),
+            "relu" => Ok(Activation::Relu),
+            "sigmoid" => Ok(Activation::Sigmoid),
+            other => Err(Error::invalid(
+                "activation",
+                format!("{other:?} is not one of tanh, relu, sigmoid"),
+            )),
+        }
+    }
+}
+
+/// How a weight matrix [fan_in, fan_out] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// Glorot & Bengio: uniform in ±√(6 / (fan_in + fan_out)).
+    Xavier,
+    /// He et al.: normal with standard deviation √(2 / fan_in).
+    He,
+}
+
+impl Init {
+    /// `fan_in · fan_out` initial weights drawn from `rng`.
+    pub fn weights(self, fan_in: usize, fan_out: usize, rng: &mut Rng) -> Vec<f32> {
+        let n = fan_in * fan_out;
+        match self {
+            Init::Xavier => {
+                let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                rng.vec(n, -bound, bound)
+            }
+            Init::He => {
+                let std = (2.0 / fan_in as f32).sqrt();
+                (0..n).map(|_| rng.normal() * std).collect()
+            }
+        }
+    }
+}
+
+/// y = x·W + b for x [batch, fan_in], W [fan_in, fan_out], b [fan_out] (starting at 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Var,
+    pub fan_in: usize,
+    pub fan_out: usize,
+}
+
+impl Linear {
+    /// Adds the parameters `<name>.weight` and `<name>.bias` to `g`.
+    pub fn new(
+        g: &mut Graph,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+        init: Init,
+        rng: &mut Rng,
+    ) -> Result<Linear> {
+        if fan_in == 0 || fan_out == 0 {
+            return Err(Error::invalid(
+                "Linear",
+                format!("{name}: a layer of {fan_in} inputs and {fan_out} outputs has no weights"),
+            ));
+        }
+        let weight = g.parameter(
+            &format!("{name}.weight"),
+            &[fan_in, fan_out],
+            init.weights(fan_in, fan_out, rng),
+        )?;
+        let bias = g.parameter(&format!("{name}.bias"), &[fan_out], vec![0.0; fan_out])?;
+        Ok(Linear {
+            weight,
+            bias,
+            fan_in,
+            fan_out,
+        })
+    }
+
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        g.gemm(x, self.weight, false, false, Some(self.bias))
+    }
+}
+
+/// A multi-layer perceptron: Linear layers with an activation between them (none after
+/// the last, which gives logits).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub layers: Vec<Linear>,
+    pub activation: Activation,
+}
+
+impl Mlp {
+    /// Layers of the given sizes, `sizes[0]` inputs to `sizes.last()` outputs, named
+    /// `layer0`, `layer1`, …; weights drawn from `rng` by the activation's initialisation.
+    pub fn new(
+        g: &mut Graph,
+        sizes: &[usize],
+        activation: Activation,
+        rng: &mut Rng,
+    ) -> Result<Mlp> {
+        if sizes.len() < 2 {
+            return Err(Error::invalid(
+                "Mlp",
+                format!("needs at least an input and an output size, got {sizes:?}"),
+            ));
+        }
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, pair)| {
+                Linear::new(
+                    g,
+                    &format!("layer{i}"),
+                    pair[0],
+                    pair[1],
+                    activation.default_init(),
+                    rng,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Mlp { layers, activation })
+    }
+
+    /// The logits for a batch x [batch, sizes[0]].
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(g, h)?;
+            if i + 1 < self.layers.len() {
+                h = self.activation.apply(g, h)?;
+            }
+        }
+        Ok(h)
+    }
+}
