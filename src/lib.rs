@@ -5,7 +5,8 @@
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
-//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
+//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
+//! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -19,6 +20,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+pub mod checkpoint;
 pub mod conformance;
 pub mod error;
 pub mod gpu;
