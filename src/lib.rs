@@ -5,7 +5,9 @@
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
-//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
+//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
+//! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
+//! - [`train`]: training's reporting, the per-epoch metrics file and the progress display.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -20,11 +22,13 @@
 //! ```
 
 pub mod conformance;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
