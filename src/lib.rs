@@ -6,7 +6,9 @@
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
 //! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
-//! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config.
+//! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config;
+//! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
+//! - [`train`]: training's reporting, the per-epoch metrics file and the progress display.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -22,13 +24,16 @@
 
 pub mod checkpoint;
 pub mod conformance;
+pub mod data;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod nn;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};

@@ -1,0 +1,8 @@
+//! Training's reporting, shared by every `train-*` command: the per-epoch [`metrics`] file
+//! (`--metrics FILE`, JSON Lines) and the [`progress`] display on stderr.
+
+pub mod metrics;
+pub mod progress;
+
+pub use metrics::{EpochMetrics, MetricsFile};
+pub use progress::{format_progress, Drawing, Progress, ProgressState};
