@@ -5,6 +5,7 @@
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
+//! - [`optim`]: optimizers (SGD, momentum, Adam, AdamW), clipping and schedules on the GPU;
 //! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
 //!
 //! ```no_run
@@ -23,6 +24,7 @@ pub mod conformance;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 
@@ -41,4 +43,5 @@ pub use kernels::reduce::{Reduce, ReduceVariant};
 pub use kernels::softmax::{
     CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,
 };
+pub use optim::{Optimizer, OptimizerConfig, Rule, Schedule};
 pub use tensor::{Indices, Tensor};
