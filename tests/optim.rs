@@ -249,7 +249,9 @@ fn check_against_reference(seed: u64, config: OptimizerConfig, shapes: &[&[usize
     }
 }
 
-/// Odd sizes: one element, primes, a matrix of prime sides, more than 256 workgroups.
+/// Odd sizes: one element, primes, a matrix of prime sides, and 65537 = 2¹⁶ + 1, which
+/// leaves one element past the last full workgroup (or, on CPU-like adapters, past the
+/// last full turn of the several-elements-per-invocation loop).
 const SHAPES: &[&[usize]] = &[&[1], &[13], &[31, 17], &[65537]];
 
 const MOMENTUM: Rule = Rule::Momentum {
