@@ -5,6 +5,7 @@
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
+//! - [`optim`]: optimizers (SGD, momentum, Adam, AdamW), clipping and schedules on the GPU;
 //! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
 //! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config;
 //! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
@@ -31,6 +32,7 @@ pub mod gpu;
 pub mod graph;
 pub mod kernels;
 pub mod nn;
+pub mod optim;
 pub mod rng;
 pub mod tensor;
 pub mod train;
@@ -50,4 +52,5 @@ pub use kernels::reduce::{Reduce, ReduceVariant};
 pub use kernels::softmax::{
     CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,
 };
+pub use optim::{Optimizer, OptimizerConfig, Rule, Schedule};
 pub use tensor::{Indices, Tensor};

@@ -24,6 +24,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &layernorm::SHADER,
     &gather::SHADER,
     &matmul::SHADER,
+    &crate::optim::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,
 ];

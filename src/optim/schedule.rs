@@ -1,0 +1,97 @@
+//! Learning-rate schedules: the factor the base learning rate is multiplied by at each step.
+//!
+//! Steps are numbered from 1, as Adam's bias corrections count them: step t is the t-th
+//! update applied.
+
+use crate::error::{Error, Result};
+
+/// How the learning rate changes over training: α_t = α · factor(t).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// factor 1 at every step.
+    Constant,
+    /// factor γ^⌊(t − 1) / every⌋: steps 1..=every use the base rate, the next `every` steps
+    /// γ times it, and so on (PyTorch's `StepLR`, whose epochs count from 0).
+    StepDecay { every: u64, gamma: f64 },
+    /// A linear warm-up over the first `warmup` steps (factor t / warmup, 1 at t = warmup),
+    /// then half a cosine down to `final_fraction` at step `total`, which it keeps after:
+    /// factor f + (1 − f)·½·(1 + cos(π·(t − warmup) / (total − warmup))).
+    WarmupCosine {
+        warmup: u64,
+        total: u64,
+        final_fraction: f64,
+    },
+}
+
+impl Schedule {
+    /// The factor of the base learning rate at step `step` (≥ 1).
+    pub fn factor(&self, step: u64) -> f64 {
+        match *self {
+            Schedule::Constant => 1.0,
+            Schedule::StepDecay { every, gamma } => {
+                let decays = step.saturating_sub(1) / every;
+                gamma.powf(decays as f64)
+            }
+            Schedule::WarmupCosine {
+                warmup,
+                total,
+                final_fraction,
+            } => {
+                if step < warmup {
+                    return step as f64 / warmup as f64;
+                }
+                let progress = ((step - warmup) as f64 / (total - warmup) as f64).min(1.0);
+                let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                final_fraction + (1.0 - final_fraction) * cosine
+            }
+        }
+    }
+
+    /// Fails unless the schedule's parameters describe one: a decay every ≥ 1 steps by a
+    /// factor in (0, 1]; a cosine phase of at least one step ending at a fraction in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "Schedule";
+        match *self {
+            Schedule::Constant => Ok(()),
+            Schedule::StepDecay { every, gamma } => {
+                if every == 0 {
+                    return Err(Error::invalid(
+                        OP,
+                        "step decay every 0 steps: the interval must be at least 1",
+                    ));
+                }
+                if !(gamma > 0.0 && gamma <= 1.0) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!("step decay factor gamma = {gamma} must be in (0, 1]"),
+                    ));
+                }
+                Ok(())
+            }
+            Schedule::WarmupCosine {
+                warmup,
+                total,
+                final_fraction,
+            } => {
+                if total <= warmup {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "cosine schedule with total = {total} steps and warmup = {warmup}: \
+                             total must exceed warmup, leaving the cosine at least one step"
+                        ),
+                    ));
+                }
+                if !(0.0..=1.0).contains(&final_fraction) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "cosine schedule final_fraction = {final_fraction} must be in [0, 1]"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
