@@ -79,3 +79,97 @@ fn help_names_the_commands() {
     assert!(output.status.success());
     assert!(text(&output.stdout).contains("adapters"));
 }
+
+/// A scratch folder for one test's files.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
+    let dir = scratch("train-mlp-xor");
+    let model = dir.join("xor.safetensors");
+    let metrics = dir.join("metrics.jsonl");
+    let output = shadergrad(
+        &[
+            "train-mlp",
+            "--dataset",
+            "xor",
+            "--points",
+            "40",
+            "--layers",
+            "16",
+            "--epochs",
+            "30",
+            "--save",
+            model.to_str().unwrap(),
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let accuracy: f64 = stdout
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {stdout:?}"));
+    assert!(accuracy >= 90.0, "{stdout}");
+    assert!(model.exists() && dir.join("xor.json").exists());
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 30);
+    for field in [
+        "epoch",
+        "step",
+        "elapsed_s",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+    ] {
+        assert!(
+            lines[29].get(field).is_some(),
+            "{field} missing in {}",
+            lines[29]
+        );
+    }
+}
+
+#[test]
+fn train_mlp_names_the_bad_line_of_a_csv() {
+    let dir = scratch("train-mlp-csv");
+    let csv = dir.join("points.csv");
+    std::fs::write(&csv, "x,y,label\n0.5,1.0,0\n0.25,oops,1\n").unwrap();
+    let output = shadergrad(&["train-mlp", "--data", csv.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("oops"),
+        "{stderr}"
+    );
+    let output = shadergrad(&["train-mlp", "--optimizer", "lbfgs"], &[]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("lbfgs"));
+}
+
+#[test]
+fn train_mlp_with_its_defaults_reaches_97_percent_on_spirals() {
+    let output = shadergrad(&["train-mlp"], &[]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let accuracy: f64 = stdout
+        .split("test accuracy ")
+        .nth(1)
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no test accuracy in {stdout:?}"));
+    assert!(accuracy >= 97.0, "{stdout}");
+}

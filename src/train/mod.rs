@@ -2,6 +2,7 @@
 //! (`--metrics FILE`, JSON Lines) and the [`progress`] display on stderr.
 
 pub mod metrics;
+pub mod mlp;
 pub mod progress;
 
 pub use metrics::{EpochMetrics, MetricsFile};

@@ -1,0 +1,282 @@
+//! `shadergrad train-mlp`: the textbook's first network, a multi-layer perceptron trained
+//! with backprop on 2-D points (or the user's CSV), every step one GPU submission.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::checkpoint::save_tensors;
+use crate::data::{Dataset, LastBatch, Standardizer};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::graph::{Feed, Graph, Plan, Var};
+use crate::nn::{Activation, Mlp};
+use crate::optim::{Optimizer, OptimizerConfig, Rule};
+use crate::rng::Rng;
+use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::progress::Progress;
+
+/// The label padding rows carry; the loss ignores it.
+const PADDING: u32 = u32::MAX;
+/// How often (in steps) the loss is read back for the progress display: a read waits for
+/// the GPU, so reading every step would serialise it with the CPU.
+const LOSS_EVERY: u64 = 10;
+
+/// The optimizer by name.
+pub fn parse_rule(name: &str) -> Result<Rule> {
+    match name {
+        "sgd" => Ok(Rule::Sgd),
+        "momentum" => Ok(Rule::Momentum {
+            momentum: 0.9,
+            nesterov: false,
+        }),
+        "adam" => Ok(Rule::adam()),
+        "adamw" => Ok(Rule::adamw(0.01)),
+        other => Err(Error::invalid(
+            "optimizer",
+            format!("{other:?} is not one of sgd, momentum, adam, adamw"),
+        )),
+    }
+}
+
+/// Everything `train-mlp` needs to know.
+#[derive(Debug, Clone)]
+pub struct MlpTraining {
+    /// The examples, already split.
+    pub train: Dataset,
+    pub test: Dataset,
+    /// Hidden layer sizes.
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    pub optimizer: OptimizerConfig,
+    pub batch: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    pub save: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
+    /// Describes the data in the checkpoint's config (the task, or the CSV's path).
+    pub data_description: String,
+    /// The feature scaling fitted on the training split, saved with the model.
+    pub standardizer: Option<Standardizer>,
+}
+
+/// What training reached.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlpResult {
+    pub train_accuracy: f64,
+    pub test_accuracy: f64,
+    pub final_loss: f64,
+    pub steps: u64,
+    pub seconds: f64,
+}
+
+/// The compiled model: the plan computes the loss, the logits and every gradient.
+struct Model {
+    plan: Plan,
+    x: Var,
+    labels: Var,
+    loss: Var,
+    logits: Var,
+    parameters: Vec<(String, Var)>,
+    gradients: Vec<Var>,
+}
+
+fn build(gpu: &Gpu, config: &MlpTraining, classes: usize, dim: usize) -> Result<Model> {
+    let mut g = Graph::new(gpu);
+    let x = g.input("x", &[config.batch, dim]);
+    let labels = g.input_indices("labels", &[config.batch]);
+    let sizes: Vec<usize> = std::iter::once(dim)
+        .chain(config.hidden.iter().copied())
+        .chain(std::iter::once(classes))
+        .collect();
+    let mlp = Mlp::new(
+        &mut g,
+        &sizes,
+        config.activation,
+        &mut Rng::new(config.seed),
+    )?;
+    let logits = mlp.forward(&mut g, x)?;
+    let loss = g.cross_entropy(logits, labels, Some(PADDING))?;
+    let grads = g.backward(loss)?;
+    let pairs = grads.parameters();
+    let mut outputs = vec![loss, logits];
+    outputs.extend(pairs.iter().map(|&(_, grad)| grad));
+    let plan = g.compile(&outputs)?;
+    let parameters = pairs
+        .iter()
+        .map(|&(p, _)| (g.name(p).unwrap_or_default().to_string(), p))
+        .collect();
+    Ok(Model {
+        plan,
+        x,
+        labels,
+        loss,
+        logits,
+        parameters,
+        gradients: pairs.iter().map(|&(_, grad)| grad).collect(),
+    })
+}
+
+/// Loss and accuracy of the model on `data`, in batches (padding rows ignored).
+fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> Result<(f64, f64)> {
+    let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+    for chunk in data.batches_in_order(batch, LastBatch::Pad { label: PADDING })? {
+        model.plan.run(
+            &[
+                Feed::f32(model.x, &chunk.features),
+                Feed::u32(model.labels, &chunk.labels),
+            ],
+            &[],
+        )?;
+        let real = chunk.real();
+        loss_sum += f64::from(model.plan.read(model.loss)?[0]) * real as f64;
+        let logits = model.plan.read(model.logits)?;
+        let classes = logits.len() / chunk.rows();
+        correct += logits
+            .chunks(classes)
+            .zip(&chunk.labels)
+            .take(real)
+            .filter(|(row, &label)| argmax(row) == label as usize)
+            .count();
+        seen += real;
+    }
+    let seen = seen.max(1) as f64;
+    Ok((loss_sum / seen, correct as f64 / seen))
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// Trains the MLP, reporting progress on stderr, and returns the accuracies reached.
+pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
+    if config.batch == 0 || config.epochs == 0 {
+        return Err(Error::invalid(
+            "train-mlp",
+            format!(
+                "batch {} and epochs {} must both be at least 1",
+                config.batch, config.epochs
+            ),
+        ));
+    }
+    config.optimizer.validate()?;
+    let classes = config.train.classes.max(config.test.classes);
+    let mut model = build(gpu, config, classes, config.train.dim)?;
+    let pairs = model
+        .parameters
+        .iter()
+        .zip(&model.gradients)
+        .map(|((_, p), &g)| {
+            Ok((
+                model.plan.tensor(*p)?.clone(),
+                model.plan.tensor(g)?.clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut optimizer = Optimizer::new(gpu, config.optimizer, &pairs)?;
+    let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
+
+    let padding = LastBatch::Pad { label: PADDING };
+    let steps_per_epoch = config.train.batch_count(config.batch, padding) as u64;
+    let mut progress =
+        Progress::stderr(steps_per_epoch * config.epochs as u64, config.epochs, "ex");
+    let start = Instant::now();
+    let mut step = 0u64;
+    // The display keeps the last test accuracy beside the running loss.
+    let mut shown_accuracy = Vec::new();
+    for epoch in 1..=config.epochs {
+        progress.start_epoch(epoch);
+        let (mut epoch_loss, mut loss_reads) = (0.0, 0usize);
+        for batch in config
+            .train
+            .batches(config.batch, padding, config.seed, epoch as u64)?
+        {
+            step += 1;
+            optimizer.prepare_step(step)?;
+            model.plan.run(
+                &[
+                    Feed::f32(model.x, &batch.features),
+                    Feed::u32(model.labels, &batch.labels),
+                ],
+                optimizer.dispatches(),
+            )?;
+            let mut shown = shown_accuracy.clone();
+            if step.is_multiple_of(LOSS_EVERY) || step.is_multiple_of(steps_per_epoch) {
+                let loss = f64::from(model.plan.read(model.loss)?[0]);
+                if !loss.is_finite() {
+                    return Err(Error::invalid(
+                        "train-mlp",
+                        format!("the loss became {loss} at step {step}; try a lower --lr"),
+                    ));
+                }
+                epoch_loss += loss;
+                loss_reads += 1;
+                shown.push(("loss", loss));
+            }
+            progress.advance(batch.real() as u64, &shown);
+        }
+        let (test_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
+        shown_accuracy = vec![("test_acc", test_accuracy)];
+        if let Some(file) = metrics.as_mut() {
+            let record = EpochMetrics {
+                epoch,
+                step,
+                elapsed_s: start.elapsed().as_secs_f64(),
+                train_loss: epoch_loss / loss_reads.max(1) as f64,
+                val_loss: Some(test_loss),
+                val_accuracy: Some(test_accuracy),
+                extra: Vec::new(),
+            }
+            .with("lr", f64::from(optimizer.learning_rate(step)));
+            file.append(&record)?;
+        }
+    }
+    progress.finish();
+    let (_, train_accuracy) = evaluate(&mut model, &config.train, config.batch)?;
+    let (final_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
+    if let Some(path) = &config.save {
+        let tensors = model
+            .parameters
+            .iter()
+            .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let checkpoint_config = json!({
+            "architecture": {
+                "kind": "mlp",
+                "inputs": config.train.dim,
+                "hidden": config.hidden,
+                "classes": classes,
+                "activation": config.activation.name(),
+            },
+            "data": config.data_description,
+            "standardizer": config.standardizer.as_ref().map(|s| json!({"mean": s.mean, "std": s.std})),
+            "training": {
+                "epochs": config.epochs,
+                "steps": step,
+                "seed": config.seed,
+                "batch": config.batch,
+                "optimizer": format!("{:?}", config.optimizer.rule),
+                "lr": config.optimizer.lr,
+                "test_accuracy": test_accuracy,
+            },
+        });
+        save_tensors(path, &tensors, &checkpoint_config)?;
+    }
+    Ok(MlpResult {
+        train_accuracy,
+        test_accuracy,
+        final_loss,
+        steps: step,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
