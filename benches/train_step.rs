@@ -1,12 +1,13 @@
 //! `cargo bench --bench train_step`: one training step of an MLP 784-256-256-10 (batch 128,
-//! ReLU, softmax-cross-entropy) compiled into a plan, on the default adapter: the wall time
-//! of a whole step (submit and wait), and the CPU time the step's encoding and submission
-//! take per dispatch.
+//! ReLU, softmax-cross-entropy, Adam) compiled into a plan, on the default adapter: the wall
+//! time of a whole step (forward, backward and update in one submission, then a wait), and
+//! the CPU time the step's encoding and submission take per dispatch.
 
 use std::time::Instant;
 
 use shadergrad::graph::{Feed, Graph, Var};
 use shadergrad::nn::{Activation, Mlp};
+use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 use shadergrad::Gpu;
 
@@ -34,6 +35,13 @@ fn main() -> shadergrad::Result<()> {
         .chain(grads.parameters().into_iter().map(|(_, grad)| grad))
         .collect();
     let mut plan = g.compile(&outputs)?;
+    let pairs = grads
+        .parameters()
+        .into_iter()
+        .map(|(p, grad)| Ok((plan.tensor(p)?.clone(), plan.tensor(grad)?.clone())))
+        .collect::<shadergrad::Result<Vec<_>>>()?;
+    let mut adam = Optimizer::new(&gpu, OptimizerConfig::new(Rule::adam(), 1e-3), &pairs)?;
+    let dispatches = plan.dispatch_count() + adam.dispatches().len();
     let features = rng.vec(BATCH * SIZES[0], 0.0, 1.0);
     let targets: Vec<u32> = (0..BATCH).map(|i| (i % 10) as u32).collect();
     let feeds = [Feed::f32(x, &features), Feed::u32(labels, &targets)];
@@ -42,7 +50,8 @@ fn main() -> shadergrad::Result<()> {
     let mut encode_seconds = Vec::with_capacity(STEPS);
     for step in 0..WARMUP + STEPS {
         let start = Instant::now();
-        plan.run(&feeds, &[])?;
+        adam.prepare_step(step as u64 + 1)?;
+        plan.run(&feeds, adam.dispatches())?;
         let encoded = start.elapsed().as_secs_f64();
         gpu.wait()?;
         if step >= WARMUP {
@@ -54,10 +63,7 @@ fn main() -> shadergrad::Result<()> {
     encode_seconds.sort_by(f64::total_cmp);
     let median = |v: &[f64]| v[v.len() / 2];
     let memory = plan.memory();
-    println!(
-        "MLP {SIZES:?} batch {BATCH}, forward + backward (no optimizer): {} dispatches",
-        plan.dispatch_count()
-    );
+    println!("MLP {SIZES:?} batch {BATCH}, forward + backward + Adam: {dispatches} dispatches");
     println!(
         "step: median {:.2} ms (min {:.2}, max {:.2}) wall clock, submit to finish",
         median(&step_seconds) * 1e3,
@@ -66,7 +72,7 @@ fn main() -> shadergrad::Result<()> {
     );
     println!(
         "encoding and submission: {:.1} µs per dispatch (CPU)",
-        median(&encode_seconds) * 1e6 / plan.dispatch_count() as f64
+        median(&encode_seconds) * 1e6 / dispatches as f64
     );
     println!(
         "memory of computed values: {} KiB shared by liveness, {} KiB with one buffer each",
