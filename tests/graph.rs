@@ -406,14 +406,14 @@ fn shape_errors_name_the_op_and_the_shapes() {
 }
 
 /// A tanh MLP from 2 features to 2 classes over a batch of `batch`, with `hidden` layers
-/// of `width`: (x, labels, loss, (parameter, gradient) pairs).
+/// of `width`: (x, labels, loss, (parameter, gradient) pairs, logits).
 fn mlp(
     g: &mut Graph,
     seed: u64,
     batch: usize,
     hidden: usize,
     width: usize,
-) -> (Var, Var, Var, Vec<(Var, Var)>) {
+) -> (Var, Var, Var, Vec<(Var, Var)>, Var) {
     let mut rng = Rng::new(seed);
     let x = g.input("x", &[batch, 2]);
     let labels = g.input_indices("labels", &[batch]);
@@ -442,17 +442,18 @@ fn mlp(
     }
     let loss = g.cross_entropy(h, labels, None).unwrap();
     let grads = g.backward(loss).unwrap();
-    (x, labels, loss, grads.parameters())
+    (x, labels, loss, grads.parameters(), h)
 }
 
 const XOR_X: [f32; 8] = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
 const XOR_Y: [u32; 4] = [0, 1, 1, 0];
 
 #[test]
-fn an_mlp_learns_xor_with_plain_sgd() {
+fn an_mlp_learns_xor_to_100_percent_with_plain_sgd() {
     let mut g = Graph::new(gpu());
-    let (x, labels, loss, params) = mlp(&mut g, 3, 4, 1, 8);
-    let outputs: Vec<Var> = std::iter::once(loss)
+    let (x, labels, loss, params, logits) = mlp(&mut g, 3, 4, 1, 8);
+    let outputs: Vec<Var> = [loss, logits]
+        .into_iter()
         .chain(params.iter().map(|&(_, grad)| grad))
         .collect();
     let mut plan = g.compile(&outputs).unwrap();
@@ -474,13 +475,20 @@ fn an_mlp_learns_xor_with_plain_sgd() {
     plan.run(&feeds, &[]).unwrap();
     let last = plan.read(loss).unwrap()[0];
     assert!(last < 0.05, "loss went from {first:?} to {last}");
+    let predictions: Vec<u32> = plan
+        .read(logits)
+        .unwrap()
+        .chunks(2)
+        .map(|row| u32::from(row[1] > row[0]))
+        .collect();
+    assert_eq!(predictions, XOR_Y, "all four XOR cases right");
 }
 
 #[test]
 fn the_same_seed_gives_the_same_loss_bits() {
     let run = || {
         let mut g = Graph::new(gpu());
-        let (x, labels, loss, params) = mlp(&mut g, 11, 4, 2, 16);
+        let (x, labels, loss, params, _) = mlp(&mut g, 11, 4, 2, 16);
         let outputs: Vec<Var> = std::iter::once(loss)
             .chain(params.iter().map(|&(_, grad)| grad))
             .collect();
@@ -506,7 +514,7 @@ fn a_deep_mlp_shares_memory_between_dead_intermediates() {
     let mut g = Graph::new(gpu());
     // Activations of 256 × 64 dwarf the gradients of the 64 × 64 weights, which the
     // optimizer needs and so keep buffers of their own.
-    let (_, _, loss, params) = mlp(&mut g, 5, 256, 12, 64);
+    let (_, _, loss, params, _) = mlp(&mut g, 5, 256, 12, 64);
     let outputs: Vec<Var> = std::iter::once(loss)
         .chain(params.iter().map(|&(_, grad)| grad))
         .collect();
