@@ -531,3 +531,43 @@ fn a_deep_mlp_shares_memory_between_dead_intermediates() {
         memory.naive_bytes
     );
 }
+
+#[test]
+fn a_plan_saves_and_loads_its_parameters_by_name() {
+    use shadergrad::checkpoint::{load, save_tensors};
+    use shadergrad::nn::{Activation, Mlp};
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("graph-checkpoint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mlp.safetensors");
+    let build = |sizes: &[usize], seed: u64| {
+        let mut g = Graph::new(gpu());
+        let x = g.input("x", &[3, sizes[0]]);
+        let mlp = Mlp::new(&mut g, sizes, Activation::Tanh, &mut Rng::new(seed)).unwrap();
+        let y = mlp.forward(&mut g, x).unwrap();
+        g.compile(&[y]).unwrap()
+    };
+    let trained = build(&[4, 6, 3], 1);
+    save_tensors(
+        &path,
+        &trained.parameters(),
+        &serde_json::json!({"sizes": [4, 6, 3]}),
+    )
+    .unwrap();
+    let checkpoint = load(&path).unwrap();
+
+    let mut fresh = build(&[4, 6, 3], 2);
+    assert_ne!(
+        fresh.parameters()[0].1.to_vec().unwrap(),
+        trained.parameters()[0].1.to_vec().unwrap()
+    );
+    fresh.load_parameters(&checkpoint).unwrap();
+    for ((name, a), (_, b)) in fresh.parameters().iter().zip(trained.parameters()) {
+        assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{name}");
+    }
+    let mut other = build(&[4, 7, 3], 2);
+    let err = other.load_parameters(&checkpoint).unwrap_err().to_string();
+    assert!(
+        err.contains("layer0.weight") && err.contains("[4, 7]"),
+        "{err}"
+    );
+}

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, PooledBuffer};
 use crate::tensor::{numel, Indices, Tensor};
@@ -48,6 +49,8 @@ struct Slot {
     shape: Vec<usize>,
     dtype: DType,
     is_input: bool,
+    /// The parameter's name, for checkpoints; `None` for other values.
+    parameter: Option<String>,
     index_bound: Option<IndexBound>,
     /// The storage of a persistent value (leaf or requested output); `None` otherwise.
     storage: Option<Operand>,
@@ -235,6 +238,10 @@ impl Graph {
                     shape: value.shape.clone(),
                     dtype: value.dtype,
                     is_input: matches!(value.source, Source::Input { .. }),
+                    parameter: match &value.source {
+                        Source::Parameter { name, .. } => Some(name.clone()),
+                        _ => None,
+                    },
                     index_bound: value.index_bound,
                     storage: kept,
                 },
@@ -336,6 +343,40 @@ impl Plan {
                 ),
             )),
         }
+    }
+
+    /// Every parameter the plan uses, (name, tensor), in the order they were made.
+    pub fn parameters(&self) -> Vec<(&str, &Tensor)> {
+        let mut parameters: Vec<(Var, &str, &Tensor)> = self
+            .values
+            .iter()
+            .filter_map(|(&var, slot)| match (&slot.parameter, &slot.storage) {
+                (Some(name), Some(Operand::F32(t))) => Some((var, name.as_str(), t)),
+                _ => None,
+            })
+            .collect();
+        parameters.sort_by_key(|&(var, _, _)| var);
+        parameters
+            .into_iter()
+            .map(|(_, name, t)| (name, t))
+            .collect()
+    }
+
+    /// Overwrites every parameter with the tensor of the same name in `checkpoint`, after
+    /// checking that the checkpoint holds exactly these names and shapes (the error names
+    /// the first tensor that differs: a checkpoint of another architecture).
+    pub fn load_parameters(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let parameters = self.parameters();
+        let expected: Vec<(&str, &[usize])> = parameters
+            .iter()
+            .map(|(name, t)| (*name, t.shape()))
+            .collect();
+        checkpoint.check_against(&expected)?;
+        for (name, tensor) in parameters {
+            self.gpu
+                .write(tensor.buffer(), checkpoint.get(name)?.as_f32()?);
+        }
+        Ok(())
     }
 
     /// The dispatches of one step (without the extra ones given to `run`).
