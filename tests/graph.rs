@@ -571,3 +571,27 @@ fn a_plan_saves_and_loads_its_parameters_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn layer_norm_backward() {
+    let (rows, d) = (3, 7);
+    check_op(
+        "layer_norm",
+        &[&[rows, d], &[d], &[d]],
+        |g, p| g.layer_norm(p[0], p[1], p[2], 1e-5).unwrap(),
+        |x| {
+            let mut out = Vec::new();
+            for row in x[0].chunks(d) {
+                let mean = row.iter().sum::<f64>() / d as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+                let rstd = 1.0 / (var + 1e-5).sqrt();
+                out.extend(
+                    row.iter()
+                        .enumerate()
+                        .map(|(c, v)| (v - mean) * rstd * x[1][c] + x[2][c]),
+                );
+            }
+            out
+        },
+    );
+}

@@ -393,6 +393,11 @@ impl Graph {
         self.push_one(Op::Softmax { log }, &[x])
     }
 
+    /// Layer norm over the last axis with a gain and a bias of its size.
+    pub fn layer_norm(&mut self, x: Var, gain: Var, bias: Var, eps: f32) -> Result<Var> {
+        Ok(self.push(Op::LayerNorm { eps }, &[x, gain, bias])?[0])
+    }
+
     /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 [N]),
     /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
     /// in the same pass and kept for the backward.

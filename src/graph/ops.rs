@@ -7,6 +7,10 @@ use crate::gpu::Dispatch;
 use crate::kernels::broadcast_shapes;
 use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
+use crate::kernels::layernorm::{
+    layer_norm_backward_dispatches, layer_norm_dispatch, LayerNormForward, LayerNormGrads,
+    LayerNormShape, LayerNormVariant,
+};
 use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::softmax::{
@@ -52,6 +56,11 @@ pub enum Op {
     /// Mean softmax-cross-entropy of logits [N, C] against u32 targets [N]; outputs the
     /// loss (a scalar) and the logits' gradient, computed in the same pass.
     CrossEntropy { ignore: Option<u32> },
+    /// Layer norm over the last axis: inputs x, gain [D], bias [D]; outputs y and the
+    /// per-row mean and rstd (shaped as x with the last axis 1) that the backward needs.
+    LayerNorm { eps: f32 },
+    /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
+    LayerNormGrad,
 }
 
 /// What one op records at compile time: its dispatches and the scratch tensors they bind,
@@ -100,6 +109,8 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::SoftmaxGrad { .. } => "softmax_grad",
             Op::CrossEntropy { .. } => "cross_entropy",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::LayerNormGrad => "layer_norm_grad",
         }
     }
 
@@ -107,6 +118,8 @@ impl Op {
     pub(crate) fn differentiable_outputs(&self) -> Vec<bool> {
         match self {
             Op::CrossEntropy { .. } => vec![true, false],
+            Op::LayerNorm { .. } => vec![true, false, false],
+            Op::LayerNormGrad => vec![false, false, false],
             _ => vec![true],
         }
     }
@@ -122,6 +135,8 @@ impl Op {
         let expected_inputs = match self {
             Op::MatMul { bias, .. } => 2 + usize::from(*bias),
             Op::Binary(_) | Op::SoftmaxGrad { .. } | Op::CrossEntropy { .. } => 2,
+            Op::LayerNorm { .. } => 3,
+            Op::LayerNormGrad => 5,
             _ => 1,
         };
         if inputs.len() != expected_inputs {
@@ -275,6 +290,40 @@ impl Op {
                 }
                 f32(perm.iter().map(|&p| x[p]).collect())
             }
+            Op::LayerNorm { eps } => {
+                let d = x.last().copied().unwrap_or(0);
+                if d == 0 || !(*eps > 0.0 && eps.is_finite()) {
+                    return Err(Error::invalid(
+                        op,
+                        format!("needs a last axis of at least one element and eps > 0, got shape {x:?} and eps {eps}"),
+                    ));
+                }
+                for (what, shape) in [("gain", inputs[1].0), ("bias", inputs[2].0)] {
+                    if shape != [d] {
+                        return Err(mismatch(
+                            op,
+                            x,
+                            shape,
+                            format!("the {what} must be [{d}], one value per feature"),
+                        ));
+                    }
+                }
+                let mut stats = x.to_vec();
+                *stats.last_mut().expect("rank ≥ 1") = 1;
+                Ok(vec![
+                    (x.to_vec(), DType::F32),
+                    (stats.clone(), DType::F32),
+                    (stats, DType::F32),
+                ])
+            }
+            Op::LayerNormGrad => {
+                let d = x.last().copied().unwrap_or(0);
+                Ok(vec![
+                    (x.to_vec(), DType::F32),
+                    (vec![d], DType::F32),
+                    (vec![d], DType::F32),
+                ])
+            }
             Op::CrossEntropy { .. } => {
                 let targets = inputs[1].0;
                 if x.len() != 2 || targets != [x[0]] || x[1] == 0 {
@@ -393,6 +442,17 @@ impl Op {
                     "softmax_grad (second derivatives are not supported)",
                 ))
             }
+            Op::LayerNorm { .. } => {
+                let gain = inputs[1];
+                let (mean, rstd) = (outputs[1], outputs[2]);
+                let grads = g.push(Op::LayerNormGrad, &[x, dy, gain, mean, rstd])?;
+                grads.into_iter().map(Some).collect()
+            }
+            Op::LayerNormGrad => {
+                return Err(no_gradient(
+                    "layer_norm_grad (second derivatives are not supported)",
+                ))
+            }
             Op::CrossEntropy { .. } => {
                 // The kernel left dloss/dlogits in output 1; scale it by the incoming dloss.
                 let saved = outputs[1];
@@ -469,6 +529,41 @@ impl Op {
             }
             Op::CrossEntropy { ignore } => {
                 return cross_entropy_record(x, inputs[1].u32(), y, &outputs[1], *ignore)
+            }
+            Op::LayerNorm { eps } => {
+                let shape = LayerNormShape::new("layer_norm", x.shape(), -1)?;
+                let forward = LayerNormForward {
+                    y: y.clone(),
+                    mean: outputs[1].clone(),
+                    rstd: outputs[2].clone(),
+                };
+                let variant = LayerNormVariant::choose(gpu, shape.d);
+                let (gain, bias) = (inputs[1].f32(), inputs[2].f32());
+                layer_norm_dispatch(x, Some(gain), Some(bias), &forward, &shape, *eps, variant)?
+            }
+            Op::LayerNormGrad => {
+                let shape = LayerNormShape::new("layer_norm_grad", x.shape(), -1)?;
+                let grads = LayerNormGrads {
+                    dx: y.clone(),
+                    dgain: outputs[1].clone(),
+                    dbias: outputs[2].clone(),
+                };
+                let [dy, gain, mean, rstd] = [1, 2, 3, 4].map(|i| inputs[i].f32());
+                let variant = LayerNormVariant::choose(gpu, shape.d);
+                let (dispatches, scratch) = layer_norm_backward_dispatches(
+                    x,
+                    dy,
+                    Some(gain),
+                    mean,
+                    rstd,
+                    &grads,
+                    &shape,
+                    variant,
+                )?;
+                return Ok(Recorded {
+                    dispatches,
+                    scratch,
+                });
             }
             Op::Reshape { .. } => unreachable!("aliases record nothing"),
         };

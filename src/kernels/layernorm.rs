@@ -382,6 +382,63 @@ pub fn param_grads_fold_dispatch(
     )
 }
 
+/// Records the whole backward into `grads` (rows ≥ 1): dx per row, then dgain and dbias as
+/// column sums in fixed order (chunks of rows, then the chunks in order when there are
+/// several). Returns the dispatches and the scratch tensors they bind, which must outlive
+/// their submission.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_backward_dispatches(
+    x: &Tensor,
+    dy: &Tensor,
+    gain: Option<&Tensor>,
+    mean: &Tensor,
+    rstd: &Tensor,
+    grads: &LayerNormGrads,
+    shape: &LayerNormShape,
+    variant: LayerNormVariant,
+) -> Result<(Vec<Dispatch>, Vec<Tensor>)> {
+    let gpu = x.gpu();
+    let mut dispatches = vec![input_grad_dispatch(
+        x, dy, gain, mean, rstd, &grads.dx, shape, variant,
+    )?];
+    let rows_per_chunk = rows_per_chunk(shape.rows, shape.d);
+    let chunks = shape.rows.div_ceil(rows_per_chunk);
+    // With one chunk the first stage writes the gradients directly.
+    let partials = if chunks > 1 {
+        Some((
+            Tensor::uninit(gpu, &[chunks, shape.d])?,
+            Tensor::uninit(gpu, &[chunks, shape.d])?,
+        ))
+    } else {
+        None
+    };
+    let (dgain_partial, dbias_partial) = match &partials {
+        Some((dgain, dbias)) => (dgain, dbias),
+        None => (&grads.dgain, &grads.dbias),
+    };
+    dispatches.push(param_grads_partial_dispatch(
+        x,
+        dy,
+        mean,
+        rstd,
+        dgain_partial,
+        dbias_partial,
+        shape,
+        rows_per_chunk,
+    )?);
+    if let Some((dgain_partial, dbias_partial)) = &partials {
+        dispatches.push(param_grads_fold_dispatch(
+            dgain_partial,
+            dbias_partial,
+            grads,
+            shape,
+            rows_per_chunk,
+        )?);
+    }
+    let scratch = partials.map(|(a, b)| vec![a, b]).unwrap_or_default();
+    Ok((dispatches, scratch))
+}
+
 /// The CPU reference's forward outputs, in f64.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNormCpu {
@@ -542,43 +599,8 @@ impl Tensor {
             gpu.write(grads.dbias.buffer(), &vec![0.0f32; shape.d]);
             return Ok(grads);
         }
-        let mut dispatches = vec![input_grad_dispatch(
-            self, dy, gain, mean, rstd, &grads.dx, &shape, variant,
-        )?];
-        let rows_per_chunk = rows_per_chunk(shape.rows, shape.d);
-        let chunks = shape.rows.div_ceil(rows_per_chunk);
-        // With one chunk the first stage writes the gradients directly.
-        let partials = if chunks > 1 {
-            Some((
-                Tensor::uninit(gpu, &[chunks, shape.d])?,
-                Tensor::uninit(gpu, &[chunks, shape.d])?,
-            ))
-        } else {
-            None
-        };
-        let (dgain_partial, dbias_partial) = match &partials {
-            Some((dgain, dbias)) => (dgain, dbias),
-            None => (&grads.dgain, &grads.dbias),
-        };
-        dispatches.push(param_grads_partial_dispatch(
-            self,
-            dy,
-            mean,
-            rstd,
-            dgain_partial,
-            dbias_partial,
-            &shape,
-            rows_per_chunk,
-        )?);
-        if let Some((dgain_partial, dbias_partial)) = &partials {
-            dispatches.push(param_grads_fold_dispatch(
-                dgain_partial,
-                dbias_partial,
-                &grads,
-                &shape,
-                rows_per_chunk,
-            )?);
-        }
+        let (dispatches, _scratch) =
+            layer_norm_backward_dispatches(self, dy, gain, mean, rstd, &grads, &shape, variant)?;
         gpu.submit(&[], &dispatches)?;
         Ok(grads)
     }
