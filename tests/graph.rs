@@ -595,3 +595,62 @@ fn layer_norm_backward() {
         },
     );
 }
+
+#[test]
+fn embedding_backward_regroups_the_ids_of_every_run() {
+    let (vocab, dim) = (7, 5);
+    let mut rng = Rng::new(17);
+    let table_init: Vec<f64> = (0..vocab * dim)
+        .map(|_| f64::from(rng.uniform(-1.0, 1.0)))
+        .collect();
+    let table_init: Vec<f64> = to_f32(&table_init).iter().map(|&v| f64::from(v)).collect();
+    let weights: Vec<f64> = (0..2 * 3 * dim)
+        .map(|_| f64::from(rng.uniform(-1.0, 1.0)))
+        .collect();
+    let mut g = Graph::new(gpu());
+    let table = g
+        .parameter("table", &[vocab, dim], to_f32(&table_init))
+        .unwrap();
+    let ids = g.input_indices("ids", &[2, 3]);
+    let rows = g.embedding(table, ids).unwrap();
+    let activated = g.tanh(rows).unwrap();
+    let w = g.constant(to_f32(&weights), &[2, 3, dim]).unwrap();
+    let weighted = g.mul(activated, w).unwrap();
+    let flat = g.reshape(weighted, &[2 * 3 * dim]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dtable = grads.of(table).unwrap();
+    assert!(grads.of(ids).is_err(), "integer ids have no gradient");
+    let mut plan = g.compile(&[loss, dtable]).unwrap();
+    // Two batches of ids, with repeats: the grouping must follow each feed.
+    for batch in [[3u32, 0, 3, 6, 3, 1], [2, 2, 2, 5, 0, 2]] {
+        plan.run(&[Feed::u32(ids, &batch)], &[]).unwrap();
+        let numeric = numeric_gradient(&table_init, 1e-4, |t| {
+            let y: Vec<f64> = batch
+                .iter()
+                .flat_map(|&id| {
+                    t[id as usize * dim..(id as usize + 1) * dim]
+                        .iter()
+                        .map(|v| v.tanh())
+                })
+                .collect();
+            weighted_sum(&weights, &y)
+        });
+        // Each row's gradient sums at most 4 terms below 1: f32 rounding ≲ 1e-6.
+        assert_gradient(
+            &format!("embedding {batch:?}"),
+            &plan.read(dtable).unwrap(),
+            &numeric,
+            1e-4,
+            1e-5,
+        );
+    }
+    let err = plan
+        .run(&[Feed::u32(ids, &[0, 1, 2, 7, 0, 0])], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("index 7 at position 3") && err.contains("below 7"),
+        "{err}"
+    );
+}

@@ -393,6 +393,18 @@ impl Graph {
         self.push_one(Op::Softmax { log }, &[x])
     }
 
+    /// Looks up the rows of `table` [vocab, dim] for u32 `ids` of any shape: ids.shape +
+    /// [dim]. Fed ids are checked against the vocabulary before they reach the GPU.
+    pub fn embedding(&mut self, table: Var, ids: Var) -> Result<Var> {
+        let out = self.push(Op::Embedding, &[table, ids])?[0];
+        let vocab = self.shape(table)[0] as u32;
+        self.values[ids.0].index_bound = Some(IndexBound {
+            bound: vocab,
+            ignore: None,
+        });
+        Ok(out)
+    }
+
     /// Layer norm over the last axis with a gain and a bias of its size.
     pub fn layer_norm(&mut self, x: Var, gain: Var, bias: Var, eps: f32) -> Result<Var> {
         Ok(self.push(Op::LayerNorm { eps }, &[x, gain, bias])?[0])

@@ -7,6 +7,7 @@ use crate::gpu::Dispatch;
 use crate::kernels::broadcast_shapes;
 use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
+use crate::kernels::gather::{gather_backward_dispatch, gather_dispatch, GroupedPositions};
 use crate::kernels::layernorm::{
     layer_norm_backward_dispatches, layer_norm_dispatch, LayerNormForward, LayerNormGrads,
     LayerNormShape, LayerNormVariant,
@@ -61,14 +62,21 @@ pub enum Op {
     LayerNorm { eps: f32 },
     /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
     LayerNormGrad,
+    /// Rows of a table [V, D] looked up by u32 ids (any shape): ids.shape + [D].
+    Embedding,
+    /// The backward of `Embedding`: inputs dy and the ids; output the table's gradient
+    /// [vocab, D], a deterministic scatter-add over the positions grouped by id.
+    EmbeddingGrad { vocab: usize },
 }
 
-/// What one op records at compile time: its dispatches and the scratch tensors they bind,
-/// which must live as long as the plan.
+/// What one op records at compile time: its dispatches, the scratch tensors they bind
+/// (which must live as long as the plan), and the groupings by id that the plan must
+/// refresh whenever the u32 input at the given position is fed.
 #[derive(Default)]
 pub(crate) struct Recorded {
     pub dispatches: Vec<Dispatch>,
     pub scratch: Vec<Tensor>,
+    pub groupings: Vec<(usize, GroupedPositions)>,
 }
 
 /// An op's operands as compile hands them to `record`.
@@ -111,6 +119,8 @@ impl Op {
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::LayerNorm { .. } => "layer_norm",
             Op::LayerNormGrad => "layer_norm_grad",
+            Op::Embedding => "embedding",
+            Op::EmbeddingGrad { .. } => "embedding_grad",
         }
     }
 
@@ -134,7 +144,11 @@ impl Op {
         let op = self.name();
         let expected_inputs = match self {
             Op::MatMul { bias, .. } => 2 + usize::from(*bias),
-            Op::Binary(_) | Op::SoftmaxGrad { .. } | Op::CrossEntropy { .. } => 2,
+            Op::Binary(_)
+            | Op::SoftmaxGrad { .. }
+            | Op::CrossEntropy { .. }
+            | Op::Embedding
+            | Op::EmbeddingGrad { .. } => 2,
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
             _ => 1,
@@ -147,7 +161,9 @@ impl Op {
         }
         for (i, (shape, dtype)) in inputs.iter().enumerate() {
             let wants = match self {
-                Op::CrossEntropy { .. } if i == 1 => DType::U32,
+                Op::CrossEntropy { .. } | Op::Embedding | Op::EmbeddingGrad { .. } if i == 1 => {
+                    DType::U32
+                }
                 _ => DType::F32,
             };
             if *dtype != wants {
@@ -324,6 +340,33 @@ impl Op {
                     (vec![d], DType::F32),
                 ])
             }
+            Op::Embedding => {
+                let ids = inputs[1].0;
+                if x.len() != 2 {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        ids,
+                        "the table must be [vocab, dim]".into(),
+                    ));
+                }
+                let mut shape = ids.to_vec();
+                shape.push(x[1]);
+                check_rank(op, &shape)?;
+                f32(shape)
+            }
+            Op::EmbeddingGrad { vocab } => {
+                let ids = inputs[1].0;
+                if x.len() != ids.len() + 1 || x[..ids.len()] != *ids {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        ids,
+                        "the gradient must be ids.shape + [dim]".into(),
+                    ));
+                }
+                f32(vec![*vocab, x[ids.len()]])
+            }
             Op::CrossEntropy { .. } => {
                 let targets = inputs[1].0;
                 if x.len() != 2 || targets != [x[0]] || x[1] == 0 {
@@ -453,6 +496,19 @@ impl Op {
                     "layer_norm_grad (second derivatives are not supported)",
                 ))
             }
+            Op::Embedding => {
+                let vocab = x_shape[0];
+                let ids = inputs[1];
+                vec![
+                    Some(g.push(Op::EmbeddingGrad { vocab }, &[dy, ids])?[0]),
+                    None,
+                ]
+            }
+            Op::EmbeddingGrad { .. } => {
+                return Err(no_gradient(
+                    "embedding_grad (second derivatives are not supported)",
+                ))
+            }
             Op::CrossEntropy { .. } => {
                 // The kernel left dloss/dlogits in output 1; scale it by the incoming dloss.
                 let saved = outputs[1];
@@ -563,6 +619,18 @@ impl Op {
                 return Ok(Recorded {
                     dispatches,
                     scratch,
+                    groupings: Vec::new(),
+                });
+            }
+            Op::Embedding => gather_dispatch(x, inputs[1].u32(), y, 0, None)?,
+            Op::EmbeddingGrad { vocab } => {
+                let ids = inputs[1].u32();
+                let groups = GroupedPositions::with_capacity(gpu, ids.numel(), *vocab)?;
+                let dispatch = gather_backward_dispatch(x, &groups, y, 0, None)?;
+                return Ok(Recorded {
+                    dispatches: vec![dispatch],
+                    scratch: Vec::new(),
+                    groupings: vec![(1, groups)],
                 });
             }
             Op::Reshape { .. } => unreachable!("aliases record nothing"),
@@ -649,5 +717,6 @@ fn cross_entropy_record(
     Ok(Recorded {
         dispatches,
         scratch: vec![ones, divisor, row_loss],
+        groupings: Vec::new(),
     })
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, PooledBuffer};
+use crate::kernels::gather::GroupedPositions;
 use crate::tensor::{numel, Indices, Tensor};
 
 use super::ops::{Operand, Recorded};
@@ -62,6 +63,8 @@ pub struct Plan {
     dispatches: Vec<Dispatch>,
     values: HashMap<Var, Slot>,
     memory: MemoryReport,
+    /// Groupings by id to rebuild from each feed of these u32 inputs (embedding backward).
+    groupings: Vec<(Var, GroupedPositions)>,
     /// Scratch tensors and shared buffers that the dispatches bind.
     _scratch: Vec<Tensor>,
     _buffers: Vec<Arc<PooledBuffer>>,
@@ -143,6 +146,7 @@ impl Graph {
         };
         let mut dispatches = Vec::new();
         let mut scratch = Vec::new();
+        let mut groupings = Vec::new();
         for (position, &index) in live_nodes.iter().enumerate() {
             let node = &self.nodes[index];
             let mut output_tensors = Vec::with_capacity(node.outputs.len());
@@ -200,9 +204,15 @@ impl Graph {
             let Recorded {
                 dispatches: node_dispatches,
                 scratch: node_scratch,
+                groupings: node_groupings,
             } = node.op.record(&inputs, &output_tensors)?;
             dispatches.extend(node_dispatches);
             scratch.extend(node_scratch);
+            groupings.extend(
+                node_groupings
+                    .into_iter()
+                    .map(|(input, grouping)| (node.inputs[input], grouping)),
+            );
             // Buffers whose last reader this was (or that nobody reads) become free.
             let mut released: Vec<usize> = node
                 .inputs
@@ -252,6 +262,7 @@ impl Graph {
             dispatches,
             values,
             memory,
+            groupings,
             _scratch: scratch,
             _buffers: buffers,
         })
@@ -317,6 +328,9 @@ impl Plan {
             (Feed::U32(_, data), Some(Operand::U32(i))) => {
                 if let Some(bound) = slot.index_bound {
                     check_indices(data, bound)?;
+                }
+                for (_, grouping) in self.groupings.iter().filter(|(v, _)| *v == var) {
+                    grouping.update(data)?;
                 }
                 self.gpu.write(i.buffer(), data)
             }

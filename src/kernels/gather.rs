@@ -74,6 +74,43 @@ impl GroupedPositions {
         })
     }
 
+    /// Room for the grouping of `count` ids over an axis of `axis_len`, filled later by
+    /// [`GroupedPositions::update`]: a compiled plan makes it once and regroups each step's ids.
+    pub fn with_capacity(gpu: &Gpu, count: usize, axis_len: usize) -> Result<GroupedPositions> {
+        let len = axis_len + 1 + count;
+        Ok(GroupedPositions {
+            packed: Indices::uninit(gpu, &[len])?,
+            axis_len,
+            count,
+        })
+    }
+
+    /// Regroups `ids` (as many as the grouping was made for) into the same GPU buffer.
+    pub fn update(&self, ids: &[u32]) -> Result<()> {
+        if ids.len() != self.count {
+            return Err(Error::invalid(
+                "GroupedPositions::update",
+                format!(
+                    "{} ids, the grouping was made for {}",
+                    ids.len(),
+                    self.count
+                ),
+            ));
+        }
+        if let Some(position) = first_out_of_range(ids, self.axis_len) {
+            return Err(Error::invalid(
+                "GroupedPositions::update",
+                format!(
+                    "id {} at position {position} is out of range for an axis of size {}",
+                    ids[position], self.axis_len
+                ),
+            ));
+        }
+        let packed = group_positions_by_id(ids, self.axis_len);
+        self.packed.gpu().write(self.packed.buffer(), &packed);
+        Ok(())
+    }
+
     pub fn axis_len(&self) -> usize {
         self.axis_len
     }
