@@ -654,3 +654,38 @@ fn embedding_backward_regroups_the_ids_of_every_run() {
         "{err}"
     );
 }
+
+#[test]
+fn slice_and_concat_backward() {
+    check_op(
+        "slice",
+        &[&[3, 7, 2]],
+        |g, p| g.slice(p[0], 1, 2, -1).unwrap(),
+        |x| {
+            let mut out = Vec::new();
+            for i in 0..3 {
+                for j in 2..6 {
+                    out.extend_from_slice(&x[0][(i * 7 + j) * 2..(i * 7 + j) * 2 + 2]);
+                }
+            }
+            out
+        },
+    );
+    check_op(
+        "concat",
+        &[&[2, 3, 4], &[2, 1, 4], &[2, 5, 4]],
+        |g, p| {
+            let t = g.tanh(p[1]).unwrap();
+            g.concat(&[p[0], t, p[2]], 1).unwrap()
+        },
+        |x| {
+            let mut out = Vec::new();
+            for i in 0..2 {
+                out.extend_from_slice(&x[0][i * 12..(i + 1) * 12]);
+                out.extend(x[1][i * 4..(i + 1) * 4].iter().map(|v| v.tanh()));
+                out.extend_from_slice(&x[2][i * 20..(i + 1) * 20]);
+            }
+            out
+        },
+    );
+}

@@ -239,7 +239,7 @@ impl Graph {
         Ok(vars)
     }
 
-    fn push_one(&mut self, op: Op, inputs: &[Var]) -> Result<Var> {
+    pub(crate) fn push_one(&mut self, op: Op, inputs: &[Var]) -> Result<Var> {
         Ok(self.push(op, inputs)?[0])
     }
 
@@ -391,6 +391,25 @@ impl Graph {
     /// Softmax (or log-softmax) along the last axis.
     pub fn softmax(&mut self, x: Var, log: bool) -> Result<Var> {
         self.push_one(Op::Softmax { log }, &[x])
+    }
+
+    /// Entries `start..end` of `axis` (negative values count from the end, as in Python).
+    pub fn slice(&mut self, x: Var, axis: isize, start: isize, end: isize) -> Result<Var> {
+        let (axis, start, end) =
+            crate::kernels::copy::resolve_slice("slice", self.shape(x), axis, start, end)?;
+        if start == 0 && end == self.shape(x)[axis] {
+            return Ok(x);
+        }
+        self.push_one(Op::Slice { axis, start, end }, &[x])
+    }
+
+    /// The values one after another along `axis` (negative counts from the end).
+    pub fn concat(&mut self, parts: &[Var], axis: isize) -> Result<Var> {
+        let Some(&first) = parts.first() else {
+            return Err(Error::invalid("concat", "needs at least one value"));
+        };
+        let axis = crate::tensor::resolve_axis("concat", axis, self.shape(first).len())?;
+        self.push_one(Op::Concat { axis }, parts)
     }
 
     /// Looks up the rows of `table` [vocab, dim] for u32 `ids` of any shape: ids.shape +

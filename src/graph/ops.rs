@@ -5,7 +5,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::kernels::broadcast_shapes;
-use crate::kernels::copy::strided_copy_dispatch;
+use crate::kernels::copy::{
+    region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
+};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
 use crate::kernels::gather::{gather_backward_dispatch, gather_dispatch, GroupedPositions};
 use crate::kernels::layernorm::{
@@ -62,6 +64,20 @@ pub enum Op {
     LayerNorm { eps: f32 },
     /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
     LayerNormGrad,
+    /// Entries `start..end` of `axis`.
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
+    /// The backward of `Slice`: dy placed at `start` of `axis` in zeros of `len` entries.
+    SliceGrad {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// The inputs one after another along `axis` (every other axis equal).
+    Concat { axis: usize },
     /// Rows of a table [V, D] looked up by u32 ids (any shape): ids.shape + [D].
     Embedding,
     /// The backward of `Embedding`: inputs dy and the ids; output the table's gradient
@@ -119,6 +135,9 @@ impl Op {
             Op::CrossEntropy { .. } => "cross_entropy",
             Op::LayerNorm { .. } => "layer_norm",
             Op::LayerNormGrad => "layer_norm_grad",
+            Op::Slice { .. } => "slice",
+            Op::SliceGrad { .. } => "slice_grad",
+            Op::Concat { .. } => "concat",
             Op::Embedding => "embedding",
             Op::EmbeddingGrad { .. } => "embedding_grad",
         }
@@ -151,6 +170,7 @@ impl Op {
             | Op::EmbeddingGrad { .. } => 2,
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
+            Op::Concat { .. } => inputs.len().max(1),
             _ => 1,
         };
         if inputs.len() != expected_inputs {
@@ -340,6 +360,54 @@ impl Op {
                     (vec![d], DType::F32),
                 ])
             }
+            Op::Slice { axis, start, end } => {
+                if *axis >= x.len() || start > end || *end > x[*axis] {
+                    return Err(Error::invalid(
+                        op,
+                        format!("{start}..{end} of axis {axis} is outside shape {x:?}"),
+                    ));
+                }
+                let mut shape = x.to_vec();
+                shape[*axis] = end - start;
+                f32(shape)
+            }
+            Op::SliceGrad { axis, start, len } => {
+                let mut shape = x.to_vec();
+                shape[*axis] = *len;
+                if start + x[*axis] > *len {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        &shape,
+                        "the slice must lie within the input".into(),
+                    ));
+                }
+                f32(shape)
+            }
+            Op::Concat { axis } => {
+                let mut shape = x.to_vec();
+                if *axis >= x.len() {
+                    return Err(Error::invalid(
+                        op,
+                        format!("axis {axis} is outside shape {x:?}"),
+                    ));
+                }
+                shape[*axis] = 0;
+                for (part, _) in inputs {
+                    let agree = part.len() == x.len()
+                        && (0..x.len()).all(|a| a == *axis || part[a] == x[a]);
+                    if !agree {
+                        return Err(mismatch(
+                            op,
+                            x,
+                            part,
+                            format!("every axis but the concatenated axis {axis} must agree"),
+                        ));
+                    }
+                    shape[*axis] += part[*axis];
+                }
+                f32(shape)
+            }
             Op::Embedding => {
                 let ids = inputs[1].0;
                 if x.len() != 2 {
@@ -496,6 +564,39 @@ impl Op {
                     "layer_norm_grad (second derivatives are not supported)",
                 ))
             }
+            Op::Slice { axis, start, .. } => vec![Some(g.push_one(
+                Op::SliceGrad {
+                    axis: *axis,
+                    start: *start,
+                    len: x_shape[*axis],
+                },
+                &[dy],
+            )?)],
+            Op::SliceGrad { axis, start, .. } => {
+                // Linear: its gradient is the slice it placed.
+                let len = x_shape[*axis];
+                vec![Some(g.slice(
+                    dy,
+                    *axis as isize,
+                    *start as isize,
+                    (start + len) as isize,
+                )?)]
+            }
+            Op::Concat { axis } => {
+                let mut offset = 0;
+                let mut grads = Vec::with_capacity(inputs.len());
+                for &part in inputs {
+                    let len = g.shape(part)[*axis];
+                    grads.push(Some(g.slice(
+                        dy,
+                        *axis as isize,
+                        offset as isize,
+                        (offset + len) as isize,
+                    )?));
+                    offset += len;
+                }
+                grads
+            }
             Op::Embedding => {
                 let vocab = x_shape[0];
                 let ids = inputs[1];
@@ -621,6 +722,28 @@ impl Op {
                     scratch,
                     groupings: Vec::new(),
                 });
+            }
+            Op::Slice { axis, start, end } => {
+                let region = CopyRegion::slice(x.shape(), *axis, *start, *end);
+                region_copy_dispatch(x, y, &region, None)?
+            }
+            Op::SliceGrad { axis, start, .. } => {
+                slice_backward_dispatch(x, y, *axis, *start, None)?
+            }
+            Op::Concat { axis } => {
+                let total = y.shape()[*axis];
+                let mut offset = 0;
+                for part in inputs {
+                    let part = part.f32();
+                    if part.numel() > 0 {
+                        let region = CopyRegion::into_axis(part.shape(), *axis, offset, total);
+                        recorded
+                            .dispatches
+                            .push(region_copy_dispatch(part, y, &region, None)?);
+                    }
+                    offset += part.shape()[*axis];
+                }
+                return Ok(recorded);
             }
             Op::Embedding => gather_dispatch(x, inputs[1].u32(), y, 0, None)?,
             Op::EmbeddingGrad { vocab } => {
