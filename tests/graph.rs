@@ -3,11 +3,12 @@
 
 mod common;
 
-use common::{assert_gradient, gpu, numeric_gradient, weighted_sum};
+use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
 use shadergrad::graph::{Feed, Graph, Var};
 use shadergrad::kernels::contiguous_strides;
+use shadergrad::kernels::conv::{conv_cpu, ConvGeometry};
 use shadergrad::rng::Rng;
-use shadergrad::{Binary, Reduce, Unary};
+use shadergrad::{Binary, Conv1d, Reduce, Unary};
 
 /// f64 values as the f32 a parameter starts from.
 fn to_f32(x: &[f64]) -> Vec<f32> {
@@ -687,5 +688,265 @@ fn slice_and_concat_backward() {
             }
             out
         },
+    );
+}
+
+/// f32 values widened to f64, exactly.
+fn wide(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
+
+/// The f64 reference of `Graph::conv1d`: x [N, C, L], weight [O, C, k].
+fn conv1d_ref(
+    x: &[f64],
+    x_shape: [usize; 3],
+    weight: &[f64],
+    w_shape: [usize; 3],
+    bias: Option<&[f64]>,
+    options: Conv1d,
+) -> Vec<f64> {
+    let geometry = ConvGeometry::new("conv1d_ref", &x_shape, &w_shape, options.into()).unwrap();
+    conv_cpu(x, weight, bias, &geometry)
+}
+
+#[test]
+fn conv1d_backward_with_stride_padding_and_bias() {
+    // Odd sizes everywhere. Stride 2 with pads 2 and 1 over L = 9: windows share one tap,
+    // the first two windows start on padding, and the last pad is never reached.
+    let strided = Conv1d {
+        stride: 2,
+        pad_left: 2,
+        pad_right: 1,
+    };
+    for (options, bias) in [(strided, true), (Conv1d::default(), false)] {
+        let (x_shape, w_shape) = ([3, 5, 9], [7, 5, 3]);
+        let mut shapes: Vec<&[usize]> = vec![&x_shape, &w_shape];
+        if bias {
+            shapes.push(&[7]);
+        }
+        // Every gradient element sums at most 21 terms (dx: O·⌈k/stride⌉, dw and db:
+        // N·L_out) of values below 1.5 times loss weights below 1: f32 rounding ≲ 1e-5,
+        // within check_op's tolerance.
+        check_op(
+            &format!("conv1d {options:?} bias={bias}"),
+            &shapes,
+            |g, p| g.conv1d(p[0], p[1], p.get(2).copied(), options).unwrap(),
+            |x| {
+                conv1d_ref(
+                    &x[0],
+                    x_shape,
+                    &x[1],
+                    w_shape,
+                    x.get(2).map(Vec::as_slice),
+                    options,
+                )
+            },
+        );
+    }
+}
+
+#[test]
+fn conv1d_forward_matches_the_reference() {
+    let options = Conv1d {
+        stride: 2,
+        pad_left: 1,
+        pad_right: 2,
+    };
+    let mut rng = Rng::new(23);
+    let (x_init, w_init, b_init) = (
+        rng.vec(2 * 3 * 8, -1.0, 1.0),
+        rng.vec(4 * 3 * 3, -1.0, 1.0),
+        rng.vec(4, -1.0, 1.0),
+    );
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 3, 8]);
+    let w = g.parameter("w", &[4, 3, 3], w_init.clone()).unwrap();
+    let b = g.parameter("b", &[4], b_init.clone()).unwrap();
+    let y = g.conv1d(x, w, Some(b), options).unwrap();
+    assert_eq!(g.shape(y), [2, 4, 5]);
+    let mut plan = g.compile(&[y]).unwrap();
+    plan.run(&[Feed::f32(x, &x_init)], &[]).unwrap();
+    let expected = conv1d_ref(
+        &wide(&x_init),
+        [2, 3, 8],
+        &wide(&w_init),
+        [4, 3, 3],
+        Some(&wide(&b_init)),
+        options,
+    );
+    // Sums of 9 products below 1 and a bias: f32 rounding ≲ 1e-6.
+    assert_close(
+        "conv1d forward",
+        &plan.read(y).unwrap(),
+        &to_f32(&expected),
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn max_over_time_backward_and_its_positions() {
+    let (n, c, len) = (2, 3, 7);
+    let mut rng = Rng::new(29);
+    // A shuffled ramp with steps of 0.01: moving one value by h = 1e-4 never changes which
+    // is the maximum, so the finite differences see the same piecewise-linear branch.
+    let mut ramp: Vec<f32> = (0..n * c * len).map(|i| i as f32 * 0.01 - 0.2).collect();
+    for i in (1..ramp.len()).rev() {
+        ramp.swap(i, rng.below(i + 1));
+    }
+    let init = wide(&ramp);
+    let weights = wide(&rng.vec(n * c, -1.0, 1.0));
+    let reference = |x: &[f64]| -> (Vec<f64>, Vec<u32>) {
+        x.chunks(len)
+            .map(|row| {
+                let best = (0..len).fold(0, |best, l| if row[l] > row[best] { l } else { best });
+                (row[best], best as u32)
+            })
+            .unzip()
+    };
+
+    let mut g = Graph::new(gpu());
+    let x = g.parameter("x", &[n, c, len], to_f32(&init)).unwrap();
+    let (maxima, positions) = g.max_over_time_with_positions(x).unwrap();
+    assert_eq!(g.shape(maxima), [n, c]);
+    let w = g.constant(to_f32(&weights), &[n, c]).unwrap();
+    let weighted = g.mul(maxima, w).unwrap();
+    let flat = g.reshape(weighted, &[n * c]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dx = grads.of(x).unwrap();
+    assert!(grads.of(positions).is_err(), "positions have no gradient");
+    let mut plan = g.compile(&[loss, dx, positions]).unwrap();
+    plan.run(&[], &[]).unwrap();
+    let (expected_maxima, expected_positions) = reference(&init);
+    assert_eq!(plan.read_indices(positions).unwrap(), expected_positions);
+    let numeric = numeric_gradient(&init, 1e-4, |x| weighted_sum(&weights, &reference(x).0));
+    // dy copied to one position per row, zeros elsewhere: exact in f32, and the differences
+    // of a linear branch are exact up to f64 rounding.
+    assert_gradient(
+        "max_over_time",
+        &plan.read(dx).unwrap(),
+        &numeric,
+        1e-6,
+        1e-7,
+    );
+
+    // Compiled for the maxima alone, the positions are still written (into a buffer of
+    // their own) though nothing reads them.
+    let mut forward = g.compile(&[maxima]).unwrap();
+    forward.run(&[], &[]).unwrap();
+    assert_eq!(forward.read(maxima).unwrap(), to_f32(&expected_maxima));
+}
+
+#[test]
+fn conv_and_pooling_shape_errors_name_the_op_and_the_shapes() {
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 4, 9]);
+    let w = g.input("w", &[5, 3, 3]);
+    let err = g
+        .conv1d(x, w, None, Conv1d::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv1d") && err.contains("[2, 4, 9]") && err.contains("[5, 3, 3]"),
+        "{err}"
+    );
+    let w = g.input("w4", &[5, 4, 3]);
+    let b = g.input("b", &[4]);
+    let err = g
+        .conv1d(x, w, Some(b), Conv1d::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv1d") && err.contains("[4]") && err.contains("[5]"),
+        "{err}"
+    );
+    let flat = g.input("flat", &[2, 9]);
+    let err = g.max_over_time(flat).unwrap_err().to_string();
+    assert!(
+        err.contains("max_over_time") && err.contains("[2, 9]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_text_cnn_compiles_and_its_loss_falls_with_plain_sgd() {
+    // embedding → [N, C, L] → conv1d → relu → max over time → linear → cross-entropy, on
+    // sequences labelled by whether token 1 occurs in them.
+    let (vocab, dim, len, batch, filters, classes) = (6, 4, 7, 8, 5, 2);
+    let mut rng = Rng::new(31);
+    let mut ids = Vec::with_capacity(batch * len);
+    let mut labels = Vec::with_capacity(batch);
+    for row in 0..batch {
+        let mut sequence: Vec<u32> = (0..len).map(|_| 2 + rng.below(vocab - 2) as u32).collect();
+        if row % 2 == 1 {
+            sequence[rng.below(len)] = 1;
+        }
+        labels.push((row % 2) as u32);
+        ids.extend(sequence);
+    }
+    let mut g = Graph::new(gpu());
+    let table = g
+        .parameter("table", &[vocab, dim], rng.vec(vocab * dim, -0.5, 0.5))
+        .unwrap();
+    let conv_w = g
+        .parameter(
+            "conv.weight",
+            &[filters, dim, 3],
+            rng.vec(filters * dim * 3, -0.5, 0.5),
+        )
+        .unwrap();
+    let conv_b = g
+        .parameter("conv.bias", &[filters], vec![0.0; filters])
+        .unwrap();
+    let out_w = g
+        .parameter(
+            "out.weight",
+            &[filters, classes],
+            rng.vec(filters * classes, -0.5, 0.5),
+        )
+        .unwrap();
+    let out_b = g
+        .parameter("out.bias", &[classes], vec![0.0; classes])
+        .unwrap();
+    let tokens = g.input_indices("ids", &[batch, len]);
+    let targets = g.input_indices("labels", &[batch]);
+    let embedded = g.embedding(table, tokens).unwrap();
+    let channels_first = g.permute(embedded, &[0, 2, 1]).unwrap();
+    let same = Conv1d {
+        stride: 1,
+        pad_left: 1,
+        pad_right: 1,
+    };
+    let windows = g
+        .conv1d(channels_first, conv_w, Some(conv_b), same)
+        .unwrap();
+    let activated = g.relu(windows).unwrap();
+    let pooled = g.max_over_time(activated).unwrap();
+    let logits = g.gemm(pooled, out_w, false, false, Some(out_b)).unwrap();
+    let loss = g.cross_entropy(logits, targets, None).unwrap();
+    let params = g.backward(loss).unwrap().parameters();
+    assert_eq!(params.len(), 5, "every parameter gets a gradient");
+    let outputs: Vec<Var> = std::iter::once(loss)
+        .chain(params.iter().map(|&(_, grad)| grad))
+        .collect();
+    let mut plan = g.compile(&outputs).unwrap();
+    let feeds = [Feed::u32(tokens, &ids), Feed::u32(targets, &labels)];
+    let mut values: Vec<Vec<f32>> = params.iter().map(|&(p, _)| plan.read(p).unwrap()).collect();
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        plan.run(&feeds, &[]).unwrap();
+        losses.push(plan.read(loss).unwrap()[0]);
+        for (i, &(p, grad)) in params.iter().enumerate() {
+            for (v, d) in values[i].iter_mut().zip(plan.read(grad).unwrap()) {
+                *v -= 0.5 * d;
+            }
+            gpu().write(plan.tensor(p).unwrap().buffer(), &values[i]);
+        }
+    }
+    println!("losses {losses:?}");
+    assert!(
+        losses.iter().all(|l| l.is_finite()) && losses[19] < 0.5 * losses[0],
+        "the loss did not fall by half: {losses:?}"
     );
 }

@@ -35,6 +35,7 @@ pub use plan::{Feed, Plan};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::conv::Conv1d;
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
 use crate::tensor::numel;
@@ -427,6 +428,38 @@ impl Graph {
     /// Layer norm over the last axis with a gain and a bias of its size.
     pub fn layer_norm(&mut self, x: Var, gain: Var, bias: Var, eps: f32) -> Result<Var> {
         Ok(self.push(Op::LayerNorm { eps }, &[x, gain, bias])?[0])
+    }
+
+    /// The n-gram window of a text CNN: x [N, C, L] (C the embedding width) convolved with
+    /// `weight` [O, C, k], plus `bias` [O] if given: [N, O, L_out] with
+    /// L_out = (L + pad_left + pad_right − k) / stride + 1.
+    pub fn conv1d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv1d,
+    ) -> Result<Var> {
+        let mut inputs = vec![x, weight];
+        inputs.extend(bias);
+        let op = Op::Conv1d {
+            options,
+            bias: bias.is_some(),
+        };
+        self.push_one(op, &inputs)
+    }
+
+    /// The maximum of each channel over time, x [N, C, L] → [N, C]: the pooling of a text
+    /// CNN (the first maximum wins a tie, a NaN propagates).
+    pub fn max_over_time(&mut self, x: Var) -> Result<Var> {
+        Ok(self.max_over_time_with_positions(x)?.0)
+    }
+
+    /// [`Graph::max_over_time`] and the position in 0..L of each maximum (u32 [N, C], which
+    /// [`Plan::read_indices`] reads when compiled as an output).
+    pub fn max_over_time_with_positions(&mut self, x: Var) -> Result<(Var, Var)> {
+        let outputs = self.push(Op::MaxOverTime, &[x])?;
+        Ok((outputs[0], outputs[1]))
     }
 
     /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 [N]),

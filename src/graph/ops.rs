@@ -5,6 +5,11 @@
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::kernels::broadcast_shapes;
+use crate::kernels::conv::{
+    conv_bias_grad_dispatch, conv_forward_dispatch, conv_input_grad_dispatch,
+    conv_weight_grad_dispatch, max_pool_backward_dispatch, max_pool_dispatch, Conv1d, Conv2d,
+    ConvGeometry, MaxPool1d,
+};
 use crate::kernels::copy::{
     region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
 };
@@ -83,6 +88,22 @@ pub enum Op {
     /// The backward of `Embedding`: inputs dy and the ids; output the table's gradient
     /// [vocab, D], a deterministic scatter-add over the positions grouped by id.
     EmbeddingGrad { vocab: usize },
+    /// The n-gram window of a text CNN: inputs x [N, C, L], weight [O, C, k] and, if
+    /// `bias`, a bias [O]; output [N, O, L_out].
+    Conv1d { options: Conv1d, bias: bool },
+    /// The input gradient of `Conv1d`: inputs dy and the weight; output dx [N, C, len].
+    Conv1dInputGrad { options: Conv1d, len: usize },
+    /// The weight gradient of `Conv1d`: inputs x and dy; output dw [O, C, kernel].
+    Conv1dWeightGrad { options: Conv1d, kernel: usize },
+    /// The bias gradient of `Conv1d`: input dy [N, O, L_out]; output [O], dy's sum over
+    /// batch items and positions.
+    Conv1dBiasGrad,
+    /// The maximum of each channel over time, x [N, C, L] → [N, C]; outputs the maxima and
+    /// their positions (u32 [N, C], kept for the backward).
+    MaxOverTime,
+    /// The backward of `MaxOverTime`: inputs dy [N, C] and the positions; output dx
+    /// [N, C, len], dy at each position and 0 elsewhere.
+    MaxOverTimeGrad { len: usize },
 }
 
 /// What one op records at compile time: its dispatches, the scratch tensors they bind
@@ -140,6 +161,12 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Embedding => "embedding",
             Op::EmbeddingGrad { .. } => "embedding_grad",
+            Op::Conv1d { .. } => "conv1d",
+            Op::Conv1dInputGrad { .. } => "conv1d_input_grad",
+            Op::Conv1dWeightGrad { .. } => "conv1d_weight_grad",
+            Op::Conv1dBiasGrad => "conv1d_bias_grad",
+            Op::MaxOverTime => "max_over_time",
+            Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
         }
     }
 
@@ -149,6 +176,7 @@ impl Op {
             Op::CrossEntropy { .. } => vec![true, false],
             Op::LayerNorm { .. } => vec![true, false, false],
             Op::LayerNormGrad => vec![false, false, false],
+            Op::MaxOverTime => vec![true, false],
             _ => vec![true],
         }
     }
@@ -162,12 +190,15 @@ impl Op {
     pub(crate) fn infer(&self, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
         let op = self.name();
         let expected_inputs = match self {
-            Op::MatMul { bias, .. } => 2 + usize::from(*bias),
+            Op::MatMul { bias, .. } | Op::Conv1d { bias, .. } => 2 + usize::from(*bias),
             Op::Binary(_)
             | Op::SoftmaxGrad { .. }
             | Op::CrossEntropy { .. }
             | Op::Embedding
-            | Op::EmbeddingGrad { .. } => 2,
+            | Op::EmbeddingGrad { .. }
+            | Op::Conv1dInputGrad { .. }
+            | Op::Conv1dWeightGrad { .. }
+            | Op::MaxOverTimeGrad { .. } => 2,
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
             Op::Concat { .. } => inputs.len().max(1),
@@ -181,7 +212,12 @@ impl Op {
         }
         for (i, (shape, dtype)) in inputs.iter().enumerate() {
             let wants = match self {
-                Op::CrossEntropy { .. } | Op::Embedding | Op::EmbeddingGrad { .. } if i == 1 => {
+                Op::CrossEntropy { .. }
+                | Op::Embedding
+                | Op::EmbeddingGrad { .. }
+                | Op::MaxOverTimeGrad { .. }
+                    if i == 1 =>
+                {
                     DType::U32
                 }
                 _ => DType::F32,
@@ -447,6 +483,76 @@ impl Op {
                 }
                 Ok(vec![(vec![], DType::F32), (x.to_vec(), DType::F32)])
             }
+            Op::Conv1d { options, bias } => {
+                let weight = inputs[1].0;
+                let geometry = conv1d_geometry(op, x, weight, *options)?;
+                let out_channels = geometry.out_channels;
+                if *bias && inputs[2].0 != [out_channels] {
+                    return Err(mismatch(
+                        op,
+                        inputs[2].0,
+                        weight,
+                        format!("the bias must be [{out_channels}], one value per output channel"),
+                    ));
+                }
+                f32(conv1d_output_shape(&geometry))
+            }
+            Op::Conv1dInputGrad { options, len } => {
+                let (dy, weight) = (x, inputs[1].0);
+                let x_shape = vec![
+                    dy.first().copied().unwrap_or(0),
+                    weight.get(1).copied().unwrap_or(0),
+                    *len,
+                ];
+                let geometry = conv1d_geometry(op, &x_shape, weight, *options)?;
+                check_conv1d_dy(op, &geometry, dy)?;
+                f32(x_shape)
+            }
+            Op::Conv1dWeightGrad { options, kernel } => {
+                let dy = inputs[1].0;
+                let weight = vec![
+                    dy.get(1).copied().unwrap_or(0),
+                    x.get(1).copied().unwrap_or(0),
+                    *kernel,
+                ];
+                let geometry = conv1d_geometry(op, x, &weight, *options)?;
+                check_conv1d_dy(op, &geometry, dy)?;
+                f32(weight)
+            }
+            Op::Conv1dBiasGrad => {
+                let geometry = bias_grad_geometry(op, x)?;
+                f32(vec![geometry.out_channels])
+            }
+            Op::MaxOverTime => {
+                let &[n, c, len] = x else {
+                    return Err(Error::invalid(
+                        op,
+                        format!("the input must be [N, C, L] (rank 3), got {x:?}"),
+                    ));
+                };
+                if len == 0 {
+                    return Err(Error::ZeroSized {
+                        op,
+                        shape: x.to_vec(),
+                        why: "the maximum over no time steps has no value and no position",
+                    });
+                }
+                Ok(vec![(vec![n, c], DType::F32), (vec![n, c], DType::U32)])
+            }
+            Op::MaxOverTimeGrad { len } => {
+                let positions = inputs[1].0;
+                if x.len() != 2 || positions != x || *len == 0 {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        positions,
+                        format!(
+                            "dy and the positions must be one [N, C] shape, over {len} > 0 steps"
+                        ),
+                    ));
+                }
+                f32(vec![x[0], x[1], *len])
+            }
         }
     }
 
@@ -615,13 +721,45 @@ impl Op {
                 let saved = outputs[1];
                 vec![Some(g.mul(saved, dy)?), None]
             }
+            Op::Conv1d { options, bias } => {
+                // One op per gradient, so that compile drops those nobody needs (the input's,
+                // when the input is data).
+                let weight = inputs[1];
+                let len = x_shape[2];
+                let kernel = g.shape(weight)[2];
+                let options = *options;
+                let mut grads = vec![
+                    Some(g.push(Op::Conv1dInputGrad { options, len }, &[dy, weight])?[0]),
+                    Some(g.push(Op::Conv1dWeightGrad { options, kernel }, &[x, dy])?[0]),
+                ];
+                if *bias {
+                    grads.push(Some(g.push(Op::Conv1dBiasGrad, &[dy])?[0]));
+                }
+                grads
+            }
+            Op::MaxOverTime => {
+                let positions = outputs[1];
+                let len = x_shape[2];
+                vec![Some(
+                    g.push(Op::MaxOverTimeGrad { len }, &[dy, positions])?[0],
+                )]
+            }
+            Op::Conv1dInputGrad { .. }
+            | Op::Conv1dWeightGrad { .. }
+            | Op::Conv1dBiasGrad
+            | Op::MaxOverTimeGrad { .. } => {
+                return Err(no_gradient(&format!(
+                    "{} (second derivatives are not supported)",
+                    self.name()
+                )))
+            }
         })
     }
 
     /// Records the op's kernels over its operands (views of the plan's buffers).
-    pub(crate) fn record(&self, inputs: &[Operand], outputs: &[Tensor]) -> Result<Recorded> {
+    pub(crate) fn record(&self, inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
         let mut recorded = Recorded::default();
-        let y = &outputs[0];
+        let y = outputs[0].f32();
         if y.numel() == 0 || self.is_alias() {
             return Ok(recorded);
         }
@@ -685,14 +823,14 @@ impl Op {
                 softmax_backward_dispatch(x, inputs[1].f32(), y, axis, softmax_kind(*log), variant)?
             }
             Op::CrossEntropy { ignore } => {
-                return cross_entropy_record(x, inputs[1].u32(), y, &outputs[1], *ignore)
+                return cross_entropy_record(x, inputs[1].u32(), y, outputs[1].f32(), *ignore)
             }
             Op::LayerNorm { eps } => {
                 let shape = LayerNormShape::new("layer_norm", x.shape(), -1)?;
                 let forward = LayerNormForward {
                     y: y.clone(),
-                    mean: outputs[1].clone(),
-                    rstd: outputs[2].clone(),
+                    mean: outputs[1].f32().clone(),
+                    rstd: outputs[2].f32().clone(),
                 };
                 let variant = LayerNormVariant::choose(gpu, shape.d);
                 let (gain, bias) = (inputs[1].f32(), inputs[2].f32());
@@ -702,8 +840,8 @@ impl Op {
                 let shape = LayerNormShape::new("layer_norm_grad", x.shape(), -1)?;
                 let grads = LayerNormGrads {
                     dx: y.clone(),
-                    dgain: outputs[1].clone(),
-                    dbias: outputs[2].clone(),
+                    dgain: outputs[1].f32().clone(),
+                    dbias: outputs[2].f32().clone(),
                 };
                 let [dy, gain, mean, rstd] = [1, 2, 3, 4].map(|i| inputs[i].f32());
                 let variant = LayerNormVariant::choose(gpu, shape.d);
@@ -756,6 +894,37 @@ impl Op {
                     groupings: vec![(1, groups)],
                 });
             }
+            Op::Conv1d { options, .. } => {
+                let weight = inputs[1].f32();
+                let geometry = conv1d_geometry("conv1d", x.shape(), weight.shape(), *options)?;
+                // The direct kernel: the eager call's default (see `ConvVariant`).
+                let bias = inputs.get(2).map(Operand::f32);
+                conv_forward_dispatch(x, weight, bias, y, &geometry)?
+            }
+            Op::Conv1dInputGrad { options, .. } => {
+                let (dy, weight) = (x, inputs[1].f32());
+                let geometry =
+                    conv1d_geometry("conv1d_input_grad", y.shape(), weight.shape(), *options)?;
+                conv_input_grad_dispatch(dy, weight, y, &geometry)?
+            }
+            Op::Conv1dWeightGrad { options, .. } => {
+                let dy = inputs[1].f32();
+                let geometry =
+                    conv1d_geometry("conv1d_weight_grad", x.shape(), y.shape(), *options)?;
+                conv_weight_grad_dispatch(x, dy, y, &geometry)?
+            }
+            Op::Conv1dBiasGrad => {
+                let geometry = bias_grad_geometry("conv1d_bias_grad", x.shape())?;
+                conv_bias_grad_dispatch(x, y, &geometry)?
+            }
+            Op::MaxOverTime => {
+                let len = x.shape()[2];
+                max_pool_dispatch(x, y, outputs[1].u32(), len, &MaxPool1d::new(len))?
+            }
+            Op::MaxOverTimeGrad { len } => {
+                let positions = inputs[1].u32();
+                max_pool_backward_dispatch(x, positions, y, *len, &MaxPool1d::new(*len))?
+            }
             Op::Reshape { .. } => unreachable!("aliases record nothing"),
         };
         recorded.dispatches.push(dispatch);
@@ -773,6 +942,56 @@ fn softmax_kind(log: bool) -> SoftmaxKind {
 
 fn no_gradient(what: &str) -> Error {
     Error::invalid("backward", format!("{what} has no gradient"))
+}
+
+/// The checked geometry of a 1-D convolution of x [N, C, L] by a weight [O, C, k].
+fn conv1d_geometry(
+    op: &'static str,
+    x: &[usize],
+    weight: &[usize],
+    options: Conv1d,
+) -> Result<ConvGeometry> {
+    if x.len() != 3 || weight.len() != 3 {
+        return Err(mismatch(
+            op,
+            x,
+            weight,
+            "the input must be [N, C, L] and the weight [O, C, k]".into(),
+        ));
+    }
+    ConvGeometry::new(op, x, weight, options.into())
+}
+
+/// [N, O, L_out].
+fn conv1d_output_shape(geometry: &ConvGeometry) -> Vec<usize> {
+    vec![geometry.batch, geometry.out_channels, geometry.out_w]
+}
+
+/// Checks that dy has the shape of the convolution's output.
+fn check_conv1d_dy(op: &'static str, geometry: &ConvGeometry, dy: &[usize]) -> Result<()> {
+    let expected = conv1d_output_shape(geometry);
+    if dy != expected {
+        return Err(mismatch(
+            op,
+            dy,
+            &expected,
+            "dy must have the shape of the convolution's output".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The bias gradient sums dy [N, O, L_out] over N and L_out, and its kernel reads only the
+/// batch, output channels and output positions of a geometry: here those of a one-tap
+/// convolution over one channel, which keeps the length.
+fn bias_grad_geometry(op: &'static str, dy: &[usize]) -> Result<ConvGeometry> {
+    let &[n, o, len] = dy else {
+        return Err(Error::invalid(
+            op,
+            format!("dy must be [N, O, L_out] (rank 3), got {dy:?}"),
+        ));
+    };
+    ConvGeometry::new(op, &[n, 1, len], &[o, 1, 1], Conv2d::default())
 }
 
 /// Sums `x` down to `shape`: one reduction per broadcast axis, each keeping its axis, the

@@ -4,8 +4,11 @@
 //! order is already topological), gives every intermediate value a buffer by liveness (a
 //! buffer goes back to a free list after the last node that reads it, and the next value
 //! that fits takes it over), and records every dispatch once: bind groups and uniform
-//! buffers are made here and never again. `run` writes the inputs, submits all the
-//! dispatches of a step in one command buffer, and reads back nothing unless asked.
+//! buffers are made here and never again. Only f32 values share buffers: every u32 value
+//! (a fed id, a computed argmax) keeps one of its own, which needs no second free list and
+//! costs little, u32 values being few and small next to activations. `run` writes the
+//! inputs, submits all the dispatches of a step in one command buffer, and reads back
+//! nothing unless asked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,7 +87,9 @@ impl Graph {
         for (index, node) in self.nodes.iter().enumerate().rev() {
             if node.outputs.iter().any(|v| needed[v.0]) {
                 live[index] = true;
-                for v in &node.inputs {
+                // Every output of a live node is written, even one nobody reads (an argmax
+                // without a backward), so it needs storage too.
+                for v in node.inputs.iter().chain(&node.outputs) {
                     needed[v.0] = true;
                 }
             }
@@ -119,9 +124,12 @@ impl Graph {
 
         let mut storage: HashMap<usize, Operand> = HashMap::new();
         let mut values = HashMap::new();
-        // Persistent values own their buffers; leaves get their initial data now.
+        // Persistent values and u32 values own their buffers; leaves get their initial data
+        // now.
         for v in 0..self.values.len() {
-            if !(needed[v] && (is_leaf(v) || persistent[v] && root[v] == v)) {
+            let own =
+                is_leaf(v) || persistent[v] && root[v] == v || self.values[v].dtype == DType::U32;
+            if !(needed[v] && own) {
                 continue;
             }
             let value = &self.values[v];
@@ -155,10 +163,21 @@ impl Graph {
                 let bytes = numel(&value.shape)? as u64 * 4;
                 let r = root[out.0];
                 if r != out.0 {
-                    output_tensors.push(view(&gpu, &storage, &shared, r, &value.shape)?);
+                    output_tensors.push(Operand::F32(view(
+                        &gpu,
+                        &storage,
+                        &shared,
+                        r,
+                        &value.shape,
+                    )?));
                     continue;
                 }
                 memory.naive_bytes += bytes;
+                if value.dtype == DType::U32 {
+                    memory.peak_bytes += bytes;
+                    output_tensors.push(indices(&storage, r)?);
+                    continue;
+                }
                 if persistent[r] {
                     memory.peak_bytes += bytes;
                 } else {
@@ -179,19 +198,19 @@ impl Graph {
                     };
                     shared.insert(r, buffer);
                 }
-                output_tensors.push(view(&gpu, &storage, &shared, r, &value.shape)?);
+                output_tensors.push(Operand::F32(view(
+                    &gpu,
+                    &storage,
+                    &shared,
+                    r,
+                    &value.shape,
+                )?));
             }
             let inputs = node
                 .inputs
                 .iter()
                 .map(|v| match self.values[v.0].dtype {
-                    DType::U32 => match storage.get(&root[v.0]) {
-                        Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),
-                        _ => Err(Error::invalid(
-                            "compile",
-                            "u32 values can only be inputs for now",
-                        )),
-                    },
+                    DType::U32 => indices(&storage, root[v.0]),
                     DType::F32 => Ok(Operand::F32(view(
                         &gpu,
                         &storage,
@@ -269,6 +288,17 @@ impl Graph {
     }
 }
 
+/// The u32 value `r`, which has its own buffer.
+fn indices(storage: &HashMap<usize, Operand>, r: usize) -> Result<Operand> {
+    match storage.get(&r) {
+        Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),
+        _ => Err(Error::invalid(
+            "compile",
+            format!("u32 value {r} has no buffer"),
+        )),
+    }
+}
+
 /// A tensor of `shape` over the storage of root `r`: its own buffer if persistent, else
 /// the shared buffer assigned to it.
 fn view(
@@ -342,6 +372,18 @@ impl Plan {
     /// Downloads a persistent value: a leaf or one of the outputs given to compile.
     pub fn read(&self, var: Var) -> Result<Vec<f32>> {
         self.tensor(var)?.to_vec()
+    }
+
+    /// Downloads a u32 value: an input, or a computed one such as argmax positions (every
+    /// u32 value keeps its own buffer, so any the plan computes can be read).
+    pub fn read_indices(&self, var: Var) -> Result<Vec<u32>> {
+        match self.values.get(&var).and_then(|slot| slot.storage.as_ref()) {
+            Some(Operand::U32(indices)) => indices.to_vec(),
+            _ => Err(Error::invalid(
+                "plan",
+                format!("value {} is not a u32 value of this plan", var.0),
+            )),
+        }
     }
 
     /// The GPU tensor of a persistent f32 value (a parameter, a requested output).
