@@ -5,6 +5,9 @@ mod common;
 
 use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
 use shadergrad::graph::{Feed, Graph, Var};
+use shadergrad::kernels::attention::{
+    attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings,
+};
 use shadergrad::kernels::contiguous_strides;
 use shadergrad::kernels::conv::{conv_cpu, ConvGeometry};
 use shadergrad::rng::Rng;
@@ -22,6 +25,19 @@ fn check_op(
     what: &str,
     shapes: &[&[usize]],
     forward: impl Fn(&mut Graph, &[Var]) -> Var,
+    reference: impl Fn(&[Vec<f64>]) -> Vec<f64>,
+) {
+    check_op_with_indices(what, shapes, &[], |g, p, _| forward(g, p), reference);
+}
+
+/// [`check_op`] with u32 inputs besides the parameters: each (shape, values) is an index
+/// input fed with those values, handed to `forward` after the parameters (`reference`
+/// knows the values itself).
+fn check_op_with_indices(
+    what: &str,
+    shapes: &[&[usize]],
+    indices: &[(&[usize], &[u32])],
+    forward: impl Fn(&mut Graph, &[Var], &[Var]) -> Var,
     reference: impl Fn(&[Vec<f64>]) -> Vec<f64>,
 ) {
     let mut rng = Rng::new(what.len() as u64 * 7919);
@@ -47,7 +63,12 @@ fn check_op(
                 .unwrap()
         })
         .collect();
-    let y = forward(&mut g, &params);
+    let index_inputs: Vec<Var> = indices
+        .iter()
+        .enumerate()
+        .map(|(i, (shape, _))| g.input_indices(&format!("i{i}"), shape))
+        .collect();
+    let y = forward(&mut g, &params, &index_inputs);
     let n: usize = g.shape(y).iter().product();
     let weights: Vec<f64> = (0..n).map(|_| f64::from(rng.uniform(-1.0, 1.0))).collect();
     let w = g
@@ -61,7 +82,12 @@ fn check_op(
     let mut outputs = vec![loss];
     outputs.extend(&grad_vars);
     let mut plan = g.compile(&outputs).unwrap();
-    plan.run(&[], &[]).unwrap();
+    let feeds: Vec<Feed> = index_inputs
+        .iter()
+        .zip(indices)
+        .map(|(&var, (_, values))| Feed::u32(var, values))
+        .collect();
+    plan.run(&feeds, &[]).unwrap();
     for (i, &grad) in grad_vars.iter().enumerate() {
         let analytic = plan.read(grad).unwrap();
         let numeric = numeric_gradient(&values[i], 1e-4, |x| {
@@ -949,4 +975,186 @@ fn a_text_cnn_compiles_and_its_loss_falls_with_plain_sgd() {
         losses.iter().all(|l| l.is_finite()) && losses[19] < 0.5 * losses[0],
         "the loss did not fall by half: {losses:?}"
     );
+}
+
+/// The shape of a batched operand: `batch` + `matrix`, or the matrix alone when shared.
+fn batched_shape(batch: &[usize], matrix: [usize; 2], shared: bool) -> Vec<usize> {
+    if shared {
+        matrix.to_vec()
+    } else {
+        batch.iter().chain(&matrix).copied().collect()
+    }
+}
+
+#[test]
+fn batched_matmul_backward_with_shared_operands() {
+    let (m, k, n) = (3, 5, 4);
+    let batch = [2usize, 3];
+    let batches: usize = batch.iter().product();
+    // Both batched; B shared (its gradient one product over the stacked rows of A, or a sum
+    // over the batches when A is transposed); A shared (a sum over the batches).
+    for (a_shared, b_shared) in [(false, false), (false, true), (true, false)] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a_shape = batched_shape(&batch, if ta { [k, m] } else { [m, k] }, a_shared);
+            let b_shape = batched_shape(&batch, if tb { [n, k] } else { [k, n] }, b_shared);
+            // Each gradient of a shared operand sums 6 batches' products of ≤ 5 terms below
+            // 1.5²: f32 rounding ≲ 1e-5, within check_op's tolerance.
+            check_op(
+                &format!("batched matmul a_shared={a_shared} b_shared={b_shared} ta={ta} tb={tb}"),
+                &[&a_shape, &b_shape, &[n]],
+                |g, p| g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap(),
+                |x| {
+                    // Batch i's matrix of an operand: the shared one, or its i-th slice.
+                    let slice = |x: &[f64], shared: bool, i: usize| {
+                        if shared {
+                            x.to_vec()
+                        } else {
+                            let size = x.len() / batches;
+                            x[i * size..(i + 1) * size].to_vec()
+                        }
+                    };
+                    (0..batches)
+                        .flat_map(|i| {
+                            let a = slice(&x[0], a_shared, i);
+                            let b = slice(&x[1], b_shared, i);
+                            matmul_ref(&a, &b, m, k, n, ta, tb)
+                        })
+                        .enumerate()
+                        .map(|(i, v)| v + x[2][i % n])
+                        .collect()
+                },
+            );
+        }
+    }
+    let mut g = Graph::new(gpu());
+    let a = g.input("a", &[2, 3, 4, 5]);
+    let b = g.input("b", &[3, 5, 6]);
+    let err = g.matmul(a, b).unwrap_err().to_string();
+    assert!(
+        err.contains("matmul") && err.contains("[2, 3, 4, 5]") && err.contains("batch axes"),
+        "{err}"
+    );
+}
+
+/// One attention case for [`attention_backward`]: sizes, scale, causal, key lengths.
+struct AttentionCase {
+    dims: AttentionDims,
+    scale: Option<f32>,
+    causal: bool,
+    key_lengths: Option<Vec<u32>>,
+}
+
+impl AttentionCase {
+    /// (B, H, Hkv, Lq, Lk, D, Dv), no masks, the default scale.
+    fn new(
+        (batch, heads, kv_heads): (usize, usize, usize),
+        (q_len, k_len): (usize, usize),
+        (head_dim, value_dim): (usize, usize),
+    ) -> AttentionCase {
+        AttentionCase {
+            dims: AttentionDims {
+                batch,
+                heads,
+                kv_heads,
+                q_len,
+                k_len,
+                head_dim,
+                value_dim,
+            },
+            scale: None,
+            causal: false,
+            key_lengths: None,
+        }
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "attention {:?} scale {:?} causal {} key lengths {:?}",
+            self.dims, self.scale, self.causal, self.key_lengths
+        )
+    }
+}
+
+/// Checks dQ, dK and dV of `g.attention` against finite differences of the f64 reference
+/// of the attention kernels.
+fn attention_backward(case: &AttentionCase) {
+    let d = &case.dims;
+    let q = [d.batch, d.heads, d.q_len, d.head_dim];
+    let k = [d.batch, d.kv_heads, d.k_len, d.head_dim];
+    let v = [d.batch, d.kv_heads, d.k_len, d.value_dim];
+    let lengths = case.key_lengths.as_deref();
+    let batch = [d.batch];
+    let indices: Vec<(&[usize], &[u32])> = lengths.map(|l| (&batch[..], l)).into_iter().collect();
+    let settings = AttentionSettings {
+        scale: case.scale,
+        causal: case.causal,
+        ..AttentionSettings::default()
+    };
+    // The chain is three f32 products of ≤ 4 terms around the softmax backward, each off
+    // by a few ε of magnitudes ≲ 10: ≲ 1e-5, within check_op's tolerance.
+    check_op_with_indices(
+        &case.label(),
+        &[&q, &k, &v],
+        &indices,
+        |g, p, ids| {
+            g.attention(
+                p[0],
+                p[1],
+                p[2],
+                ids.first().copied(),
+                case.causal,
+                case.scale,
+            )
+            .unwrap()
+        },
+        |x| {
+            let inputs = AttentionCpuInputs {
+                dims: case.dims,
+                q: &x[0],
+                k: &x[1],
+                v: &x[2],
+                key_lengths: lengths,
+                mask: None,
+            };
+            attention_cpu(&inputs, &settings).output
+        },
+    );
+}
+
+#[test]
+fn attention_backward_with_each_mask_and_grouped_heads() {
+    // No masks, Lq ≠ Lk, D not a multiple of 4.
+    attention_backward(&AttentionCase::new((2, 2, 2), (3, 4), (3, 2)));
+    // Causal over Lq = Lk, two query heads sharing one key/value head, a given scale.
+    let mut causal = AttentionCase::new((1, 2, 1), (4, 4), (3, 3));
+    causal.causal = true;
+    causal.scale = Some(0.7);
+    attention_backward(&causal);
+    // Key lengths: some keys padded, a batch with none (its rows are 0, so are their
+    // gradients), one longer than Lk (all kept); grouped heads again.
+    let mut padded = AttentionCase::new((3, 2, 1), (2, 4), (2, 3));
+    padded.key_lengths = Some(vec![3, 0, 9]);
+    attention_backward(&padded);
+}
+
+/// With Lq = 0 the output is empty but dK and dV are not: they must be written (zeros).
+#[test]
+fn attention_without_queries_gives_zero_key_and_value_gradients() {
+    let mut g = Graph::new(gpu());
+    let q = g.input("q", &[1, 2, 0, 3]);
+    let k = g.parameter("k", &[1, 1, 4, 3], vec![0.5; 12]).unwrap();
+    let v = g.parameter("v", &[1, 1, 4, 2], vec![0.5; 8]).unwrap();
+    let out = g.attention(q, k, v, None, true, None).unwrap();
+    let flat = g.reshape(out, &[0]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let (dk, dv) = (grads.of(k).unwrap(), grads.of(v).unwrap());
+    let mut plan = g.compile(&[loss, dk, dv]).unwrap();
+    // Fresh buffers read 0: dirty the gradients' so that only a write of zeros passes.
+    gpu().write(plan.tensor(dk).unwrap().buffer(), &[9.0f32; 12]);
+    gpu().write(plan.tensor(dv).unwrap().buffer(), &[9.0f32; 8]);
+    plan.run(&[], &[]).unwrap();
+    assert_eq!(plan.read(loss).unwrap(), [0.0]);
+    assert_eq!(plan.read(dk).unwrap(), [0.0; 12]);
+    assert_eq!(plan.read(dv).unwrap(), [0.0; 8]);
 }

@@ -244,12 +244,14 @@ impl Graph {
         Ok(self.push(op, inputs)?[0])
     }
 
-    /// a·b for matrices a [M, K] and b [K, N].
+    /// a·b for a [batch…, M, K] and b [batch…, K, N]: the same batch axes, or a matrix
+    /// (rank 2) on either side shared by every batch of the other.
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
         self.gemm(a, b, false, false, None)
     }
 
-    /// op(a)·op(b) + bias, with op a transpose where asked and bias a row vector of N.
+    /// op(a)·op(b) + bias, batched as [`Graph::matmul`], with op a transpose of the last two
+    /// axes where asked and bias a row vector of N.
     pub fn gemm(
         &mut self,
         a: Var,
@@ -460,6 +462,33 @@ impl Graph {
     pub fn max_over_time_with_positions(&mut self, x: Var) -> Result<(Var, Var)> {
         let outputs = self.push(Op::MaxOverTime, &[x])?;
         Ok((outputs[0], outputs[1]))
+    }
+
+    /// Scaled dot-product attention, softmax(q·kᵀ·scale + masks)·v: q [B, H, Lq, D],
+    /// k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] with Hkv dividing H (each key/value head serves
+    /// a group of query heads: grouped-query attention), result [B, H, Lq, Dv]. `scale`
+    /// defaults to 1/√D. The masks: `key_lengths` (u32 [B], fed) masks each batch's keys past
+    /// its length (lengths above Lk mean Lk), `causal` the keys after each query's position,
+    /// the queries being the last Lq of the Lk positions (query i sees keys up to i when
+    /// Lq = Lk). A query whose keys are all masked gets 0. The additive or boolean mask
+    /// tensor of [`crate::kernels::attention::AttentionOptions`] is not exposed yet.
+    pub fn attention(
+        &mut self,
+        q: Var,
+        k: Var,
+        v: Var,
+        key_lengths: Option<Var>,
+        causal: bool,
+        scale: Option<f32>,
+    ) -> Result<Var> {
+        let mut inputs = vec![q, k, v];
+        inputs.extend(key_lengths);
+        let op = Op::Attention {
+            scale,
+            causal,
+            key_lengths: key_lengths.is_some(),
+        };
+        Ok(self.push(op, &inputs)?[0])
     }
 
     /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 [N]),

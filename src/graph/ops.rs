@@ -4,6 +4,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
+use crate::kernels::attention::{
+    attention_backward_dispatches_into, attention_dispatches_into, AttentionDims, AttentionForward,
+    AttentionGradients, AttentionOptions, AttentionSettings, Recording,
+};
 use crate::kernels::broadcast_shapes;
 use crate::kernels::conv::{
     conv_bias_grad_dispatch, conv_forward_dispatch, conv_input_grad_dispatch,
@@ -33,7 +37,9 @@ use super::{mismatch, DType, Graph, Var};
 /// An operation of the graph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// op(a)·op(b) (+ bias): inputs a, b and, if `bias`, a row vector of N.
+    /// op(a)·op(b) (+ bias), batched: inputs a [batch…, M, K], b [batch…, K, N] (op
+    /// transposes the last two axes) and, if `bias`, a row vector of N. A rank-2 operand
+    /// beside a batched one is shared by every batch.
     MatMul {
         trans_a: bool,
         trans_b: bool,
@@ -104,6 +110,19 @@ pub enum Op {
     /// The backward of `MaxOverTime`: inputs dy [N, C] and the positions; output dx
     /// [N, C, len], dy at each position and 0 elsewhere.
     MaxOverTimeGrad { len: usize },
+    /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
+    /// Lk, Dv] (Hkv dividing H) and, if `key_lengths`, u32 lengths [B] masking the keys past
+    /// each; outputs O [B, H, Lq, Dv] and the probabilities P [B, H, Lq, Lk] the backward
+    /// needs. `scale` `None` is 1/√D; `causal` masks the keys after each query's position,
+    /// the queries being the last Lq of the Lk positions.
+    Attention {
+        scale: Option<f32>,
+        causal: bool,
+        key_lengths: bool,
+    },
+    /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
+    /// through P (0 at masked keys), so only the scale is needed again.
+    AttentionGrad { scale: Option<f32> },
 }
 
 /// What one op records at compile time: its dispatches, the scratch tensors they bind
@@ -167,6 +186,8 @@ impl Op {
             Op::Conv1dBiasGrad => "conv1d_bias_grad",
             Op::MaxOverTime => "max_over_time",
             Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
+            Op::Attention { .. } => "attention",
+            Op::AttentionGrad { .. } => "attention_grad",
         }
     }
 
@@ -177,6 +198,8 @@ impl Op {
             Op::LayerNorm { .. } => vec![true, false, false],
             Op::LayerNormGrad => vec![false, false, false],
             Op::MaxOverTime => vec![true, false],
+            Op::Attention { .. } => vec![true, false],
+            Op::AttentionGrad { .. } => vec![false, false, false],
             _ => vec![true],
         }
     }
@@ -202,6 +225,8 @@ impl Op {
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
             Op::Concat { .. } => inputs.len().max(1),
+            Op::Attention { key_lengths, .. } => 3 + usize::from(*key_lengths),
+            Op::AttentionGrad { .. } => 5,
             _ => 1,
         };
         if inputs.len() != expected_inputs {
@@ -220,6 +245,7 @@ impl Op {
                 {
                     DType::U32
                 }
+                Op::Attention { .. } if i == 3 => DType::U32,
                 _ => DType::F32,
             };
             if *dtype != wants {
@@ -238,11 +264,40 @@ impl Op {
                 bias,
             } => {
                 let b = inputs[1].0;
-                if x.len() != 2 || b.len() != 2 {
-                    return Err(mismatch(op, x, b, "both operands must be matrices".into()));
+                if x.len() < 2 || b.len() < 2 {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        b,
+                        "both operands need at least 2 axes: [batch…, rows, columns]".into(),
+                    ));
                 }
-                let (m, k) = if *trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
-                let (k_b, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+                let (a_batch, a_matrix) = x.split_at(x.len() - 2);
+                let (b_batch, b_matrix) = b.split_at(b.len() - 2);
+                let batch = if b_batch.is_empty() || a_batch == b_batch {
+                    a_batch
+                } else if a_batch.is_empty() {
+                    b_batch
+                } else {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        b,
+                        "the batch axes must be equal, or one operand a matrix shared by \
+                         every batch"
+                            .into(),
+                    ));
+                };
+                let (m, k) = if *trans_a {
+                    (a_matrix[1], a_matrix[0])
+                } else {
+                    (a_matrix[0], a_matrix[1])
+                };
+                let (k_b, n) = if *trans_b {
+                    (b_matrix[1], b_matrix[0])
+                } else {
+                    (b_matrix[0], b_matrix[1])
+                };
                 if k != k_b {
                     return Err(mismatch(
                         op,
@@ -251,15 +306,17 @@ impl Op {
                         format!("the inner dimensions differ: {k} and {k_b}"),
                     ));
                 }
+                let mut out = batch.to_vec();
+                out.extend([m, n]);
                 if *bias && inputs[2].0 != [n] {
                     return Err(mismatch(
                         op,
                         inputs[2].0,
-                        &[m, n],
+                        &out,
                         format!("the bias must be [{n}], one value per output column"),
                     ));
                 }
-                f32(vec![m, n])
+                f32(out)
             }
             Op::Unary(_) | Op::Softmax { .. } => {
                 if matches!(self, Op::Softmax { .. }) && x.last().is_none_or(|&n| n == 0) {
@@ -553,6 +610,47 @@ impl Op {
                 }
                 f32(vec![x[0], x[1], *len])
             }
+            Op::Attention {
+                scale,
+                causal,
+                key_lengths,
+            } => {
+                let dims = AttentionDims::from_shapes(x, inputs[1].0, inputs[2].0)?;
+                attention_settings(*scale, *causal).check()?;
+                if *key_lengths && inputs[3].0 != [dims.batch] {
+                    return Err(mismatch(
+                        op,
+                        inputs[3].0,
+                        x,
+                        format!("the key lengths must be [{}], one per batch", dims.batch),
+                    ));
+                }
+                Ok(vec![
+                    (dims.output_shape().to_vec(), DType::F32),
+                    (dims.scores_shape().to_vec(), DType::F32),
+                ])
+            }
+            Op::AttentionGrad { .. } => {
+                let (k, v) = (inputs[1].0, inputs[2].0);
+                let dims = AttentionDims::from_shapes(x, k, v)?;
+                let (probs, dy) = (inputs[3].0, inputs[4].0);
+                if probs != dims.scores_shape() || dy != dims.output_shape() {
+                    return Err(mismatch(
+                        op,
+                        probs,
+                        dy,
+                        format!(
+                            "P and dO must be {:?} and {:?}",
+                            dims.scores_shape(),
+                            dims.output_shape()
+                        ),
+                    ));
+                }
+                Ok([x, k, v]
+                    .into_iter()
+                    .map(|shape| (shape.to_vec(), DType::F32))
+                    .collect())
+            }
         }
     }
 
@@ -578,21 +676,43 @@ impl Op {
                 bias,
             } => {
                 // With Ā = op(A), B̄ = op(B): dĀ = dC·B̄ᵀ and dB̄ = Āᵀ·dC, transposed back
-                // where A or B was.
+                // where A or B was, batch by batch. An operand shared by every batch gets the
+                // sum of its per-batch gradients.
                 let (a, b) = (inputs[0], inputs[1]);
+                let y_shape = g.shape(y).to_vec();
+                let n = y_shape[y_shape.len() - 1];
+                let rows = y_shape[..y_shape.len() - 1].iter().product();
+                let batched = y_shape.len() > 2;
+                let a_shared = batched && x_shape.len() == 2;
+                let b_shared = batched && g.shape(b).len() == 2;
+                // Σ_b A_bᵀ·dC_b is one product of A and dC seen as [batches·M, K] and
+                // [batches·M, N] (free reshapes) when A is not transposed.
+                let (a_rows, dy_rows) = if b_shared && !*trans_a {
+                    let k = x_shape[x_shape.len() - 1];
+                    (g.reshape(a, &[rows, k])?, g.reshape(dy, &[rows, n])?)
+                } else {
+                    (a, dy)
+                };
                 let da = if *trans_a {
                     g.gemm(b, dy, *trans_b, true, None)?
                 } else {
                     g.gemm(dy, b, false, !*trans_b, None)?
                 };
                 let db = if *trans_b {
-                    g.gemm(dy, a, true, *trans_a, None)?
+                    g.gemm(dy_rows, a_rows, true, *trans_a, None)?
                 } else {
-                    g.gemm(a, dy, !*trans_a, false, None)?
+                    g.gemm(a_rows, dy_rows, !*trans_a, false, None)?
+                };
+                let da = if a_shared { sum_batches(g, da)? } else { da };
+                let db = if b_shared && *trans_a {
+                    sum_batches(g, db)?
+                } else {
+                    db
                 };
                 let mut grads = vec![Some(da), Some(db)];
                 if *bias {
-                    grads.push(Some(g.sum(dy, 0, false)?));
+                    let dy_rows = g.reshape(dy, &[rows, n])?;
+                    grads.push(Some(g.sum(dy_rows, 0, false)?));
                 }
                 grads
             }
@@ -716,6 +836,19 @@ impl Op {
                     "embedding_grad (second derivatives are not supported)",
                 ))
             }
+            Op::Attention { scale, .. } => {
+                let (k, v, probs) = (inputs[1], inputs[2], outputs[1]);
+                let grads = g.push(Op::AttentionGrad { scale: *scale }, &[x, k, v, probs, dy])?;
+                // The key lengths, if any, have no gradient.
+                let mut grads: Vec<Option<Var>> = grads.into_iter().map(Some).collect();
+                grads.resize(inputs.len(), None);
+                grads
+            }
+            Op::AttentionGrad { .. } => {
+                return Err(no_gradient(
+                    "attention_grad (second derivatives are not supported)",
+                ))
+            }
             Op::CrossEntropy { .. } => {
                 // The kernel left dloss/dlogits in output 1; scale it by the incoming dloss.
                 let saved = outputs[1];
@@ -760,7 +893,11 @@ impl Op {
     pub(crate) fn record(&self, inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
         let mut recorded = Recorded::default();
         let y = outputs[0].f32();
-        if y.numel() == 0 || self.is_alias() {
+        // Attention's outputs are not empty together (P remains when Dv = 0; dK and dV are
+        // zeros when Lq = 0): its launchers skip the empty products themselves.
+        let skips_when_y_is_empty =
+            !matches!(self, Op::Attention { .. } | Op::AttentionGrad { .. });
+        if (y.numel() == 0 && skips_when_y_is_empty) || self.is_alias() {
             return Ok(recorded);
         }
         let x = inputs[0].f32();
@@ -770,17 +907,20 @@ impl Op {
                 trans_a, trans_b, ..
             } => {
                 let (a, b) = (x, inputs[1].f32());
-                let (m, n) = (y.shape()[0], y.shape()[1]);
-                let k = if *trans_a { a.shape()[0] } else { a.shape()[1] };
+                let rank = y.rank();
+                let (m, n) = (y.shape()[rank - 2], y.shape()[rank - 1]);
+                let k = a.shape()[a.rank() - if *trans_a { 2 } else { 1 }];
+                // A rank-2 operand is shared by every batch: it does not move between them.
+                let batch_stride = |t: &Tensor, size| if t.rank() > 2 { size } else { 0 };
                 let shape = GemmShape {
-                    batch: 1,
+                    batch: y.shape()[..rank - 2].iter().product(),
                     m,
                     n,
                     k,
                     trans_a: *trans_a,
                     trans_b: *trans_b,
-                    a_batch_stride: 0,
-                    b_batch_stride: 0,
+                    a_batch_stride: batch_stride(a, m * k),
+                    b_batch_stride: batch_stride(b, k * n),
                 };
                 let operands = GemmOperands {
                     a,
@@ -925,11 +1065,78 @@ impl Op {
                 let positions = inputs[1].u32();
                 max_pool_backward_dispatch(x, positions, y, *len, &MaxPool1d::new(*len))?
             }
+            Op::Attention { scale, causal, .. } => {
+                let options = AttentionOptions {
+                    settings: attention_settings(*scale, *causal),
+                    key_lengths: inputs.get(3).map(Operand::u32),
+                    mask: None,
+                };
+                let forward = AttentionForward {
+                    output: y.clone(),
+                    probs: outputs[1].f32().clone(),
+                };
+                let (k, v) = (inputs[1].f32(), inputs[2].f32());
+                let mut recording = Recording::default();
+                attention_dispatches_into((x, k, v), &options, &forward, &mut recording)?;
+                return Ok(recording.into());
+            }
+            Op::AttentionGrad { scale } => {
+                let options = AttentionOptions {
+                    settings: attention_settings(*scale, false),
+                    ..AttentionOptions::default()
+                };
+                let grads = AttentionGradients {
+                    query: y.clone(),
+                    key: outputs[1].f32().clone(),
+                    value: outputs[2].f32().clone(),
+                };
+                let [k, v, probs, dy] = [1, 2, 3, 4].map(|i| inputs[i].f32());
+                let mut recording = Recording::default();
+                attention_backward_dispatches_into(
+                    (x, k, v),
+                    probs,
+                    dy,
+                    &options,
+                    &grads,
+                    &mut recording,
+                )?;
+                return Ok(recording.into());
+            }
             Op::Reshape { .. } => unreachable!("aliases record nothing"),
         };
         recorded.dispatches.push(dispatch);
         Ok(recorded)
     }
+}
+
+impl From<Recording> for Recorded {
+    /// An eager call's recording: its intermediates live as long as the plan.
+    fn from(recording: Recording) -> Recorded {
+        Recorded {
+            dispatches: recording.dispatches,
+            scratch: recording.temporaries,
+            groupings: Vec::new(),
+        }
+    }
+}
+
+/// The attention settings the graph exposes: the scale and causal masking, the queries
+/// aligned with the last keys.
+fn attention_settings(scale: Option<f32>, causal: bool) -> AttentionSettings {
+    AttentionSettings {
+        scale,
+        causal,
+        ..AttentionSettings::default()
+    }
+}
+
+/// Sums a gradient [batch…, R, C] over its batch axes: [R, C].
+fn sum_batches(g: &mut Graph, grad: Var) -> Result<Var> {
+    let shape = g.shape(grad).to_vec();
+    let matrix = &shape[shape.len() - 2..];
+    let batches = shape[..shape.len() - 2].iter().product();
+    let stacked = g.reshape(grad, &[batches, matrix[0], matrix[1]])?;
+    g.sum(stacked, 0, false)
 }
 
 fn softmax_kind(log: bool) -> SoftmaxKind {

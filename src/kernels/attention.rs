@@ -118,7 +118,8 @@ impl AttentionSettings {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the settings' ranges: a finite scale, a positive softcap, reachable offsets.
+    pub(crate) fn check(&self) -> Result<()> {
         if let Some(scale) = self.scale {
             if !scale.is_finite() {
                 return Err(Error::invalid(
@@ -621,23 +622,41 @@ fn repeat_heads(x: &Tensor, dims: &AttentionDims, recording: &mut Recording) -> 
     repeated.reshape(&[batch, dims.heads, len, width])
 }
 
-/// The gradient of repeated heads [B, H, L, X] summed over each group: [B, Hkv, L, X].
-fn sum_groups(grad: Tensor, dims: &AttentionDims, recording: &mut Recording) -> Result<Tensor> {
-    let group = dims.group();
-    if group == 1 {
-        return Ok(grad);
+/// Where the gradient of repeated heads [B, H, L, X] goes before [`sum_groups`] folds it
+/// into `grad` [B, Hkv, L, X]: `grad` itself when Hkv = H, else a kept intermediate.
+fn repeated_heads_grad(
+    grad: &Tensor,
+    dims: &AttentionDims,
+    recording: &mut Recording,
+) -> Result<Tensor> {
+    if dims.group() == 1 {
+        return Ok(grad.clone());
     }
     let (len, width) = (grad.shape()[2], grad.shape()[3]);
-    let grouped = grad.reshape(&[dims.batch, dims.kv_heads, group, len * width])?;
-    let summed = Tensor::uninit(grad.gpu(), &[dims.batch, dims.kv_heads, len, width])?;
-    recording.keep(&grad);
-    if summed.numel() > 0 {
-        let variant = ReduceVariant::choose(len * width, group);
-        recording
-            .dispatches
-            .push(reduce_dispatch(&grouped, &summed, 2, Reduce::Sum, variant)?);
+    let repeated = Tensor::uninit(grad.gpu(), &[dims.batch, dims.heads, len, width])?;
+    recording.keep(&repeated);
+    Ok(repeated)
+}
+
+/// Records the sum of `repeated` [B, H, L, X] over each group of query heads into `grad`
+/// [B, Hkv, L, X]; nothing when Hkv = H (`repeated` is `grad`).
+fn sum_groups(
+    repeated: &Tensor,
+    grad: &Tensor,
+    dims: &AttentionDims,
+    recording: &mut Recording,
+) -> Result<()> {
+    let group = dims.group();
+    if group == 1 || grad.numel() == 0 {
+        return Ok(());
     }
-    Ok(summed)
+    let (len, width) = (grad.shape()[2], grad.shape()[3]);
+    let grouped = repeated.reshape(&[dims.batch, dims.kv_heads, group, len * width])?;
+    let variant = ReduceVariant::choose(len * width, group);
+    recording
+        .dispatches
+        .push(reduce_dispatch(&grouped, grad, 2, Reduce::Sum, variant)?);
+    Ok(())
 }
 
 /// Records S = Q·K_repᵀ·scale into a new [B, H, Lq, Lk] tensor.
@@ -686,30 +705,68 @@ pub fn attention_dispatches(
     recording: &mut Recording,
 ) -> Result<AttentionForward> {
     let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
-    q.same_device("attention", k)?;
-    q.same_device("attention", v)?;
+    let forward = AttentionForward {
+        output: Tensor::uninit(q.gpu(), &dims.output_shape())?,
+        probs: Tensor::uninit(q.gpu(), &dims.scores_shape())?,
+    };
+    attention_dispatches_into((q, k, v), options, &forward, recording)?;
+    Ok(forward)
+}
+
+/// Records the dispatches of [`attention`] writing into given tensors (a compiled graph's
+/// buffers): `into.output` [B, H, Lq, Dv] and `into.probs` [B, H, Lq, Lk].
+pub fn attention_dispatches_into(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    options: &AttentionOptions,
+    into: &AttentionForward,
+    recording: &mut Recording,
+) -> Result<()> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    for other in [k, v, &into.output, &into.probs] {
+        q.same_device("attention", other)?;
+    }
     check_options(q, &dims, options)?;
-    let gpu = q.gpu();
+    check_result_shapes(
+        "attention",
+        &[
+            ("output", &into.output, &dims.output_shape()[..]),
+            ("probs", &into.probs, &dims.scores_shape()[..]),
+        ],
+    )?;
+    let AttentionForward { output, probs } = into;
     let k_rep = repeat_heads(k, &dims, recording)?;
     let v_rep = repeat_heads(v, &dims, recording)?;
     let scale = options.settings.scale_for(dims.head_dim);
     let scores = push_scores(q, &k_rep, &dims, scale, recording)?;
-    let probs = Tensor::uninit(gpu, &dims.scores_shape())?;
     if probs.numel() > 0 {
         recording.dispatches.push(masked_softmax_dispatch(
-            &scores, &probs, &dims, options, false,
+            &scores, probs, &dims, options, false,
         )?);
     }
     // With Lk = 0 the product has no terms and writes zeros: O = 0 for rows without keys.
-    let output = Tensor::uninit(gpu, &dims.output_shape())?;
     let shape = product_shape(
         dims.batch * dims.heads,
         (dims.q_len, dims.value_dim, dims.k_len),
         false,
         false,
     );
-    push_product(recording, (&probs, &v_rep, &output), &shape, 1.0)?;
-    Ok(AttentionForward { output, probs })
+    push_product(recording, (probs, &v_rep, output), &shape, 1.0)?;
+    Ok(())
+}
+
+/// Checks that each (name, tensor, shape) has its shape: the results a caller provides.
+fn check_result_shapes(op: &'static str, results: &[(&str, &Tensor, &[usize])]) -> Result<()> {
+    for &(name, tensor, shape) in results {
+        if tensor.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: tensor.shape().to_vec(),
+                rhs: shape.to_vec(),
+                expected: format!("the {name} must have shape {shape:?}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The logits the softmax of [`attention`] sees, [B, H, Lq, Lk]: Q·Kᵀ·scale, softcapped,
@@ -761,25 +818,50 @@ pub fn attention_backward_dispatches(
     options: &AttentionOptions,
     recording: &mut Recording,
 ) -> Result<AttentionGradients> {
+    let gpu = q.gpu();
+    let grads = AttentionGradients {
+        query: Tensor::uninit(gpu, q.shape())?,
+        key: Tensor::uninit(gpu, k.shape())?,
+        value: Tensor::uninit(gpu, v.shape())?,
+    };
+    attention_backward_dispatches_into((q, k, v), probs, grad_output, options, &grads, recording)?;
+    Ok(grads)
+}
+
+/// Records the dispatches of [`attention_backward`] writing into given tensors (a compiled
+/// graph's buffers), shaped as Q, K and V.
+pub fn attention_backward_dispatches_into(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    probs: &Tensor,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+    into: &AttentionGradients,
+    recording: &mut Recording,
+) -> Result<()> {
     let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
-    for (name, tensor, shape) in [
-        ("attention probs", probs, dims.scores_shape()),
-        (
-            "attention output gradient",
-            grad_output,
-            dims.output_shape(),
-        ),
+    check_result_shapes(
+        "attention backward",
+        &[
+            ("attention probs", probs, &dims.scores_shape()[..]),
+            (
+                "attention output gradient",
+                grad_output,
+                &dims.output_shape()[..],
+            ),
+            ("query gradient", &into.query, q.shape()),
+            ("key gradient", &into.key, k.shape()),
+            ("value gradient", &into.value, v.shape()),
+        ],
+    )?;
+    for other in [
+        k,
+        v,
+        probs,
+        grad_output,
+        &into.query,
+        &into.key,
+        &into.value,
     ] {
-        if tensor.shape() != shape {
-            return Err(Error::ShapeMismatch {
-                op: "attention backward",
-                lhs: tensor.shape().to_vec(),
-                rhs: shape.to_vec(),
-                expected: format!("{name} must have shape {shape:?}"),
-            });
-        }
-    }
-    for other in [k, v, probs, grad_output] {
         q.same_device("attention backward", other)?;
     }
     options.settings.check()?;
@@ -791,7 +873,7 @@ pub fn attention_backward_dispatches(
     let v_rep = repeat_heads(v, &dims, recording)?;
 
     // dV = Pᵀ·dO and dP = dO·Vᵀ.
-    let grad_v_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, dv])?;
+    let grad_v_rep = repeated_heads_grad(&into.value, &dims, recording)?;
     let shape = product_shape(batches, (lk, dv, lq), true, false);
     push_product(recording, (probs, grad_output, &grad_v_rep), &shape, 1.0)?;
     let grad_probs = Tensor::uninit(gpu, &dims.scores_shape())?;
@@ -817,20 +899,19 @@ pub fn attention_backward_dispatches(
     }
 
     // dQ = dS·K·scale and dK = dSᵀ·Q·scale.
-    let grad_q = Tensor::uninit(gpu, q.shape())?;
     let shape = product_shape(batches, (lq, d, lk), false, false);
-    push_product(recording, (&grad_scores, &k_rep, &grad_q), &shape, scale)?;
-    let grad_k_rep = Tensor::uninit(gpu, &[dims.batch, dims.heads, lk, d])?;
+    push_product(
+        recording,
+        (&grad_scores, &k_rep, &into.query),
+        &shape,
+        scale,
+    )?;
+    let grad_k_rep = repeated_heads_grad(&into.key, &dims, recording)?;
     let shape = product_shape(batches, (lk, d, lq), true, false);
     push_product(recording, (&grad_scores, q, &grad_k_rep), &shape, scale)?;
 
-    let grad_k = sum_groups(grad_k_rep, &dims, recording)?;
-    let grad_v = sum_groups(grad_v_rep, &dims, recording)?;
-    Ok(AttentionGradients {
-        query: grad_q,
-        key: grad_k,
-        value: grad_v,
-    })
+    sum_groups(&grad_k_rep, &into.key, &dims, recording)?;
+    sum_groups(&grad_v_rep, &into.value, &dims, recording)
 }
 
 /// A mask tensor for the CPU reference: its kind, values and shape.
