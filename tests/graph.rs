@@ -9,9 +9,9 @@ use shadergrad::kernels::attention::{
     attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings,
 };
 use shadergrad::kernels::contiguous_strides;
-use shadergrad::kernels::conv::{conv_cpu, ConvGeometry};
+use shadergrad::kernels::conv::{conv_cpu, max_pool1d_cpu, ConvGeometry};
 use shadergrad::rng::Rng;
-use shadergrad::{Binary, Conv1d, Reduce, Unary};
+use shadergrad::{Binary, Conv1d, Conv2d, MaxPool1d, Reduce, Unary};
 
 /// f64 values as the f32 a parameter starts from.
 fn to_f32(x: &[f64]) -> Vec<f32> {
@@ -891,6 +891,192 @@ fn conv_and_pooling_shape_errors_name_the_op_and_the_shapes() {
     let err = g.max_over_time(flat).unwrap_err().to_string();
     assert!(
         err.contains("max_over_time") && err.contains("[2, 9]"),
+        "{err}"
+    );
+}
+
+/// The f64 reference of `Graph::conv2d`: x [N, C, H, W], weight [O, C, kh, kw].
+fn conv2d_ref(
+    x: &[f64],
+    x_shape: [usize; 4],
+    weight: &[f64],
+    w_shape: [usize; 4],
+    bias: Option<&[f64]>,
+    options: Conv2d,
+) -> Vec<f64> {
+    let geometry = ConvGeometry::new("conv2d_ref", &x_shape, &w_shape, options).unwrap();
+    conv_cpu(x, weight, bias, &geometry)
+}
+
+/// Each axis its own stride and asymmetric pads, over odd sizes. H = 7, kh = 3, stride 2,
+/// pads 1 (top) and 2 (bottom): 4 rows of windows, each sharing a row with the next, the
+/// first starting on padding and the last ending on it. W = 9, kw = 3, stride 3, pads 2
+/// (left) and 0: 3 windows side by side, the first starting on padding, and the last two
+/// columns never read (their gradient is 0).
+const STRIDED_2D: Conv2d = Conv2d {
+    stride: [2, 3],
+    pads: [1, 2, 2, 0],
+};
+
+#[test]
+fn conv2d_backward_with_strides_asymmetric_padding_and_bias() {
+    for (options, bias) in [(STRIDED_2D, true), (Conv2d::default(), false)] {
+        let (x_shape, w_shape) = ([2, 3, 7, 9], [5, 3, 3, 3]);
+        let mut shapes: Vec<&[usize]> = vec![&x_shape, &w_shape];
+        if bias {
+            shapes.push(&[5]);
+        }
+        // The loss is linear in each parameter, so the central differences are exact up to
+        // f64 rounding. Every gradient element sums at most 70 terms (dw and db unstrided:
+        // N·OH·OW = 2·5·7; dx: O·kh·kw = 45) of values below 1.5 times loss weights below
+        // 1, whose f32 rounding stays near 1e-5, within check_op's tolerance.
+        check_op(
+            &format!("conv2d {options:?} bias={bias}"),
+            &shapes,
+            |g, p| g.conv2d(p[0], p[1], p.get(2).copied(), options).unwrap(),
+            |x| {
+                conv2d_ref(
+                    &x[0],
+                    x_shape,
+                    &x[1],
+                    w_shape,
+                    x.get(2).map(Vec::as_slice),
+                    options,
+                )
+            },
+        );
+    }
+}
+
+#[test]
+fn conv2d_forward_matches_the_reference() {
+    let mut rng = Rng::new(31);
+    let (x_init, w_init, b_init) = (
+        rng.vec(2 * 3 * 7 * 9, -1.0, 1.0),
+        rng.vec(5 * 3 * 3 * 3, -1.0, 1.0),
+        rng.vec(5, -1.0, 1.0),
+    );
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 3, 7, 9]);
+    let w = g.parameter("w", &[5, 3, 3, 3], w_init.clone()).unwrap();
+    let b = g.parameter("b", &[5], b_init.clone()).unwrap();
+    let y = g.conv2d(x, w, Some(b), STRIDED_2D).unwrap();
+    assert_eq!(g.shape(y), [2, 5, 4, 3]);
+    let mut plan = g.compile(&[y]).unwrap();
+    plan.run(&[Feed::f32(x, &x_init)], &[]).unwrap();
+    let expected = conv2d_ref(
+        &wide(&x_init),
+        [2, 3, 7, 9],
+        &wide(&w_init),
+        [5, 3, 3, 3],
+        Some(&wide(&b_init)),
+        STRIDED_2D,
+    );
+    // Sums of 27 products below 1 and a bias: f32 rounding ≲ 1e-6.
+    assert_close(
+        "conv2d forward",
+        &plan.read(y).unwrap(),
+        &to_f32(&expected),
+        1e-5,
+        1e-5,
+    );
+}
+
+#[test]
+fn max_pool1d_backward_sums_the_windows_an_input_wins() {
+    // Windows of 3 at stride 2 overlap by one position; pads 1 and 2 over L = 9 give 5
+    // windows, the first starting on padding, the last ending on it.
+    let options = MaxPool1d {
+        kernel: 3,
+        stride: 2,
+        pad_left: 1,
+        pad_right: 2,
+    };
+    let (n, c, len, out_len) = (2, 3, 9, 5);
+    let rows = n * c;
+    let mut rng = Rng::new(37);
+    // A shuffled ramp with steps of 0.01: moving one value by h = 1e-4 never changes which
+    // is a window's maximum, so the finite differences see the same linear branch.
+    let mut values: Vec<f32> = (0..rows * len).map(|i| i as f32 * 0.01 - 0.2).collect();
+    for i in (1..values.len()).rev() {
+        values.swap(i, rng.below(i + 1));
+    }
+    // In each row, one position shared by two windows (an odd one) rises above the rest of
+    // the row: the maximum of both, its gradient the sum of theirs.
+    let shared = |row: usize| 1 + 2 * (row % 4);
+    for row in 0..rows {
+        values[row * len + shared(row)] += 1.0;
+    }
+    let init = wide(&values);
+    let weights = wide(&rng.vec(rows * out_len, -1.0, 1.0));
+    let reference = |x: &[f64]| max_pool1d_cpu(x, rows, len, &options).unwrap();
+    let (expected_maxima, expected_positions) = reference(&init);
+    for (row, positions) in expected_positions.chunks(out_len).enumerate() {
+        let wins = positions.iter().filter(|&&p| p as usize == shared(row));
+        assert_eq!(
+            wins.count(),
+            2,
+            "row {row} must have a maximum of two windows"
+        );
+    }
+
+    let mut g = Graph::new(gpu());
+    let x = g.parameter("x", &[n, c, len], values).unwrap();
+    let (maxima, positions) = g.max_pool1d_with_positions(x, options).unwrap();
+    assert_eq!(g.shape(maxima), [n, c, out_len]);
+    let w = g.constant(to_f32(&weights), &[n, c, out_len]).unwrap();
+    let weighted = g.mul(maxima, w).unwrap();
+    let flat = g.reshape(weighted, &[rows * out_len]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dx = grads.of(x).unwrap();
+    assert!(grads.of(positions).is_err(), "positions have no gradient");
+    let mut plan = g.compile(&[loss, dx, maxima, positions]).unwrap();
+    plan.run(&[], &[]).unwrap();
+    assert_eq!(plan.read_indices(positions).unwrap(), expected_positions);
+    assert_eq!(plan.read(maxima).unwrap(), to_f32(&expected_maxima));
+    let numeric = numeric_gradient(&init, 1e-4, |x| weighted_sum(&weights, &reference(x).0));
+    // dx sums at most two loss weights per position, exact to within one f32 rounding of
+    // values below 2; the differences of a linear branch are exact up to f64 rounding.
+    assert_gradient("max_pool1d", &plan.read(dx).unwrap(), &numeric, 1e-6, 1e-6);
+}
+
+#[test]
+fn conv2d_and_max_pool1d_shape_errors_name_the_op_and_the_shapes() {
+    let mut g = Graph::new(gpu());
+    let sequence = g.input("sequence", &[2, 4, 9]);
+    let w = g.input("w", &[5, 4, 3, 3]);
+    let err = g
+        .conv2d(sequence, w, None, Conv2d::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d") && err.contains("[2, 4, 9]") && err.contains("[5, 4, 3, 3]"),
+        "{err}"
+    );
+    let image = g.input("image", &[2, 3, 6, 6]);
+    let err = g
+        .conv2d(image, w, None, Conv2d::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("conv2d") && err.contains("[2, 3, 6, 6]") && err.contains("[5, 4, 3, 3]"),
+        "{err}"
+    );
+    let err = g
+        .max_pool1d(image, MaxPool1d::new(2))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_pool1d") && err.contains("[2, 3, 6, 6]"),
+        "{err}"
+    );
+    let err = g
+        .max_pool1d(sequence, MaxPool1d::new(10))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_pool1d") && err.contains("10") && err.contains("9 positions"),
         "{err}"
     );
 }

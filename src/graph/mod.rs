@@ -30,12 +30,12 @@ mod ops;
 mod plan;
 
 pub use autodiff::Gradients;
-pub use ops::Op;
+pub use ops::{ConvLayout, Op};
 pub use plan::{Feed, Plan};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::conv::Conv1d;
+use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
 use crate::tensor::numel;
@@ -442,9 +442,34 @@ impl Graph {
         bias: Option<Var>,
         options: Conv1d,
     ) -> Result<Var> {
+        self.convolve(ConvLayout::Sequence, x, weight, bias, options.into())
+    }
+
+    /// The convolution of images x [N, C, H, W] with `weight` [O, C, kh, kw], plus `bias`
+    /// (O values) if given: [N, O, OH, OW] with
+    /// OH = (H + pad_top + pad_bottom − kh) / stride_h + 1 and OW likewise.
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv2d,
+    ) -> Result<Var> {
+        self.convolve(ConvLayout::Image, x, weight, bias, options)
+    }
+
+    fn convolve(
+        &mut self,
+        layout: ConvLayout,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv2d,
+    ) -> Result<Var> {
         let mut inputs = vec![x, weight];
         inputs.extend(bias);
-        let op = Op::Conv1d {
+        let op = Op::Conv {
+            layout,
             options,
             bias: bias.is_some(),
         };
@@ -461,6 +486,21 @@ impl Graph {
     /// [`Plan::read_indices`] reads when compiled as an output).
     pub fn max_over_time_with_positions(&mut self, x: Var) -> Result<(Var, Var)> {
         let outputs = self.push(Op::MaxOverTime, &[x])?;
+        Ok((outputs[0], outputs[1]))
+    }
+
+    /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out] with
+    /// L_out = (L + pad_left + pad_right − kernel) / stride + 1; padding never wins (the
+    /// first maximum wins a tie, a NaN propagates). Where windows overlap, an input that is
+    /// the maximum of several gets the sum of their gradients.
+    pub fn max_pool1d(&mut self, x: Var, options: MaxPool1d) -> Result<Var> {
+        Ok(self.max_pool1d_with_positions(x, options)?.0)
+    }
+
+    /// [`Graph::max_pool1d`] and the position in 0..L of each maximum (u32 [N, C, L_out],
+    /// which [`Plan::read_indices`] reads when compiled as an output).
+    pub fn max_pool1d_with_positions(&mut self, x: Var, options: MaxPool1d) -> Result<(Var, Var)> {
+        let outputs = self.push(Op::MaxPool1d { options }, &[x])?;
         Ok((outputs[0], outputs[1]))
     }
 

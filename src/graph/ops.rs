@@ -11,8 +11,8 @@ use crate::kernels::attention::{
 use crate::kernels::broadcast_shapes;
 use crate::kernels::conv::{
     conv_bias_grad_dispatch, conv_forward_dispatch, conv_input_grad_dispatch,
-    conv_weight_grad_dispatch, max_pool_backward_dispatch, max_pool_dispatch, Conv1d, Conv2d,
-    ConvGeometry, MaxPool1d,
+    conv_weight_grad_dispatch, max_pool_backward_dispatch, max_pool_dispatch,
+    output_shape as conv_output_shape, Conv2d, ConvGeometry, MaxPool1d,
 };
 use crate::kernels::copy::{
     region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
@@ -94,16 +94,29 @@ pub enum Op {
     /// The backward of `Embedding`: inputs dy and the ids; output the table's gradient
     /// [vocab, D], a deterministic scatter-add over the positions grouped by id.
     EmbeddingGrad { vocab: usize },
-    /// The n-gram window of a text CNN: inputs x [N, C, L], weight [O, C, k] and, if
-    /// `bias`, a bias [O]; output [N, O, L_out].
-    Conv1d { options: Conv1d, bias: bool },
-    /// The input gradient of `Conv1d`: inputs dy and the weight; output dx [N, C, len].
-    Conv1dInputGrad { options: Conv1d, len: usize },
-    /// The weight gradient of `Conv1d`: inputs x and dy; output dw [O, C, kernel].
-    Conv1dWeightGrad { options: Conv1d, kernel: usize },
-    /// The bias gradient of `Conv1d`: input dy [N, O, L_out]; output [O], dy's sum over
+    /// A convolution: inputs x, weight and, if `bias`, a bias [O]. Sequences: x [N, C, L],
+    /// weight [O, C, k], output [N, O, L_out] (only the W entries of `options` count);
+    /// images: x [N, C, H, W], weight [O, C, kh, kw], output [N, O, OH, OW].
+    Conv {
+        layout: ConvLayout,
+        options: Conv2d,
+        bias: bool,
+    },
+    /// The input gradient of `Conv`: inputs dy and the weight; output dx [N, C, size…]
+    /// (`size` the input's L, or its H and W).
+    ConvInputGrad { options: Conv2d, size: Vec<usize> },
+    /// The weight gradient of `Conv`: inputs x and dy; output dw [O, C, kernel…] (`kernel`
+    /// the weight's k, or its kh and kw).
+    ConvWeightGrad { options: Conv2d, kernel: Vec<usize> },
+    /// The bias gradient of `Conv`: input dy [N, O, positions…]; output [O], dy's sum over
     /// batch items and positions.
-    Conv1dBiasGrad,
+    ConvBiasGrad,
+    /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out]; outputs the maxima and
+    /// their positions in 0..L (u32, kept for the backward).
+    MaxPool1d { options: MaxPool1d },
+    /// The backward of `MaxPool1d`: inputs dy [N, C, L_out] and the positions; output dx
+    /// [N, C, len], at each position the sum of dy over the windows it was the maximum of.
+    MaxPool1dGrad { options: MaxPool1d, len: usize },
     /// The maximum of each channel over time, x [N, C, L] → [N, C]; outputs the maxima and
     /// their positions (u32 [N, C], kept for the backward).
     MaxOverTime,
@@ -123,6 +136,31 @@ pub enum Op {
     /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
     /// through P (0 at masked keys), so only the scale is needed again.
     AttentionGrad { scale: Option<f32> },
+}
+
+/// What a convolution slides over; a sequence is an image of height 1 to the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvLayout {
+    /// x [N, C, L] (`conv1d`).
+    Sequence,
+    /// x [N, C, H, W] (`conv2d`).
+    Image,
+}
+
+impl ConvLayout {
+    fn name(self) -> &'static str {
+        match self {
+            ConvLayout::Sequence => "conv1d",
+            ConvLayout::Image => "conv2d",
+        }
+    }
+
+    fn rank(self) -> usize {
+        match self {
+            ConvLayout::Sequence => 3,
+            ConvLayout::Image => 4,
+        }
+    }
 }
 
 /// What one op records at compile time: its dispatches, the scratch tensors they bind
@@ -180,10 +218,12 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Embedding => "embedding",
             Op::EmbeddingGrad { .. } => "embedding_grad",
-            Op::Conv1d { .. } => "conv1d",
-            Op::Conv1dInputGrad { .. } => "conv1d_input_grad",
-            Op::Conv1dWeightGrad { .. } => "conv1d_weight_grad",
-            Op::Conv1dBiasGrad => "conv1d_bias_grad",
+            Op::Conv { layout, .. } => layout.name(),
+            Op::ConvInputGrad { .. } => "conv_input_grad",
+            Op::ConvWeightGrad { .. } => "conv_weight_grad",
+            Op::ConvBiasGrad => "conv_bias_grad",
+            Op::MaxPool1d { .. } => "max_pool1d",
+            Op::MaxPool1dGrad { .. } => "max_pool1d_grad",
             Op::MaxOverTime => "max_over_time",
             Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
             Op::Attention { .. } => "attention",
@@ -197,7 +237,7 @@ impl Op {
             Op::CrossEntropy { .. } => vec![true, false],
             Op::LayerNorm { .. } => vec![true, false, false],
             Op::LayerNormGrad => vec![false, false, false],
-            Op::MaxOverTime => vec![true, false],
+            Op::MaxOverTime | Op::MaxPool1d { .. } => vec![true, false],
             Op::Attention { .. } => vec![true, false],
             Op::AttentionGrad { .. } => vec![false, false, false],
             _ => vec![true],
@@ -213,15 +253,16 @@ impl Op {
     pub(crate) fn infer(&self, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
         let op = self.name();
         let expected_inputs = match self {
-            Op::MatMul { bias, .. } | Op::Conv1d { bias, .. } => 2 + usize::from(*bias),
+            Op::MatMul { bias, .. } | Op::Conv { bias, .. } => 2 + usize::from(*bias),
             Op::Binary(_)
             | Op::SoftmaxGrad { .. }
             | Op::CrossEntropy { .. }
             | Op::Embedding
             | Op::EmbeddingGrad { .. }
-            | Op::Conv1dInputGrad { .. }
-            | Op::Conv1dWeightGrad { .. }
-            | Op::MaxOverTimeGrad { .. } => 2,
+            | Op::ConvInputGrad { .. }
+            | Op::ConvWeightGrad { .. }
+            | Op::MaxOverTimeGrad { .. }
+            | Op::MaxPool1dGrad { .. } => 2,
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
             Op::Concat { .. } => inputs.len().max(1),
@@ -241,6 +282,7 @@ impl Op {
                 | Op::Embedding
                 | Op::EmbeddingGrad { .. }
                 | Op::MaxOverTimeGrad { .. }
+                | Op::MaxPool1dGrad { .. }
                     if i == 1 =>
                 {
                     DType::U32
@@ -540,9 +582,13 @@ impl Op {
                 }
                 Ok(vec![(vec![], DType::F32), (x.to_vec(), DType::F32)])
             }
-            Op::Conv1d { options, bias } => {
+            Op::Conv {
+                layout,
+                options,
+                bias,
+            } => {
                 let weight = inputs[1].0;
-                let geometry = conv1d_geometry(op, x, weight, *options)?;
+                let geometry = conv_geometry(op, *layout, x, weight, *options)?;
                 let out_channels = geometry.out_channels;
                 if *bias && inputs[2].0 != [out_channels] {
                     return Err(mismatch(
@@ -552,31 +598,31 @@ impl Op {
                         format!("the bias must be [{out_channels}], one value per output channel"),
                     ));
                 }
-                f32(conv1d_output_shape(&geometry))
+                f32(conv_output_shape(x.len(), &geometry))
             }
-            Op::Conv1dInputGrad { options, len } => {
+            Op::ConvInputGrad { options, size } => {
                 let (dy, weight) = (x, inputs[1].0);
-                let x_shape = vec![
+                let mut x_shape = vec![
                     dy.first().copied().unwrap_or(0),
                     weight.get(1).copied().unwrap_or(0),
-                    *len,
                 ];
-                let geometry = conv1d_geometry(op, &x_shape, weight, *options)?;
-                check_conv1d_dy(op, &geometry, dy)?;
+                x_shape.extend(size);
+                let geometry = ConvGeometry::new(op, &x_shape, weight, *options)?;
+                check_conv_dy(op, &geometry, dy)?;
                 f32(x_shape)
             }
-            Op::Conv1dWeightGrad { options, kernel } => {
+            Op::ConvWeightGrad { options, kernel } => {
                 let dy = inputs[1].0;
-                let weight = vec![
+                let mut weight = vec![
                     dy.get(1).copied().unwrap_or(0),
                     x.get(1).copied().unwrap_or(0),
-                    *kernel,
                 ];
-                let geometry = conv1d_geometry(op, x, &weight, *options)?;
-                check_conv1d_dy(op, &geometry, dy)?;
+                weight.extend(kernel);
+                let geometry = ConvGeometry::new(op, x, &weight, *options)?;
+                check_conv_dy(op, &geometry, dy)?;
                 f32(weight)
             }
-            Op::Conv1dBiasGrad => {
+            Op::ConvBiasGrad => {
                 let geometry = bias_grad_geometry(op, x)?;
                 f32(vec![geometry.out_channels])
             }
@@ -605,6 +651,32 @@ impl Op {
                         positions,
                         format!(
                             "dy and the positions must be one [N, C] shape, over {len} > 0 steps"
+                        ),
+                    ));
+                }
+                f32(vec![x[0], x[1], *len])
+            }
+            Op::MaxPool1d { options } => {
+                let &[n, c, len] = x else {
+                    return Err(Error::invalid(
+                        op,
+                        format!("the input must be [N, C, L] (rank 3), got {x:?}"),
+                    ));
+                };
+                let pooled = vec![n, c, options.out_len(op, len)?];
+                Ok(vec![(pooled.clone(), DType::F32), (pooled, DType::U32)])
+            }
+            Op::MaxPool1dGrad { options, len } => {
+                let positions = inputs[1].0;
+                let out_len = options.out_len(op, *len)?;
+                if x.len() != 3 || positions != x || x[2] != out_len {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        positions,
+                        format!(
+                            "dy and the positions must be one [N, C, {out_len}] shape: {len} \
+                             steps pool to {out_len} with {options:?}"
                         ),
                     ));
                 }
@@ -854,19 +926,19 @@ impl Op {
                 let saved = outputs[1];
                 vec![Some(g.mul(saved, dy)?), None]
             }
-            Op::Conv1d { options, bias } => {
+            Op::Conv { options, bias, .. } => {
                 // One op per gradient, so that compile drops those nobody needs (the input's,
                 // when the input is data).
                 let weight = inputs[1];
-                let len = x_shape[2];
-                let kernel = g.shape(weight)[2];
+                let size = x_shape[2..].to_vec();
+                let kernel = g.shape(weight)[2..].to_vec();
                 let options = *options;
                 let mut grads = vec![
-                    Some(g.push(Op::Conv1dInputGrad { options, len }, &[dy, weight])?[0]),
-                    Some(g.push(Op::Conv1dWeightGrad { options, kernel }, &[x, dy])?[0]),
+                    Some(g.push(Op::ConvInputGrad { options, size }, &[dy, weight])?[0]),
+                    Some(g.push(Op::ConvWeightGrad { options, kernel }, &[x, dy])?[0]),
                 ];
                 if *bias {
-                    grads.push(Some(g.push(Op::Conv1dBiasGrad, &[dy])?[0]));
+                    grads.push(Some(g.push(Op::ConvBiasGrad, &[dy])?[0]));
                 }
                 grads
             }
@@ -877,10 +949,19 @@ impl Op {
                     g.push(Op::MaxOverTimeGrad { len }, &[dy, positions])?[0],
                 )]
             }
-            Op::Conv1dInputGrad { .. }
-            | Op::Conv1dWeightGrad { .. }
-            | Op::Conv1dBiasGrad
-            | Op::MaxOverTimeGrad { .. } => {
+            Op::MaxPool1d { options } => {
+                let positions = outputs[1];
+                let grad = Op::MaxPool1dGrad {
+                    options: *options,
+                    len: x_shape[2],
+                };
+                vec![Some(g.push(grad, &[dy, positions])?[0])]
+            }
+            Op::ConvInputGrad { .. }
+            | Op::ConvWeightGrad { .. }
+            | Op::ConvBiasGrad
+            | Op::MaxOverTimeGrad { .. }
+            | Op::MaxPool1dGrad { .. } => {
                 return Err(no_gradient(&format!(
                     "{} (second derivatives are not supported)",
                     self.name()
@@ -1034,27 +1115,25 @@ impl Op {
                     groupings: vec![(1, groups)],
                 });
             }
-            Op::Conv1d { options, .. } => {
+            Op::Conv { options, .. } => {
                 let weight = inputs[1].f32();
-                let geometry = conv1d_geometry("conv1d", x.shape(), weight.shape(), *options)?;
+                let geometry = ConvGeometry::new(self.name(), x.shape(), weight.shape(), *options)?;
                 // The direct kernel: the eager call's default (see `ConvVariant`).
                 let bias = inputs.get(2).map(Operand::f32);
                 conv_forward_dispatch(x, weight, bias, y, &geometry)?
             }
-            Op::Conv1dInputGrad { options, .. } => {
+            Op::ConvInputGrad { options, .. } => {
                 let (dy, weight) = (x, inputs[1].f32());
-                let geometry =
-                    conv1d_geometry("conv1d_input_grad", y.shape(), weight.shape(), *options)?;
+                let geometry = ConvGeometry::new(self.name(), y.shape(), weight.shape(), *options)?;
                 conv_input_grad_dispatch(dy, weight, y, &geometry)?
             }
-            Op::Conv1dWeightGrad { options, .. } => {
+            Op::ConvWeightGrad { options, .. } => {
                 let dy = inputs[1].f32();
-                let geometry =
-                    conv1d_geometry("conv1d_weight_grad", x.shape(), y.shape(), *options)?;
+                let geometry = ConvGeometry::new(self.name(), x.shape(), y.shape(), *options)?;
                 conv_weight_grad_dispatch(x, dy, y, &geometry)?
             }
-            Op::Conv1dBiasGrad => {
-                let geometry = bias_grad_geometry("conv1d_bias_grad", x.shape())?;
+            Op::ConvBiasGrad => {
+                let geometry = bias_grad_geometry(self.name(), x.shape())?;
                 conv_bias_grad_dispatch(x, y, &geometry)?
             }
             Op::MaxOverTime => {
@@ -1064,6 +1143,12 @@ impl Op {
             Op::MaxOverTimeGrad { len } => {
                 let positions = inputs[1].u32();
                 max_pool_backward_dispatch(x, positions, y, *len, &MaxPool1d::new(*len))?
+            }
+            Op::MaxPool1d { options } => {
+                max_pool_dispatch(x, y, outputs[1].u32(), x.shape()[2], options)?
+            }
+            Op::MaxPool1dGrad { options, len } => {
+                max_pool_backward_dispatch(x, inputs[1].u32(), y, *len, options)?
             }
             Op::Attention { scale, causal, .. } => {
                 let options = AttentionOptions {
@@ -1151,32 +1236,27 @@ fn no_gradient(what: &str) -> Error {
     Error::invalid("backward", format!("{what} has no gradient"))
 }
 
-/// The checked geometry of a 1-D convolution of x [N, C, L] by a weight [O, C, k].
-fn conv1d_geometry(
+/// The checked geometry of a convolution of x by a weight of `layout`.
+fn conv_geometry(
     op: &'static str,
+    layout: ConvLayout,
     x: &[usize],
     weight: &[usize],
-    options: Conv1d,
+    options: Conv2d,
 ) -> Result<ConvGeometry> {
-    if x.len() != 3 || weight.len() != 3 {
-        return Err(mismatch(
-            op,
-            x,
-            weight,
-            "the input must be [N, C, L] and the weight [O, C, k]".into(),
-        ));
+    if x.len() != layout.rank() || weight.len() != layout.rank() {
+        let expected = match layout {
+            ConvLayout::Sequence => "the input must be [N, C, L] and the weight [O, C, k]",
+            ConvLayout::Image => "the input must be [N, C, H, W] and the weight [O, C, kh, kw]",
+        };
+        return Err(mismatch(op, x, weight, expected.into()));
     }
-    ConvGeometry::new(op, x, weight, options.into())
+    ConvGeometry::new(op, x, weight, options)
 }
 
-/// [N, O, L_out].
-fn conv1d_output_shape(geometry: &ConvGeometry) -> Vec<usize> {
-    vec![geometry.batch, geometry.out_channels, geometry.out_w]
-}
-
-/// Checks that dy has the shape of the convolution's output.
-fn check_conv1d_dy(op: &'static str, geometry: &ConvGeometry, dy: &[usize]) -> Result<()> {
-    let expected = conv1d_output_shape(geometry);
+/// Checks that dy has the shape of the convolution's output (of dy's rank).
+fn check_conv_dy(op: &'static str, geometry: &ConvGeometry, dy: &[usize]) -> Result<()> {
+    let expected = conv_output_shape(dy.len(), geometry);
     if dy != expected {
         return Err(mismatch(
             op,
@@ -1188,17 +1268,21 @@ fn check_conv1d_dy(op: &'static str, geometry: &ConvGeometry, dy: &[usize]) -> R
     Ok(())
 }
 
-/// The bias gradient sums dy [N, O, L_out] over N and L_out, and its kernel reads only the
-/// batch, output channels and output positions of a geometry: here those of a one-tap
-/// convolution over one channel, which keeps the length.
+/// The bias gradient sums dy [N, O, positions…] over N and the positions, and its kernel
+/// reads only the batch, output channels and output positions of a geometry: here those of
+/// a one-tap convolution over one channel, which keeps the positions.
 fn bias_grad_geometry(op: &'static str, dy: &[usize]) -> Result<ConvGeometry> {
-    let &[n, o, len] = dy else {
+    let Some((&[n, o], positions)) = dy.split_first_chunk() else {
         return Err(Error::invalid(
             op,
-            format!("dy must be [N, O, L_out] (rank 3), got {dy:?}"),
+            format!("dy must be [N, O, L_out] or [N, O, OH, OW], got {dy:?}"),
         ));
     };
-    ConvGeometry::new(op, &[n, 1, len], &[o, 1, 1], Conv2d::default())
+    let mut one_channel = vec![n, 1];
+    one_channel.extend(positions);
+    let mut one_tap = vec![o, 1];
+    one_tap.extend(positions.iter().map(|_| 1));
+    ConvGeometry::new(op, &one_channel, &one_tap, Conv2d::default())
 }
 
 /// Sums `x` down to `shape`: one reduction per broadcast axis, each keeping its axis, the

@@ -707,7 +707,7 @@ fn conv_geometry(
 }
 
 /// The output shape as the caller sees it: N×O×L_out for rank 3.
-fn output_shape(rank: usize, g: &ConvGeometry) -> Vec<usize> {
+pub(crate) fn output_shape(rank: usize, g: &ConvGeometry) -> Vec<usize> {
     if rank == 3 {
         vec![g.batch, g.out_channels, g.out_w]
     } else {
