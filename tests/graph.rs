@@ -4,14 +4,15 @@
 mod common;
 
 use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
-use shadergrad::graph::{Feed, Graph, Var};
+use shadergrad::graph::{AttentionSpec, Feed, Graph, Var};
 use shadergrad::kernels::attention::{
-    attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings,
+    attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings, CpuMask, MaskKind,
 };
 use shadergrad::kernels::contiguous_strides;
 use shadergrad::kernels::conv::{conv_cpu, max_pool1d_cpu, ConvGeometry};
+use shadergrad::kernels::gather::gather_cpu;
 use shadergrad::rng::Rng;
-use shadergrad::{Binary, Conv1d, Conv2d, MaxPool1d, Reduce, Unary};
+use shadergrad::{Binary, Conv1d, Conv2d, Gpu, Indices, MaxPool1d, Reduce, Unary};
 
 /// f64 values as the f32 a parameter starts from.
 fn to_f32(x: &[f64]) -> Vec<f32> {
@@ -683,6 +684,73 @@ fn embedding_backward_regroups_the_ids_of_every_run() {
 }
 
 #[test]
+fn gather_on_a_middle_axis_regroups_the_ids_of_every_run() {
+    let (shape, ids_shape) = ([3, 5, 2], [2, 3]);
+    let mut rng = Rng::new(23);
+    let data_init: Vec<f64> = (0..30).map(|_| f64::from(rng.uniform(-1.0, 1.0))).collect();
+    let data_init: Vec<f64> = to_f32(&data_init).iter().map(|&v| f64::from(v)).collect();
+    let out_len = 3 * 6 * 2;
+    let weights: Vec<f64> = (0..out_len)
+        .map(|_| f64::from(rng.uniform(-1.0, 1.0)))
+        .collect();
+    let mut g = Graph::new(gpu());
+    let data = g.parameter("data", &shape, to_f32(&data_init)).unwrap();
+    let ids = g.input_indices("ids", &ids_shape);
+    // Axis −2 is the middle axis 1: [3, 5, 2] by ids [2, 3] gives [3, 2, 3, 2].
+    let picked = g.gather(data, -2, ids).unwrap();
+    assert_eq!(g.shape(picked), [3, 2, 3, 2]);
+    let activated = g.tanh(picked).unwrap();
+    let w = g.constant(to_f32(&weights), &[3, 2, 3, 2]).unwrap();
+    let weighted = g.mul(activated, w).unwrap();
+    let flat = g.reshape(weighted, &[out_len]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let ddata = grads.of(data).unwrap();
+    let mut plan = g.compile(&[loss, ddata]).unwrap();
+    // Two sets of ids with repeats (and entries no id picks): the grouping must follow
+    // each feed.
+    for batch in [[4u32, 0, 4, 2, 4, 1], [3, 3, 0, 3, 3, 0]] {
+        plan.run(&[Feed::u32(ids, &batch)], &[]).unwrap();
+        let forward = |x: &[f64]| -> Vec<f64> {
+            gather_cpu(x, &shape, 1, &batch)
+                .iter()
+                .map(|v| v.tanh())
+                .collect()
+        };
+        let numeric = numeric_gradient(&data_init, 1e-4, |x| weighted_sum(&weights, &forward(x)));
+        // Each entry's gradient sums at most 4 terms below 1: f32 rounding ≲ 1e-6.
+        assert_gradient(
+            &format!("gather {batch:?}"),
+            &plan.read(ddata).unwrap(),
+            &numeric,
+            1e-4,
+            1e-5,
+        );
+        let loss_value = f64::from(plan.read(loss).unwrap()[0]);
+        let expected = weighted_sum(&weights, &forward(&data_init));
+        assert!(
+            (loss_value - expected).abs() < 1e-5,
+            "{loss_value} vs {expected}"
+        );
+    }
+    let err = plan
+        .run(&[Feed::u32(ids, &[0, 1, 2, 5, 0, 0])], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("index 5 at position 3") && err.contains("below 5"),
+        "{err}"
+    );
+    let err = g.gather(data, 3, ids).unwrap_err().to_string();
+    assert!(err.contains("gather"), "{err}");
+    let err = g.embedding(data, ids).unwrap_err().to_string();
+    assert!(
+        err.contains("embedding") && err.contains("[3, 5, 2]"),
+        "{err}"
+    );
+}
+
+#[test]
 fn slice_and_concat_backward() {
     check_op(
         "slice",
@@ -1222,12 +1290,13 @@ fn batched_matmul_backward_with_shared_operands() {
     );
 }
 
-/// One attention case for [`attention_backward`]: sizes, scale, causal, key lengths.
+/// One attention case for [`attention_backward`]: sizes, settings, key lengths and a mask
+/// (its kind, shape and values).
 struct AttentionCase {
     dims: AttentionDims,
-    scale: Option<f32>,
-    causal: bool,
+    settings: AttentionSettings,
     key_lengths: Option<Vec<u32>>,
+    mask: Option<(MaskKind, Vec<usize>, Vec<f32>)>,
 }
 
 impl AttentionCase {
@@ -1247,16 +1316,16 @@ impl AttentionCase {
                 head_dim,
                 value_dim,
             },
-            scale: None,
-            causal: false,
+            settings: AttentionSettings::default(),
             key_lengths: None,
+            mask: None,
         }
     }
 
     fn label(&self) -> String {
         format!(
-            "attention {:?} scale {:?} causal {} key lengths {:?}",
-            self.dims, self.scale, self.causal, self.key_lengths
+            "attention {:?} {:?} key lengths {:?} mask {:?}",
+            self.dims, self.settings, self.key_lengths, self.mask
         )
     }
 }
@@ -1271,27 +1340,37 @@ fn attention_backward(case: &AttentionCase) {
     let lengths = case.key_lengths.as_deref();
     let batch = [d.batch];
     let indices: Vec<(&[usize], &[u32])> = lengths.map(|l| (&batch[..], l)).into_iter().collect();
-    let settings = AttentionSettings {
-        scale: case.scale,
-        causal: case.causal,
-        ..AttentionSettings::default()
-    };
-    // The chain is three f32 products of ≤ 4 terms around the softmax backward, each off
-    // by a few ε of magnitudes ≲ 10: ≲ 1e-5, within check_op's tolerance.
+    let mask_values: Option<Vec<f64>> = case
+        .mask
+        .as_ref()
+        .map(|(_, _, values)| values.iter().map(|&v| f64::from(v)).collect());
+    let cpu_mask =
+        case.mask
+            .as_ref()
+            .zip(mask_values.as_deref())
+            .map(|((kind, shape, _), values)| CpuMask {
+                kind: *kind,
+                values,
+                shape,
+            });
+    // The chain is three f32 products of ≤ 4 terms around the softmax backward (and the
+    // softcap's tanh), each off by a few ε of magnitudes ≲ 10: ≲ 1e-5, within check_op's
+    // tolerance.
     check_op_with_indices(
         &case.label(),
         &[&q, &k, &v],
         &indices,
         |g, p, ids| {
-            g.attention(
-                p[0],
-                p[1],
-                p[2],
-                ids.first().copied(),
-                case.causal,
-                case.scale,
-            )
-            .unwrap()
+            let mut spec = AttentionSpec {
+                settings: case.settings,
+                key_lengths: ids.first().copied(),
+                ..AttentionSpec::default()
+            };
+            if let Some((kind, shape, values)) = &case.mask {
+                let mask = g.constant(values.clone(), shape).unwrap();
+                spec = spec.mask(*kind, mask);
+            }
+            g.attention_with(p[0], p[1], p[2], &spec).unwrap()
         },
         |x| {
             let inputs = AttentionCpuInputs {
@@ -1300,9 +1379,9 @@ fn attention_backward(case: &AttentionCase) {
                 k: &x[1],
                 v: &x[2],
                 key_lengths: lengths,
-                mask: None,
+                mask: cpu_mask,
             };
-            attention_cpu(&inputs, &settings).output
+            attention_cpu(&inputs, &case.settings).output
         },
     );
 }
@@ -1313,14 +1392,64 @@ fn attention_backward_with_each_mask_and_grouped_heads() {
     attention_backward(&AttentionCase::new((2, 2, 2), (3, 4), (3, 2)));
     // Causal over Lq = Lk, two query heads sharing one key/value head, a given scale.
     let mut causal = AttentionCase::new((1, 2, 1), (4, 4), (3, 3));
-    causal.causal = true;
-    causal.scale = Some(0.7);
+    causal.settings.causal = true;
+    causal.settings.scale = Some(0.7);
     attention_backward(&causal);
     // Key lengths: some keys padded, a batch with none (its rows are 0, so are their
     // gradients), one longer than Lk (all kept); grouped heads again.
     let mut padded = AttentionCase::new((3, 2, 1), (2, 4), (2, 3));
     padded.key_lengths = Some(vec![3, 0, 9]);
     attention_backward(&padded);
+}
+
+#[test]
+fn attention_backward_with_a_mask_tensor_a_window_and_a_softcap() {
+    // An additive mask [H, Lq, Lk] broadcast over the batches: finite biases, and −∞ at
+    // two keys, one of them masking the whole first row of head 1.
+    let mut additive = AttentionCase::new((2, 2, 1), (3, 4), (3, 2));
+    let mut rng = Rng::new(31);
+    let mut bias: Vec<f32> = (0..2 * 3 * 4).map(|_| rng.uniform(-2.0, 2.0)).collect();
+    bias[1] = f32::NEG_INFINITY;
+    bias[12..16].fill(f32::NEG_INFINITY);
+    additive.mask = Some((MaskKind::Additive, vec![2, 3, 4], bias));
+    attention_backward(&additive);
+    // A boolean mask [B, 1, 1, Lk] (key padding as a tensor) with causal masking.
+    let mut boolean = AttentionCase::new((2, 2, 2), (4, 4), (2, 3));
+    boolean.settings.causal = true;
+    let keep = [1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0];
+    boolean.mask = Some((MaskKind::Boolean, vec![2, 1, 1, 4], keep.to_vec()));
+    attention_backward(&boolean);
+    // A softcap below the scores' reach (so tanh bends them), alone and with a sliding
+    // window of one key back and none forward.
+    let mut capped = AttentionCase::new((2, 2, 1), (3, 5), (4, 2));
+    capped.settings.softcap = Some(0.8);
+    capped.settings.scale = Some(0.9);
+    attention_backward(&capped);
+    capped.settings.window_left = Some(1);
+    capped.settings.window_right = Some(0);
+    attention_backward(&capped);
+}
+
+#[test]
+fn attention_mask_errors_name_the_op_and_the_shapes() {
+    let mut g = Graph::new(gpu());
+    let q = g.input("q", &[2, 2, 3, 4]);
+    let k = g.input("k", &[2, 1, 5, 4]);
+    let v = g.input("v", &[2, 1, 5, 4]);
+    let mask = g.input("mask", &[3, 4]);
+    let spec = AttentionSpec::default().mask(MaskKind::Additive, mask);
+    let err = g.attention_with(q, k, v, &spec).unwrap_err().to_string();
+    assert!(
+        err.contains("attention") && err.contains("[3, 4]") && err.contains("[2, 2, 3, 5]"),
+        "{err}"
+    );
+    let learned = g.parameter("bias", &[3, 5], vec![0.0; 15]).unwrap();
+    let spec = AttentionSpec::default().mask(MaskKind::Additive, learned);
+    let err = g.attention_with(q, k, v, &spec).unwrap_err().to_string();
+    assert!(err.contains("no gradient"), "{err}");
+    let spec = AttentionSpec::default().softcap(-1.0);
+    let err = g.attention_with(q, k, v, &spec).unwrap_err().to_string();
+    assert!(err.contains("softcap"), "{err}");
 }
 
 /// With Lq = 0 the output is empty but dK and dV are not: they must be written (zeros).
@@ -1343,4 +1472,103 @@ fn attention_without_queries_gives_zero_key_and_value_gradients() {
     assert_eq!(plan.read(loss).unwrap(), [0.0]);
     assert_eq!(plan.read(dk).unwrap(), [0.0; 12]);
     assert_eq!(plan.read(dv).unwrap(), [0.0; 8]);
+}
+
+/// Writes `value` over every element of a plan's persistent value, so that only a kernel
+/// that writes it passes a check of zeros (fresh buffers read 0).
+fn dirty(plan: &shadergrad::graph::Plan, var: Var, value: f32) {
+    let tensor = plan.tensor(var).unwrap();
+    tensor
+        .gpu()
+        .write(tensor.buffer(), &vec![value; tensor.numel()]);
+}
+
+/// A device of its own whose pool holds small storage buffers filled with `dirt` (64 u32),
+/// which the plan's small buffers then start from: a value that is read before anything
+/// writes it reads the dirt (fresh buffers read 0, which would hide it).
+fn device_with_dirty_pool(dirt: &[u32]) -> Gpu {
+    let gpu = Gpu::default_adapter().unwrap();
+    let dirty: Vec<Indices> = (0..64)
+        .map(|_| Indices::from_slice(&gpu, dirt, &[dirt.len()]).unwrap())
+        .collect();
+    gpu.wait().unwrap();
+    drop(dirty);
+    gpu
+}
+
+/// Layer norm over zero rows: dx is empty, but dgain and dbias are not: they are zeros.
+#[test]
+fn layer_norm_over_no_rows_gives_zero_gain_and_bias_gradients() {
+    let d = 5;
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[0, d]);
+    let gain = g.parameter("gain", &[d], vec![1.0; d]).unwrap();
+    let bias = g.parameter("bias", &[d], vec![0.0; d]).unwrap();
+    let y = g.layer_norm(x, gain, bias, 1e-5).unwrap();
+    let flat = g.reshape(y, &[0]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let (dgain, dbias) = (grads.of(gain).unwrap(), grads.of(bias).unwrap());
+    let mut plan = g.compile(&[loss, dgain, dbias]).unwrap();
+    for _ in 0..2 {
+        dirty(&plan, dgain, 9.0);
+        dirty(&plan, dbias, 9.0);
+        plan.run(&[Feed::f32(x, &[])], &[]).unwrap();
+        assert_eq!(plan.read(loss).unwrap(), [0.0]);
+        assert_eq!(plan.read(dgain).unwrap(), vec![0.0; d]);
+        assert_eq!(plan.read(dbias).unwrap(), vec![0.0; d]);
+    }
+}
+
+/// An embedding of no ids: the table's gradient is zeros, whether or not the empty ids are
+/// fed.
+#[test]
+fn embedding_of_no_ids_gives_a_zero_table_gradient() {
+    let (vocab, dim) = (4, 3);
+    // An unwritten grouping would read position 6 under id 0, and dy's entries 18..21 as 9.
+    let mut dirt = vec![0u32; 64];
+    dirt[1..5].fill(1);
+    dirt[5] = 6;
+    dirt[18..21].fill(9.0f32.to_bits());
+    let gpu = device_with_dirty_pool(&dirt);
+    let mut g = Graph::new(&gpu);
+    let table = g
+        .parameter("table", &[vocab, dim], vec![0.5; vocab * dim])
+        .unwrap();
+    let ids = g.input_indices("ids", &[2, 0]);
+    let rows = g.embedding(table, ids).unwrap();
+    let flat = g.reshape(rows, &[0]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dtable = grads.of(table).unwrap();
+    let mut plan = g.compile(&[loss, dtable]).unwrap();
+    for feeds in [&[][..], &[Feed::u32(ids, &[])]] {
+        plan.run(feeds, &[]).unwrap();
+        assert_eq!(plan.read(loss).unwrap(), [0.0]);
+        assert_eq!(plan.read(dtable).unwrap(), vec![0.0; vocab * dim]);
+    }
+}
+
+/// A cross-entropy over no rows: loss 0 (no NaN from the mean of nothing), whether or not
+/// the empty inputs are fed.
+#[test]
+fn cross_entropy_over_no_rows_is_zero() {
+    // NaN wherever the loss's kernels would read a value nobody wrote.
+    let gpu = device_with_dirty_pool(&[f32::NAN.to_bits(); 64]);
+    let mut g = Graph::new(&gpu);
+    let x = g.input("x", &[0, 3]);
+    let w = g.parameter("w", &[3, 4], vec![0.5; 12]).unwrap();
+    let targets = g.input_indices("targets", &[0]);
+    let logits = g.matmul(x, w).unwrap();
+    let loss = g.cross_entropy(logits, targets, None).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dw = grads.of(w).unwrap();
+    let mut plan = g.compile(&[loss, dw]).unwrap();
+    for feeds in [&[][..], &[Feed::f32(x, &[]), Feed::u32(targets, &[])]] {
+        dirty(&plan, loss, f32::NAN);
+        dirty(&plan, dw, 9.0);
+        plan.run(feeds, &[]).unwrap();
+        assert_eq!(plan.read(loss).unwrap(), [0.0]);
+        assert_eq!(plan.read(dw).unwrap(), [0.0; 12]);
+    }
 }

@@ -35,6 +35,7 @@ pub use plan::{Feed, Plan};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::attention::{AttentionSettings, MaskKind, QueryAlignment};
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
@@ -416,12 +417,37 @@ impl Graph {
     }
 
     /// Looks up the rows of `table` [vocab, dim] for u32 `ids` of any shape: ids.shape +
-    /// [dim]. Fed ids are checked against the vocabulary before they reach the GPU.
+    /// [dim] (the gather on axis 0). Fed ids are checked against the vocabulary before they
+    /// reach the GPU.
     pub fn embedding(&mut self, table: Var, ids: Var) -> Result<Var> {
-        let out = self.push(Op::Embedding, &[table, ids])?[0];
-        let vocab = self.shape(table)[0] as u32;
-        self.values[ids.0].index_bound = Some(IndexBound {
-            bound: vocab,
+        if self.shape(table).len() != 2 {
+            return Err(mismatch(
+                "embedding",
+                self.shape(table),
+                self.shape(ids),
+                "the table must be [vocab, dim]".into(),
+            ));
+        }
+        self.gather(table, 0, ids)
+    }
+
+    /// ONNX's Gather: the entries of `axis` of `x` (negative counts from the end) picked by
+    /// u32 `indices` of any shape, giving x.shape[..axis] + indices.shape +
+    /// x.shape[axis + 1..]. Fed indices are checked against the axis length before they
+    /// reach the GPU. The gradient sums into each entry the gradients of the positions that
+    /// picked it, in a fixed order (the same bits every run).
+    pub fn gather(&mut self, x: Var, axis: isize, indices: Var) -> Result<Var> {
+        let axis = crate::tensor::resolve_axis("gather", axis, self.shape(x).len())?;
+        let out = self.push_one(Op::Gather { axis }, &[x, indices])?;
+        let axis_len = self.shape(x)[axis] as u32;
+        // Indices that serve several lookups must suit the shortest axis, and no gather
+        // admits an ignore value.
+        let bound = match self.values[indices.0].index_bound {
+            Some(earlier) => earlier.bound.min(axis_len),
+            None => axis_len,
+        };
+        self.values[indices.0].index_bound = Some(IndexBound {
+            bound,
             ignore: None,
         });
         Ok(out)
@@ -510,8 +536,8 @@ impl Graph {
     /// defaults to 1/√D. The masks: `key_lengths` (u32 [B], fed) masks each batch's keys past
     /// its length (lengths above Lk mean Lk), `causal` the keys after each query's position,
     /// the queries being the last Lq of the Lk positions (query i sees keys up to i when
-    /// Lq = Lk). A query whose keys are all masked gets 0. The additive or boolean mask
-    /// tensor of [`crate::kernels::attention::AttentionOptions`] is not exposed yet.
+    /// Lq = Lk). A query whose keys are all masked gets 0. [`Graph::attention_with`] takes
+    /// the other options: a mask tensor, a sliding window, a softcap.
     pub fn attention(
         &mut self,
         q: Var,
@@ -521,12 +547,35 @@ impl Graph {
         causal: bool,
         scale: Option<f32>,
     ) -> Result<Var> {
+        let mut spec = AttentionSpec::default().causal(causal);
+        spec.settings.scale = scale;
+        spec.key_lengths = key_lengths;
+        self.attention_with(q, k, v, &spec)
+    }
+
+    /// [`Graph::attention`] with every option of the attention kernels (see
+    /// [`AttentionSpec`]). The mask has no gradient: it must not depend on a parameter.
+    pub fn attention_with(&mut self, q: Var, k: Var, v: Var, spec: &AttentionSpec) -> Result<Var> {
         let mut inputs = vec![q, k, v];
-        inputs.extend(key_lengths);
+        inputs.extend(spec.key_lengths);
+        if let Some((_, mask)) = spec.mask {
+            if self.values[mask.0].needs_grad {
+                return Err(Error::invalid(
+                    "attention",
+                    format!(
+                        "the mask (shape {:?}) depends on a parameter, but attention gives \
+                         its mask no gradient: build a learned score bias from matmul, add \
+                         and softmax instead",
+                        self.shape(mask)
+                    ),
+                ));
+            }
+            inputs.push(mask);
+        }
         let op = Op::Attention {
-            scale,
-            causal,
-            key_lengths: key_lengths.is_some(),
+            settings: spec.settings,
+            key_lengths: spec.key_lengths.is_some(),
+            mask: spec.mask.map(|(kind, _)| kind),
         };
         Ok(self.push(op, &inputs)?[0])
     }
@@ -542,6 +591,64 @@ impl Graph {
             ignore,
         });
         Ok(outputs[0])
+    }
+}
+
+/// The options of [`Graph::attention_with`], none set by default; chain the setters:
+/// `AttentionSpec::default().causal(true).softcap(30.0).mask(MaskKind::Additive, bias)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttentionSpec {
+    /// The scale, causal masking, where the queries sit among the keys (by default the last
+    /// Lq of the Lk positions), the sliding window and the softcap.
+    pub settings: AttentionSettings,
+    /// u32 [B], fed: each batch's keys past its length are masked.
+    pub key_lengths: Option<Var>,
+    /// An f32 value broadcastable to the scores [B, H, Lq, Lk]: added to the (softcapped)
+    /// scores, −∞ masking, or boolean as 0/1 (0 masks). Not differentiable.
+    pub mask: Option<(MaskKind, Var)>,
+}
+
+impl AttentionSpec {
+    /// Multiplies q·kᵀ instead of 1/√D.
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.settings.scale = Some(scale);
+        self
+    }
+
+    /// Masks every key after the query's position.
+    pub fn causal(mut self, yes: bool) -> Self {
+        self.settings.causal = yes;
+        self
+    }
+
+    /// Where the queries sit among the keys, which causal masking and the window follow.
+    pub fn alignment(mut self, alignment: QueryAlignment) -> Self {
+        self.settings.alignment = alignment;
+        self
+    }
+
+    /// A sliding window: masks the keys more than `left` positions before or `right`
+    /// positions after the query's (`None`: unbounded on that side).
+    pub fn window(mut self, left: Option<u32>, right: Option<u32>) -> Self {
+        self.settings.window_left = left;
+        self.settings.window_right = right;
+        self
+    }
+
+    /// Caps the scores smoothly, s ← cap·tanh(s/cap), before the mask is added; cap > 0.
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.settings.softcap = Some(cap);
+        self
+    }
+
+    pub fn key_lengths(mut self, lengths: Var) -> Self {
+        self.key_lengths = Some(lengths);
+        self
+    }
+
+    pub fn mask(mut self, kind: MaskKind, values: Var) -> Self {
+        self.mask = Some((kind, values));
+        self
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::kernels::attention::{
     attention_backward_dispatches_into, attention_dispatches_into, AttentionDims, AttentionForward,
-    AttentionGradients, AttentionOptions, AttentionSettings, Recording,
+    AttentionGradients, AttentionMask, AttentionOptions, AttentionSettings, MaskKind, Recording,
 };
 use crate::kernels::broadcast_shapes;
 use crate::kernels::conv::{
@@ -18,7 +18,9 @@ use crate::kernels::copy::{
     region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
 };
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
-use crate::kernels::gather::{gather_backward_dispatch, gather_dispatch, GroupedPositions};
+use crate::kernels::gather::{
+    gather_backward_dispatch, gather_dispatch, gather_shape, GroupedPositions,
+};
 use crate::kernels::layernorm::{
     layer_norm_backward_dispatches, layer_norm_dispatch, LayerNormForward, LayerNormGrads,
     LayerNormShape, LayerNormVariant,
@@ -89,11 +91,14 @@ pub enum Op {
     },
     /// The inputs one after another along `axis` (every other axis equal).
     Concat { axis: usize },
-    /// Rows of a table [V, D] looked up by u32 ids (any shape): ids.shape + [D].
-    Embedding,
-    /// The backward of `Embedding`: inputs dy and the ids; output the table's gradient
-    /// [vocab, D], a deterministic scatter-add over the positions grouped by id.
-    EmbeddingGrad { vocab: usize },
+    /// ONNX's Gather: the entries of `axis` of the data picked by u32 ids (any shape), output
+    /// data.shape[..axis] + ids.shape + data.shape[axis + 1..]. The embedding lookup is the
+    /// gather on axis 0 of a [vocab, dim] table.
+    Gather { axis: usize },
+    /// The backward of `Gather`: inputs dy and the ids; output the data's gradient (the axis
+    /// of `axis_len` entries back in place of the ids' axes), a deterministic scatter-add over
+    /// the positions grouped by id.
+    GatherGrad { axis: usize, axis_len: usize },
     /// A convolution: inputs x, weight and, if `bias`, a bias [O]. Sequences: x [N, C, L],
     /// weight [O, C, k], output [N, O, L_out] (only the W entries of `options` count);
     /// images: x [N, C, H, W], weight [O, C, kh, kw], output [N, O, OH, OW].
@@ -124,18 +129,22 @@ pub enum Op {
     /// [N, C, len], dy at each position and 0 elsewhere.
     MaxOverTimeGrad { len: usize },
     /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
-    /// Lk, Dv] (Hkv dividing H) and, if `key_lengths`, u32 lengths [B] masking the keys past
-    /// each; outputs O [B, H, Lq, Dv] and the probabilities P [B, H, Lq, Lk] the backward
-    /// needs. `scale` `None` is 1/√D; `causal` masks the keys after each query's position,
-    /// the queries being the last Lq of the Lk positions.
+    /// Lk, Dv] (Hkv dividing H), then u32 lengths [B] masking the keys past each if
+    /// `key_lengths`, then an f32 mask broadcastable to [B, H, Lq, Lk] if `mask` says how it
+    /// acts; outputs O [B, H, Lq, Dv] and the probabilities P [B, H, Lq, Lk] the backward
+    /// needs. `settings`: the scale, causal masking, the queries' alignment among the keys,
+    /// the sliding window and the softcap.
     Attention {
-        scale: Option<f32>,
-        causal: bool,
+        settings: AttentionSettings,
         key_lengths: bool,
+        mask: Option<MaskKind>,
     },
     /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
-    /// through P (0 at masked keys), so only the scale is needed again.
-    AttentionGrad { scale: Option<f32> },
+    /// through P (0 at masked keys), so only the scale and the softcap are needed again.
+    AttentionGrad {
+        scale: Option<f32>,
+        softcap: Option<f32>,
+    },
 }
 
 /// What a convolution slides over; a sequence is an image of height 1 to the kernels.
@@ -216,8 +225,8 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::SliceGrad { .. } => "slice_grad",
             Op::Concat { .. } => "concat",
-            Op::Embedding => "embedding",
-            Op::EmbeddingGrad { .. } => "embedding_grad",
+            Op::Gather { .. } => "gather",
+            Op::GatherGrad { .. } => "gather_grad",
             Op::Conv { layout, .. } => layout.name(),
             Op::ConvInputGrad { .. } => "conv_input_grad",
             Op::ConvWeightGrad { .. } => "conv_weight_grad",
@@ -257,8 +266,8 @@ impl Op {
             Op::Binary(_)
             | Op::SoftmaxGrad { .. }
             | Op::CrossEntropy { .. }
-            | Op::Embedding
-            | Op::EmbeddingGrad { .. }
+            | Op::Gather { .. }
+            | Op::GatherGrad { .. }
             | Op::ConvInputGrad { .. }
             | Op::ConvWeightGrad { .. }
             | Op::MaxOverTimeGrad { .. }
@@ -266,7 +275,9 @@ impl Op {
             Op::LayerNorm { .. } => 3,
             Op::LayerNormGrad => 5,
             Op::Concat { .. } => inputs.len().max(1),
-            Op::Attention { key_lengths, .. } => 3 + usize::from(*key_lengths),
+            Op::Attention {
+                key_lengths, mask, ..
+            } => 3 + usize::from(*key_lengths) + usize::from(mask.is_some()),
             Op::AttentionGrad { .. } => 5,
             _ => 1,
         };
@@ -279,15 +290,17 @@ impl Op {
         for (i, (shape, dtype)) in inputs.iter().enumerate() {
             let wants = match self {
                 Op::CrossEntropy { .. }
-                | Op::Embedding
-                | Op::EmbeddingGrad { .. }
+                | Op::Gather { .. }
+                | Op::GatherGrad { .. }
                 | Op::MaxOverTimeGrad { .. }
                 | Op::MaxPool1dGrad { .. }
                     if i == 1 =>
                 {
                     DType::U32
                 }
-                Op::Attention { .. } if i == 3 => DType::U32,
+                Op::Attention {
+                    key_lengths: true, ..
+                } if i == 3 => DType::U32,
                 _ => DType::F32,
             };
             if *dtype != wants {
@@ -543,32 +556,33 @@ impl Op {
                 }
                 f32(shape)
             }
-            Op::Embedding => {
+            Op::Gather { axis } => {
                 let ids = inputs[1].0;
-                if x.len() != 2 {
+                if *axis >= x.len() {
                     return Err(mismatch(
                         op,
                         x,
                         ids,
-                        "the table must be [vocab, dim]".into(),
+                        format!("axis {axis} is outside the data's shape"),
                     ));
                 }
-                let mut shape = ids.to_vec();
-                shape.push(x[1]);
-                check_rank(op, &shape)?;
-                f32(shape)
+                f32(gather_shape(x, *axis, ids))
             }
-            Op::EmbeddingGrad { vocab } => {
+            Op::GatherGrad { axis, axis_len } => {
                 let ids = inputs[1].0;
-                if x.len() != ids.len() + 1 || x[..ids.len()] != *ids {
+                let gathered = *axis..axis + ids.len();
+                if x.len() < gathered.end || x[gathered.clone()] != *ids {
                     return Err(mismatch(
                         op,
                         x,
                         ids,
-                        "the gradient must be ids.shape + [dim]".into(),
+                        format!(
+                            "the gradient must be data.shape[..{axis}] + ids.shape + \
+                             data.shape[{axis} + 1..]"
+                        ),
                     ));
                 }
-                f32(vec![*vocab, x[ids.len()]])
+                f32([&x[..*axis], &[*axis_len], &x[gathered.end..]].concat())
             }
             Op::CrossEntropy { .. } => {
                 let targets = inputs[1].0;
@@ -683,12 +697,12 @@ impl Op {
                 f32(vec![x[0], x[1], *len])
             }
             Op::Attention {
-                scale,
-                causal,
+                settings,
                 key_lengths,
+                mask,
             } => {
                 let dims = AttentionDims::from_shapes(x, inputs[1].0, inputs[2].0)?;
-                attention_settings(*scale, *causal).check()?;
+                settings.check()?;
                 if *key_lengths && inputs[3].0 != [dims.batch] {
                     return Err(mismatch(
                         op,
@@ -696,6 +710,17 @@ impl Op {
                         x,
                         format!("the key lengths must be [{}], one per batch", dims.batch),
                     ));
+                }
+                if mask.is_some() {
+                    let (mask, scores) = (inputs[inputs.len() - 1].0, dims.scores_shape());
+                    if broadcast_shapes(op, mask, &scores).ok().as_deref() != Some(&scores[..]) {
+                        return Err(mismatch(
+                            op,
+                            mask,
+                            &scores,
+                            "the mask must broadcast to the scores' shape [B, H, Lq, Lk]".into(),
+                        ));
+                    }
                 }
                 Ok(vec![
                     (dims.output_shape().to_vec(), DType::F32),
@@ -895,23 +920,26 @@ impl Op {
                 }
                 grads
             }
-            Op::Embedding => {
-                let vocab = x_shape[0];
-                let ids = inputs[1];
-                vec![
-                    Some(g.push(Op::EmbeddingGrad { vocab }, &[dy, ids])?[0]),
-                    None,
-                ]
+            Op::Gather { axis } => {
+                let grad = Op::GatherGrad {
+                    axis: *axis,
+                    axis_len: x_shape[*axis],
+                };
+                vec![Some(g.push_one(grad, &[dy, inputs[1]])?), None]
             }
-            Op::EmbeddingGrad { .. } => {
+            Op::GatherGrad { .. } => {
                 return Err(no_gradient(
-                    "embedding_grad (second derivatives are not supported)",
+                    "gather_grad (second derivatives are not supported)",
                 ))
             }
-            Op::Attention { scale, .. } => {
+            Op::Attention { settings, .. } => {
                 let (k, v, probs) = (inputs[1], inputs[2], outputs[1]);
-                let grads = g.push(Op::AttentionGrad { scale: *scale }, &[x, k, v, probs, dy])?;
-                // The key lengths, if any, have no gradient.
+                let grad = Op::AttentionGrad {
+                    scale: settings.scale,
+                    softcap: settings.softcap,
+                };
+                let grads = g.push(grad, &[x, k, v, probs, dy])?;
+                // The key lengths and the mask, if any, have no gradient.
                 let mut grads: Vec<Option<Var>> = grads.into_iter().map(Some).collect();
                 grads.resize(inputs.len(), None);
                 grads
@@ -978,6 +1006,10 @@ impl Op {
         // zeros when Lq = 0): its launchers skip the empty products themselves.
         let skips_when_y_is_empty =
             !matches!(self, Op::Attention { .. } | Op::AttentionGrad { .. });
+        if y.numel() == 0 && matches!(self, Op::LayerNormGrad) {
+            // No rows: dx is empty, but dgain and dbias are sums over no rows.
+            return zeros_record(&[outputs[1].f32(), outputs[2].f32()]);
+        }
         if (y.numel() == 0 && skips_when_y_is_empty) || self.is_alias() {
             return Ok(recorded);
         }
@@ -1104,11 +1136,16 @@ impl Op {
                 }
                 return Ok(recorded);
             }
-            Op::Embedding => gather_dispatch(x, inputs[1].u32(), y, 0, None)?,
-            Op::EmbeddingGrad { vocab } => {
+            Op::Gather { axis } => gather_dispatch(x, inputs[1].u32(), y, *axis, None)?,
+            Op::GatherGrad { axis, axis_len } => {
                 let ids = inputs[1].u32();
-                let groups = GroupedPositions::with_capacity(gpu, ids.numel(), *vocab)?;
-                let dispatch = gather_backward_dispatch(x, &groups, y, 0, None)?;
+                let groups = GroupedPositions::with_capacity(gpu, ids.numel(), *axis_len)?;
+                if ids.numel() == 0 {
+                    // A run need not feed no ids, so group them now (every offset 0, so
+                    // dx = 0): the grouping's buffer is this op's alone, nothing overwrites it.
+                    groups.update(&[])?;
+                }
+                let dispatch = gather_backward_dispatch(x, &groups, y, *axis, None)?;
                 return Ok(Recorded {
                     dispatches: vec![dispatch],
                     scratch: Vec::new(),
@@ -1150,11 +1187,18 @@ impl Op {
             Op::MaxPool1dGrad { options, len } => {
                 max_pool_backward_dispatch(x, inputs[1].u32(), y, *len, options)?
             }
-            Op::Attention { scale, causal, .. } => {
+            Op::Attention {
+                settings,
+                key_lengths,
+                mask,
+            } => {
                 let options = AttentionOptions {
-                    settings: attention_settings(*scale, *causal),
-                    key_lengths: inputs.get(3).map(Operand::u32),
-                    mask: None,
+                    settings: *settings,
+                    key_lengths: key_lengths.then(|| inputs[3].u32()),
+                    mask: mask.map(|kind| AttentionMask {
+                        kind,
+                        values: inputs[inputs.len() - 1].f32(),
+                    }),
                 };
                 let forward = AttentionForward {
                     output: y.clone(),
@@ -1165,9 +1209,13 @@ impl Op {
                 attention_dispatches_into((x, k, v), &options, &forward, &mut recording)?;
                 return Ok(recording.into());
             }
-            Op::AttentionGrad { scale } => {
+            Op::AttentionGrad { scale, softcap } => {
                 let options = AttentionOptions {
-                    settings: attention_settings(*scale, false),
+                    settings: AttentionSettings {
+                        scale: *scale,
+                        softcap: *softcap,
+                        ..AttentionSettings::default()
+                    },
                     ..AttentionOptions::default()
                 };
                 let grads = AttentionGradients {
@@ -1202,16 +1250,6 @@ impl From<Recording> for Recorded {
             scratch: recording.temporaries,
             groupings: Vec::new(),
         }
-    }
-}
-
-/// The attention settings the graph exposes: the scale and causal masking, the queries
-/// aligned with the last keys.
-fn attention_settings(scale: Option<f32>, causal: bool) -> AttentionSettings {
-    AttentionSettings {
-        scale,
-        causal,
-        ..AttentionSettings::default()
     }
 }
 
@@ -1283,6 +1321,23 @@ fn bias_grad_geometry(op: &'static str, dy: &[usize]) -> Result<ConvGeometry> {
     let mut one_tap = vec![o, 1];
     one_tap.extend(positions.iter().map(|_| 1));
     ConvGeometry::new(op, &one_channel, &one_tap, Conv2d::default())
+}
+
+/// Records zeros into each of `targets`: one zero copied over it. A dispatch, not a write at
+/// compile time, since a plan's buffer may serve other values in turn.
+fn zeros_record(targets: &[&Tensor]) -> Result<Recorded> {
+    let mut recorded = Recorded::default();
+    let Some(first) = targets.first() else {
+        return Ok(recorded);
+    };
+    let zero = Tensor::zeros(first.gpu(), &[1])?;
+    for target in targets.iter().filter(|t| t.numel() > 0) {
+        recorded
+            .dispatches
+            .push(strided_copy_dispatch(&zero, target, [0; 4])?);
+    }
+    recorded.scratch.push(zero);
+    Ok(recorded)
 }
 
 /// Sums `x` down to `shape`: one reduction per broadcast axis, each keeping its axis, the

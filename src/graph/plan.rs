@@ -66,7 +66,7 @@ pub struct Plan {
     dispatches: Vec<Dispatch>,
     values: HashMap<Var, Slot>,
     memory: MemoryReport,
-    /// Groupings by id to rebuild from each feed of these u32 inputs (embedding backward).
+    /// Groupings by id to rebuild from each feed of these u32 inputs (gather backward).
     groupings: Vec<(Var, GroupedPositions)>,
     /// Scratch tensors and shared buffers that the dispatches bind.
     _scratch: Vec<Tensor>,
