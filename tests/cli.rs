@@ -121,6 +121,25 @@ fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
         .unwrap_or_else(|| panic!("no test accuracy in {stdout:?}"));
     assert!(accuracy >= 90.0, "{stdout}");
     assert!(model.exists() && dir.join("xor.json").exists());
+    // The parameters, and Adam's two moments per parameter for resuming.
+    let checkpoint = shadergrad::checkpoint::load(&model).unwrap();
+    let names: Vec<&str> = checkpoint.tensors.iter().map(|t| t.name.as_str()).collect();
+    for name in [
+        "layer0.weight",
+        "layer1.bias",
+        "optimizer.0.exp_avg",
+        "optimizer.3.exp_avg_sq",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(
+        checkpoint.config["training"]["optimizer_step"],
+        checkpoint.config["training"]["steps"]
+    );
+    assert_eq!(
+        checkpoint.config["architecture"]["hidden"],
+        serde_json::json!([16])
+    );
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
         .unwrap()
         .lines()

@@ -592,6 +592,12 @@ fn a_plan_saves_and_loads_its_parameters_by_name() {
     for ((name, a), (_, b)) in fresh.parameters().iter().zip(trained.parameters()) {
         assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap(), "{name}");
     }
+    // Optimizer state saved beside the parameters is left to the optimizer.
+    let mut tensors = trained.parameters();
+    let moment = trained.parameters()[0].1.clone();
+    tensors.push(("optimizer.0.exp_avg", &moment));
+    save_tensors(&path, &tensors, &serde_json::json!({})).unwrap();
+    fresh.load_parameters(&load(&path).unwrap()).unwrap();
     let mut other = build(&[4, 7, 3], 2);
     let err = other.load_parameters(&checkpoint).unwrap_err().to_string();
     assert!(

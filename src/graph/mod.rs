@@ -31,7 +31,7 @@ mod plan;
 
 pub use autodiff::Gradients;
 pub use ops::{ConvLayout, Op};
-pub use plan::{Feed, Plan};
+pub use plan::{Feed, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;

@@ -22,6 +22,10 @@ use crate::tensor::{numel, Indices, Tensor};
 use super::ops::{Operand, Recorded};
 use super::{DType, Graph, IndexBound, Source, Var};
 
+/// The prefix of the optimizer-state tensors a training checkpoint holds beside the
+/// parameters (`optimizer.0.exp_avg`, …).
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
 /// Data for one input of a run.
 #[derive(Debug, Clone, Copy)]
 pub enum Feed<'a> {
@@ -420,12 +424,20 @@ impl Plan {
 
     /// Overwrites every parameter with the tensor of the same name in `checkpoint`, after
     /// checking that the checkpoint holds exactly these names and shapes (the error names
-    /// the first tensor that differs: a checkpoint of another architecture).
+    /// the first tensor that differs: a checkpoint of another architecture). Tensors under
+    /// [`OPTIMIZER_PREFIX`] are the optimizer's state, saved beside the parameters for
+    /// resuming; they are left to the optimizer.
     pub fn load_parameters(&mut self, checkpoint: &Checkpoint) -> Result<()> {
         let parameters = self.parameters();
+        let optimizer_state = checkpoint
+            .tensors
+            .iter()
+            .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
+            .map(|t| (t.name.as_str(), t.shape.as_slice()));
         let expected: Vec<(&str, &[usize])> = parameters
             .iter()
             .map(|(name, t)| (*name, t.shape()))
+            .chain(optimizer_state)
             .collect();
         checkpoint.check_against(&expected)?;
         for (name, tensor) in parameters {

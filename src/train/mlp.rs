@@ -10,10 +10,11 @@ use crate::checkpoint::save_tensors;
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::nn::{Activation, Mlp};
 use crate::optim::{Optimizer, OptimizerConfig, Rule};
 use crate::rng::Rng;
+use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
 
@@ -245,11 +246,18 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
     let (_, train_accuracy) = evaluate(&mut model, &config.train, config.batch)?;
     let (final_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
     if let Some(path) = &config.save {
-        let tensors = model
+        // The parameters, and the optimizer's state beside them for resuming.
+        let optimizer_state: Vec<(String, Tensor)> = optimizer
+            .state_tensors()
+            .into_iter()
+            .map(|(name, t)| (format!("{OPTIMIZER_PREFIX}{name}"), t))
+            .collect();
+        let mut tensors = model
             .parameters
             .iter()
             .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
             .collect::<Result<Vec<_>>>()?;
+        tensors.extend(optimizer_state.iter().map(|(name, t)| (name.as_str(), t)));
         let checkpoint_config = json!({
             "architecture": {
                 "kind": "mlp",
@@ -266,6 +274,7 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 "seed": config.seed,
                 "batch": config.batch,
                 "optimizer": format!("{:?}", config.optimizer.rule),
+                "optimizer_step": optimizer.current_step(),
                 "lr": config.optimizer.lr,
                 "test_accuracy": test_accuracy,
             },
