@@ -309,6 +309,16 @@ fn direct_groups(gpu: &Gpu, rows: usize, channels: usize, columns: usize) -> [u3
     gpu.grid(tiles.div_ceil(GROUP) as u32)
 }
 
+/// The bindings of a kernel reading one input and writing one output, then its params.
+const ONE_INPUT: &[Access] = &[Access::Read, Access::ReadWrite, Access::Uniform];
+/// The bindings of a kernel reading two inputs and writing one output, then its params.
+const TWO_INPUTS: &[Access] = &[
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Uniform,
+];
+
 fn conv_spec(entry: &'static str, bindings: &'static [Access]) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
@@ -361,10 +371,7 @@ pub fn conv_im2col_dispatch(
     geometry: &ConvGeometry,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
-    let spec = conv_spec(
-        "conv_im2col",
-        &[Access::Read, Access::ReadWrite, Access::Uniform],
-    );
+    let spec = conv_spec("conv_im2col", ONE_INPUT);
     gpu.dispatch(
         &spec,
         &[x.buffer(), cols.buffer()],
@@ -419,15 +426,7 @@ pub fn conv_input_grad_dispatch(
     geometry: &ConvGeometry,
 ) -> Result<Dispatch> {
     let gpu = dy.gpu();
-    let spec = conv_spec(
-        "conv_input_grad",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-    );
+    let spec = conv_spec("conv_input_grad", TWO_INPUTS);
     gpu.dispatch(
         &spec,
         &[dy.buffer(), weight.buffer(), dx.buffer()],
@@ -449,15 +448,7 @@ pub fn conv_weight_grad_dispatch(
     geometry: &ConvGeometry,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
-    let spec = conv_spec(
-        "conv_weight_grad",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-    );
+    let spec = conv_spec("conv_weight_grad", TWO_INPUTS);
     gpu.dispatch(
         &spec,
         &[x.buffer(), dy.buffer(), dw.buffer()],
@@ -473,10 +464,7 @@ pub fn conv_bias_grad_dispatch(
     geometry: &ConvGeometry,
 ) -> Result<Dispatch> {
     let gpu = dy.gpu();
-    let spec = conv_spec(
-        "conv_bias_grad",
-        &[Access::Read, Access::ReadWrite, Access::Uniform],
-    );
+    let spec = conv_spec("conv_bias_grad", ONE_INPUT);
     gpu.dispatch(
         &spec,
         &[dy.buffer(), db.buffer()],
@@ -851,15 +839,7 @@ pub fn max_pool_backward_dispatch(
 ) -> Result<Dispatch> {
     let gpu = dy.gpu();
     let rows = dx.numel() / in_len;
-    let spec = conv_spec(
-        "max_pool_backward",
-        &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-    );
+    let spec = conv_spec("max_pool_backward", TWO_INPUTS);
     gpu.dispatch(
         &spec,
         &[dy.buffer(), argmax.buffer(), dx.buffer()],
