@@ -122,10 +122,13 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
             )
         }
     };
-    if !(0.0..1.0).contains(&args.test_fraction) {
+    if !(args.test_fraction > 0.0 && args.test_fraction < 1.0) {
         return Err(Error::invalid(
             "train-mlp",
-            format!("--test-fraction {} must be in [0, 1)", args.test_fraction),
+            format!(
+                "--test-fraction {} must be between 0 and 1 (exclusive): the accuracy is measured on the held-out examples",
+                args.test_fraction
+            ),
         ));
     }
     let (mut train, mut test) = dataset.split(1.0 - args.test_fraction, args.seed)?;

@@ -177,6 +177,9 @@ fn train_mlp_names_the_bad_line_of_a_csv() {
     let output = shadergrad(&["train-mlp", "--optimizer", "lbfgs"], &[]);
     assert!(!output.status.success());
     assert!(text(&output.stderr).contains("lbfgs"));
+    let output = shadergrad(&["train-mlp", "--test-fraction", "0"], &[]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("--test-fraction 0"));
 }
 
 #[test]
