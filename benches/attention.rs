@@ -17,7 +17,7 @@ use shadergrad::kernels::attention::{
     Recording,
 };
 use shadergrad::rng::Rng;
-use shadergrad::{AttentionOptions, Gpu, Tensor};
+use shadergrad::{AttentionOptions, AttentionSettingsBuilder, Gpu, Tensor};
 
 const BATCH: usize = 4;
 const HEADS: usize = 4;

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::attention::{
     attention, attention_backward, attention_logits, AttentionForward, AttentionGradients,
-    AttentionOptions, MaskKind, QueryAlignment,
+    AttentionOptions, AttentionSettingsBuilder, MaskKind, QueryAlignment,
 };
 pub use kernels::conv::{Conv1d, Conv2d, ConvGradients, ConvVariant, MaxPool1d};
 pub use kernels::elementwise::{Binary, Unary};

@@ -11,6 +11,7 @@ use shadergrad::kernels::attention::{
     AttentionCpuOutput, AttentionDims, AttentionMask, AttentionSettings, CpuMask, MAX_REACH,
 };
 use shadergrad::rng::Rng;
+use shadergrad::AttentionSettingsBuilder;
 use shadergrad::{
     attention, attention_backward, attention_logits, AttentionOptions, Indices, MaskKind,
     QueryAlignment, Tensor,

@@ -12,6 +12,7 @@ use shadergrad::kernels::contiguous_strides;
 use shadergrad::kernels::conv::{conv_cpu, max_pool1d_cpu, ConvGeometry};
 use shadergrad::kernels::gather::gather_cpu;
 use shadergrad::rng::Rng;
+use shadergrad::AttentionSettingsBuilder;
 use shadergrad::{Binary, Conv1d, Conv2d, Gpu, Indices, MaxPool1d, Reduce, Unary};
 
 /// f64 values as the f32 a parameter starts from.

@@ -35,7 +35,7 @@ pub use plan::{Feed, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::attention::{AttentionSettings, MaskKind, QueryAlignment};
+use crate::kernels::attention::{AttentionSettings, AttentionSettingsBuilder, MaskKind};
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::reduce::Reduce;
@@ -608,39 +608,13 @@ pub struct AttentionSpec {
     pub mask: Option<(MaskKind, Var)>,
 }
 
+impl AttentionSettingsBuilder for AttentionSpec {
+    fn settings_mut(&mut self) -> &mut AttentionSettings {
+        &mut self.settings
+    }
+}
+
 impl AttentionSpec {
-    /// Multiplies q·kᵀ instead of 1/√D.
-    pub fn scale(mut self, scale: f32) -> Self {
-        self.settings.scale = Some(scale);
-        self
-    }
-
-    /// Masks every key after the query's position.
-    pub fn causal(mut self, yes: bool) -> Self {
-        self.settings.causal = yes;
-        self
-    }
-
-    /// Where the queries sit among the keys, which causal masking and the window follow.
-    pub fn alignment(mut self, alignment: QueryAlignment) -> Self {
-        self.settings.alignment = alignment;
-        self
-    }
-
-    /// A sliding window: masks the keys more than `left` positions before or `right`
-    /// positions after the query's (`None`: unbounded on that side).
-    pub fn window(mut self, left: Option<u32>, right: Option<u32>) -> Self {
-        self.settings.window_left = left;
-        self.settings.window_right = right;
-        self
-    }
-
-    /// Caps the scores smoothly, s ← cap·tanh(s/cap), before the mask is added; cap > 0.
-    pub fn softcap(mut self, cap: f32) -> Self {
-        self.settings.softcap = Some(cap);
-        self
-    }
-
     pub fn key_lengths(mut self, lengths: Var) -> Self {
         self.key_lengths = Some(lengths);
         self

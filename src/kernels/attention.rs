@@ -170,34 +170,58 @@ pub struct AttentionOptions<'a> {
     pub mask: Option<AttentionMask<'a>>,
 }
 
+/// The setters of [`AttentionSettings`], shared by everything that carries them (the
+/// eager [`AttentionOptions`], the graph's `AttentionSpec`): chain them on a default value.
+pub trait AttentionSettingsBuilder: Sized {
+    fn settings_mut(&mut self) -> &mut AttentionSettings;
+
+    /// Multiplies q·kᵀ instead of 1/√D.
+    fn scale(mut self, scale: f32) -> Self {
+        self.settings_mut().scale = Some(scale);
+        self
+    }
+
+    /// Masks every key after the query's position.
+    fn causal(mut self, yes: bool) -> Self {
+        self.settings_mut().causal = yes;
+        self
+    }
+
+    /// Where the queries sit among the keys, which causal masking and the window follow.
+    fn alignment(mut self, alignment: QueryAlignment) -> Self {
+        self.settings_mut().alignment = alignment;
+        self
+    }
+
+    /// A sliding window: masks the keys more than `left` positions before or `right`
+    /// positions after the query's (`None`: unbounded on that side).
+    fn window(mut self, left: Option<u32>, right: Option<u32>) -> Self {
+        let settings = self.settings_mut();
+        settings.window_left = left;
+        settings.window_right = right;
+        self
+    }
+
+    /// Caps the scores smoothly, s ← cap·tanh(s/cap), before the mask is added; cap > 0.
+    fn softcap(mut self, cap: f32) -> Self {
+        self.settings_mut().softcap = Some(cap);
+        self
+    }
+}
+
+impl AttentionSettingsBuilder for AttentionSettings {
+    fn settings_mut(&mut self) -> &mut AttentionSettings {
+        self
+    }
+}
+
+impl AttentionSettingsBuilder for AttentionOptions<'_> {
+    fn settings_mut(&mut self) -> &mut AttentionSettings {
+        &mut self.settings
+    }
+}
+
 impl<'a> AttentionOptions<'a> {
-    pub fn scale(mut self, scale: f32) -> Self {
-        self.settings.scale = Some(scale);
-        self
-    }
-
-    pub fn causal(mut self, yes: bool) -> Self {
-        self.settings.causal = yes;
-        self
-    }
-
-    pub fn alignment(mut self, alignment: QueryAlignment) -> Self {
-        self.settings.alignment = alignment;
-        self
-    }
-
-    /// A sliding window: `left`/`right` positions around the query's (`None`: unbounded).
-    pub fn window(mut self, left: Option<u32>, right: Option<u32>) -> Self {
-        self.settings.window_left = left;
-        self.settings.window_right = right;
-        self
-    }
-
-    pub fn softcap(mut self, cap: f32) -> Self {
-        self.settings.softcap = Some(cap);
-        self
-    }
-
     pub fn key_lengths(mut self, lengths: &'a Indices) -> Self {
         self.key_lengths = Some(lengths);
         self
