@@ -1579,3 +1579,72 @@ fn cross_entropy_over_no_rows_is_zero() {
         assert_eq!(plan.read(dw).unwrap(), [0.0; 12]);
     }
 }
+
+#[test]
+fn plans_of_two_graphs_bound_to_the_same_tensors_train_one_set_of_weights() {
+    // Two graphs of different batch sizes over one weight: y = x·w, loss = Σ y.
+    let gpu = gpu();
+    let weight = shadergrad::Tensor::from_slice(gpu, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+    let gradient = shadergrad::Tensor::zeros(gpu, &[2, 2]).unwrap();
+    let mut plans = Vec::new();
+    for rows in [1, 3] {
+        let mut g = Graph::new(gpu);
+        let x = g.input("x", &[rows, 2]);
+        let w = g.parameter("w", &[2, 2], vec![0.0; 4]).unwrap();
+        let y = g.matmul(x, w).unwrap();
+        let y_rows = g.sum(y, 0, false).unwrap();
+        let loss = g.sum(y_rows, 0, false).unwrap();
+        let dw = g.backward(loss).unwrap().of(w).unwrap();
+        let plan = g
+            .compile_with(&[y, loss], &[(w, &weight), (dw, &gradient)])
+            .unwrap();
+        plans.push((plan, x, y));
+    }
+    // The bound parameter starts from the tensor, not from the graph's initial values.
+    let (small, x, y) = &mut plans[0];
+    small.run(&[Feed::f32(*x, &[1.0, 1.0])], &[]).unwrap();
+    assert_close(
+        "y of the first plan",
+        &small.read(*y).unwrap(),
+        &[4.0, 6.0],
+        0.0,
+        0.0,
+    );
+    // dL/dw = Σ_rows xᵀ: each entry of row i is Σ x[:, i].
+    assert_close(
+        "gradient written into the bound tensor",
+        &gradient.to_vec().unwrap(),
+        &[1.0, 1.0, 1.0, 1.0],
+        0.0,
+        0.0,
+    );
+    // An update of the shared weight is seen by the other plan.
+    gpu.write(weight.buffer(), &[0.0f32, 1.0, 1.0, 0.0]);
+    let (large, x, y) = &mut plans[1];
+    large
+        .run(&[Feed::f32(*x, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], &[])
+        .unwrap();
+    assert_close(
+        "y of the second plan",
+        &large.read(*y).unwrap(),
+        &[2.0, 1.0, 4.0, 3.0, 6.0, 5.0],
+        0.0,
+        0.0,
+    );
+    assert_close(
+        "gradient of the second plan",
+        &gradient.to_vec().unwrap(),
+        &[9.0, 9.0, 12.0, 12.0],
+        0.0,
+        0.0,
+    );
+
+    let mut g = Graph::new(gpu);
+    let w = g.parameter("w", &[3, 2], vec![0.0; 6]).unwrap();
+    let err = g
+        .compile_with(&[w], &[(w, &weight)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("[3, 2]") && err.contains("[2, 2]"), "{err}");
+}

@@ -81,11 +81,47 @@ impl Graph {
     /// Compiles the nodes that `outputs` need into a plan. The outputs (a loss, gradients for
     /// an optimizer) keep buffers of their own and can be read after each run.
     pub fn compile(&self, outputs: &[Var]) -> Result<Plan> {
+        self.compile_with(outputs, &[])
+    }
+
+    /// [`Graph::compile`] with some values stored in given tensors instead of buffers of the
+    /// plan's own: a parameter bound to a tensor starts from (and trains) that tensor's
+    /// values, a computed value bound to a tensor is computed and written there. Plans compiled from
+    /// several graphs over the same bound parameters and gradients train one set of weights
+    /// with one optimizer: a plan per shape of batch (sequence lengths), for instance.
+    pub fn compile_with(&self, outputs: &[Var], bound: &[(Var, &Tensor)]) -> Result<Plan> {
         let gpu = self.gpu().clone();
+        let mut bound_tensors: HashMap<usize, Tensor> = HashMap::new();
+        for &(var, tensor) in bound {
+            let value = self.values.get(var.0).ok_or_else(|| {
+                Error::invalid("compile", format!("value {} is not in this graph", var.0))
+            })?;
+            if value.dtype != DType::F32 || tensor.shape() != value.shape.as_slice() {
+                return Err(Error::invalid(
+                    "compile",
+                    format!(
+                        "value {} ({:?} {:?}) cannot be bound to a tensor of shape {:?}: \
+                         only f32 values of the same shape can",
+                        var.0,
+                        value.dtype,
+                        value.shape,
+                        tensor.shape()
+                    ),
+                ));
+            }
+            if !tensor.gpu().same_device(&gpu) {
+                return Err(Error::invalid(
+                    "compile",
+                    format!("value {} is bound to a tensor of another device", var.0),
+                ));
+            }
+            bound_tensors.insert(var.0, tensor.clone());
+        }
         // Which nodes the outputs need, walking back from them.
         let mut needed = vec![false; self.values.len()];
-        for &v in outputs {
-            needed[v.0] = true;
+        // A value bound to a tensor is an output too: binding says where to write it.
+        for v in outputs.iter().map(|v| v.0).chain(bound_tensors.keys().copied()) {
+            needed[v] = true;
         }
         let mut live = vec![false; self.nodes.len()];
         for (index, node) in self.nodes.iter().enumerate().rev() {
@@ -105,6 +141,16 @@ impl Graph {
         for &index in &live_nodes {
             let node = &self.nodes[index];
             if node.op.is_alias() {
+                if bound_tensors.contains_key(&node.outputs[0].0) {
+                    return Err(Error::invalid(
+                        "compile",
+                        format!(
+                            "value {} is a reshape of another value and cannot be bound \
+                             to a tensor of its own",
+                            node.outputs[0].0
+                        ),
+                    ));
+                }
                 root[node.outputs[0].0] = root[node.inputs[0].0];
             }
         }
@@ -117,6 +163,9 @@ impl Graph {
         }
         for &v in outputs {
             persistent[root[v.0]] = true;
+        }
+        for &v in bound_tensors.keys() {
+            persistent[v] = true;
         }
         // The position (among live nodes) of the last node reading each root.
         let mut last_use = vec![None; self.values.len()];
@@ -138,6 +187,7 @@ impl Graph {
             }
             let value = &self.values[v];
             let operand = match value.dtype {
+                _ if bound_tensors.contains_key(&v) => Operand::F32(bound_tensors[&v].clone()),
                 DType::U32 => Operand::U32(Indices::uninit(&gpu, &value.shape)?),
                 DType::F32 => Operand::F32(match &value.source {
                     Source::Parameter { init, .. } => Tensor::from_slice(&gpu, init, &value.shape)?,
