@@ -5,6 +5,9 @@
 //! The examples come from the built-in 2-D tasks of [`points`] (spirals, XOR, circles) or
 //! from the user's own CSV file ([`Dataset::from_csv`]).
 //!
+//! Sequence-to-sequence pairs (source text → target text) live in [`text`]: built-in tasks,
+//! TSV files, a character vocabulary and batches bucketed by length.
+//!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
 //!
@@ -22,6 +25,7 @@
 //! ```
 
 pub mod points;
+pub mod text;
 
 use std::path::Path;
 

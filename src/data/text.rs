@@ -1,0 +1,787 @@
+//! Sequence-to-sequence data: pairs of a source string and a target string, from the built-in
+//! [`Task`]s or the user's own TSV file ([`read_tsv`]), a character [`Vocab`], and
+//! [`bucketed_batches`] of similar lengths, padded and laid out for the model.
+//!
+//! | task       | source (example)         | target          |
+//! |------------|--------------------------|-----------------|
+//! | `addition` | `535+61`                 | `596`           |
+//! | `reverse`  | `hello`                  | `olleh`         |
+//! | `sort`     | `hello`                  | `ehllo`         |
+//! | `dates`    | `Friday, March 5, 2021`  | `2021-03-05`    |
+//!
+//! ```
+//! use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Task, Vocab};
+//!
+//! let task = Task::parse("addition", 3, false)?;
+//! let (train, valid) = task.generate(1000, 100, 7)?;
+//! let vocab = Vocab::from_pairs(&train);
+//! let bucketing = Bucketing { batch: 32, round_to: 4, pad_last: true };
+//! for epoch in 0..2 {
+//!     for batch in bucketed_batches(&encode_pairs(&vocab, &train), &bucketing, Some(7 + epoch))? {
+//!         assert_eq!(batch.batch, 32);
+//!         assert_eq!(batch.source.len(), batch.source_steps * 32);
+//!     }
+//! }
+//! # let _ = valid;
+//! # Ok::<(), shadergrad::Error>(())
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use super::permutation;
+use crate::files::write_atomically;
+use crate::rng::Rng;
+use crate::{Error, Result};
+
+/// Pads sequences after their end, and fills padding rows.
+pub const PAD: u32 = 0;
+/// Begins the decoder's input, before the first target token.
+pub const BOS: u32 = 1;
+/// Ends every target: the decoder learns to emit it after the last token.
+pub const EOS: u32 = 2;
+/// Stands for a character the vocabulary does not hold.
+pub const UNK: u32 = 3;
+/// How many ids the special tokens above take; characters follow them.
+pub const SPECIAL_TOKENS: usize = 4;
+
+/// One example: the model reads `source` and learns to write `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pair {
+    pub source: String,
+    pub target: String,
+}
+
+/// The characters a model reads and writes, each with an id: character `chars()[i]` has id
+/// `SPECIAL_TOKENS + i`, after [`PAD`], [`BOS`], [`EOS`] and [`UNK`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vocab {
+    chars: Vec<char>,
+    ids: HashMap<char, u32>,
+}
+
+impl Vocab {
+    /// Every character of the sources and targets, in code point order.
+    pub fn from_pairs(pairs: &[Pair]) -> Vocab {
+        let chars: BTreeSet<char> = pairs
+            .iter()
+            .flat_map(|pair| pair.source.chars().chain(pair.target.chars()))
+            .collect();
+        Vocab::with_chars(chars.into_iter().collect())
+    }
+
+    /// The vocabulary of `chars` in the order given (as [`Vocab::chars`] returned them when a
+    /// checkpoint was saved, so the ids are the ones the model was trained with). A character
+    /// given twice is an error, since it would have two ids.
+    pub fn from_chars(chars: &[char]) -> Result<Vocab> {
+        let mut seen = HashMap::new();
+        for (position, &c) in chars.iter().enumerate() {
+            if let Some(first) = seen.insert(c, position) {
+                return Err(Error::invalid(
+                    "vocabulary",
+                    format!(
+                        "the character {c:?} appears twice (at positions {first} and {position}); \
+                         expected each character once"
+                    ),
+                ));
+            }
+        }
+        Ok(Vocab::with_chars(chars.to_vec()))
+    }
+
+    fn with_chars(chars: Vec<char>) -> Vocab {
+        let ids = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, (SPECIAL_TOKENS + i) as u32))
+            .collect();
+        Vocab { chars, ids }
+    }
+
+    /// The characters, in id order.
+    pub fn chars(&self) -> &[char] {
+        &self.chars
+    }
+
+    /// The number of ids: the special tokens and the characters.
+    #[allow(clippy::len_without_is_empty)] // never empty: the special tokens are always there
+    pub fn len(&self) -> usize {
+        SPECIAL_TOKENS + self.chars.len()
+    }
+
+    /// The id of each character of `text`, [`UNK`] for those the vocabulary lacks, and those
+    /// unknown characters, each once, in the order they first appear (to warn the user).
+    pub fn encode(&self, text: &str) -> (Vec<u32>, Vec<char>) {
+        let mut unknown = Vec::new();
+        let ids = text
+            .chars()
+            .map(|c| match self.ids.get(&c) {
+                Some(&id) => id,
+                None => {
+                    if !unknown.contains(&c) {
+                        unknown.push(c);
+                    }
+                    UNK
+                }
+            })
+            .collect();
+        (ids, unknown)
+    }
+
+    /// The text of `ids` up to the first [`EOS`], skipping [`PAD`] and [`BOS`]; [`UNK`], and
+    /// any id beyond the vocabulary, becomes U+FFFD, the replacement character.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        ids.iter()
+            .take_while(|&&id| id != EOS)
+            .filter(|&&id| id != PAD && id != BOS)
+            .map(|&id| {
+                (id as usize)
+                    .checked_sub(SPECIAL_TOKENS)
+                    .and_then(|i| self.chars.get(i))
+                    .copied()
+                    .unwrap_or(char::REPLACEMENT_CHARACTER)
+            })
+            .collect()
+    }
+}
+
+/// A built-in task: pairs drawn at random from a rule the model has to learn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `535+61` → `596`: two operands drawn uniformly from 0..10^`digits`, written without
+    /// leading zeros, and their sum. With `reverse_input` the source is written backwards
+    /// (`16+535`), which puts the low digits, where the carries start, first.
+    Addition { digits: usize, reverse_input: bool },
+    /// `hello` → `olleh`: lowercase ASCII letters, a length drawn uniformly from 1..=10, and
+    /// the same letters backwards.
+    Reverse,
+    /// `hello` → `ehllo`: lowercase ASCII letters, a length drawn uniformly from 1..=10, and
+    /// the same letters in alphabetical order.
+    Sort,
+    /// A day drawn uniformly from 1950-01-01 to 2049-12-31, written in one of nine formats
+    /// drawn uniformly, → the ISO 8601 date. For 2021-03-05 (a Friday) the formats are:
+    /// `March 5, 2021`; `5 March 2021`; `Mar 5 2021`; `05-Mar-2021`; `3/5/2021` (month
+    /// first); `05.03.2021` (day first); `Friday, March 5, 2021`; `2021/03/05`;
+    /// `march 5th 2021`. No two (day, format) give the same source.
+    Dates,
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// Starting from Sunday, as `weekday` counts.
+const WEEKDAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
+
+const DATE_FORMATS: usize = 9;
+const FIRST_YEAR: i64 = 1950;
+const LAST_YEAR: i64 = 2049;
+const LONGEST_WORD: usize = 10;
+
+impl Task {
+    /// The names [`Task::parse`] accepts.
+    pub const NAMES: [&'static str; 4] = ["addition", "reverse", "sort", "dates"];
+
+    /// The task called `name`; `digits` (1 to 9, so the sum fits easily in a u64) and
+    /// `reverse_input` only matter for addition.
+    pub fn parse(name: &str, digits: usize, reverse_input: bool) -> Result<Task> {
+        match name {
+            "addition" => {
+                let task = Task::Addition {
+                    digits,
+                    reverse_input,
+                };
+                task.check()?;
+                Ok(task)
+            }
+            "reverse" => Ok(Task::Reverse),
+            "sort" => Ok(Task::Sort),
+            "dates" => Ok(Task::Dates),
+            _ => Err(Error::invalid(
+                "sequence task",
+                format!(
+                    "unknown task {name:?}; expected one of {}",
+                    Task::NAMES.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Checks what [`Task::parse`] checks, for a task built by hand.
+    fn check(&self) -> Result<()> {
+        match *self {
+            Task::Addition { digits, .. } if !(1..=9).contains(&digits) => Err(Error::invalid(
+                "addition task",
+                format!("digits must be from 1 to 9, got {digits}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The name [`Task::parse`] knows the task by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Task::Addition { .. } => "addition",
+            Task::Reverse => "reverse",
+            Task::Sort => "sort",
+            Task::Dates => "dates",
+        }
+    }
+
+    /// One pair drawn at random. An addition built by hand with digits outside 1..=9 (which
+    /// [`Task::parse`] and [`Task::generate`] refuse) draws as if they were 1 or 9.
+    pub fn example(&self, rng: &mut Rng) -> Pair {
+        match *self {
+            Task::Addition {
+                digits,
+                reverse_input,
+            } => {
+                // Clamped so that no hand-built task can overflow the sum.
+                let limit = 10u64.pow(digits.clamp(1, 9) as u32);
+                let (a, b) = (rng.next_u64() % limit, rng.next_u64() % limit);
+                let source = format!("{a}+{b}");
+                Pair {
+                    source: if reverse_input {
+                        source.chars().rev().collect()
+                    } else {
+                        source
+                    },
+                    target: (a + b).to_string(),
+                }
+            }
+            Task::Reverse => {
+                let source = random_word(rng);
+                let target = source.chars().rev().collect();
+                Pair { source, target }
+            }
+            Task::Sort => {
+                let source = random_word(rng);
+                let mut letters: Vec<char> = source.chars().collect();
+                letters.sort_unstable();
+                Pair {
+                    source,
+                    target: letters.into_iter().collect(),
+                }
+            }
+            Task::Dates => {
+                let (first, days) = date_range();
+                let day = first + rng.below(days) as i64;
+                let format = rng.below(DATE_FORMATS);
+                let (year, month, date) = civil_from_days(day);
+                Pair {
+                    source: write_date(format, day),
+                    target: format!("{year:04}-{month:02}-{date:02}"),
+                }
+            }
+        }
+    }
+
+    /// How many different sources the task can draw.
+    fn distinct_sources(&self) -> u64 {
+        match *self {
+            Task::Addition { digits, .. } => 10u64.saturating_pow(2 * digits as u32),
+            Task::Reverse | Task::Sort => (1..=LONGEST_WORD as u32).map(|n| 26u64.pow(n)).sum(),
+            Task::Dates => (date_range().1 * DATE_FORMATS) as u64,
+        }
+    }
+
+    /// `train` + `valid` pairs, deterministic from the seed, no source in both (held out);
+    /// an error if the task has fewer distinct sources than asked (e.g. 1-digit addition has
+    /// 100). No source occurs twice at all: repeats are drawn again. The validation pairs are
+    /// drawn first, so they depend only on `valid` and the seed, not on `train`.
+    pub fn generate(
+        &self,
+        train: usize,
+        valid: usize,
+        seed: u64,
+    ) -> Result<(Vec<Pair>, Vec<Pair>)> {
+        self.check()?;
+        let available = self.distinct_sources();
+        let asked = train as u128 + valid as u128;
+        if asked > u128::from(available) {
+            return Err(Error::invalid(
+                "sequence task",
+                format!(
+                    "{train} training and {valid} validation pairs need {asked} different sources, \
+                     but the {} task{} has only {available}",
+                    self.name(),
+                    match self {
+                        Task::Addition { digits: 1, .. } => " with 1 digit".to_string(),
+                        Task::Addition { digits, .. } => format!(" with {digits} digits"),
+                        _ => String::new(),
+                    }
+                ),
+            ));
+        }
+        let mut rng = Rng::new(seed);
+        let mut sources = HashSet::new();
+        let mut draw = |count: usize| {
+            let mut pairs = Vec::new();
+            while pairs.len() < count {
+                let pair = self.example(&mut rng);
+                if sources.insert(pair.source.clone()) {
+                    pairs.push(pair);
+                }
+            }
+            pairs
+        };
+        let valid_pairs = draw(valid);
+        let train_pairs = draw(train);
+        Ok((train_pairs, valid_pairs))
+    }
+}
+
+/// Lowercase letters, a length uniform in 1..=LONGEST_WORD.
+fn random_word(rng: &mut Rng) -> String {
+    let length = 1 + rng.below(LONGEST_WORD);
+    (0..length)
+        .map(|_| char::from(b'a' + rng.below(26) as u8))
+        .collect()
+}
+
+/// The first day of the dates task (counted from 1970-01-01) and how many days it spans.
+fn date_range() -> (i64, usize) {
+    let first = days_from_civil(FIRST_YEAR, 1, 1);
+    let last = days_from_civil(LAST_YEAR, 12, 31);
+    (first, (last - first + 1) as usize)
+}
+
+/// Day `day` (counted from 1970-01-01) in date format `format` (see [`Task::Dates`]).
+fn write_date(format: usize, day: i64) -> String {
+    let (year, month, date) = civil_from_days(day);
+    let name = MONTHS[month as usize - 1];
+    let short = &name[..3];
+    let weekday = WEEKDAYS[(day + 4).rem_euclid(7) as usize]; // 1970-01-01 was a Thursday
+    match format {
+        0 => format!("{name} {date}, {year}"),
+        1 => format!("{date} {name} {year}"),
+        2 => format!("{short} {date} {year}"),
+        3 => format!("{date:02}-{short}-{year}"),
+        4 => format!("{month}/{date}/{year}"),
+        5 => format!("{date:02}.{month:02}.{year}"),
+        6 => format!("{weekday}, {name} {date}, {year}"),
+        7 => format!("{year}/{month:02}/{date:02}"),
+        _ => format!(
+            "{} {date}{} {year}",
+            name.to_lowercase(),
+            ordinal_suffix(date)
+        ),
+    }
+}
+
+/// "st", "nd", "rd" or "th", as English writes 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st.
+fn ordinal_suffix(number: i64) -> &'static str {
+    match (number % 10, number % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    }
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The (year, month, day) of the day `days` after 1970-01-01; the inverse of
+/// [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Pairs from a TSV file: source, a tab, target, per line. Blank lines are skipped; a line
+/// without a tab, with more than one tab, or with an empty source or target is an error naming
+/// the file and the 1-based line; no pairs at all is an error naming the file. Handles "\r\n".
+/// Spaces are kept: they are characters of the source or target like any other. A UTF-8
+/// byte order mark is allowed.
+pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|error| {
+        let line = 1 + bytes[..error.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Error::format(path, format!("line {line}: not UTF-8 text"))
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let at_line =
+        |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
+    let mut pairs = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            [only] if only.trim().is_empty() => continue,
+            [only] => {
+                return Err(at_line(
+                    line_number,
+                    format!(
+                        "no tab in {:?}; expected the source, a tab, then the target",
+                        preview(only)
+                    ),
+                ))
+            }
+            ["", _] => {
+                return Err(at_line(
+                    line_number,
+                    "the source (before the tab) is empty".into(),
+                ))
+            }
+            [_, ""] => {
+                return Err(at_line(
+                    line_number,
+                    "the target (after the tab) is empty".into(),
+                ))
+            }
+            [source, target] => pairs.push(Pair {
+                source: source.to_string(),
+                target: target.to_string(),
+            }),
+            _ => {
+                return Err(at_line(
+                    line_number,
+                    format!(
+                        "{} tabs; expected exactly one, between the source and the target",
+                        fields.len() - 1
+                    ),
+                ))
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return Err(Error::format(
+            path,
+            "holds no pairs; expected lines of a source, a tab, then the target",
+        ));
+    }
+    Ok(pairs)
+}
+
+/// The start of a long line, for an error message.
+fn preview(line: &str) -> String {
+    const SHOWN: usize = 60;
+    if line.chars().count() <= SHOWN {
+        line.to_string()
+    } else {
+        line.chars().take(SHOWN).chain("…".chars()).collect()
+    }
+}
+
+/// Writes `pairs` as a TSV file that [`read_tsv`] reads back exactly (for instance to dump a
+/// built-in task). Every source and target must be non-empty and free of tabs and line
+/// breaks. The file is written to a temporary file beside it and renamed, so it is never seen
+/// half-written.
+pub fn write_tsv(path: impl AsRef<Path>, pairs: &[Pair]) -> Result<()> {
+    if pairs.is_empty() {
+        return Err(Error::invalid(
+            "write_tsv",
+            "no pairs to write; a TSV file needs at least one",
+        ));
+    }
+    let mut text = String::new();
+    for (index, pair) in pairs.iter().enumerate() {
+        for (side, value) in [("source", &pair.source), ("target", &pair.target)] {
+            if value.is_empty() || value.contains(['\t', '\n', '\r']) {
+                return Err(Error::invalid(
+                    "write_tsv",
+                    format!(
+                        "pair {index} has the {side} {value:?}; expected a non-empty text \
+                         without tabs or line breaks"
+                    ),
+                ));
+            }
+        }
+        text.push_str(&pair.source);
+        text.push('\t');
+        text.push_str(&pair.target);
+        text.push('\n');
+    }
+    write_atomically(path.as_ref(), text.as_bytes())
+}
+
+/// Splits off `valid_fraction` (in (0, 1), error otherwise; at least one pair on each side,
+/// error naming the count otherwise) of the pairs, shuffled with the seed. The validation
+/// part has round(`valid_fraction` × pairs) pairs; returns (train, valid). Pairs with equal
+/// sources are not kept together: a file that repeats a source can have it on both sides.
+pub fn split_pairs(
+    pairs: &[Pair],
+    valid_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Pair>, Vec<Pair>)> {
+    if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
+        return Err(Error::invalid(
+            "split pairs",
+            format!(
+                "the validation fraction must lie strictly between 0 and 1, got {valid_fraction}"
+            ),
+        ));
+    }
+    let valid_count = (pairs.len() as f64 * valid_fraction).round() as usize;
+    if valid_count == 0 || valid_count == pairs.len() {
+        return Err(Error::invalid(
+            "split pairs",
+            format!(
+                "a validation fraction of {valid_fraction} of {} pairs leaves {} for training and \
+                 {valid_count} for validation; both need at least one",
+                pairs.len(),
+                pairs.len() - valid_count
+            ),
+        ));
+    }
+    let order = permutation(pairs.len(), &mut Rng::new(seed));
+    let (valid, train) = order.split_at(valid_count);
+    let gather = |indices: &[usize]| indices.iter().map(|&i| pairs[i].clone()).collect();
+    Ok((gather(train), gather(valid)))
+}
+
+/// A pair as token ids, without [`BOS`] or [`EOS`]; [`bucketed_batches`] adds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPair {
+    pub source: Vec<u32>,
+    pub target: Vec<u32>,
+}
+
+/// The pairs' ids; characters the vocabulary lacks become [`UNK`] (see [`Vocab::encode`] to
+/// find them).
+pub fn encode_pairs(vocab: &Vocab, pairs: &[Pair]) -> Vec<EncodedPair> {
+    pairs
+        .iter()
+        .map(|pair| EncodedPair {
+            source: vocab.encode(&pair.source).0,
+            target: vocab.encode(&pair.target).0,
+        })
+        .collect()
+}
+
+/// One padded batch, laid out for the model. Padding rows (after the `real` ones) hold only
+/// [`PAD`] and have lengths 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqBatch {
+    /// Rows (B), including padding rows.
+    pub batch: usize,
+    /// Rows that are real examples: the first `real`.
+    pub real: usize,
+    /// Ts: the longest source, rounded up to a multiple of [`Bucketing::round_to`].
+    pub source_steps: usize,
+    /// Td: the longest target + 1 (the EOS), rounded up like Ts.
+    pub target_steps: usize,
+    /// `[Ts, B]` TIME-MAJOR (index t·B + b): the source, then PAD.
+    pub source: Vec<u32>,
+    /// `[B]`: each source's length; 0 for padding rows.
+    pub source_lengths: Vec<u32>,
+    /// `[Td, B]` TIME-MAJOR (index t·B + b): BOS, the target, then PAD.
+    pub decoder_input: Vec<u32>,
+    /// `[B, Td]` BATCH-MAJOR (index b·Td + t): the target, EOS, then PAD.
+    pub target: Vec<u32>,
+    /// `[B]`: target length + 1 (the EOS); 0 for padding rows.
+    pub target_lengths: Vec<u32>,
+    /// `[real]`: the index, into the pairs given, of each real row.
+    pub examples: Vec<usize>,
+}
+
+/// How [`bucketed_batches`] cuts and pads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucketing {
+    /// Rows per batch (at least 1).
+    pub batch: usize,
+    /// Ts and Td are rounded up to a multiple of this (at least 1).
+    pub round_to: usize,
+    /// Pads the last, partial batch with empty rows up to `batch`.
+    pub pad_last: bool,
+}
+
+/// How many batches' worth of pairs are sorted together by length: enough that each batch
+/// finds pairs of nearly its length, few enough that batches still mix examples from all
+/// over the data.
+const SORTED_BATCHES: usize = 50;
+
+/// Batches of similar lengths: shuffle (when `seed` is Some) the pairs, sort chunks of
+/// 50 batches' worth by (source length, target length), cut them into batches, shuffle the
+/// batch order. Ts and Td are each batch's longest, rounded up to a multiple of `round_to`
+/// (≥ 1) so that few distinct shapes occur. With `pad_last` the last batch is padded with
+/// empty rows up to `batch` (so every batch has the same B); otherwise it is smaller.
+/// `seed: None` keeps the given order (for evaluation; the `examples` field maps back):
+/// neither shuffle nor sort, so batch k holds pairs k·batch.. in order.
+///
+/// With a seed, the smaller (or padded) batch holds the longest pairs of the last chunk and
+/// may come anywhere in the order. Every pair needs a non-empty source (a source length of 0
+/// marks a padding row); an empty target is fine (the model learns to write EOS at once).
+pub fn bucketed_batches(
+    pairs: &[EncodedPair],
+    bucketing: &Bucketing,
+    seed: Option<u64>,
+) -> Result<Vec<SeqBatch>> {
+    if bucketing.batch == 0 {
+        return Err(Error::invalid(
+            "bucketed batches",
+            "the batch size must be at least 1, got 0",
+        ));
+    }
+    if bucketing.round_to == 0 {
+        return Err(Error::invalid(
+            "bucketed batches",
+            "round_to must be at least 1 (1 rounds nothing), got 0",
+        ));
+    }
+    if pairs.is_empty() {
+        return Err(Error::invalid("bucketed batches", "there are no pairs"));
+    }
+    if let Some(empty) = pairs.iter().position(|pair| pair.source.is_empty()) {
+        return Err(Error::invalid(
+            "bucketed batches",
+            format!("pair {empty} has an empty source; every source needs at least one token"),
+        ));
+    }
+    let mut rng = seed.map(Rng::new);
+    let order = match rng.as_mut() {
+        Some(rng) => {
+            let mut order = permutation(pairs.len(), rng);
+            let chunk = SORTED_BATCHES.saturating_mul(bucketing.batch);
+            for sorted in order.chunks_mut(chunk) {
+                sorted.sort_by_key(|&i| (pairs[i].source.len(), pairs[i].target.len()));
+            }
+            order
+        }
+        None => (0..pairs.len()).collect(),
+    };
+    let batches: Vec<SeqBatch> = order
+        .chunks(bucketing.batch)
+        .map(|rows| pad_batch(pairs, rows, bucketing))
+        .collect();
+    Ok(match rng.as_mut() {
+        Some(rng) => {
+            let mut shuffled: Vec<Option<SeqBatch>> = batches.into_iter().map(Some).collect();
+            permutation(shuffled.len(), rng)
+                .into_iter()
+                .filter_map(|k| shuffled[k].take())
+                .collect()
+        }
+        None => batches,
+    })
+}
+
+/// The batch of pairs `rows` (each with a non-empty source), laid out as [`SeqBatch`] says.
+fn pad_batch(pairs: &[EncodedPair], rows: &[usize], bucketing: &Bucketing) -> SeqBatch {
+    let batch = if bucketing.pad_last {
+        bucketing.batch
+    } else {
+        rows.len()
+    };
+    let round_up = |steps: usize| steps.div_ceil(bucketing.round_to) * bucketing.round_to;
+    let (longest_source, longest_target) = longest_of(rows.iter().map(|&i| &pairs[i]));
+    let source_steps = round_up(longest_source);
+    let target_steps = round_up(longest_target + 1);
+    let mut source = vec![PAD; source_steps * batch];
+    let mut decoder_input = vec![PAD; target_steps * batch];
+    let mut target = vec![PAD; batch * target_steps];
+    let mut source_lengths = vec![0; batch];
+    let mut target_lengths = vec![0; batch];
+    for (b, pair) in rows.iter().map(|&i| &pairs[i]).enumerate() {
+        for (t, &id) in pair.source.iter().enumerate() {
+            source[t * batch + b] = id;
+        }
+        decoder_input[b] = BOS;
+        for (t, &id) in pair.target.iter().enumerate() {
+            decoder_input[(t + 1) * batch + b] = id;
+            target[b * target_steps + t] = id;
+        }
+        target[b * target_steps + pair.target.len()] = EOS;
+        source_lengths[b] = pair.source.len() as u32;
+        target_lengths[b] = pair.target.len() as u32 + 1;
+    }
+    SeqBatch {
+        batch,
+        real: rows.len(),
+        source_steps,
+        target_steps,
+        source,
+        source_lengths,
+        decoder_input,
+        target,
+        target_lengths,
+        examples: rows.to_vec(),
+    }
+}
+
+/// The longest source and target (in tokens, without EOS) of the pairs; (0, 0) for none.
+pub fn longest(pairs: &[EncodedPair]) -> (usize, usize) {
+    longest_of(pairs.iter())
+}
+
+fn longest_of<'a>(pairs: impl Iterator<Item = &'a EncodedPair>) -> (usize, usize) {
+    pairs.fold((0, 0), |(source, target), pair| {
+        (source.max(pair.source.len()), target.max(pair.target.len()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Task::distinct_sources` counts every (day, format) as its own source, which holds only
+    /// if no two of them are written alike; `generate` would loop forever otherwise.
+    #[test]
+    fn every_day_and_date_format_is_a_different_source() {
+        let (first, days) = date_range();
+        let mut sources = HashSet::new();
+        for day in first..first + days as i64 {
+            assert_eq!(days_from_civil_of(civil_from_days(day)), day);
+            for format in 0..DATE_FORMATS {
+                let source = write_date(format, day);
+                assert!(
+                    sources.insert(source.clone()),
+                    "{source:?} is written twice"
+                );
+            }
+        }
+        assert_eq!(sources.len() as u64, Task::Dates.distinct_sources());
+    }
+
+    fn days_from_civil_of((year, month, day): (i64, i64, i64)) -> i64 {
+        days_from_civil(year, month, day)
+    }
+}
