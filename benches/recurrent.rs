@@ -9,8 +9,8 @@ mod common;
 
 use common::{print_adapter, print_header, print_row, time_dispatches};
 use shadergrad::kernels::recurrent::{
-    recurrent_backward_dispatches, recurrent_forward_dispatches, CellKind,
-    RecurrentBackwardInputs, RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
+    recurrent_backward_dispatches, recurrent_forward_dispatches, CellKind, RecurrentBackwardInputs,
+    RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
 };
 use shadergrad::rng::Rng;
 use shadergrad::{Gpu, Tensor};
@@ -82,7 +82,14 @@ fn main() -> shadergrad::Result<()> {
         ] {
             let stats = time_dispatches(&gpu, dispatches)?;
             let name = format!("{} {pass}", kind.name());
-            print_row(&name, &format!("{} disp.", dispatches.len()), &label, &stats, Some(flops), None);
+            print_row(
+                &name,
+                &format!("{} disp.", dispatches.len()),
+                &label,
+                &stats,
+                Some(flops),
+                None,
+            );
             per_step.push((name, stats.median * 1e3, stats.median * 1e3 / STEPS as f64));
         }
     }

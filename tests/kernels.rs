@@ -337,9 +337,12 @@ fn matmul_reads_and_writes_at_offsets() {
             let what = format!("gemm at offsets, {variant:?}, trans_a {trans_a}");
             // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K.
             let tolerance = (k as f64 + 2.0) * EPS * k as f64;
-            assert_within(&what, &got[out_offset..out_offset + m * n], &expected, |_| {
-                tolerance
-            });
+            assert_within(
+                &what,
+                &got[out_offset..out_offset + m * n],
+                &expected,
+                |_| tolerance,
+            );
             assert!(
                 got[..out_offset]
                     .iter()
@@ -380,7 +383,10 @@ fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
     let err = gemm_dispatch(&operands, &shape, 1.0, 0.0, MatmulVariant::Blocked)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("A (shape [10])") && err.contains("11"), "{err}");
+    assert!(
+        err.contains("A (shape [10])") && err.contains("11"),
+        "{err}"
+    );
     shape.a_offset = 0;
     shape.out_offset = 2;
     assert!(!MatmulVariant::BlockedVec4.supports(&shape));

@@ -36,7 +36,11 @@ fn values(rng: &mut Rng, n: usize, low: f32, high: f32) -> Vec<f64> {
     to_f64(&rng.vec(n, low, high))
 }
 
-fn shape(kind: CellKind, (steps, batch, hidden): (usize, usize, usize), reverse: bool) -> RecurrentShape {
+fn shape(
+    kind: CellKind,
+    (steps, batch, hidden): (usize, usize, usize),
+    reverse: bool,
+) -> RecurrentShape {
     RecurrentShape {
         kind,
         steps,
@@ -221,7 +225,11 @@ fn masked_steps_carry_the_state_and_save_zeros() {
             let saved = outputs.saved.to_vec().unwrap();
             let h0 = to_f32(&cpu.h0[4..8]);
             for slot in 0..4 {
-                assert_eq!(&states[slot * 8 + 4..slot * 8 + 8], &h0[..], "{kind:?} slot {slot}");
+                assert_eq!(
+                    &states[slot * 8 + 4..slot * 8 + 8],
+                    &h0[..],
+                    "{kind:?} slot {slot}"
+                );
             }
             let width = shape.saved_width();
             for t in 0..3 {
@@ -336,12 +344,7 @@ fn gpu_gradients(
 /// over T·B rows, dh_prev over G·H columns, accumulated over T steps) carry errors of
 /// about 50·ε·Σ|terms| ≲ 1e-5, so atol 2e-5 and rtol 1e-3. The CPU backward is f64 like
 /// the differences, whose own error is ≈ 1e-10 (see `numeric_gradients`).
-fn check_backward(
-    seed: u64,
-    shape: RecurrentShape,
-    lengths: Option<Vec<u32>>,
-    with_dstates: bool,
-) {
+fn check_backward(seed: u64, shape: RecurrentShape, lengths: Option<Vec<u32>>, with_dstates: bool) {
     let what = describe(&shape, &lengths, false);
     let cpu = random_inputs(seed, &shape, lengths, false);
     let (dstates, dcells) = random_output_weights(seed + 1000, &shape);
@@ -359,7 +362,9 @@ fn check_backward(
     ];
     cpu_grads.extend(reference.dc0);
     assert_eq!(numeric.len(), analytic.len());
-    for (((name, numeric), (_, gpu_grad)), cpu_grad) in numeric.iter().zip(&analytic).zip(&cpu_grads) {
+    for (((name, numeric), (_, gpu_grad)), cpu_grad) in
+        numeric.iter().zip(&analytic).zip(&cpu_grads)
+    {
         assert_gradient(&format!("{what}: d{name}"), gpu_grad, numeric, 1e-3, 2e-5);
         for (i, (c, n)) in cpu_grad.iter().zip(numeric).enumerate() {
             assert!(
@@ -376,7 +381,12 @@ fn backward_matches_finite_differences_both_directions_with_lengths() {
     for kind in CellKind::ALL {
         for reverse in [false, true] {
             seed += 1;
-            check_backward(seed, shape(kind, (4, 3, 3), reverse), Some(vec![4, 0, 2]), true);
+            check_backward(
+                seed,
+                shape(kind, (4, 3, 3), reverse),
+                Some(vec![4, 0, 2]),
+                true,
+            );
         }
     }
 }
@@ -479,7 +489,10 @@ fn forward_names_the_input_of_the_wrong_shape() {
         ..uploaded.inputs()
     };
     let err = recurrent_forward(&inputs, &shape).unwrap_err().to_string();
-    assert!(err.contains("lengths must be [B]") && err.contains("[3]"), "{err}");
+    assert!(
+        err.contains("lengths must be [B]") && err.contains("[3]"),
+        "{err}"
+    );
 
     // Outputs of the wrong shapes, through the recording call.
     let good = RecurrentOutputs::allocate(gpu(), &shape).unwrap();
@@ -490,7 +503,10 @@ fn forward_names_the_input_of_the_wrong_shape() {
     let err = recurrent_forward_dispatches(&uploaded.inputs(), &short, &shape)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("states must be [T+1, B, H]") && err.contains("[3, 2, 4]"), "{err}");
+    assert!(
+        err.contains("states must be [T+1, B, H]") && err.contains("[3, 2, 4]"),
+        "{err}"
+    );
     let no_cells = RecurrentOutputs {
         cells: None,
         ..good.clone()
@@ -506,7 +522,10 @@ fn forward_names_the_input_of_the_wrong_shape() {
     let err = recurrent_forward_dispatches(&uploaded.inputs(), &bad_saved, &shape)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("saved must be [T, B, S·H]") && err.contains("[3, 2, 16]"), "{err}");
+    assert!(
+        err.contains("saved must be [T, B, S·H]") && err.contains("[3, 2, 16]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -611,7 +630,9 @@ fn backward_names_the_tensor_of_the_wrong_shape() {
         cells: None,
         ..inputs
     };
-    let err = recurrent_backward(&no_cells, &shape).unwrap_err().to_string();
+    let err = recurrent_backward(&no_cells, &shape)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("the LSTM needs cells"), "{err}");
 
     let good = RecurrentGrads::allocate(gpu(), &shape).unwrap();
@@ -635,7 +656,10 @@ fn backward_names_the_tensor_of_the_wrong_shape() {
     let err = recurrent_backward_dispatches(&inputs, &bad_dr, &shape)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("dr must be [H, G·H]") && err.contains("[4, 16]"), "{err}");
+    assert!(
+        err.contains("dr must be [H, G·H]") && err.contains("[4, 16]"),
+        "{err}"
+    );
 }
 
 #[test]

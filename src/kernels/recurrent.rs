@@ -14,9 +14,10 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::matmul::{gemm_dispatch, CLayout, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
-use crate::kernels::WORKGROUP_1D;
+use crate::kernels::{pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
 
 pub static SHADER: ShaderSource = ShaderSource {
@@ -342,7 +343,10 @@ fn expect_for_lstm_only(shape: &RecurrentShape, what: &str, present: bool) -> Re
         )),
         (false, true) => Err(Error::invalid(
             shape.kind.name(),
-            format!("{what} is for the LSTM only, this layer is {:?}", shape.kind),
+            format!(
+                "{what} is for the LSTM only, this layer is {:?}",
+                shape.kind
+            ),
         )),
         _ => Ok(()),
     }
@@ -362,13 +366,7 @@ fn expect_lengths(shape: &RecurrentShape, lengths: Option<&Indices>, gpu: &Gpu) 
                 op: shape.kind.name(),
             });
         }
-        expect(
-            shape,
-            "lengths",
-            "[B]",
-            lengths.shape(),
-            &[shape.batch],
-        )?;
+        expect(shape, "lengths", "[B]", lengths.shape(), &[shape.batch])?;
     }
     Ok(())
 }
@@ -380,7 +378,13 @@ fn check_forward(
 ) -> Result<()> {
     shape.check_nonempty()?;
     let state = [shape.batch, shape.hidden];
-    expect(shape, "gx", "[T, B, G·H]", inputs.gx.shape(), &shape.gates_shape())?;
+    expect(
+        shape,
+        "gx",
+        "[T, B, G·H]",
+        inputs.gx.shape(),
+        &shape.gates_shape(),
+    )?;
     expect(
         shape,
         "r",
@@ -404,7 +408,10 @@ fn check_forward(
         if !shape.kind.has_cells() {
             return Err(Error::invalid(
                 shape.kind.name(),
-                format!("peepholes are for the LSTM only, this layer is {:?}", shape.kind),
+                format!(
+                    "peepholes are for the LSTM only, this layer is {:?}",
+                    shape.kind
+                ),
             ));
         }
         expect(
@@ -424,7 +431,13 @@ fn check_forward(
     )?;
     expect_for_lstm_only(shape, "cells (an output)", outputs.cells.is_some())?;
     if let Some(cells) = &outputs.cells {
-        expect(shape, "cells", "[T+1, B, H]", cells.shape(), &shape.states_shape())?;
+        expect(
+            shape,
+            "cells",
+            "[T+1, B, H]",
+            cells.shape(),
+            &shape.states_shape(),
+        )?;
     }
     expect(
         shape,
@@ -470,7 +483,10 @@ fn check_backward(
         if !shape.kind.has_cells() {
             return Err(Error::invalid(
                 shape.kind.name(),
-                format!("dcells is for the LSTM only, this layer is {:?}", shape.kind),
+                format!(
+                    "dcells is for the LSTM only, this layer is {:?}",
+                    shape.kind
+                ),
             ));
         }
         expect(
@@ -490,7 +506,13 @@ fn check_backward(
     )?;
     expect_for_lstm_only(shape, "cells (from the forward)", inputs.cells.is_some())?;
     if let Some(cells) = inputs.cells {
-        expect(shape, "cells", "[T+1, B, H]", cells.shape(), &shape.states_shape())?;
+        expect(
+            shape,
+            "cells",
+            "[T+1, B, H]",
+            cells.shape(),
+            &shape.states_shape(),
+        )?;
     }
     expect(
         shape,
@@ -506,7 +528,13 @@ fn check_backward(
         inputs.r.shape(),
         &[shape.hidden, shape.gate_width()],
     )?;
-    expect(shape, "dgx", "[T, B, G·H]", grads.dgx.shape(), &shape.gates_shape())?;
+    expect(
+        shape,
+        "dgx",
+        "[T, B, G·H]",
+        grads.dgx.shape(),
+        &shape.gates_shape(),
+    )?;
     expect(
         shape,
         "dr",
@@ -802,10 +830,10 @@ fn cell_backward_dispatch(
     )
 }
 
-/// Records the backward of a whole sequence into `grads`: per step in reverse processing
-/// order the cell backward and dh_prev = dgh·rᵀ + direct, then dr = Σ_t h_prev(t)ᵀ·dgh_t
-/// as one product over all T·B rows and dr_bias as one column sum. Returns the dispatches
-/// and the scratch tensors they bind.
+/// Records the backward of a whole sequence into `grads`: a copy of rᵀ, then per step in
+/// reverse processing order the cell backward and dh_prev = dgh·rᵀ + direct, then
+/// dr = Σ_t h_prev(t)ᵀ·dgh_t as one product over all T·B rows and dr_bias as one column
+/// sum. Returns the dispatches and the scratch tensors they bind.
 ///
 /// The gradient carried from step to step alternates between `grads.dh0` and a scratch
 /// tensor (the matmul cannot read and write one buffer), arranged so that the last step
@@ -817,7 +845,8 @@ pub fn recurrent_backward_dispatches(
 ) -> Result<(Vec<Dispatch>, Vec<Tensor>)> {
     check_backward(inputs, grads, shape)?;
     let gpu = inputs.states.gpu();
-    let (steps, batch, hidden, width) = (shape.steps, shape.batch, shape.hidden, shape.gate_width());
+    let (steps, batch, hidden, width) =
+        (shape.steps, shape.batch, shape.hidden, shape.gate_width());
     let spare_carry = Tensor::uninit(gpu, &[batch, hidden])?;
     let carries = if steps % 2 == 0 {
         [&grads.dh0, &spare_carry]
@@ -830,7 +859,15 @@ pub fn recurrent_backward_dispatches(
         CellKind::Rnn | CellKind::Lstm => None,
     };
     let dgh = dgh_all.as_ref().unwrap_or(&grads.dgx);
-    let mut dispatches = Vec::with_capacity(2 * steps + 2);
+    let mut dispatches = Vec::with_capacity(2 * steps + 3);
+    // Rᵀ once, so that every step's dh_prev = dgh·Rᵀ reads a non-transposed B: the layout
+    // the fastest matmul variants take (on lavapipe the vec4 kernel, ~2× the scalar one).
+    let r_t = Tensor::uninit(gpu, &[width, hidden])?;
+    dispatches.push(strided_copy_dispatch(
+        inputs.r,
+        &r_t,
+        pad_to_rank4(&[1, width], 0),
+    )?);
     for (s, t) in shape.forward_order().into_iter().rev().enumerate() {
         let (carry, next_carry) = (carries[s % 2], carries[(s + 1) % 2]);
         dispatches.push(cell_backward_dispatch(
@@ -843,7 +880,7 @@ pub fn recurrent_backward_dispatches(
         )?);
         dispatches.push(product(
             (dgh, t * batch * width, false),
-            (inputs.r, true),
+            (&r_t, false),
             Some(carry),
             None,
             next_carry,
@@ -869,7 +906,7 @@ pub fn recurrent_backward_dispatches(
         Reduce::Sum,
         ReduceVariant::choose(width, steps * batch),
     )?);
-    let mut scratch = vec![spare_carry];
+    let mut scratch = vec![spare_carry, r_t];
     scratch.extend(dgh_all);
     Ok((dispatches, scratch))
 }
@@ -985,7 +1022,8 @@ pub fn recurrent_forward_cpu(inputs: &RecurrentCpu, shape: &RecurrentShape) -> R
                 }
                 continue;
             }
-            let gh = inputs.recurrent_projection(&states[prev + state..prev + state + hidden], shape);
+            let gh =
+                inputs.recurrent_projection(&states[prev + state..prev + state + hidden], shape);
             let gx = &inputs.gx[(t * batch + b) * width..][..width];
             let save = &mut saved[(t * batch + b) * saved_width..][..saved_width];
             for j in 0..hidden {
@@ -1010,12 +1048,8 @@ pub fn recurrent_forward_cpu(inputs: &RecurrentCpu, shape: &RecurrentShape) -> R
                     CellKind::Lstm => {
                         let cells = cells.as_mut().expect("LSTM cells");
                         let c_prev = cells[prev + state + j];
-                        let peephole = |k: usize| {
-                            inputs
-                                .peepholes
-                                .as_ref()
-                                .map_or(0.0, |p| p[k * hidden + j])
-                        };
+                        let peephole =
+                            |k: usize| inputs.peepholes.as_ref().map_or(0.0, |p| p[k * hidden + j]);
                         let i = sigmoid(pre(0) + peephole(0) * c_prev);
                         let f = sigmoid(pre(1) + peephole(2) * c_prev);
                         let g = pre(2).tanh();
