@@ -201,14 +201,16 @@ fn lstm_forward_with_peepholes() {
 
 #[test]
 fn forward_large_case() {
+    let dims = (10, 16, 64);
     for (i, kind) in CellKind::ALL.into_iter().enumerate() {
-        let dims = (10, 16, 64);
-        check_forward(
-            200 + i as u64,
-            shape(kind, dims, i == 1),
-            Some(mixed_lengths(dims.0, dims.1)),
-            false,
-        );
+        for reverse in [false, true] {
+            check_forward(
+                200 + i as u64,
+                shape(kind, dims, reverse),
+                Some(mixed_lengths(dims.0, dims.1)),
+                false,
+            );
+        }
     }
 }
 
@@ -223,13 +225,13 @@ fn masked_steps_carry_the_state_and_save_zeros() {
             let outputs = recurrent_forward(&uploaded.inputs(), &shape).unwrap();
             let states = outputs.states.to_vec().unwrap();
             let saved = outputs.saved.to_vec().unwrap();
-            let h0 = to_f32(&cpu.h0[4..8]);
-            for slot in 0..4 {
-                assert_eq!(
-                    &states[slot * 8 + 4..slot * 8 + 8],
-                    &h0[..],
-                    "{kind:?} slot {slot}"
-                );
+            let carried = |slots: &[f32], initial: &[f64]| {
+                let initial = to_f32(&initial[4..8]);
+                (0..4).all(|slot| slots[slot * 8 + 4..slot * 8 + 8] == initial[..])
+            };
+            assert!(carried(&states, &cpu.h0), "{kind:?} states");
+            if let (Some(cells), Some(c0)) = (&outputs.cells, &cpu.c0) {
+                assert!(carried(&cells.to_vec().unwrap(), c0), "{kind:?} cells");
             }
             let width = shape.saved_width();
             for t in 0..3 {
@@ -419,8 +421,12 @@ fn backward_large_case_matches_cpu_backward() {
     // against them above) is the reference. Tolerance as in `check_backward`, with the
     // sums now over T·B = 160 rows and G·H ≤ 256 columns: rtol 1e-3 and atol 1e-4 of the
     // largest gradient.
-    for (i, kind) in CellKind::ALL.into_iter().enumerate() {
-        let shape = shape(kind, (10, 16, 64), i != 1);
+    for (i, (kind, reverse)) in CellKind::ALL
+        .into_iter()
+        .flat_map(|kind| [(kind, false), (kind, true)])
+        .enumerate()
+    {
+        let shape = shape(kind, (10, 16, 64), reverse);
         let lengths = Some(mixed_lengths(10, 16));
         let what = describe(&shape, &lengths, false);
         let cpu = random_inputs(700 + i as u64, &shape, lengths, false);
