@@ -31,6 +31,9 @@ fn main() -> shadergrad::Result<()> {
             trans_b: false,
             a_batch_stride: 0,
             b_batch_stride: 0,
+            a_offset: 0,
+            b_offset: 0,
+            out_offset: 0,
         };
         for variant in MatmulVariant::ALL {
             let operands = GemmOperands {

@@ -3,7 +3,9 @@
 // op(A) is M×K (A stored M×K, or K×M when TRANS_A), op(B) is K×N (B stored K×N, or N×K
 // when TRANS_B). C is read through strides, so it may be broadcast over rows, columns or
 // batches; bias is a row vector of N. The output is contiguous [batch, M, N].
-// The workgroup's z coordinate is the batch.
+// The workgroup's z coordinate is the batch. A, B and the output start `a_offset`,
+// `b_offset` and `out_offset` elements into their buffers, so that a product can read one
+// slice of a larger tensor (a time step of a recurrence) and write into another.
 //
 // Three entry points of one contract:
 // - `matmul_blocked`: no workgroup memory, no barriers. Each invocation keeps a 4×4 block
@@ -24,7 +26,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    _pad0: u32,
+    a_offset: u32,
     a_batch_stride: u32,   // 0 when A is shared by every batch
     b_batch_stride: u32,
     c_batch_stride: u32,
@@ -32,7 +34,11 @@ struct Params {
     c_col_stride: u32,     // 0 when C is broadcast over columns
     alpha: f32,
     beta: f32,
+    b_offset: u32,         // a multiple of 4 for `matmul_blocked_vec4`
+    out_offset: u32,       // a multiple of 4 for `matmul_blocked_vec4`
+    _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -71,7 +77,7 @@ fn store(batch: u32, row: u32, col: u32, acc: f32) {
     if HAS_BIAS {
         v += bias[col];
     }
-    out[(batch * p.m + row) * p.n + col] = v;
+    out[p.out_offset + (batch * p.m + row) * p.n + col] = v;
 }
 
 fn store_row(batch: u32, row: u32, cols: vec4<u32>, acc: vec4<f32>) {
@@ -90,8 +96,8 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let p = params;
     let batch = wid.z;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
+    let a_base = p.a_offset + batch * p.a_batch_stride;
+    let b_base = p.b_offset + batch * p.b_batch_stride;
     let row0 = wid.y * BLOCKED_TILE + lid.y * 4u;
     let col0 = wid.x * BLOCKED_TILE + lid.x;
     // Out-of-range rows and columns load clamped (valid) addresses; `store` drops them.
@@ -145,7 +151,7 @@ fn store4(batch: u32, row: u32, col: u32, acc: vec4<f32>) {
     if HAS_BIAS {
         v += vec4<f32>(bias[col], bias[col + 1u], bias[col + 2u], bias[col + 3u]);
     }
-    out4[((batch * p.m + row) * p.n + col) / 4u] = v;
+    out4[(p.out_offset + (batch * p.m + row) * p.n + col) / 4u] = v;
 }
 
 @compute @workgroup_size(16)
@@ -153,8 +159,8 @@ fn matmul_blocked_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     let p = params;
     let batch = wid.z;
-    let a_base = batch * p.a_batch_stride;
-    let b_base4 = batch * p.b_batch_stride / 4u;
+    let a_base = p.a_offset + batch * p.a_batch_stride;
+    let b_base4 = (p.b_offset + batch * p.b_batch_stride) / 4u;
     let n4 = p.n / 4u;
     let row0 = wid.y * VEC4_ROWS;
     let last = p.m - 1u;
@@ -215,8 +221,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
     let p = params;
     let batch = wid.z;
-    let a_base = batch * p.a_batch_stride;
-    let b_base = batch * p.b_batch_stride;
+    let a_base = p.a_offset + batch * p.a_batch_stride;
+    let b_base = p.b_offset + batch * p.b_batch_stride;
     let tile_row = wid.y * TILE;
     let tile_col = wid.x * TILE;
 

@@ -49,6 +49,10 @@ pub use kernels::elementwise::{Binary, Unary};
 pub use kernels::gather::GroupedPositions;
 pub use kernels::layernorm::{LayerNormForward, LayerNormGrads, LayerNormVariant};
 pub use kernels::matmul::{Gemm, MatmulVariant};
+pub use kernels::recurrent::{
+    recurrent_backward, recurrent_forward, CellKind, RecurrentBackwardInputs, RecurrentGrads,
+    RecurrentInputs, RecurrentOutputs, RecurrentShape,
+};
 pub use kernels::reduce::{Reduce, ReduceVariant};
 pub use kernels::softmax::{
     CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,

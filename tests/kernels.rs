@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, assert_within, gpu};
 use shadergrad::kernels::copy::permute_cpu;
 use shadergrad::kernels::elementwise::{binary_cpu, unary_cpu};
-use shadergrad::kernels::matmul::{gemm_cpu, CLayout, GemmShape};
+use shadergrad::kernels::matmul::{gemm_cpu, gemm_dispatch, CLayout, GemmOperands, GemmShape};
 use shadergrad::kernels::reduce::reduce_cpu;
 use shadergrad::rng::Rng;
 use shadergrad::{Binary, MatmulVariant, Reduce, ReduceVariant, Tensor, Unary};
@@ -85,6 +85,9 @@ fn check_gemm(
         trans_b,
         a_batch_stride: m * k,
         b_batch_stride: if shared_b { 0 } else { k * n },
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
     };
     let layout = c_shape.map(|s| match s.len() {
         3 => CLayout {
@@ -287,6 +290,110 @@ fn matmul_variants_refuse_layouts_they_lack() {
         .variant(MatmulVariant::BlockedVec4)
         .run()
         .is_err());
+}
+
+/// Products that read slices of larger tensors and write into the middle of another, as a
+/// recurrence does with one time step: every variant, with A transposed or not, and the
+/// elements around the written slice left as they were.
+#[test]
+fn matmul_reads_and_writes_at_offsets() {
+    let gpu = gpu();
+    let mut rng = Rng::new(77);
+    let (m, n, k) = (5, 12, 7);
+    // Offsets of B and the output are multiples of 4, so the vec4 variant takes them too.
+    let (a_offset, b_offset, out_offset) = (3, 8, 20);
+    let a = rng.vec(a_offset + m * k + 2, -1.0, 1.0);
+    let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
+    let sentinel = -7.0;
+    for variant in MatmulVariant::ALL {
+        for trans_a in [false, true] {
+            let shape = GemmShape {
+                batch: 1,
+                m,
+                n,
+                k,
+                trans_a,
+                trans_b: false,
+                a_batch_stride: 0,
+                b_batch_stride: 0,
+                a_offset,
+                b_offset,
+                out_offset,
+            };
+            let (ga, gb) = (upload(&a, &[a.len()]), upload(&b, &[b.len()]));
+            let out_len = out_offset + m * n + 9;
+            let out = upload(&vec![sentinel; out_len], &[out_len]);
+            let operands = GemmOperands {
+                a: &ga,
+                b: &gb,
+                c: None,
+                bias: None,
+                out: &out,
+            };
+            let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant).unwrap();
+            gpu.submit(&[], &[dispatch]).unwrap();
+            let got = out.to_vec().unwrap();
+            let expected = gemm_cpu(&a, &b, None, None, &shape, 1.0, 0.0);
+            let what = format!("gemm at offsets, {variant:?}, trans_a {trans_a}");
+            // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K.
+            let tolerance = (k as f64 + 2.0) * EPS * k as f64;
+            assert_within(
+                &what,
+                &got[out_offset..out_offset + m * n],
+                &expected,
+                |_| tolerance,
+            );
+            assert!(
+                got[..out_offset]
+                    .iter()
+                    .chain(&got[out_offset + m * n..])
+                    .all(|&v| v == sentinel),
+                "{what}: wrote outside its slice"
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
+    let a = upload(&[1.0; 10], &[10]);
+    let b = upload(&[1.0; 16], &[16]);
+    let out = upload(&[0.0; 16], &[16]);
+    let mut shape = GemmShape {
+        batch: 1,
+        m: 2,
+        n: 4,
+        k: 4,
+        trans_a: false,
+        trans_b: false,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+        a_offset: 3,
+        b_offset: 0,
+        out_offset: 0,
+    };
+    let operands = GemmOperands {
+        a: &a,
+        b: &b,
+        c: None,
+        bias: None,
+        out: &out,
+    };
+    // A needs elements 3..11 of its 10.
+    let err = gemm_dispatch(&operands, &shape, 1.0, 0.0, MatmulVariant::Blocked)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("A (shape [10])") && err.contains("11"),
+        "{err}"
+    );
+    shape.a_offset = 0;
+    shape.out_offset = 2;
+    assert!(!MatmulVariant::BlockedVec4.supports(&shape));
+    let err = gemm_dispatch(&operands, &shape, 1.0, 0.0, MatmulVariant::BlockedVec4)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("offsets"), "{err}");
 }
 
 #[test]

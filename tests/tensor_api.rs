@@ -192,6 +192,9 @@ fn timed_submissions_report_a_duration() {
         trans_b: false,
         a_batch_stride: 0,
         b_batch_stride: 0,
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
     };
     let operands = shadergrad::kernels::matmul::GemmOperands {
         a: &a,

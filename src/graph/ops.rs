@@ -1034,6 +1034,9 @@ impl Op {
                     trans_b: *trans_b,
                     a_batch_stride: batch_stride(a, m * k),
                     b_batch_stride: batch_stride(b, k * n),
+                    a_offset: 0,
+                    b_offset: 0,
+                    out_offset: 0,
                 };
                 let operands = GemmOperands {
                     a,

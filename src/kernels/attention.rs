@@ -597,6 +597,9 @@ fn product_shape(
         trans_b,
         a_batch_stride: m * k,
         b_batch_stride: k * n,
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
     }
 }
 

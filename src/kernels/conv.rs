@@ -400,6 +400,9 @@ pub fn conv_im2col_gemm_dispatches(
         trans_b: false,
         a_batch_stride: 0,
         b_batch_stride: geometry.weight_row() * geometry.out_h * geometry.out_w,
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
     };
     let column = CLayout {
         batch_stride: 0,

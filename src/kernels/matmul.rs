@@ -50,7 +50,12 @@ impl MatmulVariant {
     /// Whether this variant can compute a product of this layout.
     pub fn supports(self, shape: &GemmShape) -> bool {
         match self {
-            MatmulVariant::BlockedVec4 => !shape.trans_b && shape.n.is_multiple_of(4),
+            MatmulVariant::BlockedVec4 => {
+                !shape.trans_b
+                    && shape.n.is_multiple_of(4)
+                    && shape.b_offset.is_multiple_of(4)
+                    && shape.out_offset.is_multiple_of(4)
+            }
             MatmulVariant::Blocked | MatmulVariant::Tiled => true,
         }
     }
@@ -81,7 +86,7 @@ impl MatmulVariant {
     }
 }
 
-/// The sizes and layout of one batched product; strides in elements.
+/// The sizes and layout of one batched product; strides and offsets in elements.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GemmShape {
     pub batch: usize,
@@ -93,6 +98,11 @@ pub struct GemmShape {
     /// 0 when every batch uses the same A.
     pub a_batch_stride: usize,
     pub b_batch_stride: usize,
+    /// Where A, B and the output start in their tensors: 0 for whole tensors, more for a
+    /// slice of a larger one (a time step of a recurrence, say).
+    pub a_offset: usize,
+    pub b_offset: usize,
+    pub out_offset: usize,
 }
 
 /// How C is read: `C[batch, row, col] = c[batch·batch_stride + row·row_stride + col·col_stride]`.
@@ -109,7 +119,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    pad0: u32,
+    a_offset: u32,
     a_batch_stride: u32,
     b_batch_stride: u32,
     c_batch_stride: u32,
@@ -117,7 +127,9 @@ struct Params {
     c_col_stride: u32,
     alpha: f32,
     beta: f32,
-    pad1: u32,
+    b_offset: u32,
+    out_offset: u32,
+    pad: [u32; 3],
 }
 
 /// The operands of one dispatch.
@@ -143,11 +155,13 @@ pub fn gemm_dispatch(
         return Err(Error::invalid(
             "matmul",
             format!(
-                "the {} kernel needs B not transposed and N a multiple of 4, got {shape:?}",
+                "the {} kernel needs B not transposed, N a multiple of 4 and the offsets \
+                 of B and the output each a multiple of 4, got {shape:?}",
                 variant.name()
             ),
         ));
     }
+    check_extents(operands, shape)?;
     let max_batch = gpu.limits().max_compute_workgroups_per_dimension as usize;
     if shape.batch > max_batch {
         return Err(Error::invalid(
@@ -167,7 +181,7 @@ pub fn gemm_dispatch(
         m: shape.m as u32,
         n: shape.n as u32,
         k: shape.k as u32,
-        pad0: 0,
+        a_offset: shape.a_offset as u32,
         a_batch_stride: shape.a_batch_stride as u32,
         b_batch_stride: shape.b_batch_stride as u32,
         c_batch_stride: c_layout.batch_stride as u32,
@@ -175,7 +189,9 @@ pub fn gemm_dispatch(
         c_col_stride: c_layout.col_stride as u32,
         alpha,
         beta,
-        pad1: 0,
+        b_offset: shape.b_offset as u32,
+        out_offset: shape.out_offset as u32,
+        pad: [0; 3],
     };
     let flag = |b: bool| f64::from(u8::from(b));
     let spec = KernelSpec {
@@ -218,7 +234,52 @@ pub fn gemm_dispatch(
     )
 }
 
-/// CPU reference of one batched product, accumulating in f64.
+/// Fails unless A, B and the output hold every element the product reads or writes from
+/// their offsets on: the kernel binds whole buffers, so a slice that overruns its tensor
+/// would silently touch another tensor's data.
+fn check_extents(operands: &GemmOperands, shape: &GemmShape) -> Result<()> {
+    if shape.batch == 0 || shape.m == 0 || shape.n == 0 {
+        return Ok(());
+    }
+    let last_batch = shape.batch - 1;
+    let operand_needs = |offset: usize, batch_stride: usize, elements: usize| {
+        offset + last_batch * batch_stride + elements
+    };
+    let a_needs = if shape.k == 0 {
+        0
+    } else {
+        operand_needs(shape.a_offset, shape.a_batch_stride, shape.m * shape.k)
+    };
+    let b_needs = if shape.k == 0 {
+        0
+    } else {
+        operand_needs(shape.b_offset, shape.b_batch_stride, shape.k * shape.n)
+    };
+    let out_needs = shape.out_offset + shape.batch * shape.m * shape.n;
+    for (name, tensor, needs) in [
+        ("A", operands.a, a_needs),
+        ("B", operands.b, b_needs),
+        ("the output", operands.out, out_needs),
+    ] {
+        if tensor.numel() < needs {
+            return Err(Error::invalid(
+                "matmul",
+                format!(
+                    "{name} (shape {:?}) has {} elements, the product reaches element {} \
+                     ({shape:?})",
+                    tensor.shape(),
+                    tensor.numel(),
+                    needs
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// CPU reference of one batched product, accumulating in f64. A and B are read from their
+/// offsets on; the result is the [batch, m, n] product alone (the kernel writes it at
+/// `out_offset`).
 pub fn gemm_cpu(
     a: &[f32],
     b: &[f32],
@@ -231,8 +292,8 @@ pub fn gemm_cpu(
     let GemmShape { batch, m, n, k, .. } = *shape;
     let mut out = vec![0.0; batch * m * n];
     for p in 0..batch {
-        let a_base = p * shape.a_batch_stride;
-        let b_base = p * shape.b_batch_stride;
+        let a_base = shape.a_offset + p * shape.a_batch_stride;
+        let b_base = shape.b_offset + p * shape.b_batch_stride;
         for i in 0..m {
             for j in 0..n {
                 let mut acc = 0.0f64;
@@ -375,6 +436,9 @@ impl<'a> Gemm<'a> {
             trans_b: self.trans_b,
             a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
             b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
+            a_offset: 0,
+            b_offset: 0,
+            out_offset: 0,
         };
         Ok((shape, out_shape))
     }

@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gather;
 pub mod layernorm;
 pub mod matmul;
+pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
 
@@ -25,6 +26,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &gather::SHADER,
     &matmul::SHADER,
     &crate::optim::SHADER,
+    &recurrent::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,
 ];
