@@ -1,16 +1,21 @@
 //! The `shadergrad` command line.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde_json::json;
 use shadergrad::data::points::BuiltinTask;
+use shadergrad::data::text::{read_tsv, split_pairs, Task};
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
+use shadergrad::nn::seq2seq::{parse_cell, AttentionKind, Seq2SeqConfig};
 use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::train::mlp::{parse_rule, train_mlp, MlpTraining};
+use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqModel, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
 
 #[derive(Parser)]
@@ -35,6 +40,110 @@ enum Command {
     Adapters,
     /// Train a multi-layer perceptron on 2-D points (or your CSV) with backprop.
     TrainMlp(Box<TrainMlpArgs>),
+    /// Train an RNN encoder-decoder with attention on a built-in task (or your TSV).
+    TrainSeq2seq(Box<TrainSeq2seqArgs>),
+    /// Decode text with a train-seq2seq checkpoint: the arguments, or each line of stdin.
+    Translate(TranslateArgs),
+}
+
+#[derive(Args)]
+struct TrainSeq2seqArgs {
+    /// A built-in task, generated from the seed: addition ("535+61" → "596"), reverse,
+    /// sort, or dates (written by people → ISO 8601).
+    #[arg(long, default_value = "addition", conflicts_with = "data")]
+    task: String,
+    /// Digits of each operand of the addition task.
+    #[arg(long, default_value_t = 3)]
+    digits: usize,
+    /// Write the addition task's source reversed ("16+535" for "535+61").
+    #[arg(long)]
+    reverse_input: bool,
+    /// Training pairs generated for a built-in task.
+    #[arg(long, default_value_t = 50_000)]
+    train_size: usize,
+    /// Held-out validation pairs generated for a built-in task.
+    #[arg(long, default_value_t = 1_000)]
+    valid_size: usize,
+    /// Your own pairs: source, a tab, target, per line.
+    #[arg(long, value_name = "FILE.tsv")]
+    data: Option<PathBuf>,
+    /// Validation pairs for --data; without it, --valid-fraction of --data is held out.
+    #[arg(long, value_name = "FILE.tsv", requires = "data")]
+    valid: Option<PathBuf>,
+    /// The share of --data held out for validation when --valid is not given.
+    #[arg(long, default_value_t = 0.1)]
+    valid_fraction: f64,
+    /// The recurrent cell: rnn, gru or lstm.
+    #[arg(long, default_value = "gru")]
+    arch: String,
+    /// How the decoder looks at the encoder states: dot (Luong) or none.
+    #[arg(long, default_value = "dot")]
+    attention: String,
+    /// Units of each recurrent layer.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Recurrent layers of the encoder and of the decoder.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// Width of the character embeddings.
+    #[arg(long, default_value_t = 32)]
+    embed: usize,
+    /// Read the source in both directions.
+    #[arg(long)]
+    bidirectional: bool,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Train exactly this many epochs; by default, until validation exact-match stops
+    /// improving for --patience epochs (or --max-minutes pass).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Epochs without a better validation exact-match before stopping early.
+    #[arg(long, default_value_t = 3)]
+    patience: usize,
+    /// The learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// sgd, momentum, adam or adamw.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Clip the gradients to this global norm (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f32,
+    /// Seeds the data, the initial weights and the batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many minutes (the epoch under way is evaluated and saved).
+    #[arg(long, default_value_t = 20.0)]
+    max_minutes: f64,
+    /// Save the model here whenever validation improves (a .safetensors file, with its
+    /// .json config and vocabulary beside it), with the optimizer state for --resume.
+    #[arg(long, value_name = "FILE.safetensors")]
+    save: Option<PathBuf>,
+    /// Continue training from a checkpoint of --save (its architecture and vocabulary).
+    #[arg(long, value_name = "FILE.safetensors")]
+    resume: Option<PathBuf>,
+    /// Append one JSON line of metrics per epoch to this file.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+    /// Validation examples printed after each epoch.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+}
+
+#[derive(Args)]
+struct TranslateArgs {
+    /// A checkpoint saved by train-seq2seq --save.
+    #[arg(long, value_name = "FILE.safetensors")]
+    checkpoint: PathBuf,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Lines decoded together.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// The texts to decode; without any, each line of standard input.
+    text: Vec<String>,
 }
 
 #[derive(Args)]
@@ -102,7 +211,155 @@ fn run(cli: Cli) -> shadergrad::Result<()> {
     match cli.command {
         Command::Adapters => adapters(&selector),
         Command::TrainMlp(args) => train_mlp_command(&selector, *args),
+        Command::TrainSeq2seq(args) => train_seq2seq_command(&selector, *args),
+        Command::Translate(args) => translate_command(&selector, args),
     }
+}
+
+/// `train-seq2seq`: generates or reads the pairs, trains, reports what it reached.
+fn train_seq2seq_command(
+    selector: &AdapterSelector,
+    args: TrainSeq2seqArgs,
+) -> shadergrad::Result<()> {
+    let rule = parse_rule(&args.optimizer)?;
+    let model = Seq2SeqConfig {
+        cell: parse_cell(&args.arch)?,
+        attention: AttentionKind::parse(&args.attention)?,
+        vocab_size: 1,
+        embed: args.embed,
+        hidden: args.hidden,
+        layers: args.layers,
+        bidirectional: args.bidirectional,
+    };
+    model.validate()?;
+    if !(args.max_minutes > 0.0) {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!("--max-minutes {} must be above 0", args.max_minutes),
+        ));
+    }
+    if !(args.clip >= 0.0 && args.clip.is_finite()) {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!(
+                "--clip {} must be 0 (no clipping) or a positive norm",
+                args.clip
+            ),
+        ));
+    }
+    let (train, valid, description) = match &args.data {
+        Some(path) => {
+            let pairs = read_tsv(path)?;
+            let (train, valid) = match &args.valid {
+                Some(valid) => (pairs, read_tsv(valid)?),
+                None => split_pairs(&pairs, args.valid_fraction, args.seed)?,
+            };
+            let description = json!({
+                "data": path.display().to_string(),
+                "valid": args.valid.as_ref().map(|p| p.display().to_string()),
+            });
+            (train, valid, description)
+        }
+        None => {
+            let task = Task::parse(&args.task, args.digits, args.reverse_input)?;
+            let (train, valid) = task.generate(args.train_size, args.valid_size, args.seed)?;
+            let description = json!({
+                "task": task.name(),
+                "digits": args.digits,
+                "reverse_input": args.reverse_input,
+                "train_size": args.train_size,
+                "valid_size": args.valid_size,
+                "seed": args.seed,
+            });
+            (train, valid, description)
+        }
+    };
+    let resume = args
+        .resume
+        .as_deref()
+        .map(shadergrad::checkpoint::load)
+        .transpose()?;
+    let gpu = Gpu::new(selector)?;
+    eprintln!("train-seq2seq on {}", gpu.info().name);
+    let mut optimizer = OptimizerConfig::new(rule, args.lr);
+    if args.clip > 0.0 {
+        optimizer = optimizer.with_max_grad_norm(args.clip);
+    }
+    let config = Seq2SeqTraining {
+        train,
+        valid,
+        data_description: description,
+        model,
+        optimizer,
+        batch: args.batch,
+        epochs: args.epochs,
+        patience: args.patience.max(1),
+        max_minutes: Some(args.max_minutes),
+        seed: args.seed,
+        save: args.save,
+        resume,
+        metrics: args.metrics,
+        samples: args.samples,
+    };
+    let result = train_seq2seq(&gpu, &config)?;
+    let reason = match result.stop {
+        Stop::EpochsDone => "the epochs were done",
+        Stop::NoImprovement => "validation exact-match stopped improving",
+        Stop::Perfect => "every validation example was right",
+        Stop::TimeCap => "--max-minutes passed",
+    };
+    let to_99 = match result.seconds_to_99 {
+        Some(seconds) => format!("99% reached after {seconds:.0} s"),
+        None => "99% not reached".to_string(),
+    };
+    println!(
+        "best validation exact-match {:.2}% after {} epochs ({} steps) in {:.0} s, {:.0} target          tokens/s; {to_99}; stopped because {reason}",
+        100.0 * result.best_exact_match,
+        result.epochs,
+        result.steps,
+        result.seconds,
+        result.tokens_per_s
+    );
+    Ok(())
+}
+
+/// `translate`: decodes each argument, or each line of stdin, one output line per input.
+fn translate_command(selector: &AdapterSelector, args: TranslateArgs) -> shadergrad::Result<()> {
+    let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
+    let gpu = Gpu::new(selector)?;
+    let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
+    let lines: Vec<String> = if args.text.is_empty() {
+        std::io::stdin()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("<stdin>"),
+                source,
+            })?
+    } else {
+        args.text
+    };
+    let mut sources = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let (ids, unknown) = model.vocab.encode(line);
+        if !unknown.is_empty() {
+            eprintln!(
+                "warning: input {} has characters the model does not know, read as UNK: {:?}",
+                i + 1,
+                unknown.iter().collect::<String>()
+            );
+        }
+        sources.push(ids);
+    }
+    let outputs = model.decode(&sources, args.beam, args.batch)?;
+    let mut out = std::io::stdout().lock();
+    for output in outputs {
+        writeln!(out, "{}", model.vocab.decode(&output)).map_err(|source| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// `train-mlp`: loads or generates the data, trains, prints the accuracies.

@@ -1648,3 +1648,76 @@ fn plans_of_two_graphs_bound_to_the_same_tensors_train_one_set_of_weights() {
         .to_string();
     assert!(err.contains("[3, 2]") && err.contains("[2, 2]"), "{err}");
 }
+
+#[test]
+fn recurrent_backward_for_every_cell_direction_and_padding() {
+    use shadergrad::graph::RecurrentSpec;
+    use shadergrad::kernels::recurrent::{
+        recurrent_forward_cpu, CellKind, RecurrentCpu, RecurrentShape,
+    };
+    let (steps, batch, hidden) = (3, 3, 2);
+    let lengths = [3u32, 0, 2];
+    for kind in CellKind::ALL {
+        for reverse in [false, true] {
+            let lstm = kind == CellKind::Lstm;
+            let gated = kind.gates() * hidden;
+            let (gx_shape, r_shape, bias_shape) = ([steps, batch, gated], [hidden, gated], [gated]);
+            let mut shapes: Vec<&[usize]> = vec![&gx_shape, &r_shape, &bias_shape, &[3, 2]];
+            if lstm {
+                shapes.push(&[3, 2]);
+            }
+            let shape = RecurrentShape {
+                kind,
+                steps,
+                batch,
+                hidden,
+                reverse,
+            };
+            check_op_with_indices(
+                &format!("recurrent {kind:?} reverse {reverse}"),
+                &shapes,
+                &[(&[batch], &lengths)],
+                |g, p, i| {
+                    let spec = RecurrentSpec {
+                        kind,
+                        reverse,
+                        lengths: Some(i[0]),
+                        c0: p.get(4).copied(),
+                    };
+                    let out = g.recurrent(p[0], p[1], p[2], p[3], &spec).unwrap();
+                    let mut parts = vec![
+                        out.sequence,
+                        g.reshape(out.last, &[1, batch, hidden]).unwrap(),
+                    ];
+                    if let Some(cell) = out.last_cell {
+                        parts.push(g.reshape(cell, &[1, batch, hidden]).unwrap());
+                    }
+                    g.concat(&parts, 0).unwrap()
+                },
+                |v| {
+                    let cpu = RecurrentCpu {
+                        gx: v[0].clone(),
+                        r: v[1].clone(),
+                        r_bias: v[2].clone(),
+                        h0: v[3].clone(),
+                        c0: v.get(4).cloned(),
+                        lengths: Some(lengths.to_vec()),
+                        peepholes: None,
+                    };
+                    let out = recurrent_forward_cpu(&cpu, &shape);
+                    let slot = |values: &[f64], s: usize| {
+                        values[s * batch * hidden..(s + 1) * batch * hidden].to_vec()
+                    };
+                    let mut y: Vec<f64> = (0..steps)
+                        .flat_map(|t| slot(&out.states, shape.output_slot(t)))
+                        .collect();
+                    y.extend(slot(&out.states, shape.final_slot()));
+                    if let Some(cells) = &out.cells {
+                        y.extend(slot(cells, shape.final_slot()));
+                    }
+                    y
+                },
+            );
+        }
+    }
+}

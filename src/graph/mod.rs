@@ -38,6 +38,7 @@ use crate::gpu::Gpu;
 use crate::kernels::attention::{AttentionSettings, AttentionSettingsBuilder, MaskKind};
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
+use crate::kernels::recurrent::CellKind;
 use crate::kernels::reduce::Reduce;
 use crate::tensor::numel;
 
@@ -553,6 +554,64 @@ impl Graph {
         self.attention_with(q, k, v, &spec)
     }
 
+    /// A recurrent layer (RNN, GRU or LSTM, `kernels::recurrent`) over a whole sequence in
+    /// one direction: gx [T, B, G·H] holds the input projections x·Wx + bx of every step
+    /// (one matmul beforehand), r [H, G·H] and r_bias [G·H] the recurrent weight and bias
+    /// (gh = h·r + r_bias), h0 [B, H] the initial state. Each step is one recurrent matmul
+    /// and one fused cell kernel, forward and backward.
+    pub fn recurrent(
+        &mut self,
+        gx: Var,
+        r: Var,
+        r_bias: Var,
+        h0: Var,
+        spec: &RecurrentSpec,
+    ) -> Result<RecurrentOutput> {
+        let lstm = spec.kind == CellKind::Lstm;
+        if lstm != spec.c0.is_some() {
+            return Err(Error::invalid(
+                "recurrent",
+                format!(
+                    "an LSTM needs an initial cell c0 and other cells take none; got a {} \
+                     with{} c0",
+                    spec.kind.name(),
+                    if spec.c0.is_some() { "" } else { "out" }
+                ),
+            ));
+        }
+        let mut inputs = vec![gx, r, r_bias, h0];
+        inputs.extend(spec.c0);
+        inputs.extend(spec.lengths);
+        let op = Op::Recurrent {
+            kind: spec.kind,
+            reverse: spec.reverse,
+            lengths: spec.lengths.is_some(),
+        };
+        let outputs = self.push(op, &inputs)?;
+        let steps = self.shape(gx)[0] as isize;
+        let (sequence, last) = if spec.reverse {
+            (0..steps, 0)
+        } else {
+            (1..steps + 1, steps)
+        };
+        let batch_hidden = self.shape(h0).to_vec();
+        let final_slot = |g: &mut Graph, all: Var| -> Result<Var> {
+            let slot = g.slice(all, 0, last, last + 1)?;
+            g.reshape(slot, &batch_hidden)
+        };
+        let last_state = final_slot(self, outputs[0])?;
+        let last_cell = if lstm {
+            Some(final_slot(self, outputs[1])?)
+        } else {
+            None
+        };
+        Ok(RecurrentOutput {
+            sequence: self.slice(outputs[0], 0, sequence.start, sequence.end)?,
+            last: last_state,
+            last_cell,
+        })
+    }
+
     /// [`Graph::attention`] with every option of the attention kernels (see
     /// [`AttentionSpec`]). The mask has no gradient: it must not depend on a parameter.
     pub fn attention_with(&mut self, q: Var, k: Var, v: Var, spec: &AttentionSpec) -> Result<Var> {
@@ -591,6 +650,43 @@ impl Graph {
             ignore,
         });
         Ok(outputs[0])
+    }
+}
+
+/// What [`Graph::recurrent`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentOutput {
+    /// The state after each step, [T, B, H], time t at index t in either direction (a step
+    /// past a batch item's length repeats the state before it).
+    pub sequence: Var,
+    /// The final state [B, H]: after each item's last real step going forward, after step 0
+    /// going backward.
+    pub last: Var,
+    /// An LSTM's final cell [B, H].
+    pub last_cell: Option<Var>,
+}
+
+/// The options of [`Graph::recurrent`] besides its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentSpec {
+    pub kind: CellKind,
+    /// Runs from the last step to the first (the backward half of a bidirectional layer).
+    pub reverse: bool,
+    /// u32 [B]: the steps at and after an item's length keep its state.
+    pub lengths: Option<Var>,
+    /// An LSTM's initial cell [B, H] (required for an LSTM, refused otherwise).
+    pub c0: Option<Var>,
+}
+
+impl RecurrentSpec {
+    /// A forward layer over full-length sequences.
+    pub fn new(kind: CellKind) -> Self {
+        RecurrentSpec {
+            kind,
+            reverse: false,
+            lengths: None,
+            c0: None,
+        }
     }
 }
 

@@ -26,6 +26,10 @@ use crate::kernels::layernorm::{
     LayerNormShape, LayerNormVariant,
 };
 use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::recurrent::{
+    recurrent_backward_dispatches, recurrent_forward_dispatches, CellKind, RecurrentBackwardInputs,
+    RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
+};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::softmax::{
     cross_entropy_dispatch, cross_entropy_total_dispatch, cross_entropy_weight_sum_dispatch,
@@ -145,6 +149,27 @@ pub enum Op {
         scale: Option<f32>,
         softcap: Option<f32>,
     },
+    /// A recurrent layer over a whole sequence, one direction (`kernels::recurrent`): inputs
+    /// the input projections gx [T, B, G·H] (G gates of the cell), the recurrent weight
+    /// r [H, G·H], its bias [G·H], h0 [B, H], c0 [B, H] for an LSTM, then u32 lengths [B] if
+    /// `lengths` (a step past a batch item's length keeps its state). Outputs the states
+    /// [T+1, B, H] (slot 0 is h0 forward, slot T reversed), the cells likewise for an LSTM,
+    /// and the gate values the backward needs.
+    Recurrent {
+        kind: CellKind,
+        reverse: bool,
+        lengths: bool,
+    },
+    /// The backward of `Recurrent`: inputs dstates if `dstates`, dcells if `dcells`, the
+    /// states, the cells (LSTM), the saved gates, r, then the lengths if `lengths`; outputs
+    /// dgx, dr, dr_bias, dh0 and, for an LSTM, dc0.
+    RecurrentGrad {
+        kind: CellKind,
+        reverse: bool,
+        dstates: bool,
+        dcells: bool,
+        lengths: bool,
+    },
 }
 
 /// What a convolution slides over; a sequence is an image of height 1 to the kernels.
@@ -237,6 +262,8 @@ impl Op {
             Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
             Op::Attention { .. } => "attention",
             Op::AttentionGrad { .. } => "attention_grad",
+            Op::Recurrent { .. } => "recurrent",
+            Op::RecurrentGrad { .. } => "recurrent_grad",
         }
     }
 
@@ -249,6 +276,15 @@ impl Op {
             Op::MaxOverTime | Op::MaxPool1d { .. } => vec![true, false],
             Op::Attention { .. } => vec![true, false],
             Op::AttentionGrad { .. } => vec![false, false, false],
+            Op::Recurrent { kind, .. } => {
+                let mut differentiable = vec![true];
+                if *kind == CellKind::Lstm {
+                    differentiable.push(true);
+                }
+                differentiable.push(false);
+                differentiable
+            }
+            Op::RecurrentGrad { .. } => vec![false; 5],
             _ => vec![true],
         }
     }
@@ -279,6 +315,21 @@ impl Op {
                 key_lengths, mask, ..
             } => 3 + usize::from(*key_lengths) + usize::from(mask.is_some()),
             Op::AttentionGrad { .. } => 5,
+            Op::Recurrent { kind, lengths, .. } => {
+                4 + usize::from(*kind == CellKind::Lstm) + usize::from(*lengths)
+            }
+            Op::RecurrentGrad {
+                kind,
+                dstates,
+                dcells,
+                lengths,
+                ..
+            } => {
+                3 + usize::from(*dstates)
+                    + usize::from(*dcells)
+                    + usize::from(*kind == CellKind::Lstm)
+                    + usize::from(*lengths)
+            }
             _ => 1,
         };
         if inputs.len() != expected_inputs {
@@ -301,6 +352,11 @@ impl Op {
                 Op::Attention {
                     key_lengths: true, ..
                 } if i == 3 => DType::U32,
+                Op::Recurrent { lengths: true, .. } | Op::RecurrentGrad { lengths: true, .. }
+                    if i == inputs.len() - 1 =>
+                {
+                    DType::U32
+                }
                 _ => DType::F32,
             };
             if *dtype != wants {
@@ -748,6 +804,85 @@ impl Op {
                     .map(|shape| (shape.to_vec(), DType::F32))
                     .collect())
             }
+            Op::Recurrent { kind, lengths, .. } => {
+                let (r, r_bias, h0) = (inputs[1].0, inputs[2].0, inputs[3].0);
+                let &[steps, batch, width] = x else {
+                    return Err(Error::invalid(
+                        op,
+                        format!("gx must be [T, B, G·H] (rank 3), got {x:?}"),
+                    ));
+                };
+                let &[hidden, _] = r else {
+                    return Err(mismatch(op, x, r, "r must be [H, G·H]".into()));
+                };
+                let gated = kind.gates() * hidden;
+                let expected = format!(
+                    "{} gates of H = {hidden}: gx [T, B, {gated}], r [{hidden}, {gated}], \
+                     r_bias [{gated}], h0 [B, {hidden}]",
+                    kind.name()
+                );
+                if width != gated || r != [hidden, gated] || r_bias != [gated] {
+                    return Err(mismatch(op, x, r, expected));
+                }
+                let mut states = vec![h0];
+                if *kind == CellKind::Lstm {
+                    states.push(inputs[4].0);
+                }
+                for state in states {
+                    if state != [batch, hidden] {
+                        return Err(mismatch(op, x, state, expected.clone()));
+                    }
+                }
+                if *lengths && inputs[inputs.len() - 1].0 != [batch] {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        inputs[inputs.len() - 1].0,
+                        format!("the lengths must be [{batch}], one per batch item"),
+                    ));
+                }
+                if steps == 0 || batch == 0 || hidden == 0 {
+                    return Err(Error::ZeroSized {
+                        op,
+                        shape: x.to_vec(),
+                        why: "a recurrent layer needs at least one step, batch item and unit",
+                    });
+                }
+                let mut outputs = vec![(vec![steps + 1, batch, hidden], DType::F32)];
+                if *kind == CellKind::Lstm {
+                    outputs.push((vec![steps + 1, batch, hidden], DType::F32));
+                }
+                outputs.push((vec![steps, batch, kind.saved() * hidden], DType::F32));
+                Ok(outputs)
+            }
+            Op::RecurrentGrad {
+                kind,
+                dstates,
+                dcells,
+                ..
+            } => {
+                let lstm = *kind == CellKind::Lstm;
+                let first = usize::from(*dstates) + usize::from(*dcells);
+                let states = inputs[first].0;
+                let r = inputs[first + 2 + usize::from(lstm)].0;
+                let &[slots, batch, hidden] = states else {
+                    return Err(Error::invalid(
+                        op,
+                        format!("the states must be [T+1, B, H], got {states:?}"),
+                    ));
+                };
+                let gated = kind.gates() * hidden;
+                let mut outputs = vec![
+                    (vec![slots - 1, batch, gated], DType::F32),
+                    (r.to_vec(), DType::F32),
+                    (vec![gated], DType::F32),
+                    (vec![batch, hidden], DType::F32),
+                ];
+                if lstm {
+                    outputs.push((vec![batch, hidden], DType::F32));
+                }
+                Ok(outputs)
+            }
         }
     }
 
@@ -760,6 +895,14 @@ impl Op {
         outputs: &[Var],
         grads: &[Option<Var>],
     ) -> Result<Vec<Option<Var>>> {
+        if let Op::Recurrent {
+            kind,
+            reverse,
+            lengths,
+        } = self
+        {
+            return recurrent_backward(g, (*kind, *reverse, *lengths), inputs, outputs, grads);
+        }
         let Some(dy) = grads[0] else {
             return Ok(vec![None; inputs.len()]);
         };
@@ -885,6 +1028,11 @@ impl Op {
             Op::LayerNormGrad => {
                 return Err(no_gradient(
                     "layer_norm_grad (second derivatives are not supported)",
+                ))
+            }
+            Op::Recurrent { .. } | Op::RecurrentGrad { .. } => {
+                return Err(no_gradient(
+                    "recurrent_grad (second derivatives are not supported)",
                 ))
             }
             Op::Slice { axis, start, .. } => vec![Some(g.push_one(
@@ -1091,6 +1239,93 @@ impl Op {
                 let variant = LayerNormVariant::choose(gpu, shape.d);
                 let (gain, bias) = (inputs[1].f32(), inputs[2].f32());
                 layer_norm_dispatch(x, Some(gain), Some(bias), &forward, &shape, *eps, variant)?
+            }
+            Op::Recurrent {
+                kind,
+                reverse,
+                lengths,
+            } => {
+                let lstm = *kind == CellKind::Lstm;
+                let r = inputs[1].f32();
+                let shape = RecurrentShape {
+                    kind: *kind,
+                    steps: x.shape()[0],
+                    batch: x.shape()[1],
+                    hidden: r.shape()[0],
+                    reverse: *reverse,
+                };
+                let layer = RecurrentInputs {
+                    gx: x,
+                    r,
+                    r_bias: inputs[2].f32(),
+                    h0: inputs[3].f32(),
+                    c0: lstm.then(|| inputs[4].f32()),
+                    lengths: lengths.then(|| inputs[inputs.len() - 1].u32()),
+                    peepholes: None,
+                };
+                let written = RecurrentOutputs {
+                    states: y.clone(),
+                    cells: lstm.then(|| outputs[1].f32().clone()),
+                    saved: outputs[outputs.len() - 1].f32().clone(),
+                };
+                let (dispatches, scratch) = recurrent_forward_dispatches(&layer, &written, &shape)?;
+                return Ok(Recorded {
+                    dispatches,
+                    scratch,
+                    groupings: Vec::new(),
+                });
+            }
+            Op::RecurrentGrad {
+                kind,
+                reverse,
+                dstates,
+                dcells,
+                lengths,
+            } => {
+                let lstm = *kind == CellKind::Lstm;
+                let mut next = inputs.iter();
+                let mut take = |present: bool| if present { next.next() } else { None };
+                let dstates = take(*dstates).map(Operand::f32);
+                let dcells = take(*dcells).map(Operand::f32);
+                let states = take(true).map(Operand::f32);
+                let cells = take(lstm).map(Operand::f32);
+                let saved = take(true).map(Operand::f32);
+                let r = take(true).map(Operand::f32);
+                let lengths = take(*lengths).map(Operand::u32);
+                let (Some(states), Some(saved), Some(r)) = (states, saved, r) else {
+                    return Err(Error::invalid("recurrent_grad", "missing inputs"));
+                };
+                let [batch, hidden] = [states.shape()[1], states.shape()[2]];
+                let shape = RecurrentShape {
+                    kind: *kind,
+                    steps: states.shape()[0] - 1,
+                    batch,
+                    hidden,
+                    reverse: *reverse,
+                };
+                let backward = RecurrentBackwardInputs {
+                    dstates,
+                    dcells,
+                    states,
+                    cells,
+                    saved,
+                    r,
+                    lengths,
+                };
+                let grads = RecurrentGrads {
+                    dgx: y.clone(),
+                    dr: outputs[1].f32().clone(),
+                    dr_bias: outputs[2].f32().clone(),
+                    dh0: outputs[3].f32().clone(),
+                    dc0: lstm.then(|| outputs[4].f32().clone()),
+                };
+                let (dispatches, scratch) =
+                    recurrent_backward_dispatches(&backward, &grads, &shape)?;
+                return Ok(Recorded {
+                    dispatches,
+                    scratch,
+                    groupings: Vec::new(),
+                });
             }
             Op::LayerNormGrad => {
                 let shape = LayerNormShape::new("layer_norm_grad", x.shape(), -1)?;
@@ -1328,6 +1563,46 @@ fn bias_grad_geometry(op: &'static str, dy: &[usize]) -> Result<ConvGeometry> {
 
 /// Records zeros into each of `targets`: one zero copied over it. A dispatch, not a write at
 /// compile time, since a plan's buffer may serve other values in turn.
+/// The backward rule of `Op::Recurrent`, whose outputs may receive gradients separately
+/// (the states through the sequence and the last state, the cells only through the last).
+fn recurrent_backward(
+    g: &mut Graph,
+    (kind, reverse, lengths): (CellKind, bool, bool),
+    inputs: &[Var],
+    outputs: &[Var],
+    grads: &[Option<Var>],
+) -> Result<Vec<Option<Var>>> {
+    let lstm = kind == CellKind::Lstm;
+    let dstates = grads[0];
+    let dcells = if lstm { grads[1] } else { None };
+    if dstates.is_none() && dcells.is_none() {
+        return Ok(vec![None; inputs.len()]);
+    }
+    let mut grad_inputs: Vec<Var> = dstates.into_iter().chain(dcells).collect();
+    grad_inputs.push(outputs[0]);
+    if lstm {
+        grad_inputs.push(outputs[1]);
+    }
+    grad_inputs.push(outputs[outputs.len() - 1]);
+    grad_inputs.push(inputs[1]);
+    if lengths {
+        grad_inputs.push(inputs[inputs.len() - 1]);
+    }
+    let op = Op::RecurrentGrad {
+        kind,
+        reverse,
+        dstates: dstates.is_some(),
+        dcells: dcells.is_some(),
+        lengths,
+    };
+    let mut input_grads: Vec<Option<Var>> =
+        g.push(op, &grad_inputs)?.into_iter().map(Some).collect();
+    if lengths {
+        input_grads.push(None);
+    }
+    Ok(input_grads)
+}
+
 fn zeros_record(targets: &[&Tensor]) -> Result<Recorded> {
     let mut recorded = Recorded::default();
     let Some(first) = targets.first() else {

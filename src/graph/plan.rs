@@ -86,7 +86,8 @@ impl Graph {
 
     /// [`Graph::compile`] with some values stored in given tensors instead of buffers of the
     /// plan's own: a parameter bound to a tensor starts from (and trains) that tensor's
-    /// values, a computed value bound to a tensor is computed and written there. Plans compiled from
+    /// values, a computed value bound to a tensor is computed and written there (a reshape
+    /// writes the value it reshapes). Plans compiled from
     /// several graphs over the same bound parameters and gradients train one set of weights
     /// with one optimizer: a plan per shape of batch (sequence lengths), for instance.
     pub fn compile_with(&self, outputs: &[Var], bound: &[(Var, &Tensor)]) -> Result<Plan> {
@@ -120,7 +121,11 @@ impl Graph {
         // Which nodes the outputs need, walking back from them.
         let mut needed = vec![false; self.values.len()];
         // A value bound to a tensor is an output too: binding says where to write it.
-        for v in outputs.iter().map(|v| v.0).chain(bound_tensors.keys().copied()) {
+        for v in outputs
+            .iter()
+            .map(|v| v.0)
+            .chain(bound_tensors.keys().copied())
+        {
             needed[v] = true;
         }
         let mut live = vec![false; self.nodes.len()];
@@ -141,19 +146,22 @@ impl Graph {
         for &index in &live_nodes {
             let node = &self.nodes[index];
             if node.op.is_alias() {
-                if bound_tensors.contains_key(&node.outputs[0].0) {
-                    return Err(Error::invalid(
-                        "compile",
-                        format!(
-                            "value {} is a reshape of another value and cannot be bound \
-                             to a tensor of its own",
-                            node.outputs[0].0
-                        ),
-                    ));
-                }
                 root[node.outputs[0].0] = root[node.inputs[0].0];
             }
         }
+        // A bound reshape binds the value it reshapes, to the tensor seen with that shape.
+        let mut bound_roots: HashMap<usize, Tensor> = HashMap::new();
+        for (&v, tensor) in &bound_tensors {
+            let r = root[v];
+            let tensor = tensor.reshape(&self.values[r].shape)?;
+            if bound_roots.insert(r, tensor).is_some() {
+                return Err(Error::invalid(
+                    "compile",
+                    format!("value {v} shares its storage with another bound value"),
+                ));
+            }
+        }
+        let bound_tensors = bound_roots;
         let is_leaf = |v: usize| !matches!(self.values[v].source, Source::Computed);
         let mut persistent = vec![false; self.values.len()];
         for v in 0..self.values.len() {

@@ -2,6 +2,9 @@
 //! initialisation and named parameters (`"<layer>.weight"`, `"<layer>.bias"`), the names
 //! checkpoints key on.
 
+pub mod seq2seq;
+pub mod shared;
+
 use std::str::FromStr;
 
 use crate::error::{Error, Result};

@@ -4,6 +4,7 @@
 pub mod metrics;
 pub mod mlp;
 pub mod progress;
+pub mod seq2seq;
 
 pub use metrics::{EpochMetrics, MetricsFile};
 pub use progress::{format_progress, Drawing, Progress, ProgressState};

@@ -1,0 +1,422 @@
+//! The RNN encoder-decoder (Sutskever et al. 2014) with Luong's dot-product attention
+//! (Luong et al. 2015), built on the graph over [`SharedParameters`].
+//!
+//! - Encoder: source embedding, then `layers` recurrent layers (each bidirectional if asked:
+//!   a forward and a reversed layer whose states are concatenated), over time-major ids
+//!   [Ts, B] with the source lengths masking the padding.
+//! - Decoder: target embedding and `layers` recurrent layers started from the encoder's
+//!   final states (through a tanh bridge when the encoder is bidirectional), fed BOS and the
+//!   target (teacher forcing).
+//! - Attention: each decoder state queries the encoder states (keys projected to the
+//!   decoder's width, "general" scoring) through the attention kernel with the source
+//!   lengths as the key-padding mask; [context; state] → tanh layer → vocabulary logits.
+//!
+//! The same functions build the training graph (all target steps at once) and the decoding
+//! graphs (the encoder once, then one decoder step at a time).
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, RecurrentSpec, Var};
+use crate::kernels::recurrent::CellKind;
+use crate::nn::shared::{Binder, Start};
+
+/// How the decoder looks at the encoder states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// Luong's scores hᵢ·W·sⱼ through the attention kernel.
+    Dot,
+    /// None: the encoder's final state is all the decoder gets.
+    None,
+}
+
+impl AttentionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKind::Dot => "dot",
+            AttentionKind::None => "none",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "dot" => Ok(AttentionKind::Dot),
+            "none" => Ok(AttentionKind::None),
+            other => Err(Error::invalid(
+                "attention",
+                format!("{other:?} is not one of dot, none"),
+            )),
+        }
+    }
+}
+
+/// Parses a cell name: rnn, gru or lstm.
+pub fn parse_cell(text: &str) -> Result<CellKind> {
+    match text {
+        "rnn" => Ok(CellKind::Rnn),
+        "gru" => Ok(CellKind::Gru),
+        "lstm" => Ok(CellKind::Lstm),
+        other => Err(Error::invalid(
+            "arch",
+            format!("{other:?} is not one of rnn, gru, lstm"),
+        )),
+    }
+}
+
+/// The architecture: everything needed to rebuild the model from a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seq2SeqConfig {
+    pub cell: CellKind,
+    pub attention: AttentionKind,
+    pub vocab_size: usize,
+    pub embed: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub bidirectional: bool,
+}
+
+impl Seq2SeqConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (what, value) in [
+            ("vocabulary size", self.vocab_size),
+            ("embedding size", self.embed),
+            ("hidden size", self.hidden),
+            ("layer count", self.layers),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(
+                    "seq2seq",
+                    format!("the {what} must be at least 1, got 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": "seq2seq",
+            "cell": self.cell.name(),
+            "attention": self.attention.name(),
+            "vocab_size": self.vocab_size,
+            "embed": self.embed,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "bidirectional": self.bidirectional,
+        })
+    }
+
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let bad = |what: &str| {
+            Error::invalid(
+                "checkpoint",
+                format!("the architecture has no valid {what:?}: {value}"),
+            )
+        };
+        if value.get("kind").and_then(Value::as_str) != Some("seq2seq") {
+            return Err(bad("kind (seq2seq)"));
+        }
+        let size = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(key))
+        };
+        let text = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(key))
+        };
+        let config = Seq2SeqConfig {
+            cell: parse_cell(text("cell")?)?,
+            attention: AttentionKind::parse(text("attention")?)?,
+            vocab_size: size("vocab_size")?,
+            embed: size("embed")?,
+            hidden: size("hidden")?,
+            layers: size("layers")?,
+            bidirectional: value
+                .get("bidirectional")
+                .and_then(Value::as_bool)
+                .ok_or_else(|| bad("bidirectional"))?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The width of the encoder's outputs.
+    fn encoder_width(&self) -> usize {
+        self.hidden * if self.bidirectional { 2 } else { 1 }
+    }
+}
+
+/// A recurrent state: h, and c for an LSTM.
+#[derive(Debug, Clone, Copy)]
+pub struct State {
+    pub h: Var,
+    pub c: Option<Var>,
+}
+
+/// What the decoder needs from the encoder.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Keys [B, 1, Ts, H] and values [B, 1, Ts, He] of the attention (None without it).
+    pub keys_values: Option<(Var, Var)>,
+    /// The decoder's initial state, per layer.
+    pub initial: Vec<State>,
+}
+
+/// Builds the model's parts into graphs.
+pub struct Seq2Seq<'c> {
+    pub config: &'c Seq2SeqConfig,
+}
+
+impl Seq2Seq<'_> {
+    /// One recurrent layer over x [T, B, input]: the input projection of every step in one
+    /// matmul, then the recurrent op.
+    #[allow(clippy::too_many_arguments)]
+    fn recurrent_layer(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        name: &str,
+        x: Var,
+        initial: State,
+        lengths: Option<Var>,
+        reverse: bool,
+    ) -> Result<(Var, State)> {
+        let (steps, batch, input) = match *g.shape(x) {
+            [t, b, i] => (t, b, i),
+            ref other => {
+                return Err(Error::invalid(
+                    "seq2seq",
+                    format!("{name}: expected [T, B, features], got {other:?}"),
+                ))
+            }
+        };
+        let (cell, hidden) = (self.config.cell, self.config.hidden);
+        let gated = cell.gates() * hidden;
+        let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
+        let wx = p.parameter(g, &format!("{name}.input.weight"), &[input, gated], bound)?;
+        let bx = p.parameter(g, &format!("{name}.input.bias"), &[gated], bound)?;
+        let r = p.parameter(
+            g,
+            &format!("{name}.recurrent.weight"),
+            &[hidden, gated],
+            bound,
+        )?;
+        let rb = p.parameter(g, &format!("{name}.recurrent.bias"), &[gated], bound)?;
+        let rows = g.reshape(x, &[steps * batch, input])?;
+        let gx = g.gemm(rows, wx, false, false, Some(bx))?;
+        let gx = g.reshape(gx, &[steps, batch, gated])?;
+        let spec = RecurrentSpec {
+            kind: cell,
+            reverse,
+            lengths,
+            c0: initial.c,
+        };
+        let out = g.recurrent(gx, r, rb, initial.h, &spec)?;
+        Ok((
+            out.sequence,
+            State {
+                h: out.last,
+                c: out.last_cell,
+            },
+        ))
+    }
+
+    /// A zero state [B, H].
+    fn zero_state(&self, g: &mut Graph, batch: usize) -> Result<State> {
+        let hidden = self.config.hidden;
+        let h = g.constant(vec![0.0; batch * hidden], &[batch, hidden])?;
+        let c = if self.config.cell == CellKind::Lstm {
+            Some(g.constant(vec![0.0; batch * hidden], &[batch, hidden])?)
+        } else {
+            None
+        };
+        Ok(State { h, c })
+    }
+
+    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths [B].
+    pub fn encode(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        source: Var,
+        lengths: Var,
+    ) -> Result<Encoded> {
+        let config = self.config;
+        let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
+        let table = p.parameter(
+            g,
+            "source_embedding.weight",
+            &[config.vocab_size, config.embed],
+            Start::Normal(1.0),
+        )?;
+        let mut x = g.embedding(table, source)?;
+        let mut finals = Vec::new();
+        for layer in 0..config.layers {
+            let start = self.zero_state(g, batch)?;
+            let name = format!("encoder.layer{layer}");
+            let (forward, forward_final) = self.recurrent_layer(
+                g,
+                p,
+                &format!("{name}.forward"),
+                x,
+                start,
+                Some(lengths),
+                false,
+            )?;
+            if config.bidirectional {
+                let start = self.zero_state(g, batch)?;
+                let (backward, backward_final) = self.recurrent_layer(
+                    g,
+                    p,
+                    &format!("{name}.backward"),
+                    x,
+                    start,
+                    Some(lengths),
+                    true,
+                )?;
+                x = g.concat(&[forward, backward], 2)?;
+                finals.push(self.bridge(g, p, layer, forward_final, backward_final)?);
+            } else {
+                x = forward;
+                finals.push(forward_final);
+            }
+        }
+        let keys_values = match config.attention {
+            AttentionKind::None => None,
+            AttentionKind::Dot => {
+                let width = config.encoder_width();
+                let bound = Start::Uniform(1.0 / (width as f32).sqrt());
+                let w = p.parameter(g, "attention.key.weight", &[width, config.hidden], bound)?;
+                let batch_major = g.permute(x, &[1, 0, 2])?;
+                let rows = g.reshape(batch_major, &[batch * steps, width])?;
+                let keys = g.matmul(rows, w)?;
+                let keys = g.reshape(keys, &[batch, 1, steps, config.hidden])?;
+                let values = g.reshape(batch_major, &[batch, 1, steps, width])?;
+                Some((keys, values))
+            }
+        };
+        Ok(Encoded {
+            keys_values,
+            initial: finals,
+        })
+    }
+
+    /// A bidirectional layer's two final states, as one decoder state: tanh(W·[h→; h←] + b)
+    /// (and likewise for an LSTM's cells, without the tanh).
+    fn bridge(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        layer: usize,
+        forward: State,
+        backward: State,
+    ) -> Result<State> {
+        let hidden = self.config.hidden;
+        let bound = Start::Uniform(1.0 / ((2 * hidden) as f32).sqrt());
+        let mut project = |g: &mut Graph, what: &str, a: Var, b: Var| -> Result<Var> {
+            let w = p.parameter(
+                g,
+                &format!("bridge.layer{layer}.{what}.weight"),
+                &[2 * hidden, hidden],
+                bound,
+            )?;
+            let bias = p.parameter(
+                g,
+                &format!("bridge.layer{layer}.{what}.bias"),
+                &[hidden],
+                bound,
+            )?;
+            let both = g.concat(&[a, b], 1)?;
+            g.gemm(both, w, false, false, Some(bias))
+        };
+        let h = project(g, "h", forward.h, backward.h)?;
+        let h = g.tanh(h)?;
+        let c = match (forward.c, backward.c) {
+            (Some(a), Some(b)) => Some(project(g, "c", a, b)?),
+            _ => None,
+        };
+        Ok(State { h, c })
+    }
+
+    /// The decoder over input ids [Td, B] (BOS then the target, time-major) from `initial`:
+    /// its top layer's states [Td, B, H] and every layer's final state.
+    pub fn decode(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        input: Var,
+        initial: &[State],
+    ) -> Result<(Var, Vec<State>)> {
+        let config = self.config;
+        if initial.len() != config.layers {
+            return Err(Error::invalid(
+                "seq2seq",
+                format!(
+                    "the decoder has {} layers, got {} initial states",
+                    config.layers,
+                    initial.len()
+                ),
+            ));
+        }
+        let table = p.parameter(
+            g,
+            "target_embedding.weight",
+            &[config.vocab_size, config.embed],
+            Start::Normal(1.0),
+        )?;
+        let mut x = g.embedding(table, input)?;
+        let mut finals = Vec::new();
+        for (layer, &start) in initial.iter().enumerate() {
+            let name = format!("decoder.layer{layer}");
+            let (states, last) = self.recurrent_layer(g, p, &name, x, start, None, false)?;
+            x = states;
+            finals.push(last);
+        }
+        Ok((x, finals))
+    }
+
+    /// Logits [B·Td, V] (batch-major rows: b·Td + t) from the decoder's states [Td, B, H].
+    pub fn logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        states: Var,
+        encoded: &Encoded,
+        source_lengths: Var,
+    ) -> Result<Var> {
+        let config = self.config;
+        let (steps, batch, hidden) = (g.shape(states)[0], g.shape(states)[1], config.hidden);
+        let batch_major = g.permute(states, &[1, 0, 2])?;
+        let rows = g.reshape(batch_major, &[batch * steps, hidden])?;
+        let features = match encoded.keys_values {
+            None => rows,
+            Some((keys, values)) => {
+                let queries = g.reshape(batch_major, &[batch, 1, steps, hidden])?;
+                let context =
+                    g.attention(queries, keys, values, Some(source_lengths), false, None)?;
+                let width = config.encoder_width();
+                let context = g.reshape(context, &[batch * steps, width])?;
+                let both = g.concat(&[context, rows], 1)?;
+                let bound = Start::Uniform(1.0 / ((width + hidden) as f32).sqrt());
+                let w = p.parameter(
+                    g,
+                    "attention.combine.weight",
+                    &[width + hidden, hidden],
+                    bound,
+                )?;
+                let b = p.parameter(g, "attention.combine.bias", &[hidden], bound)?;
+                let combined = g.gemm(both, w, false, false, Some(b))?;
+                g.tanh(combined)?
+            }
+        };
+        let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
+        let w = p.parameter(g, "output.weight", &[hidden, config.vocab_size], bound)?;
+        let b = p.parameter(g, "output.bias", &[config.vocab_size], bound)?;
+        g.gemm(features, w, false, false, Some(b))
+    }
+}

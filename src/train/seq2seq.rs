@@ -1,0 +1,989 @@
+//! `shadergrad train-seq2seq` and `translate`: the RNN encoder-decoder of
+//! [`crate::nn::seq2seq`] trained with teacher forcing on batches bucketed by length, and
+//! decoded greedily or by beam search.
+//!
+//! Batches come in several shapes (source and target steps), and each shape is its own
+//! compiled plan; every plan binds the same parameter and gradient tensors
+//! ([`SharedParameters`]), so one optimizer trains them all. Decoding compiles, per shape, an
+//! encoder plan and a one-step decoder plan whose recurrent states and attention keys stay
+//! on the GPU between steps.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::checkpoint::{self, Checkpoint, NamedTensor};
+use crate::data::text::{
+    bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, SeqBatch, Vocab, BOS, EOS, PAD,
+};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::kernels::recurrent::CellKind;
+use crate::nn::seq2seq::{Encoded, Seq2Seq, Seq2SeqConfig, State};
+use crate::nn::shared::{Binder, SharedParameters};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::tensor::Tensor;
+use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::progress::Progress;
+
+/// A compiled training step for one batch shape.
+struct TrainPlan {
+    plan: Plan,
+    source: Var,
+    source_lengths: Var,
+    decoder_input: Var,
+    target: Var,
+    loss: Var,
+    predictions: Var,
+}
+
+/// The compiled decoding plans for one shape: the encoder, then one decoder step.
+struct Decoder {
+    encoder: Plan,
+    encoder_source: Var,
+    encoder_lengths: Var,
+    step: Plan,
+    step_tokens: Var,
+    step_lengths: Var,
+    log_probs: Var,
+    /// Each layer's state (h, and c for an LSTM), shared by both plans: the encoder writes
+    /// the decoder's initial state, each step reads and overwrites it.
+    states: Vec<Tensor>,
+}
+
+/// What one training step measured.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub loss: f32,
+    /// Target tokens (EOS included, padding not) and how many of them the model predicted.
+    pub tokens: usize,
+    pub correct: usize,
+}
+
+/// A sequence-to-sequence model on the GPU, with its vocabulary and length limits.
+pub struct Seq2SeqModel {
+    gpu: Gpu,
+    pub config: Seq2SeqConfig,
+    pub vocab: Vocab,
+    /// The longest source and target (without EOS) the model was trained for.
+    pub max_source: usize,
+    pub max_target: usize,
+    pub parameters: SharedParameters,
+    train_plans: HashMap<(usize, usize, usize), TrainPlan>,
+    decoders: HashMap<(usize, usize), Decoder>,
+}
+
+/// Sequences up to this many steps get plans of their exact length; longer ones are
+/// rounded up so that a few plans cover every batch.
+const EXACT_LENGTHS: usize = 16;
+
+/// The number of steps a batch of longest sequence `len` is padded to.
+pub fn round_steps(len: usize) -> usize {
+    let len = len.max(1);
+    if len <= EXACT_LENGTHS {
+        len
+    } else {
+        len.div_ceil(8) * 8
+    }
+}
+
+impl Seq2SeqModel {
+    /// A new model with parameters drawn from `seed`.
+    pub fn new(
+        gpu: &Gpu,
+        config: Seq2SeqConfig,
+        vocab: Vocab,
+        (max_source, max_target): (usize, usize),
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.vocab_size != vocab.len() {
+            return Err(Error::invalid(
+                "seq2seq",
+                format!(
+                    "the model has {} tokens, the vocabulary {}",
+                    config.vocab_size,
+                    vocab.len()
+                ),
+            ));
+        }
+        let mut model = Seq2SeqModel {
+            gpu: gpu.clone(),
+            config,
+            vocab,
+            max_source: max_source.max(1),
+            max_target: max_target.max(1),
+            parameters: SharedParameters::new(gpu, seed),
+            train_plans: HashMap::new(),
+            decoders: HashMap::new(),
+        };
+        // Building (not compiling) the smallest graph makes every parameter, in a fixed
+        // order, before an optimizer is made over them.
+        model.training_graph(1, 1, 1)?;
+        Ok(model)
+    }
+
+    /// The model a checkpoint of [`Seq2SeqModel::checkpoint_tensors`] holds; optimizer state
+    /// in it is left for [`Optimizer::load_state`].
+    pub fn from_checkpoint(gpu: &Gpu, checkpoint: &Checkpoint) -> Result<Self> {
+        let config = &checkpoint.config;
+        let architecture = config.get("architecture").ok_or_else(|| {
+            Error::format(
+                &checkpoint.path,
+                "the config has no \"architecture\": not a train-seq2seq checkpoint",
+            )
+        })?;
+        let model_config = Seq2SeqConfig::from_json(architecture)?;
+        let chars: Vec<char> = config
+            .get("vocabulary")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::format(&checkpoint.path, "the config has no \"vocabulary\""))?
+            .chars()
+            .collect();
+        let vocab = Vocab::from_chars(&chars)?;
+        let limit = |key: &str| {
+            config
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| {
+                    Error::format(&checkpoint.path, format!("the config has no {key:?}"))
+                })
+        };
+        let limits = (limit("max_source")?, limit("max_target")?);
+        let model = Seq2SeqModel::new(gpu, model_config, vocab, limits, 0)?;
+        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        Ok(model)
+    }
+
+    /// The config a checkpoint of this model carries (`extra` merged in at the top level).
+    pub fn checkpoint_config(&self, extra: Value) -> Value {
+        let mut config = json!({
+            "architecture": self.config.to_json(),
+            "vocabulary": self.vocab.chars().iter().collect::<String>(),
+            "max_source": self.max_source,
+            "max_target": self.max_target,
+        });
+        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
+            map.extend(extra);
+        }
+        config
+    }
+
+    /// Saves the parameters and, if given, the optimizer's state beside them.
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        optimizer: Option<&Optimizer>,
+        extra: Value,
+    ) -> Result<()> {
+        let mut tensors = self.parameters.download()?;
+        if let Some(optimizer) = optimizer {
+            for (name, tensor) in optimizer.state_tensors() {
+                tensors.push(NamedTensor::download(
+                    format!("{OPTIMIZER_PREFIX}{name}"),
+                    &tensor,
+                )?);
+            }
+        }
+        checkpoint::save(path, &tensors, &self.checkpoint_config(extra))
+    }
+
+    /// The training graph for `batch` rows of `source_steps` and `target_steps` (without
+    /// compiling it): its inputs, loss, predictions and bindings.
+    fn training_graph(
+        &mut self,
+        batch: usize,
+        source_steps: usize,
+        target_steps: usize,
+    ) -> Result<(Graph, [Var; 6], Vec<(Var, Tensor)>)> {
+        let mut g = Graph::new(&self.gpu);
+        let source = g.input_indices("source", &[source_steps, batch]);
+        let source_lengths = g.input_indices("source_lengths", &[batch]);
+        let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
+        let target = g.input_indices("target", &[batch * target_steps]);
+        let model = Seq2Seq {
+            config: &self.config,
+        };
+        let mut p = Binder::new(&mut self.parameters);
+        let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
+        let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
+        let logits = model.logits(&mut g, &mut p, states, &encoded, source_lengths)?;
+        let loss = g.cross_entropy(logits, target, Some(PAD))?;
+        let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
+        let (_, predictions) = g.max_over_time_with_positions(rows)?;
+        let gradients = g.backward(loss)?;
+        let bindings = p.bindings(Some(&gradients))?;
+        Ok((
+            g,
+            [
+                source,
+                source_lengths,
+                decoder_input,
+                target,
+                loss,
+                predictions,
+            ],
+            bindings,
+        ))
+    }
+
+    fn train_plan(&mut self, batch: &SeqBatch) -> Result<&mut TrainPlan> {
+        let key = (batch.batch, batch.source_steps, batch.target_steps);
+        if !self.train_plans.contains_key(&key) {
+            let (g, vars, bindings) = self.training_graph(key.0, key.1, key.2)?;
+            let [source, source_lengths, decoder_input, target, loss, predictions] = vars;
+            let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+            let plan = g.compile_with(&[loss, predictions], &bound)?;
+            self.train_plans.insert(
+                key,
+                TrainPlan {
+                    plan,
+                    source,
+                    source_lengths,
+                    decoder_input,
+                    target,
+                    loss,
+                    predictions,
+                },
+            );
+        }
+        Ok(self.train_plans.get_mut(&key).expect("inserted above"))
+    }
+
+    /// One step over `batch` with teacher forcing: the loss, its gradients into the shared
+    /// gradient tensors, then `extra` (an optimizer's update), in one submission.
+    pub fn train_step(&mut self, batch: &SeqBatch, extra: &[Dispatch]) -> Result<StepReport> {
+        let step = self.train_plan(batch)?;
+        step.plan.run(
+            &[
+                Feed::u32(step.source, &batch.source),
+                Feed::u32(step.source_lengths, &batch.source_lengths),
+                Feed::u32(step.decoder_input, &batch.decoder_input),
+                Feed::u32(step.target, &batch.target),
+            ],
+            extra,
+        )?;
+        let loss = step.plan.read(step.loss)?[0];
+        let predictions = step.plan.read_indices(step.predictions)?;
+        let (mut tokens, mut correct) = (0, 0);
+        for (&target, &predicted) in batch.target.iter().zip(&predictions) {
+            if target != PAD {
+                tokens += 1;
+                correct += usize::from(target == predicted);
+            }
+        }
+        Ok(StepReport {
+            loss,
+            tokens,
+            correct,
+        })
+    }
+
+    fn decoder(&mut self, rows: usize, source_steps: usize) -> Result<&mut Decoder> {
+        let key = (rows, source_steps);
+        if !self.decoders.contains_key(&key) {
+            let decoder = self.build_decoder(rows, source_steps)?;
+            self.decoders.insert(key, decoder);
+        }
+        Ok(self.decoders.get_mut(&key).expect("inserted above"))
+    }
+
+    fn build_decoder(&mut self, rows: usize, source_steps: usize) -> Result<Decoder> {
+        let gpu = self.gpu.clone();
+        let config = self.config.clone();
+        let model = Seq2Seq { config: &config };
+        let lstm = config.cell == CellKind::Lstm;
+        let state_shape = [rows, config.hidden];
+        let per_layer = if lstm { 2 } else { 1 };
+        let states = (0..config.layers * per_layer)
+            .map(|_| Tensor::zeros(&gpu, &state_shape))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut g = Graph::new(&gpu);
+        let encoder_source = g.input_indices("source", &[source_steps, rows]);
+        let encoder_lengths = g.input_indices("source_lengths", &[rows]);
+        let mut p = Binder::new(&mut self.parameters);
+        let encoded = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
+        let mut bindings = p.bindings(None)?;
+        let keys_values = match encoded.keys_values {
+            Some((keys, values)) => {
+                let keys_tensor = Tensor::zeros(&gpu, g.shape(keys))?;
+                let values_tensor = Tensor::zeros(&gpu, g.shape(values))?;
+                bindings.push((keys, keys_tensor.clone()));
+                bindings.push((values, values_tensor.clone()));
+                Some((keys_tensor, values_tensor))
+            }
+            None => None,
+        };
+        for (layer, state) in encoded.initial.iter().enumerate() {
+            bindings.push((state.h, states[layer * per_layer].clone()));
+            if let Some(c) = state.c {
+                bindings.push((c, states[layer * per_layer + 1].clone()));
+            }
+        }
+        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+        let encoder = g.compile_with(&[], &bound)?;
+
+        let mut g = Graph::new(&gpu);
+        let step_tokens = g.input_indices("tokens", &[1, rows]);
+        let step_lengths = g.input_indices("source_lengths", &[rows]);
+        let mut bindings = Vec::new();
+        let mut initial = Vec::new();
+        for layer in 0..config.layers {
+            let h = g.input(&format!("h{layer}"), &state_shape);
+            bindings.push((h, states[layer * per_layer].clone()));
+            let c = if lstm {
+                let c = g.input(&format!("c{layer}"), &state_shape);
+                bindings.push((c, states[layer * per_layer + 1].clone()));
+                Some(c)
+            } else {
+                None
+            };
+            initial.push(State { h, c });
+        }
+        let keys_values = match &keys_values {
+            Some((keys, values)) => {
+                let k = g.input("keys", keys.shape());
+                let v = g.input("values", values.shape());
+                bindings.push((k, keys.clone()));
+                bindings.push((v, values.clone()));
+                Some((k, v))
+            }
+            None => None,
+        };
+        let encoded = Encoded {
+            keys_values,
+            initial: initial.clone(),
+        };
+        let mut p = Binder::new(&mut self.parameters);
+        let (top, finals) = model.decode(&mut g, &mut p, step_tokens, &initial)?;
+        let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths)?;
+        let log_probs = g.softmax(logits, true)?;
+        bindings.extend(p.bindings(None)?);
+        for (layer, state) in finals.iter().enumerate() {
+            bindings.push((state.h, states[layer * per_layer].clone()));
+            if let Some(c) = state.c {
+                bindings.push((c, states[layer * per_layer + 1].clone()));
+            }
+        }
+        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+        let step = g.compile_with(&[log_probs], &bound)?;
+        Ok(Decoder {
+            encoder,
+            encoder_source,
+            encoder_lengths,
+            step,
+            step_tokens,
+            step_lengths,
+            log_probs,
+            states,
+        })
+    }
+
+    /// Decodes each source (token ids without BOS/EOS) greedily (`beam` 1) or by beam
+    /// search, `chunk` sources at a time: the token ids of each output, without EOS.
+    pub fn decode(
+        &mut self,
+        sources: &[Vec<u32>],
+        beam: usize,
+        chunk: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        if beam == 0 || chunk == 0 {
+            return Err(Error::invalid(
+                "decode",
+                format!("the beam width ({beam}) and batch ({chunk}) must be at least 1"),
+            ));
+        }
+        if let Some(long) = sources.iter().find(|s| s.len() > self.max_source) {
+            return Err(Error::invalid(
+                "decode",
+                format!(
+                    "a source of {} tokens is longer than the model's maximum of {} (the \
+                     longest it was trained on)",
+                    long.len(),
+                    self.max_source
+                ),
+            ));
+        }
+        let mut outputs = Vec::with_capacity(sources.len());
+        for group in sources.chunks(chunk) {
+            outputs.extend(self.decode_group(group, beam, chunk)?);
+        }
+        Ok(outputs)
+    }
+
+    /// One group of at most `chunk` sources, padded to `chunk` rows (so that every group of
+    /// a shape shares one plan), each source repeated for its `beam` hypotheses.
+    fn decode_group(
+        &mut self,
+        group: &[Vec<u32>],
+        beam: usize,
+        chunk: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let rows = chunk * beam;
+        let longest = group.iter().map(Vec::len).max().unwrap_or(0);
+        let source_steps = round_steps(longest);
+        let mut source = vec![PAD; source_steps * rows];
+        let mut lengths = vec![0u32; rows];
+        for (i, ids) in group.iter().enumerate() {
+            for k in 0..beam {
+                let row = i * beam + k;
+                lengths[row] = ids.len() as u32;
+                for (t, &id) in ids.iter().enumerate() {
+                    source[t * rows + row] = id;
+                }
+            }
+        }
+        let max_steps = self.max_target + 1;
+        let vocab_size = self.config.vocab_size;
+        let gpu = self.gpu.clone();
+        let decoder = self.decoder(rows, source_steps)?;
+        decoder.encoder.run(
+            &[
+                Feed::u32(decoder.encoder_source, &source),
+                Feed::u32(decoder.encoder_lengths, &lengths),
+            ],
+            &[],
+        )?;
+        let mut search = BeamSearch::new(group.len(), beam);
+        let mut tokens = vec![BOS; rows];
+        for _ in 0..max_steps {
+            decoder.step.run(
+                &[
+                    Feed::u32(decoder.step_tokens, &tokens),
+                    Feed::u32(decoder.step_lengths, &lengths),
+                ],
+                &[],
+            )?;
+            let log_probs = decoder.step.read(decoder.log_probs)?;
+            let parents = search.advance(&log_probs, vocab_size, rows);
+            if parents
+                .iter()
+                .enumerate()
+                .any(|(row, &parent)| row != parent)
+            {
+                for state in &decoder.states {
+                    let hidden = state.shape()[1];
+                    let old = state.to_vec()?;
+                    let mut reordered = vec![0.0f32; old.len()];
+                    for (row, &parent) in parents.iter().enumerate() {
+                        reordered[row * hidden..(row + 1) * hidden]
+                            .copy_from_slice(&old[parent * hidden..(parent + 1) * hidden]);
+                    }
+                    gpu.write(state.buffer(), &reordered);
+                }
+            }
+            tokens = search.last_tokens(rows);
+            if search.all_done() {
+                break;
+            }
+        }
+        Ok(search.best())
+    }
+}
+
+/// One hypothesis of a beam.
+#[derive(Debug, Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    score: f64,
+    done: bool,
+}
+
+/// Beam search over groups of `beam` rows, one group per source (greedy when `beam` is 1).
+/// Scores are sums of log-probabilities; a finished hypothesis keeps its score.
+struct BeamSearch {
+    beam: usize,
+    groups: Vec<Vec<Hypothesis>>,
+}
+
+impl BeamSearch {
+    fn new(sources: usize, beam: usize) -> Self {
+        // Only the first hypothesis is live at the start: the others would repeat it.
+        let start = |k: usize| Hypothesis {
+            tokens: Vec::new(),
+            score: if k == 0 { 0.0 } else { f64::NEG_INFINITY },
+            done: k != 0,
+        };
+        BeamSearch {
+            beam,
+            groups: (0..sources)
+                .map(|_| (0..beam).map(start).collect())
+                .collect(),
+        }
+    }
+
+    /// Extends every group by one token from the step's log-probabilities [rows, V]; returns,
+    /// for each row, the row whose state it continues.
+    fn advance(&mut self, log_probs: &[f32], vocab_size: usize, rows: usize) -> Vec<usize> {
+        let mut parents: Vec<usize> = (0..rows).collect();
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            // (score, parent hypothesis, token or None to keep a finished one)
+            let mut candidates: Vec<(f64, usize, Option<u32>)> = Vec::new();
+            for (k, hypothesis) in group.iter().enumerate() {
+                if hypothesis.done {
+                    if hypothesis.score.is_finite() {
+                        candidates.push((hypothesis.score, k, None));
+                    }
+                    continue;
+                }
+                let row = &log_probs[(i * self.beam + k) * vocab_size..][..vocab_size];
+                for (token, &lp) in row.iter().enumerate() {
+                    let token = token as u32;
+                    if token != PAD && token != BOS {
+                        candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
+                    }
+                }
+            }
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut next: Vec<Hypothesis> = Vec::with_capacity(self.beam);
+            for (k, &(score, parent, token)) in candidates.iter().take(self.beam).enumerate() {
+                let mut hypothesis = group[parent].clone();
+                hypothesis.score = score;
+                if let Some(token) = token {
+                    if token == EOS {
+                        hypothesis.done = true;
+                    } else {
+                        hypothesis.tokens.push(token);
+                    }
+                }
+                parents[i * self.beam + k] = i * self.beam + parent;
+                next.push(hypothesis);
+            }
+            while next.len() < self.beam {
+                next.push(Hypothesis {
+                    tokens: Vec::new(),
+                    score: f64::NEG_INFINITY,
+                    done: true,
+                });
+            }
+            *group = next;
+        }
+        parents
+    }
+
+    /// The token each row feeds to the next step.
+    fn last_tokens(&self, rows: usize) -> Vec<u32> {
+        let mut tokens = vec![EOS; rows];
+        for (i, group) in self.groups.iter().enumerate() {
+            for (k, hypothesis) in group.iter().enumerate() {
+                tokens[i * self.beam + k] = hypothesis.tokens.last().copied().unwrap_or(BOS);
+            }
+        }
+        tokens
+    }
+
+    fn all_done(&self) -> bool {
+        self.groups.iter().flatten().all(|h| h.done)
+    }
+
+    /// The best hypothesis of each group: finished ones first, then by score.
+    fn best(self) -> Vec<Vec<u32>> {
+        self.groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .max_by(|a, b| {
+                        (a.done, a.score)
+                            .partial_cmp(&(b.done, b.score))
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    })
+                    .map(|h| h.tokens)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Everything `train-seq2seq` needs to know.
+pub struct Seq2SeqTraining {
+    pub train: Vec<Pair>,
+    pub valid: Vec<Pair>,
+    /// Describes the data in the checkpoint (the task and its options, or the files).
+    pub data_description: Value,
+    pub model: Seq2SeqConfig,
+    pub optimizer: OptimizerConfig,
+    pub batch: usize,
+    /// A fixed number of epochs; `None`: until validation exact-match stops improving.
+    pub epochs: Option<usize>,
+    /// Epochs without improvement before stopping early.
+    pub patience: usize,
+    pub max_minutes: Option<f64>,
+    pub seed: u64,
+    pub save: Option<PathBuf>,
+    /// A checkpoint to continue from: its model, vocabulary and optimizer state.
+    pub resume: Option<Checkpoint>,
+    pub metrics: Option<PathBuf>,
+    /// Validation examples printed after each epoch.
+    pub samples: usize,
+}
+
+/// Why training stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    EpochsDone,
+    /// Validation exact-match did not improve for `patience` epochs.
+    NoImprovement,
+    /// Every validation example is right: nothing left to improve.
+    Perfect,
+    TimeCap,
+}
+
+/// What a training run reached.
+#[derive(Debug, Clone)]
+pub struct Seq2SeqResult {
+    pub epochs: usize,
+    pub steps: u64,
+    pub seconds: f64,
+    pub best_exact_match: f64,
+    /// Seconds from the start until validation exact-match first reached 99%.
+    pub seconds_to_99: Option<f64>,
+    /// Target tokens per second of training (validation excluded).
+    pub tokens_per_s: f64,
+    pub stop: Stop,
+}
+
+/// Exact-match accuracy and loss of `model` on `pairs`, and the decoded outputs.
+pub fn evaluate(
+    model: &mut Seq2SeqModel,
+    pairs: &[EncodedPair],
+    batch: usize,
+) -> Result<(f64, f64, Vec<Vec<u32>>)> {
+    let sources: Vec<Vec<u32>> = pairs.iter().map(|p| p.source.clone()).collect();
+    let outputs = model.decode(&sources, 1, batch)?;
+    let exact = pairs
+        .iter()
+        .zip(&outputs)
+        .filter(|(pair, output)| &pair.target == *output)
+        .count();
+    let bucketing = Bucketing {
+        batch,
+        round_to: 1,
+        pad_last: true,
+    };
+    let (mut loss_sum, mut tokens) = (0.0, 0usize);
+    for batch in bucketed_batches(pairs, &bucketing, None)? {
+        let batch = rounded(batch);
+        let report = model.train_step(&batch, &[])?;
+        loss_sum += f64::from(report.loss) * report.tokens as f64;
+        tokens += report.tokens;
+    }
+    Ok((
+        exact as f64 / pairs.len().max(1) as f64,
+        loss_sum / tokens.max(1) as f64,
+        outputs,
+    ))
+}
+
+/// `batch` with its steps padded to [`round_steps`], so that a few plans serve every batch.
+fn rounded(batch: SeqBatch) -> SeqBatch {
+    let (source_steps, target_steps) = (
+        round_steps(batch.source_steps),
+        round_steps(batch.target_steps),
+    );
+    if source_steps == batch.source_steps && target_steps == batch.target_steps {
+        return batch;
+    }
+    let b = batch.batch;
+    let mut source = batch.source.clone();
+    source.resize(source_steps * b, PAD);
+    let mut decoder_input = batch.decoder_input.clone();
+    decoder_input.resize(target_steps * b, PAD);
+    let mut target = vec![PAD; b * target_steps];
+    for row in 0..b {
+        target[row * target_steps..row * target_steps + batch.target_steps].copy_from_slice(
+            &batch.target[row * batch.target_steps..(row + 1) * batch.target_steps],
+        );
+    }
+    SeqBatch {
+        source_steps,
+        target_steps,
+        source,
+        decoder_input,
+        target,
+        ..batch
+    }
+}
+
+/// Trains a model as `config` says, reporting progress on stderr.
+pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResult> {
+    if config.batch == 0
+        || config.epochs == Some(0)
+        || config.train.is_empty()
+        || config.valid.is_empty()
+    {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!(
+                "needs a batch ({}) and epochs ({:?}) of at least 1, and training ({}) and \
+                 validation ({}) pairs",
+                config.batch,
+                config.epochs,
+                config.train.len(),
+                config.valid.len()
+            ),
+        ));
+    }
+    config.optimizer.validate()?;
+    let (mut model, resumed) = match &config.resume {
+        Some(checkpoint) => {
+            let model = Seq2SeqModel::from_checkpoint(gpu, checkpoint)?;
+            (model, Some(checkpoint))
+        }
+        None => {
+            let vocab = Vocab::from_pairs(&config.train);
+            let mut encoded = encode_pairs(&vocab, &config.train);
+            encoded.extend(encode_pairs(&vocab, &config.valid));
+            let limits = crate::data::text::longest(&encoded);
+            let model_config = Seq2SeqConfig {
+                vocab_size: vocab.len(),
+                ..config.model.clone()
+            };
+            (
+                Seq2SeqModel::new(gpu, model_config, vocab, limits, config.seed)?,
+                None,
+            )
+        }
+    };
+    let train = encode_checked(&model, &config.train, "training")?;
+    let valid = encode_checked(&model, &config.valid, "validation")?;
+
+    let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let mut start_epoch = 1;
+    let mut best = -1.0;
+    if let Some(checkpoint) = resumed {
+        let state: Vec<(String, Tensor)> = checkpoint
+            .tensors
+            .iter()
+            .filter_map(|t| t.name.strip_prefix(OPTIMIZER_PREFIX).map(|name| (name, t)))
+            .map(|(name, t)| Ok((name.to_string(), t.upload(gpu)?)))
+            .collect::<Result<_>>()?;
+        let training = checkpoint.config.get("training");
+        let number = |key: &str| training.and_then(|t| t.get(key)).and_then(Value::as_f64);
+        let step = number("optimizer_step").unwrap_or(0.0) as u64;
+        optimizer.load_state(step, &state)?;
+        start_epoch = number("epoch").unwrap_or(0.0) as usize + 1;
+        best = number("best_exact_match").unwrap_or(-1.0);
+        eprintln!(
+            "resuming from {} after epoch {} (step {step}, best exact-match {:.4})",
+            checkpoint.path.display(),
+            start_epoch - 1,
+            best.max(0.0)
+        );
+    }
+    let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
+    let bucketing = Bucketing {
+        batch: config.batch,
+        round_to: 1,
+        pad_last: true,
+    };
+    eprintln!(
+        "{} {}-layer{} {} encoder-decoder, attention {}, hidden {}, embedding {}: {} parameters; \
+         {} training and {} validation pairs, vocabulary of {}",
+        model.config.cell.name(),
+        model.config.layers,
+        if model.config.layers == 1 { "" } else { "s" },
+        if model.config.bidirectional {
+            "bidirectional"
+        } else {
+            "unidirectional"
+        },
+        model.config.attention.name(),
+        model.config.hidden,
+        model.config.embed,
+        model.parameters.count(),
+        train.len(),
+        valid.len(),
+        model.vocab.len()
+    );
+
+    let started = Instant::now();
+    let cap = config
+        .max_minutes
+        .map(|m| Duration::from_secs_f64(m * 60.0));
+    let out_of_time = || cap.is_some_and(|cap| started.elapsed() >= cap);
+    let mut step = optimizer.current_step();
+    let (mut train_tokens, mut train_seconds) = (0usize, 0.0f64);
+    let mut since_best = 0;
+    let mut seconds_to_99 = None;
+    let mut epoch = start_epoch;
+    let stop = loop {
+        if config.epochs.is_some_and(|epochs| epoch > epochs) {
+            break Stop::EpochsDone;
+        }
+        let batches =
+            bucketed_batches(&train, &bucketing, Some(config.seed ^ (epoch as u64) << 20))?;
+        let mut progress =
+            Progress::stderr(batches.len() as u64, config.epochs.unwrap_or(0), "tok");
+        progress.start_epoch(epoch);
+        let (mut loss_sum, mut loss_tokens, mut correct) = (0.0f64, 0usize, 0usize);
+        let mut timed_out = false;
+        let epoch_start = Instant::now();
+        for batch in batches {
+            let batch = rounded(batch);
+            step += 1;
+            optimizer.prepare_step(step)?;
+            let report = model.train_step(&batch, optimizer.dispatches())?;
+            if !report.loss.is_finite() {
+                progress.finish();
+                return Err(Error::invalid(
+                    "train-seq2seq",
+                    format!(
+                        "the loss became {} at step {step} (epoch {epoch}); stopped there{}. Try \
+                         a lower --lr or --clip",
+                        report.loss,
+                        match &config.save {
+                            Some(path) if best >= 0.0 =>
+                                format!(", {} keeps the last good checkpoint", path.display()),
+                            _ => String::new(),
+                        }
+                    ),
+                ));
+            }
+            loss_sum += f64::from(report.loss) * report.tokens as f64;
+            loss_tokens += report.tokens;
+            correct += report.correct;
+            progress.advance(
+                report.tokens as u64,
+                &[
+                    ("loss", loss_sum / loss_tokens.max(1) as f64),
+                    ("tok_acc", correct as f64 / loss_tokens.max(1) as f64),
+                ],
+            );
+            if out_of_time() {
+                timed_out = true;
+                break;
+            }
+        }
+        progress.finish();
+        train_tokens += loss_tokens;
+        train_seconds += epoch_start.elapsed().as_secs_f64();
+
+        let (exact, val_loss, outputs) = evaluate(&mut model, &valid, config.batch)?;
+        if exact >= 0.99 && seconds_to_99.is_none() {
+            seconds_to_99 = Some(started.elapsed().as_secs_f64());
+        }
+        let tokens_per_s = loss_tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "epoch {epoch}: train loss {:.4}, token accuracy {:.4} | validation loss {val_loss:.4}, \
+             exact-match {exact:.4} | {tokens_per_s:.0} tokens/s, {:.0} s so far",
+            loss_sum / loss_tokens.max(1) as f64,
+            correct as f64 / loss_tokens.max(1) as f64,
+            started.elapsed().as_secs_f64()
+        );
+        for (pair, output) in valid.iter().zip(&outputs).take(config.samples) {
+            let (source, target, predicted) = (
+                model.vocab.decode(&pair.source),
+                model.vocab.decode(&pair.target),
+                model.vocab.decode(output),
+            );
+            let mark = if *output == pair.target {
+                "ok"
+            } else {
+                "wrong"
+            };
+            eprintln!("  {source:?} → {predicted:?} (expected {target:?}, {mark})");
+        }
+        if let Some(file) = metrics.as_mut() {
+            let record = EpochMetrics {
+                epoch,
+                step,
+                elapsed_s: started.elapsed().as_secs_f64(),
+                train_loss: loss_sum / loss_tokens.max(1) as f64,
+                val_loss: Some(val_loss),
+                val_accuracy: Some(exact),
+                extra: Vec::new(),
+            }
+            .with(
+                "train_token_accuracy",
+                correct as f64 / loss_tokens.max(1) as f64,
+            )
+            .with("tokens_per_s", tokens_per_s)
+            .with("lr", f64::from(optimizer.learning_rate(step)));
+            file.append(&record)?;
+        }
+        if exact > best {
+            best = exact;
+            since_best = 0;
+            if let Some(path) = &config.save {
+                let training = json!({
+                    "training": {
+                        "epoch": epoch,
+                        "steps": step,
+                        "optimizer_step": optimizer.current_step(),
+                        "best_exact_match": best,
+                        "seed": config.seed,
+                        "batch": config.batch,
+                        "lr": config.optimizer.lr,
+                        "data": config.data_description,
+                    }
+                });
+                model.save(path, Some(&optimizer), training)?;
+                eprintln!("  saved {} (exact-match {best:.4})", path.display());
+            }
+        } else {
+            since_best += 1;
+        }
+        if timed_out || out_of_time() {
+            break Stop::TimeCap;
+        }
+        if config.epochs.is_none() {
+            if exact >= 1.0 {
+                break Stop::Perfect;
+            }
+            if since_best >= config.patience {
+                break Stop::NoImprovement;
+            }
+        }
+        epoch += 1;
+    };
+    Ok(Seq2SeqResult {
+        epochs: epoch.min(config.epochs.unwrap_or(usize::MAX)),
+        steps: step,
+        seconds: started.elapsed().as_secs_f64(),
+        best_exact_match: best.max(0.0),
+        seconds_to_99,
+        tokens_per_s: train_tokens as f64 / train_seconds.max(1e-9),
+        stop,
+    })
+}
+
+/// Encodes pairs with the model's vocabulary, refusing sequences longer than its limits and
+/// warning (once) about characters it does not know.
+fn encode_checked(model: &Seq2SeqModel, pairs: &[Pair], what: &str) -> Result<Vec<EncodedPair>> {
+    let encoded = encode_pairs(&model.vocab, pairs);
+    let mut unknown = std::collections::BTreeSet::new();
+    for pair in pairs {
+        unknown.extend(model.vocab.encode(&pair.source).1);
+        unknown.extend(model.vocab.encode(&pair.target).1);
+    }
+    if !unknown.is_empty() {
+        eprintln!(
+            "warning: {} {what} characters are not in the model's vocabulary and become UNK: {:?}",
+            unknown.len(),
+            unknown.iter().collect::<String>()
+        );
+    }
+    for (i, pair) in encoded.iter().enumerate() {
+        if pair.source.len() > model.max_source || pair.target.len() > model.max_target {
+            return Err(Error::invalid(
+                "train-seq2seq",
+                format!(
+                    "{what} pair {} has a source of {} and a target of {} tokens; the model \
+                     takes at most {} and {}",
+                    i + 1,
+                    pair.source.len(),
+                    pair.target.len(),
+                    model.max_source,
+                    model.max_target
+                ),
+            ));
+        }
+    }
+    Ok(encoded)
+}

@@ -1,0 +1,215 @@
+//! `train-seq2seq` and `translate`, run as a user runs them, on tiny configurations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn shadergrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .output()
+        .expect("the shadergrad binary runs")
+}
+
+fn shadergrad_with_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the shadergrad binary runs");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny reverse-the-string model, trained for `epochs` epochs.
+fn tiny_training(model: &Path, metrics: &Path, epochs: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train-seq2seq",
+        "--task",
+        "reverse",
+        "--train-size",
+        "200",
+        "--valid-size",
+        "20",
+        "--hidden",
+        "16",
+        "--embed",
+        "8",
+        "--batch",
+        "50",
+        "--epochs",
+        epochs,
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    shadergrad(&args)
+}
+
+#[test]
+fn train_save_translate_and_resume() {
+    let dir = scratch("seq2seq-cli");
+    let model = dir.join("reverse.safetensors");
+    let metrics = dir.join("metrics.jsonl");
+    let output = tiny_training(&model, &metrics, "2", &[]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("exact-match") && stderr.contains("expected"),
+        "{stderr}"
+    );
+    assert!(text(&output.stdout).contains("best validation exact-match"));
+    assert!(model.exists() && model.with_extension("json").exists());
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    for field in ["\"val_accuracy\"", "\"tokens_per_s\"", "\"train_loss\""] {
+        assert!(lines.contains(field), "{field} missing from {lines}");
+    }
+
+    // Arguments: one output line each, and nothing else on stdout.
+    let model_arg = model.to_str().unwrap();
+    let output = shadergrad(&["translate", "--checkpoint", model_arg, "abc", "hello"]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout).lines().count(),
+        2,
+        "{}",
+        text(&output.stdout)
+    );
+
+    // Standard input, with beam search, and an unknown character (a warning, not an error).
+    let output = shadergrad_with_stdin(
+        &["translate", "--checkpoint", model_arg, "--beam", "3"],
+        "abc\nxyz\nab7\n",
+    );
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).lines().count(), 3);
+    assert!(
+        text(&output.stderr).contains("UNK"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A source longer than any the model was trained on is refused, naming the limit.
+    let long = "abcdefghijklmnopqrstuvwxyz";
+    let output = shadergrad(&["translate", "--checkpoint", model_arg, long]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("maximum of"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Resuming continues the epoch count and the metrics file.
+    let output = tiny_training(&model, &metrics, "3", &["--resume", model_arg]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        lines.lines().last().unwrap().contains("\"epoch\":3"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn bad_data_and_checkpoints_are_clear_errors() {
+    let dir = scratch("seq2seq-cli-errors");
+    let tsv = dir.join("pairs.tsv");
+    std::fs::write(&tsv, "abc\tcba\nno tab here\n").unwrap();
+    let output = shadergrad(&["train-seq2seq", "--data", tsv.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("pairs.tsv") && stderr.contains('2'),
+        "{stderr}"
+    );
+
+    let empty = dir.join("empty.tsv");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let output = shadergrad(&["train-seq2seq", "--data", empty.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("empty.tsv"));
+
+    let output = shadergrad(&["train-seq2seq", "--task", "multiplication"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("addition"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A checkpoint of another model, and a corrupt one.
+    let mlp = dir.join("mlp.safetensors");
+    let output = shadergrad(&[
+        "train-mlp",
+        "--dataset",
+        "xor",
+        "--epochs",
+        "1",
+        "--save",
+        mlp.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let output = shadergrad(&["translate", "--checkpoint", mlp.to_str().unwrap(), "abc"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("seq2seq"),
+        "{}",
+        text(&output.stderr)
+    );
+    std::fs::write(&mlp, b"not a checkpoint").unwrap();
+    let output = shadergrad(&["translate", "--checkpoint", mlp.to_str().unwrap(), "abc"]);
+    assert!(!output.status.success());
+    assert!(!text(&output.stderr).is_empty());
+}
+
+#[test]
+fn a_diverging_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
+    let dir = scratch("seq2seq-cli-nan");
+    let model = dir.join("m.safetensors");
+    let metrics = dir.join("m.jsonl");
+    let output = tiny_training(&model, &metrics, "1", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let saved = std::fs::read(&model).unwrap();
+    // Plain SGD at an absurd rate without clipping overflows within a few steps.
+    let output = tiny_training(
+        &model,
+        &metrics,
+        "5",
+        &["--optimizer", "sgd", "--lr", "1e30", "--clip", "0"],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the loss became") && stderr.contains("at step"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        saved,
+        "the good checkpoint was overwritten"
+    );
+}
