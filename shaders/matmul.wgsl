@@ -7,13 +7,16 @@
 // `b_offset` and `out_offset` elements into their buffers, so that a product can read one
 // slice of a larger tensor (a time step of a recurrence) and write into another.
 //
-// Three entry points of one contract:
+// Four entry points of one contract:
 // - `matmul_blocked`: no workgroup memory, no barriers. Each invocation keeps a 4×4 block
 //   of C in registers. Its 4 columns are 8 apart, so the 8 invocations along x (which a
 //   CPU driver such as lavapipe runs as the 8 lanes of one SIMD register) read 8
 //   neighbouring B values at once. Any layout; for CPU adapters.
 // - `matmul_blocked_vec4`: the same with B read as vec4 and 8×8 outputs per invocation,
 //   when B is not transposed and N is a multiple of 4: about twice as fast on lavapipe.
+// - `matmul_nt_vec4`: for B transposed (a backward's dX = dY·Wᵀ, attention's Q·Kᵀ) and A
+//   not, K a multiple of 4: rows of A and of B are both contiguous along K, so each is read
+//   as vec4 and every output is a dot product of vec4 sums.
 // - `matmul_tiled`: 64×64 output tiles per 16×16 workgroup, staged through workgroup
 //   memory 16 values of K at a time, each invocation a 4×4 block. For real GPUs.
 
@@ -205,6 +208,60 @@ fn matmul_blocked_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     store4(batch, row0 + 5u, col, lo5); store4(batch, row0 + 5u, col + 4u, hi5);
     store4(batch, row0 + 6u, col, lo6); store4(batch, row0 + 6u, col + 4u, hi6);
     store4(batch, row0 + 7u, col, lo7); store4(batch, row0 + 7u, col + 4u, hi7);
+}
+
+// ---------------------------------------------------------------- A·Bᵀ, vec4 along K
+
+// A workgroup of 16 invocations covers 8 rows (uniform: each A vec4 is one broadcast load)
+// by 16 columns, one column (one row of B) per invocation. The scalar blocked kernel reads
+// a transposed B with a stride of K between lanes, one float at a time; here each lane
+// streams its own row of B four floats at a time.
+
+@group(0) @binding(0) var<storage, read> a4: array<vec4<f32>>;
+
+const NT_ROWS: u32 = 8u;
+const NT_COLS: u32 = 16u;
+
+@compute @workgroup_size(16)
+fn matmul_nt_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>) {
+    let p = params;
+    let batch = wid.z;
+    let k4 = p.k / 4u;
+    let a_base4 = (p.a_offset + batch * p.a_batch_stride) / 4u;
+    let col = wid.x * NT_COLS + lid.x;
+    let b_row4 = (p.b_offset + batch * p.b_batch_stride) / 4u + min(col, p.n - 1u) * k4;
+    let row0 = wid.y * NT_ROWS;
+    let last = p.m - 1u;
+    // Out-of-range rows read a clamped (valid) row; `store` drops them.
+    var rows: array<u32, 8>;
+    for (var r = 0u; r < NT_ROWS; r++) {
+        rows[r] = a_base4 + min(row0 + r, last) * k4;
+    }
+    var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+    var acc4 = vec4<f32>(0.0); var acc5 = vec4<f32>(0.0);
+    var acc6 = vec4<f32>(0.0); var acc7 = vec4<f32>(0.0);
+    for (var kk = 0u; kk < k4; kk++) {
+        let bv = b4[b_row4 + kk];
+        acc0 = fma(a4[rows[0] + kk], bv, acc0);
+        acc1 = fma(a4[rows[1] + kk], bv, acc1);
+        acc2 = fma(a4[rows[2] + kk], bv, acc2);
+        acc3 = fma(a4[rows[3] + kk], bv, acc3);
+        acc4 = fma(a4[rows[4] + kk], bv, acc4);
+        acc5 = fma(a4[rows[5] + kk], bv, acc5);
+        acc6 = fma(a4[rows[6] + kk], bv, acc6);
+        acc7 = fma(a4[rows[7] + kk], bv, acc7);
+    }
+    let ones = vec4<f32>(1.0);
+    store(batch, row0, col, dot(acc0, ones));
+    store(batch, row0 + 1u, col, dot(acc1, ones));
+    store(batch, row0 + 2u, col, dot(acc2, ones));
+    store(batch, row0 + 3u, col, dot(acc3, ones));
+    store(batch, row0 + 4u, col, dot(acc4, ones));
+    store(batch, row0 + 5u, col, dot(acc5, ones));
+    store(batch, row0 + 6u, col, dot(acc6, ones));
+    store(batch, row0 + 7u, col, dot(acc7, ones));
 }
 
 // ---------------------------------------------------------------- shared-memory tiled

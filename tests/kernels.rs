@@ -37,8 +37,13 @@ fn check_gemm(
     variant: MatmulVariant,
 ) {
     let b_cols = if trans_b { k } else { n };
-    if variant == MatmulVariant::BlockedVec4 && (trans_b || !b_cols.is_multiple_of(4)) {
-        return; // outside that variant's contract; covered by matmul_variants_refuse_layouts_they_lack
+    let outside_contract = match variant {
+        MatmulVariant::BlockedVec4 => trans_b || !b_cols.is_multiple_of(4),
+        MatmulVariant::NtVec4 => trans_a || !trans_b || !k.is_multiple_of(4),
+        MatmulVariant::Blocked | MatmulVariant::Tiled => false,
+    };
+    if outside_contract {
+        return; // covered by matmul_variants_refuse_layouts_they_lack
     }
     let mut rng = Rng::new(seed);
     let a_shape: Vec<usize> = if trans_a {
@@ -137,6 +142,9 @@ fn matmul_matches_reference_on_odd_shapes() {
         (33, 31, 29),
         (64, 64, 64),
         (67, 65, 1),
+        (13, 17, 20),
+        (5, 7, 128),
+        (1, 33, 4),
     ];
     let mut seed = 0;
     for variant in MatmulVariant::ALL {
@@ -290,6 +298,15 @@ fn matmul_variants_refuse_layouts_they_lack() {
         .variant(MatmulVariant::BlockedVec4)
         .run()
         .is_err());
+    // The A·Bᵀ kernel wants B transposed and K (here 3) a multiple of 4.
+    let err = a
+        .gemm(&bt)
+        .trans_b(true)
+        .variant(MatmulVariant::NtVec4)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nt-vec4") && err.contains("K a multiple of 4"), "{err}");
 }
 
 /// Products that read slices of larger tensors and write into the middle of another, as a
@@ -299,21 +316,26 @@ fn matmul_variants_refuse_layouts_they_lack() {
 fn matmul_reads_and_writes_at_offsets() {
     let gpu = gpu();
     let mut rng = Rng::new(77);
-    let (m, n, k) = (5, 12, 7);
-    // Offsets of B and the output are multiples of 4, so the vec4 variant takes them too.
-    let (a_offset, b_offset, out_offset) = (3, 8, 20);
-    let a = rng.vec(a_offset + m * k + 2, -1.0, 1.0);
-    let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
+    let (m, n) = (5, 12);
     let sentinel = -7.0;
     for variant in MatmulVariant::ALL {
-        for trans_a in [false, true] {
+        // Offsets of B and the output are multiples of 4, so the vec4 variant takes them
+        // too; the A·Bᵀ kernel wants A's offset and K multiples of 4 as well.
+        let (k, a_offset, layouts): (usize, usize, &[(bool, bool)]) = match variant {
+            MatmulVariant::NtVec4 => (8, 4, &[(false, true)]),
+            _ => (7, 3, &[(false, false), (true, false)]),
+        };
+        let (b_offset, out_offset) = (8, 20);
+        let a = rng.vec(a_offset + m * k + 2, -1.0, 1.0);
+        let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
+        for &(trans_a, trans_b) in layouts {
             let shape = GemmShape {
                 batch: 1,
                 m,
                 n,
                 k,
                 trans_a,
-                trans_b: false,
+                trans_b,
                 a_batch_stride: 0,
                 b_batch_stride: 0,
                 a_offset,
@@ -402,9 +424,9 @@ fn matmul_large_case() {
         check_gemm(
             9,
             1,
-            (257, 263, 251),
+            (257, 263, 252),
             false,
-            false,
+            variant == MatmulVariant::NtVec4,
             false,
             None,
             true,

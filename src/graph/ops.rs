@@ -935,6 +935,12 @@ impl Op {
                 };
                 let da = if *trans_a {
                     g.gemm(b, dy, *trans_b, true, None)?
+                } else if !*trans_b && g.gpu().is_cpu_like() {
+                    // dy·Bᵀ with B transposed once by a copy: a CPU adapter multiplies by a
+                    // row-major B several times faster than by a transposed one (strided
+                    // loads across lanes), far more than the copy costs.
+                    let b_t = g.transpose(b)?;
+                    g.gemm(dy, b_t, false, false, None)?
                 } else {
                     g.gemm(dy, b, false, !*trans_b, None)?
                 };

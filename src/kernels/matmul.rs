@@ -19,14 +19,18 @@ pub enum MatmulVariant {
     Blocked,
     /// 8×8 outputs per invocation with B read as vec4: B not transposed, N a multiple of 4.
     BlockedVec4,
+    /// 8 outputs per invocation, A and B both read as vec4 along K: A not transposed, B
+    /// transposed, K a multiple of 4 (dX = dY·Wᵀ of a backward, Q·Kᵀ of attention).
+    NtVec4,
     /// 64×64 tiles staged through workgroup memory: for real GPUs.
     Tiled,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 3] = [
+    pub const ALL: [MatmulVariant; 4] = [
         MatmulVariant::Blocked,
         MatmulVariant::BlockedVec4,
+        MatmulVariant::NtVec4,
         MatmulVariant::Tiled,
     ];
 
@@ -35,9 +39,18 @@ impl MatmulVariant {
     /// the tiled kernel. The vec4 blocked kernel needs the layout it supports and at least
     /// 128 columns: its workgroup spans 128, and on narrower products (attention's N = 32,
     /// say) most of its invocations idle, where the scalar kernel measured 2-3× faster.
+    /// A transposed B with K a multiple of 4 goes to the A·Bᵀ kernel when the scalar
+    /// kernel's 32×32 tile would be mostly idle (attention scores of short sequences:
+    /// 4× faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
+    /// it 2-3× slower than the scalar kernel, so those stay scalar (or are transposed first
+    /// by the graph, see its matmul backward).
     pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
+        let blocked_tile_use = (shape.m * shape.n) as f64
+            / (shape.m.div_ceil(32) * shape.n.div_ceil(32) * 32 * 32) as f64;
         if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
-            if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(shape) {
+            if blocked_tile_use < 0.25 && MatmulVariant::NtVec4.supports(shape) {
+                MatmulVariant::NtVec4
+            } else if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(shape) {
                 MatmulVariant::BlockedVec4
             } else {
                 MatmulVariant::Blocked
@@ -56,7 +69,31 @@ impl MatmulVariant {
                     && shape.b_offset.is_multiple_of(4)
                     && shape.out_offset.is_multiple_of(4)
             }
+            MatmulVariant::NtVec4 => {
+                !shape.trans_a
+                    && shape.trans_b
+                    && shape.k.is_multiple_of(4)
+                    && shape.a_offset.is_multiple_of(4)
+                    && shape.b_offset.is_multiple_of(4)
+                    && shape.a_batch_stride.is_multiple_of(4)
+                    && shape.b_batch_stride.is_multiple_of(4)
+            }
             MatmulVariant::Blocked | MatmulVariant::Tiled => true,
+        }
+    }
+
+    /// The layouts a variant needs, for errors.
+    fn contract(self) -> &'static str {
+        match self {
+            MatmulVariant::BlockedVec4 => {
+                "B not transposed, N a multiple of 4 and the offsets of B and the output \
+                 each a multiple of 4"
+            }
+            MatmulVariant::NtVec4 => {
+                "A not transposed, B transposed, K a multiple of 4 and the offsets and batch \
+                 strides of A and B multiples of 4"
+            }
+            MatmulVariant::Blocked | MatmulVariant::Tiled => "nothing",
         }
     }
 
@@ -64,6 +101,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Blocked => "blocked",
             MatmulVariant::BlockedVec4 => "blocked-vec4",
+            MatmulVariant::NtVec4 => "nt-vec4",
             MatmulVariant::Tiled => "tiled",
         }
     }
@@ -72,6 +110,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Blocked => "matmul_blocked",
             MatmulVariant::BlockedVec4 => "matmul_blocked_vec4",
+            MatmulVariant::NtVec4 => "matmul_nt_vec4",
             MatmulVariant::Tiled => "matmul_tiled",
         }
     }
@@ -81,6 +120,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Blocked => (32, 32),
             MatmulVariant::BlockedVec4 => (8, 128),
+            MatmulVariant::NtVec4 => (8, 16),
             MatmulVariant::Tiled => (64, 64),
         }
     }
@@ -155,9 +195,9 @@ pub fn gemm_dispatch(
         return Err(Error::invalid(
             "matmul",
             format!(
-                "the {} kernel needs B not transposed, N a multiple of 4 and the offsets \
-                 of B and the output each a multiple of 4, got {shape:?}",
-                variant.name()
+                "the {} kernel needs {}, got {shape:?}",
+                variant.name(),
+                variant.contract()
             ),
         ));
     }

@@ -1,0 +1,85 @@
+//! Training speed of the encoder-decoder of `train-seq2seq` on 3-digit addition: wall time
+//! per step (the step's submission and its loss read back) and target tokens per second.
+//!
+//! `cargo bench --bench seq2seq`
+
+mod common;
+
+use std::time::Instant;
+
+use shadergrad::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
+use shadergrad::kernels::recurrent::CellKind;
+use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
+use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::train::seq2seq::Seq2SeqModel;
+use shadergrad::Gpu;
+
+fn main() -> shadergrad::Result<()> {
+    let gpu = Gpu::default_adapter()?;
+    common::print_adapter(&gpu);
+    let task = Task::Addition {
+        digits: 3,
+        reverse_input: false,
+    };
+    let (train, _) = task.generate(2_000, 10, 0)?;
+    let vocab = Vocab::from_pairs(&train);
+    let pairs = encode_pairs(&vocab, &train);
+    println!(
+        "{:<6} {:>6} {:>6} {:>6} {:>12} {:>12} {:>10}",
+        "cell", "hidden", "embed", "batch", "median ms", "spread ms", "tokens/s"
+    );
+    for (cell, hidden, batch) in [
+        (CellKind::Gru, 128, 128),
+        (CellKind::Gru, 64, 128),
+        (CellKind::Gru, 128, 256),
+        (CellKind::Lstm, 128, 128),
+        (CellKind::Rnn, 128, 128),
+    ] {
+        let config = Seq2SeqConfig {
+            cell,
+            attention: AttentionKind::Dot,
+            vocab_size: vocab.len(),
+            embed: 32,
+            hidden,
+            layers: 1,
+            bidirectional: false,
+        };
+        let mut model = Seq2SeqModel::new(&gpu, config, vocab.clone(), longest(&pairs), 0)?;
+        let optimizer_config = OptimizerConfig::new(Rule::adam(), 3e-3).with_max_grad_norm(5.0);
+        let mut optimizer =
+            Optimizer::new(&gpu, optimizer_config, &model.parameters.optimizer_pairs())?;
+        let bucketing = Bucketing {
+            batch,
+            round_to: 1,
+            pad_last: true,
+        };
+        // The longest batches, as most batches of addition are.
+        let mut batches = bucketed_batches(&pairs, &bucketing, Some(1))?;
+        batches.sort_by_key(|b| std::cmp::Reverse((b.source_steps, b.target_steps)));
+        let batch_data = &batches[0];
+        let mut seconds = Vec::new();
+        let mut tokens = 0;
+        for step in 1..=common::WARMUP + common::RUNS {
+            optimizer.prepare_step(step as u64)?;
+            let start = Instant::now();
+            let report = model.train_step(batch_data, optimizer.dispatches())?;
+            if step > common::WARMUP {
+                seconds.push(start.elapsed().as_secs_f64());
+            }
+            tokens = report.tokens;
+        }
+        seconds.sort_by(f64::total_cmp);
+        let median = seconds[seconds.len() / 2];
+        println!(
+            "{:<6} {:>6} {:>6} {:>6} {:>12.2} {:>12.2} {:>10.0}",
+            cell.name(),
+            hidden,
+            32,
+            batch,
+            median * 1e3,
+            (seconds[seconds.len() - 1] - seconds[0]) * 1e3,
+            tokens as f64 / median
+        );
+    }
+    Ok(())
+}
