@@ -9,7 +9,7 @@ use shadergrad::conformance::{self, npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.
-const IMPLEMENTED_OPS: [&str; 18] = [
+const IMPLEMENTED_OPS: [&str; 21] = [
     "MatMul",
     "Gemm",
     "Tanh",
@@ -28,6 +28,9 @@ const IMPLEMENTED_OPS: [&str; 18] = [
     "Conv",
     "MaxPool",
     "Attention",
+    "RNN",
+    "GRU",
+    "LSTM",
 ];
 
 fn data_dir() -> PathBuf {
@@ -347,4 +350,119 @@ fn malformed_attention_cases_fail_with_the_reason() {
         edit_case_json(dir, "\"left_window_size\": 2", "\"left_window_size\": -3");
     });
     assert!(message.contains("left_window_size is -3"), "{message}");
+}
+
+/// RNN, GRU and LSTM with shortened sequences, initial states, peepholes, both layouts,
+/// reverse and bidirectional, and both GRU modes: cases the ONNX node tests lack, from a
+/// NumPy reference of the specification (tests/data/onnx-recurrent-extra/README.md).
+#[test]
+fn recurrent_cases_with_sequence_lengths_pass() {
+    let gpu = Gpu::default_adapter().expect("a GPU adapter");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-recurrent-extra");
+    let report = conformance::run_dir(&gpu, &dir).expect("every case is readable");
+    println!("{}", report.summary());
+    assert_eq!(report.cases.len(), 8);
+    for case in &report.cases {
+        assert_eq!(case.outcome, Outcome::Pass, "{}", case.name);
+    }
+}
+
+#[test]
+fn recurrent_cases_skip_the_modes_the_fused_cells_lack() {
+    let add_attribute = |name: &str, from: &'static str, attribute: &'static str| {
+        run_edited_case(name, move |dir| {
+            edit_case_json(dir, from, &format!("{attribute}, {from}"));
+        })
+    };
+    let skip = |reason: &str| Outcome::Skip(reason.to_string());
+    assert_eq!(
+        add_attribute(
+            "test_simple_rnn_defaults",
+            "\"hidden_size\": 4",
+            "\"activations\": [\"Relu\"]"
+        ),
+        skip(
+            "RNN: activations [\"Relu\"] are not supported: the fused cells apply only the \
+             defaults [\"Tanh\"] per direction"
+        )
+    );
+    assert_eq!(
+        add_attribute(
+            "test_simple_rnn_defaults",
+            "\"hidden_size\": 4",
+            "\"clip\": 2.5"
+        ),
+        skip("RNN: clip is not supported: the fused cells do not clip the gate inputs")
+    );
+    assert_eq!(
+        add_attribute(
+            "test_gru_defaults",
+            "\"hidden_size\": 5",
+            "\"activation_alpha\": [0.5]"
+        ),
+        skip(
+            "GRU: activation_alpha is not supported: it parametrizes activations other than \
+             the defaults, which the fused cells lack"
+        )
+    );
+    assert_eq!(
+        add_attribute(
+            "test_lstm_defaults",
+            "\"hidden_size\": 3",
+            "\"input_forget\": 1"
+        ),
+        skip(
+            "LSTM: input_forget 1 (input and forget gates coupled) is not supported by the \
+             fused cell"
+        )
+    );
+    // The defaults written out run.
+    assert_eq!(
+        add_attribute(
+            "test_gru_bidirectional",
+            "\"hidden_size\": 5",
+            "\"activations\": [\"Sigmoid\", \"Tanh\", \"Sigmoid\", \"Tanh\"]"
+        ),
+        Outcome::Pass
+    );
+    assert_eq!(
+        add_attribute(
+            "test_lstm_defaults",
+            "\"hidden_size\": 3",
+            "\"input_forget\": 0"
+        ),
+        Outcome::Pass
+    );
+}
+
+#[test]
+fn gru_linear_before_reset_selects_the_cell() {
+    // The fused GRU cell computes linear_before_reset 1 (r applied after the recurrent
+    // product); ONNX's default 0 is composed step by step. The ONNX GRU cases cannot tell
+    // the two apart (their W and R are constant, so every hidden unit, and every entry of
+    // r, is the same): the extra case gru_reverse can, and its expected output is for 0.
+    let name = "gru_reverse";
+    let copy = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("onnx-conformance")
+        .join("gru_reverse_reset_after_product");
+    std::fs::create_dir_all(&copy).expect("a scratch folder");
+    let extra = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-recurrent-extra");
+    for entry in std::fs::read_dir(extra.join(name)).expect("the case folder") {
+        let from = entry.expect("a directory entry").path();
+        std::fs::copy(&from, copy.join(from.file_name().unwrap())).expect("a copy");
+    }
+    edit_case_json(
+        &copy,
+        "\"linear_before_reset\": 0",
+        "\"linear_before_reset\": 1",
+    );
+    let gpu = Gpu::default_adapter().expect("a GPU adapter");
+    let outcome = conformance::run_case(&gpu, &copy).expect("the edited case is readable");
+    let Outcome::Fail(message) = outcome else {
+        panic!("linear_before_reset 1 must change the result, got {outcome:?}");
+    };
+    assert!(
+        message.starts_with("gru_reverse_reset_after_product: Y.npy: element"),
+        "{message}"
+    );
 }

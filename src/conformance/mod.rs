@@ -7,14 +7,15 @@
 //!
 //! - it passes: every output element is within ONNX's tolerance of the expected one;
 //! - it fails: the message names the case and the first element off, or the engine's error;
-//! - it is skipped, with the reason: an op not implemented yet (and the issue that brings
-//!   it), an op unknown to the runner, or an attribute the runner does not understand
-//!   (never silently ignored, since it would change the result).
+//! - it is skipped, with the reason: an op unknown to the runner, a mode of a known op the
+//!   engine lacks, or an attribute the runner does not understand (never silently ignored,
+//!   since it would change the result).
 //!
 //! An [`Error`] is kept for a case that cannot be read at all: a missing file, or a
 //! `case.json` or `.npy` that is malformed.
 
 pub mod npy;
+mod recurrent;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +31,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
+use crate::kernels::recurrent::CellKind;
 use crate::kernels::reduce::Reduce;
 use crate::kernels::softmax::{LossReduction, SoftmaxKind};
 use crate::tensor::{resolve_axis, Indices, Tensor};
@@ -393,14 +395,9 @@ impl Case {
     }
 }
 
-/// Why an op the runner does not implement is skipped, naming the work that brings it.
+/// Why an op the runner does not implement is skipped.
 fn not_implemented_reason(op: &str) -> String {
-    match op {
-        "RNN" | "GRU" | "LSTM" => {
-            format!("{op} is not implemented yet: it comes with the recurrent issue")
-        }
-        _ => format!("unknown op {op}"),
-    }
+    format!("unknown op {op}")
 }
 
 /// The ops the runner implements, each mapped onto the Tensor API.
@@ -419,6 +416,8 @@ enum Op {
     Conv,
     MaxPool,
     Attention,
+    /// RNN, GRU and LSTM, on the fused recurrent kernels.
+    Recurrent(CellKind),
 }
 
 impl Op {
@@ -442,6 +441,9 @@ impl Op {
             "Conv" => Op::Conv,
             "MaxPool" => Op::MaxPool,
             "Attention" => Op::Attention,
+            "RNN" => Op::Recurrent(CellKind::Rnn),
+            "GRU" => Op::Recurrent(CellKind::Gru),
+            "LSTM" => Op::Recurrent(CellKind::Lstm),
             _ => return None,
         })
     }
@@ -495,6 +497,7 @@ impl Op {
                 "scale",
                 "softcap",
             ],
+            Op::Recurrent(kind) => recurrent::known_attributes(kind, opset),
         }
     }
 
@@ -540,6 +543,7 @@ impl Op {
             Op::MaxPool if case.outputs.len() > 1 => Some(
                 "MaxPool: the Indices output (flat int64 positions) is not implemented".to_string(),
             ),
+            Op::Recurrent(kind) => recurrent::unsupported(case, kind)?,
             _ => None,
         };
         Ok(reason)
@@ -696,6 +700,7 @@ impl Op {
             }
             Op::SoftmaxCrossEntropyLoss => return softmax_cross_entropy_loss(case, inputs),
             Op::Attention => return run_attention(case, inputs),
+            Op::Recurrent(kind) => return recurrent::run(case, inputs, kind),
             Op::Gather => {
                 let data = inputs.tensor(0)?;
                 let axis = resolve_axis(
@@ -1312,12 +1317,9 @@ mod tests {
     }
 
     #[test]
-    fn skip_reasons_name_where_an_op_comes() {
-        assert_eq!(
-            not_implemented_reason("LSTM"),
-            "LSTM is not implemented yet: it comes with the recurrent issue"
-        );
+    fn skip_reasons_name_the_unknown_op() {
         assert_eq!(not_implemented_reason("Einsum"), "unknown op Einsum");
+        assert!(Op::from_name("LSTM").is_some());
     }
 
     #[test]
