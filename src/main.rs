@@ -76,11 +76,11 @@ struct TrainSeq2seqArgs {
     /// The recurrent cell: rnn, gru or lstm.
     #[arg(long, default_value = "gru")]
     arch: String,
-    /// How the decoder looks at the encoder states: dot (Luong) or none.
+    /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
     #[arg(long, default_value = "dot")]
     attention: String,
     /// Units of each recurrent layer.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     hidden: usize,
     /// Recurrent layers of the encoder and of the decoder.
     #[arg(long, default_value_t = 1)]
@@ -88,8 +88,8 @@ struct TrainSeq2seqArgs {
     /// Width of the character embeddings.
     #[arg(long, default_value_t = 32)]
     embed: usize,
-    /// Read the source in both directions.
-    #[arg(long)]
+    /// Read the source in both directions (true) or left to right only (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
     bidirectional: bool,
     /// Pairs per step.
     #[arg(long, default_value_t = 128)]
@@ -102,8 +102,11 @@ struct TrainSeq2seqArgs {
     #[arg(long, default_value_t = 3)]
     patience: usize,
     /// The learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 0.01)]
     lr: f32,
+    /// Multiply the learning rate by this after each epoch (1: constant).
+    #[arg(long, default_value_t = 0.8)]
+    lr_decay: f64,
     /// sgd, momentum, adam or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: String,
@@ -232,7 +235,7 @@ fn train_seq2seq_command(
         bidirectional: args.bidirectional,
     };
     model.validate()?;
-    if !(args.max_minutes > 0.0) {
+    if args.max_minutes.is_nan() || args.max_minutes <= 0.0 {
         return Err(Error::invalid(
             "train-seq2seq",
             format!("--max-minutes {} must be above 0", args.max_minutes),
@@ -291,6 +294,7 @@ fn train_seq2seq_command(
         data_description: description,
         model,
         optimizer,
+        lr_decay: args.lr_decay,
         batch: args.batch,
         epochs: args.epochs,
         patience: args.patience.max(1),

@@ -306,7 +306,10 @@ fn matmul_variants_refuse_layouts_they_lack() {
         .run()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("nt-vec4") && err.contains("K a multiple of 4"), "{err}");
+    assert!(
+        err.contains("nt-vec4") && err.contains("K a multiple of 4"),
+        "{err}"
+    );
 }
 
 /// Products that read slices of larger tensors and write into the middle of another, as a

@@ -124,6 +124,7 @@ fn every_cell_layers_and_a_bidirectional_encoder_lower_the_loss() {
         (CellKind::Rnn, AttentionKind::Dot, 1, false),
         (CellKind::Lstm, AttentionKind::Dot, 2, true),
         (CellKind::Gru, AttentionKind::None, 2, false),
+        (CellKind::Gru, AttentionKind::Additive, 1, true),
         (CellKind::Lstm, AttentionKind::None, 1, false),
     ] {
         let (mut model, set) = model(config(cell, attention, layers, bidirectional), &pairs);
@@ -139,7 +140,10 @@ fn every_cell_layers_and_a_bidirectional_encoder_lower_the_loss() {
 #[test]
 fn a_checkpoint_decodes_like_the_model_it_saved() {
     let pairs = reverse_pairs(100, 3);
-    let (mut model, set) = model(config(CellKind::Lstm, AttentionKind::Dot, 1, true), &pairs);
+    let (mut model, set) = model(
+        config(CellKind::Lstm, AttentionKind::Additive, 1, true),
+        &pairs,
+    );
     train(&mut model, &set, 2, 1e-2);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("seq2seq-checkpoint");
     std::fs::create_dir_all(&dir).unwrap();

@@ -26,6 +26,9 @@ use crate::nn::shared::{Binder, Start};
 pub enum AttentionKind {
     /// Luong's scores hᵢ·W·sⱼ through the attention kernel.
     Dot,
+    /// Bahdanau's scores v·tanh(W₁hᵢ + W₂sⱼ), composed from graph ops over a
+    /// [B, Td, Ts, H] tensor, with the padding masked by an additive key mask.
+    Additive,
     /// None: the encoder's final state is all the decoder gets.
     None,
 }
@@ -34,6 +37,7 @@ impl AttentionKind {
     pub fn name(self) -> &'static str {
         match self {
             AttentionKind::Dot => "dot",
+            AttentionKind::Additive => "additive",
             AttentionKind::None => "none",
         }
     }
@@ -41,10 +45,11 @@ impl AttentionKind {
     pub fn parse(text: &str) -> Result<Self> {
         match text {
             "dot" => Ok(AttentionKind::Dot),
+            "additive" => Ok(AttentionKind::Additive),
             "none" => Ok(AttentionKind::None),
             other => Err(Error::invalid(
                 "attention",
-                format!("{other:?} is not one of dot, none"),
+                format!("{other:?} is not one of dot, additive, none"),
             )),
         }
     }
@@ -158,10 +163,23 @@ pub struct State {
     pub c: Option<Var>,
 }
 
+/// The additive mask of padded source positions, [B, 1, Ts]: 0 where a key is real,
+/// [`MASKED`] past each source's length.
+pub fn key_mask(lengths: &[u32], steps: usize) -> Vec<f32> {
+    lengths
+        .iter()
+        .flat_map(|&len| (0..steps).map(move |t| if t < len as usize { 0.0 } else { MASKED }))
+        .collect()
+}
+
+/// A score that softmax turns into a zero weight next to any real one.
+pub const MASKED: f32 = -1e9;
+
 /// What the decoder needs from the encoder.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// Keys [B, 1, Ts, H] and values [B, 1, Ts, He] of the attention (None without it).
+    /// Keys and values of the attention (None without it): dot, keys [B, 1, Ts, H] and
+    /// values [B, 1, Ts, He]; additive, projected keys [B, 1, Ts, H] and values [B, Ts, He].
     pub keys_values: Option<(Var, Var)>,
     /// The decoder's initial state, per layer.
     pub initial: Vec<State>,
@@ -288,6 +306,16 @@ impl Seq2Seq<'_> {
         }
         let keys_values = match config.attention {
             AttentionKind::None => None,
+            AttentionKind::Additive => {
+                let width = config.encoder_width();
+                let bound = Start::Uniform(1.0 / (width as f32).sqrt());
+                let w = p.parameter(g, "attention.key.weight", &[width, config.hidden], bound)?;
+                let batch_major = g.permute(x, &[1, 0, 2])?;
+                let rows = g.reshape(batch_major, &[batch * steps, width])?;
+                let keys = g.matmul(rows, w)?;
+                let keys = g.reshape(keys, &[batch, 1, steps, config.hidden])?;
+                Some((keys, batch_major))
+            }
             AttentionKind::Dot => {
                 let width = config.encoder_width();
                 let bound = Start::Uniform(1.0 / (width as f32).sqrt());
@@ -381,6 +409,8 @@ impl Seq2Seq<'_> {
     }
 
     /// Logits [B·Td, V] (batch-major rows: b·Td + t) from the decoder's states [Td, B, H].
+    /// `source_lengths` (u32 [B]) masks the padding for dot attention, `key_mask` ([B, 1,
+    /// Ts], see [`key_mask`]) for additive attention.
     pub fn logits(
         &self,
         g: &mut Graph,
@@ -388,19 +418,46 @@ impl Seq2Seq<'_> {
         states: Var,
         encoded: &Encoded,
         source_lengths: Var,
+        key_mask: Option<Var>,
     ) -> Result<Var> {
         let config = self.config;
         let (steps, batch, hidden) = (g.shape(states)[0], g.shape(states)[1], config.hidden);
         let batch_major = g.permute(states, &[1, 0, 2])?;
         let rows = g.reshape(batch_major, &[batch * steps, hidden])?;
-        let features = match encoded.keys_values {
-            None => rows,
-            Some((keys, values)) => {
+        let width = config.encoder_width();
+        let context = match (config.attention, encoded.keys_values) {
+            (AttentionKind::None, _) | (_, None) => None,
+            (AttentionKind::Dot, Some((keys, values))) => {
                 let queries = g.reshape(batch_major, &[batch, 1, steps, hidden])?;
                 let context =
                     g.attention(queries, keys, values, Some(source_lengths), false, None)?;
-                let width = config.encoder_width();
-                let context = g.reshape(context, &[batch * steps, width])?;
+                Some(g.reshape(context, &[batch * steps, width])?)
+            }
+            (AttentionKind::Additive, Some((keys, values))) => {
+                let key_mask = key_mask.ok_or_else(|| {
+                    Error::invalid("seq2seq", "additive attention needs the key mask")
+                })?;
+                let source_steps = g.shape(keys)[2];
+                let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
+                let w = p.parameter(g, "attention.query.weight", &[hidden, hidden], bound)?;
+                let v = p.parameter(g, "attention.score.weight", &[hidden, 1], bound)?;
+                let queries = g.matmul(rows, w)?;
+                let queries = g.reshape(queries, &[batch, steps, 1, hidden])?;
+                // [B, Td, 1, H] + [B, 1, Ts, H]: every query against every key.
+                let both = g.add(queries, keys)?;
+                let both = g.tanh(both)?;
+                let both = g.reshape(both, &[batch * steps * source_steps, hidden])?;
+                let scores = g.matmul(both, v)?;
+                let scores = g.reshape(scores, &[batch, steps, source_steps])?;
+                let scores = g.add(scores, key_mask)?;
+                let weights = g.softmax(scores, false)?;
+                let context = g.matmul(weights, values)?;
+                Some(g.reshape(context, &[batch * steps, width])?)
+            }
+        };
+        let features = match context {
+            None => rows,
+            Some(context) => {
                 let both = g.concat(&[context, rows], 1)?;
                 let bound = Start::Uniform(1.0 / ((width + hidden) as f32).sqrt());
                 let w = p.parameter(

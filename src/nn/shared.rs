@@ -9,6 +9,9 @@ use crate::graph::{Graph, Var};
 use crate::rng::Rng;
 use crate::tensor::{numel, Tensor};
 
+/// Values of a graph and the tensors `Graph::compile_with` stores them in.
+pub type Bindings = Vec<(Var, Tensor)>;
+
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Start {
@@ -157,10 +160,7 @@ impl<'a> Binder<'a> {
 
     /// The bindings of every parameter used, and of its gradient when `gradients` (from
     /// `Graph::backward`) gives one: pass them to `Graph::compile_with`.
-    pub fn bindings(
-        &self,
-        gradients: Option<&crate::graph::Gradients>,
-    ) -> Result<Vec<(Var, Tensor)>> {
+    pub fn bindings(&self, gradients: Option<&crate::graph::Gradients>) -> Result<Bindings> {
         let mut bindings = Vec::new();
         for (var, name) in &self.bound {
             let shared = self

@@ -22,22 +22,29 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
-use crate::nn::seq2seq::{Encoded, Seq2Seq, Seq2SeqConfig, State};
-use crate::nn::shared::{Binder, SharedParameters};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::nn::seq2seq::{key_mask, AttentionKind, Encoded, Seq2Seq, Seq2SeqConfig, State};
+use crate::nn::shared::{Binder, Bindings, SharedParameters};
+use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
 
-/// A compiled training step for one batch shape.
-struct TrainPlan {
-    plan: Plan,
+/// The values of a training graph that a step feeds or reads.
+struct TrainValues {
     source: Var,
     source_lengths: Var,
+    /// Additive attention's mask of padded keys.
+    key_mask: Option<Var>,
     decoder_input: Var,
     target: Var,
     loss: Var,
     predictions: Var,
+}
+
+/// A compiled training step for one batch shape.
+struct TrainPlan {
+    plan: Plan,
+    values: TrainValues,
 }
 
 /// The compiled decoding plans for one shape: the encoder, then one decoder step.
@@ -47,7 +54,10 @@ struct Decoder {
     encoder_lengths: Var,
     step: Plan,
     step_tokens: Var,
-    step_lengths: Var,
+    /// The source lengths (dot attention) or the key mask (additive attention) that mask
+    /// the padding; neither without attention.
+    step_lengths: Option<Var>,
+    step_key_mask: Option<Var>,
     log_probs: Var,
     /// Each layer's state (h, and c for an LSTM), shared by both plans: the encoder writes
     /// the decoder's initial state, each step reads and overwrites it.
@@ -193,16 +203,18 @@ impl Seq2SeqModel {
     }
 
     /// The training graph for `batch` rows of `source_steps` and `target_steps` (without
-    /// compiling it): its inputs, loss, predictions and bindings.
+    /// compiling it): the values a step touches, and the bindings to the shared parameters.
     fn training_graph(
         &mut self,
         batch: usize,
         source_steps: usize,
         target_steps: usize,
-    ) -> Result<(Graph, [Var; 6], Vec<(Var, Tensor)>)> {
+    ) -> Result<(Graph, TrainValues, Bindings)> {
         let mut g = Graph::new(&self.gpu);
         let source = g.input_indices("source", &[source_steps, batch]);
         let source_lengths = g.input_indices("source_lengths", &[batch]);
+        let key_mask = (self.config.attention == AttentionKind::Additive)
+            .then(|| g.input("key_mask", &[batch, 1, source_steps]));
         let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
         let target = g.input_indices("target", &[batch * target_steps]);
         let model = Seq2Seq {
@@ -211,45 +223,31 @@ impl Seq2SeqModel {
         let mut p = Binder::new(&mut self.parameters);
         let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
         let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
-        let logits = model.logits(&mut g, &mut p, states, &encoded, source_lengths)?;
+        let logits = model.logits(&mut g, &mut p, states, &encoded, source_lengths, key_mask)?;
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
         let gradients = g.backward(loss)?;
         let bindings = p.bindings(Some(&gradients))?;
-        Ok((
-            g,
-            [
-                source,
-                source_lengths,
-                decoder_input,
-                target,
-                loss,
-                predictions,
-            ],
-            bindings,
-        ))
+        let values = TrainValues {
+            source,
+            source_lengths,
+            key_mask,
+            decoder_input,
+            target,
+            loss,
+            predictions,
+        };
+        Ok((g, values, bindings))
     }
 
     fn train_plan(&mut self, batch: &SeqBatch) -> Result<&mut TrainPlan> {
         let key = (batch.batch, batch.source_steps, batch.target_steps);
         if !self.train_plans.contains_key(&key) {
-            let (g, vars, bindings) = self.training_graph(key.0, key.1, key.2)?;
-            let [source, source_lengths, decoder_input, target, loss, predictions] = vars;
+            let (g, values, bindings) = self.training_graph(key.0, key.1, key.2)?;
             let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-            let plan = g.compile_with(&[loss, predictions], &bound)?;
-            self.train_plans.insert(
-                key,
-                TrainPlan {
-                    plan,
-                    source,
-                    source_lengths,
-                    decoder_input,
-                    target,
-                    loss,
-                    predictions,
-                },
-            );
+            let plan = g.compile_with(&[values.loss, values.predictions], &bound)?;
+            self.train_plans.insert(key, TrainPlan { plan, values });
         }
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
     }
@@ -257,18 +255,18 @@ impl Seq2SeqModel {
     /// One step over `batch` with teacher forcing: the loss, its gradients into the shared
     /// gradient tensors, then `extra` (an optimizer's update), in one submission.
     pub fn train_step(&mut self, batch: &SeqBatch, extra: &[Dispatch]) -> Result<StepReport> {
-        let step = self.train_plan(batch)?;
-        step.plan.run(
-            &[
-                Feed::u32(step.source, &batch.source),
-                Feed::u32(step.source_lengths, &batch.source_lengths),
-                Feed::u32(step.decoder_input, &batch.decoder_input),
-                Feed::u32(step.target, &batch.target),
-            ],
-            extra,
-        )?;
-        let loss = step.plan.read(step.loss)?[0];
-        let predictions = step.plan.read_indices(step.predictions)?;
+        let mask = key_mask(&batch.source_lengths, batch.source_steps);
+        let TrainPlan { plan, values } = self.train_plan(batch)?;
+        let mut feeds = vec![
+            Feed::u32(values.source, &batch.source),
+            Feed::u32(values.source_lengths, &batch.source_lengths),
+            Feed::u32(values.decoder_input, &batch.decoder_input),
+            Feed::u32(values.target, &batch.target),
+        ];
+        feeds.extend(values.key_mask.map(|var| Feed::f32(var, &mask)));
+        plan.run(&feeds, extra)?;
+        let loss = plan.read(values.loss)?[0];
+        let predictions = plan.read_indices(values.predictions)?;
         let (mut tokens, mut correct) = (0, 0);
         for (&target, &predicted) in batch.target.iter().zip(&predictions) {
             if target != PAD {
@@ -331,6 +329,8 @@ impl Seq2SeqModel {
         let mut g = Graph::new(&gpu);
         let step_tokens = g.input_indices("tokens", &[1, rows]);
         let step_lengths = g.input_indices("source_lengths", &[rows]);
+        let step_key_mask = (config.attention == AttentionKind::Additive)
+            .then(|| g.input("key_mask", &[rows, 1, source_steps]));
         let mut bindings = Vec::new();
         let mut initial = Vec::new();
         for layer in 0..config.layers {
@@ -361,7 +361,7 @@ impl Seq2SeqModel {
         };
         let mut p = Binder::new(&mut self.parameters);
         let (top, finals) = model.decode(&mut g, &mut p, step_tokens, &initial)?;
-        let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths)?;
+        let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths, step_key_mask)?;
         let log_probs = g.softmax(logits, true)?;
         bindings.extend(p.bindings(None)?);
         for (layer, state) in finals.iter().enumerate() {
@@ -378,7 +378,8 @@ impl Seq2SeqModel {
             encoder_lengths,
             step,
             step_tokens,
-            step_lengths,
+            step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
+            step_key_mask,
             log_probs,
             states,
         })
@@ -451,14 +452,12 @@ impl Seq2SeqModel {
         )?;
         let mut search = BeamSearch::new(group.len(), beam);
         let mut tokens = vec![BOS; rows];
+        let mask = key_mask(&lengths, source_steps);
         for _ in 0..max_steps {
-            decoder.step.run(
-                &[
-                    Feed::u32(decoder.step_tokens, &tokens),
-                    Feed::u32(decoder.step_lengths, &lengths),
-                ],
-                &[],
-            )?;
+            let mut feeds = vec![Feed::u32(decoder.step_tokens, &tokens)];
+            feeds.extend(decoder.step_lengths.map(|var| Feed::u32(var, &lengths)));
+            feeds.extend(decoder.step_key_mask.map(|var| Feed::f32(var, &mask)));
+            decoder.step.run(&feeds, &[])?;
             let log_probs = decoder.step.read(decoder.log_probs)?;
             let parents = search.advance(&log_probs, vocab_size, rows);
             if parents
@@ -608,6 +607,8 @@ pub struct Seq2SeqTraining {
     pub data_description: Value,
     pub model: Seq2SeqConfig,
     pub optimizer: OptimizerConfig,
+    /// The learning rate is multiplied by this after each epoch (1: constant).
+    pub lr_decay: f64,
     pub batch: usize,
     /// A fixed number of epochs; `None`: until validation exact-match stops improving.
     pub epochs: Option<usize>,
@@ -753,7 +754,16 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let train = encode_checked(&model, &config.train, "training")?;
     let valid = encode_checked(&model, &config.valid, "validation")?;
 
-    let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
+    let optimizer_config = if config.lr_decay < 1.0 {
+        config.optimizer.with_schedule(Schedule::StepDecay {
+            every: steps_per_epoch,
+            gamma: config.lr_decay,
+        })
+    } else {
+        config.optimizer
+    };
+    let mut optimizer = Optimizer::new(gpu, optimizer_config, &model.parameters.optimizer_pairs())?;
     let mut start_epoch = 1;
     let mut best = -1.0;
     if let Some(checkpoint) = resumed {
