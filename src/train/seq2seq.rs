@@ -776,11 +776,24 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         let training = checkpoint.config.get("training");
         let number = |key: &str| training.and_then(|t| t.get(key)).and_then(Value::as_f64);
         let step = number("optimizer_step").unwrap_or(0.0) as u64;
-        optimizer.load_state(step, &state)?;
+        optimizer.load_state(step, &state).map_err(|e| {
+            let trained_with = training
+                .and_then(|t| t.get("optimizer"))
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            Error::invalid(
+                "train-seq2seq",
+                format!(
+                    "{e}; the checkpoint's optimizer state is from {trained_with}: resume with \
+                     the optimizer it was trained with"
+                ),
+            )
+        })?;
         start_epoch = number("epoch").unwrap_or(0.0) as usize + 1;
         best = number("best_exact_match").unwrap_or(-1.0);
         eprintln!(
-            "resuming from {} after epoch {} (step {step}, best exact-match {:.4})",
+            "resuming from {} after epoch {} (step {step}, best exact-match {:.4}); the model, \
+             its vocabulary and length limits come from the checkpoint",
             checkpoint.path.display(),
             start_epoch - 1,
             best.max(0.0)
@@ -930,6 +943,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                         "seed": config.seed,
                         "batch": config.batch,
                         "lr": config.optimizer.lr,
+                        "optimizer": format!("{:?}", config.optimizer.rule),
                         "data": config.data_description,
                     }
                 });
