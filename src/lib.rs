@@ -24,6 +24,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod conformance;
 pub mod data;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use shadergrad::bench::{table_header, BenchOptions};
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task};
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
@@ -44,6 +45,18 @@ enum Command {
     TrainSeq2seq(Box<TrainSeq2seqArgs>),
     /// Decode text with a train-seq2seq checkpoint: the arguments, or each line of stdin.
     Translate(TranslateArgs),
+    /// Time every kernel family and whole training steps on every adapter (or --adapter's).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The smaller sizes and fewer runs: under a minute on lavapipe.
+    #[arg(long)]
+    quick: bool,
+    /// Also write every measurement as a JSON array here.
+    #[arg(long, value_name = "FILE.json")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -216,7 +229,44 @@ fn run(cli: Cli) -> shadergrad::Result<()> {
         Command::TrainMlp(args) => train_mlp_command(&selector, *args),
         Command::TrainSeq2seq(args) => train_seq2seq_command(&selector, *args),
         Command::Translate(args) => translate_command(&selector, args),
+        Command::Bench(args) => bench_command(cli.adapter.is_some().then_some(&selector), args),
     }
+}
+
+/// `bench`: the suite on each adapter asked for (all of them by default), as a table and
+/// optionally as JSON.
+fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shadergrad::Result<()> {
+    let adapters = match selector {
+        Some(selector) => vec![select_adapter(enumerate_adapters(&instance())?, selector)?],
+        None => enumerate_adapters(&instance())?,
+    };
+    let options = BenchOptions::new(args.quick);
+    let mut all = Vec::new();
+    for adapter in adapters {
+        let info = adapter.get_info();
+        let gpu = match Gpu::from_adapter(adapter) {
+            Ok(gpu) => gpu,
+            Err(error) => {
+                eprintln!("skipping {} ({}): {error}", info.name, info.backend);
+                continue;
+            }
+        };
+        println!("\n{} ({}, {}):", info.name, info.backend, info.driver_info);
+        println!("{}", table_header());
+        let measured =
+            shadergrad::bench::run(&gpu, &options, &mut |m| println!("{}", m.table_row()))?;
+        all.extend(measured);
+    }
+    println!("(* the variant the engine picks for that shape on that adapter; training steps show items/s)");
+    if let Some(path) = &args.json {
+        let records: Vec<serde_json::Value> = all.iter().map(|m| m.to_json()).collect();
+        let text = serde_json::to_string_pretty(&records).map_err(|e| {
+            Error::invalid("bench", format!("cannot encode the results as JSON: {e}"))
+        })?;
+        shadergrad::files::write_atomically(path, text.as_bytes())?;
+        eprintln!("wrote {} measurements to {}", all.len(), path.display());
+    }
+    Ok(())
 }
 
 /// `train-seq2seq`: generates or reads the pairs, trains, reports what it reached.

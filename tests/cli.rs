@@ -195,3 +195,73 @@ fn train_mlp_with_its_defaults_reaches_97_percent_on_spirals() {
         .unwrap_or_else(|| panic!("no test accuracy in {stdout:?}"));
     assert!(accuracy >= 97.0, "{stdout}");
 }
+
+#[test]
+fn bench_quick_prints_a_table_and_writes_every_field_as_json() {
+    let dir = scratch("bench");
+    let json = dir.join("bench.json");
+    let output = shadergrad(
+        &[
+            "--adapter",
+            "0",
+            "bench",
+            "--quick",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert!(
+        stdout.contains("median ms") && stdout.contains("GFLOP/s"),
+        "{stdout}"
+    );
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let records = records.as_array().expect("an array");
+    for field in [
+        "adapter",
+        "backend",
+        "kernel",
+        "variant",
+        "shape",
+        "median_ms",
+        "gflops",
+        "gbps",
+    ] {
+        assert!(
+            records.iter().all(|r| r.get(field).is_some()),
+            "{field} missing"
+        );
+    }
+    for kernel in [
+        "matmul",
+        "softmax",
+        "cross-entropy",
+        "conv1d",
+        "attention",
+        "recurrent",
+        "optimizer",
+        "train step",
+    ] {
+        assert!(
+            records.iter().any(|r| r["kernel"] == kernel),
+            "no {kernel} row"
+        );
+    }
+    // Every matmul shape has exactly one variant the engine picks.
+    let picked = records
+        .iter()
+        .filter(|r| r["kernel"] == "matmul" && r["picked"] == true)
+        .count();
+    let shapes: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kernel"] == "matmul")
+        .map(|r| r["shape"].as_str().unwrap())
+        .collect();
+    assert_eq!(picked, shapes.len());
+    assert!(records
+        .iter()
+        .all(|r| r["median_ms"].as_f64().unwrap() > 0.0));
+}
