@@ -31,6 +31,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "ADAPTER")]
     adapter: Option<String>,
 
+    /// Pick kernel variants by fixed rules instead of timing them on this adapter (the
+    /// autotuner times each new shape class once and remembers it in
+    /// ~/.cache/shadergrad; SHADERGRAD_NO_AUTOTUNE=1 does the same as this flag).
+    #[arg(long, global = true)]
+    no_autotune: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -210,6 +216,10 @@ struct TrainMlpArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.no_autotune {
+        // Read by every device opened later; set before any thread exists.
+        std::env::set_var(shadergrad::gpu::tuning::NO_AUTOTUNE_ENV, "1");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

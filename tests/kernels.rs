@@ -797,3 +797,70 @@ fn broadcast_to_and_copy() {
     assert_eq!(c.to_vec().unwrap(), b.to_vec().unwrap());
     assert!(x.broadcast_to(&[2, 2]).is_err());
 }
+
+/// A device of its own, so that its tuning settings do not reach other tests.
+fn own_device() -> shadergrad::Gpu {
+    shadergrad::Gpu::default_adapter().expect("an adapter")
+}
+
+#[test]
+fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("autotune");
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("tuning.json");
+    let shape = GemmShape {
+        batch: 1,
+        m: 40,
+        n: 36,
+        k: 12,
+        trans_a: false,
+        trans_b: false,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
+    };
+    let gpu = own_device();
+    gpu.set_autotune(true);
+    gpu.set_tuning_file(Some(file.clone()));
+    let picked = MatmulVariant::choose(&gpu, &shape);
+    assert!(picked.supports(&shape));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let choices = saved["choices"].as_object().unwrap();
+    assert_eq!(choices.len(), 1, "{saved}");
+    let (class, variant) = choices.iter().next().unwrap();
+    assert!(class.contains("m64 n64 k16"), "{class}");
+    assert_eq!(variant, picked.name());
+    assert!(saved["adapter"]["name"].is_string());
+
+    // Another device reads the file: a choice written there is what it uses.
+    let edited =
+        serde_json::json!({ "adapter": saved["adapter"], "choices": { class.clone(): "tiled" } });
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let other = own_device();
+    other.set_autotune(true);
+    other.set_tuning_file(Some(file.clone()));
+    assert_eq!(MatmulVariant::choose(&other, &shape), MatmulVariant::Tiled);
+    // The same class, another size within it.
+    let similar = GemmShape { m: 33, ..shape };
+    assert_eq!(
+        MatmulVariant::choose(&other, &similar),
+        MatmulVariant::Tiled
+    );
+
+    // Off: the fixed rule, whatever the file says.
+    other.set_autotune(false);
+    assert_eq!(
+        MatmulVariant::choose(&other, &shape),
+        MatmulVariant::rule(&other, &shape)
+    );
+
+    // A corrupt file is only a cache: it counts as empty.
+    std::fs::write(&file, "{ not json").unwrap();
+    let third = own_device();
+    third.set_autotune(true);
+    third.set_tuning_file(Some(file.clone()));
+    assert!(MatmulVariant::choose(&third, &shape).supports(&shape));
+}

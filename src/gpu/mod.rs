@@ -7,6 +7,9 @@
 mod adapter;
 mod pipeline;
 mod pool;
+pub mod tuning;
+
+use tuning::TuningCache;
 
 pub use adapter::{
     enumerate_adapters, human_bytes, instance, is_software, select_adapter, software_name,
@@ -98,6 +101,8 @@ struct GpuInner {
     placeholder: wgpu::Buffer,
     /// Query set and buffers for timestamp queries, made on first use.
     timer: Mutex<Option<TimestampQueries>>,
+    /// The autotuner's choices for this adapter.
+    tuning: TuningCache,
 }
 
 struct TimestampQueries {
@@ -132,6 +137,7 @@ impl Gpu {
     /// Opens a device on an adapter the caller already chose.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
+        let info_for_tuning = info.clone();
         let wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
@@ -190,8 +196,40 @@ impl Gpu {
                 uncaptured,
                 placeholder,
                 timer: Mutex::new(None),
+                tuning: TuningCache::open(&info_for_tuning),
             }),
         })
+    }
+
+    /// Whether kernels pick their variant by timing them on this adapter (once per shape
+    /// class, remembered on disk: see `gpu::tuning`) rather than by fixed rules.
+    pub fn autotune(&self) -> bool {
+        self.inner.tuning.enabled()
+    }
+
+    /// Turns autotuning on or off for this device (off: the fixed rules decide).
+    pub fn set_autotune(&self, enabled: bool) {
+        self.inner.tuning.set_enabled(enabled);
+    }
+
+    /// The file the autotuner's choices are saved in, if any.
+    pub fn tuning_file(&self) -> Option<std::path::PathBuf> {
+        self.inner.tuning.path()
+    }
+
+    /// Keeps the autotuner's choices in `path` from now on (`None`: in memory only).
+    pub fn set_tuning_file(&self, path: Option<std::path::PathBuf>) {
+        self.inner.tuning.set_path(path);
+    }
+
+    /// The variant tuned for a shape class `key`, if one was.
+    pub fn tuned(&self, key: &str) -> Option<String> {
+        self.inner.tuning.get(key)
+    }
+
+    /// Remembers the variant tuned for a shape class, saving the file.
+    pub fn remember_tuned(&self, key: &str, variant: &str) -> Result<()> {
+        self.inner.tuning.insert(key, variant)
     }
 
     /// Whether `other` is a handle to the same device.

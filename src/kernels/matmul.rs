@@ -44,7 +44,7 @@ impl MatmulVariant {
     /// 4× faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
     /// it 2-3× slower than the scalar kernel, so those stay scalar (or are transposed first
     /// by the graph, see its matmul backward).
-    pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
+    pub fn rule(gpu: &Gpu, shape: &GemmShape) -> Self {
         let blocked_tile_use = (shape.m * shape.n) as f64
             / (shape.m.div_ceil(32) * shape.n.div_ceil(32) * 32 * 32) as f64;
         if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
@@ -58,6 +58,38 @@ impl MatmulVariant {
         } else {
             MatmulVariant::Tiled
         }
+    }
+
+    /// The variant to run `shape` with. With autotuning on (the default, see
+    /// `gpu::tuning`), the fastest variant measured on this adapter for the shape's class
+    /// (dimensions rounded up to powers of two, the layout and alignment), timed on first
+    /// use on a product of at most 256 per dimension (about 0.1 s on lavapipe) and
+    /// remembered on disk; otherwise, or if the measurement fails, [`MatmulVariant::rule`].
+    pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
+        if !gpu.autotune() || shape.m == 0 || shape.n == 0 || shape.batch == 0 {
+            return MatmulVariant::rule(gpu, shape);
+        }
+        let key = shape_class(shape);
+        let remembered = gpu
+            .tuned(&key)
+            .and_then(|name| MatmulVariant::from_name(&name))
+            .filter(|variant| variant.supports(shape));
+        if let Some(variant) = remembered {
+            return variant;
+        }
+        match fastest_variant(gpu, shape) {
+            Ok(variant) => {
+                // Failing to save only means tuning again in the next process.
+                let _ = gpu.remember_tuned(&key, variant.name());
+                variant
+            }
+            Err(_) => MatmulVariant::rule(gpu, shape),
+        }
+    }
+
+    /// The variant of a [`MatmulVariant::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        MatmulVariant::ALL.into_iter().find(|v| v.name() == name)
     }
 
     /// Whether this variant can compute a product of this layout.
@@ -124,6 +156,95 @@ impl MatmulVariant {
             MatmulVariant::Tiled => (64, 64),
         }
     }
+}
+
+/// The autotuner's class of a product: each size rounded up to a power of two (batches up
+/// to 64), the transposes, and the alignments the vec4 variants need.
+fn shape_class(shape: &GemmShape) -> String {
+    let round = |x: usize, cap: usize| x.max(1).next_power_of_two().min(cap);
+    let flag = |b: bool| u8::from(b);
+    format!(
+        "matmul b{} m{} n{} k{} ta{} tb{} n4{} k4{} aligned{}",
+        round(shape.batch, 64),
+        round(shape.m, 4096),
+        round(shape.n, 4096),
+        round(shape.k, 4096),
+        flag(shape.trans_a),
+        flag(shape.trans_b),
+        flag(shape.n.is_multiple_of(4)),
+        flag(shape.k.is_multiple_of(4)),
+        flag(
+            [shape.a_offset, shape.b_offset, shape.out_offset]
+                .iter()
+                .all(|o| o.is_multiple_of(4))
+        ),
+    )
+}
+
+/// Times every variant that supports `shape` on a product of its layout with each size at
+/// most 256 (and 8 batches): one warm-up (which compiles the pipeline) and the best of three
+/// runs each. Another variant displaces the rule's pick only when it is at least 10% faster,
+/// so that noise (a shared machine, a busy CPU adapter) does not flip well-founded rules.
+fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
+    let trial = GemmShape {
+        batch: shape.batch.min(8),
+        m: shape.m.min(256),
+        n: shape.n.min(256),
+        k: shape.k.min(256),
+        a_batch_stride: if shape.a_batch_stride == 0 {
+            0
+        } else {
+            shape.m.min(256) * shape.k.min(256)
+        },
+        b_batch_stride: if shape.b_batch_stride == 0 {
+            0
+        } else {
+            shape.k.min(256) * shape.n.min(256)
+        },
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
+        ..*shape
+    };
+    let a = Tensor::zeros(gpu, &[trial.batch.max(1) * trial.m * trial.k.max(1)])?;
+    let b = Tensor::zeros(gpu, &[trial.batch.max(1) * trial.k.max(1) * trial.n])?;
+    let out = Tensor::zeros(gpu, &[trial.batch * trial.m * trial.n])?;
+    let rule = MatmulVariant::rule(gpu, shape);
+    let mut timings: Vec<(f64, MatmulVariant)> = Vec::new();
+    for variant in MatmulVariant::ALL
+        .into_iter()
+        .filter(|v| v.supports(shape) && v.supports(&trial))
+    {
+        let operands = GemmOperands {
+            a: &a,
+            b: &b,
+            c: None,
+            bias: None,
+            out: &out,
+        };
+        let dispatch = gemm_dispatch(&operands, &trial, 1.0, 0.0, variant)?;
+        let dispatches = std::slice::from_ref(&dispatch);
+        gpu.submit_timed(dispatches)?;
+        let mut seconds = f64::INFINITY;
+        for _ in 0..3 {
+            seconds = seconds.min(gpu.submit_timed(dispatches)?.seconds);
+        }
+        timings.push((seconds, variant));
+    }
+    let rule_time = timings
+        .iter()
+        .find(|(_, v)| *v == rule)
+        .map_or(f64::INFINITY, |(t, _)| *t);
+    let fastest = timings
+        .iter()
+        .copied()
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .ok_or_else(|| Error::invalid("matmul", format!("no variant supports {shape:?}")))?;
+    Ok(if fastest.0 < 0.9 * rule_time {
+        fastest.1
+    } else {
+        rule
+    })
 }
 
 /// The sizes and layout of one batched product; strides and offsets in elements.
