@@ -42,7 +42,7 @@ fn small_model(train: &[LabelledText], widths: Vec<usize>) -> TextCnnModel {
 }
 
 /// 1,200 reviews, three epochs of batch 32 with Adam at 0.01: the held-out reviews (whose
-/// texts never occur in training) reach 95% (100% in practice after the second epoch).
+/// texts never occur in training) reach 95%.
 #[test]
 fn learns_the_reviews_task() {
     let (train, valid) = ClassifyTask::Reviews.generate(1200, 200, 5).unwrap();

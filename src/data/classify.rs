@@ -359,15 +359,17 @@ pub enum ClassifyTask {
     /// intensifier = "very" | "really" | "so" | "quite" | "too"
     /// adjective   = good | great | fun | brilliant | wonderful | clever    (positive)
     ///             | bad | awful | boring | terrible | dull | clumsy        (negative)
-    /// aside   = "and the" noun "was" fact       (no bearing on the class)
+    /// aside   = "and the" noun "was" [negation | intensifier] fact   (no bearing on the class)
     /// noun    = "music" | "story" | "camera" | "dialogue" | "pace"
-    /// fact    = "long" | "short" | "loud" | "quiet" | "simple" | "dark" | "new"
+    /// fact    = "long" | "short" | "loud" | "quiet" | "simple" | "dark" | "slow"
     /// closer  = "to be honest" | "for me" | "this time" | "in the end" | "!" | "."
     /// ```
     ///
-    /// The opener, aside and closer each appear half of the time. Every word of the
-    /// judgement occurs in all three classes, so a bag of words cannot tell them apart: the
-    /// model has to read "not very", "not good", "very good" as units.
+    /// The opener, aside and closer each appear half of the time; an aside's fact is
+    /// modified two times in three. Every word of the judgement occurs in all three classes,
+    /// and the aside puts negations and intensifiers where they change nothing ("the plot was
+    /// good and the pace was not slow"), so the set of words does not give the class: the
+    /// model has to read "not good", "not very good", "very good" as units.
     Reviews,
 }
 
@@ -388,7 +390,7 @@ const INTENSIFIERS: [&str; 5] = ["very", "really", "so", "quite", "too"];
 const POSITIVE: [&str; 6] = ["good", "great", "fun", "brilliant", "wonderful", "clever"];
 const NEGATIVE: [&str; 6] = ["bad", "awful", "boring", "terrible", "dull", "clumsy"];
 const NOUNS: [&str; 5] = ["music", "story", "camera", "dialogue", "pace"];
-const FACTS: [&str; 7] = ["long", "short", "loud", "quiet", "simple", "dark", "new"];
+const FACTS: [&str; 7] = ["long", "short", "loud", "quiet", "simple", "dark", "slow"];
 const CLOSERS: [&str; 6] = [
     "to be honest",
     "for me",
@@ -438,7 +440,8 @@ impl ClassifyTask {
                 let (negations, intensifiers) = (NEGATIONS.len() as u64, INTENSIFIERS.len() as u64);
                 let judgements =
                     adjectives * (1 + intensifiers + negations + negations * intensifiers);
-                let asides = 1 + (NOUNS.len() * FACTS.len()) as u64;
+                let asides =
+                    1 + (NOUNS.len() * FACTS.len()) as u64 * (1 + negations + intensifiers);
                 (1 + OPENERS.len() as u64)
                     * (SUBJECTS.len() * VERBS.len()) as u64
                     * judgements
@@ -526,7 +529,13 @@ fn review(rng: &mut Rng) -> LabelledText {
     if rng.below(2) == 0 {
         let noun = NOUNS[rng.below(NOUNS.len())];
         let fact = FACTS[rng.below(FACTS.len())];
-        parts.extend(["and the", noun, "was", fact]);
+        parts.extend(["and the", noun, "was"]);
+        match rng.below(3) {
+            0 => {}
+            1 => parts.push(NEGATIONS[rng.below(NEGATIONS.len())]),
+            _ => parts.push(INTENSIFIERS[rng.below(INTENSIFIERS.len())]),
+        }
+        parts.push(fact);
     }
     if rng.below(2) == 0 {
         parts.push(CLOSERS[rng.below(CLOSERS.len())]);

@@ -18,7 +18,7 @@ use crate::data::classify::{
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
-use crate::nn::shared::{Binder, SharedParameters};
+use crate::nn::shared::{Binder, Bindings, SharedParameters};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
@@ -226,7 +226,7 @@ struct TrainPlanValues {
     labels: Var,
     loss: Var,
     logits: Var,
-    bindings: crate::nn::shared::Bindings,
+    bindings: Bindings,
 }
 
 fn argmax(row: &[f32]) -> usize {
