@@ -6,7 +6,9 @@
 //! from the user's own CSV file ([`Dataset::from_csv`]).
 //!
 //! Sequence-to-sequence pairs (source text → target text) live in [`text`]: built-in tasks,
-//! TSV files, a character vocabulary and batches bucketed by length.
+//! TSV files, a character vocabulary and batches bucketed by length. Labelled texts for
+//! classification live in [`classify`]: a built-in task, TSV files, a word vocabulary and
+//! padded batches.
 //!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
@@ -24,6 +26,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+pub mod classify;
 pub mod points;
 pub mod text;
 

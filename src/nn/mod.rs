@@ -4,6 +4,7 @@
 
 pub mod seq2seq;
 pub mod shared;
+pub mod textcnn;
 
 use std::str::FromStr;
 

@@ -1,0 +1,161 @@
+//! The n-gram CNN text classifier (Kim 2014), built on the graph over [`SharedParameters`]:
+//!
+//! ids [B, L] → embedding [B, L, E] → permute to [B, E, L] → for each filter width w: conv1d
+//! of `filters` channels [B, F, L − w + 1] → ReLU → × window mask → max over time [B, F] →
+//! concat [B, F·widths] → Linear → logits [B, classes].
+//!
+//! The window mask (fed, [B, 1, L − w + 1]) zeroes the windows that start past a text's last
+//! full window, so a text's prediction does not depend on how far its batch pads it: after
+//! the ReLU every value is ≥ 0, so a zeroed window never beats a real one.
+//!
+//! Parameters: `embedding.weight` [V, E], `conv{w}.weight` [F, E, w], `conv{w}.bias` [F],
+//! `output.weight` [F·widths, C], `output.bias` [C].
+//!
+//! [`SharedParameters`]: crate::nn::shared::SharedParameters
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Var};
+use crate::kernels::conv::Conv1d;
+use crate::nn::shared::{Binder, Start};
+
+/// The architecture: everything needed to rebuild the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextCnnConfig {
+    pub vocab_size: usize,
+    pub embed: usize,
+    /// The n-gram widths, one convolution each.
+    pub widths: Vec<usize>,
+    /// Output channels of each convolution.
+    pub filters: usize,
+    pub classes: usize,
+}
+
+impl TextCnnConfig {
+    /// Checks the sizes, naming the first that is unusable.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, value: String, expected: &str| {
+            Err(Error::invalid(
+                "text cnn",
+                format!("{what} {value}: expected {expected}"),
+            ))
+        };
+        if self.embed == 0 {
+            return bad("--embed", "0".into(), "at least 1");
+        }
+        if self.filters == 0 {
+            return bad("--filters", "0".into(), "at least 1");
+        }
+        if self.widths.is_empty() || self.widths.contains(&0) {
+            return bad(
+                "--widths",
+                format!("{:?}", self.widths),
+                "one or more widths of at least 1, e.g. 2,3,4",
+            );
+        }
+        let mut sorted = self.widths.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.widths.len() {
+            return bad(
+                "--widths",
+                format!("{:?}", self.widths),
+                "each width once (parameters are named by width)",
+            );
+        }
+        if self.classes < 2 {
+            return bad("classes", self.classes.to_string(), "at least 2");
+        }
+        Ok(())
+    }
+
+    /// The widest filter: batches are padded to at least this many words.
+    pub fn widest(&self) -> usize {
+        self.widths.iter().copied().max().unwrap_or(1)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": "textcnn",
+            "vocab_size": self.vocab_size,
+            "embed": self.embed,
+            "widths": self.widths,
+            "filters": self.filters,
+            "classes": self.classes,
+        })
+    }
+}
+
+/// Builds the classifier's graph for one batch shape.
+pub struct TextCnn<'a> {
+    pub config: &'a TextCnnConfig,
+}
+
+impl TextCnn<'_> {
+    /// The logits [B, classes] of `ids` (u32 [B, L]); `window_masks[i]` (f32
+    /// [B, 1, L − widths[i] + 1]) is 1 for the windows each text fills, 0 after.
+    pub fn logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        ids: Var,
+        window_masks: &[Var],
+    ) -> Result<Var> {
+        let config = self.config;
+        if window_masks.len() != config.widths.len() {
+            return Err(Error::invalid(
+                "text cnn",
+                format!(
+                    "{} window masks for {} widths; expected one per width",
+                    window_masks.len(),
+                    config.widths.len()
+                ),
+            ));
+        }
+        let table = p.parameter(
+            g,
+            "embedding.weight",
+            &[config.vocab_size, config.embed],
+            Start::Normal(1.0),
+        )?;
+        let embedded = g.embedding(table, ids)?;
+        let channels_first = g.permute(embedded, &[0, 2, 1])?;
+        let mut pooled = Vec::with_capacity(config.widths.len());
+        for (&width, &mask) in config.widths.iter().zip(window_masks) {
+            let bound = Start::Uniform(1.0 / ((config.embed * width) as f32).sqrt());
+            let weight = p.parameter(
+                g,
+                &format!("conv{width}.weight"),
+                &[config.filters, config.embed, width],
+                bound,
+            )?;
+            let bias = p.parameter(g, &format!("conv{width}.bias"), &[config.filters], bound)?;
+            let windows = g.conv1d(channels_first, weight, Some(bias), Conv1d::default())?;
+            let activated = g.relu(windows)?;
+            let kept = g.mul(activated, mask)?;
+            pooled.push(g.max_over_time(kept)?);
+        }
+        let features = g.concat(&pooled, 1)?;
+        let fan_in = config.filters * config.widths.len();
+        let bound = Start::Uniform(1.0 / (fan_in as f32).sqrt());
+        let weight = p.parameter(g, "output.weight", &[fan_in, config.classes], bound)?;
+        let bias = p.parameter(g, "output.bias", &[config.classes], bound)?;
+        g.gemm(features, weight, false, false, Some(bias))
+    }
+}
+
+/// The window mask of each width for texts of `lengths` padded to `steps`: [B, 1,
+/// steps − w + 1] row-major, 1 where a window starts at or before the text's last full
+/// window (a text shorter than w keeps its first window, which it fills partly).
+pub fn window_mask(lengths: &[u32], steps: usize, width: usize) -> Vec<f32> {
+    let windows = steps + 1 - width.min(steps);
+    let mut mask = vec![0.0; lengths.len() * windows];
+    for (row, &length) in lengths.iter().enumerate() {
+        let last_start = (length as usize).saturating_sub(width);
+        for start in 0..=last_start.min(windows - 1) {
+            mask[row * windows + start] = 1.0;
+        }
+    }
+    mask
+}

@@ -1,0 +1,146 @@
+//! `train-cnn`, run as a user runs it, on tiny configurations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shadergrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .output()
+        .expect("the shadergrad binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn train_on_the_builtin_task_with_save_and_metrics() {
+    let dir = scratch("cnn-cli");
+    let model = dir.join("reviews.safetensors");
+    let metrics = dir.join("metrics.jsonl");
+    let output = shadergrad(&[
+        "train-cnn",
+        "--train-size",
+        "300",
+        "--valid-size",
+        "50",
+        "--embed",
+        "8",
+        "--filters",
+        "8",
+        "--widths",
+        "2,3",
+        "--batch",
+        "50",
+        "--epochs",
+        "2",
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("epoch 2: train loss"), "{stderr}");
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("validation accuracy "), "{stdout}");
+    assert!(model.exists() && model.with_extension("json").exists());
+    let config = std::fs::read_to_string(model.with_extension("json")).unwrap();
+    for field in ["\"vocabulary\"", "\"labels\"", "\"neutral\"", "\"textcnn\""] {
+        assert!(config.contains(field), "{field} missing from {config}");
+    }
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    for field in [
+        "\"val_accuracy\"",
+        "\"train_loss\"",
+        "\"examples_per_s\"",
+        "\"lr\"",
+    ] {
+        assert!(lines.contains(field), "{field} missing from {lines}");
+    }
+}
+
+#[test]
+fn train_on_a_tsv_file() {
+    let dir = scratch("cnn-cli-tsv");
+    let data = dir.join("spam.tsv");
+    let mut lines = String::new();
+    for i in 0..30 {
+        lines.push_str(&format!(
+            "spam\tWIN a prize now {i}!\nham\tsee you at lunch {i}\n"
+        ));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let output = shadergrad(&[
+        "train-cnn",
+        "--data",
+        data.to_str().unwrap(),
+        "--valid-fraction",
+        "0.2",
+        "--embed",
+        "8",
+        "--filters",
+        "4",
+        "--epochs",
+        "3",
+        "--lr",
+        "0.02",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("48 training and 12 validation"), "{stderr}");
+    assert!(stderr.contains("[\"ham\", \"spam\"]"), "{stderr}");
+}
+
+#[test]
+fn bad_input_is_an_error_naming_it() {
+    let dir = scratch("cnn-cli-errors");
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "pos\tgood\nneg without a tab\n").unwrap();
+    let output = shadergrad(&["train-cnn", "--data", bad.to_str().unwrap()]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("bad.tsv") && stderr.contains("line 2") && stderr.contains("no tab"),
+        "{stderr}"
+    );
+
+    let train = dir.join("train.tsv");
+    std::fs::write(&train, "pos\tgood\nneg\tbad\n").unwrap();
+    let valid = dir.join("valid.tsv");
+    std::fs::write(&valid, "pos\tfine\nmixed\tso so\n").unwrap();
+    let output = shadergrad(&[
+        "train-cnn",
+        "--data",
+        train.to_str().unwrap(),
+        "--valid",
+        valid.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("\"mixed\""), "{stderr}");
+
+    for (args, expected) in [
+        (&["--task", "tweets"][..], "unknown task \"tweets\""),
+        (&["--widths", "2,0"][..], "--widths [2, 0]"),
+        (&["--optimizer", "lbfgs"][..], "\"lbfgs\""),
+        (&["--epochs", "0"][..], "--epochs 0"),
+    ] {
+        let mut all = vec!["train-cnn", "--train-size", "20", "--valid-size", "5"];
+        all.extend_from_slice(args);
+        let output = shadergrad(&all);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
