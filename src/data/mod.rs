@@ -6,7 +6,8 @@
 //! from the user's own CSV file ([`Dataset::from_csv`]).
 //!
 //! Sequence-to-sequence pairs (source text → target text) live in [`text`]: built-in tasks,
-//! TSV files, a character vocabulary and batches bucketed by length.
+//! TSV files, a character vocabulary and batches bucketed by length. Plain text for a
+//! character-level language model, in windows of fixed length, lives in [`corpus`].
 //!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
@@ -24,6 +25,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+pub mod corpus;
 pub mod points;
 pub mod text;
 
