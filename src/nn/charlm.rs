@@ -25,7 +25,7 @@ pub struct CharLmConfig {
 }
 
 /// The `kind` a checkpoint's architecture carries.
-const KIND: &str = "charlm";
+pub const CHARLM_KIND: &str = "charlm";
 
 impl CharLmConfig {
     pub fn validate(&self) -> Result<()> {
@@ -47,7 +47,7 @@ impl CharLmConfig {
 
     pub fn to_json(&self) -> Value {
         json!({
-            "kind": KIND,
+            "kind": CHARLM_KIND,
             "cell": self.cell.name(),
             "vocab_size": self.vocab_size,
             "embed": self.embed,
@@ -63,7 +63,7 @@ impl CharLmConfig {
                 format!("the architecture has no valid {what:?}: {value}"),
             )
         };
-        if value.get("kind").and_then(Value::as_str) != Some(KIND) {
+        if value.get("kind").and_then(Value::as_str) != Some(CHARLM_KIND) {
             return Err(bad("kind (charlm: a train-lm model)"));
         }
         let size = |key: &str| {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
-use crate::nn::charlm::{CharLm, CharLmConfig};
+use crate::nn::charlm::{CharLm, CharLmConfig, CHARLM_KIND};
 use crate::nn::seq2seq::State;
 use crate::nn::shared::{Binder, Bindings, SharedParameters};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -105,8 +105,17 @@ impl CharLmModel {
                 "the config has no \"architecture\": not a train-lm checkpoint",
             )
         })?;
-        let model_config = CharLmConfig::from_json(architecture)
-            .map_err(|e| Error::format(&checkpoint.path, format!("not a train-lm model: {e}")))?;
+        let kind = architecture.get("kind").and_then(Value::as_str);
+        if kind != Some(CHARLM_KIND) {
+            return Err(Error::format(
+                &checkpoint.path,
+                format!(
+                    "holds a model of kind {}, not a train-lm language model (kind \"{CHARLM_KIND}\")",
+                    kind.map_or("(none)".to_string(), |k| format!("{k:?}"))
+                ),
+            ));
+        }
+        let model_config = CharLmConfig::from_json(architecture)?;
         let chars: Vec<char> = config
             .get("vocabulary")
             .and_then(Value::as_str)
@@ -430,17 +439,15 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
     let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
     let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
     let valid_batches = lm_batches(&valid, config.steps, config.batch, 0, None)?;
-    // The sample prompt: the text's first line (or its start), which the model has read.
-    let prompt: Vec<u32> = train
+    // The sample prompt: the start of the text's first line, which the model has read.
+    let first_line: String = train_chars
         .iter()
-        .copied()
-        .take_while(|&id| model.vocab.decode(&[id]) != "\n")
+        .take_while(|&&c| c != '\n')
         .take(32)
         .collect();
-    let prompt = if prompt.is_empty() {
-        train[..1].to_vec()
-    } else {
-        prompt
+    let prompt = match model.vocab.encode(&first_line).0 {
+        ids if ids.is_empty() => train[..1].to_vec(),
+        ids => ids,
     };
     eprintln!(
         "{} {}-layer{} character language model, hidden {}, embedding {}: {} parameters; {} \
