@@ -10,6 +10,7 @@
 //! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config;
 //! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
 //!   sequence-to-sequence pairs (built-in tasks, TSV), a character vocabulary, bucketed batches;
+//!   plain text in windows for a language model;
 //! - [`train`]: training's reporting, the per-epoch metrics file and the progress display.
 //!
 //! ```no_run

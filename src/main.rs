@@ -9,13 +9,17 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use shadergrad::bench::{table_header, BenchOptions};
 use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask};
+use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
-use shadergrad::data::text::{read_tsv, split_pairs, Task};
+use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
+use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::nn::seq2seq::{parse_cell, AttentionKind, Seq2SeqConfig};
 use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
+use shadergrad::rng::Rng;
+use shadergrad::train::charlm::{train_lm, CharLmModel, LmTraining};
 use shadergrad::train::cnn::{train_cnn, CnnTraining};
 use shadergrad::train::mlp::{parse_rule, train_mlp, MlpTraining};
 use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqModel, Seq2SeqTraining, Stop};
@@ -57,6 +61,11 @@ enum Command {
     TrainCnn(Box<TrainCnnArgs>),
     /// Time every kernel family and whole training steps on every adapter (or --adapter's).
     Bench(BenchArgs),
+    /// Train a character-level RNN language model on a text (by default, one shipped with
+    /// shadergrad).
+    TrainLm(Box<TrainLmArgs>),
+    /// Continue a prompt with a train-lm checkpoint, one sampled character at a time.
+    Sample(SampleArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +130,81 @@ struct TrainCnnArgs {
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
+}
+
+/// The text `train-lm` learns when given none: the opening of Shakespeare's Coriolanus.
+const SHIPPED_TEXT: &str = include_str!("../data/coriolanus.txt");
+const SHIPPED_TEXT_NAME: &str = "data/coriolanus.txt (shipped)";
+
+#[derive(Args)]
+struct TrainLmArgs {
+    /// A UTF-8 text file; by default the opening of Shakespeare's Coriolanus (40 KB),
+    /// shipped with shadergrad. Its first 90% trains, the rest validates.
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// The recurrent cell: rnn, gru or lstm.
+    #[arg(long, default_value = "gru")]
+    arch: String,
+    /// Units of each recurrent layer.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Recurrent layers.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// Width of the character embeddings.
+    #[arg(long, default_value_t = 64)]
+    embed: usize,
+    /// Characters per training window (the steps gradients flow back through).
+    #[arg(long, default_value_t = 64)]
+    steps: usize,
+    /// Windows per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Passes over the training text.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// The learning rate.
+    #[arg(long, default_value_t = 0.005)]
+    lr: f32,
+    /// sgd, momentum, adam or adamw.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    /// Clip the gradients to this global norm (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f32,
+    /// Seeds the initial weights, the window order and the samples.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save the model here whenever validation perplexity improves (a .safetensors file,
+    /// with its .json config and vocabulary beside it), with the optimizer state.
+    #[arg(long, value_name = "FILE.safetensors")]
+    save: Option<PathBuf>,
+    /// Append one JSON line of metrics per epoch to this file.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+    /// Characters sampled after each epoch (0: none).
+    #[arg(long, default_value_t = 160)]
+    sample_length: usize,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A checkpoint saved by train-lm --save.
+    #[arg(long, value_name = "FILE.safetensors")]
+    checkpoint: PathBuf,
+    /// The text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// Divides the log-probabilities before each draw: below 1 safer, above 1 wilder; 0
+    /// always takes the most likely character.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 300)]
+    length: usize,
+    /// Seeds the draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -299,6 +383,8 @@ fn run(cli: Cli) -> shadergrad::Result<()> {
         Command::Translate(args) => translate_command(&selector, args),
         Command::Bench(args) => bench_command(cli.adapter.is_some().then_some(&selector), args),
         Command::TrainCnn(args) => train_cnn_command(&selector, *args),
+        Command::TrainLm(args) => train_lm_command(&selector, *args),
+        Command::Sample(args) => sample_command(&selector, args),
     }
 }
 
@@ -542,6 +628,107 @@ fn translate_command(selector: &AdapterSelector, args: TranslateArgs) -> shaderg
         })?;
     }
     Ok(())
+}
+
+/// `train-lm`: reads the text, trains, reports the perplexity reached.
+fn train_lm_command(selector: &AdapterSelector, args: TrainLmArgs) -> shadergrad::Result<()> {
+    let rule = parse_rule(&args.optimizer)?;
+    let model = CharLmConfig {
+        cell: parse_cell(&args.arch)?,
+        vocab_size: 1,
+        embed: args.embed,
+        hidden: args.hidden,
+        layers: args.layers,
+    };
+    model.validate()?;
+    if !(args.clip >= 0.0 && args.clip.is_finite()) {
+        return Err(Error::invalid(
+            "train-lm",
+            format!(
+                "--clip {} must be 0 (no clipping) or a positive norm",
+                args.clip
+            ),
+        ));
+    }
+    let (text, text_name) = match &args.text {
+        Some(path) => (read_text(path)?, path.display().to_string()),
+        None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
+    };
+    let gpu = Gpu::new(selector)?;
+    eprintln!("train-lm on {}", gpu.info().name);
+    let mut optimizer = OptimizerConfig::new(rule, args.lr);
+    if args.clip > 0.0 {
+        optimizer = optimizer.with_max_grad_norm(args.clip);
+    }
+    let config = LmTraining {
+        text,
+        text_name,
+        model,
+        optimizer,
+        batch: args.batch,
+        steps: args.steps,
+        epochs: args.epochs,
+        seed: args.seed,
+        save: args.save,
+        metrics: args.metrics,
+        sample_length: args.sample_length,
+    };
+    let result = train_lm(&gpu, &config)?;
+    println!(
+        "best validation perplexity {:.2} (unigram {:.2}) after {} steps in {:.0} s, {:.0} \
+         characters/s",
+        result.best_val_perplexity,
+        result.unigram_perplexity,
+        result.steps,
+        result.seconds,
+        result.chars_per_s
+    );
+    Ok(())
+}
+
+/// `sample`: prints the prompt and the characters drawn after it.
+fn sample_command(selector: &AdapterSelector, args: SampleArgs) -> shadergrad::Result<()> {
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        return Err(Error::invalid(
+            "sample",
+            format!(
+                "--temperature {} must be 0 (greedy) or positive",
+                args.temperature
+            ),
+        ));
+    }
+    let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
+    let gpu = Gpu::new(selector)?;
+    let mut model = CharLmModel::from_checkpoint(&gpu, &checkpoint)?;
+    let (ids, unknown) = model.vocab.encode(&args.prompt);
+    if !unknown.is_empty() {
+        eprintln!(
+            "warning: the prompt has characters the model never saw, skipped: {:?}",
+            unknown.iter().collect::<String>()
+        );
+    }
+    let known: Vec<u32> = ids.into_iter().filter(|&id| id != UNK).collect();
+    if known.is_empty() {
+        return Err(Error::invalid(
+            "sample",
+            format!(
+                "the prompt {:?} has no character the model knows; expected some of {:?}",
+                args.prompt,
+                model.vocab.chars().iter().collect::<String>()
+            ),
+        ));
+    }
+    let drawn = model.sample(
+        &known,
+        args.length,
+        args.temperature,
+        &mut Rng::new(args.seed),
+    )?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}{}", args.prompt, model.vocab.decode(&drawn)).map_err(|source| Error::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    })
 }
 
 /// `train-mlp`: loads or generates the data, trains, prints the accuracies.

@@ -8,7 +8,8 @@
 //! Sequence-to-sequence pairs (source text → target text) live in [`text`]: built-in tasks,
 //! TSV files, a character vocabulary and batches bucketed by length. Labelled texts for
 //! classification live in [`classify`]: a built-in task, TSV files, a word vocabulary and
-//! padded batches.
+//! padded batches. Plain text for a character-level language model, in windows of fixed
+//! length, lives in [`corpus`].
 //!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
@@ -27,6 +28,7 @@
 //! ```
 
 pub mod classify;
+pub mod corpus;
 pub mod points;
 pub mod text;
 

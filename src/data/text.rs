@@ -70,6 +70,12 @@ impl Vocab {
         Vocab::with_chars(chars.into_iter().collect())
     }
 
+    /// Every character of `text`, in code point order.
+    pub fn from_text(text: &str) -> Vocab {
+        let chars: BTreeSet<char> = text.chars().collect();
+        Vocab::with_chars(chars.into_iter().collect())
+    }
+
     /// The vocabulary of `chars` in the order given (as [`Vocab::chars`] returned them when a
     /// checkpoint was saved, so the ids are the ones the model was trained with). A character
     /// given twice is an error, since it would have two ids.

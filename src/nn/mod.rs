@@ -2,6 +2,7 @@
 //! initialisation and named parameters (`"<layer>.weight"`, `"<layer>.bias"`), the names
 //! checkpoints key on.
 
+pub mod charlm;
 pub mod seq2seq;
 pub mod shared;
 pub mod textcnn;

@@ -185,16 +185,19 @@ pub struct Encoded {
     pub initial: Vec<State>,
 }
 
-/// Builds the model's parts into graphs.
-pub struct Seq2Seq<'c> {
-    pub config: &'c Seq2SeqConfig,
+/// One recurrent layer's cell and width: the layer every recurrent model here stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentLayer {
+    pub cell: CellKind,
+    pub hidden: usize,
 }
 
-impl Seq2Seq<'_> {
-    /// One recurrent layer over x [T, B, input]: the input projection of every step in one
-    /// matmul, then the recurrent op.
+impl RecurrentLayer {
+    /// The layer over x [T, B, input], its parameters named `{name}.…`: the input
+    /// projection of every step in one matmul, then the recurrent op. Its states [T, B, H]
+    /// and its final state.
     #[allow(clippy::too_many_arguments)]
-    fn recurrent_layer(
+    pub fn build(
         &self,
         g: &mut Graph,
         p: &mut Binder,
@@ -208,12 +211,12 @@ impl Seq2Seq<'_> {
             [t, b, i] => (t, b, i),
             ref other => {
                 return Err(Error::invalid(
-                    "seq2seq",
+                    "recurrent layer",
                     format!("{name}: expected [T, B, features], got {other:?}"),
                 ))
             }
         };
-        let (cell, hidden) = (self.config.cell, self.config.hidden);
+        let (cell, hidden) = (self.cell, self.hidden);
         let gated = cell.gates() * hidden;
         let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
         let wx = p.parameter(g, &format!("{name}.input.weight"), &[input, gated], bound)?;
@@ -244,16 +247,30 @@ impl Seq2Seq<'_> {
         ))
     }
 
-    /// A zero state [B, H].
-    fn zero_state(&self, g: &mut Graph, batch: usize) -> Result<State> {
-        let hidden = self.config.hidden;
+    /// A zero state [B, H] (and a zero cell for an LSTM).
+    pub fn zero_state(&self, g: &mut Graph, batch: usize) -> Result<State> {
+        let hidden = self.hidden;
         let h = g.constant(vec![0.0; batch * hidden], &[batch, hidden])?;
-        let c = if self.config.cell == CellKind::Lstm {
+        let c = if self.cell == CellKind::Lstm {
             Some(g.constant(vec![0.0; batch * hidden], &[batch, hidden])?)
         } else {
             None
         };
         Ok(State { h, c })
+    }
+}
+
+/// Builds the model's parts into graphs.
+pub struct Seq2Seq<'c> {
+    pub config: &'c Seq2SeqConfig,
+}
+
+impl Seq2Seq<'_> {
+    fn layer(&self) -> RecurrentLayer {
+        RecurrentLayer {
+            cell: self.config.cell,
+            hidden: self.config.hidden,
+        }
     }
 
     /// The encoder over source ids [Ts, B] (u32, time-major) with lengths [B].
@@ -275,9 +292,9 @@ impl Seq2Seq<'_> {
         let mut x = g.embedding(table, source)?;
         let mut finals = Vec::new();
         for layer in 0..config.layers {
-            let start = self.zero_state(g, batch)?;
+            let start = self.layer().zero_state(g, batch)?;
             let name = format!("encoder.layer{layer}");
-            let (forward, forward_final) = self.recurrent_layer(
+            let (forward, forward_final) = self.layer().build(
                 g,
                 p,
                 &format!("{name}.forward"),
@@ -287,8 +304,8 @@ impl Seq2Seq<'_> {
                 false,
             )?;
             if config.bidirectional {
-                let start = self.zero_state(g, batch)?;
-                let (backward, backward_final) = self.recurrent_layer(
+                let start = self.layer().zero_state(g, batch)?;
+                let (backward, backward_final) = self.layer().build(
                     g,
                     p,
                     &format!("{name}.backward"),
@@ -401,7 +418,7 @@ impl Seq2Seq<'_> {
         let mut finals = Vec::new();
         for (layer, &start) in initial.iter().enumerate() {
             let name = format!("decoder.layer{layer}");
-            let (states, last) = self.recurrent_layer(g, p, &name, x, start, None, false)?;
+            let (states, last) = self.layer().build(g, p, &name, x, start, None, false)?;
             x = states;
             finals.push(last);
         }

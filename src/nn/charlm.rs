@@ -1,0 +1,167 @@
+//! A character-level language model (Karpathy's char-rnn): embedding, `layers` recurrent
+//! layers, then a linear layer to logits over the character vocabulary: each position
+//! predicts the character after it. Built on the graph over [`SharedParameters`], so the
+//! training graph (a window of steps at once) and the sampling graph (one step, the
+//! recurrent states kept on the GPU) train and use the same tensors.
+//!
+//! [`SharedParameters`]: crate::nn::shared::SharedParameters
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Var};
+use crate::kernels::recurrent::CellKind;
+use crate::nn::seq2seq::{parse_cell, RecurrentLayer, State};
+use crate::nn::shared::{Binder, Start};
+
+/// The architecture: everything needed to rebuild the model from a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CharLmConfig {
+    pub cell: CellKind,
+    pub vocab_size: usize,
+    pub embed: usize,
+    pub hidden: usize,
+    pub layers: usize,
+}
+
+/// The `kind` a checkpoint's architecture carries.
+pub const CHARLM_KIND: &str = "charlm";
+
+impl CharLmConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (what, value) in [
+            ("vocabulary size", self.vocab_size),
+            ("embedding size", self.embed),
+            ("hidden size", self.hidden),
+            ("layer count", self.layers),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(
+                    "charlm",
+                    format!("the {what} must be at least 1, got 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "kind": CHARLM_KIND,
+            "cell": self.cell.name(),
+            "vocab_size": self.vocab_size,
+            "embed": self.embed,
+            "hidden": self.hidden,
+            "layers": self.layers,
+        })
+    }
+
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let bad = |what: &str| {
+            Error::invalid(
+                "checkpoint",
+                format!("the architecture has no valid {what:?}: {value}"),
+            )
+        };
+        if value.get("kind").and_then(Value::as_str) != Some(CHARLM_KIND) {
+            return Err(bad("kind (charlm: a train-lm model)"));
+        }
+        let size = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(key))
+        };
+        let cell = value
+            .get("cell")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("cell"))?;
+        let config = CharLmConfig {
+            cell: parse_cell(cell)?,
+            vocab_size: size("vocab_size")?,
+            embed: size("embed")?,
+            hidden: size("hidden")?,
+            layers: size("layers")?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Builds the model into graphs.
+pub struct CharLm<'c> {
+    pub config: &'c CharLmConfig,
+}
+
+impl CharLm<'_> {
+    fn layer(&self) -> RecurrentLayer {
+        RecurrentLayer {
+            cell: self.config.cell,
+            hidden: self.config.hidden,
+        }
+    }
+
+    /// Each layer's zero state for `batch` rows.
+    pub fn zero_states(&self, g: &mut Graph, batch: usize) -> Result<Vec<State>> {
+        (0..self.config.layers)
+            .map(|_| self.layer().zero_state(g, batch))
+            .collect()
+    }
+
+    /// Logits [T·B, V] (time-major rows: t·B + b) for ids [T, B] (u32, time-major) read from
+    /// `initial` (one state per layer), and every layer's final state.
+    pub fn logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        ids: Var,
+        initial: &[State],
+    ) -> Result<(Var, Vec<State>)> {
+        let config = self.config;
+        if initial.len() != config.layers {
+            return Err(Error::invalid(
+                "charlm",
+                format!(
+                    "the model has {} layers, got {} initial states",
+                    config.layers,
+                    initial.len()
+                ),
+            ));
+        }
+        let (steps, batch) = match *g.shape(ids) {
+            [t, b] => (t, b),
+            ref other => {
+                return Err(Error::invalid(
+                    "charlm",
+                    format!("expected ids [T, B], got {other:?}"),
+                ))
+            }
+        };
+        let table = p.parameter(
+            g,
+            "embedding.weight",
+            &[config.vocab_size, config.embed],
+            Start::Normal(1.0),
+        )?;
+        let mut x = g.embedding(table, ids)?;
+        let mut finals = Vec::with_capacity(config.layers);
+        for (layer, &start) in initial.iter().enumerate() {
+            let name = format!("layer{layer}");
+            let (states, last) = self.layer().build(g, p, &name, x, start, None, false)?;
+            x = states;
+            finals.push(last);
+        }
+        let rows = g.reshape(x, &[steps * batch, config.hidden])?;
+        let bound = Start::Uniform(1.0 / (config.hidden as f32).sqrt());
+        let w = p.parameter(
+            g,
+            "output.weight",
+            &[config.hidden, config.vocab_size],
+            bound,
+        )?;
+        let b = p.parameter(g, "output.bias", &[config.vocab_size], bound)?;
+        let logits = g.gemm(rows, w, false, false, Some(b))?;
+        Ok((logits, finals))
+    }
+}

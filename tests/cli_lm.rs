@@ -1,0 +1,233 @@
+//! `train-lm` and `sample`, run as a user runs them, on tiny configurations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shadergrad(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .output()
+        .expect("the shadergrad binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny model of a tiny text, trained for 2 epochs.
+fn tiny_training(corpus: &Path, model: &Path, metrics: &Path) -> Output {
+    shadergrad(&[
+        "train-lm",
+        "--text",
+        corpus.to_str().unwrap(),
+        "--hidden",
+        "16",
+        "--embed",
+        "8",
+        "--steps",
+        "16",
+        "--batch",
+        "8",
+        "--epochs",
+        "2",
+        "--sample-length",
+        "20",
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn train_save_and_sample() {
+    let dir = scratch("lm-cli");
+    let corpus = dir.join("verse.txt");
+    std::fs::write(&corpus, "the cat sat on the mat with a hat.\n".repeat(40)).unwrap();
+    let model = dir.join("lm.safetensors");
+    let metrics = dir.join("metrics.jsonl");
+    let output = tiny_training(&corpus, &model, &metrics);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    for shown in [
+        "validation loss",
+        "perplexity",
+        "sample at temperature",
+        "saved",
+    ] {
+        assert!(stderr.contains(shown), "{shown:?} missing from {stderr}");
+    }
+    assert!(
+        text(&output.stdout).contains("best validation perplexity"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(model.exists() && model.with_extension("json").exists());
+    let lines = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    for field in ["\"val_perplexity\"", "\"val_loss\"", "\"chars_per_s\""] {
+        assert!(lines.contains(field), "{field} missing from {lines}");
+    }
+
+    // Greedy: the prompt, then exactly --length characters, the same every time.
+    let model_arg = model.to_str().unwrap();
+    let greedy = [
+        "sample",
+        "--checkpoint",
+        model_arg,
+        "--prompt",
+        "the c",
+        "--temperature",
+        "0",
+        "--length",
+        "30",
+    ];
+    let output = shadergrad(&greedy);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let sampled = text(&output.stdout);
+    assert!(sampled.starts_with("the c"), "{sampled}");
+    assert_eq!(sampled.chars().count(), 5 + 30 + 1, "{sampled:?}");
+    assert_eq!(text(&shadergrad(&greedy).stdout), sampled);
+
+    // A character the model never saw: a warning, and it is skipped.
+    let output = shadergrad(&[
+        "sample",
+        "--checkpoint",
+        model_arg,
+        "--prompt",
+        "the Z",
+        "--length",
+        "10",
+        "--seed",
+        "3",
+    ]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains('Z'),
+        "{stderr}"
+    );
+    assert!(text(&output.stdout).starts_with("the Z"));
+
+    // Nothing known to start from, and a negative temperature, are errors.
+    for (prompt, temperature, named) in [("ZQ", "1", "no character"), ("the", "-1", "-1")] {
+        let output = shadergrad(&[
+            "sample",
+            "--checkpoint",
+            model_arg,
+            "--prompt",
+            prompt,
+            "--temperature",
+            temperature,
+        ]);
+        assert!(!output.status.success());
+        assert!(
+            text(&output.stderr).contains(named),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_shipped_text_trains_by_default() {
+    let output = shadergrad(&[
+        "train-lm",
+        "--hidden",
+        "8",
+        "--embed",
+        "8",
+        "--steps",
+        "32",
+        "--batch",
+        "128",
+        "--epochs",
+        "1",
+        "--sample-length",
+        "0",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("coriolanus.txt"), "{stderr}");
+}
+
+#[test]
+fn bad_texts_and_checkpoints_are_clear_errors() {
+    let dir = scratch("lm-cli-errors");
+    let train_on = |path: &Path| {
+        shadergrad(&[
+            "train-lm",
+            "--text",
+            path.to_str().unwrap(),
+            "--epochs",
+            "1",
+        ])
+    };
+    let missing = dir.join("missing.txt");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "  \n\n").unwrap();
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, b"fine\n\xff\xfe not text").unwrap();
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "too short for a window of 64").unwrap();
+    for (path, named) in [
+        (&missing, "missing.txt"),
+        (&empty, "empty"),
+        (&binary, "line 2: not UTF-8"),
+        (&short, "--steps 64"),
+    ] {
+        let output = train_on(path);
+        assert!(!output.status.success(), "{} was accepted", path.display());
+        let stderr = text(&output.stderr);
+        let file = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            stderr.contains(file) && stderr.contains(named),
+            "{file}: {stderr}"
+        );
+    }
+
+    // A checkpoint of another model, and a corrupt one.
+    let mlp = dir.join("mlp.safetensors");
+    let output = shadergrad(&[
+        "train-mlp",
+        "--dataset",
+        "xor",
+        "--epochs",
+        "1",
+        "--save",
+        mlp.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let sample = |path: &Path| {
+        shadergrad(&[
+            "sample",
+            "--checkpoint",
+            path.to_str().unwrap(),
+            "--prompt",
+            "a",
+        ])
+    };
+    let output = sample(&mlp);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("train-lm"),
+        "{}",
+        text(&output.stderr)
+    );
+    std::fs::write(&mlp, b"not a checkpoint").unwrap();
+    let output = sample(&mlp);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("mlp.safetensors"),
+        "{}",
+        text(&output.stderr)
+    );
+}
