@@ -1,4 +1,5 @@
-//! Writing files so that a crash never leaves one half-written.
+//! Reading text files with errors that say where, and writing files so that a crash never
+//! leaves one half-written.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -6,6 +7,28 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+
+/// The whole of a UTF-8 text file, without a leading byte order mark. A file that cannot be
+/// read is an I/O error naming it; bytes that are not UTF-8 are an error naming the file and
+/// the line they are on.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    let bytes = fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = error.utf8_error().valid_up_to();
+        let line = 1 + error.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        Error::format(path, format!("line {line}: not UTF-8 text"))
+    })?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
 
 /// Writes `bytes` to `path` so that `path` holds either its old contents or all of the
 /// new ones, never a mix: the bytes go to a temporary file in the same folder (a rename

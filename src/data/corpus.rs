@@ -31,20 +31,7 @@ use crate::{Error, Result};
 /// errors naming the file.
 pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|error| {
-        let bytes = error.as_bytes();
-        let valid = error.utf8_error().valid_up_to();
-        let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count();
-        Error::format(path, format!("line {line}: not UTF-8 text"))
-    })?;
-    let text = match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    };
+    let text = crate::files::read_text_file(path)?;
     if text.trim().is_empty() {
         return Err(Error::format(
             path,

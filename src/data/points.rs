@@ -225,18 +225,7 @@ pub const MAX_LABEL: u32 = 65_535;
 
 /// Reads a CSV file of examples; see [`parse_csv`] for the format.
 pub fn read_csv(path: &Path) -> Result<Dataset> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|error| {
-        let line = 1 + bytes[..error.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        Error::format(path, format!("line {line}: not UTF-8 text"))
-    })?;
-    parse_csv(text, path)
+    parse_csv(&crate::files::read_text_file(path)?, path)
 }
 
 /// Parses CSV text of examples; `path` only names the source in errors.

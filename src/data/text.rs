@@ -442,18 +442,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// byte order mark is allowed.
 pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = std::str::from_utf8(&bytes).map_err(|error| {
-        let line = 1 + bytes[..error.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        Error::format(path, format!("line {line}: not UTF-8 text"))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = crate::files::read_text_file(path)?;
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let mut pairs = Vec::new();
