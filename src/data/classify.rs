@@ -301,30 +301,7 @@ pub fn split_examples(
     valid_fraction: f64,
     seed: u64,
 ) -> Result<(Vec<LabelledText>, Vec<LabelledText>)> {
-    if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
-        return Err(Error::invalid(
-            "split examples",
-            format!(
-                "the validation fraction must lie strictly between 0 and 1, got {valid_fraction}"
-            ),
-        ));
-    }
-    let valid_count = (examples.len() as f64 * valid_fraction).round() as usize;
-    if valid_count == 0 || valid_count == examples.len() {
-        return Err(Error::invalid(
-            "split examples",
-            format!(
-                "a validation fraction of {valid_fraction} of {} examples leaves {} for \
-                 training and {valid_count} for validation; both need at least one",
-                examples.len(),
-                examples.len() - valid_count
-            ),
-        ));
-    }
-    let order = permutation(examples.len(), &mut Rng::new(seed));
-    let (valid, train) = order.split_at(valid_count);
-    let gather = |indices: &[usize]| indices.iter().map(|&i| examples[i].clone()).collect();
-    Ok((gather(train), gather(valid)))
+    super::split_held_out(examples, valid_fraction, seed, "examples")
 }
 
 /// A built-in classification task, generated from a seed.

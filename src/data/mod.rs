@@ -451,6 +451,42 @@ impl Standardizer {
     }
 }
 
+/// Splits off `valid_fraction` (strictly between 0 and 1) of `items`, shuffled with the seed:
+/// (train, valid), the validation part round(`valid_fraction` × items) long. Each side needs
+/// at least one item; otherwise an error naming the counts, in which `what` names the items.
+pub fn split_held_out<T: Clone>(
+    items: &[T],
+    valid_fraction: f64,
+    seed: u64,
+    what: &str,
+) -> Result<(Vec<T>, Vec<T>)> {
+    let op = "split";
+    if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the validation fraction must lie strictly between 0 and 1, got {valid_fraction}"
+            ),
+        ));
+    }
+    let valid_count = (items.len() as f64 * valid_fraction).round() as usize;
+    if valid_count == 0 || valid_count == items.len() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "a validation fraction of {valid_fraction} of {} {what} leaves {} for training \
+                 and {valid_count} for validation; both need at least one",
+                items.len(),
+                items.len() - valid_count
+            ),
+        ));
+    }
+    let order = permutation(items.len(), &mut Rng::new(seed));
+    let (valid, train) = order.split_at(valid_count);
+    let gather = |indices: &[usize]| indices.iter().map(|&i| items[i].clone()).collect();
+    Ok((gather(train), gather(valid)))
+}
+
 /// A uniformly random permutation of 0..n (Fisher–Yates).
 fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();

@@ -547,30 +547,7 @@ pub fn split_pairs(
     valid_fraction: f64,
     seed: u64,
 ) -> Result<(Vec<Pair>, Vec<Pair>)> {
-    if !(valid_fraction > 0.0 && valid_fraction < 1.0) {
-        return Err(Error::invalid(
-            "split pairs",
-            format!(
-                "the validation fraction must lie strictly between 0 and 1, got {valid_fraction}"
-            ),
-        ));
-    }
-    let valid_count = (pairs.len() as f64 * valid_fraction).round() as usize;
-    if valid_count == 0 || valid_count == pairs.len() {
-        return Err(Error::invalid(
-            "split pairs",
-            format!(
-                "a validation fraction of {valid_fraction} of {} pairs leaves {} for training and \
-                 {valid_count} for validation; both need at least one",
-                pairs.len(),
-                pairs.len() - valid_count
-            ),
-        ));
-    }
-    let order = permutation(pairs.len(), &mut Rng::new(seed));
-    let (valid, train) = order.split_at(valid_count);
-    let gather = |indices: &[usize]| indices.iter().map(|&i| pairs[i].clone()).collect();
-    Ok((gather(train), gather(valid)))
+    super::split_held_out(pairs, valid_fraction, seed, "pairs")
 }
 
 /// A pair as token ids, without [`BOS`] or [`EOS`]; [`bucketed_batches`] adds them.
