@@ -41,6 +41,11 @@ struct Params {
     left: i32,                 // window reach to the left, −1 for none
     right: i32,                // window reach to the right, −1 for none
     softcap: f32,
+    // Only `fused_attention` reads these.
+    head_dim: u32,
+    value_dim: u32,
+    group: u32,                // query heads per key/value head
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read> scores: array<f32>;
@@ -49,16 +54,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-fn capped(s: f32) -> f32 {
+// The helpers take the parameters as `p`: `masked_softmax` binds them at 4, `fused_attention`
+// at 7 (the uniform is always the last binding).
+
+fn capped(p: Params, s: f32) -> f32 {
     if SOFTCAP {
-        return params.softcap * tanh(clamp(s / params.softcap, -TANH_LIMIT, TANH_LIMIT));
+        return p.softcap * tanh(clamp(s / p.softcap, -TANH_LIMIT, TANH_LIMIT));
     }
     return s;
 }
 
 // The keys [lo, hi) that padding, causality and the window leave to query i of batch b.
-fn key_range(b: u32, i: u32) -> vec2<i32> {
-    let p = params;
+fn key_range(p: Params, b: u32, i: u32) -> vec2<i32> {
     var valid = i32(p.k_len);
     if KEY_LENGTHS {
         valid = i32(min(key_lengths[b], p.k_len));
@@ -83,8 +90,8 @@ fn key_range(b: u32, i: u32) -> vec2<i32> {
 }
 
 // The element of the mask tensor for key j, with `mask_base` the offset of (b, h, i, 0).
-fn mask_at(mask_base: u32, j: u32) -> f32 {
-    return mask[mask_base + j * params.mask_strides.w];
+fn mask_at(p: Params, mask_base: u32, j: u32) -> f32 {
+    return mask[mask_base + j * p.mask_strides.w];
 }
 
 // Whether the mask tensor masks key j (MASK ≠ 0 only).
@@ -96,11 +103,11 @@ fn masked_by_tensor(m: f32) -> bool {
 }
 
 // The logit of a key the mask tensor leaves: capped score plus the additive mask.
-fn logit(s: f32, m: f32) -> f32 {
+fn logit(p: Params, s: f32, m: f32) -> f32 {
     if MASK == 1u {
-        return capped(s) + m;
+        return capped(p, s) + m;
     }
-    return capped(s);
+    return capped(p, s);
 }
 
 @compute @workgroup_size(256)
@@ -115,7 +122,7 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
     let i = row % p.q_len;
     let h = (row / p.q_len) % p.heads;
     let b = row / (p.q_len * p.heads);
-    let range = key_range(b, i);
+    let range = key_range(p, b, i);
     let lo = u32(range.x);
     let hi = u32(range.y);
     let base = row * p.k_len;
@@ -128,12 +135,12 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = lo; j < hi; j++) {
         var m = 0.0;
         if MASK != 0u {
-            m = mask_at(mask_base, j);
+            m = mask_at(p, mask_base, j);
             if masked_by_tensor(m) {
                 continue;
             }
         }
-        let z = logit(scores[base + j], m);
+        let z = logit(p, scores[base + j], m);
         if !any {
             any = true;
             top = z;
@@ -153,19 +160,136 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
         var keep = j >= lo && j < hi;
         var m = 0.0;
         if keep && MASK != 0u {
-            m = mask_at(mask_base, j);
+            m = mask_at(p, mask_base, j);
             keep = !masked_by_tensor(m);
         }
         if WRITE_LOGITS {
             if keep {
-                probs[base + j] = logit(scores[base + j], m);
+                probs[base + j] = logit(p, scores[base + j], m);
             } else {
                 probs[base + j] = bitcast<f32>(NEG_INF_BITS);
             }
         } else if keep {
-            probs[base + j] = exp(logit(scores[base + j], m) - top) * inv_sum;
+            probs[base + j] = exp(logit(p, scores[base + j], m) - top) * inv_sum;
         } else {
             probs[base + j] = 0.0;
+        }
+    }
+}
+
+// Fused forward: O = softmax(mask(Q·Kᵀ·scale))·V without the [rows, k_len] scores. Each
+// invocation owns one query row and one chunk of VALUE_CHUNK output columns, and streams
+// over the row's keys [lo, hi) a tile of KEY_TILE keys at a time with an online softmax:
+// the running max `top`, the running sum of exp(z − top) and the accumulator of
+// exp(z − top)·v, both rescaled when a tile raises the max (once per tile, not per key).
+// Same masks and row layout as `masked_softmax`; K and V are read at the key/value head of
+// the group (no repeated copies). A row without keys gets O = 0 and a log-sum-exp of −∞;
+// otherwise log_sum_exp = top + ln(sum), from which P = exp(z − lse) can be recomputed.
+// The chunks of one row recompute the same logits: wide values cost extra Q·K work, but
+// the accumulator stays a fixed-size private array.
+
+const KEY_TILE: u32 = 16u;
+const VALUE_CHUNK: u32 = 64u;
+
+@group(0) @binding(0) var<storage, read> fused_query: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fused_output: array<f32>;
+@group(0) @binding(4) var<storage, read> fused_keys: array<f32>;
+@group(0) @binding(5) var<storage, read> fused_values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fused_log_sum_exp: array<f32>;
+@group(0) @binding(7) var<uniform> fused_params: Params;
+
+@compute @workgroup_size(256)
+fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let p = fused_params;
+    let chunks = max((p.value_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
+    let task = (wid.y * nwg.x + wid.x) * 256u + lid;
+    if task >= p.batch * p.heads * p.q_len * chunks {
+        return;
+    }
+    let row = task / chunks;
+    let first_column = (task % chunks) * VALUE_CHUNK;
+    let width = min(VALUE_CHUNK, p.value_dim - first_column);
+    let i = row % p.q_len;
+    let h = (row / p.q_len) % p.heads;
+    let b = row / (p.q_len * p.heads);
+    // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
+    let kv = (b * p.heads + h) / p.group;
+    let range = key_range(p, b, i);
+    let lo = u32(range.x);
+    let hi = u32(range.y);
+    let query_base = row * p.head_dim;
+    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+
+    var accumulator: array<f32, VALUE_CHUNK>;
+    var logits: array<f32, KEY_TILE>;
+    var any = false;
+    var top = 0.0;
+    var sum = 0.0;
+    for (var start = lo; start < hi; start += KEY_TILE) {
+        let end = min(start + KEY_TILE, hi);
+        // The tile's logits; bit t of `kept` says whether key start + t is kept.
+        var kept = 0u;
+        var tile_top = 0.0;
+        for (var j = start; j < end; j++) {
+            var m = 0.0;
+            if MASK != 0u {
+                m = mask_at(p, mask_base, j);
+                if masked_by_tensor(m) {
+                    continue;
+                }
+            }
+            let key_base = (kv * p.k_len + j) * p.head_dim;
+            var dot = 0.0;
+            for (var e = 0u; e < p.head_dim; e++) {
+                dot += fused_query[query_base + e] * fused_keys[key_base + e];
+            }
+            let z = logit(p, dot * p.scale, m);
+            if kept == 0u || z > tile_top {
+                tile_top = z;
+            }
+            kept |= 1u << (j - start);
+            logits[j - start] = z;
+        }
+        if kept == 0u {
+            continue;
+        }
+        if !any {
+            any = true;
+            top = tile_top;
+        } else if tile_top > top {
+            let rescale = exp(top - tile_top);
+            sum *= rescale;
+            for (var e = 0u; e < width; e++) {
+                accumulator[e] *= rescale;
+            }
+            top = tile_top;
+        }
+        for (var j = start; j < end; j++) {
+            if (kept & (1u << (j - start))) == 0u {
+                continue;
+            }
+            let weight = exp(logits[j - start] - top);
+            sum += weight;
+            let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
+            for (var e = 0u; e < width; e++) {
+                accumulator[e] += weight * fused_values[value_base + e];
+            }
+        }
+    }
+
+    // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.
+    let inv_sum = select(0.0, 1.0 / sum, any);
+    let output_base = row * p.value_dim + first_column;
+    for (var e = 0u; e < width; e++) {
+        fused_output[output_base + e] = accumulator[e] * inv_sum;
+    }
+    if first_column == 0u {
+        if any {
+            fused_log_sum_exp[row] = top + log(sum);
+        } else {
+            fused_log_sum_exp[row] = bitcast<f32>(NEG_INF_BITS);
         }
     }
 }
