@@ -177,19 +177,30 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Fused forward: O = softmax(mask(Q·Kᵀ·scale))·V without the [rows, k_len] scores. Each
-// invocation owns one query row and one chunk of VALUE_CHUNK output columns, and streams
-// over the row's keys [lo, hi) a tile of KEY_TILE keys at a time with an online softmax:
-// the running max `top`, the running sum of exp(z − top) and the accumulator of
-// exp(z − top)·v, both rescaled when a tile raises the max (once per tile, not per key).
-// Same masks and row layout as `masked_softmax`; K and V are read at the key/value head of
-// the group (no repeated copies). A row without keys gets O = 0 and a log-sum-exp of −∞;
-// otherwise log_sum_exp = top + ln(sum), from which P = exp(z − lse) can be recomputed.
-// The chunks of one row recompute the same logits: wide values cost extra Q·K work, but
-// the accumulator stays a fixed-size private array.
+// Fused forward: O = softmax(mask(Q·Kᵀ·scale))·V without the [rows, k_len] scores, and
+// per row log_sum_exp = top + ln(sum), from which P = exp(z − lse) can be recomputed.
+//
+// A workgroup owns FUSED_ROWS consecutive queries of one (batch, head) and one chunk of
+// VALUE_CHUNK output columns; each invocation owns one query. The workgroup streams over
+// the union of its queries' key ranges (ranges move right with the query, so the first and
+// last queries bound it) KEY_TILE keys at a time, with an online softmax per query: the
+// running max `top`, the running sum of exp(z − top) and the accumulator of
+// exp(z − top)·v, rescaled when a tile raises the max (once per tile, not per key).
+//
+// Every index into K and V depends on the workgroup and the loop only, so the loop runs in
+// step across the invocations and the compiler can load each key and value once for all of
+// them (on CPU adapters, one scalar load instead of a gather per lane); keys outside a
+// query's own range or masked by the tensor get weight 0. The query is cached in a private
+// array, and the loops over D and Dv go 4 at a time (the loop's own cost per iteration is
+// high on CPU adapters). Same masks and row layout as `masked_softmax`; K and V are read at the group's
+// key/value head (no repeated copies). A row without keys gets O = 0 and lse = −∞. The
+// chunks of one row recompute its logits: wide values cost extra Q·K work, but the
+// accumulator stays a fixed-size private array.
 
+const FUSED_ROWS: u32 = 64u;
 const KEY_TILE: u32 = 16u;
 const VALUE_CHUNK: u32 = 64u;
+const QUERY_CACHE: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> fused_query: array<f32>;
 @group(0) @binding(3) var<storage, read_write> fused_output: array<f32>;
@@ -198,85 +209,117 @@ const VALUE_CHUNK: u32 = 64u;
 @group(0) @binding(6) var<storage, read_write> fused_log_sum_exp: array<f32>;
 @group(0) @binding(7) var<uniform> fused_params: Params;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let p = fused_params;
     let chunks = max((p.value_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
-    let task = (wid.y * nwg.x + wid.x) * 256u + lid;
-    if task >= p.batch * p.heads * p.q_len * chunks {
+    let blocks = (p.q_len + FUSED_ROWS - 1u) / FUSED_ROWS;
+    let block_index = wid.y * nwg.x + wid.x;
+    if block_index >= p.batch * p.heads * chunks * blocks {
         return;
     }
-    let row = task / chunks;
-    let first_column = (task % chunks) * VALUE_CHUNK;
-    let width = min(VALUE_CHUNK, p.value_dim - first_column);
-    let i = row % p.q_len;
-    let h = (row / p.q_len) % p.heads;
-    let b = row / (p.q_len * p.heads);
+    let first_query = (block_index % blocks) * FUSED_ROWS;
+    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
+    let batch_head = block_index / (blocks * chunks);
+    let h = batch_head % p.heads;
+    let b = batch_head / p.heads;
     // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
-    let kv = (b * p.heads + h) / p.group;
+    let kv = batch_head / p.group;
+    let width = min(VALUE_CHUNK, p.value_dim - first_column);
+    let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
+    // Invocations past the last query follow the loop with its range and write nothing.
+    let owns_query = first_query + lid <= last_query;
+    let i = min(first_query + lid, last_query);
+    let row = batch_head * p.q_len + i;
     let range = key_range(p, b, i);
     let lo = u32(range.x);
     let hi = u32(range.y);
-    let query_base = row * p.head_dim;
+    let union_lo = u32(key_range(p, b, first_query).x);
+    let union_hi = u32(key_range(p, b, last_query).y);
     let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+
+    var query: array<f32, QUERY_CACHE>;
+    let cached = min(p.head_dim, QUERY_CACHE);
+    for (var e = 0u; e < cached; e++) {
+        query[e] = fused_query[row * p.head_dim + e];
+    }
 
     var accumulator: array<f32, VALUE_CHUNK>;
     var logits: array<f32, KEY_TILE>;
     var any = false;
     var top = 0.0;
     var sum = 0.0;
-    for (var start = lo; start < hi; start += KEY_TILE) {
-        let end = min(start + KEY_TILE, hi);
+    for (var start = union_lo; start < union_hi; start += KEY_TILE) {
+        let end = min(start + KEY_TILE, union_hi);
         // The tile's logits; bit t of `kept` says whether key start + t is kept.
         var kept = 0u;
         var tile_top = 0.0;
         for (var j = start; j < end; j++) {
-            var m = 0.0;
-            if MASK != 0u {
-                m = mask_at(p, mask_base, j);
-                if masked_by_tensor(m) {
-                    continue;
-                }
-            }
             let key_base = (kv * p.k_len + j) * p.head_dim;
             var dot = 0.0;
-            for (var e = 0u; e < p.head_dim; e++) {
-                dot += fused_query[query_base + e] * fused_keys[key_base + e];
+            var e = 0u;
+            for (; e + 4u <= cached; e += 4u) {
+                dot += query[e] * fused_keys[key_base + e]
+                    + query[e + 1u] * fused_keys[key_base + e + 1u]
+                    + query[e + 2u] * fused_keys[key_base + e + 2u]
+                    + query[e + 3u] * fused_keys[key_base + e + 3u];
             }
-            let z = logit(p, dot * p.scale, m);
-            if kept == 0u || z > tile_top {
-                tile_top = z;
+            for (; e < cached; e++) {
+                dot += query[e] * fused_keys[key_base + e];
             }
-            kept |= 1u << (j - start);
-            logits[j - start] = z;
+            for (e = cached; e < p.head_dim; e++) {
+                dot += fused_query[row * p.head_dim + e] * fused_keys[key_base + e];
+            }
+            var keep = j >= lo && j < hi;
+            var m = 0.0;
+            if MASK != 0u && keep {
+                m = mask_at(p, mask_base, j);
+                keep = !masked_by_tensor(m);
+            }
+            if keep {
+                let z = logit(p, dot * p.scale, m);
+                if kept == 0u || z > tile_top {
+                    tile_top = z;
+                }
+                kept |= 1u << (j - start);
+                logits[j - start] = z;
+            }
         }
-        if kept == 0u {
-            continue;
-        }
-        if !any {
-            any = true;
-            top = tile_top;
-        } else if tile_top > top {
-            let rescale = exp(top - tile_top);
-            sum *= rescale;
-            for (var e = 0u; e < width; e++) {
-                accumulator[e] *= rescale;
+        if kept != 0u {
+            if !any {
+                any = true;
+                top = tile_top;
+            } else if tile_top > top {
+                let rescale = exp(top - tile_top);
+                sum *= rescale;
+                for (var e = 0u; e < width; e++) {
+                    accumulator[e] *= rescale;
+                }
+                top = tile_top;
             }
-            top = tile_top;
         }
         for (var j = start; j < end; j++) {
-            if (kept & (1u << (j - start))) == 0u {
-                continue;
-            }
-            let weight = exp(logits[j - start] - top);
+            // 0 for keys this query does not keep; min(·, 0) keeps their stale logits finite.
+            let is_kept = (kept & (1u << (j - start))) != 0u;
+            let weight = select(0.0, exp(min(logits[j - start] - top, 0.0)), is_kept);
             sum += weight;
             let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
-            for (var e = 0u; e < width; e++) {
+            var e = 0u;
+            for (; e + 4u <= width; e += 4u) {
+                accumulator[e] += weight * fused_values[value_base + e];
+                accumulator[e + 1u] += weight * fused_values[value_base + e + 1u];
+                accumulator[e + 2u] += weight * fused_values[value_base + e + 2u];
+                accumulator[e + 3u] += weight * fused_values[value_base + e + 3u];
+            }
+            for (; e < width; e++) {
                 accumulator[e] += weight * fused_values[value_base + e];
             }
         }
+    }
+    if !owns_query {
+        return;
     }
 
     // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.

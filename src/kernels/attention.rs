@@ -901,16 +901,18 @@ pub fn fused_attention_dispatch(
             ),
         ],
     )?;
-    // One invocation per row and chunk of VALUE_CHUNK (64) output columns; at least one
-    // per row, which writes the log-sum-exp.
-    let tasks = dims.rows() * dims.value_dim.div_ceil(64).max(1);
-    if tasks == 0 {
+    // One workgroup per (batch, head), chunk of 64 output columns (at least one, which
+    // writes the log-sum-exp) and block of 64 queries: the shader's VALUE_CHUNK and
+    // FUSED_ROWS.
+    let blocks =
+        dims.batch * dims.heads * dims.value_dim.div_ceil(64).max(1) * dims.q_len.div_ceil(64);
+    if blocks == 0 {
         return Ok(None);
     }
-    let tasks = u32::try_from(tasks).map_err(|_| {
+    let blocks = u32::try_from(blocks).map_err(|_| {
         Error::invalid(
             "fused attention",
-            format!("{tasks} row chunks are more than one dispatch can index (2^32)"),
+            format!("{blocks} workgroups are more than one dispatch can index (2^32)"),
         )
     })?;
     let gpu = q.gpu();
@@ -944,7 +946,7 @@ pub fn fused_attention_dispatch(
             into.log_sum_exp.buffer(),
         ],
         &AttentionParams::new(&dims, options),
-        gpu.grid(tasks.div_ceil(WORKGROUP_1D)),
+        gpu.grid(blocks),
     )?;
     Ok(Some(dispatch))
 }
