@@ -180,27 +180,30 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
 // Fused forward: O = softmax(mask(Q·Kᵀ·scale))·V without the [rows, k_len] scores, and
 // per row log_sum_exp = top + ln(sum), from which P = exp(z − lse) can be recomputed.
 //
-// A workgroup owns FUSED_ROWS consecutive queries of one (batch, head) and one chunk of
-// VALUE_CHUNK output columns; each invocation owns one query. The workgroup streams over
-// the union of its queries' key ranges (ranges move right with the query, so the first and
-// last queries bound it) KEY_TILE keys at a time, with an online softmax per query: the
-// running max `top`, the running sum of exp(z − top) and the accumulator of
-// exp(z − top)·v, rescaled when a tile raises the max (once per tile, not per key).
+// A workgroup owns FUSED_ROWS consecutive queries of one (batch, head) and one chunk of up
+// to VALUE_CHUNK output columns; each invocation owns one query. The workgroup streams
+// over the union of its queries' key ranges (ranges move right with the query, so the
+// first and last queries bound it), with an online softmax per query: the running max
+// `top`, the running sum of exp(z − top) and the accumulator of exp(z − top)·v, both
+// rescaled by exp(old top − new top) at every key (branch-free: 1 unless the max grew).
 //
 // Every index into K and V depends on the workgroup and the loop only, so the loop runs in
-// step across the invocations and the compiler can load each key and value once for all of
-// them (on CPU adapters, one scalar load instead of a gather per lane); keys outside a
-// query's own range or masked by the tensor get weight 0. The query is cached in a private
-// array, and the loops over D and Dv go 4 at a time (the loop's own cost per iteration is
-// high on CPU adapters). Same masks and row layout as `masked_softmax`; K and V are read at the group's
-// key/value head (no repeated copies). A row without keys gets O = 0 and lse = −∞. The
-// chunks of one row recompute its logits: wide values cost extra Q·K work, but the
-// accumulator stays a fixed-size private array.
+// step across the invocations; keys outside a query's own range or masked by the tensor
+// get weight 0. The query row (its first CACHED_HEAD_DIM elements) and the accumulator
+// live in private arrays whose loops run to pipeline constants, so that the compiler can
+// unroll them into registers (dynamic indices into private arrays are slow on CPU
+// adapters). Same masks and row layout as `masked_softmax`; K and V are read at the
+// group's key/value head (no repeated copies). A row without keys gets O = 0 and
+// lse = −∞. The chunks of one row recompute its logits: wide values cost extra Q·K work.
 
 const FUSED_ROWS: u32 = 64u;
-const KEY_TILE: u32 = 16u;
 const VALUE_CHUNK: u32 = 64u;
-const QUERY_CACHE: u32 = 64u;
+// The lowest finite f32: the running max before the first key, so that the first kept key's
+// rescale exp(LOWEST − z) is 0 without an infinity.
+const LOWEST: f32 = -3.4028235e38;
+
+override CACHED_HEAD_DIM: u32 = 0u;   // min(D, VALUE_CHUNK)
+override CHUNK_WIDTH: u32 = 0u;       // min(Dv, VALUE_CHUNK)
 
 @group(0) @binding(0) var<storage, read> fused_query: array<f32>;
 @group(0) @binding(3) var<storage, read_write> fused_output: array<f32>;
@@ -227,6 +230,8 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     let b = batch_head / p.heads;
     // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
     let kv = batch_head / p.group;
+    // The last chunk may be narrower: its columns past `width` read the last column again
+    // and are never written.
     let width = min(VALUE_CHUNK, p.value_dim - first_column);
     let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
     // Invocations past the last query follow the loop with its range and write nothing.
@@ -239,83 +244,43 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     let union_lo = u32(key_range(p, b, first_query).x);
     let union_hi = u32(key_range(p, b, last_query).y);
     let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+    let query_base = row * p.head_dim;
 
-    var query: array<f32, QUERY_CACHE>;
-    let cached = min(p.head_dim, QUERY_CACHE);
-    for (var e = 0u; e < cached; e++) {
-        query[e] = fused_query[row * p.head_dim + e];
+    var query: array<f32, VALUE_CHUNK>;
+    for (var e = 0u; e < CACHED_HEAD_DIM; e++) {
+        query[e] = fused_query[query_base + e];
     }
-
     var accumulator: array<f32, VALUE_CHUNK>;
-    var logits: array<f32, KEY_TILE>;
     var any = false;
-    var top = 0.0;
+    var top = LOWEST;
     var sum = 0.0;
-    for (var start = union_lo; start < union_hi; start += KEY_TILE) {
-        let end = min(start + KEY_TILE, union_hi);
-        // The tile's logits; bit t of `kept` says whether key start + t is kept.
-        var kept = 0u;
-        var tile_top = 0.0;
-        for (var j = start; j < end; j++) {
-            let key_base = (kv * p.k_len + j) * p.head_dim;
-            var dot = 0.0;
-            var e = 0u;
-            for (; e + 4u <= cached; e += 4u) {
-                dot += query[e] * fused_keys[key_base + e]
-                    + query[e + 1u] * fused_keys[key_base + e + 1u]
-                    + query[e + 2u] * fused_keys[key_base + e + 2u]
-                    + query[e + 3u] * fused_keys[key_base + e + 3u];
-            }
-            for (; e < cached; e++) {
-                dot += query[e] * fused_keys[key_base + e];
-            }
-            for (e = cached; e < p.head_dim; e++) {
-                dot += fused_query[row * p.head_dim + e] * fused_keys[key_base + e];
-            }
-            var keep = j >= lo && j < hi;
-            var m = 0.0;
-            if MASK != 0u && keep {
-                m = mask_at(p, mask_base, j);
-                keep = !masked_by_tensor(m);
-            }
-            if keep {
-                let z = logit(p, dot * p.scale, m);
-                if kept == 0u || z > tile_top {
-                    tile_top = z;
-                }
-                kept |= 1u << (j - start);
-                logits[j - start] = z;
-            }
+    for (var j = union_lo; j < union_hi; j++) {
+        let key_base = (kv * p.k_len + j) * p.head_dim;
+        var dot = 0.0;
+        for (var e = 0u; e < CACHED_HEAD_DIM; e++) {
+            dot += query[e] * fused_keys[key_base + e];
         }
-        if kept != 0u {
-            if !any {
-                any = true;
-                top = tile_top;
-            } else if tile_top > top {
-                let rescale = exp(top - tile_top);
-                sum *= rescale;
-                for (var e = 0u; e < width; e++) {
-                    accumulator[e] *= rescale;
-                }
-                top = tile_top;
-            }
+        for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
+            dot += fused_query[query_base + e] * fused_keys[key_base + e];
         }
-        for (var j = start; j < end; j++) {
-            // 0 for keys this query does not keep; min(·, 0) keeps their stale logits finite.
-            let is_kept = (kept & (1u << (j - start))) != 0u;
-            let weight = select(0.0, exp(min(logits[j - start] - top, 0.0)), is_kept);
-            sum += weight;
-            let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
-            var e = 0u;
-            for (; e + 4u <= width; e += 4u) {
-                accumulator[e] += weight * fused_values[value_base + e];
-                accumulator[e + 1u] += weight * fused_values[value_base + e + 1u];
-                accumulator[e + 2u] += weight * fused_values[value_base + e + 2u];
-                accumulator[e + 3u] += weight * fused_values[value_base + e + 3u];
-            }
-            for (; e < width; e++) {
-                accumulator[e] += weight * fused_values[value_base + e];
-            }
+        var keep = j >= lo && j < hi;
+        var m = 0.0;
+        if MASK != 0u && keep {
+            m = mask_at(p, mask_base, j);
+            keep = !masked_by_tensor(m);
+        }
+        let z = logit(p, dot * p.scale, m);
+        let new_top = select(top, max(top, z), keep);
+        let rescale = exp(top - new_top);
+        // min(·, 0): the logit of a key not kept may lie above the max.
+        let weight = select(0.0, exp(min(z - new_top, 0.0)), keep);
+        any = any || keep;
+        top = new_top;
+        sum = sum * rescale + weight;
+        let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
+        for (var e = 0u; e < CHUNK_WIDTH; e++) {
+            let value = fused_values[value_base + min(e, width - 1u)];
+            accumulator[e] = accumulator[e] * rescale + weight * value;
         }
     }
     if !owns_query {
@@ -325,8 +290,10 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.
     let inv_sum = select(0.0, 1.0 / sum, any);
     let output_base = row * p.value_dim + first_column;
-    for (var e = 0u; e < width; e++) {
-        fused_output[output_base + e] = accumulator[e] * inv_sum;
+    for (var e = 0u; e < CHUNK_WIDTH; e++) {
+        if e < width {
+            fused_output[output_base + e] = accumulator[e] * inv_sum;
+        }
     }
     if first_column == 0u {
         if any {

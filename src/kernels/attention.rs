@@ -916,6 +916,10 @@ pub fn fused_attention_dispatch(
         )
     })?;
     let gpu = q.gpu();
+    // The private arrays' loop bounds, as constants so that the compiler unrolls them.
+    let mut constants = mask_constants(options);
+    constants.push(("CACHED_HEAD_DIM", dims.head_dim.min(64) as f64));
+    constants.push(("CHUNK_WIDTH", dims.value_dim.min(64) as f64));
     let spec = KernelSpec {
         source: &SHADER,
         entry: "fused_attention",
@@ -929,7 +933,7 @@ pub fn fused_attention_dispatch(
             Access::ReadWrite,
             Access::Uniform,
         ],
-        constants: mask_constants(options),
+        constants,
     };
     let placeholder = gpu.placeholder();
     let dispatch = gpu.dispatch(
