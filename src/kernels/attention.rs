@@ -22,6 +22,11 @@
 //! boolean, broadcastable to [B, H, Lq, Lk] as ONNX's `attn_mask`. Query i sits at key
 //! position i + offset, with the offset given by [`QueryAlignment`].
 //!
+//! [`fused_attention`] computes O (and each row's log-sum-exp) in one dispatch without the
+//! scores: each query streams over its keys with an online softmax. It serves inference
+//! ([`attention_output`] picks it by [`AttentionVariant::choose`]); training keeps the
+//! unfused forward, whose P the backward needs.
+//!
 //! The backward needs P, which the forward returns, and recomputes S only with a softcap:
 //! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's derivative),
 //! dQ = dS·K·scale, dK = dSᵀ·Q·scale.
@@ -815,11 +820,12 @@ pub enum AttentionVariant {
     Fused,
 }
 
-/// Lq·Lk from which [`AttentionVariant::choose`] picks the fused forward. On lavapipe
-/// (B = H = 4, D = 32) the fused forward is already ahead at L = 128, where it saves the
-/// five dispatches and the score matrix's memory; below this size both take well under a
-/// millisecond and the matmul path's pipelines are the ones other ops already built.
-pub const FUSED_MIN_SCORES: usize = 64 * 64;
+/// Lq·Lk from which [`AttentionVariant::choose`] picks the fused forward. Measured on
+/// lavapipe (B = H = 4, D = 32): at L = 128 the fused forward is several times slower than
+/// the matmul kernels around the softmax, at L = 512 level with them (full) or ahead
+/// (causal: it skips the masked keys' products), and it never holds the B·H·Lq·Lk scores
+/// (64 MiB at L = 1024) nor P.
+pub const FUSED_MIN_SCORES: usize = 512 * 512;
 
 impl AttentionVariant {
     /// The rule for a forward that needs no P: fused when Lq·Lk ≥ [`FUSED_MIN_SCORES`].
