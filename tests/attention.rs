@@ -383,11 +383,11 @@ fn fused_forward_zero_sized_axes_and_the_variant_rule() {
     check_fused(&Scenario::new((2, 2, 2), (3, 0), (4, 5)), 340);
     check_fused(&Scenario::new((2, 2, 2), (0, 3), (4, 5)), 341);
     let small = Scenario::new((1, 1, 1), (8, 8), (4, 4)).dims;
-    let large = Scenario::new((1, 1, 1), (512, 512), (4, 4)).dims;
+    let large = Scenario::new((1, 1, 1), (1024, 1024), (4, 4)).dims;
     assert_eq!(AttentionVariant::choose(&small), AttentionVariant::Unfused);
     assert_eq!(AttentionVariant::choose(&large), AttentionVariant::Fused);
     // The inference entry point gives the same output on either side of the rule.
-    for (seed, lens) in [(342, (8, 8)), (343, (520, 510))] {
+    for (seed, lens) in [(342, (8, 8)), (343, (1030, 1020))] {
         let mut scenario = Scenario::new((1, 2, 1), lens, (6, 4));
         scenario.settings.causal = true;
         let inputs = scenario.inputs(seed);

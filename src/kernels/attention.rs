@@ -821,11 +821,11 @@ pub enum AttentionVariant {
 }
 
 /// Lq·Lk from which [`AttentionVariant::choose`] picks the fused forward. Measured on
-/// lavapipe (B = H = 4, D = 32): at L = 128 the fused forward is several times slower than
-/// the matmul kernels around the softmax, at L = 512 level with them (full) or ahead
-/// (causal: it skips the masked keys' products), and it never holds the B·H·Lq·Lk scores
-/// (64 MiB at L = 1024) nor P.
-pub const FUSED_MIN_SCORES: usize = 512 * 512;
+/// lavapipe (B = H = 4, D = 32), the matmul kernels around the softmax are faster below it:
+/// about 3× at L = 128, 2× at L = 512 (level with causal masking, where the fused forward
+/// skips the masked keys' products). From L = 1024 on the unfused forward holds 128 MiB of
+/// scores and P for those 16 heads, which the fused one never writes.
+pub const FUSED_MIN_SCORES: usize = 1024 * 1024;
 
 impl AttentionVariant {
     /// The rule for a forward that needs no P: fused when Lq·Lk ≥ [`FUSED_MIN_SCORES`].
