@@ -190,9 +190,9 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
 // Every index into K and V depends on the workgroup and the loop only, so the loop runs in
 // step across the invocations; keys outside a query's own range or masked by the tensor
 // get weight 0. The query row (its first CACHED_HEAD_DIM elements) and the accumulator
-// live in private arrays whose loops run to pipeline constants, so that the compiler can
-// unroll them into registers (dynamic indices into private arrays are slow on CPU
-// adapters). Same masks and row layout as `masked_softmax`; K and V are read at the
+// live in private arrays of vec4 whose loops run to pipeline constants, so that the
+// compiler can unroll them into registers (dynamic indices into private arrays are slow on
+// CPU adapters). Same masks and row layout as `masked_softmax`; K and V are read at the
 // group's key/value head (no repeated copies). A row without keys gets O = 0 and
 // lse = −∞. The chunks of one row recompute its logits: wide values cost extra Q·K work.
 
@@ -246,22 +246,34 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
     let query_base = row * p.head_dim;
 
-    var query: array<f32, VALUE_CHUNK>;
-    for (var e = 0u; e < CACHED_HEAD_DIM; e++) {
-        query[e] = fused_query[query_base + e];
+    // Four elements per vec4 (fewer, wider private elements); elements past D are 0.
+    let query_quads = (CACHED_HEAD_DIM + 3u) / 4u;
+    let value_quads = (CHUNK_WIDTH + 3u) / 4u;
+    let last_cached = max(CACHED_HEAD_DIM, 1u) - 1u;
+    var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < query_quads; c++) {
+        let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+        let at = vec4<u32>(query_base) + min(e, vec4<u32>(last_cached));
+        let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
+                               fused_query[at.w]);
+        query[c] = select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM));
     }
-    var accumulator: array<f32, VALUE_CHUNK>;
+    var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
     var any = false;
     var top = LOWEST;
     var sum = 0.0;
     for (var j = union_lo; j < union_hi; j++) {
         let key_base = (kv * p.k_len + j) * p.head_dim;
-        var dot = 0.0;
-        for (var e = 0u; e < CACHED_HEAD_DIM; e++) {
-            dot += query[e] * fused_keys[key_base + e];
+        var score = 0.0;
+        for (var c = 0u; c < query_quads; c++) {
+            let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+            let at = vec4<u32>(key_base) + min(e, vec4<u32>(last_cached));
+            let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                                   fused_keys[at.w]);
+            score += dot(query[c], select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM)));
         }
         for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
-            dot += fused_query[query_base + e] * fused_keys[key_base + e];
+            score += fused_query[query_base + e] * fused_keys[key_base + e];
         }
         var keep = j >= lo && j < hi;
         var m = 0.0;
@@ -269,7 +281,7 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
             m = mask_at(p, mask_base, j);
             keep = !masked_by_tensor(m);
         }
-        let z = logit(p, dot * p.scale, m);
+        let z = logit(p, score * p.scale, m);
         let new_top = select(top, max(top, z), keep);
         let rescale = exp(top - new_top);
         // min(·, 0): the logit of a key not kept may lie above the max.
@@ -278,9 +290,12 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
         top = new_top;
         sum = sum * rescale + weight;
         let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
-        for (var e = 0u; e < CHUNK_WIDTH; e++) {
-            let value = fused_values[value_base + min(e, width - 1u)];
-            accumulator[e] = accumulator[e] * rescale + weight * value;
+        for (var c = 0u; c < value_quads; c++) {
+            let at = vec4<u32>(value_base)
+                + min(vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(width - 1u));
+            let value = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
+                                  fused_values[at.w]);
+            accumulator[c] = accumulator[c] * rescale + weight * value;
         }
     }
     if !owns_query {
@@ -290,9 +305,12 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.
     let inv_sum = select(0.0, 1.0 / sum, any);
     let output_base = row * p.value_dim + first_column;
-    for (var e = 0u; e < CHUNK_WIDTH; e++) {
-        if e < width {
-            fused_output[output_base + e] = accumulator[e] * inv_sum;
+    for (var c = 0u; c < value_quads; c++) {
+        let out = accumulator[c] * inv_sum;
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * c + t < width {
+                fused_output[output_base + 4u * c + t] = out[t];
+            }
         }
     }
     if first_column == 0u {

@@ -822,9 +822,9 @@ pub enum AttentionVariant {
 
 /// Lq·Lk from which [`AttentionVariant::choose`] picks the fused forward. Measured on
 /// lavapipe (B = H = 4, D = 32), the matmul kernels around the softmax are faster below it:
-/// about 3× at L = 128, 2× at L = 512 (level with causal masking, where the fused forward
-/// skips the masked keys' products). From L = 1024 on the unfused forward holds 128 MiB of
-/// scores and P for those 16 heads, which the fused one never writes.
+/// about 1.5× at L = 128, 2.4× at L = 512 (level with causal masking, where the fused
+/// forward skips the masked keys' products). From L = 1024 on the unfused forward holds
+/// 128 MiB of scores and P for those 16 heads, which the fused one never writes.
 pub const FUSED_MIN_SCORES: usize = 1024 * 1024;
 
 impl AttentionVariant {
