@@ -1,7 +1,8 @@
 //! `cargo bench --bench attention`: multi-head attention forward, and forward + backward,
 //! at B = 4, H = 4, D = Dv = 32 for L = 128 and L = 512 (Lq = Lk = L), with and without a
-//! causal mask, on the default adapter (or the one `SHADERGRAD_ADAPTER` names); and the
-//! masked softmax alone.
+//! causal mask, on the default adapter (or the one `SHADERGRAD_ADAPTER` names); the fused
+//! forward beside them and alone at L = 1024 (the unfused one's 4·4·1024² scores take
+//! 64 MiB and long); and the masked softmax alone.
 //!
 //! GFLOP/s counts the four (forward) or twelve (forward + backward) multiply-adds per
 //! score and head dimension of the products: forward 2·B·H·L²·(D + Dv), backward twice
@@ -13,8 +14,8 @@ mod common;
 
 use common::{print_adapter, print_header, print_row, time_dispatches};
 use shadergrad::kernels::attention::{
-    attention_backward_dispatches, attention_dispatches, masked_softmax_dispatch, AttentionDims,
-    Recording,
+    attention_backward_dispatches, attention_dispatches, fused_attention_dispatch,
+    masked_softmax_dispatch, AttentionDims, FusedAttention, Recording,
 };
 use shadergrad::rng::Rng;
 use shadergrad::{AttentionOptions, AttentionSettingsBuilder, Gpu, Tensor};
@@ -23,6 +24,36 @@ const BATCH: usize = 4;
 const HEADS: usize = 4;
 const HEAD_DIM: usize = 32;
 const LENGTHS: [usize; 2] = [128, 512];
+const FUSED_ONLY_LENGTHS: [usize; 1] = [1024];
+
+/// Times the fused forward of random Q, K, V [B, H, L, D] with and without a causal mask.
+fn time_fused(gpu: &Gpu, rng: &mut Rng, len: usize) -> shadergrad::Result<()> {
+    let shape = [BATCH, HEADS, len, HEAD_DIM];
+    let n = shape.iter().product();
+    let mut random = || Tensor::from_slice(gpu, &rng.vec(n, -1.0, 1.0), &shape);
+    let (q, k, v) = (random()?, random()?, random()?);
+    let forward = FusedAttention {
+        output: Tensor::zeros(gpu, &shape)?,
+        log_sum_exp: Tensor::zeros(gpu, &shape[..3])?,
+    };
+    let flops = 2.0 * (BATCH * HEADS * len * len * 2 * HEAD_DIM) as f64;
+    for causal in [false, true] {
+        let options = AttentionOptions::default().causal(causal);
+        let dispatches: Vec<_> = fused_attention_dispatch((&q, &k, &v), &options, &forward)?
+            .into_iter()
+            .collect();
+        let stats = time_dispatches(gpu, &dispatches)?;
+        print_row(
+            "attention fused fwd",
+            if causal { "causal" } else { "full" },
+            &format!("{BATCH}x{HEADS}x{len}x{HEAD_DIM}"),
+            &stats,
+            Some(flops),
+            None,
+        );
+    }
+    Ok(())
+}
 
 fn main() -> shadergrad::Result<()> {
     let gpu = Gpu::default_adapter()?;
@@ -73,6 +104,8 @@ fn main() -> shadergrad::Result<()> {
             );
         }
 
+        time_fused(&gpu, &mut rng, len)?;
+
         // The masked softmax alone: reads S, writes P (8 bytes per score).
         let dims = AttentionDims::from_shapes(&shape, &shape, &shape)?;
         let scores_shape = dims.scores_shape();
@@ -99,6 +132,9 @@ fn main() -> shadergrad::Result<()> {
             None,
             Some(8.0 * scores_count),
         );
+    }
+    for len in FUSED_ONLY_LENGTHS {
+        time_fused(&gpu, &mut rng, len)?;
     }
     Ok(())
 }

@@ -41,6 +41,11 @@ struct Params {
     left: i32,                 // window reach to the left, −1 for none
     right: i32,                // window reach to the right, −1 for none
     softcap: f32,
+    // Only `fused_attention` reads these.
+    head_dim: u32,
+    value_dim: u32,
+    group: u32,                // query heads per key/value head
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read> scores: array<f32>;
@@ -49,16 +54,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
-fn capped(s: f32) -> f32 {
+// The helpers take the parameters as `p`: `masked_softmax` binds them at 4, `fused_attention`
+// at 7 (the uniform is always the last binding).
+
+fn capped(p: Params, s: f32) -> f32 {
     if SOFTCAP {
-        return params.softcap * tanh(clamp(s / params.softcap, -TANH_LIMIT, TANH_LIMIT));
+        return p.softcap * tanh(clamp(s / p.softcap, -TANH_LIMIT, TANH_LIMIT));
     }
     return s;
 }
 
 // The keys [lo, hi) that padding, causality and the window leave to query i of batch b.
-fn key_range(b: u32, i: u32) -> vec2<i32> {
-    let p = params;
+fn key_range(p: Params, b: u32, i: u32) -> vec2<i32> {
     var valid = i32(p.k_len);
     if KEY_LENGTHS {
         valid = i32(min(key_lengths[b], p.k_len));
@@ -83,8 +90,8 @@ fn key_range(b: u32, i: u32) -> vec2<i32> {
 }
 
 // The element of the mask tensor for key j, with `mask_base` the offset of (b, h, i, 0).
-fn mask_at(mask_base: u32, j: u32) -> f32 {
-    return mask[mask_base + j * params.mask_strides.w];
+fn mask_at(p: Params, mask_base: u32, j: u32) -> f32 {
+    return mask[mask_base + j * p.mask_strides.w];
 }
 
 // Whether the mask tensor masks key j (MASK ≠ 0 only).
@@ -96,11 +103,11 @@ fn masked_by_tensor(m: f32) -> bool {
 }
 
 // The logit of a key the mask tensor leaves: capped score plus the additive mask.
-fn logit(s: f32, m: f32) -> f32 {
+fn logit(p: Params, s: f32, m: f32) -> f32 {
     if MASK == 1u {
-        return capped(s) + m;
+        return capped(p, s) + m;
     }
-    return capped(s);
+    return capped(p, s);
 }
 
 @compute @workgroup_size(256)
@@ -115,7 +122,7 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
     let i = row % p.q_len;
     let h = (row / p.q_len) % p.heads;
     let b = row / (p.q_len * p.heads);
-    let range = key_range(b, i);
+    let range = key_range(p, b, i);
     let lo = u32(range.x);
     let hi = u32(range.y);
     let base = row * p.k_len;
@@ -128,12 +135,12 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j = lo; j < hi; j++) {
         var m = 0.0;
         if MASK != 0u {
-            m = mask_at(mask_base, j);
+            m = mask_at(p, mask_base, j);
             if masked_by_tensor(m) {
                 continue;
             }
         }
-        let z = logit(scores[base + j], m);
+        let z = logit(p, scores[base + j], m);
         if !any {
             any = true;
             top = z;
@@ -153,19 +160,164 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
         var keep = j >= lo && j < hi;
         var m = 0.0;
         if keep && MASK != 0u {
-            m = mask_at(mask_base, j);
+            m = mask_at(p, mask_base, j);
             keep = !masked_by_tensor(m);
         }
         if WRITE_LOGITS {
             if keep {
-                probs[base + j] = logit(scores[base + j], m);
+                probs[base + j] = logit(p, scores[base + j], m);
             } else {
                 probs[base + j] = bitcast<f32>(NEG_INF_BITS);
             }
         } else if keep {
-            probs[base + j] = exp(logit(scores[base + j], m) - top) * inv_sum;
+            probs[base + j] = exp(logit(p, scores[base + j], m) - top) * inv_sum;
         } else {
             probs[base + j] = 0.0;
+        }
+    }
+}
+
+// Fused forward: O = softmax(mask(Q·Kᵀ·scale))·V without the [rows, k_len] scores, and
+// per row log_sum_exp = top + ln(sum), from which P = exp(z − lse) can be recomputed.
+//
+// A workgroup owns FUSED_ROWS consecutive queries of one (batch, head) and one chunk of up
+// to VALUE_CHUNK output columns; each invocation owns one query. The workgroup streams
+// over the union of its queries' key ranges (ranges move right with the query, so the
+// first and last queries bound it), with an online softmax per query: the running max
+// `top`, the running sum of exp(z − top) and the accumulator of exp(z − top)·v, both
+// rescaled by exp(old top − new top) at every key (branch-free: 1 unless the max grew).
+//
+// Every index into K and V depends on the workgroup and the loop only, so the loop runs in
+// step across the invocations; keys outside a query's own range or masked by the tensor
+// get weight 0. The query row (its first CACHED_HEAD_DIM elements) and the accumulator
+// live in private arrays of vec4 whose loops run to pipeline constants, so that the
+// compiler can unroll them into registers (dynamic indices into private arrays are slow on
+// CPU adapters). Same masks and row layout as `masked_softmax`; K and V are read at the
+// group's key/value head (no repeated copies). A row without keys gets O = 0 and
+// lse = −∞. The chunks of one row recompute its logits: wide values cost extra Q·K work.
+
+const FUSED_ROWS: u32 = 64u;
+const VALUE_CHUNK: u32 = 64u;
+// The lowest finite f32: the running max before the first key, so that the first kept key's
+// rescale exp(LOWEST − z) is 0 without an infinity.
+const LOWEST: f32 = -3.4028235e38;
+
+override CACHED_HEAD_DIM: u32 = 0u;   // min(D, VALUE_CHUNK)
+override CHUNK_WIDTH: u32 = 0u;       // min(Dv, VALUE_CHUNK)
+
+@group(0) @binding(0) var<storage, read> fused_query: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fused_output: array<f32>;
+@group(0) @binding(4) var<storage, read> fused_keys: array<f32>;
+@group(0) @binding(5) var<storage, read> fused_values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fused_log_sum_exp: array<f32>;
+@group(0) @binding(7) var<uniform> fused_params: Params;
+
+@compute @workgroup_size(64)
+fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let p = fused_params;
+    let chunks = max((p.value_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
+    let blocks = (p.q_len + FUSED_ROWS - 1u) / FUSED_ROWS;
+    let block_index = wid.y * nwg.x + wid.x;
+    if block_index >= p.batch * p.heads * chunks * blocks {
+        return;
+    }
+    let first_query = (block_index % blocks) * FUSED_ROWS;
+    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
+    let batch_head = block_index / (blocks * chunks);
+    let h = batch_head % p.heads;
+    let b = batch_head / p.heads;
+    // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
+    let kv = batch_head / p.group;
+    // The last chunk may be narrower: its columns past `width` read the last column again
+    // and are never written.
+    let width = min(VALUE_CHUNK, p.value_dim - first_column);
+    let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
+    // Invocations past the last query follow the loop with its range and write nothing.
+    let owns_query = first_query + lid <= last_query;
+    let i = min(first_query + lid, last_query);
+    let row = batch_head * p.q_len + i;
+    let range = key_range(p, b, i);
+    let lo = u32(range.x);
+    let hi = u32(range.y);
+    let union_lo = u32(key_range(p, b, first_query).x);
+    let union_hi = u32(key_range(p, b, last_query).y);
+    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+    let query_base = row * p.head_dim;
+
+    // Four elements per vec4 (fewer, wider private elements); elements past D are 0.
+    let query_quads = (CACHED_HEAD_DIM + 3u) / 4u;
+    let value_quads = (CHUNK_WIDTH + 3u) / 4u;
+    let last_cached = max(CACHED_HEAD_DIM, 1u) - 1u;
+    var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < query_quads; c++) {
+        let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+        let at = vec4<u32>(query_base) + min(e, vec4<u32>(last_cached));
+        let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
+                               fused_query[at.w]);
+        query[c] = select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM));
+    }
+    var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    var any = false;
+    var top = LOWEST;
+    var sum = 0.0;
+    for (var j = union_lo; j < union_hi; j++) {
+        let key_base = (kv * p.k_len + j) * p.head_dim;
+        var score = 0.0;
+        for (var c = 0u; c < query_quads; c++) {
+            let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+            let at = vec4<u32>(key_base) + min(e, vec4<u32>(last_cached));
+            let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                                   fused_keys[at.w]);
+            score += dot(query[c], select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM)));
+        }
+        for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
+            score += fused_query[query_base + e] * fused_keys[key_base + e];
+        }
+        var keep = j >= lo && j < hi;
+        var m = 0.0;
+        if MASK != 0u && keep {
+            m = mask_at(p, mask_base, j);
+            keep = !masked_by_tensor(m);
+        }
+        let z = logit(p, score * p.scale, m);
+        let new_top = select(top, max(top, z), keep);
+        let rescale = exp(top - new_top);
+        // min(·, 0): the logit of a key not kept may lie above the max.
+        let weight = select(0.0, exp(min(z - new_top, 0.0)), keep);
+        any = any || keep;
+        top = new_top;
+        sum = sum * rescale + weight;
+        let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
+        for (var c = 0u; c < value_quads; c++) {
+            let at = vec4<u32>(value_base)
+                + min(vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(width - 1u));
+            let value = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
+                                  fused_values[at.w]);
+            accumulator[c] = accumulator[c] * rescale + weight * value;
+        }
+    }
+    if !owns_query {
+        return;
+    }
+
+    // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.
+    let inv_sum = select(0.0, 1.0 / sum, any);
+    let output_base = row * p.value_dim + first_column;
+    for (var c = 0u; c < value_quads; c++) {
+        let out = accumulator[c] * inv_sum;
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * c + t < width {
+                fused_output[output_base + 4u * c + t] = out[t];
+            }
+        }
+    }
+    if first_column == 0u {
+        if any {
+            fused_log_sum_exp[row] = top + log(sum);
+        } else {
+            fused_log_sum_exp[row] = bitcast<f32>(NEG_INF_BITS);
         }
     }
 }

@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, TimingSource};
 use crate::graph::{Feed, Graph, Var};
 use crate::kernels::attention::{
-    attention_backward_dispatches, attention_dispatches, AttentionOptions, Recording,
+    attention_backward_dispatches, attention_dispatches, fused_attention_dispatch,
+    AttentionOptions, FusedAttention, Recording, FUSED_MIN_SCORES,
 };
 use crate::kernels::conv::{conv_forward_dispatch, Conv2d, ConvGeometry};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
@@ -444,8 +445,40 @@ impl Bench<'_> {
                 picked: true,
             };
             self.time(case, &both.dispatches)?;
+            self.fused_attention(&shape)?;
+        }
+        // The unfused forward's 4·4·1024² scores take 64 MiB and long: the fused one alone.
+        if !self.options.quick {
+            self.fused_attention(&[b, h, 1024, d])?;
         }
         Ok(())
+    }
+
+    /// The fused attention forward on random Q, K, V of `shape` [B, H, L, D].
+    fn fused_attention(&mut self, shape: &[usize; 4]) -> Result<()> {
+        let (q, k, v) = (
+            self.random(shape)?,
+            self.random(shape)?,
+            self.random(shape)?,
+        );
+        let forward = FusedAttention {
+            output: Tensor::uninit(self.gpu, shape)?,
+            log_sum_exp: Tensor::uninit(self.gpu, &shape[..3])?,
+        };
+        let dispatches: Vec<Dispatch> =
+            fused_attention_dispatch((&q, &k, &v), &AttentionOptions::default(), &forward)?
+                .into_iter()
+                .collect();
+        let [b, h, len, d] = *shape;
+        let case = Case {
+            kernel: "attention",
+            variant: "fused forward",
+            shape: format!("{b}x{h}x{len}x{d}"),
+            flops: Some(4.0 * (b * h * len * len * d) as f64),
+            bytes: None,
+            picked: len * len >= FUSED_MIN_SCORES,
+        };
+        self.time(case, &dispatches)
     }
 
     /// The fused cells over 8 steps of 128 sequences of 128 units.

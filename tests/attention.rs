@@ -13,8 +13,8 @@ use shadergrad::kernels::attention::{
 use shadergrad::rng::Rng;
 use shadergrad::AttentionSettingsBuilder;
 use shadergrad::{
-    attention, attention_backward, attention_logits, AttentionOptions, Indices, MaskKind,
-    QueryAlignment, Tensor,
+    attention, attention_backward, attention_logits, attention_output, fused_attention,
+    AttentionOptions, AttentionVariant, Indices, MaskKind, QueryAlignment, Tensor,
 };
 
 /// f32 epsilon as f64.
@@ -242,6 +242,169 @@ fn check_forward(scenario: &Scenario, seed: u64) {
         0.0,
         o_abs,
     );
+}
+
+/// Runs the fused forward and checks it against the reference and the unfused forward: O
+/// within `Scenario::tolerances` of each, the log-sum-exp within the logits' error plus the
+/// sum's relative error, −∞ exactly for rows without keys, no NaN anywhere.
+fn check_fused(scenario: &Scenario, seed: u64) {
+    let inputs = scenario.inputs(seed);
+    let expected = scenario.cpu_of(&inputs);
+    let uploaded = scenario.upload(&inputs);
+    let options = scenario.options(&uploaded);
+    let fused = fused_attention(&uploaded.q, &uploaded.k, &uploaded.v, &options).unwrap();
+    let unfused = attention(&uploaded.q, &uploaded.k, &uploaded.v, &options).unwrap();
+    let d = &scenario.dims;
+    assert_eq!(fused.output.shape(), unfused.output.shape());
+    assert_eq!(fused.log_sum_exp.shape(), &[d.batch, d.heads, d.q_len]);
+    let output = fused.output.to_vec().unwrap();
+    let log_sum_exp = fused.log_sum_exp.to_vec().unwrap();
+    let label = format!("fused {}", scenario.label());
+    assert!(
+        output.iter().all(|v| v.is_finite()),
+        "{label}: NaN or infinity in the output"
+    );
+    let (p_rel, o_abs) = scenario.tolerances();
+    let expected_output: Vec<f32> = expected.output.iter().map(|&o| o as f32).collect();
+    assert_close(
+        &format!("O of {label}"),
+        &output,
+        &expected_output,
+        0.0,
+        o_abs,
+    );
+    let unfused_output = unfused.output.to_vec().unwrap();
+    assert_close(
+        &format!("O of {label} against the unfused forward"),
+        &output,
+        &unfused_output,
+        0.0,
+        2.0 * o_abs,
+    );
+    // lse = top + ln Σ exp(z − top): the logits' error (inside p_rel) plus the sum's.
+    let expected_lse: Vec<f32> = (0..d.batch * d.heads * d.q_len)
+        .map(|row| {
+            let logits = &expected.logits[row * d.k_len..(row + 1) * d.k_len];
+            let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if top == f64::NEG_INFINITY {
+                f32::NEG_INFINITY
+            } else {
+                (top + logits.iter().map(|&z| (z - top).exp()).sum::<f64>().ln()) as f32
+            }
+        })
+        .collect();
+    assert_close(
+        &format!("log-sum-exp of {label}"),
+        &log_sum_exp,
+        &expected_lse,
+        EPS,
+        p_rel,
+    );
+}
+
+/// The scenarios of the fused forward: every (Lq, Lk) of 1, 7, 33, 130, head sizes 1, 17
+/// and 64, one, four and grouped heads, causal and key lengths (0 among them) in turn.
+#[test]
+fn fused_forward_matches_reference_and_unfused_on_odd_shapes() {
+    let lens = [1, 7, 33, 130];
+    let heads = [(1, 1, 1), (2, 4, 2), (1, 4, 1), (2, 4, 4)];
+    let sizes = [(1, 1), (17, 17), (64, 64), (17, 3)];
+    let mut seed = 200;
+    for (a, &q_len) in lens.iter().enumerate() {
+        for (c, &k_len) in lens.iter().enumerate() {
+            let case = a * lens.len() + c;
+            let mut scenario =
+                Scenario::new(heads[case % 4], (q_len, k_len), sizes[(case / 2) % 4]);
+            scenario.settings.causal = case % 3 != 0;
+            let batch = scenario.dims.batch;
+            if case % 2 == 1 {
+                scenario.key_lengths = Some(vec![0, k_len as u32 / 2 + 1][2 - batch..].to_vec());
+            }
+            seed += 1;
+            check_fused(&scenario, seed);
+        }
+    }
+}
+
+#[test]
+fn fused_forward_with_every_option() {
+    // Each alignment with causal masking and key lengths.
+    for (seed, alignment) in [
+        QueryAlignment::Offset(-2),
+        QueryAlignment::Offset(3),
+        QueryAlignment::EndOfValidKeys,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut scenario = Scenario::new((2, 3, 1), (5, 40), (4, 3));
+        scenario.settings.causal = true;
+        scenario.settings.alignment = alignment;
+        scenario.key_lengths = Some(vec![40, 19]);
+        check_fused(&scenario, 300 + seed as u64);
+    }
+    // Windows, softcap with a large scale, additive and boolean masks that broadcast, with
+    // fully masked rows (row 1 of the additive mask) and tiles without a kept key.
+    let (lq, lk) = (9, 37);
+    let mut additive = vec![0.0f32; lq * lk];
+    let mut rng = Rng::new(310);
+    for (n, value) in additive.iter_mut().enumerate() {
+        *value = if n / lk == 1 || (n % lk) / 16 == 1 || rng.below(4) == 0 {
+            f32::NEG_INFINITY
+        } else {
+            rng.uniform(-2.0, 2.0)
+        };
+    }
+    let boolean: Vec<f32> = (0..2 * lk)
+        .map(|n| ((n / 7) % 3 != 0) as u32 as f32)
+        .collect();
+    let masks = [
+        (MaskKind::Additive, additive, vec![lq, lk]),
+        (MaskKind::Boolean, boolean, vec![2, 1, 1, lk]),
+    ];
+    for (seed, (kind, values, shape)) in masks.into_iter().enumerate() {
+        let mut scenario = Scenario::new((2, 4, 2), (lq, lk), (8, 5));
+        scenario.settings.scale = Some(2.0);
+        scenario.settings.softcap = Some(0.5);
+        scenario.settings.window_left = Some(20);
+        scenario.settings.window_right = Some(3);
+        scenario.settings.alignment = QueryAlignment::Offset(4);
+        scenario.mask = Some((kind, values, shape));
+        check_fused(&scenario, 320 + seed as u64);
+    }
+    // Values wider than one chunk of 64 columns, and a zero-sized value axis.
+    check_fused(&Scenario::new((1, 2, 1), (33, 70), (5, 130)), 330);
+    check_fused(&Scenario::new((1, 2, 2), (7, 7), (3, 0)), 331);
+}
+
+#[test]
+fn fused_forward_zero_sized_axes_and_the_variant_rule() {
+    // No keys: O = 0, log-sum-exp −∞; no queries: empty results.
+    check_fused(&Scenario::new((2, 2, 2), (3, 0), (4, 5)), 340);
+    check_fused(&Scenario::new((2, 2, 2), (0, 3), (4, 5)), 341);
+    let small = Scenario::new((1, 1, 1), (8, 8), (4, 4)).dims;
+    let large = Scenario::new((1, 1, 1), (1024, 1024), (4, 4)).dims;
+    assert_eq!(AttentionVariant::choose(&small), AttentionVariant::Unfused);
+    assert_eq!(AttentionVariant::choose(&large), AttentionVariant::Fused);
+    // The inference entry point gives the same output on either side of the rule.
+    for (seed, lens) in [(342, (8, 8)), (343, (1030, 1020))] {
+        let mut scenario = Scenario::new((1, 2, 1), lens, (6, 4));
+        scenario.settings.causal = true;
+        let inputs = scenario.inputs(seed);
+        let uploaded = scenario.upload(&inputs);
+        let options = scenario.options(&uploaded);
+        let output = attention_output(&uploaded.q, &uploaded.k, &uploaded.v, &options)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let expected = attention(&uploaded.q, &uploaded.k, &uploaded.v, &options)
+            .unwrap()
+            .output
+            .to_vec()
+            .unwrap();
+        let (_, o_abs) = scenario.tolerances();
+        assert_close("attention_output", &output, &expected, 0.0, 2.0 * o_abs);
+    }
 }
 
 #[test]
