@@ -14,8 +14,10 @@ use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
+use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::nn::seq2seq::{parse_cell, AttentionKind, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::rng::Rng;
@@ -234,13 +236,22 @@ struct TrainSeq2seqArgs {
     /// The share of --data held out for validation when --valid is not given.
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
-    /// The recurrent cell: rnn, gru or lstm.
+    /// The model: a recurrent encoder-decoder of rnn, gru or lstm cells, or a transformer.
     #[arg(long, default_value = "gru")]
     arch: String,
+    /// The transformer's attention heads (they divide --hidden, its d_model).
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// The width of the transformer's feed-forward layers.
+    #[arg(long, default_value_t = 256)]
+    ff: usize,
+    /// Dropout of the transformer: not implemented yet, only 0 is accepted.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
     /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
     #[arg(long, default_value = "dot")]
     attention: String,
-    /// Units of each recurrent layer.
+    /// Units of each recurrent layer, or the transformer's d_model.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
     /// Recurrent layers of the encoder and of the decoder.
@@ -430,8 +441,37 @@ fn train_seq2seq_command(
     args: TrainSeq2seqArgs,
 ) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
+    if args.dropout != 0.0 {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!(
+                "--dropout {}: dropout is not implemented yet, only 0 is accepted",
+                args.dropout
+            ),
+        ));
+    }
+    // A transformer uses no cell; the GRU fills the field that names one.
+    let (cell, transformer) = match args.arch.as_str() {
+        "transformer" => (
+            CellKind::Gru,
+            Some(TransformerShape {
+                heads: args.heads,
+                ff: args.ff,
+            }),
+        ),
+        cell => (
+            parse_cell(cell).map_err(|_| {
+                Error::invalid(
+                    "arch",
+                    format!("{cell:?} is not one of rnn, gru, lstm, transformer"),
+                )
+            })?,
+            None,
+        ),
+    };
     let model = Seq2SeqConfig {
-        cell: parse_cell(&args.arch)?,
+        cell,
+        transformer,
         attention: AttentionKind::parse(&args.attention)?,
         vocab_size: 1,
         embed: args.embed,
