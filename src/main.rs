@@ -55,7 +55,7 @@ enum Command {
     Adapters,
     /// Train a multi-layer perceptron on 2-D points (or your CSV) with backprop.
     TrainMlp(Box<TrainMlpArgs>),
-    /// Train an RNN encoder-decoder with attention on a built-in task (or your TSV).
+    /// Train an RNN or Transformer encoder-decoder on a built-in task (or your TSV).
     TrainSeq2seq(Box<TrainSeq2seqArgs>),
     /// Decode text with a train-seq2seq checkpoint: the arguments, or each line of stdin.
     Translate(TranslateArgs),
@@ -254,9 +254,10 @@ struct TrainSeq2seqArgs {
     /// Units of each recurrent layer, or the transformer's d_model.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
-    /// Recurrent layers of the encoder and of the decoder.
-    #[arg(long, default_value_t = 1)]
-    layers: usize,
+    /// Layers of the encoder and of the decoder: by default 1 recurrent layer, or 2
+    /// transformer layers.
+    #[arg(long)]
+    layers: Option<usize>,
     /// Width of the character embeddings.
     #[arg(long, default_value_t = 32)]
     embed: usize,
@@ -273,9 +274,10 @@ struct TrainSeq2seqArgs {
     /// Epochs without a better validation exact-match before stopping early.
     #[arg(long, default_value_t = 3)]
     patience: usize,
-    /// The learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    lr: f32,
+    /// The learning rate: by default 0.01 for a recurrent model, 0.003 for a transformer
+    /// (without a warm-up, Transformers want a lower rate than recurrent models).
+    #[arg(long)]
+    lr: Option<f32>,
     /// Multiply the learning rate by this after each epoch (1: constant).
     #[arg(long, default_value_t = 0.8)]
     lr_decay: f64,
@@ -476,7 +478,9 @@ fn train_seq2seq_command(
         vocab_size: 1,
         embed: args.embed,
         hidden: args.hidden,
-        layers: args.layers,
+        layers: args
+            .layers
+            .unwrap_or(if transformer.is_some() { 2 } else { 1 }),
         bidirectional: args.bidirectional,
     };
     model.validate()?;
@@ -529,7 +533,21 @@ fn train_seq2seq_command(
         .transpose()?;
     let gpu = Gpu::new(selector)?;
     eprintln!("train-seq2seq on {}", gpu.info().name);
-    let mut optimizer = OptimizerConfig::new(rule, args.lr);
+    // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
+    let trains_transformer = match &resume {
+        Some(checkpoint) => {
+            checkpoint
+                .config
+                .pointer("/architecture/arch")
+                .and_then(serde_json::Value::as_str)
+                == Some("transformer")
+        }
+        None => model.transformer.is_some(),
+    };
+    let lr = args
+        .lr
+        .unwrap_or(if trains_transformer { 0.003 } else { 0.01 });
+    let mut optimizer = OptimizerConfig::new(rule, lr);
     if args.clip > 0.0 {
         optimizer = optimizer.with_max_grad_norm(args.clip);
     }

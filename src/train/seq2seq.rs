@@ -573,9 +573,7 @@ impl Seq2SeqModel {
         }
         Ok(search.best())
     }
-}
 
-impl Seq2SeqModel {
     /// [`Seq2SeqModel::decode_group`] for a Transformer: each step runs the decoder over
     /// every hypothesis's prefix and reads the log-probabilities at its last position, so a
     /// beam reordering is only a reordering of the prefixes.
