@@ -44,6 +44,7 @@ fn main() -> shadergrad::Result<()> {
             hidden,
             layers: 1,
             bidirectional,
+            transformer: None,
         };
         let mut model = Seq2SeqModel::new(&gpu, config, vocab.clone(), longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 3e-3).with_max_grad_norm(5.0);

@@ -643,6 +643,7 @@ impl Bench<'_> {
             hidden: 64,
             layers: 1,
             bidirectional: true,
+            transformer: None,
         };
         let mut model = Seq2SeqModel::new(self.gpu, config, vocab, longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 1e-2).with_max_grad_norm(5.0);

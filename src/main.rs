@@ -14,8 +14,10 @@ use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
+use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::nn::seq2seq::{parse_cell, AttentionKind, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::rng::Rng;
@@ -53,7 +55,7 @@ enum Command {
     Adapters,
     /// Train a multi-layer perceptron on 2-D points (or your CSV) with backprop.
     TrainMlp(Box<TrainMlpArgs>),
-    /// Train an RNN encoder-decoder with attention on a built-in task (or your TSV).
+    /// Train an RNN or Transformer encoder-decoder on a built-in task (or your TSV).
     TrainSeq2seq(Box<TrainSeq2seqArgs>),
     /// Decode text with a train-seq2seq checkpoint: the arguments, or each line of stdin.
     Translate(TranslateArgs),
@@ -234,18 +236,28 @@ struct TrainSeq2seqArgs {
     /// The share of --data held out for validation when --valid is not given.
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
-    /// The recurrent cell: rnn, gru or lstm.
+    /// The model: a recurrent encoder-decoder of rnn, gru or lstm cells, or a transformer.
     #[arg(long, default_value = "gru")]
     arch: String,
+    /// The transformer's attention heads (they divide --hidden, its d_model).
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// The width of the transformer's feed-forward layers.
+    #[arg(long, default_value_t = 256)]
+    ff: usize,
+    /// Dropout of the transformer: not implemented yet, only 0 is accepted.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
     /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
     #[arg(long, default_value = "dot")]
     attention: String,
-    /// Units of each recurrent layer.
+    /// Units of each recurrent layer, or the transformer's d_model.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
-    /// Recurrent layers of the encoder and of the decoder.
-    #[arg(long, default_value_t = 1)]
-    layers: usize,
+    /// Layers of the encoder and of the decoder: by default 1 recurrent layer, or 2
+    /// transformer layers.
+    #[arg(long)]
+    layers: Option<usize>,
     /// Width of the character embeddings.
     #[arg(long, default_value_t = 32)]
     embed: usize,
@@ -262,9 +274,10 @@ struct TrainSeq2seqArgs {
     /// Epochs without a better validation exact-match before stopping early.
     #[arg(long, default_value_t = 3)]
     patience: usize,
-    /// The learning rate.
-    #[arg(long, default_value_t = 0.01)]
-    lr: f32,
+    /// The learning rate: by default 0.01 for a recurrent model, 0.003 for a transformer
+    /// (without a warm-up, Transformers want a lower rate than recurrent models).
+    #[arg(long)]
+    lr: Option<f32>,
     /// Multiply the learning rate by this after each epoch (1: constant).
     #[arg(long, default_value_t = 0.8)]
     lr_decay: f64,
@@ -430,13 +443,44 @@ fn train_seq2seq_command(
     args: TrainSeq2seqArgs,
 ) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
+    if args.dropout != 0.0 {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!(
+                "--dropout {}: dropout is not implemented yet, only 0 is accepted",
+                args.dropout
+            ),
+        ));
+    }
+    // A transformer uses no cell; the GRU fills the field that names one.
+    let (cell, transformer) = match args.arch.as_str() {
+        "transformer" => (
+            CellKind::Gru,
+            Some(TransformerShape {
+                heads: args.heads,
+                ff: args.ff,
+            }),
+        ),
+        cell => (
+            parse_cell(cell).map_err(|_| {
+                Error::invalid(
+                    "arch",
+                    format!("{cell:?} is not one of rnn, gru, lstm, transformer"),
+                )
+            })?,
+            None,
+        ),
+    };
     let model = Seq2SeqConfig {
-        cell: parse_cell(&args.arch)?,
+        cell,
+        transformer,
         attention: AttentionKind::parse(&args.attention)?,
         vocab_size: 1,
         embed: args.embed,
         hidden: args.hidden,
-        layers: args.layers,
+        layers: args
+            .layers
+            .unwrap_or(if transformer.is_some() { 2 } else { 1 }),
         bidirectional: args.bidirectional,
     };
     model.validate()?;
@@ -489,7 +533,21 @@ fn train_seq2seq_command(
         .transpose()?;
     let gpu = Gpu::new(selector)?;
     eprintln!("train-seq2seq on {}", gpu.info().name);
-    let mut optimizer = OptimizerConfig::new(rule, args.lr);
+    // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
+    let trains_transformer = match &resume {
+        Some(checkpoint) => {
+            checkpoint
+                .config
+                .pointer("/architecture/arch")
+                .and_then(serde_json::Value::as_str)
+                == Some("transformer")
+        }
+        None => model.transformer.is_some(),
+    };
+    let lr = args
+        .lr
+        .unwrap_or(if trains_transformer { 0.003 } else { 0.01 });
+    let mut optimizer = OptimizerConfig::new(rule, lr);
     if args.clip > 0.0 {
         optimizer = optimizer.with_max_grad_norm(args.clip);
     }

@@ -7,6 +7,7 @@ use common::gpu;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, Vocab};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 use shadergrad::train::seq2seq::{evaluate, Seq2SeqModel};
@@ -43,6 +44,7 @@ fn config(
         hidden: 48,
         layers,
         bidirectional,
+        transformer: None,
     }
 }
 
@@ -161,4 +163,62 @@ fn a_checkpoint_decodes_like_the_model_it_saved() {
     // Too long a source is an error naming the limit.
     let err = model.decode(&[vec![4; 6]], 1, 1).err().unwrap().to_string();
     assert!(err.contains("maximum of 5"), "{err}");
+}
+
+/// A small Transformer: d_model 32, 4 heads, feed-forward 64.
+fn transformer(layers: usize) -> Seq2SeqConfig {
+    Seq2SeqConfig {
+        hidden: 32,
+        transformer: Some(TransformerShape { heads: 4, ff: 64 }),
+        ..config(CellKind::Gru, AttentionKind::None, layers, false)
+    }
+}
+
+#[test]
+fn a_transformer_learns_to_reverse_short_strings() {
+    let pairs = reverse_pairs(1600, 1);
+    let (train_pairs, valid_pairs) = pairs.split_at(1500);
+    let (mut model, train_set) = model(transformer(2), train_pairs);
+    let valid = encode_pairs(&model.vocab, valid_pairs);
+    let losses = train(&mut model, &train_set, 16, 1e-3);
+    let (exact, loss, outputs) = evaluate(&mut model, &valid, 50).unwrap();
+    assert!(
+        exact >= 0.9,
+        "exact-match {exact} (validation loss {loss}) after training losses {losses:?}"
+    );
+    let sources: Vec<Vec<u32>> = valid.iter().map(|p| p.source.clone()).collect();
+    let beamed = model.decode(&sources, 3, 50).unwrap();
+    let right = |outputs: &[Vec<u32>]| {
+        outputs
+            .iter()
+            .zip(&valid)
+            .filter(|(o, p)| **o == p.target)
+            .count()
+    };
+    assert!(
+        right(&beamed) + 3 >= right(&outputs),
+        "beam {} vs greedy {}",
+        right(&beamed),
+        right(&outputs)
+    );
+    assert_eq!(model.decode(&sources, 1, 7).unwrap(), outputs);
+}
+
+#[test]
+fn a_transformer_checkpoint_decodes_like_the_model_it_saved() {
+    let pairs = reverse_pairs(100, 3);
+    let (mut model, set) = model(transformer(1), &pairs);
+    train(&mut model, &set, 2, 3e-3);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("transformer-checkpoint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    model.save(&path, None, serde_json::json!({})).unwrap();
+    let checkpoint = shadergrad::checkpoint::load(&path).unwrap();
+    let mut loaded = Seq2SeqModel::from_checkpoint(gpu(), &checkpoint).unwrap();
+    assert_eq!(loaded.config, model.config);
+    let sources: Vec<Vec<u32>> = set.iter().take(20).map(|p| p.source.clone()).collect();
+    assert_eq!(
+        loaded.decode(&sources, 2, 8).unwrap(),
+        model.decode(&sources, 2, 8).unwrap()
+    );
 }

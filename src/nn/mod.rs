@@ -6,6 +6,7 @@ pub mod charlm;
 pub mod seq2seq;
 pub mod shared;
 pub mod textcnn;
+pub mod transformer;
 
 use std::str::FromStr;
 

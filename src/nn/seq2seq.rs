@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::nn::shared::{Binder, Start};
+use crate::nn::transformer::TransformerShape;
 
 /// How the decoder looks at the encoder states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +76,14 @@ pub struct Seq2SeqConfig {
     pub attention: AttentionKind,
     pub vocab_size: usize,
     pub embed: usize,
+    /// The recurrent layers' units, or a Transformer's d_model.
     pub hidden: usize,
+    /// Layers of the encoder and of the decoder.
     pub layers: usize,
     pub bidirectional: bool,
+    /// `Some`: the Transformer of [`crate::nn::transformer`] instead of the recurrent model
+    /// (whose `cell`, `attention`, `embed` and `bidirectional` it does not use).
+    pub transformer: Option<TransformerShape>,
 }
 
 impl Seq2SeqConfig {
@@ -95,12 +101,25 @@ impl Seq2SeqConfig {
                 ));
             }
         }
+        if let Some(shape) = self.transformer {
+            if shape.heads == 0 || shape.ff == 0 || !self.hidden.is_multiple_of(shape.heads) {
+                return Err(Error::invalid(
+                    "seq2seq",
+                    format!(
+                        "a Transformer needs heads ({}) that divide its width ({}) and a \
+                         feed-forward width ({}) of at least 1",
+                        shape.heads, self.hidden, shape.ff
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut value = json!({
             "kind": "seq2seq",
+            "arch": if self.transformer.is_some() { "transformer" } else { "recurrent" },
             "cell": self.cell.name(),
             "attention": self.attention.name(),
             "vocab_size": self.vocab_size,
@@ -108,7 +127,12 @@ impl Seq2SeqConfig {
             "hidden": self.hidden,
             "layers": self.layers,
             "bidirectional": self.bidirectional,
-        })
+        });
+        if let (Some(shape), Some(map)) = (self.transformer, value.as_object_mut()) {
+            map.insert("heads".into(), json!(shape.heads));
+            map.insert("ff".into(), json!(shape.ff));
+        }
+        value
     }
 
     pub fn from_json(value: &Value) -> Result<Self> {
@@ -134,7 +158,17 @@ impl Seq2SeqConfig {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(key))
         };
+        // Checkpoints from before the Transformer have no "arch": they are recurrent.
+        let transformer = match value.get("arch").and_then(Value::as_str) {
+            Some("transformer") => Some(TransformerShape {
+                heads: size("heads")?,
+                ff: size("ff")?,
+            }),
+            Some("recurrent") | None => None,
+            Some(_) => return Err(bad("arch (recurrent or transformer)")),
+        };
         let config = Seq2SeqConfig {
+            transformer,
             cell: parse_cell(text("cell")?)?,
             attention: AttentionKind::parse(text("attention")?)?,
             vocab_size: size("vocab_size")?,

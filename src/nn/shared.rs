@@ -20,6 +20,8 @@ pub enum Start {
     /// Normal with this standard deviation (embeddings).
     Normal(f32),
     Zeros,
+    /// All ones (layer norm gains).
+    Ones,
 }
 
 /// One named parameter: its values and the gradient every training plan writes.
@@ -80,6 +82,7 @@ impl SharedParameters {
                 Start::Uniform(bound) => self.rng.vec(n, -bound, bound),
                 Start::Normal(std) => (0..n).map(|_| self.rng.normal() * std).collect(),
                 Start::Zeros => vec![0.0; n],
+                Start::Ones => vec![1.0; n],
             };
             self.parameters.push(SharedParameter {
                 name: name.to_string(),

@@ -24,6 +24,7 @@ use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
 use crate::nn::seq2seq::{key_mask, AttentionKind, Encoded, Seq2Seq, Seq2SeqConfig, State};
 use crate::nn::shared::{Binder, Bindings, SharedParameters};
+use crate::nn::transformer::Transformer;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
@@ -64,6 +65,23 @@ struct Decoder {
     states: Vec<Tensor>,
 }
 
+/// The compiled decoding plans of a Transformer for one shape: the encoder, whose output
+/// stays on the GPU, then the decoder over a whole prefix (no cache of keys and values: each
+/// step runs every position again, the causal mask keeping the padding past the prefix from
+/// the positions before it).
+struct TransformerDecoder {
+    encoder: Plan,
+    encoder_source: Var,
+    encoder_lengths: Var,
+    step: Plan,
+    /// [max steps, rows]: BOS, then each hypothesis's tokens, then padding.
+    step_prefixes: Var,
+    step_lengths: Var,
+    /// [rows · max steps, V], batch-major.
+    log_probs: Var,
+    max_steps: usize,
+}
+
 /// What one training step measured.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
@@ -84,6 +102,7 @@ pub struct Seq2SeqModel {
     pub parameters: SharedParameters,
     train_plans: HashMap<(usize, usize, usize), TrainPlan>,
     decoders: HashMap<(usize, usize), Decoder>,
+    transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
 }
 
 /// Sequences up to this many steps get plans of their exact length; longer ones are
@@ -129,6 +148,7 @@ impl Seq2SeqModel {
             parameters: SharedParameters::new(gpu, seed),
             train_plans: HashMap::new(),
             decoders: HashMap::new(),
+            transformer_decoders: HashMap::new(),
         };
         // Building (not compiling) the smallest graph makes every parameter, in a fixed
         // order, before an optimizer is made over them.
@@ -221,9 +241,21 @@ impl Seq2SeqModel {
             config: &self.config,
         };
         let mut p = Binder::new(&mut self.parameters);
-        let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
-        let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
-        let logits = model.logits(&mut g, &mut p, states, &encoded, source_lengths, key_mask)?;
+        let logits = match self.config.transformer {
+            Some(shape) => {
+                let transformer = Transformer {
+                    config: &self.config,
+                    shape,
+                };
+                let memory = transformer.encode(&mut g, &mut p, source, source_lengths)?;
+                transformer.logits(&mut g, &mut p, decoder_input, memory, source_lengths)?
+            }
+            None => {
+                let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
+                let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
+                model.logits(&mut g, &mut p, states, &encoded, source_lengths, key_mask)?
+            }
+        };
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
@@ -385,6 +417,73 @@ impl Seq2SeqModel {
         })
     }
 
+    fn transformer_decoder(
+        &mut self,
+        rows: usize,
+        source_steps: usize,
+    ) -> Result<&mut TransformerDecoder> {
+        let key = (rows, source_steps);
+        if !self.transformer_decoders.contains_key(&key) {
+            let decoder = self.build_transformer_decoder(rows, source_steps)?;
+            self.transformer_decoders.insert(key, decoder);
+        }
+        Ok(self
+            .transformer_decoders
+            .get_mut(&key)
+            .expect("inserted above"))
+    }
+
+    fn build_transformer_decoder(
+        &mut self,
+        rows: usize,
+        source_steps: usize,
+    ) -> Result<TransformerDecoder> {
+        let gpu = self.gpu.clone();
+        let config = self.config.clone();
+        let shape = config.transformer.ok_or_else(|| {
+            Error::invalid("decode", "a recurrent model has no Transformer decoder")
+        })?;
+        let model = Transformer {
+            config: &config,
+            shape,
+        };
+        let memory_shape = [rows, source_steps, config.hidden];
+        let memory_tensor = Tensor::zeros(&gpu, &memory_shape)?;
+
+        let mut g = Graph::new(&gpu);
+        let encoder_source = g.input_indices("source", &[source_steps, rows]);
+        let encoder_lengths = g.input_indices("source_lengths", &[rows]);
+        let mut p = Binder::new(&mut self.parameters);
+        let memory = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
+        let mut bindings = p.bindings(None)?;
+        bindings.push((memory, memory_tensor.clone()));
+        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+        let encoder = g.compile_with(&[], &bound)?;
+
+        let max_steps = self.max_target + 1;
+        let mut g = Graph::new(&gpu);
+        let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
+        let step_lengths = g.input_indices("source_lengths", &[rows]);
+        let memory = g.input("memory", &memory_shape);
+        let mut p = Binder::new(&mut self.parameters);
+        let logits = model.logits(&mut g, &mut p, step_prefixes, memory, step_lengths)?;
+        let log_probs = g.softmax(logits, true)?;
+        let mut bindings = p.bindings(None)?;
+        bindings.push((memory, memory_tensor));
+        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+        let step = g.compile_with(&[log_probs], &bound)?;
+        Ok(TransformerDecoder {
+            encoder,
+            encoder_source,
+            encoder_lengths,
+            step,
+            step_prefixes,
+            step_lengths,
+            log_probs,
+            max_steps,
+        })
+    }
+
     /// Decodes each source (token ids without BOS/EOS) greedily (`beam` 1) or by beam
     /// search, `chunk` sources at a time: the token ids of each output, without EOS.
     pub fn decode(
@@ -426,18 +525,9 @@ impl Seq2SeqModel {
         chunk: usize,
     ) -> Result<Vec<Vec<u32>>> {
         let rows = chunk * beam;
-        let longest = group.iter().map(Vec::len).max().unwrap_or(0);
-        let source_steps = round_steps(longest);
-        let mut source = vec![PAD; source_steps * rows];
-        let mut lengths = vec![0u32; rows];
-        for (i, ids) in group.iter().enumerate() {
-            for k in 0..beam {
-                let row = i * beam + k;
-                lengths[row] = ids.len() as u32;
-                for (t, &id) in ids.iter().enumerate() {
-                    source[t * rows + row] = id;
-                }
-            }
+        let (source, lengths, source_steps) = batch_sources(group, beam, rows);
+        if self.config.transformer.is_some() {
+            return self.decode_group_transformer(group.len(), beam, rows, &source, &lengths);
         }
         let max_steps = self.max_target + 1;
         let vocab_size = self.config.vocab_size;
@@ -483,6 +573,71 @@ impl Seq2SeqModel {
         }
         Ok(search.best())
     }
+
+    /// [`Seq2SeqModel::decode_group`] for a Transformer: each step runs the decoder over
+    /// every hypothesis's prefix and reads the log-probabilities at its last position, so a
+    /// beam reordering is only a reordering of the prefixes.
+    fn decode_group_transformer(
+        &mut self,
+        sources: usize,
+        beam: usize,
+        rows: usize,
+        source: &[u32],
+        lengths: &[u32],
+    ) -> Result<Vec<Vec<u32>>> {
+        let vocab_size = self.config.vocab_size;
+        let source_steps = source.len() / rows;
+        let decoder = self.transformer_decoder(rows, source_steps)?;
+        decoder.encoder.run(
+            &[
+                Feed::u32(decoder.encoder_source, source),
+                Feed::u32(decoder.encoder_lengths, lengths),
+            ],
+            &[],
+        )?;
+        let max_steps = decoder.max_steps;
+        let mut search = BeamSearch::new(sources, beam);
+        let mut step_log_probs = vec![0.0f32; rows * vocab_size];
+        for position in 0..max_steps {
+            let prefixes = search.prefixes(rows, max_steps);
+            decoder.step.run(
+                &[
+                    Feed::u32(decoder.step_prefixes, &prefixes),
+                    Feed::u32(decoder.step_lengths, lengths),
+                ],
+                &[],
+            )?;
+            let log_probs = decoder.step.read(decoder.log_probs)?;
+            for (row, out) in step_log_probs.chunks_mut(vocab_size).enumerate() {
+                let at = (row * max_steps + position) * vocab_size;
+                out.copy_from_slice(&log_probs[at..at + vocab_size]);
+            }
+            search.advance(&step_log_probs, vocab_size, rows);
+            if search.all_done() {
+                break;
+            }
+        }
+        Ok(search.best())
+    }
+}
+
+/// A group of sources as the encoder takes them, each repeated for its `beam` hypotheses
+/// and padded to `rows`: ids [Ts, rows] (time-major), lengths [rows], and Ts.
+fn batch_sources(group: &[Vec<u32>], beam: usize, rows: usize) -> (Vec<u32>, Vec<u32>, usize) {
+    let longest = group.iter().map(Vec::len).max().unwrap_or(0);
+    let source_steps = round_steps(longest);
+    let mut source = vec![PAD; source_steps * rows];
+    let mut lengths = vec![0u32; rows];
+    for (i, ids) in group.iter().enumerate() {
+        for k in 0..beam {
+            let row = i * beam + k;
+            lengths[row] = ids.len() as u32;
+            for (t, &id) in ids.iter().enumerate() {
+                source[t * rows + row] = id;
+            }
+        }
+    }
+    (source, lengths, source_steps)
 }
 
 /// One hypothesis of a beam.
@@ -574,6 +729,22 @@ impl BeamSearch {
             }
         }
         tokens
+    }
+
+    /// Every row's prefix, [steps, rows] time-major: BOS, its hypothesis's tokens, then
+    /// padding (a finished hypothesis's row, and the padding rows, are read by no one).
+    fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
+        let mut prefixes = vec![PAD; steps * rows];
+        for (i, group) in self.groups.iter().enumerate() {
+            for (k, hypothesis) in group.iter().enumerate() {
+                let row = i * self.beam + k;
+                let tokens = std::iter::once(BOS).chain(hypothesis.tokens.iter().copied());
+                for (t, token) in tokens.take(steps).enumerate() {
+                    prefixes[t * rows + row] = token;
+                }
+            }
+        }
+        prefixes
     }
 
     fn all_done(&self) -> bool {
@@ -805,20 +976,31 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         round_to: 1,
         pad_last: true,
     };
-    eprintln!(
-        "{} {}-layer{} {} encoder-decoder, attention {}, hidden {}, embedding {}: {} parameters; \
-         {} training and {} validation pairs, vocabulary of {}",
-        model.config.cell.name(),
+    let layers = format!(
+        "{}-layer{}",
         model.config.layers,
-        if model.config.layers == 1 { "" } else { "s" },
-        if model.config.bidirectional {
-            "bidirectional"
-        } else {
-            "unidirectional"
-        },
-        model.config.attention.name(),
-        model.config.hidden,
-        model.config.embed,
+        if model.config.layers == 1 { "" } else { "s" }
+    );
+    let architecture = match model.config.transformer {
+        Some(shape) => format!(
+            "Transformer {layers} encoder-decoder, d_model {}, {} heads, feed-forward {}",
+            model.config.hidden, shape.heads, shape.ff
+        ),
+        None => format!(
+            "{} {layers} {} encoder-decoder, attention {}, hidden {}, embedding {}",
+            model.config.cell.name(),
+            if model.config.bidirectional {
+                "bidirectional"
+            } else {
+                "unidirectional"
+            },
+            model.config.attention.name(),
+            model.config.hidden,
+            model.config.embed,
+        ),
+    };
+    eprintln!(
+        "{architecture}: {} parameters; {} training and {} validation pairs, vocabulary of {}",
         model.parameters.count(),
         train.len(),
         valid.len(),

@@ -1,0 +1,257 @@
+//! The Transformer encoder-decoder (Vaswani et al. 2017) for [`crate::nn::seq2seq`]'s
+//! tasks, built on the graph over [`SharedParameters`](crate::nn::shared::SharedParameters).
+//!
+//! - Encoder: token embedding·√d plus sinusoidal positions (a constant), then `layers`
+//!   layers of multi-head self-attention (the source lengths mask the padded keys) and a
+//!   ReLU feed-forward block.
+//! - Decoder: target embedding·√d plus positions, then `layers` layers of causal
+//!   self-attention, cross-attention over the encoder's output (keys masked by the source
+//!   lengths) and a feed-forward block; the output projection to the vocabulary.
+//!
+//! Every block is pre-norm: x + f(LayerNorm(x)), with a final layer norm closing each stack
+//! (Xiong et al. 2020). Post-norm, the original arrangement, needs a learning-rate warm-up
+//! to train at all; pre-norm trains with the plain Adam and step decay the recurrent models
+//! use. Activations are batch-major, [B·T, d] rows between blocks.
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Var};
+use crate::nn::seq2seq::Seq2SeqConfig;
+use crate::nn::shared::{Binder, Start};
+
+/// The sizes a Transformer has beyond [`Seq2SeqConfig`]'s (whose `hidden` is d_model and
+/// `layers` the layers of each stack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransformerShape {
+    /// Attention heads; they divide d_model.
+    pub heads: usize,
+    /// Width of the feed-forward block's hidden layer.
+    pub ff: usize,
+}
+
+/// The layer norms' epsilon (PyTorch's default).
+const NORM_EPS: f32 = 1e-5;
+
+/// Sinusoidal positions [steps, width]: sin(t / 10000^(2i/width)) at 2i, cos at 2i + 1.
+pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
+    let mut values = vec![0.0f32; steps * width];
+    for t in 0..steps {
+        for i in 0..width {
+            let rate = 10000f64.powf(-((i / 2 * 2) as f64) / width as f64);
+            let angle = t as f64 * rate;
+            values[t * width + i] = if i % 2 == 0 { angle.sin() } else { angle.cos() } as f32;
+        }
+    }
+    values
+}
+
+/// Builds the Transformer's parts into graphs.
+pub struct Transformer<'c> {
+    pub config: &'c Seq2SeqConfig,
+    pub shape: TransformerShape,
+}
+
+impl Transformer<'_> {
+    fn width(&self) -> usize {
+        self.config.hidden
+    }
+
+    /// Token ids [T, B] (time-major) as [B·T, d] rows: embedding·√d plus positions.
+    fn embed(&self, g: &mut Graph, p: &mut Binder, table: &str, ids: Var) -> Result<Var> {
+        let d = self.width();
+        let (steps, batch) = (g.shape(ids)[0], g.shape(ids)[1]);
+        // Normal(1/√d) scaled by √d gives unit-variance embeddings, on a par with the
+        // positions they are added to.
+        let table = p.parameter(
+            g,
+            table,
+            &[self.config.vocab_size, d],
+            Start::Normal(1.0 / (d as f32).sqrt()),
+        )?;
+        let x = g.embedding(table, ids)?;
+        let x = g.permute(x, &[1, 0, 2])?;
+        let x = g.scale(x, (d as f32).sqrt())?;
+        let positions = g.constant(sinusoidal_positions(steps, d), &[steps, d])?;
+        let x = g.add(x, positions)?;
+        g.reshape(x, &[batch * steps, d])
+    }
+
+    /// x·W + b for rows x [N, inputs], PyTorch's initialization.
+    fn linear(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        name: &str,
+        x: Var,
+        outputs: usize,
+    ) -> Result<Var> {
+        let inputs = g.shape(x)[1];
+        let bound = Start::Uniform(1.0 / (inputs as f32).sqrt());
+        let w = p.parameter(g, &format!("{name}.weight"), &[inputs, outputs], bound)?;
+        let b = p.parameter(g, &format!("{name}.bias"), &[outputs], bound)?;
+        g.gemm(x, w, false, false, Some(b))
+    }
+
+    fn norm(&self, g: &mut Graph, p: &mut Binder, name: &str, x: Var) -> Result<Var> {
+        let d = self.width();
+        let gain = p.parameter(g, &format!("{name}.weight"), &[d], Start::Ones)?;
+        let bias = p.parameter(g, &format!("{name}.bias"), &[d], Start::Zeros)?;
+        g.layer_norm(x, gain, bias, NORM_EPS)
+    }
+
+    /// Rows [B·T, d] as heads [B, h, T, d/h].
+    fn split_heads(&self, g: &mut Graph, x: Var, batch: usize) -> Result<Var> {
+        let (d, heads) = (self.width(), self.shape.heads);
+        let steps = g.shape(x)[0] / batch;
+        let x = g.reshape(x, &[batch, steps, heads, d / heads])?;
+        g.permute(x, &[0, 2, 1, 3])
+    }
+
+    /// Multi-head attention of `queries` [B·Tq, d] over `memory` [B·Tk, d]: the Q, K, V
+    /// projections, scaled dot-product attention per head, the output projection.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        name: &str,
+        queries: Var,
+        memory: Var,
+        batch: usize,
+        key_lengths: Option<Var>,
+        causal: bool,
+    ) -> Result<Var> {
+        let d = self.width();
+        let q = self.linear(g, p, &format!("{name}.query"), queries, d)?;
+        let k = self.linear(g, p, &format!("{name}.key"), memory, d)?;
+        let v = self.linear(g, p, &format!("{name}.value"), memory, d)?;
+        let (q, k, v) = (
+            self.split_heads(g, q, batch)?,
+            self.split_heads(g, k, batch)?,
+            self.split_heads(g, v, batch)?,
+        );
+        let heads = g.attention(q, k, v, key_lengths, causal, None)?;
+        let merged = g.permute(heads, &[0, 2, 1, 3])?;
+        let rows = g.reshape(merged, &[g.shape(queries)[0], d])?;
+        self.linear(g, p, &format!("{name}.output"), rows, d)
+    }
+
+    fn feed_forward(&self, g: &mut Graph, p: &mut Binder, name: &str, x: Var) -> Result<Var> {
+        let hidden = self.linear(g, p, &format!("{name}.linear1"), x, self.shape.ff)?;
+        let hidden = g.relu(hidden)?;
+        self.linear(g, p, &format!("{name}.linear2"), hidden, self.width())
+    }
+
+    /// x + block(LayerNorm(x)).
+    fn residual<'b>(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder<'b>,
+        name: &str,
+        x: Var,
+        block: impl FnOnce(&mut Graph, &mut Binder<'b>, Var) -> Result<Var>,
+    ) -> Result<Var> {
+        let normed = self.norm(g, p, &format!("{name}.norm"), x)?;
+        let y = block(g, p, normed)?;
+        g.add(x, y)
+    }
+
+    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths [B]: its output
+    /// [B, Ts, d] (padded positions hold values no key mask lets through).
+    pub fn encode(&self, g: &mut Graph, p: &mut Binder, source: Var, lengths: Var) -> Result<Var> {
+        let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
+        let mut x = self.embed(g, p, "source_embedding.weight", source)?;
+        for layer in 0..self.config.layers {
+            let name = format!("encoder.layer{layer}");
+            x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
+                self.attention(
+                    g,
+                    p,
+                    &format!("{name}.self_attention"),
+                    x,
+                    x,
+                    batch,
+                    Some(lengths),
+                    false,
+                )
+            })?;
+            x = self.residual(g, p, &format!("{name}.feed_forward"), x, |g, p, x| {
+                self.feed_forward(g, p, &format!("{name}.feed_forward"), x)
+            })?;
+        }
+        let x = self.norm(g, p, "encoder.norm", x)?;
+        g.reshape(x, &[batch, steps, self.width()])
+    }
+
+    /// Logits [B·Td, V] (batch-major rows: b·Td + t) of the decoder over input ids [Td, B]
+    /// (BOS then the target, time-major), each position seeing the inputs up to itself and
+    /// the encoder's `memory` [B, Ts, d] up to each source's length.
+    pub fn logits(
+        &self,
+        g: &mut Graph,
+        p: &mut Binder,
+        input: Var,
+        memory: Var,
+        source_lengths: Var,
+    ) -> Result<Var> {
+        let batch = g.shape(input)[1];
+        let (memory_batch, source_steps) = (g.shape(memory)[0], g.shape(memory)[1]);
+        if memory_batch != batch {
+            return Err(Error::invalid(
+                "transformer",
+                format!("the decoder has {batch} rows, the encoder's output {memory_batch}"),
+            ));
+        }
+        let memory = g.reshape(memory, &[batch * source_steps, self.width()])?;
+        let mut x = self.embed(g, p, "target_embedding.weight", input)?;
+        for layer in 0..self.config.layers {
+            let name = format!("decoder.layer{layer}");
+            x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
+                self.attention(
+                    g,
+                    p,
+                    &format!("{name}.self_attention"),
+                    x,
+                    x,
+                    batch,
+                    None,
+                    true,
+                )
+            })?;
+            x = self.residual(g, p, &format!("{name}.cross_attention"), x, |g, p, x| {
+                self.attention(
+                    g,
+                    p,
+                    &format!("{name}.cross_attention"),
+                    x,
+                    memory,
+                    batch,
+                    Some(source_lengths),
+                    false,
+                )
+            })?;
+            x = self.residual(g, p, &format!("{name}.feed_forward"), x, |g, p, x| {
+                self.feed_forward(g, p, &format!("{name}.feed_forward"), x)
+            })?;
+        }
+        let x = self.norm(g, p, "decoder.norm", x)?;
+        self.linear(g, p, "output", x, self.config.vocab_size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_alternate_sine_and_cosine_at_falling_rates() {
+        let width = 4;
+        let values = sinusoidal_positions(3, width);
+        assert_eq!(&values[..4], &[0.0, 1.0, 0.0, 1.0]);
+        let t = 2.0f64;
+        let rate = 10000f64.powf(-2.0 / 4.0);
+        let expected = [t.sin(), t.cos(), (t * rate).sin(), (t * rate).cos()];
+        for (got, want) in values[8..].iter().zip(expected) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+}
