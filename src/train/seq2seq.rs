@@ -976,11 +976,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         round_to: 1,
         pad_last: true,
     };
-    let layers = format!(
-        "{}-layer{}",
-        model.config.layers,
-        if model.config.layers == 1 { "" } else { "s" }
-    );
+    let layers = format!("{}-layer", model.config.layers);
     let architecture = match model.config.transformer {
         Some(shape) => format!(
             "Transformer {layers} encoder-decoder, d_model {}, {} heads, feed-forward {}",
