@@ -29,19 +29,15 @@ pub const CHARLM_KIND: &str = "charlm";
 
 impl CharLmConfig {
     pub fn validate(&self) -> Result<()> {
-        for (what, value) in [
-            ("vocabulary size", self.vocab_size),
-            ("embedding size", self.embed),
-            ("hidden size", self.hidden),
-            ("layer count", self.layers),
-        ] {
-            if value == 0 {
-                return Err(Error::invalid(
-                    "charlm",
-                    format!("the {what} must be at least 1, got 0"),
-                ));
-            }
-        }
+        crate::nn::require_sizes(
+            "charlm",
+            &[
+                ("vocabulary size", self.vocab_size),
+                ("embedding size", self.embed),
+                ("hidden size", self.hidden),
+                ("layer count", self.layers),
+            ],
+        )?;
         Ok(())
     }
 

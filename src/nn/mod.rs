@@ -69,6 +69,17 @@ impl FromStr for Activation {
     }
 }
 
+/// An error naming the first of the model's sizes that is 0 (`op` names the model).
+pub fn require_sizes(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, value)| *value == 0) {
+        Some((what, _)) => Err(Error::invalid(
+            op,
+            format!("the {what} must be at least 1, got 0"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How a weight matrix [fan_in, fan_out] starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {

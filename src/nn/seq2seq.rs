@@ -88,19 +88,15 @@ pub struct Seq2SeqConfig {
 
 impl Seq2SeqConfig {
     pub fn validate(&self) -> Result<()> {
-        for (what, value) in [
-            ("vocabulary size", self.vocab_size),
-            ("embedding size", self.embed),
-            ("hidden size", self.hidden),
-            ("layer count", self.layers),
-        ] {
-            if value == 0 {
-                return Err(Error::invalid(
-                    "seq2seq",
-                    format!("the {what} must be at least 1, got 0"),
-                ));
-            }
-        }
+        crate::nn::require_sizes(
+            "seq2seq",
+            &[
+                ("vocabulary size", self.vocab_size),
+                ("embedding size", self.embed),
+                ("hidden size", self.hidden),
+                ("layer count", self.layers),
+            ],
+        )?;
         if let Some(shape) = self.transformer {
             if shape.heads == 0 || shape.ff == 0 || !self.hidden.is_multiple_of(shape.heads) {
                 return Err(Error::invalid(

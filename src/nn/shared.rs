@@ -5,12 +5,33 @@
 use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Var};
+use crate::graph::{Graph, Plan, Var};
+use crate::nn::seq2seq::State;
 use crate::rng::Rng;
 use crate::tensor::{numel, Tensor};
 
 /// Values of a graph and the tensors `Graph::compile_with` stores them in.
 pub type Bindings = Vec<(Var, Tensor)>;
+
+/// `g` compiled (`Graph::compile_with`) with every value of `bindings` stored in its
+/// tensor.
+pub fn compile_bound(g: &Graph, outputs: &[Var], bindings: &[(Var, Tensor)]) -> Result<Plan> {
+    let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+    g.compile_with(outputs, &bound)
+}
+
+/// Binds each layer's recurrent state (h, and c for an LSTM) to `tensors`, laid out layer by
+/// layer, h before c: the tensors a decoding plan keeps its states in between steps.
+pub fn bind_states(bindings: &mut Bindings, states: &[State], tensors: &[Tensor]) {
+    let mut next = tensors.iter();
+    for state in states {
+        for var in std::iter::once(state.h).chain(state.c) {
+            if let Some(tensor) = next.next() {
+                bindings.push((var, tensor.clone()));
+            }
+        }
+    }
+}
 
 /// How a parameter starts.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -22,7 +22,7 @@ use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
 use crate::nn::charlm::{CharLm, CharLmConfig, CHARLM_KIND};
 use crate::nn::seq2seq::State;
-use crate::nn::shared::{Binder, Bindings, SharedParameters};
+use crate::nn::shared::{bind_states, compile_bound, Binder, Bindings, SharedParameters};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -180,8 +180,7 @@ impl CharLmModel {
         if !self.train_plans.contains_key(&key) {
             let (g, bindings, [input, target, loss, predictions]) =
                 self.training_graph(key.0, key.1)?;
-            let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-            let plan = g.compile_with(&[loss, predictions], &bound)?;
+            let plan = compile_bound(&g, &[loss, predictions], &bindings)?;
             let plan = TrainPlan {
                 plan,
                 input,
@@ -229,28 +228,16 @@ impl CharLmModel {
         let mut initial = Vec::with_capacity(config.layers);
         for layer in 0..config.layers {
             let h = g.input(&format!("h{layer}"), &state_shape);
-            bindings.push((h, states[layer * per_layer].clone()));
-            let c = if lstm {
-                let c = g.input(&format!("c{layer}"), &state_shape);
-                bindings.push((c, states[layer * per_layer + 1].clone()));
-                Some(c)
-            } else {
-                None
-            };
+            let c = lstm.then(|| g.input(&format!("c{layer}"), &state_shape));
             initial.push(State { h, c });
         }
+        bind_states(&mut bindings, &initial, &states);
         let mut p = Binder::new(&mut self.parameters);
         let (logits, finals) = model.logits(&mut g, &mut p, token, &initial)?;
         let log_probs = g.softmax(logits, true)?;
         bindings.extend(p.bindings(None)?);
-        for (layer, state) in finals.iter().enumerate() {
-            bindings.push((state.h, states[layer * per_layer].clone()));
-            if let Some(c) = state.c {
-                bindings.push((c, states[layer * per_layer + 1].clone()));
-            }
-        }
-        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-        let plan = g.compile_with(&[log_probs], &bound)?;
+        bind_states(&mut bindings, &finals, &states);
+        let plan = compile_bound(&g, &[log_probs], &bindings)?;
         Ok(Sampler {
             plan,
             token,

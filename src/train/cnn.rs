@@ -18,11 +18,10 @@ use crate::data::classify::{
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
-use crate::nn::shared::{Binder, Bindings, SharedParameters};
+use crate::nn::shared::{compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
-use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
 
@@ -131,8 +130,7 @@ impl TextCnnModel {
         let key = (batch, steps);
         if !self.plans.contains_key(&key) {
             let (g, values) = self.training_graph(batch, steps)?;
-            let bound: Vec<(Var, &Tensor)> = values.bindings.iter().map(|(v, t)| (*v, t)).collect();
-            let plan = g.compile_with(&[values.loss, values.logits], &bound)?;
+            let plan = compile_bound(&g, &[values.loss, values.logits], &values.bindings)?;
             let plan = TrainPlan {
                 plan,
                 ids: values.ids,

@@ -23,7 +23,7 @@ use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
 use crate::nn::seq2seq::{key_mask, AttentionKind, Encoded, Seq2Seq, Seq2SeqConfig, State};
-use crate::nn::shared::{Binder, Bindings, SharedParameters};
+use crate::nn::shared::{bind_states, compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::transformer::Transformer;
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::tensor::Tensor;
@@ -277,8 +277,7 @@ impl Seq2SeqModel {
         let key = (batch.batch, batch.source_steps, batch.target_steps);
         if !self.train_plans.contains_key(&key) {
             let (g, values, bindings) = self.training_graph(key.0, key.1, key.2)?;
-            let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-            let plan = g.compile_with(&[values.loss, values.predictions], &bound)?;
+            let plan = compile_bound(&g, &[values.loss, values.predictions], &bindings)?;
             self.train_plans.insert(key, TrainPlan { plan, values });
         }
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
@@ -349,14 +348,8 @@ impl Seq2SeqModel {
             }
             None => None,
         };
-        for (layer, state) in encoded.initial.iter().enumerate() {
-            bindings.push((state.h, states[layer * per_layer].clone()));
-            if let Some(c) = state.c {
-                bindings.push((c, states[layer * per_layer + 1].clone()));
-            }
-        }
-        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-        let encoder = g.compile_with(&[], &bound)?;
+        bind_states(&mut bindings, &encoded.initial, &states);
+        let encoder = compile_bound(&g, &[], &bindings)?;
 
         let mut g = Graph::new(&gpu);
         let step_tokens = g.input_indices("tokens", &[1, rows]);
@@ -367,16 +360,10 @@ impl Seq2SeqModel {
         let mut initial = Vec::new();
         for layer in 0..config.layers {
             let h = g.input(&format!("h{layer}"), &state_shape);
-            bindings.push((h, states[layer * per_layer].clone()));
-            let c = if lstm {
-                let c = g.input(&format!("c{layer}"), &state_shape);
-                bindings.push((c, states[layer * per_layer + 1].clone()));
-                Some(c)
-            } else {
-                None
-            };
+            let c = lstm.then(|| g.input(&format!("c{layer}"), &state_shape));
             initial.push(State { h, c });
         }
+        bind_states(&mut bindings, &initial, &states);
         let keys_values = match &keys_values {
             Some((keys, values)) => {
                 let k = g.input("keys", keys.shape());
@@ -396,14 +383,8 @@ impl Seq2SeqModel {
         let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths, step_key_mask)?;
         let log_probs = g.softmax(logits, true)?;
         bindings.extend(p.bindings(None)?);
-        for (layer, state) in finals.iter().enumerate() {
-            bindings.push((state.h, states[layer * per_layer].clone()));
-            if let Some(c) = state.c {
-                bindings.push((c, states[layer * per_layer + 1].clone()));
-            }
-        }
-        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-        let step = g.compile_with(&[log_probs], &bound)?;
+        bind_states(&mut bindings, &finals, &states);
+        let step = compile_bound(&g, &[log_probs], &bindings)?;
         Ok(Decoder {
             encoder,
             encoder_source,
@@ -457,8 +438,7 @@ impl Seq2SeqModel {
         let memory = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
         let mut bindings = p.bindings(None)?;
         bindings.push((memory, memory_tensor.clone()));
-        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-        let encoder = g.compile_with(&[], &bound)?;
+        let encoder = compile_bound(&g, &[], &bindings)?;
 
         let max_steps = self.max_target + 1;
         let mut g = Graph::new(&gpu);
@@ -470,8 +450,7 @@ impl Seq2SeqModel {
         let log_probs = g.softmax(logits, true)?;
         let mut bindings = p.bindings(None)?;
         bindings.push((memory, memory_tensor));
-        let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
-        let step = g.compile_with(&[log_probs], &bound)?;
+        let step = compile_bound(&g, &[log_probs], &bindings)?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,
