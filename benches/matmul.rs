@@ -36,6 +36,9 @@ fn main() -> shadergrad::Result<()> {
             out_offset: 0,
         };
         for variant in MatmulVariant::ALL {
+            if !variant.supports(&gpu, &shape) {
+                continue;
+            }
             let operands = GemmOperands {
                 a: &a,
                 b: &b,

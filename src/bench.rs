@@ -230,7 +230,7 @@ impl Bench<'_> {
         let out = Tensor::zeros(self.gpu, &[shape.batch * shape.m * shape.n])?;
         let picked = MatmulVariant::choose(self.gpu, &shape);
         for variant in MatmulVariant::ALL {
-            if !variant.supports(&shape) {
+            if !variant.supports(self.gpu, &shape) {
                 continue;
             }
             let operands = GemmOperands {

@@ -40,6 +40,12 @@ fn check_gemm(
     let outside_contract = match variant {
         MatmulVariant::BlockedVec4 => trans_b || !b_cols.is_multiple_of(4),
         MatmulVariant::NtVec4 => trans_a || !trans_b || !k.is_multiple_of(4),
+        MatmulVariant::Subgroup => {
+            !variant.available(gpu())
+                || !n.is_multiple_of(4)
+                || !k.is_multiple_of(4)
+                || (trans_a && !m.is_multiple_of(4))
+        }
         MatmulVariant::Blocked | MatmulVariant::Tiled => false,
     };
     if outside_contract {
@@ -145,6 +151,11 @@ fn matmul_matches_reference_on_odd_shapes() {
         (13, 17, 20),
         (5, 7, 128),
         (1, 33, 4),
+        // Not multiples of the subgroup kernel's 32×32 tile, within its layout (N, K and
+        // for a transposed A, M, multiples of 4).
+        (37, 44, 12),
+        (36, 68, 20),
+        (100, 36, 4),
     ];
     let mut seed = 0;
     for variant in MatmulVariant::ALL {
@@ -217,6 +228,32 @@ fn matmul_batched_with_c_and_bias() {
             false,
             variant,
         );
+        // In the subgroup kernel's layout: batches of A (transposed or not) against their
+        // own B or a shared one, C broadcast over rows and over columns, a bias.
+        check_gemm(
+            5,
+            3,
+            (37, 44, 12),
+            false,
+            false,
+            false,
+            Some(&[1, 44]),
+            true,
+            variant,
+        );
+        check_gemm(
+            6,
+            2,
+            (36, 40, 8),
+            true,
+            false,
+            true,
+            Some(&[36, 1]),
+            true,
+            variant,
+        );
+        check_gemm(7, 3, (37, 44, 12), false, true, true, None, true, variant);
+        check_gemm(8, 2, (36, 40, 8), true, true, false, None, false, variant);
     }
 }
 
@@ -326,6 +363,12 @@ fn matmul_reads_and_writes_at_offsets() {
         // too; the A·Bᵀ kernel wants A's offset and K multiples of 4 as well.
         let (k, a_offset, layouts): (usize, usize, &[(bool, bool)]) = match variant {
             MatmulVariant::NtVec4 => (8, 4, &[(false, true)]),
+            // The subgroup kernel wants K and A's offset multiples of 4 too (and M, here 5,
+            // for a transposed A).
+            MatmulVariant::Subgroup if variant.available(gpu) => {
+                (8, 4, &[(false, false), (false, true)])
+            }
+            MatmulVariant::Subgroup => continue,
             _ => (7, 3, &[(false, false), (true, false)]),
         };
         let (b_offset, out_offset) = (8, 20);
@@ -414,7 +457,7 @@ fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
     );
     shape.a_offset = 0;
     shape.out_offset = 2;
-    assert!(!MatmulVariant::BlockedVec4.supports(&shape));
+    assert!(!MatmulVariant::BlockedVec4.supports(gpu(), &shape));
     let err = gemm_dispatch(&operands, &shape, 1.0, 0.0, MatmulVariant::BlockedVec4)
         .unwrap_err()
         .to_string();
@@ -825,7 +868,7 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     gpu.set_autotune(true);
     gpu.set_tuning_file(Some(file.clone()));
     let picked = MatmulVariant::choose(&gpu, &shape);
-    assert!(picked.supports(&shape));
+    assert!(picked.supports(&gpu, &shape));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     let choices = saved["choices"].as_object().unwrap();
@@ -862,5 +905,5 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     let third = own_device();
     third.set_autotune(true);
     third.set_tuning_file(Some(file.clone()));
-    assert!(MatmulVariant::choose(&third, &shape).supports(&shape));
+    assert!(MatmulVariant::choose(&third, &shape).supports(&third, &shape));
 }

@@ -25,9 +25,11 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
-/// Whether `variant` can run along `axis` of `shape` (the rows variant: last axis only).
+/// Whether `variant` can run along `axis` of `shape` (the rows variant: last axis only;
+/// the vec4 variant: last axis, rows a multiple of 4 long).
 fn applies(variant: SoftmaxVariant, shape: &[usize], axis: usize) -> bool {
-    variant == SoftmaxVariant::Strided || axis + 1 == shape.len()
+    let inner: usize = shape[axis + 1..].iter().product();
+    variant.supports(inner, shape[axis])
 }
 
 /// Tolerance of one forward element, for rows of length n with |x − max| ≤ 8:
@@ -73,6 +75,10 @@ fn forward_matches_reference_on_odd_shapes_and_every_axis() {
         vec![3, 1031],
         vec![1031, 3],
         vec![2, 1, 3, 2, 5],
+        // Rows a multiple of 4 long, for the vec4 variant.
+        vec![1, 4],
+        vec![5, 8],
+        vec![3, 2, 1028],
     ] {
         let x = rng.vec(shape.iter().product(), -4.0, 4.0);
         for axis in 0..shape.len() {
@@ -92,9 +98,15 @@ fn forward_large_case() {
     let shape = [1031, 2053];
     let x = Rng::new(32).vec(shape.iter().product(), -4.0, 4.0);
     for variant in SoftmaxVariant::ALL {
-        check_forward(&x, &shape, 1, variant);
+        if applies(variant, &shape, 1) {
+            check_forward(&x, &shape, 1, variant);
+        }
     }
     check_forward(&x, &shape, 0, SoftmaxVariant::Strided);
+    // Rows of 2052 for the vec4 variant, against the strided one's reference.
+    let shape = [1031, 2052];
+    let x = Rng::new(32).vec(shape.iter().product(), -4.0, 4.0);
+    check_forward(&x, &shape, 1, SoftmaxVariant::Vec4);
 }
 
 #[test]
@@ -126,6 +138,9 @@ fn huge_logits_give_exact_finite_results() {
         -1e4, 1e4, // the other order
     ];
     for variant in SoftmaxVariant::ALL {
+        if !applies(variant, &[4, 2], 1) {
+            continue;
+        }
         let gx = upload(&x, &[4, 2]);
         let y = gx
             .softmax_with(SoftmaxKind::Softmax, 1, variant)
@@ -141,6 +156,38 @@ fn huge_logits_give_exact_finite_results() {
         let ln2 = -std::f32::consts::LN_2;
         // -2e4 is exact in f32, and log Σ = log(1 + e^-2e4) = 0 there.
         assert_eq!(y, [ln2, ln2, 0.0, -2e4, ln2, ln2, -2e4, 0.0], "{variant:?}");
+    }
+    // Rows of 4, which every variant walks: the same cases, the vec4 kernel's lanes
+    // meeting the maxima in different places.
+    let x = [
+        1e4, 1e4, 1e4, 1e4, // four equal maxima: 1/4 each
+        -1e4, 1e4, -1e4, -1e4, // one maximum
+        -1e4, -1e4, -1e4, -1e4, // equal minima
+    ];
+    for variant in SoftmaxVariant::ALL {
+        let gx = upload(&x, &[3, 4]);
+        let y = gx
+            .softmax_with(SoftmaxKind::Softmax, 1, variant)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let quarter = [0.25; 4];
+        assert_eq!(y[..4], quarter, "{variant:?}");
+        assert_eq!(y[4..8], [0.0, 1.0, 0.0, 0.0], "{variant:?}");
+        assert_eq!(y[8..], quarter, "{variant:?}");
+        let y = gx
+            .softmax_with(SoftmaxKind::LogSoftmax, 1, variant)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let ln4 = -(4.0f64.ln());
+        let expected = [
+            ln4, ln4, ln4, ln4, -2e4, 0.0, -2e4, -2e4, ln4, ln4, ln4, ln4,
+        ];
+        // log 4 within a few ulp (WGSL's log), the rest exact.
+        assert_within(&format!("{variant:?}"), &y, &to_f32(&expected), |_| {
+            4.0 * EPS
+        });
     }
     // Mixed magnitudes along a strided axis, against the f64 reference.
     let x = [
@@ -169,6 +216,9 @@ fn fully_masked_rows_give_zeros_not_nan() {
     // A masked row, a partly masked row, and a row of length 1.
     let x = [-inf, -inf, -inf, -inf, 0.0, 0.0];
     for variant in SoftmaxVariant::ALL {
+        if !applies(variant, &[2, 3], 1) {
+            continue;
+        }
         let gx = upload(&x, &[2, 3]);
         let y = gx
             .softmax_with(SoftmaxKind::Softmax, 1, variant)
@@ -184,14 +234,37 @@ fn fully_masked_rows_give_zeros_not_nan() {
         let ln2 = -std::f32::consts::LN_2;
         assert_eq!(y, [-inf, -inf, -inf, -inf, ln2, ln2], "{variant:?}");
     }
+    // The same in rows of 4 (the vec4 variant too): a masked row, then one with two live
+    // elements in different lanes.
+    let x = [-inf, -inf, -inf, -inf, -inf, 0.0, -inf, 0.0];
+    for variant in SoftmaxVariant::ALL {
+        let gx = upload(&x, &[2, 4]);
+        let y = gx
+            .softmax_with(SoftmaxKind::Softmax, 1, variant)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(y, [0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0, 0.5], "{variant:?}");
+        let y = gx
+            .softmax_with(SoftmaxKind::LogSoftmax, 1, variant)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let ln2 = -std::f32::consts::LN_2;
+        assert_eq!(
+            y,
+            [-inf, -inf, -inf, -inf, -inf, ln2, -inf, ln2],
+            "{variant:?}"
+        );
+    }
     let single = upload(&[-inf, 3.0], &[2, 1]).softmax(-1).unwrap();
     assert_eq!(single.to_vec().unwrap(), [0.0, 1.0]);
 }
 
 #[test]
 fn same_input_same_bits() {
-    let shape = [37, 1031];
-    let x = upload(&Rng::new(34).vec(37 * 1031, -4.0, 4.0), &shape);
+    let shape = [37, 1032];
+    let x = upload(&Rng::new(34).vec(37 * 1032, -4.0, 4.0), &shape);
     for variant in SoftmaxVariant::ALL {
         let a = x.softmax_with(SoftmaxKind::Softmax, 1, variant).unwrap();
         let b = x.softmax_with(SoftmaxKind::Softmax, 1, variant).unwrap();
@@ -227,6 +300,8 @@ fn backward_matches_finite_differences() {
         (vec![4, 5, 3], 1),
         (vec![5, 2, 3], 0),
         (vec![2, 131], 1),
+        (vec![3, 8], 1),
+        (vec![2, 3, 4], 2),
     ] {
         let n: usize = shape.iter().product();
         let x = rng.vec(n, -3.0, 3.0);
@@ -258,10 +333,10 @@ fn backward_matches_finite_differences() {
 #[test]
 fn backward_matches_reference_on_long_rows() {
     // The rows variant's tree and the strided loop on rows longer than a workgroup.
-    let shape = [37, 1031];
+    let shape = [37, 1032];
     let mut rng = Rng::new(36);
-    let x = rng.vec(37 * 1031, -4.0, 4.0);
-    let dy = rng.vec(37 * 1031, -1.0, 1.0);
+    let x = rng.vec(37 * 1032, -4.0, 4.0);
+    let dy = rng.vec(37 * 1032, -1.0, 1.0);
     let (gx, gdy) = (upload(&x, &shape), upload(&dy, &shape));
     for kind in KINDS {
         let y = gx.softmax_with(kind, 1, SoftmaxVariant::Strided).unwrap();
@@ -333,6 +408,10 @@ fn cross_entropy_matches_reference() {
         (vec![3, 5, 2, 7], true, Some(10)),
         (vec![2, 5, 3, 2, 3], true, Some(u32::MAX)),
         (vec![1031, 3], false, Some(u32::MAX)),
+        // Classes a multiple of 4, for the vec4 variant.
+        (vec![9, 4], false, None),
+        (vec![7, 12], true, Some(5)),
+        (vec![130, 260], true, Some(u32::MAX)),
     ];
     for (shape, weighted, ignore) in cases {
         let case = CeCase {
@@ -496,11 +575,11 @@ fn ignored_rows_contribute_nothing() {
 
 #[test]
 fn all_padding_gives_zero_loss_and_gradient() {
-    let x = Rng::new(40).vec(3 * 5, -2.0, 2.0);
-    let gx = upload(&x, &[3, 5]);
+    let x = Rng::new(40).vec(3 * 8, -2.0, 2.0);
+    let gx = upload(&x, &[3, 8]);
     let pad = u32::MAX;
     let targets = indices(&[pad, pad, pad], &[3]);
-    let weights = upload(&[1.0, 2.0, 3.0, 4.0, 5.0], &[5]);
+    let weights = upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[8]);
     for reduction in [LossReduction::None, LossReduction::Sum, LossReduction::Mean] {
         for weighted in [false, true] {
             for variant in SoftmaxVariant::ALL {
@@ -518,7 +597,7 @@ fn all_padding_gives_zero_loss_and_gradient() {
                     out.loss.to_vec().unwrap().iter().all(|&l| l == 0.0),
                     "{what}"
                 );
-                assert_eq!(out.grad.to_vec().unwrap(), vec![0.0; 15], "{what}");
+                assert_eq!(out.grad.to_vec().unwrap(), vec![0.0; 24], "{what}");
             }
         }
     }
@@ -537,6 +616,9 @@ fn cross_entropy_of_huge_logits_is_finite_and_exact() {
     // Row 1: the target is the smaller one, loss 2e4 (exact in f32).
     let x = [1e4, -1e4, 1e4, -1e4];
     for variant in SoftmaxVariant::ALL {
+        if !applies(variant, &[2, 2], 1) {
+            continue;
+        }
         let out = upload(&x, &[2, 2])
             .softmax_cross_entropy(&indices(&[0, 1], &[2]))
             .reduction(LossReduction::None)
@@ -586,6 +668,11 @@ fn bad_axes_and_shapes_are_errors() {
     let err = message(x.softmax_with(SoftmaxKind::Softmax, 0, SoftmaxVariant::Rows));
     assert!(
         err.contains("rows variant") && err.contains("stride 3"),
+        "{err}"
+    );
+    let err = message(x.softmax_with(SoftmaxKind::Softmax, 1, SoftmaxVariant::Vec4));
+    assert!(
+        err.contains("vec4 variant") && err.contains("multiple of 4") && err.contains("rows of 3"),
         "{err}"
     );
     let dy = upload(&[1.0; 6], &[3, 2]);

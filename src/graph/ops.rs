@@ -935,10 +935,14 @@ impl Op {
                 };
                 let da = if *trans_a {
                     g.gemm(b, dy, *trans_b, true, None)?
-                } else if !*trans_b && g.gpu().is_cpu_like() {
-                    // dy·Bᵀ with B transposed once by a copy: a CPU adapter multiplies by a
-                    // row-major B several times faster than by a transposed one (strided
-                    // loads across lanes), far more than the copy costs.
+                } else if !*trans_b
+                    && g.gpu().is_cpu_like()
+                    && !multiplies_by_transposed_in_place(g, dy, b)
+                {
+                    // dy·Bᵀ with B transposed once by a copy: the blocked kernels of a CPU
+                    // adapter multiply by a row-major B several times faster than by a
+                    // transposed one (strided loads across lanes), far more than the copy
+                    // costs. The subgroup kernel reads a transposed B as fast.
                     let b_t = g.transpose(b)?;
                     g.gemm(dy, b_t, false, false, None)?
                 } else {
@@ -1495,6 +1499,28 @@ impl From<Recording> for Recorded {
             groupings: Vec::new(),
         }
     }
+}
+
+/// Whether the rule runs dy·Bᵀ (dy [batch…, M, N], B [batch…, K, N] or [K, N]) with the
+/// subgroup kernel, which reads B transposed in place.
+fn multiplies_by_transposed_in_place(g: &Graph, dy: Var, b: Var) -> bool {
+    let (dy_shape, b_shape) = (g.shape(dy), g.shape(b));
+    let (m, k) = (dy_shape[dy_shape.len() - 2], dy_shape[dy_shape.len() - 1]);
+    let n = b_shape[b_shape.len() - 2];
+    let shape = GemmShape {
+        batch: dy_shape[..dy_shape.len() - 2].iter().product(),
+        m,
+        n,
+        k,
+        trans_a: false,
+        trans_b: true,
+        a_batch_stride: m * k,
+        b_batch_stride: if b_shape.len() == 2 { 0 } else { n * k },
+        a_offset: 0,
+        b_offset: 0,
+        out_offset: 0,
+    };
+    MatmulVariant::rule(g.gpu(), &shape) == MatmulVariant::Subgroup
 }
 
 /// Sums a gradient [batch…, R, C] over its batch axes: [R, C].

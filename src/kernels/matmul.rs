@@ -1,5 +1,6 @@
 //! Matrix multiply (`shaders/matmul.wgsl`): out = α·op(A)·op(B) + β·C + bias, batched,
-//! with either operand transposed, in two variants and a rule that picks one.
+//! with either operand transposed, in several variants, a rule that picks one, and an
+//! autotuner that times them.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
@@ -9,6 +10,16 @@ use crate::tensor::Tensor;
 pub static SHADER: ShaderSource = ShaderSource {
     family: "matmul",
     wgsl: include_str!("../../shaders/matmul.wgsl"),
+};
+
+/// `matmul.wgsl` with the subgroup kernel appended: a module of its own, since a module
+/// that uses subgroup operations does not compile on an adapter without them.
+pub static SUBGROUP_SHADER: ShaderSource = ShaderSource {
+    family: "matmul_subgroup",
+    wgsl: concat!(
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl")
+    ),
 };
 
 /// The shader entry points of one contract.
@@ -22,15 +33,21 @@ pub enum MatmulVariant {
     /// 8 outputs per invocation, A and B both read as vec4 along K: A not transposed, B
     /// transposed, K a multiple of 4 (dX = dY·Wᵀ of a backward, Q·Kᵀ of attention).
     NtVec4,
+    /// 32×32 outputs per workgroup of 8 lanes, the A tile loaded once per workgroup and
+    /// shared by subgroup broadcasts: for CPU adapters with subgroups of at least 8 lanes
+    /// (lavapipe), 2-3× faster there than `BlockedVec4`. N and K (and M when A is
+    /// transposed) multiples of 4.
+    Subgroup,
     /// 64×64 tiles staged through workgroup memory: for real GPUs.
     Tiled,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 4] = [
+    pub const ALL: [MatmulVariant; 5] = [
         MatmulVariant::Blocked,
         MatmulVariant::BlockedVec4,
         MatmulVariant::NtVec4,
+        MatmulVariant::Subgroup,
         MatmulVariant::Tiled,
     ];
 
@@ -43,14 +60,20 @@ impl MatmulVariant {
     /// kernel's 32×32 tile would be mostly idle (attention scores of short sequences:
     /// 4× faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
     /// it 2-3× slower than the scalar kernel, so those stay scalar (or are transposed first
-    /// by the graph, see its matmul backward).
+    /// by the graph, see its matmul backward). Where the subgroup kernel runs and its 32×32
+    /// tile is at least half used, it beats them all on a CPU adapter.
     pub fn rule(gpu: &Gpu, shape: &GemmShape) -> Self {
         let blocked_tile_use = (shape.m * shape.n) as f64
             / (shape.m.div_ceil(32) * shape.n.div_ceil(32) * 32 * 32) as f64;
         if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
-            if blocked_tile_use < 0.25 && MatmulVariant::NtVec4.supports(shape) {
+            if blocked_tile_use < 0.25 && MatmulVariant::NtVec4.supports(gpu, shape) {
                 MatmulVariant::NtVec4
-            } else if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(shape) {
+            } else if gpu.is_cpu_like()
+                && blocked_tile_use >= 0.5
+                && MatmulVariant::Subgroup.supports(gpu, shape)
+            {
+                MatmulVariant::Subgroup
+            } else if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(gpu, shape) {
                 MatmulVariant::BlockedVec4
             } else {
                 MatmulVariant::Blocked
@@ -73,7 +96,7 @@ impl MatmulVariant {
         let remembered = gpu
             .tuned(&key)
             .and_then(|name| MatmulVariant::from_name(&name))
-            .filter(|variant| variant.supports(shape));
+            .filter(|variant| variant.supports(gpu, shape));
         if let Some(variant) = remembered {
             return variant;
         }
@@ -92,8 +115,24 @@ impl MatmulVariant {
         MatmulVariant::ALL.into_iter().find(|v| v.name() == name)
     }
 
-    /// Whether this variant can compute a product of this layout.
-    pub fn supports(self, shape: &GemmShape) -> bool {
+    /// Whether this variant can compute a product of this layout on this adapter.
+    pub fn supports(self, gpu: &Gpu, shape: &GemmShape) -> bool {
+        self.available(gpu) && self.supports_layout(shape)
+    }
+
+    /// Whether this adapter can run the variant at all: the subgroup kernel needs subgroup
+    /// operations and subgroups of at least 8 lanes (its 8 invocations in one subgroup).
+    pub fn available(self, gpu: &Gpu) -> bool {
+        match self {
+            MatmulVariant::Subgroup => {
+                gpu.features().contains(wgpu::Features::SUBGROUP)
+                    && gpu.info().subgroup_min_size >= 8
+            }
+            _ => true,
+        }
+    }
+
+    fn supports_layout(self, shape: &GemmShape) -> bool {
         match self {
             MatmulVariant::BlockedVec4 => {
                 !shape.trans_b
@@ -110,6 +149,20 @@ impl MatmulVariant {
                     && shape.a_batch_stride.is_multiple_of(4)
                     && shape.b_batch_stride.is_multiple_of(4)
             }
+            MatmulVariant::Subgroup => {
+                shape.n.is_multiple_of(4)
+                    && shape.k.is_multiple_of(4)
+                    && (!shape.trans_a || shape.m.is_multiple_of(4))
+                    && [
+                        shape.a_offset,
+                        shape.b_offset,
+                        shape.out_offset,
+                        shape.a_batch_stride,
+                        shape.b_batch_stride,
+                    ]
+                    .iter()
+                    .all(|x| x.is_multiple_of(4))
+            }
             MatmulVariant::Blocked | MatmulVariant::Tiled => true,
         }
     }
@@ -125,6 +178,10 @@ impl MatmulVariant {
                 "A not transposed, B transposed, K a multiple of 4 and the offsets and batch \
                  strides of A and B multiples of 4"
             }
+            MatmulVariant::Subgroup => {
+                "an adapter with subgroups of at least 8 lanes, N and K multiples of 4 (and M \
+                 when A is transposed), and the offsets and batch strides multiples of 4"
+            }
             MatmulVariant::Blocked | MatmulVariant::Tiled => "nothing",
         }
     }
@@ -134,6 +191,7 @@ impl MatmulVariant {
             MatmulVariant::Blocked => "blocked",
             MatmulVariant::BlockedVec4 => "blocked-vec4",
             MatmulVariant::NtVec4 => "nt-vec4",
+            MatmulVariant::Subgroup => "subgroup",
             MatmulVariant::Tiled => "tiled",
         }
     }
@@ -143,6 +201,7 @@ impl MatmulVariant {
             MatmulVariant::Blocked => "matmul_blocked",
             MatmulVariant::BlockedVec4 => "matmul_blocked_vec4",
             MatmulVariant::NtVec4 => "matmul_nt_vec4",
+            MatmulVariant::Subgroup => "matmul_subgroup",
             MatmulVariant::Tiled => "matmul_tiled",
         }
     }
@@ -153,30 +212,39 @@ impl MatmulVariant {
             MatmulVariant::Blocked => (32, 32),
             MatmulVariant::BlockedVec4 => (8, 128),
             MatmulVariant::NtVec4 => (8, 16),
+            MatmulVariant::Subgroup => (32, 32),
             MatmulVariant::Tiled => (64, 64),
         }
     }
 }
 
 /// The autotuner's class of a product: each size rounded up to a power of two (batches up
-/// to 64), the transposes, and the alignments the vec4 variants need.
+/// to 64), the transposes, and the alignments the vec4 and subgroup variants need.
 fn shape_class(shape: &GemmShape) -> String {
     let round = |x: usize, cap: usize| x.max(1).next_power_of_two().min(cap);
     let flag = |b: bool| u8::from(b);
     format!(
-        "matmul b{} m{} n{} k{} ta{} tb{} n4{} k4{} aligned{}",
+        "matmul b{} m{} n{} k{} ta{} tb{} m4{} n4{} k4{} aligned{}",
         round(shape.batch, 64),
         round(shape.m, 4096),
         round(shape.n, 4096),
         round(shape.k, 4096),
         flag(shape.trans_a),
         flag(shape.trans_b),
+        // M's alignment matters only to the subgroup kernel's transposed A.
+        flag(shape.trans_a && shape.m.is_multiple_of(4)),
         flag(shape.n.is_multiple_of(4)),
         flag(shape.k.is_multiple_of(4)),
         flag(
-            [shape.a_offset, shape.b_offset, shape.out_offset]
-                .iter()
-                .all(|o| o.is_multiple_of(4))
+            [
+                shape.a_offset,
+                shape.b_offset,
+                shape.out_offset,
+                shape.a_batch_stride,
+                shape.b_batch_stride
+            ]
+            .iter()
+            .all(|o| o.is_multiple_of(4))
         ),
     )
 }
@@ -213,7 +281,7 @@ fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
     let mut timings: Vec<(f64, MatmulVariant)> = Vec::new();
     for variant in MatmulVariant::ALL
         .into_iter()
-        .filter(|v| v.supports(shape) && v.supports(&trial))
+        .filter(|v| v.supports(gpu, shape) && v.supports(gpu, &trial))
     {
         let operands = GemmOperands {
             a: &a,
@@ -312,7 +380,7 @@ pub fn gemm_dispatch(
     variant: MatmulVariant,
 ) -> Result<Dispatch> {
     let gpu = operands.a.gpu();
-    if !variant.supports(shape) {
+    if !variant.supports(gpu, shape) {
         return Err(Error::invalid(
             "matmul",
             format!(
@@ -356,7 +424,11 @@ pub fn gemm_dispatch(
     };
     let flag = |b: bool| f64::from(u8::from(b));
     let spec = KernelSpec {
-        source: &SHADER,
+        source: if variant == MatmulVariant::Subgroup {
+            &SUBGROUP_SHADER
+        } else {
+            &SHADER
+        },
         entry: variant.entry(),
         bindings: &[
             Access::Read,

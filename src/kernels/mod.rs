@@ -25,6 +25,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &layernorm::SHADER,
     &gather::SHADER,
     &matmul::SHADER,
+    &matmul::SUBGROUP_SHADER,
     &crate::optim::SHADER,
     &recurrent::SHADER,
     &reduce::SHADER,
