@@ -390,6 +390,12 @@ impl Plan {
         self.gpu.submit_lists(&[&self.dispatches, extra])
     }
 
+    /// The plan's dispatches in submission order, for profiling (time each alone with
+    /// [`Gpu::submit_timed`](crate::Gpu::submit_timed)).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
     fn write(&self, feed: &Feed) -> Result<()> {
         let (var, len, dtype) = match feed {
             Feed::F32(var, data) => (*var, data.len(), DType::F32),
