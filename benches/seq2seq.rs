@@ -29,6 +29,7 @@ fn main() -> shadergrad::Result<()> {
         "{:<6} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12} {:>10}",
         "cell", "bidir", "hidden", "embed", "batch", "median ms", "spread ms", "tokens/s"
     );
+    let mut profile = None;
     for (cell, bidirectional, hidden, batch) in [
         (CellKind::Gru, true, 64, 128),
         (CellKind::Gru, false, 64, 128),
@@ -70,6 +71,10 @@ fn main() -> shadergrad::Result<()> {
             }
             tokens = report.tokens;
         }
+        if (cell, bidirectional, hidden) == (CellKind::Gru, true, 64) {
+            let step = model.training_dispatches(batch_data)?.to_vec();
+            profile = Some((step, optimizer.dispatches().to_vec()));
+        }
         seconds.sort_by(f64::total_cmp);
         let median = seconds[seconds.len() / 2];
         println!(
@@ -83,6 +88,10 @@ fn main() -> shadergrad::Result<()> {
             (seconds[seconds.len() - 1] - seconds[0]) * 1e3,
             tokens as f64 / median
         );
+    }
+    if let Some((step, update)) = profile {
+        println!("the default model's step (GRU 64, bidirectional):");
+        common::print_profile(&gpu, &[&step, &update])?;
     }
     Ok(())
 }

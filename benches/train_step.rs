@@ -4,6 +4,8 @@
 //! the CPU time the step's encoding and submission take per dispatch, and each kernel's
 //! share of the step (every dispatch timed alone, summed by kernel).
 
+mod common;
+
 use std::time::Instant;
 
 use shadergrad::graph::{Feed, Graph, Var};
@@ -80,38 +82,6 @@ fn main() -> shadergrad::Result<()> {
         memory.peak_bytes / 1024,
         memory.naive_bytes / 1024
     );
-    print_profile(&gpu, &[plan.dispatches(), adam.dispatches()])?;
-    Ok(())
-}
-
-/// Times every dispatch alone (best of 3) and prints the kernels by their summed time.
-fn print_profile(gpu: &Gpu, lists: &[&[shadergrad::gpu::Dispatch]]) -> shadergrad::Result<()> {
-    let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
-    for dispatch in lists.iter().flat_map(|list| list.iter()) {
-        let one = std::slice::from_ref(dispatch);
-        let mut best = f64::INFINITY;
-        for _ in 0..3 {
-            best = best.min(gpu.submit_timed(one)?.seconds);
-        }
-        match by_kernel
-            .iter_mut()
-            .find(|(name, _, _)| *name == dispatch.kernel.name)
-        {
-            Some(entry) => {
-                entry.1 += best;
-                entry.2 += 1;
-            }
-            None => by_kernel.push((dispatch.kernel.name.clone(), best, 1)),
-        }
-    }
-    by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = by_kernel.iter().map(|(_, t, _)| t).sum();
-    println!(
-        "each dispatch alone (best of 3), by kernel: {:.2} ms in all",
-        total * 1e3
-    );
-    for (name, seconds, count) in by_kernel {
-        println!("  {:>8.3} ms  {count:>2}×  {name}", seconds * 1e3);
-    }
+    common::print_profile(&gpu, &[plan.dispatches(), adam.dispatches()])?;
     Ok(())
 }

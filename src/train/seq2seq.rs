@@ -283,6 +283,12 @@ impl Seq2SeqModel {
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
     }
 
+    /// The dispatches of the training step for `batch`'s shape (compiling its plan on first
+    /// use), for profiling.
+    pub fn training_dispatches(&mut self, batch: &SeqBatch) -> Result<&[Dispatch]> {
+        Ok(self.train_plan(batch)?.plan.dispatches())
+    }
+
     /// One step over `batch` with teacher forcing: the loss, its gradients into the shared
     /// gradient tensors, then `extra` (an optimizer's update), in one submission.
     pub fn train_step(&mut self, batch: &SeqBatch, extra: &[Dispatch]) -> Result<StepReport> {
