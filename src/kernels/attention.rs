@@ -961,6 +961,175 @@ pub fn fused_attention_dispatch(
     Ok(Some(dispatch))
 }
 
+/// The storage buffers each kernel of the fused backward binds.
+const FUSED_BACKWARD_STORAGE_BUFFERS: u32 = 10;
+
+/// The backward of [`fused_attention`] without the [B, H, Lq, Lk] probabilities: from Q, K,
+/// V, the forward's O and log-sum-exp and dL/dO (`grad_output`, [B, H, Lq, Dv]), the
+/// gradients of Q, K and V. P is recomputed from Q, K and the log-sum-exp, so `options`
+/// must be the forward's (every mask acts again). Two dispatches, one submission.
+pub fn fused_attention_backward(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    forward: &FusedAttention,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+) -> Result<AttentionGradients> {
+    let gpu = q.gpu();
+    let grads = AttentionGradients {
+        query: Tensor::uninit(gpu, q.shape())?,
+        key: Tensor::uninit(gpu, k.shape())?,
+        value: Tensor::uninit(gpu, v.shape())?,
+    };
+    let mut recording = Recording::default();
+    fused_attention_backward_dispatches_into(
+        (q, k, v),
+        forward,
+        grad_output,
+        options,
+        &grads,
+        &mut recording,
+    )?;
+    recording.submit(gpu)?;
+    Ok(grads)
+}
+
+/// Records [`fused_attention_backward`] writing into given tensors shaped as Q, K and V (a
+/// compiled graph's buffers). The first dispatch owns query rows: dQ, and each row's
+/// Δ = rowsum(dO ⊙ O) into a kept intermediate; the second owns key rows: dK and dV,
+/// summed over the query heads of each key/value head inside the kernel.
+pub fn fused_attention_backward_dispatches_into(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    forward: &FusedAttention,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+    into: &AttentionGradients,
+    recording: &mut Recording,
+) -> Result<()> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    check_result_shapes(
+        "fused attention backward",
+        &[
+            (
+                "attention output",
+                &forward.output,
+                &dims.output_shape()[..],
+            ),
+            (
+                "log-sum-exp",
+                &forward.log_sum_exp,
+                &[dims.batch, dims.heads, dims.q_len][..],
+            ),
+            (
+                "attention output gradient",
+                grad_output,
+                &dims.output_shape()[..],
+            ),
+            ("query gradient", &into.query, q.shape()),
+            ("key gradient", &into.key, k.shape()),
+            ("value gradient", &into.value, v.shape()),
+        ],
+    )?;
+    for other in [
+        k,
+        v,
+        &forward.output,
+        &forward.log_sum_exp,
+        grad_output,
+        &into.query,
+        &into.key,
+        &into.value,
+    ] {
+        q.same_device("fused attention backward", other)?;
+    }
+    check_options(q, &dims, options)?;
+    let gpu = q.gpu();
+    let available = gpu.limits().max_storage_buffers_per_shader_stage;
+    if available < FUSED_BACKWARD_STORAGE_BUFFERS {
+        return Err(Error::invalid(
+            "fused attention backward",
+            format!(
+                "its kernels bind {FUSED_BACKWARD_STORAGE_BUFFERS} storage buffers, the \
+                 adapter allows {available} per stage: use the unfused backward"
+            ),
+        ));
+    }
+    let delta = Tensor::uninit(gpu, &[dims.batch, dims.heads, dims.q_len])?;
+    recording.keep(&delta);
+    // Workgroups of 64 rows (the shader's FUSED_ROWS) by chunks of 64 result columns
+    // (VALUE_CHUNK), at least one chunk: the queries' writes Δ, which the keys' read.
+    let query_blocks =
+        dims.batch * dims.heads * dims.head_dim.div_ceil(64).max(1) * dims.q_len.div_ceil(64);
+    let key_blocks = dims.batch
+        * dims.kv_heads
+        * dims.head_dim.max(dims.value_dim).div_ceil(64).max(1)
+        * dims.k_len.div_ceil(64);
+    let mut constants = mask_constants(options);
+    constants.push(("CACHED_HEAD_DIM", dims.head_dim.min(64) as f64));
+    constants.push(("CACHED_VALUE_DIM", dims.value_dim.min(64) as f64));
+    let params = AttentionParams::new(&dims, options);
+    let placeholder = gpu.placeholder();
+    let mask = options
+        .mask
+        .map_or(placeholder, |mask| mask.values.buffer());
+    let lengths = options.key_lengths.map_or(placeholder, Indices::buffer);
+    use Access::{Read, ReadWrite, Uniform};
+    // Bindings 3, 8 and 9 differ: dQ, O, Δ (written) for the queries' kernel; dK, dV, Δ
+    // (read) for the keys'.
+    let kernels: [(&'static str, usize, &'static [Access], [&Tensor; 3]); 2] = [
+        (
+            "fused_attention_backward_queries",
+            query_blocks,
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, Read, ReadWrite, Uniform,
+            ],
+            [&into.query, &forward.output, &delta],
+        ),
+        (
+            "fused_attention_backward_keys",
+            key_blocks,
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite, Read, Uniform,
+            ],
+            [&into.key, &into.value, &delta],
+        ),
+    ];
+    for (entry, blocks, bindings, [third, eighth, ninth]) in kernels {
+        if blocks == 0 {
+            continue;
+        }
+        let blocks = u32::try_from(blocks).map_err(|_| {
+            Error::invalid(
+                "fused attention backward",
+                format!("{blocks} workgroups are more than one dispatch can index (2^32)"),
+            )
+        })?;
+        let spec = KernelSpec {
+            source: &SHADER,
+            entry,
+            bindings,
+            constants: constants.clone(),
+        };
+        recording.dispatches.push(gpu.dispatch(
+            &spec,
+            &[
+                q.buffer(),
+                mask,
+                lengths,
+                third.buffer(),
+                k.buffer(),
+                v.buffer(),
+                forward.log_sum_exp.buffer(),
+                grad_output.buffer(),
+                eighth.buffer(),
+                ninth.buffer(),
+            ],
+            &params,
+            gpu.grid(blocks),
+        )?);
+    }
+    Ok(())
+}
+
 /// Checks that each (name, tensor, shape) has its shape: the results a caller provides.
 fn check_result_shapes(op: &'static str, results: &[(&str, &Tensor, &[usize])]) -> Result<()> {
     for &(name, tensor, shape) in results {
