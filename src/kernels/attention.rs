@@ -816,7 +816,8 @@ pub enum AttentionVariant {
     /// scores and P, [B, H, Lq, Lk], which the backward needs.
     Unfused,
     /// `fused_attention`: one dispatch streaming over the keys with an online softmax;
-    /// writes only O and the per-row log-sum-exp. Inference only (no P for a backward).
+    /// writes only O and the per-row log-sum-exp, from which `fused_attention_backward`
+    /// recomputes P.
     Fused,
 }
 
@@ -827,10 +828,29 @@ pub enum AttentionVariant {
 /// 128 MiB of scores and P for those 16 heads, which the fused one never writes.
 pub const FUSED_MIN_SCORES: usize = 1024 * 1024;
 
+/// Lq·Lk from which [`AttentionVariant::choose_for_training`] picks the fused forward and
+/// backward on adapters that are not CPU-like. Not measured on such an adapter (none was
+/// at hand): the length from which the unfused path's three [B, H, Lq, Lk] tensors (S, P,
+/// dS) outgrow the caches, as for inference. On lavapipe the fused pair is 4× slower at
+/// L = 128 and still slower at L = 512 (B = H = 4, D = 32; see the README).
+pub const FUSED_TRAINING_MIN_SCORES: usize = 1024 * 1024;
+
 impl AttentionVariant {
     /// The rule for a forward that needs no P: fused when Lq·Lk ≥ [`FUSED_MIN_SCORES`].
     pub fn choose(dims: &AttentionDims) -> AttentionVariant {
         if dims.q_len * dims.k_len >= FUSED_MIN_SCORES {
+            AttentionVariant::Fused
+        } else {
+            AttentionVariant::Unfused
+        }
+    }
+
+    /// The rule for a forward followed by its backward (training): never fused on
+    /// CPU-like adapters, where the fused backward's per-row loops lose to the matmul
+    /// kernels at every length measured; elsewhere fused when Lq·Lk ≥
+    /// [`FUSED_TRAINING_MIN_SCORES`].
+    pub fn choose_for_training(gpu: &Gpu, dims: &AttentionDims) -> AttentionVariant {
+        if !gpu.is_cpu_like() && dims.q_len * dims.k_len >= FUSED_TRAINING_MIN_SCORES {
             AttentionVariant::Fused
         } else {
             AttentionVariant::Unfused
