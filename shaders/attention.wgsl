@@ -459,14 +459,16 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
     let log_sum_exp = saved_log_sum_exp[row];
 
     var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    // The key's cached elements, which are the first chunk's columns of dQ.
+    var key: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var j = union_lo; j < union_hi; j++) {
         let key_base = (kv * p.k_len + j) * p.head_dim;
         var score = 0.0;
         for (var c = 0u; c < query_quads; c++) {
             let at = vec4<u32>(key_base) + min(quad(c), vec4<u32>(last_cached));
-            let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                                   fused_keys[at.w]);
-            score += dot(query[c], select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_HEAD_DIM)));
+            key[c] = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                               fused_keys[at.w]);
+            score += dot(query[c], key[c]);
         }
         for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
             score += fused_query[query_base + e] * fused_keys[key_base + e];
@@ -493,12 +495,18 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
         // discarded.
         let prob = select(0.0, exp(logit(p, scaled, m) - log_sum_exp), keep);
         let grad_score = prob * (grad_prob - delta) * capped_slope(p, scaled);
-        let column_base = key_base + first_column;
-        for (var c = 0u; c < query_quads; c++) {
-            let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_column));
-            let key = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                                fused_keys[at.w]);
-            accumulator[c] += grad_score * key;
+        if first_column == 0u {
+            for (var c = 0u; c < query_quads; c++) {
+                accumulator[c] += grad_score * key[c];
+            }
+        } else {
+            let column_base = key_base + first_column;
+            for (var c = 0u; c < query_quads; c++) {
+                let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_column));
+                let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                                       fused_keys[at.w]);
+                accumulator[c] += grad_score * loaded;
+            }
         }
     }
     if !owns_query {
@@ -599,6 +607,9 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
 
     var key_accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
     var value_accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    // The query's and dO's cached elements, which are the first chunk's columns.
+    var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    var grad: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var g = 0u; g < p.group; g++) {
         let h = kv_head * p.group + g;
         let batch_head = b * p.heads + h;
@@ -609,9 +620,9 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             var score = 0.0;
             for (var c = 0u; c < key_quads; c++) {
                 let at = vec4<u32>(query_base) + min(quad(c), vec4<u32>(last_cached));
-                let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
-                                       fused_query[at.w]);
-                score += dot(key[c], loaded);
+                query[c] = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
+                                     fused_query[at.w]);
+                score += dot(key[c], query[c]);
             }
             for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
                 score += fused_query[query_base + e] * fused_keys[key_base + e];
@@ -619,9 +630,9 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             var grad_prob = 0.0;
             for (var c = 0u; c < value_quads; c++) {
                 let at = vec4<u32>(grad_base) + min(quad(c), vec4<u32>(last_cached_value));
-                let loaded = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
-                                       grad_output[at.w]);
-                grad_prob += dot(value[c], loaded);
+                grad[c] = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
+                                    grad_output[at.w]);
+                grad_prob += dot(value[c], grad[c]);
             }
             for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
                 grad_prob += grad_output[grad_base + e] * fused_values[value_base + e];
@@ -638,6 +649,15 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             let scaled = score * p.scale;
             let prob = select(0.0, exp(logit(p, scaled, m) - saved_log_sum_exp[row]), keep);
             let grad_score = prob * (grad_prob - saved_delta[row]) * capped_slope(p, scaled);
+            if first_column == 0u {
+                for (var c = 0u; c < key_quads; c++) {
+                    key_accumulator[c] += grad_score * query[c];
+                }
+                for (var c = 0u; c < value_quads; c++) {
+                    value_accumulator[c] += prob * grad[c];
+                }
+                continue;
+            }
             if key_width > 0u {
                 let column_base = query_base + first_column;
                 for (var c = 0u; c < key_quads; c++) {
