@@ -507,7 +507,7 @@ impl Bench<'_> {
         let dims = AttentionDims::from_shapes(shape, shape, shape)?;
         let case = Case {
             kernel: "attention",
-            variant: "fused forward+backward",
+            variant: "fused fwd+bwd",
             shape: format!("{b}x{h}x{len}x{d}"),
             flops: Some(3.0 * flops),
             bytes: None,

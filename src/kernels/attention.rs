@@ -24,8 +24,11 @@
 //!
 //! [`fused_attention`] computes O (and each row's log-sum-exp) in one dispatch without the
 //! scores: each query streams over its keys with an online softmax. It serves inference
-//! ([`attention_output`] picks it by [`AttentionVariant::choose`]); training keeps the
-//! unfused forward, whose P the backward needs.
+//! ([`attention_output`] picks it by [`AttentionVariant::choose`]) and training:
+//! [`fused_attention_backward`] recomputes P from Q, K and the log-sum-exp in two
+//! dispatches, one owning query rows (dQ), one owning key rows (dK, dV, summed over each
+//! group of query heads), never writing [B, H, Lq, Lk]. The graph's attention op picks
+//! the pair by [`AttentionVariant::choose_for_training`].
 //!
 //! The backward needs P, which the forward returns, and recomputes S only with a softcap:
 //! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's derivative),
@@ -847,10 +850,16 @@ impl AttentionVariant {
 
     /// The rule for a forward followed by its backward (training): never fused on
     /// CPU-like adapters, where the fused backward's per-row loops lose to the matmul
-    /// kernels at every length measured; elsewhere fused when Lq·Lk ≥
+    /// kernels at every length measured, nor where the adapter binds too few storage
+    /// buffers for the fused backward; elsewhere fused when Lq·Lk ≥
     /// [`FUSED_TRAINING_MIN_SCORES`].
     pub fn choose_for_training(gpu: &Gpu, dims: &AttentionDims) -> AttentionVariant {
-        if !gpu.is_cpu_like() && dims.q_len * dims.k_len >= FUSED_TRAINING_MIN_SCORES {
+        let binds_enough =
+            gpu.limits().max_storage_buffers_per_shader_stage >= FUSED_BACKWARD_STORAGE_BUFFERS;
+        if !gpu.is_cpu_like()
+            && binds_enough
+            && dims.q_len * dims.k_len >= FUSED_TRAINING_MIN_SCORES
+        {
             AttentionVariant::Fused
         } else {
             AttentionVariant::Unfused
