@@ -479,7 +479,7 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
             let at = vec4<u32>(value_base) + min(quad(c), vec4<u32>(last_cached_value));
             let loaded = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
                                    fused_values[at.w]);
-            grad_prob += dot(grad[c], select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_VALUE_DIM)));
+            grad_prob += dot(grad[c], loaded);
         }
         for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
             grad_prob += grad_output[grad_base + e] * fused_values[value_base + e];
@@ -543,7 +543,8 @@ fn query_range(p: Params, b: u32, first_key: u32, last_key: u32) -> vec2<i32> {
     if i32(first_key) >= valid {
         hi = 0;
     }
-    // Causal: j ≤ i + offset. Right window: j ≤ i + offset + right. Left: j ≥ i + offset − left.
+    // Causal: j ≤ i + offset; right window: j ≤ i + offset + right; left window:
+    // j ≥ i + offset − left.
     if CAUSAL {
         lo = max(lo, i32(first_key) - offset);
     }

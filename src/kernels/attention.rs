@@ -30,9 +30,9 @@
 //! group of query heads), never writing [B, H, Lq, Lk]. The graph's attention op picks
 //! the pair by [`AttentionVariant::choose_for_training`].
 //!
-//! The backward needs P, which the forward returns, and recomputes S only with a softcap:
-//! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's derivative),
-//! dQ = dS·K·scale, dK = dSᵀ·Q·scale.
+//! The unfused backward needs P, which the forward returns, and recomputes S only with a
+//! softcap: dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's
+//! derivative), dQ = dS·K·scale, dK = dSᵀ·Q·scale.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
