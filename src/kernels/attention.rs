@@ -1124,7 +1124,7 @@ pub fn fused_attention_backward_dispatches_into(
             [&into.key, &into.value, &delta],
         ),
     ];
-    for (entry, blocks, bindings, [third, eighth, ninth]) in kernels {
+    for (entry, blocks, bindings, [at_3, at_8, at_9]) in kernels {
         if blocks == 0 {
             continue;
         }
@@ -1146,13 +1146,13 @@ pub fn fused_attention_backward_dispatches_into(
                 q.buffer(),
                 mask,
                 lengths,
-                third.buffer(),
+                at_3.buffer(),
                 k.buffer(),
                 v.buffer(),
                 forward.log_sum_exp.buffer(),
                 grad_output.buffer(),
-                eighth.buffer(),
-                ninth.buffer(),
+                at_8.buffer(),
+                at_9.buffer(),
             ],
             &params,
             gpu.grid(blocks),
