@@ -1,8 +1,9 @@
 //! `cargo bench --bench attention`: multi-head attention forward, and forward + backward,
 //! at B = 4, H = 4, D = Dv = 32 for L = 128 and L = 512 (Lq = Lk = L), with and without a
 //! causal mask, on the default adapter (or the one `SHADERGRAD_ADAPTER` names); the fused
-//! forward beside them and alone at L = 1024 (the unfused one's 4·4·1024² scores take
-//! 64 MiB and long); and the masked softmax alone.
+//! forward and fused forward + backward beside them, and the fused forward alone at
+//! L = 1024 (the unfused one's 4·4·1024² scores take 64 MiB and long); and the masked
+//! softmax alone.
 //!
 //! GFLOP/s counts the four (forward) or twelve (forward + backward) multiply-adds per
 //! score and head dimension of the products: forward 2·B·H·L²·(D + Dv), backward twice
@@ -14,8 +15,9 @@ mod common;
 
 use common::{print_adapter, print_header, print_row, time_dispatches};
 use shadergrad::kernels::attention::{
-    attention_backward_dispatches, attention_dispatches, fused_attention_dispatch,
-    masked_softmax_dispatch, AttentionDims, FusedAttention, Recording,
+    attention_backward_dispatches, attention_dispatches, fused_attention_backward_dispatches_into,
+    fused_attention_dispatch, masked_softmax_dispatch, AttentionDims, AttentionGradients,
+    FusedAttention, Recording,
 };
 use shadergrad::rng::Rng;
 use shadergrad::{AttentionOptions, AttentionSettingsBuilder, Gpu, Tensor};
@@ -26,12 +28,18 @@ const HEAD_DIM: usize = 32;
 const LENGTHS: [usize; 2] = [128, 512];
 const FUSED_ONLY_LENGTHS: [usize; 1] = [1024];
 
-/// Times the fused forward of random Q, K, V [B, H, L, D] with and without a causal mask.
-fn time_fused(gpu: &Gpu, rng: &mut Rng, len: usize) -> shadergrad::Result<()> {
+/// Times the fused forward, and with `with_backward` the fused forward + backward, of
+/// random Q, K, V [B, H, L, D] with and without a causal mask.
+fn time_fused(gpu: &Gpu, rng: &mut Rng, len: usize, with_backward: bool) -> shadergrad::Result<()> {
     let shape = [BATCH, HEADS, len, HEAD_DIM];
     let n = shape.iter().product();
     let mut random = || Tensor::from_slice(gpu, &rng.vec(n, -1.0, 1.0), &shape);
-    let (q, k, v) = (random()?, random()?, random()?);
+    let (q, k, v, grad_output) = (random()?, random()?, random()?, random()?);
+    let grads = AttentionGradients {
+        query: Tensor::zeros(gpu, &shape)?,
+        key: Tensor::zeros(gpu, &shape)?,
+        value: Tensor::zeros(gpu, &shape)?,
+    };
     let forward = FusedAttention {
         output: Tensor::zeros(gpu, &shape)?,
         log_sum_exp: Tensor::zeros(gpu, &shape[..3])?,
@@ -49,6 +57,28 @@ fn time_fused(gpu: &Gpu, rng: &mut Rng, len: usize) -> shadergrad::Result<()> {
             &format!("{BATCH}x{HEADS}x{len}x{HEAD_DIM}"),
             &stats,
             Some(flops),
+            None,
+        );
+        if !with_backward {
+            continue;
+        }
+        let mut both = Recording::default();
+        both.dispatches.extend(dispatches);
+        fused_attention_backward_dispatches_into(
+            (&q, &k, &v),
+            &forward,
+            &grad_output,
+            &options,
+            &grads,
+            &mut both,
+        )?;
+        let stats = time_dispatches(gpu, &both.dispatches)?;
+        print_row(
+            "attention fused fwd+bwd",
+            if causal { "causal" } else { "full" },
+            &format!("{BATCH}x{HEADS}x{len}x{HEAD_DIM}"),
+            &stats,
+            Some(3.0 * flops),
             None,
         );
     }
@@ -104,7 +134,7 @@ fn main() -> shadergrad::Result<()> {
             );
         }
 
-        time_fused(&gpu, &mut rng, len)?;
+        time_fused(&gpu, &mut rng, len, true)?;
 
         // The masked softmax alone: reads S, writes P (8 bytes per score).
         let dims = AttentionDims::from_shapes(&shape, &shape, &shape)?;
@@ -134,7 +164,8 @@ fn main() -> shadergrad::Result<()> {
         );
     }
     for len in FUSED_ONLY_LENGTHS {
-        time_fused(&gpu, &mut rng, len)?;
+        // The fused backward at this length takes over a minute on lavapipe.
+        time_fused(&gpu, &mut rng, len, false)?;
     }
     Ok(())
 }

@@ -362,3 +362,341 @@ fn masked_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>,
         bw_grad_scores[base + j] = ds;
     }
 }
+
+// Fused backward: dQ, dK and dV from Q, K, V, O, dO and the forward's log-sum-exp, without
+// the [rows, k_len] probabilities. Per kept (i, j): z from Q·Kᵀ as in the forward,
+// P = exp(z − lse_i), dP = dO_i·v_j, dS = P·(dP − Δ_i) with Δ_i = dO_i·O_i (times the
+// softcap's 1 − tanh²), then dQ_i = scale·Σ_j dS·k_j, dK_j = scale·Σ_i dS·q_i and
+// dV_j = Σ_i P·dO_i. No float atomics: `fused_attention_backward_queries` owns query rows
+// (dQ, and writes Δ), then `fused_attention_backward_keys` owns key rows (dK, dV),
+// iterating over the queries of every head of its key/value head's group, so each sum has
+// one owner and a fixed order. Same workgroup shape as `fused_attention`: 64 rows of one
+// head in step, one chunk of 64 result columns, the row's first 64 elements of its cached
+// operands in private vec4 arrays whose loops run to pipeline constants. Masked pairs get
+// P = dS = 0, so a row or key without kept pairs gets zero gradients.
+
+override CACHED_VALUE_DIM: u32 = 0u;  // min(Dv, VALUE_CHUNK)
+
+@group(0) @binding(3) var<storage, read_write> grad_query: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad_key: array<f32>;
+@group(0) @binding(6) var<storage, read> saved_log_sum_exp: array<f32>;
+@group(0) @binding(7) var<storage, read> grad_output: array<f32>;
+@group(0) @binding(8) var<storage, read> saved_output: array<f32>;
+@group(0) @binding(8) var<storage, read_write> grad_value: array<f32>;
+@group(0) @binding(9) var<storage, read_write> row_delta: array<f32>;
+@group(0) @binding(9) var<storage, read> saved_delta: array<f32>;
+@group(0) @binding(10) var<uniform> grad_params: Params;
+
+// The element indices 4c..4c+3 of lane quad c of a cached row.
+fn quad(c: u32) -> vec4<u32> {
+    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+}
+
+// The softcap's derivative at the scaled score s: 1 − tanh²(s/c), 1 without a softcap.
+fn capped_slope(p: Params, s: f32) -> f32 {
+    if SOFTCAP {
+        let t = tanh(clamp(s / p.softcap, -TANH_LIMIT, TANH_LIMIT));
+        return 1.0 - t * t;
+    }
+    return 1.0;
+}
+
+@compute @workgroup_size(64)
+fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
+                                    @builtin(num_workgroups) nwg: vec3<u32>,
+                                    @builtin(local_invocation_index) lid: u32) {
+    let p = grad_params;
+    let chunks = max((p.head_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
+    let blocks = (p.q_len + FUSED_ROWS - 1u) / FUSED_ROWS;
+    let block_index = wid.y * nwg.x + wid.x;
+    if block_index >= p.batch * p.heads * chunks * blocks {
+        return;
+    }
+    let first_query = (block_index % blocks) * FUSED_ROWS;
+    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
+    let batch_head = block_index / (blocks * chunks);
+    let h = batch_head % p.heads;
+    let b = batch_head / p.heads;
+    let kv = batch_head / p.group;
+    // Columns of dQ this chunk writes (0 when D = 0); reads past them repeat the last.
+    let width = min(VALUE_CHUNK, p.head_dim - first_column);
+    let last_column = max(width, 1u) - 1u;
+    let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
+    let owns_query = first_query + lid <= last_query;
+    let i = min(first_query + lid, last_query);
+    let row = batch_head * p.q_len + i;
+    let range = key_range(p, b, i);
+    let lo = u32(range.x);
+    let hi = u32(range.y);
+    let union_lo = u32(key_range(p, b, first_query).x);
+    let union_hi = u32(key_range(p, b, last_query).y);
+    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
+    let query_base = row * p.head_dim;
+    let grad_base = row * p.value_dim;
+
+    let query_quads = (CACHED_HEAD_DIM + 3u) / 4u;
+    let value_quads = (CACHED_VALUE_DIM + 3u) / 4u;
+    let last_cached = max(CACHED_HEAD_DIM, 1u) - 1u;
+    let last_cached_value = max(CACHED_VALUE_DIM, 1u) - 1u;
+    var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < query_quads; c++) {
+        let at = vec4<u32>(query_base) + min(quad(c), vec4<u32>(last_cached));
+        let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
+                               fused_query[at.w]);
+        query[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_HEAD_DIM));
+    }
+    var grad: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < value_quads; c++) {
+        let at = vec4<u32>(grad_base) + min(quad(c), vec4<u32>(last_cached_value));
+        let loaded = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
+                               grad_output[at.w]);
+        grad[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_VALUE_DIM));
+    }
+    var delta = 0.0;
+    for (var e = 0u; e < p.value_dim; e++) {
+        delta += grad_output[grad_base + e] * saved_output[grad_base + e];
+    }
+    let log_sum_exp = saved_log_sum_exp[row];
+
+    var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    // The key's cached elements, which are the first chunk's columns of dQ.
+    var key: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var j = union_lo; j < union_hi; j++) {
+        let key_base = (kv * p.k_len + j) * p.head_dim;
+        var score = 0.0;
+        for (var c = 0u; c < query_quads; c++) {
+            let at = vec4<u32>(key_base) + min(quad(c), vec4<u32>(last_cached));
+            key[c] = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                               fused_keys[at.w]);
+            score += dot(query[c], key[c]);
+        }
+        for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
+            score += fused_query[query_base + e] * fused_keys[key_base + e];
+        }
+        let value_base = (kv * p.k_len + j) * p.value_dim;
+        var grad_prob = 0.0;
+        for (var c = 0u; c < value_quads; c++) {
+            let at = vec4<u32>(value_base) + min(quad(c), vec4<u32>(last_cached_value));
+            let loaded = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
+                                   fused_values[at.w]);
+            grad_prob += dot(grad[c], loaded);
+        }
+        for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
+            grad_prob += grad_output[grad_base + e] * fused_values[value_base + e];
+        }
+        var keep = j >= lo && j < hi;
+        var m = 0.0;
+        if MASK != 0u && keep {
+            m = mask_at(p, mask_base, j);
+            keep = !masked_by_tensor(m);
+        }
+        let scaled = score * p.scale;
+        // A kept key's row has a finite log-sum-exp; the others' exp may overflow and is
+        // discarded.
+        let prob = select(0.0, exp(logit(p, scaled, m) - log_sum_exp), keep);
+        let grad_score = prob * (grad_prob - delta) * capped_slope(p, scaled);
+        if first_column == 0u {
+            for (var c = 0u; c < query_quads; c++) {
+                accumulator[c] += grad_score * key[c];
+            }
+        } else {
+            let column_base = key_base + first_column;
+            for (var c = 0u; c < query_quads; c++) {
+                let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_column));
+                let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                                       fused_keys[at.w]);
+                accumulator[c] += grad_score * loaded;
+            }
+        }
+    }
+    if !owns_query {
+        return;
+    }
+    let out_base = query_base + first_column;
+    for (var c = 0u; c < query_quads; c++) {
+        let out = accumulator[c] * p.scale;
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * c + t < width {
+                grad_query[out_base + 4u * c + t] = out[t];
+            }
+        }
+    }
+    if first_column == 0u {
+        row_delta[row] = delta;
+    }
+}
+
+// The queries [lo, hi) of batch b that may see some key of [first_key, last_key]: the
+// inverse of `key_range` for causality and the window (padding and the mask tensor are
+// left to the per-pair test).
+fn query_range(p: Params, b: u32, first_key: u32, last_key: u32) -> vec2<i32> {
+    var valid = i32(p.k_len);
+    if KEY_LENGTHS {
+        valid = i32(min(key_lengths[b], p.k_len));
+    }
+    var offset = p.offset;
+    if OFFSET_FROM_LENGTHS {
+        offset = valid - i32(p.q_len);
+    }
+    var lo = 0;
+    var hi = i32(p.q_len);
+    if i32(first_key) >= valid {
+        hi = 0;
+    }
+    // Causal: j ≤ i + offset; right window: j ≤ i + offset + right; left window:
+    // j ≥ i + offset − left.
+    if CAUSAL {
+        lo = max(lo, i32(first_key) - offset);
+    }
+    if p.right >= 0 {
+        lo = max(lo, i32(first_key) - offset - p.right);
+    }
+    if p.left >= 0 {
+        hi = min(hi, i32(last_key) - offset + p.left + 1);
+    }
+    return vec2<i32>(lo, max(hi, lo));
+}
+
+@compute @workgroup_size(64)
+fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) lid: u32) {
+    let p = grad_params;
+    let widest = max(p.head_dim, p.value_dim);
+    let chunks = max((widest + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
+    let blocks = (p.k_len + FUSED_ROWS - 1u) / FUSED_ROWS;
+    let kv_heads = p.heads / p.group;
+    let block_index = wid.y * nwg.x + wid.x;
+    if block_index >= p.batch * kv_heads * chunks * blocks {
+        return;
+    }
+    let first_key = (block_index % blocks) * FUSED_ROWS;
+    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
+    let batch_kv = block_index / (blocks * chunks);
+    let b = batch_kv / kv_heads;
+    let kv_head = batch_kv % kv_heads;
+    // This chunk's columns of dK and of dV; either may be empty.
+    let key_width = min(VALUE_CHUNK, max(p.head_dim, first_column) - first_column);
+    let value_width = min(VALUE_CHUNK, max(p.value_dim, first_column) - first_column);
+    let last_key_column = max(key_width, 1u) - 1u;
+    let last_value_column = max(value_width, 1u) - 1u;
+    let last_key = min(first_key + FUSED_ROWS, p.k_len) - 1u;
+    let owns_key = first_key + lid <= last_key;
+    let j = min(first_key + lid, last_key);
+    let key_base = (batch_kv * p.k_len + j) * p.head_dim;
+    let value_base = (batch_kv * p.k_len + j) * p.value_dim;
+    let queries = query_range(p, b, first_key, last_key);
+
+    let key_quads = (CACHED_HEAD_DIM + 3u) / 4u;
+    let value_quads = (CACHED_VALUE_DIM + 3u) / 4u;
+    let last_cached = max(CACHED_HEAD_DIM, 1u) - 1u;
+    let last_cached_value = max(CACHED_VALUE_DIM, 1u) - 1u;
+    var key: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < key_quads; c++) {
+        let at = vec4<u32>(key_base) + min(quad(c), vec4<u32>(last_cached));
+        let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
+                               fused_keys[at.w]);
+        key[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_HEAD_DIM));
+    }
+    var value: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var c = 0u; c < value_quads; c++) {
+        let at = vec4<u32>(value_base) + min(quad(c), vec4<u32>(last_cached_value));
+        let loaded = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
+                               fused_values[at.w]);
+        value[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_VALUE_DIM));
+    }
+
+    var key_accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    var value_accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    // The query's and dO's cached elements, which are the first chunk's columns.
+    var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    var grad: array<vec4<f32>, VALUE_CHUNK / 4u>;
+    for (var g = 0u; g < p.group; g++) {
+        let h = kv_head * p.group + g;
+        let batch_head = b * p.heads + h;
+        for (var i = u32(queries.x); i < u32(queries.y); i++) {
+            let row = batch_head * p.q_len + i;
+            let query_base = row * p.head_dim;
+            let grad_base = row * p.value_dim;
+            var score = 0.0;
+            for (var c = 0u; c < key_quads; c++) {
+                let at = vec4<u32>(query_base) + min(quad(c), vec4<u32>(last_cached));
+                query[c] = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
+                                     fused_query[at.w]);
+                score += dot(key[c], query[c]);
+            }
+            for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
+                score += fused_query[query_base + e] * fused_keys[key_base + e];
+            }
+            var grad_prob = 0.0;
+            for (var c = 0u; c < value_quads; c++) {
+                let at = vec4<u32>(grad_base) + min(quad(c), vec4<u32>(last_cached_value));
+                grad[c] = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
+                                    grad_output[at.w]);
+                grad_prob += dot(value[c], grad[c]);
+            }
+            for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
+                grad_prob += grad_output[grad_base + e] * fused_values[value_base + e];
+            }
+            let range = key_range(p, b, i);
+            var keep = i32(j) >= range.x && i32(j) < range.y;
+            var m = 0.0;
+            if MASK != 0u && keep {
+                let mask_base = b * p.mask_strides.x + h * p.mask_strides.y
+                    + i * p.mask_strides.z;
+                m = mask_at(p, mask_base, j);
+                keep = !masked_by_tensor(m);
+            }
+            let scaled = score * p.scale;
+            let prob = select(0.0, exp(logit(p, scaled, m) - saved_log_sum_exp[row]), keep);
+            let grad_score = prob * (grad_prob - saved_delta[row]) * capped_slope(p, scaled);
+            if first_column == 0u {
+                for (var c = 0u; c < key_quads; c++) {
+                    key_accumulator[c] += grad_score * query[c];
+                }
+                for (var c = 0u; c < value_quads; c++) {
+                    value_accumulator[c] += prob * grad[c];
+                }
+                continue;
+            }
+            if key_width > 0u {
+                let column_base = query_base + first_column;
+                for (var c = 0u; c < key_quads; c++) {
+                    let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_key_column));
+                    let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y],
+                                           fused_query[at.z], fused_query[at.w]);
+                    key_accumulator[c] += grad_score * loaded;
+                }
+            }
+            if value_width > 0u {
+                let column_base = grad_base + first_column;
+                for (var c = 0u; c < value_quads; c++) {
+                    let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_value_column));
+                    let loaded = vec4<f32>(grad_output[at.x], grad_output[at.y],
+                                           grad_output[at.z], grad_output[at.w]);
+                    value_accumulator[c] += prob * loaded;
+                }
+            }
+        }
+    }
+    if !owns_key {
+        return;
+    }
+    let key_out = key_base + first_column;
+    for (var c = 0u; c < key_quads; c++) {
+        let out = key_accumulator[c] * p.scale;
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * c + t < key_width {
+                grad_key[key_out + 4u * c + t] = out[t];
+            }
+        }
+    }
+    let value_out = value_base + first_column;
+    for (var c = 0u; c < value_quads; c++) {
+        for (var t = 0u; t < 4u; t++) {
+            if 4u * c + t < value_width {
+                grad_value[value_out + 4u * c + t] = value_accumulator[c][t];
+            }
+        }
+    }
+}

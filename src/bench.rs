@@ -15,8 +15,9 @@ use crate::error::Result;
 use crate::gpu::{Dispatch, Gpu, TimingSource};
 use crate::graph::{Feed, Graph, Var};
 use crate::kernels::attention::{
-    attention_backward_dispatches, attention_dispatches, fused_attention_dispatch,
-    AttentionOptions, FusedAttention, Recording, FUSED_MIN_SCORES,
+    attention_backward_dispatches, attention_dispatches, fused_attention_backward_dispatches_into,
+    fused_attention_dispatch, AttentionDims, AttentionGradients, AttentionOptions,
+    AttentionVariant, FusedAttention, Recording, FUSED_MIN_SCORES,
 };
 use crate::kernels::conv::{conv_forward_dispatch, Conv2d, ConvGeometry};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
@@ -436,26 +437,31 @@ impl Bench<'_> {
             let mut both = Recording::default();
             let result = attention_dispatches(&q, &k, &v, &options, &mut both)?;
             attention_backward_dispatches((&q, &k, &v), &result.probs, &dy, &options, &mut both)?;
+            let dims = AttentionDims::from_shapes(&shape, &shape, &shape)?;
+            let fused_for_training =
+                AttentionVariant::choose_for_training(self.gpu, &dims) == AttentionVariant::Fused;
             let case = Case {
                 kernel: "attention",
                 variant: "forward+backward",
                 shape: label,
                 flops: Some(3.0 * flops),
                 bytes: None,
-                picked: true,
+                picked: !fused_for_training,
             };
             self.time(case, &both.dispatches)?;
-            self.fused_attention(&shape)?;
+            self.fused_attention(&shape, true)?;
         }
-        // The unfused forward's 4·4·1024² scores take 64 MiB and long: the fused one alone.
+        // The unfused forward's 4·4·1024² scores take 64 MiB and long: the fused forward
+        // alone (its backward takes over a minute on lavapipe).
         if !self.options.quick {
-            self.fused_attention(&[b, h, 1024, d])?;
+            self.fused_attention(&[b, h, 1024, d], false)?;
         }
         Ok(())
     }
 
-    /// The fused attention forward on random Q, K, V of `shape` [B, H, L, D].
-    fn fused_attention(&mut self, shape: &[usize; 4]) -> Result<()> {
+    /// The fused attention forward on random Q, K, V of `shape` [B, H, L, D], and with
+    /// `with_backward` the fused forward + backward.
+    fn fused_attention(&mut self, shape: &[usize; 4], with_backward: bool) -> Result<()> {
         let (q, k, v) = (
             self.random(shape)?,
             self.random(shape)?,
@@ -465,20 +471,50 @@ impl Bench<'_> {
             output: Tensor::uninit(self.gpu, shape)?,
             log_sum_exp: Tensor::uninit(self.gpu, &shape[..3])?,
         };
-        let dispatches: Vec<Dispatch> =
-            fused_attention_dispatch((&q, &k, &v), &AttentionOptions::default(), &forward)?
-                .into_iter()
-                .collect();
+        let options = AttentionOptions::default();
+        let mut recording = Recording::default();
+        recording
+            .dispatches
+            .extend(fused_attention_dispatch((&q, &k, &v), &options, &forward)?);
         let [b, h, len, d] = *shape;
+        let flops = 4.0 * (b * h * len * len * d) as f64;
         let case = Case {
             kernel: "attention",
             variant: "fused forward",
             shape: format!("{b}x{h}x{len}x{d}"),
-            flops: Some(4.0 * (b * h * len * len * d) as f64),
+            flops: Some(flops),
             bytes: None,
             picked: len * len >= FUSED_MIN_SCORES,
         };
-        self.time(case, &dispatches)
+        self.time(case, &recording.dispatches)?;
+        if !with_backward {
+            return Ok(());
+        }
+        let dy = self.random(shape)?;
+        let grads = AttentionGradients {
+            query: Tensor::uninit(self.gpu, shape)?,
+            key: Tensor::uninit(self.gpu, shape)?,
+            value: Tensor::uninit(self.gpu, shape)?,
+        };
+        fused_attention_backward_dispatches_into(
+            (&q, &k, &v),
+            &forward,
+            &dy,
+            &options,
+            &grads,
+            &mut recording,
+        )?;
+        let dims = AttentionDims::from_shapes(shape, shape, shape)?;
+        let case = Case {
+            kernel: "attention",
+            variant: "fused fwd+bwd",
+            shape: format!("{b}x{h}x{len}x{d}"),
+            flops: Some(3.0 * flops),
+            bytes: None,
+            picked: AttentionVariant::choose_for_training(self.gpu, &dims)
+                == AttentionVariant::Fused,
+        };
+        self.time(case, &recording.dispatches)
     }
 
     /// The fused cells over 8 steps of 128 sequences of 128 units.

@@ -44,8 +44,8 @@ pub use error::{Error, Result};
 pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::attention::{
     attention, attention_backward, attention_logits, attention_output, fused_attention,
-    AttentionForward, AttentionGradients, AttentionOptions, AttentionSettingsBuilder,
-    AttentionVariant, FusedAttention, MaskKind, QueryAlignment,
+    fused_attention_backward, AttentionForward, AttentionGradients, AttentionOptions,
+    AttentionSettingsBuilder, AttentionVariant, FusedAttention, MaskKind, QueryAlignment,
 };
 pub use kernels::conv::{Conv1d, Conv2d, ConvGradients, ConvVariant, MaxPool1d};
 pub use kernels::elementwise::{Binary, Unary};

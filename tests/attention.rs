@@ -14,7 +14,8 @@ use shadergrad::rng::Rng;
 use shadergrad::AttentionSettingsBuilder;
 use shadergrad::{
     attention, attention_backward, attention_logits, attention_output, fused_attention,
-    AttentionOptions, AttentionVariant, Indices, MaskKind, QueryAlignment, Tensor,
+    fused_attention_backward, AttentionOptions, AttentionVariant, Indices, MaskKind,
+    QueryAlignment, Tensor,
 };
 
 /// f32 epsilon as f64.
@@ -721,6 +722,197 @@ fn backward_matches_finite_differences_with_masks() {
     check_backward(&Scenario::new((1, 2, 2), (1, 5), (3, 3)), 92);
 }
 
+/// Checks the fused backward of `scenario` against the unfused backward and central
+/// differences of the f64 reference (L = Σ w·O, as `check_backward`), and that a row or key
+/// without kept pairs gets exactly zero gradients, with no NaN anywhere.
+///
+/// Tolerance: every gradient element is a sum of at most n = max(H/Hkv·Lq, Lk) pair terms,
+/// each the product of P (≤ 1) with D- or Dv-term dot products of values ≤ 1; recomputing P
+/// from the log-sum-exp is off by the forward's relative error (`Scenario::tolerances`), and
+/// f32 sums and products by (n + D + Dv)·ε of the magnitudes, scaled by the scale and by at
+/// most 1 + |mask| through dS: 4·(those) + 1e-6 absolute, with 1e-4 relative for the
+/// larger elements (the f64 differences are off by ~1e-9). An indexing or masking bug is
+/// off by orders of magnitude more.
+fn check_fused_backward(scenario: &Scenario, seed: u64) {
+    let inputs = scenario.inputs(seed);
+    let mut rng = Rng::new(seed + 1000);
+    let d = &scenario.dims;
+    let weights = rng.vec(d.batch * d.heads * d.q_len * d.value_dim, -1.0, 1.0);
+    let w = to_f64(&weights);
+    let uploaded = scenario.upload(&inputs);
+    let options = scenario.options(&uploaded);
+    let operands = (&uploaded.q, &uploaded.k, &uploaded.v);
+    let grad_output = upload(&weights, &[d.batch, d.heads, d.q_len, d.value_dim]);
+    let fused = fused_attention(operands.0, operands.1, operands.2, &options).unwrap();
+    let grads = fused_attention_backward(operands, &fused, &grad_output, &options).unwrap();
+    let unfused = attention(operands.0, operands.1, operands.2, &options).unwrap();
+    let reference = attention_backward(
+        operands.0,
+        operands.1,
+        operands.2,
+        &unfused.probs,
+        &grad_output,
+        &options,
+    )
+    .unwrap();
+
+    let (q, k, v) = (to_f64(&inputs.q), to_f64(&inputs.k), to_f64(&inputs.v));
+    let h = 1e-4;
+    let numeric = [
+        numeric_gradient(&q, h, |x| weighted_sum(&w, &scenario.cpu(x, &k, &v).output)),
+        numeric_gradient(&k, h, |x| weighted_sum(&w, &scenario.cpu(&q, x, &v).output)),
+        numeric_gradient(&v, h, |x| weighted_sum(&w, &scenario.cpu(&q, &k, x).output)),
+    ];
+    let n = (d.group() * d.q_len).max(d.k_len) as f64;
+    let scale = f64::from(scenario.settings.scale_for(d.head_dim)).max(1.0);
+    let (p_rel, _) = scenario.tolerances();
+    let magnitude = n * scale * (1.0 + scenario.mask_magnitude());
+    let atol = 4.0 * magnitude * (p_rel + (n + (d.head_dim + d.value_dim) as f64) * EPS) + 1e-6;
+    let label = format!("fused backward {}", scenario.label());
+    let without_pairs = elements_without_pairs(scenario, &scenario.cpu_of(&inputs).logits);
+    let name_index = |name: &str| ["dQ", "dK", "dV"].iter().position(|&n| n == name).unwrap();
+    let pairs = [
+        ("dQ", &grads.query, &reference.query),
+        ("dK", &grads.key, &reference.key),
+        ("dV", &grads.value, &reference.value),
+    ];
+    for ((name, got, unfused), numeric) in pairs.into_iter().zip(&numeric) {
+        let got = got.to_vec().unwrap();
+        assert!(
+            got.iter().all(|g| g.is_finite()),
+            "{name} of {label}: NaN or infinity"
+        );
+        let numeric: Vec<f32> = numeric.iter().map(|&g| g as f32).collect();
+        assert_close(&format!("{name} of {label}"), &got, &numeric, 1e-4, atol);
+        assert_close(
+            &format!("{name} of {label} against the unfused backward"),
+            &got,
+            &unfused.to_vec().unwrap(),
+            1e-4,
+            atol,
+        );
+        for (i, &unkept) in without_pairs[name_index(name)].iter().enumerate() {
+            if unkept {
+                assert_eq!(
+                    got[i], 0.0,
+                    "{name} of {label}: element {i} has no kept pair"
+                );
+            }
+        }
+    }
+}
+
+/// For dQ, dK and dV, whether each element belongs to a query row or key row that no kept
+/// (query, key) pair reaches (logit −∞ everywhere): those gradients must be exactly 0.
+fn elements_without_pairs(scenario: &Scenario, logits: &[f64]) -> [Vec<bool>; 3] {
+    let d = &scenario.dims;
+    let group = d.group();
+    let kept = |b: usize, h: usize, i: usize, j: usize| {
+        logits[((b * d.heads + h) * d.q_len + i) * d.k_len + j] != f64::NEG_INFINITY
+    };
+    let mut query = Vec::new();
+    for b in 0..d.batch {
+        for h in 0..d.heads {
+            for i in 0..d.q_len {
+                let none = !(0..d.k_len).any(|j| kept(b, h, i, j));
+                query.extend(std::iter::repeat_n(none, d.head_dim));
+            }
+        }
+    }
+    let (mut key, mut value) = (Vec::new(), Vec::new());
+    for b in 0..d.batch {
+        for kv in 0..d.kv_heads {
+            for j in 0..d.k_len {
+                let heads = kv * group..(kv + 1) * group;
+                let none = !heads
+                    .flat_map(|h| (0..d.q_len).map(move |i| (h, i)))
+                    .any(|(h, i)| kept(b, h, i, j));
+                key.extend(std::iter::repeat_n(none, d.head_dim));
+                value.extend(std::iter::repeat_n(none, d.value_dim));
+            }
+        }
+    }
+    [query, key, value]
+}
+
+/// The fused backward on odd shapes: every (Lq, Lk) of 1, 7, 33 with head sizes 1 and 17,
+/// one, four and grouped heads, causal masking and key lengths (0 among them) in turn.
+#[test]
+fn fused_backward_matches_unfused_and_finite_differences_on_odd_shapes() {
+    let lens = [1, 7, 33];
+    let heads = [(1, 1, 1), (2, 4, 2), (1, 4, 1), (2, 4, 4)];
+    let sizes = [(1, 1), (17, 17), (17, 3), (1, 17)];
+    let mut seed = 400;
+    for (a, &q_len) in lens.iter().enumerate() {
+        for (c, &k_len) in lens.iter().enumerate() {
+            let case = a * lens.len() + c;
+            let mut scenario =
+                Scenario::new(heads[case % 4], (q_len, k_len), sizes[(case / 2) % 4]);
+            scenario.settings.causal = case % 3 != 0;
+            let batch = scenario.dims.batch;
+            if case % 2 == 1 {
+                scenario.key_lengths = Some(vec![0, k_len as u32 / 2 + 1][2 - batch..].to_vec());
+            }
+            seed += 1;
+            check_fused_backward(&scenario, seed);
+        }
+    }
+}
+
+#[test]
+fn fused_backward_with_every_option() {
+    for (seed, alignment) in [
+        QueryAlignment::Offset(-2),
+        QueryAlignment::Offset(3),
+        QueryAlignment::EndOfValidKeys,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut scenario = Scenario::new((2, 3, 1), (5, 40), (4, 3));
+        scenario.settings.causal = true;
+        scenario.settings.alignment = alignment;
+        scenario.key_lengths = Some(vec![40, 19]);
+        check_fused_backward(&scenario, 420 + seed as u64);
+    }
+    // Windows, softcap with a large scale, additive and boolean masks that broadcast, with
+    // a fully masked row (row 1 of the additive mask).
+    let (lq, lk) = (9, 37);
+    let mut additive = vec![0.0f32; lq * lk];
+    let mut rng = Rng::new(430);
+    for (n, value) in additive.iter_mut().enumerate() {
+        *value = if n / lk == 1 || (n % lk) / 16 == 1 || rng.below(4) == 0 {
+            f32::NEG_INFINITY
+        } else {
+            rng.uniform(-2.0, 2.0)
+        };
+    }
+    let boolean: Vec<f32> = (0..2 * lk)
+        .map(|n| ((n / 7) % 3 != 0) as u32 as f32)
+        .collect();
+    let masks = [
+        (MaskKind::Additive, additive, vec![lq, lk]),
+        (MaskKind::Boolean, boolean, vec![2, 1, 1, lk]),
+    ];
+    for (seed, (kind, values, shape)) in masks.into_iter().enumerate() {
+        let mut scenario = Scenario::new((2, 4, 2), (lq, lk), (8, 5));
+        scenario.settings.scale = Some(2.0);
+        scenario.settings.softcap = Some(0.5);
+        scenario.settings.window_left = Some(20);
+        scenario.settings.window_right = Some(3);
+        scenario.settings.alignment = QueryAlignment::Offset(4);
+        scenario.mask = Some((kind, values, shape));
+        check_fused_backward(&scenario, 440 + seed as u64);
+    }
+    // Heads and values wider than one chunk of 64 columns; zero-sized axes.
+    check_fused_backward(&Scenario::new((1, 2, 1), (3, 66), (65, 66)), 450);
+    check_fused_backward(&Scenario::new((1, 2, 1), (5, 6), (130, 3)), 451);
+    check_fused_backward(&Scenario::new((1, 2, 2), (7, 7), (3, 0)), 452);
+    check_fused_backward(&Scenario::new((1, 2, 2), (7, 7), (0, 3)), 453);
+    check_fused_backward(&Scenario::new((2, 2, 2), (3, 0), (4, 5)), 454);
+    check_fused_backward(&Scenario::new((2, 2, 2), (0, 3), (4, 5)), 455);
+}
+
 #[test]
 fn results_are_deterministic() {
     let mut scenario = Scenario::new((2, 4, 2), (33, 31), (7, 5));
@@ -739,7 +931,24 @@ fn results_are_deterministic() {
             &options,
         )
         .unwrap();
-        [forward.output, grads.query, grads.key, grads.value].map(|t| {
+        let fused = fused_attention(&uploaded.q, &uploaded.k, &uploaded.v, &options).unwrap();
+        let fused_grads = fused_attention_backward(
+            (&uploaded.q, &uploaded.k, &uploaded.v),
+            &fused,
+            &forward.output,
+            &options,
+        )
+        .unwrap();
+        [
+            forward.output,
+            grads.query,
+            grads.key,
+            grads.value,
+            fused_grads.query,
+            fused_grads.key,
+            fused_grads.value,
+        ]
+        .map(|t| {
             t.to_vec()
                 .unwrap()
                 .iter()

@@ -13,7 +13,9 @@ use shadergrad::kernels::conv::{conv_cpu, max_pool1d_cpu, ConvGeometry};
 use shadergrad::kernels::gather::gather_cpu;
 use shadergrad::rng::Rng;
 use shadergrad::AttentionSettingsBuilder;
-use shadergrad::{Binary, Conv1d, Conv2d, Gpu, Indices, MaxPool1d, Reduce, Unary};
+use shadergrad::{
+    AttentionVariant, Binary, Conv1d, Conv2d, Gpu, Indices, MaxPool1d, Reduce, Unary,
+};
 
 /// f64 values as the f32 a parameter starts from.
 fn to_f32(x: &[f64]) -> Vec<f32> {
@@ -1338,8 +1340,14 @@ impl AttentionCase {
 }
 
 /// Checks dQ, dK and dV of `g.attention` against finite differences of the f64 reference
-/// of the attention kernels.
+/// of the attention kernels, through the unfused kernels and through the fused ones.
 fn attention_backward(case: &AttentionCase) {
+    for variant in [AttentionVariant::Unfused, AttentionVariant::Fused] {
+        attention_backward_through(case, variant);
+    }
+}
+
+fn attention_backward_through(case: &AttentionCase, variant: AttentionVariant) {
     let d = &case.dims;
     let q = [d.batch, d.heads, d.q_len, d.head_dim];
     let k = [d.batch, d.kv_heads, d.k_len, d.head_dim];
@@ -1364,7 +1372,7 @@ fn attention_backward(case: &AttentionCase) {
     // softcap's tanh), each off by a few ε of magnitudes ≲ 10: ≲ 1e-5, within check_op's
     // tolerance.
     check_op_with_indices(
-        &case.label(),
+        &format!("{variant:?} {}", case.label()),
         &[&q, &k, &v],
         &indices,
         |g, p, ids| {
@@ -1372,7 +1380,8 @@ fn attention_backward(case: &AttentionCase) {
                 settings: case.settings,
                 key_lengths: ids.first().copied(),
                 ..AttentionSpec::default()
-            };
+            }
+            .variant(variant);
             if let Some((kind, shape, values)) = &case.mask {
                 let mask = g.constant(values.clone(), shape).unwrap();
                 spec = spec.mask(*kind, mask);
@@ -1459,14 +1468,97 @@ fn attention_mask_errors_name_the_op_and_the_shapes() {
     assert!(err.contains("softcap"), "{err}");
 }
 
+/// Training through the fused kernels gives the unfused kernels' loss and gradients, with
+/// every mask and grouped heads; the default rule picks the unfused kernels on a CPU
+/// adapter.
+#[test]
+fn attention_training_through_the_fused_kernels_matches_the_unfused() {
+    let (batch, heads, kv_heads, q_len, k_len, head_dim) = (2, 4, 2, 33, 37, 17);
+    let run = |variant: Option<AttentionVariant>| {
+        let mut rng = Rng::new(78);
+        let mut g = Graph::new(gpu());
+        let q_shape = [batch, heads, q_len, head_dim];
+        let kv_shape = [batch, kv_heads, k_len, head_dim];
+        let q = g.parameter("q", &q_shape, rng.vec(q_shape.iter().product(), -1.0, 1.0));
+        let k = g.parameter(
+            "k",
+            &kv_shape,
+            rng.vec(kv_shape.iter().product(), -1.0, 1.0),
+        );
+        let v = g.parameter(
+            "v",
+            &kv_shape,
+            rng.vec(kv_shape.iter().product(), -1.0, 1.0),
+        );
+        let (q, k, v) = (q.unwrap(), k.unwrap(), v.unwrap());
+        let lengths = g.input_indices("lengths", &[batch]);
+        let bias_values = rng.vec(q_len * k_len, -1.0, 1.0);
+        let bias = g.constant(bias_values, &[q_len, k_len]).unwrap();
+        let mut spec = AttentionSpec::default()
+            .causal(true)
+            .window(Some(20), None)
+            .softcap(2.0)
+            .key_lengths(lengths)
+            .mask(MaskKind::Additive, bias);
+        spec.variant = variant;
+        let out = g.attention_with(q, k, v, &spec).unwrap();
+        let weights = g.constant(
+            rng.vec(batch * heads * q_len * head_dim, -1.0, 1.0),
+            &q_shape,
+        );
+        let weighted = g.mul(out, weights.unwrap()).unwrap();
+        let flat = g
+            .reshape(weighted, &[batch * heads * q_len * head_dim])
+            .unwrap();
+        let loss = g.sum(flat, 0, false).unwrap();
+        let grads = g.backward(loss).unwrap();
+        let (dq, dk, dv) = (
+            grads.of(q).unwrap(),
+            grads.of(k).unwrap(),
+            grads.of(v).unwrap(),
+        );
+        let mut plan = g.compile(&[loss, dq, dk, dv]).unwrap();
+        plan.run(&[Feed::u32(lengths, &[37, 20])], &[]).unwrap();
+        [loss, dq, dk, dv].map(|var| plan.read(var).unwrap())
+    };
+    let unfused = run(Some(AttentionVariant::Unfused));
+    let fused = run(Some(AttentionVariant::Fused));
+    // Both recompute the same f32 sums in other orders (P from the log-sum-exp, dS without
+    // the rowsum pass): sums of ≤ 37·2 terms of magnitude ≤ 2, a few hundred ε apart.
+    for (name, (a, b)) in ["loss", "dQ", "dK", "dV"]
+        .iter()
+        .zip(fused.iter().zip(&unfused))
+    {
+        assert_close(
+            &format!("{name} through the fused kernels"),
+            a,
+            b,
+            1e-4,
+            1e-4,
+        );
+    }
+    assert_eq!(
+        run(None),
+        unfused,
+        "the rule picks the unfused kernels on a CPU adapter"
+    );
+}
+
 /// With Lq = 0 the output is empty but dK and dV are not: they must be written (zeros).
 #[test]
 fn attention_without_queries_gives_zero_key_and_value_gradients() {
+    for variant in [AttentionVariant::Unfused, AttentionVariant::Fused] {
+        attention_without_queries(variant);
+    }
+}
+
+fn attention_without_queries(variant: AttentionVariant) {
     let mut g = Graph::new(gpu());
     let q = g.input("q", &[1, 2, 0, 3]);
     let k = g.parameter("k", &[1, 1, 4, 3], vec![0.5; 12]).unwrap();
     let v = g.parameter("v", &[1, 1, 4, 2], vec![0.5; 8]).unwrap();
-    let out = g.attention(q, k, v, None, true, None).unwrap();
+    let spec = AttentionSpec::default().causal(true).variant(variant);
+    let out = g.attention_with(q, k, v, &spec).unwrap();
     let flat = g.reshape(out, &[0]).unwrap();
     let loss = g.sum(flat, 0, false).unwrap();
     let grads = g.backward(loss).unwrap();

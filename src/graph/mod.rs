@@ -35,7 +35,9 @@ pub use plan::{Feed, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::attention::{AttentionSettings, AttentionSettingsBuilder, MaskKind};
+use crate::kernels::attention::{
+    AttentionDims, AttentionSettings, AttentionSettingsBuilder, AttentionVariant, MaskKind,
+};
 use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
 use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::recurrent::CellKind;
@@ -631,10 +633,15 @@ impl Graph {
             }
             inputs.push(mask);
         }
+        let dims = AttentionDims::from_shapes(self.shape(q), self.shape(k), self.shape(v))?;
+        let variant = spec
+            .variant
+            .unwrap_or_else(|| AttentionVariant::choose_for_training(&self.gpu, &dims));
         let op = Op::Attention {
             settings: spec.settings,
             key_lengths: spec.key_lengths.is_some(),
             mask: spec.mask.map(|(kind, _)| kind),
+            variant,
         };
         Ok(self.push(op, &inputs)?[0])
     }
@@ -702,6 +709,10 @@ pub struct AttentionSpec {
     /// An f32 value broadcastable to the scores [B, H, Lq, Lk]: added to the (softcapped)
     /// scores, −∞ masking, or boolean as 0/1 (0 masks). Not differentiable.
     pub mask: Option<(MaskKind, Var)>,
+    /// Forces the unfused kernels (which keep P for the backward) or the fused ones (which
+    /// keep each row's log-sum-exp and recompute P); `None`:
+    /// [`AttentionVariant::choose_for_training`].
+    pub variant: Option<AttentionVariant>,
 }
 
 impl AttentionSettingsBuilder for AttentionSpec {
@@ -718,6 +729,12 @@ impl AttentionSpec {
 
     pub fn mask(mut self, kind: MaskKind, values: Var) -> Self {
         self.mask = Some((kind, values));
+        self
+    }
+
+    /// Forces the fused or the unfused kernels, forward and backward.
+    pub fn variant(mut self, variant: AttentionVariant) -> Self {
+        self.variant = Some(variant);
         self
     }
 }

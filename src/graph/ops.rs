@@ -5,8 +5,10 @@
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::kernels::attention::{
-    attention_backward_dispatches_into, attention_dispatches_into, AttentionDims, AttentionForward,
-    AttentionGradients, AttentionMask, AttentionOptions, AttentionSettings, MaskKind, Recording,
+    attention_backward_dispatches_into, attention_dispatches_into,
+    fused_attention_backward_dispatches_into, fused_attention_dispatch, AttentionDims,
+    AttentionForward, AttentionGradients, AttentionMask, AttentionOptions, AttentionSettings,
+    AttentionVariant, FusedAttention, MaskKind, Recording,
 };
 use crate::kernels::broadcast_shapes;
 use crate::kernels::conv::{
@@ -135,19 +137,29 @@ pub enum Op {
     /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
     /// Lk, Dv] (Hkv dividing H), then u32 lengths [B] masking the keys past each if
     /// `key_lengths`, then an f32 mask broadcastable to [B, H, Lq, Lk] if `mask` says how it
-    /// acts; outputs O [B, H, Lq, Dv] and the probabilities P [B, H, Lq, Lk] the backward
-    /// needs. `settings`: the scale, causal masking, the queries' alignment among the keys,
-    /// the sliding window and the softcap.
+    /// acts; outputs O [B, H, Lq, Dv] and what the backward needs: the probabilities
+    /// P [B, H, Lq, Lk] (`Unfused`) or each row's log-sum-exp [B, H, Lq] (`Fused`).
+    /// `settings`: the scale, causal masking, the queries' alignment among the keys, the
+    /// sliding window and the softcap.
     Attention {
         settings: AttentionSettings,
         key_lengths: bool,
         mask: Option<MaskKind>,
+        variant: AttentionVariant,
     },
     /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
     /// through P (0 at masked keys), so only the scale and the softcap are needed again.
     AttentionGrad {
         scale: Option<f32>,
         softcap: Option<f32>,
+    },
+    /// The backward of the fused `Attention`: inputs q, k, v, O, the log-sum-exp, dO, then
+    /// the forward's key lengths and mask (P is recomputed, so every mask acts again);
+    /// outputs dq, dk, dv.
+    FusedAttentionGrad {
+        settings: AttentionSettings,
+        key_lengths: bool,
+        mask: Option<MaskKind>,
     },
     /// A recurrent layer over a whole sequence, one direction (`kernels::recurrent`): inputs
     /// the input projections gx [T, B, G·H] (G gates of the cell), the recurrent weight
@@ -262,6 +274,7 @@ impl Op {
             Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
             Op::Attention { .. } => "attention",
             Op::AttentionGrad { .. } => "attention_grad",
+            Op::FusedAttentionGrad { .. } => "fused_attention_grad",
             Op::Recurrent { .. } => "recurrent",
             Op::RecurrentGrad { .. } => "recurrent_grad",
         }
@@ -275,7 +288,7 @@ impl Op {
             Op::LayerNormGrad => vec![false, false, false],
             Op::MaxOverTime | Op::MaxPool1d { .. } => vec![true, false],
             Op::Attention { .. } => vec![true, false],
-            Op::AttentionGrad { .. } => vec![false, false, false],
+            Op::AttentionGrad { .. } | Op::FusedAttentionGrad { .. } => vec![false, false, false],
             Op::Recurrent { kind, .. } => {
                 let mut differentiable = vec![true];
                 if *kind == CellKind::Lstm {
@@ -315,6 +328,9 @@ impl Op {
                 key_lengths, mask, ..
             } => 3 + usize::from(*key_lengths) + usize::from(mask.is_some()),
             Op::AttentionGrad { .. } => 5,
+            Op::FusedAttentionGrad {
+                key_lengths, mask, ..
+            } => 6 + usize::from(*key_lengths) + usize::from(mask.is_some()),
             Op::Recurrent { kind, lengths, .. } => {
                 4 + usize::from(*kind == CellKind::Lstm) + usize::from(*lengths)
             }
@@ -352,6 +368,9 @@ impl Op {
                 Op::Attention {
                     key_lengths: true, ..
                 } if i == 3 => DType::U32,
+                Op::FusedAttentionGrad {
+                    key_lengths: true, ..
+                } if i == 6 => DType::U32,
                 Op::Recurrent { lengths: true, .. } | Op::RecurrentGrad { lengths: true, .. }
                     if i == inputs.len() - 1 =>
                 {
@@ -756,32 +775,44 @@ impl Op {
                 settings,
                 key_lengths,
                 mask,
+                variant,
             } => {
                 let dims = AttentionDims::from_shapes(x, inputs[1].0, inputs[2].0)?;
-                settings.check()?;
-                if *key_lengths && inputs[3].0 != [dims.batch] {
-                    return Err(mismatch(
-                        op,
-                        inputs[3].0,
-                        x,
-                        format!("the key lengths must be [{}], one per batch", dims.batch),
-                    ));
-                }
-                if mask.is_some() {
-                    let (mask, scores) = (inputs[inputs.len() - 1].0, dims.scores_shape());
-                    if broadcast_shapes(op, mask, &scores).ok().as_deref() != Some(&scores[..]) {
-                        return Err(mismatch(
-                            op,
-                            mask,
-                            &scores,
-                            "the mask must broadcast to the scores' shape [B, H, Lq, Lk]".into(),
-                        ));
-                    }
-                }
+                check_attention_masks(op, &dims, settings, *key_lengths, *mask, &inputs[3..])?;
+                let saved = match variant {
+                    AttentionVariant::Unfused => dims.scores_shape().to_vec(),
+                    AttentionVariant::Fused => vec![dims.batch, dims.heads, dims.q_len],
+                };
                 Ok(vec![
                     (dims.output_shape().to_vec(), DType::F32),
-                    (dims.scores_shape().to_vec(), DType::F32),
+                    (saved, DType::F32),
                 ])
+            }
+            Op::FusedAttentionGrad {
+                settings,
+                key_lengths,
+                mask,
+            } => {
+                let (k, v) = (inputs[1].0, inputs[2].0);
+                let dims = AttentionDims::from_shapes(x, k, v)?;
+                check_attention_masks(op, &dims, settings, *key_lengths, *mask, &inputs[6..])?;
+                let (output, log_sum_exp, dy) = (inputs[3].0, inputs[4].0, inputs[5].0);
+                let rows = [dims.batch, dims.heads, dims.q_len];
+                if output != dims.output_shape() || dy != output || log_sum_exp != rows {
+                    return Err(mismatch(
+                        op,
+                        output,
+                        log_sum_exp,
+                        format!(
+                            "O and dO must be {:?} and the log-sum-exp {rows:?}",
+                            dims.output_shape()
+                        ),
+                    ));
+                }
+                Ok([x, k, v]
+                    .into_iter()
+                    .map(|shape| (shape.to_vec(), DType::F32))
+                    .collect())
             }
             Op::AttentionGrad { .. } => {
                 let (k, v) = (inputs[1].0, inputs[2].0);
@@ -1090,22 +1121,42 @@ impl Op {
                     "gather_grad (second derivatives are not supported)",
                 ))
             }
-            Op::Attention { settings, .. } => {
-                let (k, v, probs) = (inputs[1], inputs[2], outputs[1]);
-                let grad = Op::AttentionGrad {
-                    scale: settings.scale,
-                    softcap: settings.softcap,
+            Op::Attention {
+                settings,
+                key_lengths,
+                mask,
+                variant,
+            } => {
+                let (k, v, saved) = (inputs[1], inputs[2], outputs[1]);
+                let grads = match variant {
+                    AttentionVariant::Unfused => {
+                        let grad = Op::AttentionGrad {
+                            scale: settings.scale,
+                            softcap: settings.softcap,
+                        };
+                        g.push(grad, &[x, k, v, saved, dy])?
+                    }
+                    AttentionVariant::Fused => {
+                        let grad = Op::FusedAttentionGrad {
+                            settings: *settings,
+                            key_lengths: *key_lengths,
+                            mask: *mask,
+                        };
+                        let mut operands = vec![x, k, v, outputs[0], saved, dy];
+                        operands.extend_from_slice(&inputs[3..]);
+                        g.push(grad, &operands)?
+                    }
                 };
-                let grads = g.push(grad, &[x, k, v, probs, dy])?;
                 // The key lengths and the mask, if any, have no gradient.
                 let mut grads: Vec<Option<Var>> = grads.into_iter().map(Some).collect();
                 grads.resize(inputs.len(), None);
                 grads
             }
-            Op::AttentionGrad { .. } => {
-                return Err(no_gradient(
-                    "attention_grad (second derivatives are not supported)",
-                ))
+            Op::AttentionGrad { .. } | Op::FusedAttentionGrad { .. } => {
+                return Err(no_gradient(&format!(
+                    "{} (second derivatives are not supported)",
+                    self.name()
+                )))
             }
             Op::CrossEntropy { .. } => {
                 // The kernel left dloss/dlogits in output 1; scale it by the incoming dloss.
@@ -1162,8 +1213,10 @@ impl Op {
         let y = outputs[0].f32();
         // Attention's outputs are not empty together (P remains when Dv = 0; dK and dV are
         // zeros when Lq = 0): its launchers skip the empty products themselves.
-        let skips_when_y_is_empty =
-            !matches!(self, Op::Attention { .. } | Op::AttentionGrad { .. });
+        let skips_when_y_is_empty = !matches!(
+            self,
+            Op::Attention { .. } | Op::AttentionGrad { .. } | Op::FusedAttentionGrad { .. }
+        );
         if y.numel() == 0 && matches!(self, Op::LayerNormGrad) {
             // No rows: dx is empty, but dgain and dbias are sums over no rows.
             return zeros_record(&[outputs[1].f32(), outputs[2].f32()]);
@@ -1439,22 +1492,58 @@ impl Op {
                 settings,
                 key_lengths,
                 mask,
+                variant,
             } => {
-                let options = AttentionOptions {
-                    settings: *settings,
-                    key_lengths: key_lengths.then(|| inputs[3].u32()),
-                    mask: mask.map(|kind| AttentionMask {
-                        kind,
-                        values: inputs[inputs.len() - 1].f32(),
-                    }),
-                };
-                let forward = AttentionForward {
-                    output: y.clone(),
-                    probs: outputs[1].f32().clone(),
-                };
+                let options = attention_options(settings, *key_lengths, *mask, &inputs[3..]);
                 let (k, v) = (inputs[1].f32(), inputs[2].f32());
                 let mut recording = Recording::default();
-                attention_dispatches_into((x, k, v), &options, &forward, &mut recording)?;
+                match variant {
+                    AttentionVariant::Unfused => {
+                        let forward = AttentionForward {
+                            output: y.clone(),
+                            probs: outputs[1].f32().clone(),
+                        };
+                        attention_dispatches_into((x, k, v), &options, &forward, &mut recording)?;
+                    }
+                    AttentionVariant::Fused => {
+                        let forward = FusedAttention {
+                            output: y.clone(),
+                            log_sum_exp: outputs[1].f32().clone(),
+                        };
+                        recording.dispatches.extend(fused_attention_dispatch(
+                            (x, k, v),
+                            &options,
+                            &forward,
+                        )?);
+                    }
+                }
+                return Ok(recording.into());
+            }
+            Op::FusedAttentionGrad {
+                settings,
+                key_lengths,
+                mask,
+            } => {
+                let options = attention_options(settings, *key_lengths, *mask, &inputs[6..]);
+                let forward = FusedAttention {
+                    output: inputs[3].f32().clone(),
+                    log_sum_exp: inputs[4].f32().clone(),
+                };
+                let grads = AttentionGradients {
+                    query: y.clone(),
+                    key: outputs[1].f32().clone(),
+                    value: outputs[2].f32().clone(),
+                };
+                let [k, v, dy] = [1, 2, 5].map(|i| inputs[i].f32());
+                let mut recording = Recording::default();
+                fused_attention_backward_dispatches_into(
+                    (x, k, v),
+                    &forward,
+                    dy,
+                    &options,
+                    &grads,
+                    &mut recording,
+                )?;
                 return Ok(recording.into());
             }
             Op::AttentionGrad { scale, softcap } => {
@@ -1488,6 +1577,58 @@ impl Op {
         recorded.dispatches.push(dispatch);
         Ok(recorded)
     }
+}
+
+/// Attention's options over a plan's operands: the key lengths and the mask follow the
+/// fixed operands in `operands`, in that order, where the op has them.
+fn attention_options<'a>(
+    settings: &AttentionSettings,
+    key_lengths: bool,
+    mask: Option<MaskKind>,
+    operands: &'a [Operand],
+) -> AttentionOptions<'a> {
+    AttentionOptions {
+        settings: *settings,
+        key_lengths: key_lengths.then(|| operands[0].u32()),
+        mask: mask.map(|kind| AttentionMask {
+            kind,
+            values: operands[operands.len() - 1].f32(),
+        }),
+    }
+}
+
+/// Checks attention's settings and its optional operands after Q, K and V (and, for the
+/// fused backward, O, the log-sum-exp and dO): the key lengths [B], then a mask that
+/// broadcasts to the scores [B, H, Lq, Lk].
+fn check_attention_masks(
+    op: &'static str,
+    dims: &AttentionDims,
+    settings: &AttentionSettings,
+    key_lengths: bool,
+    mask: Option<MaskKind>,
+    operands: &[(&[usize], DType)],
+) -> Result<()> {
+    settings.check()?;
+    if key_lengths && operands[0].0 != [dims.batch] {
+        return Err(mismatch(
+            op,
+            operands[0].0,
+            &[dims.batch],
+            format!("the key lengths must be [{}], one per batch", dims.batch),
+        ));
+    }
+    if mask.is_some() {
+        let (mask, scores) = (operands[operands.len() - 1].0, dims.scores_shape());
+        if broadcast_shapes(op, mask, &scores).ok().as_deref() != Some(&scores[..]) {
+            return Err(mismatch(
+                op,
+                mask,
+                &scores,
+                "the mask must broadcast to the scores' shape [B, H, Lq, Lk]".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl From<Recording> for Recorded {

@@ -24,12 +24,15 @@
 //!
 //! [`fused_attention`] computes O (and each row's log-sum-exp) in one dispatch without the
 //! scores: each query streams over its keys with an online softmax. It serves inference
-//! ([`attention_output`] picks it by [`AttentionVariant::choose`]); training keeps the
-//! unfused forward, whose P the backward needs.
+//! ([`attention_output`] picks it by [`AttentionVariant::choose`]) and training:
+//! [`fused_attention_backward`] recomputes P from Q, K and the log-sum-exp in two
+//! dispatches, one owning query rows (dQ), one owning key rows (dK, dV, summed over each
+//! group of query heads), never writing [B, H, Lq, Lk]. The graph's attention op picks
+//! the pair by [`AttentionVariant::choose_for_training`].
 //!
-//! The backward needs P, which the forward returns, and recomputes S only with a softcap:
-//! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's derivative),
-//! dQ = dS·K·scale, dK = dSᵀ·Q·scale.
+//! The unfused backward needs P, which the forward returns, and recomputes S only with a
+//! softcap: dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(dP ⊙ P)) (times the softcap's
+//! derivative), dQ = dS·K·scale, dK = dSᵀ·Q·scale.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
@@ -816,7 +819,8 @@ pub enum AttentionVariant {
     /// scores and P, [B, H, Lq, Lk], which the backward needs.
     Unfused,
     /// `fused_attention`: one dispatch streaming over the keys with an online softmax;
-    /// writes only O and the per-row log-sum-exp. Inference only (no P for a backward).
+    /// writes only O and the per-row log-sum-exp, from which `fused_attention_backward`
+    /// recomputes P.
     Fused,
 }
 
@@ -827,10 +831,37 @@ pub enum AttentionVariant {
 /// 128 MiB of scores and P for those 16 heads, which the fused one never writes.
 pub const FUSED_MIN_SCORES: usize = 1024 * 1024;
 
+/// Lq·Lk from which [`AttentionVariant::choose_for_training`] picks the fused forward and
+/// backward on adapters that are not CPU-like. Not measured on such an adapter (none was
+/// at hand): the length from which the unfused path's three [B, H, Lq, Lk] tensors (S, P,
+/// dS) outgrow the caches, as for inference. On lavapipe (B = H = 4, D = 32) the fused
+/// forward + backward is 3.9× slower than the unfused at L = 128 and 2.6× at L = 512
+/// (3.3× and 2.0× causal): the per-row loops do the products without the matmul
+/// kernels' register blocking.
+pub const FUSED_TRAINING_MIN_SCORES: usize = 1024 * 1024;
+
 impl AttentionVariant {
     /// The rule for a forward that needs no P: fused when Lq·Lk ≥ [`FUSED_MIN_SCORES`].
     pub fn choose(dims: &AttentionDims) -> AttentionVariant {
         if dims.q_len * dims.k_len >= FUSED_MIN_SCORES {
+            AttentionVariant::Fused
+        } else {
+            AttentionVariant::Unfused
+        }
+    }
+
+    /// The rule for a forward followed by its backward (training): never fused on
+    /// CPU-like adapters, where the fused backward's per-row loops lose to the matmul
+    /// kernels at every length measured, nor where the adapter binds too few storage
+    /// buffers for the fused backward; elsewhere fused when Lq·Lk ≥
+    /// [`FUSED_TRAINING_MIN_SCORES`].
+    pub fn choose_for_training(gpu: &Gpu, dims: &AttentionDims) -> AttentionVariant {
+        let binds_enough =
+            gpu.limits().max_storage_buffers_per_shader_stage >= FUSED_BACKWARD_STORAGE_BUFFERS;
+        if !gpu.is_cpu_like()
+            && binds_enough
+            && dims.q_len * dims.k_len >= FUSED_TRAINING_MIN_SCORES
+        {
             AttentionVariant::Fused
         } else {
             AttentionVariant::Unfused
@@ -959,6 +990,175 @@ pub fn fused_attention_dispatch(
         gpu.grid(blocks),
     )?;
     Ok(Some(dispatch))
+}
+
+/// The storage buffers each kernel of the fused backward binds.
+const FUSED_BACKWARD_STORAGE_BUFFERS: u32 = 10;
+
+/// The backward of [`fused_attention`] without the [B, H, Lq, Lk] probabilities: from Q, K,
+/// V, the forward's O and log-sum-exp and dL/dO (`grad_output`, [B, H, Lq, Dv]), the
+/// gradients of Q, K and V. P is recomputed from Q, K and the log-sum-exp, so `options`
+/// must be the forward's (every mask acts again). Two dispatches, one submission.
+pub fn fused_attention_backward(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    forward: &FusedAttention,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+) -> Result<AttentionGradients> {
+    let gpu = q.gpu();
+    let grads = AttentionGradients {
+        query: Tensor::uninit(gpu, q.shape())?,
+        key: Tensor::uninit(gpu, k.shape())?,
+        value: Tensor::uninit(gpu, v.shape())?,
+    };
+    let mut recording = Recording::default();
+    fused_attention_backward_dispatches_into(
+        (q, k, v),
+        forward,
+        grad_output,
+        options,
+        &grads,
+        &mut recording,
+    )?;
+    recording.submit(gpu)?;
+    Ok(grads)
+}
+
+/// Records [`fused_attention_backward`] writing into given tensors shaped as Q, K and V (a
+/// compiled graph's buffers). The first dispatch owns query rows: dQ, and each row's
+/// Δ = rowsum(dO ⊙ O) into a kept intermediate; the second owns key rows: dK and dV,
+/// summed over the query heads of each key/value head inside the kernel.
+pub fn fused_attention_backward_dispatches_into(
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    forward: &FusedAttention,
+    grad_output: &Tensor,
+    options: &AttentionOptions,
+    into: &AttentionGradients,
+    recording: &mut Recording,
+) -> Result<()> {
+    let dims = AttentionDims::from_shapes(q.shape(), k.shape(), v.shape())?;
+    check_result_shapes(
+        "fused attention backward",
+        &[
+            (
+                "attention output",
+                &forward.output,
+                &dims.output_shape()[..],
+            ),
+            (
+                "log-sum-exp",
+                &forward.log_sum_exp,
+                &[dims.batch, dims.heads, dims.q_len][..],
+            ),
+            (
+                "attention output gradient",
+                grad_output,
+                &dims.output_shape()[..],
+            ),
+            ("query gradient", &into.query, q.shape()),
+            ("key gradient", &into.key, k.shape()),
+            ("value gradient", &into.value, v.shape()),
+        ],
+    )?;
+    for other in [
+        k,
+        v,
+        &forward.output,
+        &forward.log_sum_exp,
+        grad_output,
+        &into.query,
+        &into.key,
+        &into.value,
+    ] {
+        q.same_device("fused attention backward", other)?;
+    }
+    check_options(q, &dims, options)?;
+    let gpu = q.gpu();
+    let available = gpu.limits().max_storage_buffers_per_shader_stage;
+    if available < FUSED_BACKWARD_STORAGE_BUFFERS {
+        return Err(Error::invalid(
+            "fused attention backward",
+            format!(
+                "its kernels bind {FUSED_BACKWARD_STORAGE_BUFFERS} storage buffers, the \
+                 adapter allows {available} per stage: use the unfused backward"
+            ),
+        ));
+    }
+    let delta = Tensor::uninit(gpu, &[dims.batch, dims.heads, dims.q_len])?;
+    recording.keep(&delta);
+    // Workgroups of 64 rows (the shader's FUSED_ROWS) by chunks of 64 result columns
+    // (VALUE_CHUNK), at least one chunk: the queries' writes Δ, which the keys' read.
+    let query_blocks =
+        dims.batch * dims.heads * dims.head_dim.div_ceil(64).max(1) * dims.q_len.div_ceil(64);
+    let key_blocks = dims.batch
+        * dims.kv_heads
+        * dims.head_dim.max(dims.value_dim).div_ceil(64).max(1)
+        * dims.k_len.div_ceil(64);
+    let mut constants = mask_constants(options);
+    constants.push(("CACHED_HEAD_DIM", dims.head_dim.min(64) as f64));
+    constants.push(("CACHED_VALUE_DIM", dims.value_dim.min(64) as f64));
+    let params = AttentionParams::new(&dims, options);
+    let placeholder = gpu.placeholder();
+    let mask = options
+        .mask
+        .map_or(placeholder, |mask| mask.values.buffer());
+    let lengths = options.key_lengths.map_or(placeholder, Indices::buffer);
+    use Access::{Read, ReadWrite, Uniform};
+    // Bindings 3, 8 and 9 differ: dQ, O, Δ (written) for the queries' kernel; dK, dV, Δ
+    // (read) for the keys'.
+    let kernels: [(&'static str, usize, &'static [Access], [&Tensor; 3]); 2] = [
+        (
+            "fused_attention_backward_queries",
+            query_blocks,
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, Read, ReadWrite, Uniform,
+            ],
+            [&into.query, &forward.output, &delta],
+        ),
+        (
+            "fused_attention_backward_keys",
+            key_blocks,
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite, Read, Uniform,
+            ],
+            [&into.key, &into.value, &delta],
+        ),
+    ];
+    for (entry, blocks, bindings, [at_3, at_8, at_9]) in kernels {
+        if blocks == 0 {
+            continue;
+        }
+        let blocks = u32::try_from(blocks).map_err(|_| {
+            Error::invalid(
+                "fused attention backward",
+                format!("{blocks} workgroups are more than one dispatch can index (2^32)"),
+            )
+        })?;
+        let spec = KernelSpec {
+            source: &SHADER,
+            entry,
+            bindings,
+            constants: constants.clone(),
+        };
+        recording.dispatches.push(gpu.dispatch(
+            &spec,
+            &[
+                q.buffer(),
+                mask,
+                lengths,
+                at_3.buffer(),
+                k.buffer(),
+                v.buffer(),
+                forward.log_sum_exp.buffer(),
+                grad_output.buffer(),
+                at_8.buffer(),
+                at_9.buffer(),
+            ],
+            &params,
+            gpu.grid(blocks),
+        )?);
+    }
+    Ok(())
 }
 
 /// Checks that each (name, tensor, shape) has its shape: the results a caller provides.
