@@ -141,6 +141,42 @@ fn adam(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
+// Adam four elements at a time, for tensors of a multiple of 4 elements on CPU adapters:
+// lavapipe loads and stores each lane's floats one by one, with a cost per access besides
+// the one per float, and the update does seven accesses per element.
+@group(0) @binding(2) var<storage, read_write> param4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> grad4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> exp_avg4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> exp_avg_sq4: array<vec4<f32>>;
+
+// `adam_element` on elements 4i..4i + 4.
+fn adam_quad(i: u32) {
+    let p = adam_params;
+    let s = scalars;
+    let g = grad4[i] * clip_scale[0];
+    let m = p.beta1 * exp_avg4[i] + (1.0 - p.beta1) * g;
+    let v = p.beta2 * exp_avg_sq4[i] + (1.0 - p.beta2) * g * g;
+    exp_avg4[i] = m;
+    exp_avg_sq4[i] = v;
+    var theta = param4[i];
+    theta = theta - s.decay * theta;
+    param4[i] = theta - s.adam_step_size * m / (sqrt(v) * s.adam_inv_sqrt_bc2 + p.eps);
+}
+
+@compute @workgroup_size(256)
+fn adam_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let first = first_element(wid, nwg, lid);
+    for (var k = 0u; k < ELEMENTS_PER_INVOCATION; k++) {
+        let i = first + k * WORKGROUP;
+        if i >= adam_params.len / 4u {
+            return;
+        }
+        adam_quad(i);
+    }
+}
+
 // ---------------------------------------------------------------- clipping by global norm
 
 struct SumSquaresParams {

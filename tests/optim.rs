@@ -252,7 +252,9 @@ fn check_against_reference(seed: u64, config: OptimizerConfig, shapes: &[&[usize
 /// Odd sizes: one element, primes, a matrix of prime sides, and 65537 = 2¹⁶ + 1, which
 /// leaves one element past the last full workgroup (or, on CPU-like adapters, past the
 /// last full turn of the several-elements-per-invocation loop).
-const SHAPES: &[&[usize]] = &[&[1], &[13], &[31, 17], &[65537]];
+/// And multiples of 4, which Adam updates four at a time on CPU-like adapters: one vec4,
+/// and 65540 = 2¹⁶ + 4, one vec4 past the last full turn.
+const SHAPES: &[&[usize]] = &[&[1], &[13], &[31, 17], &[65537], &[4], &[65540]];
 
 const MOMENTUM: Rule = Rule::Momentum {
     momentum: 0.9,

@@ -97,9 +97,14 @@ pub fn update_dispatch(
 ) -> Result<Dispatch> {
     let gpu = param.gpu();
     let len = param.numel() as u32;
-    // One element per invocation on GPUs; on CPU-like adapters, where each invocation has
-    // a fixed cost, as many as leave enough invocations to keep every thread busy.
-    let elements_per_invocation = columns_per_invocation(gpu, 1, param.numel());
+    let is_adam = matches!(rule, Rule::Adam { .. } | Rule::AdamW { .. });
+    // Adam reads and writes four elements at a time on CPU-like adapters where it can.
+    let vec4 = is_adam && gpu.is_cpu_like() && len.is_multiple_of(4);
+    let units = if vec4 { len / 4 } else { len };
+    // One element (or vec4) per invocation on GPUs; on CPU-like adapters, where each
+    // invocation has a fixed cost, as many as leave enough invocations to keep every
+    // thread busy.
+    let elements_per_invocation = columns_per_invocation(gpu, 1, units as usize);
     let mut params = UpdateParams {
         len,
         beta1: 0.0,
@@ -123,7 +128,7 @@ pub fn update_dispatch(
             params.beta1 = beta1;
             params.beta2 = beta2;
             params.eps = eps;
-            ("adam", ADAM_BINDINGS)
+            (if vec4 { "adam_vec4" } else { "adam" }, ADAM_BINDINGS)
         }
     };
     let spec = KernelSpec {
@@ -146,7 +151,7 @@ pub fn update_dispatch(
         &spec,
         &buffers,
         &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D * elements_per_invocation)),
+        gpu.grid(units.div_ceil(WORKGROUP_1D * elements_per_invocation)),
     )
 }
 
