@@ -4,7 +4,11 @@
 // OP is an override constant, so every op is its own pipeline and the `switch` below
 // folds away at pipeline creation.
 // One invocation per output element; the flat index spans the 2-D grid
-// (x + y·num_workgroups.x) so that more than 65535 workgroups fit.
+// (x + y·num_workgroups.x) so that more than 65535 workgroups fit. On CPU adapters, tensors
+// of a multiple of 4 elements (without broadcasting, for binary ops) take the `*_vec4`
+// entry points instead: one invocation per 4 elements, read and written as vec4, since
+// lavapipe loads and stores each lane's floats one by one with a cost per access besides
+// the one per float.
 
 override OP: u32 = 0u;
 
@@ -60,6 +64,23 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     unary_y[i] = apply_unary(unary_x[i], unary_params.alpha);
+}
+
+@group(0) @binding(0) var<storage, read> unary_x4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> unary_y4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn unary_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if i >= unary_params.len / 4u {
+        return;
+    }
+    let x = unary_x4[i];
+    let alpha = unary_params.alpha;
+    unary_y4[i] = vec4<f32>(apply_unary(x.x, alpha), apply_unary(x.y, alpha),
+                            apply_unary(x.z, alpha), apply_unary(x.w, alpha));
 }
 
 // ---------------------------------------------------------------- binary: out = a ∘ b
@@ -120,4 +141,23 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     binary_out[i] = apply_binary(binary_a[ia], binary_b[ib]);
+}
+
+@group(0) @binding(0) var<storage, read> binary_a4: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> binary_b4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> binary_out4: array<vec4<f32>>;
+
+// Both inputs of the output's shape (no broadcasting).
+@compute @workgroup_size(256)
+fn binary_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+               @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if i >= binary_params.len / 4u {
+        return;
+    }
+    let a = binary_a4[i];
+    let b = binary_b4[i];
+    binary_out4[i] = vec4<f32>(apply_binary(a.x, b.x), apply_binary(a.y, b.y),
+                               apply_binary(a.z, b.z), apply_binary(a.w, b.w));
 }

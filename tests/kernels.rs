@@ -568,6 +568,9 @@ fn unary_ops_match_reference() {
         vec![257],
         vec![3, 5, 7],
         vec![2, 3, 5, 11],
+        // Multiples of 4, which CPU adapters run four elements per invocation.
+        vec![4],
+        vec![12, 1028],
     ] {
         let n = shape.iter().product();
         for op in ops {
@@ -617,9 +620,12 @@ fn unary_large_case_spans_a_folded_grid() {
 
 #[test]
 fn binary_ops_broadcast_like_numpy() {
-    let cases: [(&[usize], &[usize]); 8] = [
+    let cases: [(&[usize], &[usize]); 10] = [
         (&[1], &[1]),
         (&[7], &[7]),
+        // Same shapes of a multiple of 4 elements: four per invocation on CPU adapters.
+        (&[4], &[4]),
+        (&[3, 260], &[3, 260]),
         (&[3, 4, 5], &[5]),
         (&[3, 1], &[1, 4]),
         (&[13, 1], &[13, 17]),

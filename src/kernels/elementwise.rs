@@ -138,17 +138,19 @@ pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
         alpha,
         pad: [0; 2],
     };
+    let vec4 = gpu.is_cpu_like() && len.is_multiple_of(4);
     let spec = KernelSpec {
         source: &SHADER,
-        entry: "unary",
+        entry: if vec4 { "unary_vec4" } else { "unary" },
         bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
         constants: vec![("OP", f64::from(code))],
     };
+    let invocations = if vec4 { len / 4 } else { len };
     gpu.dispatch(
         &spec,
         &[x.buffer(), y.buffer()],
         &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+        gpu.grid(invocations.div_ceil(WORKGROUP_1D)),
     )
 }
 
@@ -165,9 +167,10 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
         a_strides: broadcast_strides(a.shape(), out.shape()),
         b_strides: broadcast_strides(b.shape(), out.shape()),
     };
+    let vec4 = direct && gpu.is_cpu_like() && len.is_multiple_of(4);
     let spec = KernelSpec {
         source: &SHADER,
-        entry: "binary",
+        entry: if vec4 { "binary_vec4" } else { "binary" },
         bindings: &[
             Access::Read,
             Access::Read,
@@ -180,7 +183,7 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
         &spec,
         &[a.buffer(), b.buffer(), out.buffer()],
         &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+        gpu.grid((if vec4 { len / 4 } else { len }).div_ceil(WORKGROUP_1D)),
     )
 }
 
