@@ -140,21 +140,34 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
 const VEC4_ROWS: u32 = 8u;
 const VEC4_COLS: u32 = 128u;
 
-fn store4(batch: u32, row: u32, col: u32, acc: vec4<f32>) {
+// The bias of columns col..col + 4 (zeros without one).
+fn column_bias4(col: u32) -> vec4<f32> {
+    if HAS_BIAS {
+        let last = params.n - 1u;
+        return vec4<f32>(bias[min(col, last)], bias[min(col + 1u, last)],
+                         bias[min(col + 2u, last)], bias[min(col + 3u, last)]);
+    }
+    return vec4<f32>(0.0);
+}
+
+// `store` for four columns, their bias given (a kernel storing many rows of the same
+// columns loads it once).
+fn store4_biased(batch: u32, row: u32, col: u32, acc: vec4<f32>, bias4: vec4<f32>) {
     let p = params;
     if row >= p.m || col >= p.n {
         return;
     }
-    var v = p.alpha * acc;
+    var v = p.alpha * acc + bias4;
     if HAS_C {
         let at = batch * p.c_batch_stride + row * p.c_row_stride + col * p.c_col_stride;
         v += p.beta * vec4<f32>(c[at], c[at + p.c_col_stride], c[at + 2u * p.c_col_stride],
                                 c[at + 3u * p.c_col_stride]);
     }
-    if HAS_BIAS {
-        v += vec4<f32>(bias[col], bias[col + 1u], bias[col + 2u], bias[col + 3u]);
-    }
     out4[(p.out_offset + (batch * p.m + row) * p.n + col) / 4u] = v;
+}
+
+fn store4(batch: u32, row: u32, col: u32, acc: vec4<f32>) {
+    store4_biased(batch, row, col, acc, column_bias4(col));
 }
 
 @compute @workgroup_size(16)

@@ -83,15 +83,15 @@ fn rows_of_lanes(a_quad: vec4<f32>) -> array<vec4<f32>, 8> {
     );
 }
 
-fn store_rows8(batch: u32, row: u32, col: u32, acc: Rows8) {
-    store4(batch, row, col, acc.r0);
-    store4(batch, row + 1u, col, acc.r1);
-    store4(batch, row + 2u, col, acc.r2);
-    store4(batch, row + 3u, col, acc.r3);
-    store4(batch, row + 4u, col, acc.r4);
-    store4(batch, row + 5u, col, acc.r5);
-    store4(batch, row + 6u, col, acc.r6);
-    store4(batch, row + 7u, col, acc.r7);
+fn store_rows8(batch: u32, row: u32, col: u32, acc: Rows8, bias4: vec4<f32>) {
+    store4_biased(batch, row, col, acc.r0, bias4);
+    store4_biased(batch, row + 1u, col, acc.r1, bias4);
+    store4_biased(batch, row + 2u, col, acc.r2, bias4);
+    store4_biased(batch, row + 3u, col, acc.r3, bias4);
+    store4_biased(batch, row + 4u, col, acc.r4, bias4);
+    store4_biased(batch, row + 5u, col, acc.r5, bias4);
+    store4_biased(batch, row + 6u, col, acc.r6, bias4);
+    store4_biased(batch, row + 7u, col, acc.r7, bias4);
 }
 
 const SUBGROUP_ROWS: u32 = 32u;
@@ -163,8 +163,9 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             acc = fma_block(acc, rows_at_step(a_rows, 3u), b3);
         }
     }
-    store_rows8(batch, row0, col, acc.g0);
-    store_rows8(batch, row0 + 8u, col, acc.g1);
-    store_rows8(batch, row0 + 16u, col, acc.g2);
-    store_rows8(batch, row0 + 24u, col, acc.g3);
+    let bias4 = column_bias4(col);
+    store_rows8(batch, row0, col, acc.g0, bias4);
+    store_rows8(batch, row0 + 8u, col, acc.g1, bias4);
+    store_rows8(batch, row0 + 16u, col, acc.g2, bias4);
+    store_rows8(batch, row0 + 24u, col, acc.g3, bias4);
 }
