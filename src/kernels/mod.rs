@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gather;
 pub mod layernorm;
 pub mod matmul;
+pub mod random;
 pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
@@ -26,6 +27,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &gather::SHADER,
     &matmul::SHADER,
     &crate::optim::SHADER,
+    &random::SHADER,
     &recurrent::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,
