@@ -209,6 +209,12 @@ struct SampleArgs {
     seed: u64,
 }
 
+/// `train-seq2seq --arch transformer`'s default drop probability.
+const TRANSFORMER_DROPOUT: f32 = 0.1;
+
+/// `train-seq2seq --arch transformer`'s default warm-up, in steps.
+const TRANSFORMER_WARMUP: u64 = 400;
+
 #[derive(Args)]
 struct TrainSeq2seqArgs {
     /// A built-in task, generated from the seed: addition ("535+61" → "596"), reverse,
@@ -245,9 +251,10 @@ struct TrainSeq2seqArgs {
     /// The width of the transformer's feed-forward layers.
     #[arg(long, default_value_t = 256)]
     ff: usize,
-    /// Dropout of the transformer: not implemented yet, only 0 is accepted.
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f64,
+    /// The transformer's drop probability, in [0, 1), of its embeddings and of each
+    /// block's output (training only): by default 0.1. Recurrent models take none.
+    #[arg(long)]
+    dropout: Option<f32>,
     /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
     #[arg(long, default_value = "dot")]
     attention: String,
@@ -281,6 +288,10 @@ struct TrainSeq2seqArgs {
     /// Multiply the learning rate by this after each epoch (1: constant).
     #[arg(long, default_value_t = 0.8)]
     lr_decay: f64,
+    /// Steps over which the learning rate climbs linearly to --lr: by default 400 for a
+    /// transformer (about one epoch of the default task), 0 (none) for a recurrent model.
+    #[arg(long)]
+    warmup: Option<u64>,
     /// sgd, momentum, adam or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: String,
@@ -443,14 +454,22 @@ fn train_seq2seq_command(
     args: TrainSeq2seqArgs,
 ) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
-    if args.dropout != 0.0 {
-        return Err(Error::invalid(
-            "train-seq2seq",
-            format!(
-                "--dropout {}: dropout is not implemented yet, only 0 is accepted",
-                args.dropout
-            ),
-        ));
+    if let Some(p) = args.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                "train-seq2seq",
+                format!("--dropout {p}: the drop probability must be in [0, 1)"),
+            ));
+        }
+        if p > 0.0 && args.arch != "transformer" {
+            return Err(Error::invalid(
+                "train-seq2seq",
+                format!(
+                    "--dropout {p}: only --arch transformer has dropout, not {:?}",
+                    args.arch
+                ),
+            ));
+        }
     }
     // A transformer uses no cell; the GRU fills the field that names one.
     let (cell, transformer) = match args.arch.as_str() {
@@ -459,6 +478,7 @@ fn train_seq2seq_command(
             Some(TransformerShape {
                 heads: args.heads,
                 ff: args.ff,
+                dropout: args.dropout.unwrap_or(TRANSFORMER_DROPOUT),
             }),
         ),
         cell => (
@@ -558,6 +578,11 @@ fn train_seq2seq_command(
         model,
         optimizer,
         lr_decay: args.lr_decay,
+        warmup: args.warmup.unwrap_or(if trains_transformer {
+            TRANSFORMER_WARMUP
+        } else {
+            0
+        }),
         batch: args.batch,
         epochs: args.epochs,
         patience: args.patience.max(1),
@@ -580,7 +605,7 @@ fn train_seq2seq_command(
         None => "99% not reached".to_string(),
     };
     println!(
-        "best validation exact-match {:.2}% after {} epochs ({} steps) in {:.0} s, {:.0} target          tokens/s; {to_99}; stopped because {reason}",
+        "best validation exact-match {:.2}% after {} epochs ({} steps) in {:.0} s, {:.0} target tokens/s; {to_99}; stopped because {reason}",
         100.0 * result.best_exact_match,
         result.epochs,
         result.steps,
