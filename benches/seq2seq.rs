@@ -65,7 +65,7 @@ fn main() -> shadergrad::Result<()> {
         for step in 1..=common::WARMUP + common::RUNS {
             optimizer.prepare_step(step as u64)?;
             let start = Instant::now();
-            let report = model.train_step(batch_data, optimizer.dispatches())?;
+            let report = model.train_step(batch_data, 0, optimizer.dispatches())?;
             if step > common::WARMUP {
                 seconds.push(start.elapsed().as_secs_f64());
             }

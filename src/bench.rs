@@ -701,7 +701,7 @@ impl Bench<'_> {
         for step in 0..self.options.warmup + self.options.runs {
             optimizer.prepare_step(step as u64 + 1)?;
             let start = Instant::now();
-            tokens = model.train_step(batch, optimizer.dispatches())?.tokens;
+            tokens = model.train_step(batch, 0, optimizer.dispatches())?.tokens;
             if step >= self.options.warmup {
                 seconds.push(start.elapsed().as_secs_f64());
             }

@@ -246,14 +246,32 @@ fn a_transformer_trains_saves_and_translates() {
     assert!(output.status.success(), "stderr: {}", text(&output.stderr));
     assert_eq!(text(&output.stdout).lines().count(), 2);
 
-    // Dropout is not there yet: asking for it is an error that says so.
+    // With dropout and a warm-up: trained, saved with its dropout, translated.
     let mut with_dropout = transformer.to_vec();
-    with_dropout.extend(["--dropout", "0.1"]);
+    with_dropout.extend(["--dropout", "0.2", "--warmup", "3"]);
     let output = tiny_training(&model, &metrics, "1", &with_dropout);
-    assert!(!output.status.success());
-    assert!(
-        text(&output.stderr).contains("not implemented"),
-        "{}",
-        text(&output.stderr)
-    );
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "stderr: {stderr}");
+    assert!(stderr.contains("dropout 0.2"), "{stderr}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap())
+            .unwrap();
+    let dropout = config.pointer("/config/architecture/dropout");
+    assert_eq!(dropout.and_then(|p| p.as_f64()), Some(0.2), "{config}");
+    let output = shadergrad(&["translate", "--checkpoint", model_arg, "abc", "fed"]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).lines().count(), 2);
+
+    // A drop probability outside [0, 1) is an error naming it.
+    for bad in ["1.5", "1", "NaN"] {
+        let mut args = transformer.to_vec();
+        args.extend(["--dropout", bad]);
+        let output = tiny_training(&model, &metrics, "1", &args);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "--dropout {bad} was accepted");
+        assert!(
+            stderr.contains(&format!("--dropout {bad}")) && stderr.contains("[0, 1)"),
+            "{stderr}"
+        );
+    }
 }

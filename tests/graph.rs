@@ -11,6 +11,7 @@ use shadergrad::kernels::attention::{
 use shadergrad::kernels::contiguous_strides;
 use shadergrad::kernels::conv::{conv_cpu, max_pool1d_cpu, ConvGeometry};
 use shadergrad::kernels::gather::gather_cpu;
+use shadergrad::kernels::random::keep_mask;
 use shadergrad::rng::Rng;
 use shadergrad::AttentionSettingsBuilder;
 use shadergrad::{
@@ -199,6 +200,27 @@ fn unary_backward() {
             g.map(e, Unary::Log).unwrap()
         },
         |x| x[0].clone(),
+    );
+}
+
+#[test]
+fn dropout_backward_is_the_same_mask_and_scale_on_dy() {
+    let seed = 2024u32;
+    let p = 0.3f32;
+    let mask = keep_mask(seed, 0, 6 * 8, p).unwrap();
+    assert!(mask.iter().any(|&k| k) && mask.iter().any(|&k| !k));
+    let scale = 1.0 / (1.0 - f64::from(p));
+    check_op_with_indices(
+        "dropout",
+        &[&[6, 8]],
+        &[(&[1], &[seed])],
+        |g, p_vars, i| g.dropout(p_vars[0], p, i[0]).unwrap(),
+        |x| {
+            x[0].iter()
+                .zip(&mask)
+                .map(|(&v, &keep)| if keep { v * scale } else { 0.0 })
+                .collect()
+        },
     );
 }
 

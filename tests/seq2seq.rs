@@ -10,7 +10,7 @@ use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
-use shadergrad::train::seq2seq::{evaluate, Seq2SeqModel};
+use shadergrad::train::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
 
 /// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
 fn reverse_pairs(count: usize, seed: u64) -> Vec<Pair> {
@@ -75,7 +75,9 @@ fn train(model: &mut Seq2SeqModel, pairs: &[EncodedPair], epochs: usize, lr: f32
         for batch in bucketed_batches(pairs, &bucketing, Some(epoch as u64)).unwrap() {
             step += 1;
             optimizer.prepare_step(step).unwrap();
-            let report = model.train_step(&batch, optimizer.dispatches()).unwrap();
+            let report = model
+                .train_step(&batch, dropout_seed(7, step), optimizer.dispatches())
+                .unwrap();
             sum += report.loss;
             count += 1;
         }
@@ -166,19 +168,23 @@ fn a_checkpoint_decodes_like_the_model_it_saved() {
 }
 
 /// A small Transformer: d_model 32, 4 heads, feed-forward 64.
-fn transformer(layers: usize) -> Seq2SeqConfig {
+fn transformer(layers: usize, dropout: f32) -> Seq2SeqConfig {
     Seq2SeqConfig {
         hidden: 32,
-        transformer: Some(TransformerShape { heads: 4, ff: 64 }),
+        transformer: Some(TransformerShape {
+            heads: 4,
+            ff: 64,
+            dropout,
+        }),
         ..config(CellKind::Gru, AttentionKind::None, layers, false)
     }
 }
 
 #[test]
-fn a_transformer_learns_to_reverse_short_strings() {
+fn a_transformer_with_dropout_learns_to_reverse_short_strings() {
     let pairs = reverse_pairs(1600, 1);
     let (train_pairs, valid_pairs) = pairs.split_at(1500);
-    let (mut model, train_set) = model(transformer(2), train_pairs);
+    let (mut model, train_set) = model(transformer(2, 0.1), train_pairs);
     let valid = encode_pairs(&model.vocab, valid_pairs);
     let losses = train(&mut model, &train_set, 16, 1e-3);
     let (exact, loss, outputs) = evaluate(&mut model, &valid, 50).unwrap();
@@ -207,7 +213,7 @@ fn a_transformer_learns_to_reverse_short_strings() {
 #[test]
 fn a_transformer_checkpoint_decodes_like_the_model_it_saved() {
     let pairs = reverse_pairs(100, 3);
-    let (mut model, set) = model(transformer(1), &pairs);
+    let (mut model, set) = model(transformer(1, 0.2), &pairs);
     train(&mut model, &set, 2, 3e-3);
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("transformer-checkpoint");
     std::fs::create_dir_all(&dir).unwrap();
@@ -221,4 +227,65 @@ fn a_transformer_checkpoint_decodes_like_the_model_it_saved() {
         loaded.decode(&sources, 2, 8).unwrap(),
         model.decode(&sources, 2, 8).unwrap()
     );
+    // Checkpoints from before dropout load as trained without it.
+    let mut old = model.config.to_json();
+    old.as_object_mut().unwrap().remove("dropout");
+    let old = Seq2SeqConfig::from_json(&old).unwrap();
+    assert_eq!(old.transformer.unwrap().dropout, 0.0);
+}
+
+#[test]
+fn transformer_dropout_draws_a_mask_per_seed_and_evaluation_has_none() {
+    let pairs = reverse_pairs(60, 4);
+    let (mut model, set) = model(transformer(1, 0.3), &pairs);
+    let bucketing = Bucketing {
+        batch: 20,
+        round_to: 1,
+        pad_last: true,
+    };
+    let batch = &bucketed_batches(&set, &bucketing, None).unwrap()[0];
+    let loss = |model: &mut Seq2SeqModel, seed: Option<u32>| match seed {
+        Some(seed) => model.train_step(batch, seed, &[]).unwrap().loss,
+        None => model.evaluation_step(batch).unwrap().loss,
+    };
+    let (seeded, reseeded, other) = (
+        loss(&mut model, Some(1)),
+        loss(&mut model, Some(1)),
+        loss(&mut model, Some(2)),
+    );
+    assert_eq!(seeded.to_bits(), reseeded.to_bits());
+    assert_ne!(seeded, other, "two dropout seeds gave one loss");
+    let evaluated = loss(&mut model, None);
+    assert_eq!(evaluated.to_bits(), loss(&mut model, None).to_bits());
+    assert_ne!(
+        evaluated, seeded,
+        "evaluation dropped what training dropped"
+    );
+    // Without dropout, evaluation and training compute the same loss.
+    let (mut plain, _) = self::model(transformer(1, 0.0), &pairs);
+    assert_eq!(
+        loss(&mut plain, Some(1)).to_bits(),
+        loss(&mut plain, None).to_bits()
+    );
+}
+
+#[test]
+fn the_dropout_seed_changes_every_step_and_with_the_run() {
+    let seeds: std::collections::HashSet<u32> =
+        (1..=1000).map(|step| dropout_seed(0, step)).collect();
+    assert_eq!(seeds.len(), 1000);
+    assert_ne!(dropout_seed(0, 5), dropout_seed(1, 5));
+    assert_eq!(dropout_seed(3, 5), dropout_seed(3, 5));
+}
+
+#[test]
+fn a_transformer_dropout_outside_zero_to_one_is_an_error_naming_it() {
+    for p in [-0.1f32, 1.0, 1.5] {
+        let config = Seq2SeqConfig {
+            vocab_size: 8,
+            ..transformer(1, p)
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains(&format!("p = {p}")), "{message}");
+    }
 }

@@ -318,6 +318,24 @@ impl Graph {
         self.zip(a, b, Binary::Div)
     }
 
+    /// Inverted dropout: each element of `x` kept with probability 1 − p and scaled by
+    /// 1/(1 − p), else 0, by a hash of the `seed` (u32 [1], an input fed before each run:
+    /// a new value every training step), the element's index and the dropout's stream, its
+    /// count among the graph's dropouts (so that dropouts sharing a seed draw different
+    /// masks). p must be in [0, 1); 0 builds no op and returns `x`.
+    pub fn dropout(&mut self, x: Var, p: f32, seed: Var) -> Result<Var> {
+        crate::kernels::random::drop_threshold(p)?;
+        if p == 0.0 {
+            return Ok(x);
+        }
+        let stream = self
+            .nodes
+            .iter()
+            .filter(|node| matches!(node.op, Op::Dropout { .. }))
+            .count() as u32;
+        self.push_one(Op::Dropout { p, stream }, &[x, seed])
+    }
+
     /// Sum, max or mean over `axis` (negative counts from the end).
     pub fn reduce(&mut self, x: Var, op: Reduce, axis: isize, keep_dim: bool) -> Result<Var> {
         let axis = crate::tensor::resolve_axis("reduce", axis, self.shape(x).len())?;

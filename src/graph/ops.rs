@@ -28,6 +28,7 @@ use crate::kernels::layernorm::{
     LayerNormShape, LayerNormVariant,
 };
 use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::random::dropout_dispatch;
 use crate::kernels::recurrent::{
     recurrent_backward_dispatches, recurrent_forward_dispatches, CellKind, RecurrentBackwardInputs,
     RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
@@ -57,6 +58,11 @@ pub enum Op {
     Unary(Unary),
     /// a ∘ b with numpy broadcasting; the derivative ops take two values of one shape.
     Binary(Binary),
+    /// Inverted dropout: inputs x and the seed (u32 [1], fed every run); keeps each element
+    /// with probability 1 − p, scaled by 1/(1 − p), by the hash of (seed, `stream`, index)
+    /// (`kernels::random`). Its backward is the same op on dy: the same bits drop the same
+    /// elements, so no mask is stored.
+    Dropout { p: f32, stream: u32 },
     /// Sum, max or mean over one axis.
     Reduce {
         op: Reduce,
@@ -249,6 +255,7 @@ impl Op {
             Op::MatMul { .. } => "matmul",
             Op::Unary(_) => "unary",
             Op::Binary(_) => "binary",
+            Op::Dropout { .. } => "dropout",
             Op::Reduce { .. } => "reduce",
             Op::SumTo { .. } => "sum_to",
             Op::BroadcastTo { .. } => "broadcast_to",
@@ -313,6 +320,7 @@ impl Op {
         let expected_inputs = match self {
             Op::MatMul { bias, .. } | Op::Conv { bias, .. } => 2 + usize::from(*bias),
             Op::Binary(_)
+            | Op::Dropout { .. }
             | Op::SoftmaxGrad { .. }
             | Op::CrossEntropy { .. }
             | Op::Gather { .. }
@@ -357,6 +365,7 @@ impl Op {
         for (i, (shape, dtype)) in inputs.iter().enumerate() {
             let wants = match self {
                 Op::CrossEntropy { .. }
+                | Op::Dropout { .. }
                 | Op::Gather { .. }
                 | Op::GatherGrad { .. }
                 | Op::MaxOverTimeGrad { .. }
@@ -472,6 +481,18 @@ impl Op {
                         "a derivative takes two values of one shape".into(),
                     )),
                 }
+            }
+            Op::Dropout { .. } => {
+                let seed = inputs[1].0;
+                if seed != [1] {
+                    return Err(mismatch(
+                        op,
+                        x,
+                        seed,
+                        "the seed must be one u32, shape [1]".into(),
+                    ));
+                }
+                f32(x.to_vec())
             }
             Op::SoftmaxGrad { .. } => {
                 let dy = inputs[1].0;
@@ -1027,6 +1048,7 @@ impl Op {
                 };
                 vec![Some(g.sum_to(da, &x_shape)?), Some(g.sum_to(db, &b_shape)?)]
             }
+            Op::Dropout { .. } => vec![Some(g.push_one(self.clone(), &[dy, inputs[1]])?), None],
             Op::Reduce {
                 op,
                 axis,
@@ -1266,6 +1288,7 @@ impl Op {
             }
             Op::Unary(f) => unary_dispatch(x, y, *f)?,
             Op::Binary(binary) => binary_dispatch(x, inputs[1].f32(), y, *binary)?,
+            Op::Dropout { p, stream } => dropout_dispatch(x, inputs[1].u32(), y, *p, *stream)?,
             Op::Reduce { op, axis, .. } => {
                 let (_, n, inner) = crate::kernels::reduce::split_at_axis(x.shape(), *axis);
                 reduce_dispatch(x, y, *axis, *op, ReduceVariant::choose(inner, n))?

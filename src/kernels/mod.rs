@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gather;
 pub mod layernorm;
 pub mod matmul;
+pub mod random;
 pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
@@ -27,6 +28,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &matmul::SHADER,
     &matmul::SUBGROUP_SHADER,
     &crate::optim::SHADER,
+    &random::SHADER,
     &recurrent::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,

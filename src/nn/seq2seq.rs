@@ -98,6 +98,7 @@ impl Seq2SeqConfig {
             ],
         )?;
         if let Some(shape) = self.transformer {
+            crate::kernels::random::drop_threshold(shape.dropout)?;
             if shape.heads == 0 || shape.ff == 0 || !self.hidden.is_multiple_of(shape.heads) {
                 return Err(Error::invalid(
                     "seq2seq",
@@ -127,6 +128,9 @@ impl Seq2SeqConfig {
         if let (Some(shape), Some(map)) = (self.transformer, value.as_object_mut()) {
             map.insert("heads".into(), json!(shape.heads));
             map.insert("ff".into(), json!(shape.ff));
+            // The f32's shortest decimal: the file reads 0.1, not 0.10000000149011612.
+            let dropout: f64 = shape.dropout.to_string().parse().unwrap_or(0.0);
+            map.insert("dropout".into(), json!(dropout));
         }
         value
     }
@@ -159,6 +163,11 @@ impl Seq2SeqConfig {
             Some("transformer") => Some(TransformerShape {
                 heads: size("heads")?,
                 ff: size("ff")?,
+                // Checkpoints from before dropout trained without it.
+                dropout: match value.get("dropout") {
+                    None => 0.0,
+                    Some(p) => p.as_f64().ok_or_else(|| bad("dropout"))? as f32,
+                },
             }),
             Some("recurrent") | None => None,
             Some(_) => return Err(bad("arch (recurrent or transformer)")),

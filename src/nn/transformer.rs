@@ -8,10 +8,13 @@
 //!   self-attention, cross-attention over the encoder's output (keys masked by the source
 //!   lengths) and a feed-forward block; the output projection to the vocabulary.
 //!
-//! Every block is pre-norm: x + f(LayerNorm(x)), with a final layer norm closing each stack
-//! (Xiong et al. 2020). Post-norm, the original arrangement, needs a learning-rate warm-up
-//! to train at all; pre-norm trains with the plain Adam and step decay the recurrent models
-//! use. Activations are batch-major, [B·T, d] rows between blocks.
+//! Every block is pre-norm: x + dropout(f(LayerNorm(x))), with a final layer norm closing
+//! each stack (Xiong et al. 2020). Post-norm, the original arrangement, needs a
+//! learning-rate warm-up to train at all; pre-norm trains without one, though a short one
+//! still helps. Dropout (training graphs only) acts on the embeddings plus positions and on
+//! each block's output before the residual add, as in the original; not on the attention
+//! probabilities, which the fused attention kernel never writes out. Activations are
+//! batch-major, [B·T, d] rows between blocks.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
@@ -20,12 +23,14 @@ use crate::nn::shared::{Binder, Start};
 
 /// The sizes a Transformer has beyond [`Seq2SeqConfig`]'s (whose `hidden` is d_model and
 /// `layers` the layers of each stack).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TransformerShape {
     /// Attention heads; they divide d_model.
     pub heads: usize,
     /// Width of the feed-forward block's hidden layer.
     pub ff: usize,
+    /// The drop probability of the training graphs' dropouts, in [0, 1).
+    pub dropout: f32,
 }
 
 /// The layer norms' epsilon (PyTorch's default).
@@ -48,11 +53,21 @@ pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
 pub struct Transformer<'c> {
     pub config: &'c Seq2SeqConfig,
     pub shape: TransformerShape,
+    /// A training graph's dropout seed (u32 [1], fed a new value every step); `None` builds
+    /// no dropout (evaluation and decoding).
+    pub dropout_seed: Option<Var>,
 }
 
 impl Transformer<'_> {
     fn width(&self) -> usize {
         self.config.hidden
+    }
+
+    fn dropout(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        match self.dropout_seed {
+            Some(seed) => g.dropout(x, self.shape.dropout, seed),
+            None => Ok(x),
+        }
     }
 
     /// Token ids [T, B] (time-major) as [B·T, d] rows: embedding·√d plus positions.
@@ -72,7 +87,8 @@ impl Transformer<'_> {
         let x = g.scale(x, (d as f32).sqrt())?;
         let positions = g.constant(sinusoidal_positions(steps, d), &[steps, d])?;
         let x = g.add(x, positions)?;
-        g.reshape(x, &[batch * steps, d])
+        let x = g.reshape(x, &[batch * steps, d])?;
+        self.dropout(g, x)
     }
 
     /// x·W + b for rows x [N, inputs], PyTorch's initialization.
@@ -141,7 +157,7 @@ impl Transformer<'_> {
         self.linear(g, p, &format!("{name}.linear2"), hidden, self.width())
     }
 
-    /// x + block(LayerNorm(x)).
+    /// x + dropout(block(LayerNorm(x))).
     fn residual<'b>(
         &self,
         g: &mut Graph,
@@ -152,6 +168,7 @@ impl Transformer<'_> {
     ) -> Result<Var> {
         let normed = self.norm(g, p, &format!("{name}.norm"), x)?;
         let y = block(g, p, normed)?;
+        let y = self.dropout(g, y)?;
         g.add(x, y)
     }
 

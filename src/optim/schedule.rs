@@ -13,6 +13,9 @@ pub enum Schedule {
     /// factor γ^⌊(t − 1) / every⌋: steps 1..=every use the base rate, the next `every` steps
     /// γ times it, and so on (PyTorch's `StepLR`, whose epochs count from 0).
     StepDecay { every: u64, gamma: f64 },
+    /// `StepDecay` times a linear warm-up over the first `warmup` steps:
+    /// factor min(1, t / warmup)·γ^⌊(t − 1) / every⌋ (no warm-up when `warmup` is 0).
+    WarmupStepDecay { warmup: u64, every: u64, gamma: f64 },
     /// A linear warm-up over the first `warmup` steps (factor t / warmup, 1 at t = warmup),
     /// then half a cosine down to `final_fraction` at step `total`, which it keeps after:
     /// factor f + (1 − f)·½·(1 + cos(π·(t − warmup) / (total − warmup))).
@@ -31,6 +34,18 @@ impl Schedule {
             Schedule::StepDecay { every, gamma } => {
                 let decays = step.saturating_sub(1) / every;
                 gamma.powf(decays as f64)
+            }
+            Schedule::WarmupStepDecay {
+                warmup,
+                every,
+                gamma,
+            } => {
+                let ramp = if step < warmup {
+                    step as f64 / warmup as f64
+                } else {
+                    1.0
+                };
+                ramp * Schedule::StepDecay { every, gamma }.factor(step)
             }
             Schedule::WarmupCosine {
                 warmup,
@@ -53,7 +68,8 @@ impl Schedule {
         const OP: &str = "Schedule";
         match *self {
             Schedule::Constant => Ok(()),
-            Schedule::StepDecay { every, gamma } => {
+            Schedule::StepDecay { every, gamma }
+            | Schedule::WarmupStepDecay { every, gamma, .. } => {
                 if every == 0 {
                     return Err(Error::invalid(
                         OP,
@@ -93,5 +109,39 @@ impl Schedule {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn warm_up_then_step_decay() {
+        let schedule = Schedule::WarmupStepDecay {
+            warmup: 4,
+            every: 10,
+            gamma: 0.5,
+        };
+        let factors: Vec<f64> = [1, 2, 4, 10, 11, 21].map(|t| schedule.factor(t)).to_vec();
+        assert_eq!(factors, [0.25, 0.5, 1.0, 1.0, 0.5, 0.25]);
+        let no_warmup = Schedule::WarmupStepDecay {
+            warmup: 0,
+            every: 10,
+            gamma: 0.5,
+        };
+        let decay = Schedule::StepDecay {
+            every: 10,
+            gamma: 0.5,
+        };
+        for t in [1, 10, 11, 35] {
+            assert_eq!(no_warmup.factor(t), decay.factor(t));
+        }
+        let bad = Schedule::WarmupStepDecay {
+            warmup: 5,
+            every: 0,
+            gamma: 0.5,
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("every 0"));
     }
 }

@@ -38,11 +38,14 @@ struct TrainValues {
     key_mask: Option<Var>,
     decoder_input: Var,
     target: Var,
+    /// A Transformer's dropout seed (u32 [1]), in training graphs with dropout.
+    dropout_seed: Option<Var>,
     loss: Var,
     predictions: Var,
 }
 
-/// A compiled training step for one batch shape.
+/// A compiled training step (or, without the backward and dropout, an evaluation step) for
+/// one batch shape.
 struct TrainPlan {
     plan: Plan,
     values: TrainValues,
@@ -100,7 +103,8 @@ pub struct Seq2SeqModel {
     pub max_source: usize,
     pub max_target: usize,
     pub parameters: SharedParameters,
-    train_plans: HashMap<(usize, usize, usize), TrainPlan>,
+    /// Keyed by batch, source steps, target steps and whether the plan trains.
+    train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
     decoders: HashMap<(usize, usize), Decoder>,
     transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
 }
@@ -152,7 +156,7 @@ impl Seq2SeqModel {
         };
         // Building (not compiling) the smallest graph makes every parameter, in a fixed
         // order, before an optimizer is made over them.
-        model.training_graph(1, 1, 1)?;
+        model.training_graph(1, 1, 1, true)?;
         Ok(model)
     }
 
@@ -224,11 +228,13 @@ impl Seq2SeqModel {
 
     /// The training graph for `batch` rows of `source_steps` and `target_steps` (without
     /// compiling it): the values a step touches, and the bindings to the shared parameters.
+    /// Without `training`, the graph has neither the backward nor dropout: it evaluates.
     fn training_graph(
         &mut self,
         batch: usize,
         source_steps: usize,
         target_steps: usize,
+        training: bool,
     ) -> Result<(Graph, TrainValues, Bindings)> {
         let mut g = Graph::new(&self.gpu);
         let source = g.input_indices("source", &[source_steps, batch]);
@@ -237,6 +243,11 @@ impl Seq2SeqModel {
             .then(|| g.input("key_mask", &[batch, 1, source_steps]));
         let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
         let target = g.input_indices("target", &[batch * target_steps]);
+        let dropout_seed = self
+            .config
+            .transformer
+            .filter(|shape| training && shape.dropout > 0.0)
+            .map(|_| g.input_indices("dropout_seed", &[1]));
         let model = Seq2Seq {
             config: &self.config,
         };
@@ -246,6 +257,7 @@ impl Seq2SeqModel {
                 let transformer = Transformer {
                     config: &self.config,
                     shape,
+                    dropout_seed,
                 };
                 let memory = transformer.encode(&mut g, &mut p, source, source_lengths)?;
                 transformer.logits(&mut g, &mut p, decoder_input, memory, source_lengths)?
@@ -259,24 +271,34 @@ impl Seq2SeqModel {
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
-        let gradients = g.backward(loss)?;
-        let bindings = p.bindings(Some(&gradients))?;
+        let bindings = if training {
+            let gradients = g.backward(loss)?;
+            p.bindings(Some(&gradients))?
+        } else {
+            p.bindings(None)?
+        };
         let values = TrainValues {
             source,
             source_lengths,
             key_mask,
             decoder_input,
             target,
+            dropout_seed,
             loss,
             predictions,
         };
         Ok((g, values, bindings))
     }
 
-    fn train_plan(&mut self, batch: &SeqBatch) -> Result<&mut TrainPlan> {
-        let key = (batch.batch, batch.source_steps, batch.target_steps);
+    fn train_plan(&mut self, batch: &SeqBatch, training: bool) -> Result<&mut TrainPlan> {
+        let key = (
+            batch.batch,
+            batch.source_steps,
+            batch.target_steps,
+            training,
+        );
         if !self.train_plans.contains_key(&key) {
-            let (g, values, bindings) = self.training_graph(key.0, key.1, key.2)?;
+            let (g, values, bindings) = self.training_graph(key.0, key.1, key.2, training)?;
             let plan = compile_bound(&g, &[values.loss, values.predictions], &bindings)?;
             self.train_plans.insert(key, TrainPlan { plan, values });
         }
@@ -286,14 +308,37 @@ impl Seq2SeqModel {
     /// The dispatches of the training step for `batch`'s shape (compiling its plan on first
     /// use), for profiling.
     pub fn training_dispatches(&mut self, batch: &SeqBatch) -> Result<&[Dispatch]> {
-        Ok(self.train_plan(batch)?.plan.dispatches())
+        Ok(self.train_plan(batch, true)?.plan.dispatches())
     }
 
     /// One step over `batch` with teacher forcing: the loss, its gradients into the shared
-    /// gradient tensors, then `extra` (an optimizer's update), in one submission.
-    pub fn train_step(&mut self, batch: &SeqBatch, extra: &[Dispatch]) -> Result<StepReport> {
+    /// gradient tensors, then `extra` (an optimizer's update), in one submission. A
+    /// Transformer's dropouts draw their masks from `dropout_seed` (see [`dropout_seed`]).
+    pub fn train_step(
+        &mut self,
+        batch: &SeqBatch,
+        dropout_seed: u32,
+        extra: &[Dispatch],
+    ) -> Result<StepReport> {
+        self.run_step(batch, Some(dropout_seed), extra)
+    }
+
+    /// The loss and predictions over `batch` with teacher forcing, without dropout and
+    /// without gradients.
+    pub fn evaluation_step(&mut self, batch: &SeqBatch) -> Result<StepReport> {
+        self.run_step(batch, None, &[])
+    }
+
+    /// A training step given a dropout seed, an evaluation step without.
+    fn run_step(
+        &mut self,
+        batch: &SeqBatch,
+        dropout_seed: Option<u32>,
+        extra: &[Dispatch],
+    ) -> Result<StepReport> {
         let mask = key_mask(&batch.source_lengths, batch.source_steps);
-        let TrainPlan { plan, values } = self.train_plan(batch)?;
+        let TrainPlan { plan, values } = self.train_plan(batch, dropout_seed.is_some())?;
+        let seed = [dropout_seed.unwrap_or(0)];
         let mut feeds = vec![
             Feed::u32(values.source, &batch.source),
             Feed::u32(values.source_lengths, &batch.source_lengths),
@@ -301,6 +346,7 @@ impl Seq2SeqModel {
             Feed::u32(values.target, &batch.target),
         ];
         feeds.extend(values.key_mask.map(|var| Feed::f32(var, &mask)));
+        feeds.extend(values.dropout_seed.map(|var| Feed::u32(var, &seed)));
         plan.run(&feeds, extra)?;
         let loss = plan.read(values.loss)?[0];
         let predictions = plan.read_indices(values.predictions)?;
@@ -433,6 +479,7 @@ impl Seq2SeqModel {
         let model = Transformer {
             config: &config,
             shape,
+            dropout_seed: None,
         };
         let memory_shape = [rows, source_steps, config.hidden];
         let memory_tensor = Tensor::zeros(&gpu, &memory_shape)?;
@@ -765,6 +812,8 @@ pub struct Seq2SeqTraining {
     pub optimizer: OptimizerConfig,
     /// The learning rate is multiplied by this after each epoch (1: constant).
     pub lr_decay: f64,
+    /// Steps of linear learning-rate warm-up (0: none).
+    pub warmup: u64,
     pub batch: usize,
     /// A fixed number of epochs; `None`: until validation exact-match stops improving.
     pub epochs: Option<usize>,
@@ -826,7 +875,7 @@ pub fn evaluate(
     let (mut loss_sum, mut tokens) = (0.0, 0usize);
     for batch in bucketed_batches(pairs, &bucketing, None)? {
         let batch = rounded(batch);
-        let report = model.train_step(&batch, &[])?;
+        let report = model.evaluation_step(&batch)?;
         loss_sum += f64::from(report.loss) * report.tokens as f64;
         tokens += report.tokens;
     }
@@ -835,6 +884,13 @@ pub fn evaluate(
         loss_sum / tokens.max(1) as f64,
         outputs,
     ))
+}
+
+/// The dropout seed of training step `step` of a run seeded with `run_seed`: a new one
+/// every step, and the same sequence when a run resumes at a later step.
+pub fn dropout_seed(run_seed: u64, step: u64) -> u32 {
+    let mut rng = crate::rng::Rng::new(run_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (rng.next_u64() >> 32) as u32
 }
 
 /// `batch` with its steps padded to [`round_steps`], so that a few plans serve every batch.
@@ -911,8 +967,9 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let valid = encode_checked(&model, &config.valid, "validation")?;
 
     let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
-    let optimizer_config = if config.lr_decay < 1.0 {
-        config.optimizer.with_schedule(Schedule::StepDecay {
+    let optimizer_config = if config.lr_decay < 1.0 || config.warmup > 0 {
+        config.optimizer.with_schedule(Schedule::WarmupStepDecay {
+            warmup: config.warmup,
             every: steps_per_epoch,
             gamma: config.lr_decay,
         })
@@ -964,8 +1021,9 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let layers = format!("{}-layer", model.config.layers);
     let architecture = match model.config.transformer {
         Some(shape) => format!(
-            "Transformer {layers} encoder-decoder, d_model {}, {} heads, feed-forward {}",
-            model.config.hidden, shape.heads, shape.ff
+            "Transformer {layers} encoder-decoder, d_model {}, {} heads, feed-forward {}, \
+             dropout {}",
+            model.config.hidden, shape.heads, shape.ff, shape.dropout
         ),
         None => format!(
             "{} {layers} {} encoder-decoder, attention {}, hidden {}, embedding {}",
@@ -1014,7 +1072,11 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
             let batch = rounded(batch);
             step += 1;
             optimizer.prepare_step(step)?;
-            let report = model.train_step(&batch, optimizer.dispatches())?;
+            let report = model.train_step(
+                &batch,
+                dropout_seed(config.seed, step),
+                optimizer.dispatches(),
+            )?;
             if !report.loss.is_finite() {
                 progress.finish();
                 return Err(Error::invalid(
@@ -1106,6 +1168,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                         "seed": config.seed,
                         "batch": config.batch,
                         "lr": config.optimizer.lr,
+                        "warmup": config.warmup,
                         "optimizer": format!("{:?}", config.optimizer.rule),
                         "data": config.data_description,
                     }
