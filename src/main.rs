@@ -292,7 +292,7 @@ struct TrainSeq2seqArgs {
     #[arg(long, default_value_t = 0.8)]
     lr_decay: f64,
     /// Steps over which the learning rate climbs linearly to --lr: by default 400 for a
-    /// transformer (about one epoch of the default task), 0 (none) for a recurrent model.
+    /// transformer (about half an epoch of the default task), 0 (none) for a recurrent model.
     #[arg(long)]
     warmup: Option<u64>,
     /// sgd, momentum, adam or adamw.
