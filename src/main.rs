@@ -254,7 +254,7 @@ struct TrainSeq2seqArgs {
     ff: usize,
     /// The transformer's drop probability, in [0, 1), of its embeddings and of each
     /// block's output (training only): by default 0, which reaches 99% on the default task
-    /// within --max-minutes where 0.1 does not. Recurrent models take none.
+    /// an epoch sooner than 0.1. Recurrent models take none.
     #[arg(long)]
     dropout: Option<f32>,
     /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
