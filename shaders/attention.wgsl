@@ -212,20 +212,36 @@ override CHUNK_WIDTH: u32 = 0u;       // min(Dv, VALUE_CHUNK)
 @group(0) @binding(6) var<storage, read_write> fused_log_sum_exp: array<f32>;
 @group(0) @binding(7) var<uniform> fused_params: Params;
 
+// The rows, columns and head a workgroup of the fused kernels owns. Their grid enumerates
+// (head, column chunk, row block), row blocks fastest, folded into x and y.
+struct RowBlock {
+    first_row: u32,
+    first_column: u32,
+    head: u32,     // b·heads + h, over `head_count` of them
+    live: bool,    // false past the end of the grid (it is rounded up to whole workgroups)
+}
+
+fn row_block(wid: vec3<u32>, nwg: vec3<u32>, rows: u32, columns: u32,
+             head_count: u32) -> RowBlock {
+    let chunks = max((columns + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
+    let blocks = (rows + FUSED_ROWS - 1u) / FUSED_ROWS;
+    let index = wid.y * nwg.x + wid.x;
+    return RowBlock((index % blocks) * FUSED_ROWS, ((index / blocks) % chunks) * VALUE_CHUNK,
+                    index / (blocks * chunks), index < head_count * chunks * blocks);
+}
+
 @compute @workgroup_size(64)
 fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let p = fused_params;
-    let chunks = max((p.value_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
-    let blocks = (p.q_len + FUSED_ROWS - 1u) / FUSED_ROWS;
-    let block_index = wid.y * nwg.x + wid.x;
-    if block_index >= p.batch * p.heads * chunks * blocks {
+    let block = row_block(wid, nwg, p.q_len, p.value_dim, p.batch * p.heads);
+    if !block.live {
         return;
     }
-    let first_query = (block_index % blocks) * FUSED_ROWS;
-    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
-    let batch_head = block_index / (blocks * chunks);
+    let first_query = block.first_row;
+    let first_column = block.first_column;
+    let batch_head = block.head;
     let h = batch_head % p.heads;
     let b = batch_head / p.heads;
     // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
@@ -406,15 +422,13 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
                                     @builtin(num_workgroups) nwg: vec3<u32>,
                                     @builtin(local_invocation_index) lid: u32) {
     let p = grad_params;
-    let chunks = max((p.head_dim + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
-    let blocks = (p.q_len + FUSED_ROWS - 1u) / FUSED_ROWS;
-    let block_index = wid.y * nwg.x + wid.x;
-    if block_index >= p.batch * p.heads * chunks * blocks {
+    let block = row_block(wid, nwg, p.q_len, p.head_dim, p.batch * p.heads);
+    if !block.live {
         return;
     }
-    let first_query = (block_index % blocks) * FUSED_ROWS;
-    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
-    let batch_head = block_index / (blocks * chunks);
+    let first_query = block.first_row;
+    let first_column = block.first_column;
+    let batch_head = block.head;
     let h = batch_head % p.heads;
     let b = batch_head / p.heads;
     let kv = batch_head / p.group;
@@ -562,17 +576,14 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
                                  @builtin(num_workgroups) nwg: vec3<u32>,
                                  @builtin(local_invocation_index) lid: u32) {
     let p = grad_params;
-    let widest = max(p.head_dim, p.value_dim);
-    let chunks = max((widest + VALUE_CHUNK - 1u) / VALUE_CHUNK, 1u);
-    let blocks = (p.k_len + FUSED_ROWS - 1u) / FUSED_ROWS;
     let kv_heads = p.heads / p.group;
-    let block_index = wid.y * nwg.x + wid.x;
-    if block_index >= p.batch * kv_heads * chunks * blocks {
+    let block = row_block(wid, nwg, p.k_len, max(p.head_dim, p.value_dim), p.batch * kv_heads);
+    if !block.live {
         return;
     }
-    let first_key = (block_index % blocks) * FUSED_ROWS;
-    let first_column = ((block_index / blocks) % chunks) * VALUE_CHUNK;
-    let batch_kv = block_index / (blocks * chunks);
+    let first_key = block.first_row;
+    let first_column = block.first_column;
+    let batch_kv = block.head;
     let b = batch_kv / kv_heads;
     let kv_head = batch_kv % kv_heads;
     // This chunk's columns of dK and of dV; either may be empty.
