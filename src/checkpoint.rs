@@ -603,6 +603,15 @@ pub fn config_path(tensors_path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// `config` (a JSON object) with the entries of `extra` (another, or anything else: then
+/// nothing) added at its top level: a command's own fields beside the model's.
+pub fn with_extra(mut config: Value, extra: Value) -> Value {
+    if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        map.extend(extra);
+    }
+    config
+}
+
 /// Saves `tensors` at `path` (which ends in `.safetensors`) and `config` beside it in the
 /// `.json` file of the same stem; see the module documentation for the layout and the
 /// order of the writes. Everything is checked before either file is touched.

@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::permutation;
+use super::{check_distinct, permutation};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -87,18 +87,7 @@ impl WordVocab {
     /// The vocabulary of `words` in the order given (as [`WordVocab::words`] returned them
     /// when a checkpoint was saved). A word given twice is an error, naming it.
     pub fn from_words(words: &[String]) -> Result<WordVocab> {
-        let mut seen = HashMap::new();
-        for (position, word) in words.iter().enumerate() {
-            if let Some(first) = seen.insert(word, position) {
-                return Err(Error::invalid(
-                    "word vocabulary",
-                    format!(
-                        "the word {word:?} appears twice (at positions {first} and {position}); \
-                         expected each word once"
-                    ),
-                ));
-            }
-        }
+        check_distinct("word vocabulary", "word", words)?;
         Ok(WordVocab::with_words(words.to_vec()))
     }
 

@@ -501,3 +501,25 @@ fn permutation(n: usize, rng: &mut Rng) -> Vec<usize> {
 fn epoch_seed(seed: u64, epoch: u64) -> u64 {
     seed ^ Rng::new(epoch).next_u64()
 }
+
+/// Fails if `items` holds an entry twice, naming it (a `kind` such as "word") and both
+/// positions: a vocabulary given the same entry twice would give it two ids.
+pub(crate) fn check_distinct<T: std::hash::Hash + Eq + std::fmt::Debug>(
+    op: &'static str,
+    kind: &str,
+    items: &[T],
+) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (position, item) in items.iter().enumerate() {
+        if let Some(first) = seen.insert(item, position) {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "the {kind} {item:?} appears twice (at positions {first} and {position}); \
+                     expected each {kind} once"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

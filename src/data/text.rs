@@ -29,7 +29,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::permutation;
+use super::{check_distinct, permutation};
 use crate::files::write_atomically;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -80,18 +80,7 @@ impl Vocab {
     /// checkpoint was saved, so the ids are the ones the model was trained with). A character
     /// given twice is an error, since it would have two ids.
     pub fn from_chars(chars: &[char]) -> Result<Vocab> {
-        let mut seen = HashMap::new();
-        for (position, &c) in chars.iter().enumerate() {
-            if let Some(first) = seen.insert(c, position) {
-                return Err(Error::invalid(
-                    "vocabulary",
-                    format!(
-                        "the character {c:?} appears twice (at positions {first} and {position}); \
-                         expected each character once"
-                    ),
-                ));
-            }
-        }
+        check_distinct("vocabulary", "character", chars)?;
         Ok(Vocab::with_chars(chars.to_vec()))
     }
 

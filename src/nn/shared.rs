@@ -5,8 +5,9 @@
 use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Graph, Plan, Var};
+use crate::graph::{Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::nn::seq2seq::State;
+use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::{numel, Tensor};
 
@@ -152,6 +153,19 @@ impl SharedParameters {
             .iter()
             .map(|p| NamedTensor::download(p.name.clone(), &p.value))
             .collect()
+    }
+
+    /// What a checkpoint of these parameters holds: the parameters, then the optimizer's
+    /// state (if given) under [`OPTIMIZER_PREFIX`], which [`SharedParameters::load`] skips.
+    pub fn checkpoint_tensors(&self, optimizer: Option<&Optimizer>) -> Result<Vec<NamedTensor>> {
+        let mut tensors = self.download()?;
+        for (name, tensor) in optimizer.map(Optimizer::state_tensors).unwrap_or_default() {
+            tensors.push(NamedTensor::download(
+                format!("{OPTIMIZER_PREFIX}{name}"),
+                &tensor,
+            )?);
+        }
+        Ok(tensors)
     }
 }
 

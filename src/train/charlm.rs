@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{self, Checkpoint, NamedTensor};
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::corpus::{lm_batches, split_text, unigram_perplexity, LmBatch};
 use crate::data::text::{Vocab, PAD, SPECIAL_TOKENS};
 use crate::error::{Error, Result};
@@ -131,22 +131,14 @@ impl CharLmModel {
     /// Saves the parameters and, if given, the optimizer's state beside them; the config
     /// holds the architecture and the vocabulary, and `extra` merged in at the top level.
     pub fn save(&self, path: &Path, optimizer: Option<&Optimizer>, extra: Value) -> Result<()> {
-        let mut tensors = self.parameters.download()?;
-        if let Some(optimizer) = optimizer {
-            for (name, tensor) in optimizer.state_tensors() {
-                tensors.push(NamedTensor::download(
-                    format!("{OPTIMIZER_PREFIX}{name}"),
-                    &tensor,
-                )?);
-            }
-        }
-        let mut config = json!({
-            "architecture": self.config.to_json(),
-            "vocabulary": self.vocab.chars().iter().collect::<String>(),
-        });
-        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
-            map.extend(extra);
-        }
+        let tensors = self.parameters.checkpoint_tensors(optimizer)?;
+        let config = checkpoint::with_extra(
+            json!({
+                "architecture": self.config.to_json(),
+                "vocabulary": self.vocab.chars().iter().collect::<String>(),
+            }),
+            extra,
+        );
         checkpoint::save(path, &tensors, &config)
     }
 

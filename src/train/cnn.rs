@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{self, NamedTensor};
+use crate::checkpoint;
 use crate::data::classify::{
     encode_texts, text_batches, EncodedText, LabelledText, Labels, TextBatch, WordVocab, NO_LABEL,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::nn::shared::{compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -196,23 +196,15 @@ impl TextCnnModel {
     /// config with the architecture, the vocabulary and the class names (`extra` merged in
     /// at the top level).
     pub fn save(&self, path: &Path, optimizer: Option<&Optimizer>, extra: Value) -> Result<()> {
-        let mut tensors = self.parameters.download()?;
-        if let Some(optimizer) = optimizer {
-            for (name, tensor) in optimizer.state_tensors() {
-                tensors.push(NamedTensor::download(
-                    format!("{OPTIMIZER_PREFIX}{name}"),
-                    &tensor,
-                )?);
-            }
-        }
-        let mut config = json!({
-            "architecture": self.config.to_json(),
-            "vocabulary": self.vocab.words(),
-            "labels": self.labels.names(),
-        });
-        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
-            map.extend(extra);
-        }
+        let tensors = self.parameters.checkpoint_tensors(optimizer)?;
+        let config = checkpoint::with_extra(
+            json!({
+                "architecture": self.config.to_json(),
+                "vocabulary": self.vocab.words(),
+                "labels": self.labels.names(),
+            }),
+            extra,
+        );
         checkpoint::save(path, &tensors, &config)
     }
 }

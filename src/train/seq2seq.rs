@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{self, Checkpoint, NamedTensor};
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::text::{
     bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, SeqBatch, Vocab, BOS, EOS, PAD,
 };
@@ -195,15 +195,15 @@ impl Seq2SeqModel {
 
     /// The config a checkpoint of this model carries (`extra` merged in at the top level).
     pub fn checkpoint_config(&self, extra: Value) -> Value {
-        let mut config = json!({
-            "architecture": self.config.to_json(),
-            "vocabulary": self.vocab.chars().iter().collect::<String>(),
-            "max_source": self.max_source,
-            "max_target": self.max_target,
-        });
-        if let (Some(map), Value::Object(extra)) = (config.as_object_mut(), extra) {
-            map.extend(extra);
-        }
+        let config = checkpoint::with_extra(
+            json!({
+                "architecture": self.config.to_json(),
+                "vocabulary": self.vocab.chars().iter().collect::<String>(),
+                "max_source": self.max_source,
+                "max_target": self.max_target,
+            }),
+            extra,
+        );
         config
     }
 
@@ -214,15 +214,7 @@ impl Seq2SeqModel {
         optimizer: Option<&Optimizer>,
         extra: Value,
     ) -> Result<()> {
-        let mut tensors = self.parameters.download()?;
-        if let Some(optimizer) = optimizer {
-            for (name, tensor) in optimizer.state_tensors() {
-                tensors.push(NamedTensor::download(
-                    format!("{OPTIMIZER_PREFIX}{name}"),
-                    &tensor,
-                )?);
-            }
-        }
+        let tensors = self.parameters.checkpoint_tensors(optimizer)?;
         checkpoint::save(path, &tensors, &self.checkpoint_config(extra))
     }
 
