@@ -16,10 +16,81 @@
 // Every accumulator is named (structs of vec4, no arrays): LLVM keeps an array indexed in a
 // loop in memory, which was 20× slower.
 //
-// The layouts it needs (checked by the launcher): N and K multiples of 4, and M too when A
-// is transposed; offsets and batch strides multiples of 4. A transposed B costs nothing
-// extra: each lane then loads its 4 columns as 4 vec4 along K and transposes them in
-// registers, the same number of loads.
+// Any layout: where N and K are multiples of 4 (M too when A is transposed) and offsets and
+// batch strides are multiples of 4, every row it reads starts on a vec4 and is read as vec4s
+// (`ALIGNED`); elsewhere (a 10-class output layer, say) each vec4 is gathered from 4 clamped
+// floats, zero past K. A and B are only ever read through their vec4 views (an entry point
+// may not use two views of one binding) and the output is written float by float: the
+// stores are a few percent of the work. A transposed B costs nothing extra: each lane then
+// loads its 4 columns as 4 vec4 along K and transposes them in registers, the same number
+// of loads.
+
+// Set by the launcher when the layout allows vec4 loads (see above). A pipeline constant,
+// so the other path is compiled away.
+override ALIGNED: bool = true;
+
+// Element i of A or of B through the vec4 views (storage buffers are whole vec4s long).
+fn a_at(i: u32) -> f32 {
+    return a4[i / 4u][i % 4u];
+}
+
+fn b_at(i: u32) -> f32 {
+    return b4[i / 4u][i % 4u];
+}
+
+// A[row, k..k + 4], A not transposed, `row_start` the index of A[row, 0]; zeros past K.
+fn a_along_k(row_start: u32, k: u32) -> vec4<f32> {
+    if ALIGNED {
+        return a4[(row_start + k) / 4u];
+    }
+    return vec4<f32>(a_at_k(row_start, k), a_at_k(row_start, k + 1u),
+                     a_at_k(row_start, k + 2u), a_at_k(row_start, k + 3u));
+}
+
+fn a_at_k(row_start: u32, k: u32) -> f32 {
+    return select(0.0, a_at(row_start + min(k, params.k - 1u)), k < params.k);
+}
+
+// B[k..k + 4, col] of a transposed B, `col_start` the index of B[col, 0]; zeros past K.
+fn b_along_k(col_start: u32, k: u32) -> vec4<f32> {
+    if ALIGNED {
+        return b4[(col_start + k) / 4u];
+    }
+    return vec4<f32>(b_at_k(col_start, k), b_at_k(col_start, k + 1u),
+                     b_at_k(col_start, k + 2u), b_at_k(col_start, k + 3u));
+}
+
+fn b_at_k(col_start: u32, k: u32) -> f32 {
+    return select(0.0, b_at(col_start + min(k, params.k - 1u)), k < params.k);
+}
+
+// op(A)[row..row + 4, k] of a transposed A (stored [K, M] from `base`); rows past M are
+// clamped (their results are dropped), zeros past K.
+fn a_across_rows(base: u32, k: u32, row: u32) -> vec4<f32> {
+    let p = params;
+    if ALIGNED {
+        return a4[(base + k * p.m + min(row, p.m - 4u)) / 4u];
+    }
+    let at = base + min(k, p.k - 1u) * p.m;
+    let last = p.m - 1u;
+    let v = vec4<f32>(a_at(at + min(row, last)), a_at(at + min(row + 1u, last)),
+                      a_at(at + min(row + 2u, last)), a_at(at + min(row + 3u, last)));
+    return select(vec4<f32>(0.0), v, k < p.k);
+}
+
+// B[k, col..col + 4] of B not transposed (stored [K, N] from `base`); columns past N are
+// clamped, zeros past K.
+fn b_across_cols(base: u32, k: u32, col: u32) -> vec4<f32> {
+    let p = params;
+    if ALIGNED {
+        return b4[(base + k * p.n + min(col, p.n - 4u)) / 4u];
+    }
+    let at = base + min(k, p.k - 1u) * p.n;
+    let last = p.n - 1u;
+    let v = vec4<f32>(b_at(at + min(col, last)), b_at(at + min(col + 1u, last)),
+                      b_at(at + min(col + 2u, last)), b_at(at + min(col + 3u, last)));
+    return select(vec4<f32>(0.0), v, k < p.k);
+}
 
 // This lane's 4 columns of 8 consecutive rows.
 struct Rows8 {
@@ -83,15 +154,15 @@ fn rows_of_lanes(a_quad: vec4<f32>) -> array<vec4<f32>, 8> {
     );
 }
 
-fn store_rows8(batch: u32, row: u32, col: u32, acc: Rows8, bias4: vec4<f32>) {
-    store4_biased(batch, row, col, acc.r0, bias4);
-    store4_biased(batch, row + 1u, col, acc.r1, bias4);
-    store4_biased(batch, row + 2u, col, acc.r2, bias4);
-    store4_biased(batch, row + 3u, col, acc.r3, bias4);
-    store4_biased(batch, row + 4u, col, acc.r4, bias4);
-    store4_biased(batch, row + 5u, col, acc.r5, bias4);
-    store4_biased(batch, row + 6u, col, acc.r6, bias4);
-    store4_biased(batch, row + 7u, col, acc.r7, bias4);
+fn store_rows8(batch: u32, row: u32, cols: vec4<u32>, acc: Rows8) {
+    store_row(batch, row, cols, acc.r0);
+    store_row(batch, row + 1u, cols, acc.r1);
+    store_row(batch, row + 2u, cols, acc.r2);
+    store_row(batch, row + 3u, cols, acc.r3);
+    store_row(batch, row + 4u, cols, acc.r4);
+    store_row(batch, row + 5u, cols, acc.r5);
+    store_row(batch, row + 6u, cols, acc.r6);
+    store_row(batch, row + 7u, cols, acc.r7);
 }
 
 const SUBGROUP_ROWS: u32 = 32u;
@@ -102,26 +173,22 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(subgroup_invocation_id) lane: u32) {
     let p = params;
     let batch = wid.z;
-    let a_base4 = (p.a_offset + batch * p.a_batch_stride) / 4u;
-    let b_base4 = (p.b_offset + batch * p.b_batch_stride) / 4u;
-    let n4 = p.n / 4u;
-    let k4 = p.k / 4u;
+    let a_base = p.a_offset + batch * p.a_batch_stride;
+    let b_base = p.b_offset + batch * p.b_batch_stride;
     let row0 = wid.y * SUBGROUP_ROWS;
     let col = wid.x * SUBGROUP_COLS + lane * 4u;
-    // Out-of-range rows and columns load clamped (valid) addresses; `store4` drops them.
-    let b_col4 = b_base4 + min(col / 4u, n4 - 1u);
-    let last_col = p.n - 1u;
-    let b_row4_0 = b_base4 + min(col, last_col) * k4;
-    let b_row4_1 = b_base4 + min(col + 1u, last_col) * k4;
-    let b_row4_2 = b_base4 + min(col + 2u, last_col) * k4;
-    let b_row4_3 = b_base4 + min(col + 3u, last_col) * k4;
-    let m4 = p.m / 4u;
+    // Out-of-range rows and columns load clamped (valid) addresses; the stores drop them.
     let last_row = p.m - 1u;
-    let a_row4_0 = a_base4 + min(row0 + lane, last_row) * k4;
-    let a_row4_1 = a_base4 + min(row0 + 8u + lane, last_row) * k4;
-    let a_row4_2 = a_base4 + min(row0 + 16u + lane, last_row) * k4;
-    let a_row4_3 = a_base4 + min(row0 + 24u + lane, last_row) * k4;
-    let a_quad4 = a_base4 + min(row0 / 4u + lane, m4 - 1u);
+    let a_row_0 = a_base + min(row0 + lane, last_row) * p.k;
+    let a_row_1 = a_base + min(row0 + 8u + lane, last_row) * p.k;
+    let a_row_2 = a_base + min(row0 + 16u + lane, last_row) * p.k;
+    let a_row_3 = a_base + min(row0 + 24u + lane, last_row) * p.k;
+    let a_quad_row = row0 + 4u * lane;
+    let last_col = p.n - 1u;
+    let b_col_0 = b_base + min(col, last_col) * p.k;
+    let b_col_1 = b_base + min(col + 1u, last_col) * p.k;
+    let b_col_2 = b_base + min(col + 2u, last_col) * p.k;
+    let b_col_3 = b_base + min(col + 3u, last_col) * p.k;
 
     let zero = Rows8(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
                      vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
@@ -133,39 +200,37 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
         var b2: vec4<f32>;
         var b3: vec4<f32>;
         if TRANS_B {
-            let kq = k / 4u;
-            let c0 = b4[b_row4_0 + kq];
-            let c1 = b4[b_row4_1 + kq];
-            let c2 = b4[b_row4_2 + kq];
-            let c3 = b4[b_row4_3 + kq];
+            let c0 = b_along_k(b_col_0, k);
+            let c1 = b_along_k(b_col_1, k);
+            let c2 = b_along_k(b_col_2, k);
+            let c3 = b_along_k(b_col_3, k);
             b0 = vec4<f32>(c0.x, c1.x, c2.x, c3.x);
             b1 = vec4<f32>(c0.y, c1.y, c2.y, c3.y);
             b2 = vec4<f32>(c0.z, c1.z, c2.z, c3.z);
             b3 = vec4<f32>(c0.w, c1.w, c2.w, c3.w);
         } else {
-            b0 = b4[b_col4 + k * n4];
-            b1 = b4[b_col4 + (k + 1u) * n4];
-            b2 = b4[b_col4 + (k + 2u) * n4];
-            b3 = b4[b_col4 + (k + 3u) * n4];
+            b0 = b_across_cols(b_base, k, col);
+            b1 = b_across_cols(b_base, k + 1u, col);
+            b2 = b_across_cols(b_base, k + 2u, col);
+            b3 = b_across_cols(b_base, k + 3u, col);
         }
         if TRANS_A {
-            acc = fma_block(acc, rows_of_lanes(a4[a_quad4 + k * m4]), b0);
-            acc = fma_block(acc, rows_of_lanes(a4[a_quad4 + (k + 1u) * m4]), b1);
-            acc = fma_block(acc, rows_of_lanes(a4[a_quad4 + (k + 2u) * m4]), b2);
-            acc = fma_block(acc, rows_of_lanes(a4[a_quad4 + (k + 3u) * m4]), b3);
+            acc = fma_block(acc, rows_of_lanes(a_across_rows(a_base, k, a_quad_row)), b0);
+            acc = fma_block(acc, rows_of_lanes(a_across_rows(a_base, k + 1u, a_quad_row)), b1);
+            acc = fma_block(acc, rows_of_lanes(a_across_rows(a_base, k + 2u, a_quad_row)), b2);
+            acc = fma_block(acc, rows_of_lanes(a_across_rows(a_base, k + 3u, a_quad_row)), b3);
         } else {
-            let kq = k / 4u;
-            let a_rows = array<vec4<f32>, 4>(a4[a_row4_0 + kq], a4[a_row4_1 + kq],
-                                             a4[a_row4_2 + kq], a4[a_row4_3 + kq]);
+            let a_rows = array<vec4<f32>, 4>(a_along_k(a_row_0, k), a_along_k(a_row_1, k),
+                                             a_along_k(a_row_2, k), a_along_k(a_row_3, k));
             acc = fma_block(acc, rows_at_step(a_rows, 0u), b0);
             acc = fma_block(acc, rows_at_step(a_rows, 1u), b1);
             acc = fma_block(acc, rows_at_step(a_rows, 2u), b2);
             acc = fma_block(acc, rows_at_step(a_rows, 3u), b3);
         }
     }
-    let bias4 = column_bias4(col);
-    store_rows8(batch, row0, col, acc.g0, bias4);
-    store_rows8(batch, row0 + 8u, col, acc.g1, bias4);
-    store_rows8(batch, row0 + 16u, col, acc.g2, bias4);
-    store_rows8(batch, row0 + 24u, col, acc.g3, bias4);
+    let cols = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
+    store_rows8(batch, row0, cols, acc.g0);
+    store_rows8(batch, row0 + 8u, cols, acc.g1);
+    store_rows8(batch, row0 + 16u, cols, acc.g2);
+    store_rows8(batch, row0 + 24u, cols, acc.g3);
 }

@@ -40,11 +40,9 @@ fn check_gemm(
     let outside_contract = match variant {
         MatmulVariant::BlockedVec4 => trans_b || !b_cols.is_multiple_of(4),
         MatmulVariant::NtVec4 => trans_a || !trans_b || !k.is_multiple_of(4),
-        MatmulVariant::Subgroup => {
-            !variant.available(gpu())
-                || !n.is_multiple_of(4)
-                || !k.is_multiple_of(4)
-                || (trans_a && !m.is_multiple_of(4))
+        MatmulVariant::Subgroup | MatmulVariant::CoopF16 => !variant.available(gpu()),
+        MatmulVariant::TiledVec4 => {
+            !n.is_multiple_of(4) || !k.is_multiple_of(4) || (trans_a && !m.is_multiple_of(4))
         }
         MatmulVariant::Blocked | MatmulVariant::Tiled => false,
     };
@@ -133,8 +131,11 @@ fn check_gemm(
     let what = format!(
         "gemm {variant:?} batch {batch} m{m} n{n} k{k} tA {trans_a} tB {trans_b} shared_b {shared_b} C {c_shape:?} bias {with_bias}"
     );
+    // The f16 variant rounds each input to f16 (relative error 2⁻¹¹), so each product
+    // a·b is off by up to about 2⁻¹⁰·|a·b|; 2⁻⁹ leaves room for the units' accumulation.
+    let rounding = if variant.is_f32() { 0.0 } else { 2f64.powi(-9) };
     assert_within(&what, &out.to_vec().unwrap(), &expected, |i| {
-        (k as f64 + 2.0) * EPS * f64::from(magnitude[i]) + 1e-30
+        (rounding + (k as f64 + 2.0) * EPS) * f64::from(magnitude[i]) + 1e-30
     });
 }
 
@@ -151,11 +152,16 @@ fn matmul_matches_reference_on_odd_shapes() {
         (13, 17, 20),
         (5, 7, 128),
         (1, 33, 4),
-        // Not multiples of the subgroup kernel's 32×32 tile, within its layout (N, K and
-        // for a transposed A, M, multiples of 4).
+        // Not multiples of the subgroup kernel's 32×32 tile, with N, K (and M) multiples of
+        // 4 so that it reads vec4s, and a 10-column output layer's products.
         (37, 44, 12),
         (36, 68, 20),
         (100, 36, 4),
+        (128, 10, 36),
+        (36, 256, 10),
+        // Across the wide tiled kernel's 128×128 tiles and 8-step K slices, rows whole vec4s.
+        (132, 136, 20),
+        (260, 132, 12),
     ];
     let mut seed = 0;
     for variant in MatmulVariant::ALL {
@@ -228,8 +234,8 @@ fn matmul_batched_with_c_and_bias() {
             false,
             variant,
         );
-        // In the subgroup kernel's layout: batches of A (transposed or not) against their
-        // own B or a shared one, C broadcast over rows and over columns, a bias.
+        // Where the subgroup kernel reads vec4s: batches of A (transposed or not) against
+        // their own B or a shared one, C broadcast over rows and over columns, a bias.
         check_gemm(
             5,
             3,
@@ -347,7 +353,31 @@ fn matmul_variants_refuse_layouts_they_lack() {
         err.contains("nt-vec4") && err.contains("K a multiple of 4"),
         "{err}"
     );
+    // Without matrix units (lavapipe has none) the f16 cooperative-matrix kernel says so.
+    if !MatmulVariant::CoopF16.available(gpu()) {
+        let err = a
+            .gemm(&b)
+            .variant(MatmulVariant::CoopF16)
+            .run()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cooperative matrices"), "{err}");
+    }
+    // The wide tiled kernel wants whole vec4 rows: N (here 5) a multiple of 4.
+    let err = a
+        .gemm(&b)
+        .variant(MatmulVariant::TiledVec4)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tiled-vec4") && err.contains("N and K multiples of 4"),
+        "{err}"
+    );
 }
+
+/// K, A's offset, and the (trans_a, trans_b) layouts to try with them.
+type OffsetCase = (usize, usize, &'static [(bool, bool)]);
 
 /// Products that read slices of larger tensors and write into the middle of another, as a
 /// recurrence does with one time step: every variant, with A transposed or not, and the
@@ -361,63 +391,72 @@ fn matmul_reads_and_writes_at_offsets() {
     for variant in MatmulVariant::ALL {
         // Offsets of B and the output are multiples of 4, so the vec4 variant takes them
         // too; the A·Bᵀ kernel wants A's offset and K multiples of 4 as well.
-        let (k, a_offset, layouts): (usize, usize, &[(bool, bool)]) = match variant {
-            MatmulVariant::NtVec4 => (8, 4, &[(false, true)]),
-            // The subgroup kernel wants K and A's offset multiples of 4 too (and M, here 5,
-            // for a transposed A).
+        let all_layouts: &[(bool, bool)] =
+            &[(false, false), (false, true), (true, false), (true, true)];
+        let cases: Vec<OffsetCase> = match variant {
+            MatmulVariant::NtVec4 => vec![(8, 4, &[(false, true)])],
+            // The subgroup kernel reads vec4s where K and A's offset are multiples of 4 too
+            // (and M, here 5, for a transposed A), and gathers floats elsewhere: each way.
             MatmulVariant::Subgroup if variant.available(gpu) => {
-                (8, 4, &[(false, false), (false, true)])
+                vec![(8, 4, all_layouts), (7, 3, all_layouts)]
             }
             MatmulVariant::Subgroup => continue,
-            _ => (7, 3, &[(false, false), (true, false)]),
+            MatmulVariant::CoopF16 if !variant.available(gpu) => continue,
+            // Whole vec4 rows only: M (5) rules out a transposed A.
+            MatmulVariant::TiledVec4 => vec![(8, 4, &[(false, false), (false, true)])],
+            _ => vec![(7, 3, &[(false, false), (true, false)])],
         };
         let (b_offset, out_offset) = (8, 20);
-        let a = rng.vec(a_offset + m * k + 2, -1.0, 1.0);
-        let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
-        for &(trans_a, trans_b) in layouts {
-            let shape = GemmShape {
-                batch: 1,
-                m,
-                n,
-                k,
-                trans_a,
-                trans_b,
-                a_batch_stride: 0,
-                b_batch_stride: 0,
-                a_offset,
-                b_offset,
-                out_offset,
-            };
-            let (ga, gb) = (upload(&a, &[a.len()]), upload(&b, &[b.len()]));
-            let out_len = out_offset + m * n + 9;
-            let out = upload(&vec![sentinel; out_len], &[out_len]);
-            let operands = GemmOperands {
-                a: &ga,
-                b: &gb,
-                c: None,
-                bias: None,
-                out: &out,
-            };
-            let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant).unwrap();
-            gpu.submit(&[], &[dispatch]).unwrap();
-            let got = out.to_vec().unwrap();
-            let expected = gemm_cpu(&a, &b, None, None, &shape, 1.0, 0.0);
-            let what = format!("gemm at offsets, {variant:?}, trans_a {trans_a}");
-            // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K.
-            let tolerance = (k as f64 + 2.0) * EPS * k as f64;
-            assert_within(
-                &what,
-                &got[out_offset..out_offset + m * n],
-                &expected,
-                |_| tolerance,
-            );
-            assert!(
-                got[..out_offset]
-                    .iter()
-                    .chain(&got[out_offset + m * n..])
-                    .all(|&v| v == sentinel),
-                "{what}: wrote outside its slice"
-            );
+        for (k, a_offset, layouts) in cases {
+            let a = rng.vec(a_offset + m * k + 2, -1.0, 1.0);
+            let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
+            for &(trans_a, trans_b) in layouts {
+                let shape = GemmShape {
+                    batch: 1,
+                    m,
+                    n,
+                    k,
+                    trans_a,
+                    trans_b,
+                    a_batch_stride: 0,
+                    b_batch_stride: 0,
+                    a_offset,
+                    b_offset,
+                    out_offset,
+                };
+                let (ga, gb) = (upload(&a, &[a.len()]), upload(&b, &[b.len()]));
+                let out_len = out_offset + m * n + 9;
+                let out = upload(&vec![sentinel; out_len], &[out_len]);
+                let operands = GemmOperands {
+                    a: &ga,
+                    b: &gb,
+                    c: None,
+                    bias: None,
+                    out: &out,
+                };
+                let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant).unwrap();
+                gpu.submit(&[], &[dispatch]).unwrap();
+                let got = out.to_vec().unwrap();
+                let expected = gemm_cpu(&a, &b, None, None, &shape, 1.0, 0.0);
+                let what = format!("gemm at offsets, {variant:?}, trans_a {trans_a}");
+                // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K (and
+                // 2⁻⁹·K more where the inputs are rounded to f16).
+                let rounding = if variant.is_f32() { 0.0 } else { 2f64.powi(-9) };
+                let tolerance = (rounding + (k as f64 + 2.0) * EPS) * k as f64;
+                assert_within(
+                    &what,
+                    &got[out_offset..out_offset + m * n],
+                    &expected,
+                    |_| tolerance,
+                );
+                assert!(
+                    got[..out_offset]
+                        .iter()
+                        .chain(&got[out_offset + m * n..])
+                        .all(|&v| v == sentinel),
+                    "{what}: wrote outside its slice"
+                );
+            }
         }
     }
 }
@@ -467,17 +506,20 @@ fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
 #[test]
 fn matmul_large_case() {
     for variant in MatmulVariant::ALL {
-        check_gemm(
-            9,
-            1,
-            (257, 263, 252),
-            false,
-            variant == MatmulVariant::NtVec4,
-            false,
-            None,
-            true,
-            variant,
-        );
+        // N ragged, then whole vec4 rows for the variants that need them.
+        for n in [263, 264] {
+            check_gemm(
+                9,
+                1,
+                (257, n, 252),
+                false,
+                variant == MatmulVariant::NtVec4,
+                false,
+                None,
+                true,
+                variant,
+            );
+        }
     }
 }
 
@@ -912,4 +954,53 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     third.set_autotune(true);
     third.set_tuning_file(Some(file.clone()));
     assert!(MatmulVariant::choose(&third, &shape).supports(&third, &shape));
+}
+
+/// No adapter here has matrix units (lavapipe reports no cooperative matrices), so the
+/// cooperative-matrix kernel is checked as far as a CPU can: its WGSL parses, validates
+/// and translates to SPIR-V for every layout the launcher specializes it to. On an adapter
+/// with the units, `check_gemm` runs it against the reference like every other variant.
+#[test]
+fn the_cooperative_matrix_kernel_translates_to_spirv_for_every_layout() {
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    let source = shadergrad::kernels::matmul::COOP_SHADER.wgsl;
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(source)));
+    let info = naga::valid::Validator::new(
+        ValidationFlags::all(),
+        Capabilities::COOPERATIVE_MATRIX | Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP,
+    )
+    .subgroup_stages(ShaderStages::COMPUTE)
+    .subgroup_operations(SubgroupOperationSet::all())
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{}", e.emit_to_string(source)));
+    let flag = |b: bool| f64::from(u8::from(b));
+    for layout in 0..16u8 {
+        let mut constants = naga::back::PipelineConstants::default();
+        for (bit, name) in ["TRANS_A", "TRANS_B", "HAS_C", "HAS_BIAS"]
+            .iter()
+            .enumerate()
+        {
+            constants.insert(name.to_string(), flag(layout & (1 << bit) != 0));
+        }
+        let entry = (naga::ShaderStage::Compute, "matmul_coop");
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some(entry),
+            &constants,
+        )
+        .unwrap();
+        let words = naga::back::spv::write_vec(
+            &module,
+            &info,
+            &naga::back::spv::Options::default(),
+            Some(&naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: "matmul_coop".to_string(),
+            }),
+        )
+        .unwrap_or_else(|e| panic!("layout {layout:04b}: {e}"));
+        assert_eq!(words[0], 0x0723_0203, "SPIR-V magic number");
+    }
 }

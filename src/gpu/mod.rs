@@ -121,6 +121,20 @@ impl std::fmt::Debug for Gpu {
     }
 }
 
+/// Whether the adapter offers what the cooperative-matrix matmul needs: 16×16×16 products
+/// of f16 matrices accumulated in f32, f16 in shaders, and subgroups.
+fn has_f16_matrix_units(adapter: &wgpu::Adapter) -> bool {
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP;
+    adapter.features().contains(needed)
+        && adapter.cooperative_matrix_properties().iter().any(|shape| {
+            (shape.m_size, shape.n_size, shape.k_size) == (16, 16, 16)
+                && shape.ab_type == wgpu::CooperativeScalarType::F16
+                && shape.cr_type == wgpu::CooperativeScalarType::F32
+        })
+}
+
 impl Gpu {
     /// Opens the adapter `selector` picks, with the adapter's own limits and the optional
     /// features it has (subgroups, shader-f16, timestamps).
@@ -142,13 +156,29 @@ impl Gpu {
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        // Cooperative matrices are an experimental wgpu feature: asked for only where the
+        // adapter has the shape the cooperative-matrix kernel uses.
+        let matrix_units = has_f16_matrix_units(&adapter);
+        let wanted = if matrix_units {
+            wanted | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        } else {
+            wanted
+        };
+        let experimental_features = if matrix_units {
+            // SAFETY: wgpu's experimental features may still have bugs in wgpu itself; only
+            // the cooperative-matrix matmul uses this one, and neither the rule nor the
+            // autotuner picks that kernel: a caller names it.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("shadergrad"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
@@ -261,6 +291,14 @@ impl Gpu {
     /// The optional features the device was opened with.
     pub fn features(&self) -> wgpu::Features {
         self.inner.features
+    }
+
+    /// Whether this device multiplies 16×16×16 f16 matrices into f32 ones in matrix units
+    /// (wgpu's experimental cooperative matrices), for `MatmulVariant::CoopF16`.
+    pub fn has_f16_matrix_units(&self) -> bool {
+        self.inner
+            .features
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
     }
 
     /// Whether this adapter runs on the CPU (lavapipe, SwiftShader, WARP).

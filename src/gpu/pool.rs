@@ -82,10 +82,11 @@ impl BufferPool {
 
     /// A buffer of at least `bytes` bytes (the caller has checked the adapter's limit).
     pub fn acquire(self: &Arc<Self>, kind: BufferKind, bytes: u64) -> PooledBuffer {
-        // Rounding up must not push a buffer past the adapter's limit.
+        // Rounding up must not push a buffer past the adapter's limit. Every buffer is a
+        // whole number of vec4s, so that kernels may read any tensor through a vec4 view.
         let class = match size_class(bytes) {
             class if class <= self.max_bytes => class,
-            _ => bytes.next_multiple_of(4),
+            _ => bytes.next_multiple_of(16),
         };
         let reused = {
             let mut free = self.free.lock().expect("buffer pool lock");

@@ -22,6 +22,16 @@ pub static SUBGROUP_SHADER: ShaderSource = ShaderSource {
     ),
 };
 
+/// `matmul.wgsl` under the cooperative-matrix kernel, whose `enable` directives must open
+/// the module: compiled only on adapters with matrix units.
+pub static COOP_SHADER: ShaderSource = ShaderSource {
+    family: "matmul_coop",
+    wgsl: concat!(
+        include_str!("../../shaders/matmul_coop.wgsl"),
+        include_str!("../../shaders/matmul.wgsl")
+    ),
+};
+
 /// The shader entry points of one contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
@@ -35,49 +45,69 @@ pub enum MatmulVariant {
     NtVec4,
     /// 32×32 outputs per workgroup of 8 lanes, the A tile loaded once per workgroup and
     /// shared by subgroup broadcasts: for CPU adapters with subgroups of at least 8 lanes
-    /// (lavapipe), 2-3× faster there than `BlockedVec4`. N and K (and M when A is
-    /// transposed) multiples of 4.
+    /// (lavapipe), 2-3× faster there than `BlockedVec4`. Any layout: rows are read as vec4
+    /// where N and K (and M when A is transposed) are multiples of 4, gathered float by
+    /// float elsewhere.
     Subgroup,
     /// 64×64 tiles staged through workgroup memory: for real GPUs.
     Tiled,
+    /// 128×128 tiles, 8×8 outputs per invocation, every load a vec4: for real GPUs on
+    /// large products whose rows are whole vec4s (N and K multiples of 4, M too when A is
+    /// transposed, offsets and batch strides too).
+    TiledVec4,
+    /// 64×64 tiles computed by the adapter's matrix units as 16×16×16 products of f16
+    /// matrices accumulated in f32 (`shaders/matmul_coop.wgsl`): op(A) and op(B) are rounded
+    /// to f16 on the way, so each product a·b may be off by 2⁻¹⁰·|a·b|. Any layout; only on
+    /// adapters with such units, and never picked by the rule or the autotuner (its results
+    /// are not f32 products): name it with `.variant(..)`.
+    CoopF16,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 5] = [
+    pub const ALL: [MatmulVariant; 7] = [
         MatmulVariant::Blocked,
         MatmulVariant::BlockedVec4,
         MatmulVariant::NtVec4,
         MatmulVariant::Subgroup,
         MatmulVariant::Tiled,
+        MatmulVariant::TiledVec4,
+        MatmulVariant::CoopF16,
     ];
 
-    /// The rule: barriers cost a CPU adapter more than workgroup memory saves, so it gets
-    /// a blocked kernel; so does a product too small to fill one 64×64 tile. Real GPUs get
-    /// the tiled kernel. The vec4 blocked kernel needs the layout it supports and at least
-    /// 128 columns: its workgroup spans 128, and on narrower products (attention's N = 32,
-    /// say) most of its invocations idle, where the scalar kernel measured 2-3× faster.
-    /// A transposed B with K a multiple of 4 goes to the A·Bᵀ kernel when the scalar
-    /// kernel's 32×32 tile would be mostly idle (attention scores of short sequences:
-    /// 4× faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
+    /// The rule: on a CPU adapter with subgroups of 8 lanes the subgroup kernel, which
+    /// measured fastest there on every shape tried, from the MLP's 784-wide layers and its
+    /// 10-column output layer to attention's 7×16 products (the A·Bᵀ kernel beat it by a
+    /// quarter on 7×7 scores: the autotuner finds such exceptions). Barriers cost a CPU
+    /// adapter more than workgroup memory saves, so one without subgroups gets a blocked
+    /// kernel; so does a product too small to fill one 64×64 tile. Real GPUs get a tiled
+    /// kernel: the vec4 one with its 128×128 tiles where the rows are whole vec4s and there
+    /// are enough tiles to keep a large GPU busy (512×512 outputs: 16 tiles per batch; a
+    /// guess until measured on one), else the 64×64 one. The vec4 blocked kernel needs the layout it supports and at least 128
+    /// columns: its workgroup spans 128, and on narrower products (attention's N = 32, say)
+    /// most of its invocations idle, where the scalar kernel measured 2-3× faster. A
+    /// transposed B with K a multiple of 4 goes to the A·Bᵀ kernel when the scalar
+    /// kernel's 32×32 tile would be mostly idle (attention scores of short sequences: 4×
+    /// faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
     /// it 2-3× slower than the scalar kernel, so those stay scalar (or are transposed first
-    /// by the graph, see its matmul backward). Where the subgroup kernel runs and its 32×32
-    /// tile is at least half used, it beats them all on a CPU adapter.
+    /// by the graph, see its matmul backward).
     pub fn rule(gpu: &Gpu, shape: &GemmShape) -> Self {
+        if gpu.is_cpu_like() && MatmulVariant::Subgroup.supports(gpu, shape) {
+            return MatmulVariant::Subgroup;
+        }
         let blocked_tile_use = (shape.m * shape.n) as f64
             / (shape.m.div_ceil(32) * shape.n.div_ceil(32) * 32 * 32) as f64;
         if gpu.is_cpu_like() || shape.m * shape.n < 64 * 64 {
             if blocked_tile_use < 0.25 && MatmulVariant::NtVec4.supports(gpu, shape) {
                 MatmulVariant::NtVec4
-            } else if gpu.is_cpu_like()
-                && blocked_tile_use >= 0.5
-                && MatmulVariant::Subgroup.supports(gpu, shape)
-            {
-                MatmulVariant::Subgroup
             } else if shape.n >= 128 && MatmulVariant::BlockedVec4.supports(gpu, shape) {
                 MatmulVariant::BlockedVec4
             } else {
                 MatmulVariant::Blocked
             }
+        } else if shape.batch * shape.m * shape.n >= 512 * 512
+            && MatmulVariant::TiledVec4.supports(gpu, shape)
+        {
+            MatmulVariant::TiledVec4
         } else {
             MatmulVariant::Tiled
         }
@@ -86,8 +116,11 @@ impl MatmulVariant {
     /// The variant to run `shape` with. With autotuning on (the default, see
     /// `gpu::tuning`), the fastest variant measured on this adapter for the shape's class
     /// (dimensions rounded up to powers of two, the layout and alignment), timed on first
-    /// use on a product of at most 256 per dimension (about 0.1 s on lavapipe) and
-    /// remembered on disk; otherwise, or if the measurement fails, [`MatmulVariant::rule`].
+    /// use on a product of at most 256 per dimension on a CPU adapter (about 0.1 s on
+    /// lavapipe, plus compiling each variant's pipeline the first time the driver meets it:
+    /// up to 2 s for the subgroup kernel, then in Mesa's shader cache) or 2048 on a GPU,
+    /// and remembered on disk; otherwise, or if the measurement fails,
+    /// [`MatmulVariant::rule`].
     pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
         if !gpu.autotune() || shape.m == 0 || shape.n == 0 || shape.batch == 0 {
             return MatmulVariant::rule(gpu, shape);
@@ -96,7 +129,7 @@ impl MatmulVariant {
         let remembered = gpu
             .tuned(&key)
             .and_then(|name| MatmulVariant::from_name(&name))
-            .filter(|variant| variant.supports(gpu, shape));
+            .filter(|variant| variant.is_f32() && variant.supports(gpu, shape));
         if let Some(variant) = remembered {
             return variant;
         }
@@ -120,10 +153,24 @@ impl MatmulVariant {
         self.available(gpu) && self.supports_layout(shape)
     }
 
+    /// Whether this variant computes f32 products (all but the f16 cooperative-matrix one):
+    /// the only ones the rule and the autotuner choose from.
+    pub fn is_f32(self) -> bool {
+        self != MatmulVariant::CoopF16
+    }
+
     /// Whether this adapter can run the variant at all: the subgroup kernel needs subgroup
-    /// operations and subgroups of at least 8 lanes (its 8 invocations in one subgroup).
+    /// operations and subgroups of at least 8 lanes (its 8 invocations in one subgroup), the
+    /// cooperative-matrix one matrix units, subgroups of exactly 32 lanes (its four
+    /// subgroups each own a quarter of the tile) and 24 KiB of workgroup memory.
     pub fn available(self, gpu: &Gpu) -> bool {
         match self {
+            MatmulVariant::CoopF16 => {
+                gpu.has_f16_matrix_units()
+                    && gpu.info().subgroup_min_size == 32
+                    && gpu.info().subgroup_max_size == 32
+                    && gpu.limits().max_compute_workgroup_storage_size >= 24 * 1024
+            }
             MatmulVariant::Subgroup => {
                 gpu.features().contains(wgpu::Features::SUBGROUP)
                     && gpu.info().subgroup_min_size >= 8
@@ -149,21 +196,11 @@ impl MatmulVariant {
                     && shape.a_batch_stride.is_multiple_of(4)
                     && shape.b_batch_stride.is_multiple_of(4)
             }
-            MatmulVariant::Subgroup => {
-                shape.n.is_multiple_of(4)
-                    && shape.k.is_multiple_of(4)
-                    && (!shape.trans_a || shape.m.is_multiple_of(4))
-                    && [
-                        shape.a_offset,
-                        shape.b_offset,
-                        shape.out_offset,
-                        shape.a_batch_stride,
-                        shape.b_batch_stride,
-                    ]
-                    .iter()
-                    .all(|x| x.is_multiple_of(4))
-            }
-            MatmulVariant::Blocked | MatmulVariant::Tiled => true,
+            MatmulVariant::TiledVec4 => vec4_aligned(shape),
+            MatmulVariant::Subgroup
+            | MatmulVariant::Blocked
+            | MatmulVariant::Tiled
+            | MatmulVariant::CoopF16 => true,
         }
     }
 
@@ -178,9 +215,15 @@ impl MatmulVariant {
                 "A not transposed, B transposed, K a multiple of 4 and the offsets and batch \
                  strides of A and B multiples of 4"
             }
-            MatmulVariant::Subgroup => {
-                "an adapter with subgroups of at least 8 lanes, N and K multiples of 4 (and M \
-                 when A is transposed), and the offsets and batch strides multiples of 4"
+            MatmulVariant::Subgroup => "an adapter with subgroups of at least 8 lanes",
+            MatmulVariant::CoopF16 => {
+                "an adapter with 16×16×16 f16 cooperative matrices (wgpu's \
+                 EXPERIMENTAL_COOPERATIVE_MATRIX), subgroups of 32 lanes and 24 KiB of \
+                 workgroup memory"
+            }
+            MatmulVariant::TiledVec4 => {
+                "N and K multiples of 4 (and M when A is transposed), and the offsets and \
+                 batch strides multiples of 4"
             }
             MatmulVariant::Blocked | MatmulVariant::Tiled => "nothing",
         }
@@ -193,6 +236,8 @@ impl MatmulVariant {
             MatmulVariant::NtVec4 => "nt-vec4",
             MatmulVariant::Subgroup => "subgroup",
             MatmulVariant::Tiled => "tiled",
+            MatmulVariant::TiledVec4 => "tiled-vec4",
+            MatmulVariant::CoopF16 => "coop-f16",
         }
     }
 
@@ -203,6 +248,8 @@ impl MatmulVariant {
             MatmulVariant::NtVec4 => "matmul_nt_vec4",
             MatmulVariant::Subgroup => "matmul_subgroup",
             MatmulVariant::Tiled => "matmul_tiled",
+            MatmulVariant::TiledVec4 => "matmul_tiled_vec4",
+            MatmulVariant::CoopF16 => "matmul_coop",
         }
     }
 
@@ -214,6 +261,8 @@ impl MatmulVariant {
             MatmulVariant::NtVec4 => (8, 16),
             MatmulVariant::Subgroup => (32, 32),
             MatmulVariant::Tiled => (64, 64),
+            MatmulVariant::TiledVec4 => (128, 128),
+            MatmulVariant::CoopF16 => (64, 64),
         }
     }
 }
@@ -250,25 +299,21 @@ fn shape_class(shape: &GemmShape) -> String {
 }
 
 /// Times every variant that supports `shape` on a product of its layout with each size at
-/// most 256 (and 8 batches): one warm-up (which compiles the pipeline) and the best of three
-/// runs each. Another variant displaces the rule's pick only when it is at least 10% faster,
-/// so that noise (a shared machine, a busy CPU adapter) does not flip well-founded rules.
+/// most 256 on a CPU adapter, 2048 on a GPU (where a 256² product is too small to tell the
+/// large-tile kernels' worth, and a 2048² one takes about a millisecond), and 8 batches:
+/// one warm-up (which compiles the pipeline) and the best of three runs each. Another
+/// variant displaces the rule's pick only when it is at least 10% faster, so that noise (a
+/// shared machine, a busy CPU adapter) does not flip well-founded rules.
 fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
+    let cap = if gpu.is_cpu_like() { 256 } else { 2048 };
+    let (m, n, k) = (shape.m.min(cap), shape.n.min(cap), shape.k.min(cap));
     let trial = GemmShape {
         batch: shape.batch.min(8),
-        m: shape.m.min(256),
-        n: shape.n.min(256),
-        k: shape.k.min(256),
-        a_batch_stride: if shape.a_batch_stride == 0 {
-            0
-        } else {
-            shape.m.min(256) * shape.k.min(256)
-        },
-        b_batch_stride: if shape.b_batch_stride == 0 {
-            0
-        } else {
-            shape.k.min(256) * shape.n.min(256)
-        },
+        m,
+        n,
+        k,
+        a_batch_stride: if shape.a_batch_stride == 0 { 0 } else { m * k },
+        b_batch_stride: if shape.b_batch_stride == 0 { 0 } else { k * n },
         a_offset: 0,
         b_offset: 0,
         out_offset: 0,
@@ -281,7 +326,7 @@ fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
     let mut timings: Vec<(f64, MatmulVariant)> = Vec::new();
     for variant in MatmulVariant::ALL
         .into_iter()
-        .filter(|v| v.supports(gpu, shape) && v.supports(gpu, &trial))
+        .filter(|v| v.is_f32() && v.supports(gpu, shape) && v.supports(gpu, &trial))
     {
         let operands = GemmOperands {
             a: &a,
@@ -423,11 +468,20 @@ pub fn gemm_dispatch(
         pad: [0; 3],
     };
     let flag = |b: bool| f64::from(u8::from(b));
+    let mut constants = vec![
+        ("TRANS_A", flag(shape.trans_a)),
+        ("TRANS_B", flag(shape.trans_b)),
+        ("HAS_C", flag(operands.c.is_some())),
+        ("HAS_BIAS", flag(operands.bias.is_some())),
+    ];
+    if variant == MatmulVariant::Subgroup {
+        constants.push(("ALIGNED", flag(vec4_aligned(shape))));
+    }
     let spec = KernelSpec {
-        source: if variant == MatmulVariant::Subgroup {
-            &SUBGROUP_SHADER
-        } else {
-            &SHADER
+        source: match variant {
+            MatmulVariant::Subgroup => &SUBGROUP_SHADER,
+            MatmulVariant::CoopF16 => &COOP_SHADER,
+            _ => &SHADER,
         },
         entry: variant.entry(),
         bindings: &[
@@ -438,12 +492,7 @@ pub fn gemm_dispatch(
             Access::ReadWrite,
             Access::Uniform,
         ],
-        constants: vec![
-            ("TRANS_A", flag(shape.trans_a)),
-            ("TRANS_B", flag(shape.trans_b)),
-            ("HAS_C", flag(operands.c.is_some())),
-            ("HAS_BIAS", flag(operands.bias.is_some())),
-        ],
+        constants,
     };
     let placeholder = gpu.placeholder();
     let c = operands.c.map(|(c, _)| c.buffer()).unwrap_or(placeholder);
@@ -465,6 +514,23 @@ pub fn gemm_dispatch(
             shape.batch as u32,
         ],
     )
+}
+
+/// Whether every row of A, B and the output starts on a vec4 and is whole vec4s long: N and
+/// K multiples of 4 (and M when A is transposed), the offsets and batch strides too.
+fn vec4_aligned(shape: &GemmShape) -> bool {
+    shape.n.is_multiple_of(4)
+        && shape.k.is_multiple_of(4)
+        && (!shape.trans_a || shape.m.is_multiple_of(4))
+        && [
+            shape.a_offset,
+            shape.b_offset,
+            shape.out_offset,
+            shape.a_batch_stride,
+            shape.b_batch_stride,
+        ]
+        .iter()
+        .all(|x| x.is_multiple_of(4))
 }
 
 /// Fails unless A, B and the output hold every element the product reads or writes from
