@@ -159,6 +159,14 @@ impl MatmulVariant {
         self != MatmulVariant::CoopF16
     }
 
+    /// Whether the variant stages tiles through workgroup memory between barriers.
+    fn uses_workgroup_memory(self) -> bool {
+        matches!(
+            self,
+            MatmulVariant::Tiled | MatmulVariant::TiledVec4 | MatmulVariant::CoopF16
+        )
+    }
+
     /// Whether this adapter can run the variant at all: the subgroup kernel needs subgroup
     /// operations and subgroups of at least 8 lanes (its 8 invocations in one subgroup), the
     /// cooperative-matrix one matrix units, subgroups of exactly 32 lanes (its four
@@ -303,7 +311,10 @@ fn shape_class(shape: &GemmShape) -> String {
 /// large-tile kernels' worth, and a 2048² one takes about a millisecond), and 8 batches:
 /// one warm-up (which compiles the pipeline) and the best of three runs each. Another
 /// variant displaces the rule's pick only when it is at least 10% faster, so that noise (a
-/// shared machine, a busy CPU adapter) does not flip well-founded rules.
+/// shared machine, a busy CPU adapter) does not flip well-founded rules. A CPU adapter does
+/// not time the workgroup-memory kernels: their barriers made them 2-5× slower than the
+/// blocked and subgroup kernels on every shape measured there, and compiling them was most
+/// of a first tuning's time (lavapipe with a cold shader cache: 3.9 s for a class).
 fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
     let cap = if gpu.is_cpu_like() { 256 } else { 2048 };
     let (m, n, k) = (shape.m.min(cap), shape.n.min(cap), shape.k.min(cap));
@@ -327,6 +338,7 @@ fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
     for variant in MatmulVariant::ALL
         .into_iter()
         .filter(|v| v.is_f32() && v.supports(gpu, shape) && v.supports(gpu, &trial))
+        .filter(|v| !(gpu.is_cpu_like() && v.uses_workgroup_memory()))
     {
         let operands = GemmOperands {
             a: &a,
