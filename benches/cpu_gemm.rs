@@ -58,19 +58,7 @@ fn main() -> shadergrad::Result<()> {
         let a = Tensor::from_slice(&gpu, &a_host, &[m, k])?;
         let b = Tensor::from_slice(&gpu, &b_host, &[k, n])?;
         let out = Tensor::zeros(&gpu, &[m, n])?;
-        let shape = GemmShape {
-            batch: 1,
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: false,
-            a_batch_stride: 0,
-            b_batch_stride: 0,
-            a_offset: 0,
-            b_offset: 0,
-            out_offset: 0,
-        };
+        let shape = GemmShape::contiguous(1, (m, n, k), false, false);
         let variant = MatmulVariant::choose(&gpu, &shape);
         let operands = GemmOperands {
             a: &a,

@@ -22,19 +22,7 @@ fn main() -> shadergrad::Result<()> {
         let a = Tensor::from_slice(&gpu, &rng.vec(size * size, -1.0, 1.0), &[size, size])?;
         let b = Tensor::from_slice(&gpu, &rng.vec(size * size, -1.0, 1.0), &[size, size])?;
         let out = Tensor::zeros(&gpu, &[size, size])?;
-        let shape = GemmShape {
-            batch: 1,
-            m: size,
-            n: size,
-            k: size,
-            trans_a: false,
-            trans_b: false,
-            a_batch_stride: 0,
-            b_batch_stride: 0,
-            a_offset: 0,
-            b_offset: 0,
-            out_offset: 0,
-        };
+        let shape = GemmShape::contiguous(1, (size, size, size), false, false);
         for variant in MatmulVariant::ALL {
             if !variant.supports(&gpu, &shape) {
                 continue;

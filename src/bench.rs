@@ -271,7 +271,7 @@ impl Bench<'_> {
             &[128, 256, 512, 1024, 2048, 4096]
         };
         for &size in sizes {
-            let shape = gemm_shape(1, size, size, size, false, false);
+            let shape = GemmShape::contiguous(1, (size, size, size), false, false);
             self.gemm(shape, format!("{size}x{size}x{size}"), "matmul")?;
         }
         Ok(())
@@ -281,26 +281,26 @@ impl Bench<'_> {
     /// sources of 7): the recurrent step, the input projection, attention scores.
     fn matmul_model_shapes(&mut self) -> Result<()> {
         self.gemm(
-            gemm_shape(1, 128, 192, 64, false, false),
+            GemmShape::contiguous(1, (128, 192, 64), false, false),
             "128x192x64 (h·R)".into(),
             "matmul seq2seq",
         )?;
         self.gemm(
-            gemm_shape(1, 896, 192, 32, false, false),
+            GemmShape::contiguous(1, (896, 192, 32), false, false),
             "896x192x32 (x·Wx)".into(),
             "matmul seq2seq",
         )?;
         self.gemm(
-            gemm_shape(1, 128, 64, 192, false, true),
+            GemmShape::contiguous(1, (128, 64, 192), false, true),
             "128x64x192 (dG·Rᵀ)".into(),
             "matmul seq2seq",
         )?;
         self.gemm(
-            gemm_shape(128, 5, 7, 64, false, true),
+            GemmShape::contiguous(128, (5, 7, 64), false, true),
             "128 x 5x7x64 (Q·Kᵀ)".into(),
             "matmul seq2seq",
         )?;
-        let batched = gemm_shape(16, 256, 256, 64, true, false);
+        let batched = GemmShape::contiguous(16, (256, 256, 64), true, false);
         self.gemm(batched, "16 x 256x256x64, Aᵀ".into(), "matmul batched")
     }
 
@@ -724,28 +724,5 @@ impl Bench<'_> {
             Some(tokens as f64),
         );
         Ok(())
-    }
-}
-
-fn gemm_shape(
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    trans_a: bool,
-    trans_b: bool,
-) -> GemmShape {
-    GemmShape {
-        batch,
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        a_batch_stride: m * k,
-        b_batch_stride: k * n,
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
     }
 }

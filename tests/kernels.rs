@@ -20,6 +20,17 @@ fn upload(data: &[f32], shape: &[usize]) -> Tensor {
 
 // ------------------------------------------------------------------------------ matmul
 
+/// The relative error of each product a·b from a variant's rounding of its inputs: none for
+/// the f32 variants; the f16 one rounds each input to f16 (relative error 2⁻¹¹), so a·b is
+/// off by up to about 2⁻¹⁰·|a·b|, and 2⁻⁹ leaves room for the units' accumulation.
+fn input_rounding(variant: MatmulVariant) -> f64 {
+    if variant.is_f32() {
+        0.0
+    } else {
+        2f64.powi(-9)
+    }
+}
+
 /// One product on the GPU against the f64 reference. Tolerance: the standard forward error
 /// bound of a K-term f32 dot product, γ = (K+2)·ε times Σ|α·a·b| + |β·c| + |bias| for each
 /// element (computed by running the reference on absolute values), so it scales with K and
@@ -86,17 +97,9 @@ fn check_gemm(
     assert_eq!(out.shape(), &[batch, m, n]);
 
     let shape = GemmShape {
-        batch,
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
         a_batch_stride: m * k,
         b_batch_stride: if shared_b { 0 } else { k * n },
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
+        ..GemmShape::contiguous(batch, (m, n, k), trans_a, trans_b)
     };
     let layout = c_shape.map(|s| match s.len() {
         3 => CLayout {
@@ -131,11 +134,8 @@ fn check_gemm(
     let what = format!(
         "gemm {variant:?} batch {batch} m{m} n{n} k{k} tA {trans_a} tB {trans_b} shared_b {shared_b} C {c_shape:?} bias {with_bias}"
     );
-    // The f16 variant rounds each input to f16 (relative error 2⁻¹¹), so each product
-    // a·b is off by up to about 2⁻¹⁰·|a·b|; 2⁻⁹ leaves room for the units' accumulation.
-    let rounding = if variant.is_f32() { 0.0 } else { 2f64.powi(-9) };
     assert_within(&what, &out.to_vec().unwrap(), &expected, |i| {
-        (rounding + (k as f64 + 2.0) * EPS) * f64::from(magnitude[i]) + 1e-30
+        (input_rounding(variant) + (k as f64 + 2.0) * EPS) * f64::from(magnitude[i]) + 1e-30
     });
 }
 
@@ -412,17 +412,10 @@ fn matmul_reads_and_writes_at_offsets() {
             let b = rng.vec(b_offset + k * n + 5, -1.0, 1.0);
             for &(trans_a, trans_b) in layouts {
                 let shape = GemmShape {
-                    batch: 1,
-                    m,
-                    n,
-                    k,
-                    trans_a,
-                    trans_b,
-                    a_batch_stride: 0,
-                    b_batch_stride: 0,
                     a_offset,
                     b_offset,
                     out_offset,
+                    ..GemmShape::contiguous(1, (m, n, k), trans_a, trans_b)
                 };
                 let (ga, gb) = (upload(&a, &[a.len()]), upload(&b, &[b.len()]));
                 let out_len = out_offset + m * n + 9;
@@ -439,10 +432,9 @@ fn matmul_reads_and_writes_at_offsets() {
                 let got = out.to_vec().unwrap();
                 let expected = gemm_cpu(&a, &b, None, None, &shape, 1.0, 0.0);
                 let what = format!("gemm at offsets, {variant:?}, trans_a {trans_a}");
-                // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K (and
-                // 2⁻⁹·K more where the inputs are rounded to f16).
-                let rounding = if variant.is_f32() { 0.0 } else { 2f64.powi(-9) };
-                let tolerance = (rounding + (k as f64 + 2.0) * EPS) * k as f64;
+                // A K-term f32 dot product of values in [-1, 1]: error below (K+2)·ε·K, plus
+                // the inputs' rounding.
+                let tolerance = (input_rounding(variant) + (k as f64 + 2.0) * EPS) * k as f64;
                 assert_within(
                     &what,
                     &got[out_offset..out_offset + m * n],
@@ -467,17 +459,8 @@ fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
     let b = upload(&[1.0; 16], &[16]);
     let out = upload(&[0.0; 16], &[16]);
     let mut shape = GemmShape {
-        batch: 1,
-        m: 2,
-        n: 4,
-        k: 4,
-        trans_a: false,
-        trans_b: false,
-        a_batch_stride: 0,
-        b_batch_stride: 0,
         a_offset: 3,
-        b_offset: 0,
-        out_offset: 0,
+        ..GemmShape::contiguous(1, (2, 4, 4), false, false)
     };
     let operands = GemmOperands {
         a: &a,
@@ -899,19 +882,7 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("autotune");
     let _ = std::fs::remove_dir_all(&dir);
     let file = dir.join("tuning.json");
-    let shape = GemmShape {
-        batch: 1,
-        m: 40,
-        n: 36,
-        k: 12,
-        trans_a: false,
-        trans_b: false,
-        a_batch_stride: 0,
-        b_batch_stride: 0,
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
-    };
+    let shape = GemmShape::contiguous(1, (40, 36, 12), false, false);
     let gpu = own_device();
     gpu.set_autotune(true);
     gpu.set_tuning_file(Some(file.clone()));

@@ -183,19 +183,7 @@ fn timed_submissions_report_a_duration() {
     let gpu = gpu();
     let a = upload(&vec![1.0; 64 * 64], &[64, 64]);
     let out = Tensor::zeros(gpu, &[64, 64]).unwrap();
-    let shape = shadergrad::kernels::matmul::GemmShape {
-        batch: 1,
-        m: 64,
-        n: 64,
-        k: 64,
-        trans_a: false,
-        trans_b: false,
-        a_batch_stride: 0,
-        b_batch_stride: 0,
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
-    };
+    let shape = shadergrad::kernels::matmul::GemmShape::contiguous(1, (64, 64, 64), false, false);
     let operands = shadergrad::kernels::matmul::GemmOperands {
         a: &a,
         b: &a,

@@ -3,8 +3,9 @@
 //! tuned once per class, not once per process:
 //! `$SHADERGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/shadergrad`, else `~/.cache/shadergrad`,
 //! file `autotune-<hash of adapter, backend, driver and the tuned kernels' source>.json`
-//! (a new version of the kernels is tuned anew, not held to choices made for the old ones). `SHADERGRAD_NO_AUTOTUNE=1`
-//! (or `Gpu::set_autotune(false)`) turns tuning off: the fixed rules decide.
+//! (a new version of the kernels is tuned anew, not held to choices made for the old ones).
+//! `SHADERGRAD_NO_AUTOTUNE=1` (or `Gpu::set_autotune(false)`) turns tuning off: the fixed
+//! rules decide.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1258,18 +1258,11 @@ impl Op {
                 let k = a.shape()[a.rank() - if *trans_a { 2 } else { 1 }];
                 // A rank-2 operand is shared by every batch: it does not move between them.
                 let batch_stride = |t: &Tensor, size| if t.rank() > 2 { size } else { 0 };
+                let batch = y.shape()[..rank - 2].iter().product();
                 let shape = GemmShape {
-                    batch: y.shape()[..rank - 2].iter().product(),
-                    m,
-                    n,
-                    k,
-                    trans_a: *trans_a,
-                    trans_b: *trans_b,
                     a_batch_stride: batch_stride(a, m * k),
                     b_batch_stride: batch_stride(b, k * n),
-                    a_offset: 0,
-                    b_offset: 0,
-                    out_offset: 0,
+                    ..GemmShape::contiguous(batch, (m, n, k), *trans_a, *trans_b)
                 };
                 let operands = GemmOperands {
                     a,
@@ -1671,18 +1664,10 @@ fn multiplies_by_transposed_in_place(g: &Graph, dy: Var, b: Var) -> bool {
     let (dy_shape, b_shape) = (g.shape(dy), g.shape(b));
     let (m, k) = (dy_shape[dy_shape.len() - 2], dy_shape[dy_shape.len() - 1]);
     let n = b_shape[b_shape.len() - 2];
+    let batch = dy_shape[..dy_shape.len() - 2].iter().product();
     let shape = GemmShape {
-        batch: dy_shape[..dy_shape.len() - 2].iter().product(),
-        m,
-        n,
-        k,
-        trans_a: false,
-        trans_b: true,
-        a_batch_stride: m * k,
         b_batch_stride: if b_shape.len() == 2 { 0 } else { n * k },
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
+        ..GemmShape::contiguous(batch, (m, n, k), false, true)
     };
     MatmulVariant::rule(g.gpu(), &shape) == MatmulVariant::Subgroup
 }

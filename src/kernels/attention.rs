@@ -611,29 +611,6 @@ impl Recording {
     }
 }
 
-/// A batched product's layout: `batch` products of op(A) [m, k] by op(B) [k, n], each
-/// operand contiguous per batch.
-fn product_shape(
-    batch: usize,
-    (m, n, k): (usize, usize, usize),
-    trans_a: bool,
-    trans_b: bool,
-) -> GemmShape {
-    GemmShape {
-        batch,
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        a_batch_stride: m * k,
-        b_batch_stride: k * n,
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
-    }
-}
-
 /// Records out = α·op(a)·op(b) batch by batch, with the variant the matmul rule picks;
 /// nothing when `out` is empty.
 fn push_product(
@@ -727,7 +704,7 @@ fn push_scores(
 ) -> Result<Tensor> {
     let scores = Tensor::uninit(q.gpu(), &dims.scores_shape())?;
     recording.keep(&scores);
-    let shape = product_shape(
+    let shape = GemmShape::contiguous(
         dims.batch * dims.heads,
         (dims.q_len, dims.k_len, dims.head_dim),
         false,
@@ -802,7 +779,7 @@ pub fn attention_dispatches_into(
         )?);
     }
     // With Lk = 0 the product has no terms and writes zeros: O = 0 for rows without keys.
-    let shape = product_shape(
+    let shape = GemmShape::contiguous(
         dims.batch * dims.heads,
         (dims.q_len, dims.value_dim, dims.k_len),
         false,
@@ -1281,11 +1258,11 @@ pub fn attention_backward_dispatches_into(
 
     // dV = Pᵀ·dO and dP = dO·Vᵀ.
     let grad_v_rep = repeated_heads_grad(&into.value, &dims, recording)?;
-    let shape = product_shape(batches, (lk, dv, lq), true, false);
+    let shape = GemmShape::contiguous(batches, (lk, dv, lq), true, false);
     push_product(recording, (probs, grad_output, &grad_v_rep), &shape, 1.0)?;
     let grad_probs = Tensor::uninit(gpu, &dims.scores_shape())?;
     recording.keep(&grad_probs);
-    let shape = product_shape(batches, (lq, lk, dv), false, true);
+    let shape = GemmShape::contiguous(batches, (lq, lk, dv), false, true);
     push_product(recording, (grad_output, &v_rep, &grad_probs), &shape, 1.0)?;
 
     // dS through the softmax (and the softcap, whose derivative needs the uncapped S).
@@ -1306,7 +1283,7 @@ pub fn attention_backward_dispatches_into(
     }
 
     // dQ = dS·K·scale and dK = dSᵀ·Q·scale.
-    let shape = product_shape(batches, (lq, d, lk), false, false);
+    let shape = GemmShape::contiguous(batches, (lq, d, lk), false, false);
     push_product(
         recording,
         (&grad_scores, &k_rep, &into.query),
@@ -1314,7 +1291,7 @@ pub fn attention_backward_dispatches_into(
         scale,
     )?;
     let grad_k_rep = repeated_heads_grad(&into.key, &dims, recording)?;
-    let shape = product_shape(batches, (lk, d, lq), true, false);
+    let shape = GemmShape::contiguous(batches, (lk, d, lq), true, false);
     push_product(recording, (&grad_scores, q, &grad_k_rep), &shape, scale)?;
 
     sum_groups(&grad_k_rep, &into.key, &dims, recording)?;

@@ -391,18 +391,15 @@ pub fn conv_im2col_gemm_dispatches(
     geometry: &ConvGeometry,
 ) -> Result<[Dispatch; 2]> {
     let unfold = conv_im2col_dispatch(x, cols, geometry)?;
+    // One weight matrix for every image of the batch.
+    let (m, n, k) = (
+        geometry.out_channels,
+        geometry.out_h * geometry.out_w,
+        geometry.weight_row(),
+    );
     let shape = GemmShape {
-        batch: geometry.batch,
-        m: geometry.out_channels,
-        n: geometry.out_h * geometry.out_w,
-        k: geometry.weight_row(),
-        trans_a: false,
-        trans_b: false,
         a_batch_stride: 0,
-        b_batch_stride: geometry.weight_row() * geometry.out_h * geometry.out_w,
-        a_offset: 0,
-        b_offset: 0,
-        out_offset: 0,
+        ..GemmShape::contiguous(geometry.batch, (m, n, k), false, false)
     };
     let column = CLayout {
         batch_stride: 0,

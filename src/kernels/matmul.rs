@@ -82,9 +82,10 @@ impl MatmulVariant {
     /// kernel; so does a product too small to fill one 64×64 tile. Real GPUs get a tiled
     /// kernel: the vec4 one with its 128×128 tiles where the rows are whole vec4s and there
     /// are enough tiles to keep a large GPU busy (512×512 outputs: 16 tiles per batch; a
-    /// guess until measured on one), else the 64×64 one. The vec4 blocked kernel needs the layout it supports and at least 128
-    /// columns: its workgroup spans 128, and on narrower products (attention's N = 32, say)
-    /// most of its invocations idle, where the scalar kernel measured 2-3× faster. A
+    /// guess until measured on one), else the 64×64 one. The vec4 blocked kernel needs the
+    /// layout it supports and at least 128 columns: its workgroup spans 128, and on narrower
+    /// products (attention's N = 32, say) most of its invocations idle, where the scalar
+    /// kernel measured 2-3× faster. A
     /// transposed B with K a multiple of 4 goes to the A·Bᵀ kernel when the scalar
     /// kernel's 32×32 tile would be mostly idle (attention scores of short sequences: 4×
     /// faster there on lavapipe); on larger products its lanes' scattered vec4 loads make
@@ -288,7 +289,7 @@ fn shape_class(shape: &GemmShape) -> String {
         round(shape.k, 4096),
         flag(shape.trans_a),
         flag(shape.trans_b),
-        // M's alignment matters only to the subgroup kernel's transposed A.
+        // M's alignment matters only to the vec4 kernels' transposed A.
         flag(shape.trans_a && shape.m.is_multiple_of(4)),
         flag(shape.n.is_multiple_of(4)),
         flag(shape.k.is_multiple_of(4)),
@@ -389,6 +390,34 @@ pub struct GemmShape {
     pub a_offset: usize,
     pub b_offset: usize,
     pub out_offset: usize,
+}
+
+impl GemmShape {
+    /// `batch` products of op(A) [m, k] by op(B) [k, n], each operand contiguous per batch
+    /// (batch strides 0 for a single product, where they are never used and must not spoil
+    /// the vec4 kernels' alignment), whole tensors without offsets. Other layouts change
+    /// fields with struct update syntax: a shared operand's batch stride 0, a slice's offset.
+    pub fn contiguous(
+        batch: usize,
+        (m, n, k): (usize, usize, usize),
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Self {
+        let per_batch = |elements: usize| if batch > 1 { elements } else { 0 };
+        GemmShape {
+            batch,
+            m,
+            n,
+            k,
+            trans_a,
+            trans_b,
+            a_batch_stride: per_batch(m * k),
+            b_batch_stride: per_batch(k * n),
+            a_offset: 0,
+            b_offset: 0,
+            out_offset: 0,
+        }
+    }
 }
 
 /// How C is read: `C[batch, row, col] = c[batch·batch_stride + row·row_stride + col·col_stride]`.
@@ -739,17 +768,9 @@ impl<'a> Gemm<'a> {
         let mut out_shape = batch_shape;
         out_shape.extend([m, n]);
         let shape = GemmShape {
-            batch,
-            m,
-            n,
-            k,
-            trans_a: self.trans_a,
-            trans_b: self.trans_b,
             a_batch_stride: if a_batch.is_empty() { 0 } else { m * k },
             b_batch_stride: if b_batch.is_empty() { 0 } else { k * n },
-            a_offset: 0,
-            b_offset: 0,
-            out_offset: 0,
+            ..GemmShape::contiguous(batch, (m, n, k), self.trans_a, self.trans_b)
         };
         Ok((shape, out_shape))
     }

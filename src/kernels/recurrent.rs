@@ -713,17 +713,8 @@ fn product(
     (m, n, k): (usize, usize, usize),
 ) -> Result<Dispatch> {
     let shape = GemmShape {
-        batch: 1,
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        a_batch_stride: 0,
-        b_batch_stride: 0,
         a_offset,
-        b_offset: 0,
-        out_offset: 0,
+        ..GemmShape::contiguous(1, (m, n, k), trans_a, trans_b)
     };
     let c_layout = CLayout {
         batch_stride: 0,
