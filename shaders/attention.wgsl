@@ -230,6 +230,73 @@ fn row_block(wid: vec3<u32>, nwg: vec3<u32>, rows: u32, columns: u32,
                     index / (blocks * chunks), index < head_count * chunks * blocks);
 }
 
+// What an invocation of a fused kernel's block of query rows knows of its row: the batch,
+// head and key/value head, the row i (the block's last for the invocations past it, which
+// follow the loops and write nothing), the keys [lo, hi) it attends to and those any row
+// of the block does (the keys the block walks in step).
+struct QueryRow {
+    b: u32,
+    h: u32,
+    kv: u32,           // b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group
+    i: u32,
+    owned: bool,
+    row: u32,          // (b·H + h)·Lq + i
+    lo: u32,
+    hi: u32,
+    union_lo: u32,
+    union_hi: u32,
+    mask_base: u32,
+}
+
+fn query_row(p: Params, block: RowBlock, lid: u32) -> QueryRow {
+    let h = block.head % p.heads;
+    let b = block.head / p.heads;
+    let last_query = min(block.first_row + FUSED_ROWS, p.q_len) - 1u;
+    let i = min(block.first_row + lid, last_query);
+    let range = key_range(p, b, i);
+    return QueryRow(b, h, block.head / p.group, i, block.first_row + lid <= last_query,
+                    block.head * p.q_len + i, u32(range.x), u32(range.y),
+                    u32(key_range(p, b, block.first_row).x), u32(key_range(p, b, last_query).y),
+                    b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z);
+}
+
+// The element indices 4c..4c+3 of lane quad c of a cached row.
+fn quad(c: u32) -> vec4<u32> {
+    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
+}
+
+// Quad c of the row starting at `base` of each operand, its elements past `last` clamped
+// to it.
+fn quad_at(base: u32, c: u32, last: u32) -> vec4<u32> {
+    return vec4<u32>(base) + min(quad(c), vec4<u32>(last));
+}
+
+fn query_quad(base: u32, c: u32, last: u32) -> vec4<f32> {
+    let at = quad_at(base, c, last);
+    return vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z], fused_query[at.w]);
+}
+
+fn key_quad(base: u32, c: u32, last: u32) -> vec4<f32> {
+    let at = quad_at(base, c, last);
+    return vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z], fused_keys[at.w]);
+}
+
+fn value_quad(base: u32, c: u32, last: u32) -> vec4<f32> {
+    let at = quad_at(base, c, last);
+    return vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
+                     fused_values[at.w]);
+}
+
+fn grad_output_quad(base: u32, c: u32, last: u32) -> vec4<f32> {
+    let at = quad_at(base, c, last);
+    return vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z], grad_output[at.w]);
+}
+
+// Quad c of a row's first `count` elements: zeros past them.
+fn first_elements(loaded: vec4<f32>, c: u32, count: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(count));
+}
+
 @compute @workgroup_size(64)
 fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
@@ -239,28 +306,12 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     if !block.live {
         return;
     }
-    let first_query = block.first_row;
     let first_column = block.first_column;
-    let batch_head = block.head;
-    let h = batch_head % p.heads;
-    let b = batch_head / p.heads;
-    // The key/value head: b·Hkv + h / group, which is (b·H + h) / group as H = Hkv·group.
-    let kv = batch_head / p.group;
+    let q = query_row(p, block, lid);
     // The last chunk may be narrower: its columns past `width` read the last column again
     // and are never written.
     let width = min(VALUE_CHUNK, p.value_dim - first_column);
-    let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
-    // Invocations past the last query follow the loop with its range and write nothing.
-    let owns_query = first_query + lid <= last_query;
-    let i = min(first_query + lid, last_query);
-    let row = batch_head * p.q_len + i;
-    let range = key_range(p, b, i);
-    let lo = u32(range.x);
-    let hi = u32(range.y);
-    let union_lo = u32(key_range(p, b, first_query).x);
-    let union_hi = u32(key_range(p, b, last_query).y);
-    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
-    let query_base = row * p.head_dim;
+    let query_base = q.row * p.head_dim;
 
     // Four elements per vec4 (fewer, wider private elements); elements past D are 0.
     let query_quads = (CACHED_HEAD_DIM + 3u) / 4u;
@@ -268,33 +319,26 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     let last_cached = max(CACHED_HEAD_DIM, 1u) - 1u;
     var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var c = 0u; c < query_quads; c++) {
-        let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
-        let at = vec4<u32>(query_base) + min(e, vec4<u32>(last_cached));
-        let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
-                               fused_query[at.w]);
-        query[c] = select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM));
+        query[c] = first_elements(query_quad(query_base, c, last_cached), c, CACHED_HEAD_DIM);
     }
     var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
     var any = false;
     var top = LOWEST;
     var sum = 0.0;
-    for (var j = union_lo; j < union_hi; j++) {
-        let key_base = (kv * p.k_len + j) * p.head_dim;
+    for (var j = q.union_lo; j < q.union_hi; j++) {
+        let key_base = (q.kv * p.k_len + j) * p.head_dim;
         var score = 0.0;
         for (var c = 0u; c < query_quads; c++) {
-            let e = vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
-            let at = vec4<u32>(key_base) + min(e, vec4<u32>(last_cached));
-            let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                                   fused_keys[at.w]);
-            score += dot(query[c], select(vec4<f32>(0.0), loaded, e < vec4<u32>(CACHED_HEAD_DIM)));
+            let key = first_elements(key_quad(key_base, c, last_cached), c, CACHED_HEAD_DIM);
+            score += dot(query[c], key);
         }
         for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
             score += fused_query[query_base + e] * fused_keys[key_base + e];
         }
-        var keep = j >= lo && j < hi;
+        var keep = j >= q.lo && j < q.hi;
         var m = 0.0;
         if MASK != 0u && keep {
-            m = mask_at(p, mask_base, j);
+            m = mask_at(p, q.mask_base, j);
             keep = !masked_by_tensor(m);
         }
         let z = logit(p, score * p.scale, m);
@@ -305,22 +349,19 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
         any = any || keep;
         top = new_top;
         sum = sum * rescale + weight;
-        let value_base = (kv * p.k_len + j) * p.value_dim + first_column;
+        let value_base = (q.kv * p.k_len + j) * p.value_dim + first_column;
         for (var c = 0u; c < value_quads; c++) {
-            let at = vec4<u32>(value_base)
-                + min(vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(width - 1u));
-            let value = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
-                                  fused_values[at.w]);
+            let value = value_quad(value_base, c, width - 1u);
             accumulator[c] = accumulator[c] * rescale + weight * value;
         }
     }
-    if !owns_query {
+    if !q.owned {
         return;
     }
 
     // sum ≥ 1 whenever a key was kept (the max's own term), so 1/sum is finite.
     let inv_sum = select(0.0, 1.0 / sum, any);
-    let output_base = row * p.value_dim + first_column;
+    let output_base = q.row * p.value_dim + first_column;
     for (var c = 0u; c < value_quads; c++) {
         let out = accumulator[c] * inv_sum;
         for (var t = 0u; t < 4u; t++) {
@@ -331,9 +372,9 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
     }
     if first_column == 0u {
         if any {
-            fused_log_sum_exp[row] = top + log(sum);
+            fused_log_sum_exp[q.row] = top + log(sum);
         } else {
-            fused_log_sum_exp[row] = bitcast<f32>(NEG_INF_BITS);
+            fused_log_sum_exp[q.row] = bitcast<f32>(NEG_INF_BITS);
         }
     }
 }
@@ -403,11 +444,6 @@ override CACHED_VALUE_DIM: u32 = 0u;  // min(Dv, VALUE_CHUNK)
 @group(0) @binding(9) var<storage, read> saved_delta: array<f32>;
 @group(0) @binding(10) var<uniform> grad_params: Params;
 
-// The element indices 4c..4c+3 of lane quad c of a cached row.
-fn quad(c: u32) -> vec4<u32> {
-    return vec4<u32>(4u * c) + vec4<u32>(0u, 1u, 2u, 3u);
-}
-
 // The softcap's derivative at the scaled score s: 1 − tanh²(s/c), 1 without a softcap.
 fn capped_slope(p: Params, s: f32) -> f32 {
     if SOFTCAP {
@@ -426,27 +462,13 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
     if !block.live {
         return;
     }
-    let first_query = block.first_row;
     let first_column = block.first_column;
-    let batch_head = block.head;
-    let h = batch_head % p.heads;
-    let b = batch_head / p.heads;
-    let kv = batch_head / p.group;
+    let q = query_row(p, block, lid);
     // Columns of dQ this chunk writes (0 when D = 0); reads past them repeat the last.
     let width = min(VALUE_CHUNK, p.head_dim - first_column);
     let last_column = max(width, 1u) - 1u;
-    let last_query = min(first_query + FUSED_ROWS, p.q_len) - 1u;
-    let owns_query = first_query + lid <= last_query;
-    let i = min(first_query + lid, last_query);
-    let row = batch_head * p.q_len + i;
-    let range = key_range(p, b, i);
-    let lo = u32(range.x);
-    let hi = u32(range.y);
-    let union_lo = u32(key_range(p, b, first_query).x);
-    let union_hi = u32(key_range(p, b, last_query).y);
-    let mask_base = b * p.mask_strides.x + h * p.mask_strides.y + i * p.mask_strides.z;
-    let query_base = row * p.head_dim;
-    let grad_base = row * p.value_dim;
+    let query_base = q.row * p.head_dim;
+    let grad_base = q.row * p.value_dim;
 
     let query_quads = (CACHED_HEAD_DIM + 3u) / 4u;
     let value_quads = (CACHED_VALUE_DIM + 3u) / 4u;
@@ -454,54 +476,44 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
     let last_cached_value = max(CACHED_VALUE_DIM, 1u) - 1u;
     var query: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var c = 0u; c < query_quads; c++) {
-        let at = vec4<u32>(query_base) + min(quad(c), vec4<u32>(last_cached));
-        let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
-                               fused_query[at.w]);
-        query[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_HEAD_DIM));
+        query[c] = first_elements(query_quad(query_base, c, last_cached), c, CACHED_HEAD_DIM);
     }
     var grad: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var c = 0u; c < value_quads; c++) {
-        let at = vec4<u32>(grad_base) + min(quad(c), vec4<u32>(last_cached_value));
-        let loaded = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
-                               grad_output[at.w]);
-        grad[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_VALUE_DIM));
+        grad[c] = first_elements(grad_output_quad(grad_base, c, last_cached_value), c,
+                                 CACHED_VALUE_DIM);
     }
     var delta = 0.0;
     for (var e = 0u; e < p.value_dim; e++) {
         delta += grad_output[grad_base + e] * saved_output[grad_base + e];
     }
-    let log_sum_exp = saved_log_sum_exp[row];
+    let log_sum_exp = saved_log_sum_exp[q.row];
 
     var accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
     // The key's cached elements, which are the first chunk's columns of dQ.
     var key: array<vec4<f32>, VALUE_CHUNK / 4u>;
-    for (var j = union_lo; j < union_hi; j++) {
-        let key_base = (kv * p.k_len + j) * p.head_dim;
+    for (var j = q.union_lo; j < q.union_hi; j++) {
+        let key_base = (q.kv * p.k_len + j) * p.head_dim;
         var score = 0.0;
         for (var c = 0u; c < query_quads; c++) {
-            let at = vec4<u32>(key_base) + min(quad(c), vec4<u32>(last_cached));
-            key[c] = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                               fused_keys[at.w]);
+            key[c] = key_quad(key_base, c, last_cached);
             score += dot(query[c], key[c]);
         }
         for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
             score += fused_query[query_base + e] * fused_keys[key_base + e];
         }
-        let value_base = (kv * p.k_len + j) * p.value_dim;
+        let value_base = (q.kv * p.k_len + j) * p.value_dim;
         var grad_prob = 0.0;
         for (var c = 0u; c < value_quads; c++) {
-            let at = vec4<u32>(value_base) + min(quad(c), vec4<u32>(last_cached_value));
-            let loaded = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
-                                   fused_values[at.w]);
-            grad_prob += dot(grad[c], loaded);
+            grad_prob += dot(grad[c], value_quad(value_base, c, last_cached_value));
         }
         for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
             grad_prob += grad_output[grad_base + e] * fused_values[value_base + e];
         }
-        var keep = j >= lo && j < hi;
+        var keep = j >= q.lo && j < q.hi;
         var m = 0.0;
         if MASK != 0u && keep {
-            m = mask_at(p, mask_base, j);
+            m = mask_at(p, q.mask_base, j);
             keep = !masked_by_tensor(m);
         }
         let scaled = score * p.scale;
@@ -516,14 +528,11 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
         } else {
             let column_base = key_base + first_column;
             for (var c = 0u; c < query_quads; c++) {
-                let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_column));
-                let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                                       fused_keys[at.w]);
-                accumulator[c] += grad_score * loaded;
+                accumulator[c] += grad_score * key_quad(column_base, c, last_column);
             }
         }
     }
-    if !owns_query {
+    if !q.owned {
         return;
     }
     let out_base = query_base + first_column;
@@ -536,7 +545,7 @@ fn fused_attention_backward_queries(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
     if first_column == 0u {
-        row_delta[row] = delta;
+        row_delta[q.row] = delta;
     }
 }
 
@@ -604,17 +613,12 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
     let last_cached_value = max(CACHED_VALUE_DIM, 1u) - 1u;
     var key: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var c = 0u; c < key_quads; c++) {
-        let at = vec4<u32>(key_base) + min(quad(c), vec4<u32>(last_cached));
-        let loaded = vec4<f32>(fused_keys[at.x], fused_keys[at.y], fused_keys[at.z],
-                               fused_keys[at.w]);
-        key[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_HEAD_DIM));
+        key[c] = first_elements(key_quad(key_base, c, last_cached), c, CACHED_HEAD_DIM);
     }
     var value: array<vec4<f32>, VALUE_CHUNK / 4u>;
     for (var c = 0u; c < value_quads; c++) {
-        let at = vec4<u32>(value_base) + min(quad(c), vec4<u32>(last_cached_value));
-        let loaded = vec4<f32>(fused_values[at.x], fused_values[at.y], fused_values[at.z],
-                               fused_values[at.w]);
-        value[c] = select(vec4<f32>(0.0), loaded, quad(c) < vec4<u32>(CACHED_VALUE_DIM));
+        value[c] = first_elements(value_quad(value_base, c, last_cached_value), c,
+                                  CACHED_VALUE_DIM);
     }
 
     var key_accumulator: array<vec4<f32>, VALUE_CHUNK / 4u>;
@@ -631,9 +635,7 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             let grad_base = row * p.value_dim;
             var score = 0.0;
             for (var c = 0u; c < key_quads; c++) {
-                let at = vec4<u32>(query_base) + min(quad(c), vec4<u32>(last_cached));
-                query[c] = vec4<f32>(fused_query[at.x], fused_query[at.y], fused_query[at.z],
-                                     fused_query[at.w]);
+                query[c] = query_quad(query_base, c, last_cached);
                 score += dot(key[c], query[c]);
             }
             for (var e = CACHED_HEAD_DIM; e < p.head_dim; e++) {
@@ -641,9 +643,7 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             }
             var grad_prob = 0.0;
             for (var c = 0u; c < value_quads; c++) {
-                let at = vec4<u32>(grad_base) + min(quad(c), vec4<u32>(last_cached_value));
-                grad[c] = vec4<f32>(grad_output[at.x], grad_output[at.y], grad_output[at.z],
-                                    grad_output[at.w]);
+                grad[c] = grad_output_quad(grad_base, c, last_cached_value);
                 grad_prob += dot(value[c], grad[c]);
             }
             for (var e = CACHED_VALUE_DIM; e < p.value_dim; e++) {
@@ -673,19 +673,14 @@ fn fused_attention_backward_keys(@builtin(workgroup_id) wid: vec3<u32>,
             if key_width > 0u {
                 let column_base = query_base + first_column;
                 for (var c = 0u; c < key_quads; c++) {
-                    let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_key_column));
-                    let loaded = vec4<f32>(fused_query[at.x], fused_query[at.y],
-                                           fused_query[at.z], fused_query[at.w]);
-                    key_accumulator[c] += grad_score * loaded;
+                    key_accumulator[c] += grad_score * query_quad(column_base, c, last_key_column);
                 }
             }
             if value_width > 0u {
                 let column_base = grad_base + first_column;
                 for (var c = 0u; c < value_quads; c++) {
-                    let at = vec4<u32>(column_base) + min(quad(c), vec4<u32>(last_value_column));
-                    let loaded = vec4<f32>(grad_output[at.x], grad_output[at.y],
-                                           grad_output[at.z], grad_output[at.w]);
-                    value_accumulator[c] += prob * loaded;
+                    value_accumulator[c] += prob * grad_output_quad(column_base, c,
+                                                                    last_value_column);
                 }
             }
         }

@@ -310,7 +310,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 row = e / TILE_K;
             }
             let in_range = tile_row + row < p.m && k0 + kk < p.k;
-            a_tile[kk * TILE + row] = select(0.0, load_a(a_base, min(tile_row + row, p.m - 1u), min(k0 + kk, p.k - 1u)), in_range);
+            let a_value = load_a(a_base, min(tile_row + row, p.m - 1u), min(k0 + kk, p.k - 1u));
+            a_tile[kk * TILE + row] = select(0.0, a_value, in_range);
 
             var col: u32;
             if TRANS_B {
@@ -321,7 +322,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 kk = e / TILE;
             }
             let b_in_range = tile_col + col < p.n && k0 + kk < p.k;
-            b_tile[kk * TILE + col] = select(0.0, load_b(b_base, min(k0 + kk, p.k - 1u), min(tile_col + col, p.n - 1u)), b_in_range);
+            let b_value = load_b(b_base, min(k0 + kk, p.k - 1u), min(tile_col + col, p.n - 1u));
+            b_tile[kk * TILE + col] = select(0.0, b_value, b_in_range);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk++) {
