@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{print_adapter, time_dispatches};
-use shadergrad::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape};
+use shadergrad::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape};
 use shadergrad::rng::Rng;
 use shadergrad::{Gpu, MatmulVariant, Tensor};
 
@@ -66,6 +66,7 @@ fn main() -> shadergrad::Result<()> {
             c: None,
             bias: None,
             out: &out,
+            epilogue: Epilogue::Plain,
         };
         let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant)?;
         let ours = time_dispatches(&gpu, std::slice::from_ref(&dispatch))?.median;

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{print_adapter, print_header, print_row, time_dispatches};
-use shadergrad::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape};
+use shadergrad::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape};
 use shadergrad::rng::Rng;
 use shadergrad::{Gpu, MatmulVariant, Tensor};
 
@@ -33,6 +33,7 @@ fn main() -> shadergrad::Result<()> {
                 c: None,
                 bias: None,
                 out: &out,
+                epilogue: Epilogue::Plain,
             };
             let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant)?;
             let stats = time_dispatches(&gpu, std::slice::from_ref(&dispatch))?;

@@ -112,7 +112,7 @@ fn apply_binary(a: f32, b: f32) -> f32 {
         case 3u: { return a / b; }
         // Derivatives, with a the forward value and b the incoming gradient:
         case 4u: { return b * (1.0 - a * a); }          // tanh', a = tanh(x)
-        case 5u: { return select(0.0, b, a > 0.0); }    // relu', a = x
+        case 5u: { return select(0.0, b, a > 0.0); }    // relu', a = x or relu(x)
         default: { return b * a * (1.0 - a); }          // sigmoid', a = sigmoid(x)
     }
 }

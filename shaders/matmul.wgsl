@@ -1,5 +1,6 @@
 // General matrix multiply, batched:
-//     out[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b] + bias
+//     out[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b] + bias, then max(·, 0) if RELU,
+//     or kept only where relu_output[b] > 0 if RELU_GRAD
 // op(A) is M×K (A stored M×K, or K×M when TRANS_A), op(B) is K×N (B stored K×N, or N×K
 // when TRANS_B). C is read through strides, so it may be broadcast over rows, columns or
 // batches; bias is a row vector of N. The output is contiguous [batch, M, N].
@@ -24,6 +25,12 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_C: bool = false;
 override HAS_BIAS: bool = false;
+// Fusions a graph makes instead of writing the product and reading it back: a ReLU
+// applied to each result as it is stored (`relu(x·W + b)`), or the gradient through a
+// ReLU whose output is `relu_output` (shaped and offset as the output): each result kept
+// where that output is positive, zero elsewhere (`relu'(h) ⊙ (dz·Wᵀ)`).
+override RELU: bool = false;
+override RELU_GRAD: bool = false;
 
 struct Params {
     m: u32,
@@ -49,7 +56,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read> c: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read> relu_output: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
 
 // op(A)[row, kk] of the batch whose A starts at `base`.
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
@@ -67,7 +75,8 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
     return b[base + kk * params.n + col];
 }
 
-// The epilogue shared by both variants: scale, add beta·C and bias, store if in range.
+// The epilogue shared by every variant: scale, add beta·C and bias, the fused ReLU or its
+// gradient, store if in range.
 fn store(batch: u32, row: u32, col: u32, acc: f32) {
     let p = params;
     if row >= p.m || col >= p.n {
@@ -80,7 +89,14 @@ fn store(batch: u32, row: u32, col: u32, acc: f32) {
     if HAS_BIAS {
         v += bias[col];
     }
-    out[p.out_offset + (batch * p.m + row) * p.n + col] = v;
+    let at = p.out_offset + (batch * p.m + row) * p.n + col;
+    if RELU {
+        v = max(v, 0.0);
+    }
+    if RELU_GRAD {
+        v = select(0.0, v, relu_output[at] > 0.0);
+    }
+    out[at] = v;
 }
 
 fn store_row(batch: u32, row: u32, cols: vec4<u32>, acc: vec4<f32>) {
@@ -162,7 +178,16 @@ fn store4(batch: u32, row: u32, col: u32, acc: vec4<f32>) {
         v += p.beta * vec4<f32>(c[at], c[at + p.c_col_stride], c[at + 2u * p.c_col_stride],
                                 c[at + 3u * p.c_col_stride]);
     }
-    out4[(p.out_offset + (batch * p.m + row) * p.n + col) / 4u] = v;
+    let at = p.out_offset + (batch * p.m + row) * p.n + col;
+    if RELU {
+        v = max(v, vec4<f32>(0.0));
+    }
+    if RELU_GRAD {
+        let h = vec4<f32>(relu_output[at], relu_output[at + 1u], relu_output[at + 2u],
+                          relu_output[at + 3u]);
+        v = select(vec4<f32>(0.0), v, h > vec4<f32>(0.0));
+    }
+    out4[at / 4u] = v;
 }
 
 @compute @workgroup_size(16)

@@ -21,7 +21,7 @@ use crate::kernels::attention::{
 };
 use crate::kernels::conv::{conv_forward_dispatch, Conv2d, ConvGeometry};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
-use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::recurrent::{
     recurrent_backward_dispatches, recurrent_forward, recurrent_forward_dispatches, CellKind,
     RecurrentBackwardInputs, RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
@@ -240,6 +240,7 @@ impl Bench<'_> {
                 c: None,
                 bias: None,
                 out: &out,
+                epilogue: Epilogue::Plain,
             };
             let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant)?;
             let (m, n, k, batch) = (

@@ -167,6 +167,114 @@ fn matmul_backward_for_every_transpose_and_bias() {
 }
 
 #[test]
+fn a_relu_fused_into_its_matmul_has_the_gradient_of_the_pair() {
+    let (m, k, n) = (3, 5, 4);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a_shape = if ta { [k, m] } else { [m, k] };
+        let b_shape = if tb { [n, k] } else { [k, n] };
+        check_op(
+            &format!("relu(matmul) ta={ta} tb={tb}"),
+            &[&a_shape, &b_shape, &[n]],
+            |g, p| {
+                let product = g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap();
+                g.relu(product).unwrap()
+            },
+            |x| {
+                let y = matmul_ref(&x[0], &x[1], m, k, n, ta, tb);
+                let biased = y.iter().enumerate().map(|(i, v)| v + x[2][i % n]);
+                biased.map(|v| v.max(0.0)).collect()
+            },
+        );
+    }
+}
+
+#[test]
+fn a_relu_between_two_matmuls_has_the_gradient_of_the_unfused_ops() {
+    // The backward's dh = dy·W2ᵀ is read only by relu', so it is fused too.
+    let (rows, inner, hidden, cols) = (3, 5, 4, 2);
+    check_op(
+        "x·W1 + b1, relu, ·W2",
+        &[&[rows, inner], &[inner, hidden], &[hidden], &[hidden, cols]],
+        |g, p| {
+            let product = g.gemm(p[0], p[1], false, false, Some(p[2])).unwrap();
+            let h = g.relu(product).unwrap();
+            g.matmul(h, p[3]).unwrap()
+        },
+        |x| {
+            let z = matmul_ref(&x[0], &x[1], rows, inner, hidden, false, false);
+            let h: Vec<f64> = z
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v + x[2][i % hidden]).max(0.0))
+                .collect();
+            matmul_ref(&h, &x[3], rows, hidden, cols, false, false)
+        },
+    );
+}
+
+#[test]
+fn compile_fuses_each_relu_and_relu_gradient_into_the_matmul_it_alone_reads() {
+    let (rows, inner, hidden, cols) = (6, 9, 7, 5);
+    let mut rng = Rng::new(5);
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[rows, inner]);
+    let w1 = g
+        .parameter("w1", &[inner, hidden], rng.vec(inner * hidden, -1.0, 1.0))
+        .unwrap();
+    let b1 = g
+        .parameter("b1", &[hidden], rng.vec(hidden, -1.0, 1.0))
+        .unwrap();
+    let w2 = g
+        .parameter("w2", &[hidden, cols], rng.vec(hidden * cols, -1.0, 1.0))
+        .unwrap();
+    let product = g.gemm(x, w1, false, false, Some(b1)).unwrap();
+    let h = g.relu(product).unwrap();
+    let y = g.matmul(h, w2).unwrap();
+    let flat = g.reshape(y, &[rows * cols]).unwrap();
+    let loss = g.sum(flat, 0, false).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, h];
+    outputs.extend([w1, b1, w2].map(|p| grads.of(p).unwrap()));
+    let mut fused = g.compile(&outputs).unwrap();
+    // The products asked for as outputs must be written, so neither is fused: the forward
+    // product, and the backward's dh = dy·W2ᵀ (the gradient of h).
+    let kept = [product, grads.of(h).unwrap()];
+    let mut apart = g.compile(&[outputs.as_slice(), &kept].concat()).unwrap();
+    assert_eq!(fused.dispatch_count() + 2, apart.dispatch_count());
+    let features = rng.vec(rows * inner, -1.0, 1.0);
+    fused.run(&[Feed::f32(x, &features)], &[]).unwrap();
+    apart.run(&[Feed::f32(x, &features)], &[]).unwrap();
+    for &v in &outputs {
+        assert_eq!(
+            fused.read(v).unwrap(),
+            apart.read(v).unwrap(),
+            "fused and apart differ"
+        );
+    }
+    let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let (w_values, b_values) = (
+        wide(&fused.read(w1).unwrap()),
+        wide(&fused.read(b1).unwrap()),
+    );
+    let expected: Vec<f32> = matmul_ref(
+        &wide(&features),
+        &w_values,
+        rows,
+        inner,
+        hidden,
+        false,
+        false,
+    )
+    .iter()
+    .enumerate()
+    .map(|(i, v)| (v + b_values[i % hidden]).max(0.0) as f32)
+    .collect();
+    let fused_h = fused.read(h).unwrap();
+    assert_close("relu(x·w1 + b1) fused", &fused_h, &expected, 1e-5, 1e-5);
+    assert!(fused_h.contains(&0.0) && fused_h.iter().any(|&v| v > 0.0));
+}
+
+#[test]
 fn unary_backward() {
     for f in [
         Unary::Tanh,

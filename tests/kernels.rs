@@ -6,7 +6,9 @@ mod common;
 use common::{assert_close, assert_within, gpu};
 use shadergrad::kernels::copy::permute_cpu;
 use shadergrad::kernels::elementwise::{binary_cpu, unary_cpu};
-use shadergrad::kernels::matmul::{gemm_cpu, gemm_dispatch, CLayout, GemmOperands, GemmShape};
+use shadergrad::kernels::matmul::{
+    gemm_cpu, gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape,
+};
 use shadergrad::kernels::reduce::reduce_cpu;
 use shadergrad::rng::Rng;
 use shadergrad::{Binary, MatmulVariant, Reduce, ReduceVariant, Tensor, Unary};
@@ -31,6 +33,16 @@ fn input_rounding(variant: MatmulVariant) -> f64 {
     }
 }
 
+/// What a product adds to op(A)·op(B): β·C of this shape, a bias, and last a fused ReLU or
+/// a ReLU's gradient (kept where a random output of the ReLU, about half positive, is).
+#[derive(Clone, Copy, Default)]
+struct EpilogueCase<'a> {
+    c: Option<&'a [usize]>,
+    bias: bool,
+    relu: bool,
+    relu_grad: bool,
+}
+
 /// One product on the GPU against the f64 reference. Tolerance: the standard forward error
 /// bound of a K-term f32 dot product, γ = (K+2)·ε times Σ|α·a·b| + |β·c| + |bias| for each
 /// element (computed by running the reference on absolute values), so it scales with K and
@@ -43,10 +55,15 @@ fn check_gemm(
     trans_a: bool,
     trans_b: bool,
     shared_b: bool,
-    c_shape: Option<&[usize]>,
-    with_bias: bool,
+    epilogue: EpilogueCase,
     variant: MatmulVariant,
 ) {
+    let EpilogueCase {
+        c: c_shape,
+        bias: with_bias,
+        relu,
+        relu_grad,
+    } = epilogue;
     let b_cols = if trans_b { k } else { n };
     let outside_contract = match variant {
         MatmulVariant::BlockedVec4 => trans_b || !b_cols.is_multiple_of(4),
@@ -77,15 +94,23 @@ fn check_gemm(
     let (alpha, beta) = (0.75, -1.5);
     let c_data = c_shape.map(|s| rng.vec(s.iter().product(), -1.0, 1.0));
     let bias = with_bias.then(|| rng.vec(n, -1.0, 1.0));
+    let relu_output = relu_grad.then(|| rng.vec(batch * m * n, -1.0, 1.0));
 
     let (ga, gb) = (upload(&a, &a_shape), upload(&b, &b_shape));
     let gc = c_shape.map(|s| upload(c_data.as_ref().unwrap(), s));
     let gbias = bias.as_ref().map(|v| upload(v, &[n]));
+    let grelu_output = relu_output.as_ref().map(|v| upload(v, &[batch, m, n]));
+    let fused = match (&grelu_output, relu) {
+        (Some(relu_output), _) => Epilogue::ReluGrad { relu_output },
+        (None, true) => Epilogue::Relu,
+        (None, false) => Epilogue::Plain,
+    };
     let mut gemm = ga
         .gemm(&gb)
         .trans_a(trans_a)
         .trans_b(trans_b)
         .alpha(alpha)
+        .epilogue(fused)
         .variant(variant);
     if let Some(c) = &gc {
         gemm = gemm.c(c, beta);
@@ -117,7 +142,16 @@ fn check_gemm(
         }
     });
     let c_ref = c_data.as_deref().zip(layout);
-    let expected = gemm_cpu(&a, &b, c_ref, bias.as_deref(), &shape, alpha, beta);
+    let mut expected = gemm_cpu(&a, &b, c_ref, bias.as_deref(), &shape, alpha, beta);
+    if relu {
+        expected.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    if let Some(h) = &relu_output {
+        let gated = expected.iter().zip(h);
+        expected = gated
+            .map(|(&v, &h)| if h > 0.0 { v } else { 0.0 })
+            .collect();
+    }
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
     let (a_abs, b_abs) = (abs(&a), abs(&b));
     let c_abs = c_data.as_deref().map(abs);
@@ -132,7 +166,7 @@ fn check_gemm(
         beta.abs(),
     );
     let what = format!(
-        "gemm {variant:?} batch {batch} m{m} n{n} k{k} tA {trans_a} tB {trans_b} shared_b {shared_b} C {c_shape:?} bias {with_bias}"
+        "gemm {variant:?} batch {batch} m{m} n{n} k{k} tA {trans_a} tB {trans_b} shared_b {shared_b} C {c_shape:?} bias {with_bias} relu {relu} relu_grad {relu_grad}"
     );
     assert_within(&what, &out.to_vec().unwrap(), &expected, |i| {
         (input_rounding(variant) + (k as f64 + 2.0) * EPS) * f64::from(magnitude[i]) + 1e-30
@@ -168,6 +202,11 @@ fn matmul_matches_reference_on_odd_shapes() {
         for &(m, n, k) in &shapes {
             for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
                 seed += 1;
+                // Every third product with a fused ReLU: each transpose pair meets it in turn.
+                let epilogue = EpilogueCase {
+                    relu: seed % 3 == 0,
+                    ..EpilogueCase::default()
+                };
                 check_gemm(
                     seed,
                     1,
@@ -175,8 +214,7 @@ fn matmul_matches_reference_on_odd_shapes() {
                     trans_a,
                     trans_b,
                     false,
-                    None,
-                    false,
+                    epilogue,
                     variant,
                 );
             }
@@ -187,7 +225,8 @@ fn matmul_matches_reference_on_odd_shapes() {
 #[test]
 fn matmul_batched_with_c_and_bias() {
     for variant in MatmulVariant::ALL {
-        // Each batch its own B, C the full output, and a bias.
+        // Each batch its own B, C the full output, and a bias. Some with a fused ReLU or a
+        // ReLU's gradient (the odd shapes below have more ReLUs).
         check_gemm(
             1,
             3,
@@ -195,8 +234,12 @@ fn matmul_batched_with_c_and_bias() {
             false,
             true,
             false,
-            Some(&[3, 19, 23]),
-            true,
+            EpilogueCase {
+                c: Some(&[3, 19, 23]),
+                bias: true,
+                relu: true,
+                ..EpilogueCase::default()
+            },
             variant,
         );
         // One B shared by every batch, C a row vector broadcast over rows.
@@ -207,8 +250,10 @@ fn matmul_batched_with_c_and_bias() {
             true,
             false,
             true,
-            Some(&[1, 70]),
-            false,
+            EpilogueCase {
+                c: Some(&[1, 70]),
+                ..EpilogueCase::default()
+            },
             variant,
         );
         // C a column broadcast over columns, and a scalar C.
@@ -219,8 +264,12 @@ fn matmul_batched_with_c_and_bias() {
             false,
             false,
             false,
-            Some(&[66, 1]),
-            true,
+            EpilogueCase {
+                c: Some(&[66, 1]),
+                bias: true,
+                relu_grad: true,
+                ..EpilogueCase::default()
+            },
             variant,
         );
         check_gemm(
@@ -230,8 +279,10 @@ fn matmul_batched_with_c_and_bias() {
             true,
             true,
             false,
-            Some(&[1, 1]),
-            false,
+            EpilogueCase {
+                c: Some(&[1, 1]),
+                ..EpilogueCase::default()
+            },
             variant,
         );
         // Where the subgroup kernel reads vec4s: batches of A (transposed or not) against
@@ -243,8 +294,12 @@ fn matmul_batched_with_c_and_bias() {
             false,
             false,
             false,
-            Some(&[1, 44]),
-            true,
+            EpilogueCase {
+                c: Some(&[1, 44]),
+                bias: true,
+                relu: true,
+                ..EpilogueCase::default()
+            },
             variant,
         );
         check_gemm(
@@ -254,12 +309,38 @@ fn matmul_batched_with_c_and_bias() {
             true,
             false,
             true,
-            Some(&[36, 1]),
-            true,
+            EpilogueCase {
+                c: Some(&[36, 1]),
+                bias: true,
+                relu_grad: true,
+                ..EpilogueCase::default()
+            },
             variant,
         );
-        check_gemm(7, 3, (37, 44, 12), false, true, true, None, true, variant);
-        check_gemm(8, 2, (36, 40, 8), true, true, false, None, false, variant);
+        check_gemm(
+            7,
+            3,
+            (37, 44, 12),
+            false,
+            true,
+            true,
+            EpilogueCase {
+                bias: true,
+                relu_grad: true,
+                ..EpilogueCase::default()
+            },
+            variant,
+        );
+        check_gemm(
+            8,
+            2,
+            (36, 40, 8),
+            true,
+            true,
+            false,
+            EpilogueCase::default(),
+            variant,
+        );
     }
 }
 
@@ -282,8 +363,7 @@ fn matmul_vec4_variant_on_aligned_odd_shapes() {
                 trans_a,
                 false,
                 false,
-                None,
-                false,
+                EpilogueCase::default(),
                 MatmulVariant::BlockedVec4,
             );
         }
@@ -295,8 +375,11 @@ fn matmul_vec4_variant_on_aligned_odd_shapes() {
         true,
         false,
         true,
-        Some(&[1, 12]),
-        true,
+        EpilogueCase {
+            c: Some(&[1, 12]),
+            bias: true,
+            ..EpilogueCase::default()
+        },
         MatmulVariant::BlockedVec4,
     );
     check_gemm(
@@ -306,8 +389,10 @@ fn matmul_vec4_variant_on_aligned_odd_shapes() {
         false,
         false,
         false,
-        Some(&[2, 10, 16]),
-        false,
+        EpilogueCase {
+            c: Some(&[2, 10, 16]),
+            ..EpilogueCase::default()
+        },
         MatmulVariant::BlockedVec4,
     );
     check_gemm(
@@ -317,8 +402,11 @@ fn matmul_vec4_variant_on_aligned_odd_shapes() {
         false,
         false,
         false,
-        Some(&[21, 1]),
-        true,
+        EpilogueCase {
+            c: Some(&[21, 1]),
+            bias: true,
+            ..EpilogueCase::default()
+        },
         MatmulVariant::BlockedVec4,
     );
 }
@@ -426,6 +514,7 @@ fn matmul_reads_and_writes_at_offsets() {
                     c: None,
                     bias: None,
                     out: &out,
+                    epilogue: Epilogue::Plain,
                 };
                 let dispatch = gemm_dispatch(&operands, &shape, 1.0, 0.0, variant).unwrap();
                 gpu.submit(&[], &[dispatch]).unwrap();
@@ -468,6 +557,7 @@ fn matmul_refuses_offsets_past_the_end_or_misaligned_for_vec4() {
         c: None,
         bias: None,
         out: &out,
+        epilogue: Epilogue::Plain,
     };
     // A needs elements 3..11 of its 10.
     let err = gemm_dispatch(&operands, &shape, 1.0, 0.0, MatmulVariant::Blocked)
@@ -498,8 +588,10 @@ fn matmul_large_case() {
                 false,
                 variant == MatmulVariant::NtVec4,
                 false,
-                None,
-                true,
+                EpilogueCase {
+                    bias: true,
+                    ..EpilogueCase::default()
+                },
                 variant,
             );
         }

@@ -190,6 +190,7 @@ fn timed_submissions_report_a_duration() {
         c: None,
         bias: None,
         out: &out,
+        epilogue: shadergrad::kernels::matmul::Epilogue::Plain,
     };
     let dispatch = shadergrad::kernels::matmul::gemm_dispatch(
         &operands,

@@ -30,7 +30,7 @@ mod ops;
 mod plan;
 
 pub use autodiff::Gradients;
-pub use ops::{ConvLayout, Op};
+pub use ops::{ConvLayout, MatMulFusion, Op};
 pub use plan::{Feed, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use crate::error::{Error, Result};
@@ -271,6 +271,7 @@ impl Graph {
                 trans_a,
                 trans_b,
                 bias: bias.is_some(),
+                fused: MatMulFusion::Plain,
             },
             &inputs,
         )

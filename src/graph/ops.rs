@@ -27,7 +27,7 @@ use crate::kernels::layernorm::{
     layer_norm_backward_dispatches, layer_norm_dispatch, LayerNormForward, LayerNormGrads,
     LayerNormShape, LayerNormVariant,
 };
-use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::random::dropout_dispatch;
 use crate::kernels::recurrent::{
     recurrent_backward_dispatches, recurrent_forward_dispatches, CellKind, RecurrentBackwardInputs,
@@ -43,16 +43,30 @@ use crate::tensor::{numel, Indices, Tensor};
 
 use super::{mismatch, DType, Graph, Var};
 
+/// What `compile` fused into a matmul (`fuse_relus` in plan.rs), saving a pass over its product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatMulFusion {
+    Plain,
+    /// relu(product): the ReLU that alone read the product.
+    Relu,
+    /// relu'(h) ⊙ product, h the ReLU output fed as the last input: the gradient through
+    /// a ReLU, computed from the product (dy) that it alone read.
+    ReluGrad,
+}
+
 /// An operation of the graph.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// op(a)·op(b) (+ bias), batched: inputs a [batch…, M, K], b [batch…, K, N] (op
     /// transposes the last two axes) and, if `bias`, a row vector of N. A rank-2 operand
-    /// beside a batched one is shared by every batch.
+    /// beside a batched one is shared by every batch. `fused` is what `compile` fused
+    /// into the product's store (graphs build `Plain` only); a fused ReLU's gradient takes
+    /// the ReLU's output as its last input.
     MatMul {
         trans_a: bool,
         trans_b: bool,
         bias: bool,
+        fused: MatMulFusion,
     },
     /// y = f(x).
     Unary(Unary),
@@ -318,7 +332,10 @@ impl Op {
     pub(crate) fn infer(&self, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
         let op = self.name();
         let expected_inputs = match self {
-            Op::MatMul { bias, .. } | Op::Conv { bias, .. } => 2 + usize::from(*bias),
+            Op::MatMul { bias, fused, .. } => {
+                2 + usize::from(*bias) + usize::from(*fused == MatMulFusion::ReluGrad)
+            }
+            Op::Conv { bias, .. } => 2 + usize::from(*bias),
             Op::Binary(_)
             | Op::Dropout { .. }
             | Op::SoftmaxGrad { .. }
@@ -401,6 +418,7 @@ impl Op {
                 trans_a,
                 trans_b,
                 bias,
+                ..
             } => {
                 let b = inputs[1].0;
                 if x.len() < 2 || b.len() < 2 {
@@ -966,10 +984,20 @@ impl Op {
                 trans_a,
                 trans_b,
                 bias,
+                fused,
             } => {
                 // With Ā = op(A), B̄ = op(B): dĀ = dC·B̄ᵀ and dB̄ = Āᵀ·dC, transposed back
                 // where A or B was, batch by batch. An operand shared by every batch gets the
-                // sum of its per-batch gradients.
+                // sum of its per-batch gradients. A fused ReLU first masks dy where its
+                // output is positive (no gradient reaches a fused gradient's mask, which
+                // is constant but at 0).
+                let dy = match fused {
+                    MatMulFusion::Plain => dy,
+                    MatMulFusion::Relu => g.zip(y, dy, Binary::ReluGrad)?,
+                    MatMulFusion::ReluGrad => {
+                        g.zip(inputs[inputs.len() - 1], dy, Binary::ReluGrad)?
+                    }
+                };
                 let (a, b) = (inputs[0], inputs[1]);
                 let y_shape = g.shape(y).to_vec();
                 let n = y_shape[y_shape.len() - 1];
@@ -1016,11 +1044,16 @@ impl Op {
                     let dy_rows = g.reshape(dy, &[rows, n])?;
                     grads.push(Some(g.sum(dy_rows, 0, false)?));
                 }
+                if *fused == MatMulFusion::ReluGrad {
+                    grads.push(None);
+                }
                 grads
             }
             Op::Unary(f) => vec![Some(match f {
                 Unary::Tanh => g.zip(y, dy, Binary::TanhGrad)?,
-                Unary::Relu => g.zip(x, dy, Binary::ReluGrad)?,
+                // From the output (y > 0 exactly where x > 0), as a ReLU fused into a
+                // matmul must: its input is never stored.
+                Unary::Relu => g.zip(y, dy, Binary::ReluGrad)?,
                 Unary::Sigmoid => g.zip(y, dy, Binary::SigmoidGrad)?,
                 Unary::Exp => g.mul(dy, y)?,
                 Unary::Log => g.div(dy, x)?,
@@ -1250,7 +1283,10 @@ impl Op {
         let gpu = y.gpu();
         let dispatch = match self {
             Op::MatMul {
-                trans_a, trans_b, ..
+                trans_a,
+                trans_b,
+                bias,
+                fused,
             } => {
                 let (a, b) = (x, inputs[1].f32());
                 let rank = y.rank();
@@ -1268,8 +1304,15 @@ impl Op {
                     a,
                     b,
                     c: None,
-                    bias: inputs.get(2).map(Operand::f32),
+                    bias: bias.then(|| inputs[2].f32()),
                     out: y,
+                    epilogue: match fused {
+                        MatMulFusion::Plain => Epilogue::Plain,
+                        MatMulFusion::Relu => Epilogue::Relu,
+                        MatMulFusion::ReluGrad => Epilogue::ReluGrad {
+                            relu_output: inputs[inputs.len() - 1].f32(),
+                        },
+                    },
                 };
                 gemm_dispatch(
                     &operands,

@@ -19,8 +19,9 @@ use crate::gpu::{Dispatch, Gpu, PooledBuffer};
 use crate::kernels::gather::GroupedPositions;
 use crate::tensor::{numel, Indices, Tensor};
 
-use super::ops::{Operand, Recorded};
-use super::{DType, Graph, IndexBound, Source, Var};
+use super::ops::{MatMulFusion, Op, Operand, Recorded};
+use super::{DType, Graph, IndexBound, Node, Source, Var};
+use crate::kernels::elementwise::{Binary, Unary};
 
 /// The prefix of the optimizer-state tensors a training checkpoint holds beside the
 /// parameters (`optimizer.0.exp_avg`, …).
@@ -139,12 +140,27 @@ impl Graph {
                 }
             }
         }
-        let live_nodes: Vec<usize> = (0..self.nodes.len()).filter(|&i| live[i]).collect();
+        let mut kept_apart = vec![false; self.values.len()];
+        for v in outputs
+            .iter()
+            .map(|v| v.0)
+            .chain(bound_tensors.keys().copied())
+        {
+            kept_apart[v] = true;
+        }
+        let live_nodes = fuse_relus(
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| live[i])
+                .map(|(_, node)| node.clone())
+                .collect(),
+            &kept_apart,
+        );
 
         // Storage roots: an alias (reshape) shares the buffer of its input.
         let mut root: Vec<usize> = (0..self.values.len()).collect();
-        for &index in &live_nodes {
-            let node = &self.nodes[index];
+        for node in &live_nodes {
             if node.op.is_alias() {
                 root[node.outputs[0].0] = root[node.inputs[0].0];
             }
@@ -177,8 +193,8 @@ impl Graph {
         }
         // The position (among live nodes) of the last node reading each root.
         let mut last_use = vec![None; self.values.len()];
-        for (position, &index) in live_nodes.iter().enumerate() {
-            for v in &self.nodes[index].inputs {
+        for (position, node) in live_nodes.iter().enumerate() {
+            for v in &node.inputs {
                 last_use[root[v.0]] = Some(position);
             }
         }
@@ -217,8 +233,7 @@ impl Graph {
         let mut dispatches = Vec::new();
         let mut scratch = Vec::new();
         let mut groupings = Vec::new();
-        for (position, &index) in live_nodes.iter().enumerate() {
-            let node = &self.nodes[index];
+        for (position, node) in live_nodes.iter().enumerate() {
             let mut output_tensors = Vec::with_capacity(node.outputs.len());
             for &out in &node.outputs {
                 let value = &self.values[out.0];
@@ -351,6 +366,72 @@ impl Graph {
 }
 
 /// The u32 value `r`, which has its own buffer.
+/// Fuses each ReLU, and each ReLU's gradient, into the matmul whose product it alone
+/// reads: the matmul applies it as it stores and writes the ReLU's (or the gradient's)
+/// output, and the product is never stored, saving a dispatch and a pass over it. In a
+/// network of ReLU layers (an MLP, a Transformer's feed-forward) that is every hidden
+/// layer's activation and, in the backward, every gradient through one (dh = dz·Wᵀ is
+/// read only by relu'). `nodes` are the live nodes in order; a product that is an output
+/// or bound to a tensor (`kept_apart`) stays apart, since it must be written. No backward
+/// rule needs the product itself: a ReLU's gradient reads the ReLU's output.
+fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
+    let mut readers = vec![0usize; kept_apart.len()];
+    for node in &nodes {
+        for v in &node.inputs {
+            readers[v.0] += 1;
+        }
+    }
+    // Where (in `fused`) each value is computed, and which values are unfused products.
+    let mut computed_at: HashMap<usize, usize> = HashMap::new();
+    let mut products: HashMap<usize, usize> = HashMap::new();
+    let mut fused: Vec<Option<Node>> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        // The fusion, the product read, and the ReLU output a gradient is masked by.
+        let candidate = match node.op {
+            Op::Unary(Unary::Relu) => Some((MatMulFusion::Relu, node.inputs[0], None)),
+            Op::Binary(Binary::ReluGrad) => {
+                Some((MatMulFusion::ReluGrad, node.inputs[1], Some(node.inputs[0])))
+            }
+            _ => None,
+        };
+        let target = candidate.and_then(|(fusion, product, mask)| {
+            let at = *products.get(&product.0)?;
+            // The matmul runs earlier than this node: the mask must exist by then.
+            let mask_ready = mask.is_none_or(|h| computed_at.get(&h.0).is_none_or(|&p| p < at));
+            (readers[product.0] == 1 && !kept_apart[product.0] && mask_ready)
+                .then_some((at, fusion, mask))
+        });
+        let Some((at, fusion, mask)) = target else {
+            let position = fused.len();
+            for v in &node.outputs {
+                computed_at.insert(v.0, position);
+            }
+            if let Op::MatMul {
+                fused: MatMulFusion::Plain,
+                ..
+            } = node.op
+            {
+                products.insert(node.outputs[0].0, position);
+            }
+            fused.push(Some(node));
+            continue;
+        };
+        let matmul = fused[at]
+            .as_mut()
+            .expect("a product's matmul is fused only once");
+        if let Op::MatMul { fused, .. } = &mut matmul.op {
+            *fused = fusion;
+        }
+        matmul.inputs.extend(mask);
+        for v in &node.outputs {
+            computed_at.insert(v.0, at);
+        }
+        matmul.outputs = node.outputs;
+        fused.push(None);
+    }
+    fused.into_iter().flatten().collect()
+}
+
 fn indices(storage: &HashMap<usize, Operand>, r: usize) -> Result<Operand> {
     match storage.get(&r) {
         Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),

@@ -37,7 +37,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::copy::strided_copy_dispatch;
-use crate::kernels::matmul::{gemm_dispatch, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::{broadcast_shapes, broadcast_strides, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
@@ -628,6 +628,7 @@ fn push_product(
         c: None,
         bias: None,
         out,
+        epilogue: Epilogue::Plain,
     };
     let variant = MatmulVariant::choose(a.gpu(), shape);
     recording

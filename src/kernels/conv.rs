@@ -11,7 +11,9 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
-use crate::kernels::matmul::{gemm_dispatch, CLayout, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::matmul::{
+    gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape, MatmulVariant,
+};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{Indices, Tensor};
 
@@ -412,6 +414,7 @@ pub fn conv_im2col_gemm_dispatches(
         c: bias.map(|bias| (bias, column)),
         bias: None,
         out: y,
+        epilogue: Epilogue::Plain,
     };
     let variant = MatmulVariant::choose(x.gpu(), &shape);
     let product = gemm_dispatch(&operands, &shape, 1.0, 1.0, variant)?;

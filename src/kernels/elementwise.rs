@@ -61,7 +61,8 @@ pub enum Binary {
     Div,
     /// dy·(1 − y²) with a = y = tanh(x), b = dy: tanh' from the forward output.
     TanhGrad,
-    /// dy where x > 0, else 0, with a = x, b = dy.
+    /// dy where a > 0, else 0, with a = x or y = relu(x) (positive at the same places),
+    /// b = dy.
     ReluGrad,
     /// dy·y·(1 − y) with a = y = sigmoid(x), b = dy.
     SigmoidGrad,
@@ -304,7 +305,7 @@ impl Tensor {
         self.zip(grad, Binary::TanhGrad)
     }
 
-    /// The gradient through relu: `self` is its input x, `grad` is dL/dy.
+    /// The gradient through relu: `self` is its input x or its output, `grad` is dL/dy.
     pub fn relu_backward(&self, grad: &Tensor) -> Result<Tensor> {
         self.zip(grad, Binary::ReluGrad)
     }

@@ -347,6 +347,7 @@ fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
             c: None,
             bias: None,
             out: &out,
+            epilogue: Epilogue::Plain,
         };
         let dispatch = gemm_dispatch(&operands, &trial, 1.0, 0.0, variant)?;
         let dispatches = std::slice::from_ref(&dispatch);
@@ -455,6 +456,22 @@ pub struct GemmOperands<'a> {
     pub c: Option<(&'a Tensor, CLayout)>,
     pub bias: Option<&'a Tensor>,
     pub out: &'a Tensor,
+    pub epilogue: Epilogue<'a>,
+}
+
+/// What a product does to each result, after α, β·C and the bias, as it stores it: the
+/// fusions that save a graph a pass over the product.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Epilogue<'a> {
+    /// Stores the result.
+    #[default]
+    Plain,
+    /// Stores max(result, 0): a ReLU fused into the product.
+    Relu,
+    /// Stores the result where `relu_output` (shaped and offset as the output) is positive,
+    /// zero elsewhere: the gradient through that ReLU, fused into the product that computes
+    /// the gradient of its output.
+    ReluGrad { relu_output: &'a Tensor },
 }
 
 /// Records one batched product into `operands.out` ([batch, m, n], contiguous).
@@ -514,6 +531,11 @@ pub fn gemm_dispatch(
         ("TRANS_B", flag(shape.trans_b)),
         ("HAS_C", flag(operands.c.is_some())),
         ("HAS_BIAS", flag(operands.bias.is_some())),
+        ("RELU", flag(matches!(operands.epilogue, Epilogue::Relu))),
+        (
+            "RELU_GRAD",
+            flag(matches!(operands.epilogue, Epilogue::ReluGrad { .. })),
+        ),
     ];
     if variant == MatmulVariant::Subgroup {
         constants.push(("ALIGNED", flag(vec4_aligned(shape))));
@@ -531,6 +553,7 @@ pub fn gemm_dispatch(
             Access::Read,
             Access::Read,
             Access::ReadWrite,
+            Access::Read,
             Access::Uniform,
         ],
         constants,
@@ -538,6 +561,10 @@ pub fn gemm_dispatch(
     let placeholder = gpu.placeholder();
     let c = operands.c.map(|(c, _)| c.buffer()).unwrap_or(placeholder);
     let bias = operands.bias.map(Tensor::buffer).unwrap_or(placeholder);
+    let relu_output = match operands.epilogue {
+        Epilogue::ReluGrad { relu_output } => relu_output.buffer(),
+        Epilogue::Plain | Epilogue::Relu => placeholder,
+    };
     let (tile_rows, tile_cols) = variant.tile();
     gpu.dispatch(
         &spec,
@@ -547,6 +574,7 @@ pub fn gemm_dispatch(
             c,
             bias,
             operands.out.buffer(),
+            relu_output,
         ],
         &params,
         [
@@ -596,11 +624,15 @@ fn check_extents(operands: &GemmOperands, shape: &GemmShape) -> Result<()> {
         operand_needs(shape.b_offset, shape.b_batch_stride, shape.k * shape.n)
     };
     let out_needs = shape.out_offset + shape.batch * shape.m * shape.n;
-    for (name, tensor, needs) in [
+    let mut operand_extents = vec![
         ("A", operands.a, a_needs),
         ("B", operands.b, b_needs),
         ("the output", operands.out, out_needs),
-    ] {
+    ];
+    if let Epilogue::ReluGrad { relu_output } = operands.epilogue {
+        operand_extents.push(("the ReLU output", relu_output, out_needs));
+    }
+    for (name, tensor, needs) in operand_extents {
         if tensor.numel() < needs {
             return Err(Error::invalid(
                 "matmul",
@@ -681,6 +713,7 @@ pub struct Gemm<'a> {
     beta: f32,
     c: Option<&'a Tensor>,
     bias: Option<&'a Tensor>,
+    epilogue: Epilogue<'a>,
     variant: Option<MatmulVariant>,
 }
 
@@ -711,6 +744,12 @@ impl<'a> Gemm<'a> {
     /// Adds a row vector of N to every row.
     pub fn bias(mut self, bias: &'a Tensor) -> Self {
         self.bias = Some(bias);
+        self
+    }
+
+    /// Fuses a ReLU or a ReLU's gradient into the store (default [`Epilogue::Plain`]).
+    pub fn epilogue(mut self, epilogue: Epilogue<'a>) -> Self {
+        self.epilogue = epilogue;
         self
     }
 
@@ -811,6 +850,7 @@ impl<'a> Gemm<'a> {
             c,
             bias: self.bias,
             out: &out,
+            epilogue: self.epilogue,
         };
         let dispatch = gemm_dispatch(&operands, &shape, self.alpha, self.beta, variant)?;
         gpu.submit(&[], &[dispatch])?;
@@ -868,6 +908,7 @@ impl Tensor {
             beta: 1.0,
             c: None,
             bias: None,
+            epilogue: Epilogue::Plain,
             variant: None,
         }
     }

@@ -15,7 +15,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::copy::strided_copy_dispatch;
-use crate::kernels::matmul::{gemm_dispatch, CLayout, GemmOperands, GemmShape, MatmulVariant};
+use crate::kernels::matmul::{
+    gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape, MatmulVariant,
+};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::{pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
@@ -727,6 +729,7 @@ fn product(
         c: c.map(|c| (c, c_layout)),
         bias,
         out,
+        epilogue: Epilogue::Plain,
     };
     let variant = MatmulVariant::choose(a.gpu(), &shape);
     gemm_dispatch(&operands, &shape, 1.0, 1.0, variant)
