@@ -154,37 +154,26 @@ fn matmul_backward_for_every_transpose_and_bias() {
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         let a_shape = if ta { [k, m] } else { [m, k] };
         let b_shape = if tb { [n, k] } else { [k, n] };
-        check_op(
-            &format!("matmul ta={ta} tb={tb}"),
-            &[&a_shape, &b_shape, &[n]],
-            |g, p| g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap(),
-            |x| {
-                let y = matmul_ref(&x[0], &x[1], m, k, n, ta, tb);
-                y.iter().enumerate().map(|(i, v)| v + x[2][i % n]).collect()
-            },
-        );
-    }
-}
-
-#[test]
-fn a_relu_fused_into_its_matmul_has_the_gradient_of_the_pair() {
-    let (m, k, n) = (3, 5, 4);
-    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-        let a_shape = if ta { [k, m] } else { [m, k] };
-        let b_shape = if tb { [n, k] } else { [k, n] };
-        check_op(
-            &format!("relu(matmul) ta={ta} tb={tb}"),
-            &[&a_shape, &b_shape, &[n]],
-            |g, p| {
-                let product = g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap();
-                g.relu(product).unwrap()
-            },
-            |x| {
-                let y = matmul_ref(&x[0], &x[1], m, k, n, ta, tb);
-                let biased = y.iter().enumerate().map(|(i, v)| v + x[2][i % n]);
-                biased.map(|v| v.max(0.0)).collect()
-            },
-        );
+        // Alone, and followed by a ReLU that compile fuses into it.
+        for relu in [false, true] {
+            check_op(
+                &format!("matmul ta={ta} tb={tb} relu={relu}"),
+                &[&a_shape, &b_shape, &[n]],
+                |g, p| {
+                    let product = g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap();
+                    if relu {
+                        g.relu(product).unwrap()
+                    } else {
+                        product
+                    }
+                },
+                |x| {
+                    let y = matmul_ref(&x[0], &x[1], m, k, n, ta, tb);
+                    let biased = y.iter().enumerate().map(|(i, v)| v + x[2][i % n]);
+                    biased.map(|v| if relu { v.max(0.0) } else { v }).collect()
+                },
+            );
+        }
     }
 }
 

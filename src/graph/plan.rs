@@ -119,16 +119,18 @@ impl Graph {
             }
             bound_tensors.insert(var.0, tensor.clone());
         }
-        // Which nodes the outputs need, walking back from them.
-        let mut needed = vec![false; self.values.len()];
-        // A value bound to a tensor is an output too: binding says where to write it.
+        // The values asked for: the outputs, and the values bound to a tensor (binding says
+        // where to write them). They must be written, so no fusion may skip them.
+        let mut kept_apart = vec![false; self.values.len()];
         for v in outputs
             .iter()
             .map(|v| v.0)
             .chain(bound_tensors.keys().copied())
         {
-            needed[v] = true;
+            kept_apart[v] = true;
         }
+        // Which nodes the outputs need, walking back from them.
+        let mut needed = kept_apart.clone();
         let mut live = vec![false; self.nodes.len()];
         for (index, node) in self.nodes.iter().enumerate().rev() {
             if node.outputs.iter().any(|v| needed[v.0]) {
@@ -139,14 +141,6 @@ impl Graph {
                     needed[v.0] = true;
                 }
             }
-        }
-        let mut kept_apart = vec![false; self.values.len()];
-        for v in outputs
-            .iter()
-            .map(|v| v.0)
-            .chain(bound_tensors.keys().copied())
-        {
-            kept_apart[v] = true;
         }
         let live_nodes = fuse_relus(
             self.nodes
