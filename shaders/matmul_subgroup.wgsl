@@ -18,12 +18,13 @@
 //
 // Any layout: where N and K are multiples of 4 (M too when A is transposed) and offsets and
 // batch strides are multiples of 4, every row it reads starts on a vec4 and is read as vec4s
-// (`ALIGNED`); elsewhere (a 10-class output layer, say) each vec4 is gathered from 4 clamped
-// floats, zero past K. A and B are only ever read through their vec4 views (an entry point
-// may not use two views of one binding) and the output is written float by float: the
-// stores are a few percent of the work. A transposed B costs nothing extra: each lane then
-// loads its 4 columns as 4 vec4 along K and transposes them in registers, the same number
-// of loads.
+// (`ALIGNED`), and `matmul_subgroup_vec4` stores each lane's 4 columns of a row as one vec4;
+// elsewhere (a 10-class output layer, say) each vec4 is gathered from 4 clamped floats,
+// zero past K, and `matmul_subgroup` stores float by float (a lane's 4 columns may straddle
+// two vec4s of the output). A and B are only ever read through their vec4 views, and each
+// entry point writes through one view of the output: an entry point may not use two views
+// of one binding. A transposed B costs nothing extra: each lane then loads its 4 columns as
+// 4 vec4 along K and transposes them in registers, the same number of loads.
 
 // Set by the launcher when the layout allows vec4 loads (see above). A pipeline constant,
 // so the other path is compiled away.
@@ -165,18 +166,30 @@ fn store_rows8(batch: u32, row: u32, cols: vec4<u32>, acc: Rows8) {
     store_row(batch, row + 7u, cols, acc.r7);
 }
 
+// `store_rows8` as one vec4 per row.
+fn store4_rows8(batch: u32, row: u32, col: u32, acc: Rows8) {
+    store4(batch, row, col, acc.r0);
+    store4(batch, row + 1u, col, acc.r1);
+    store4(batch, row + 2u, col, acc.r2);
+    store4(batch, row + 3u, col, acc.r3);
+    store4(batch, row + 4u, col, acc.r4);
+    store4(batch, row + 5u, col, acc.r5);
+    store4(batch, row + 6u, col, acc.r6);
+    store4(batch, row + 7u, col, acc.r7);
+}
+
 const SUBGROUP_ROWS: u32 = 32u;
 const SUBGROUP_COLS: u32 = 32u;   // 8 lanes × one vec4
 
-@compute @workgroup_size(8)
-fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
-                   @builtin(subgroup_invocation_id) lane: u32) {
+// This lane's 4 columns (from `subgroup_col`) of the workgroup's 32 rows (from
+// `subgroup_row`), summed over all of K.
+fn subgroup_block(wid: vec3<u32>, lane: u32) -> Block32 {
     let p = params;
     let batch = wid.z;
     let a_base = p.a_offset + batch * p.a_batch_stride;
     let b_base = p.b_offset + batch * p.b_batch_stride;
-    let row0 = wid.y * SUBGROUP_ROWS;
-    let col = wid.x * SUBGROUP_COLS + lane * 4u;
+    let row0 = subgroup_row(wid);
+    let col = subgroup_col(wid, lane);
     // Out-of-range rows and columns load clamped (valid) addresses; the stores drop them.
     let last_row = p.m - 1u;
     let a_row_0 = a_base + min(row0 + lane, last_row) * p.k;
@@ -228,9 +241,38 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
             acc = fma_block(acc, rows_at_step(a_rows, 3u), b3);
         }
     }
-    let cols = vec4<u32>(col) + vec4<u32>(0u, 1u, 2u, 3u);
-    store_rows8(batch, row0, cols, acc.g0);
-    store_rows8(batch, row0 + 8u, cols, acc.g1);
-    store_rows8(batch, row0 + 16u, cols, acc.g2);
-    store_rows8(batch, row0 + 24u, cols, acc.g3);
+    return acc;
+}
+
+fn subgroup_row(wid: vec3<u32>) -> u32 {
+    return wid.y * SUBGROUP_ROWS;
+}
+
+fn subgroup_col(wid: vec3<u32>, lane: u32) -> u32 {
+    return wid.x * SUBGROUP_COLS + lane * 4u;
+}
+
+@compute @workgroup_size(8)
+fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(subgroup_invocation_id) lane: u32) {
+    let acc = subgroup_block(wid, lane);
+    let row0 = subgroup_row(wid);
+    let cols = vec4<u32>(subgroup_col(wid, lane)) + vec4<u32>(0u, 1u, 2u, 3u);
+    store_rows8(wid.z, row0, cols, acc.g0);
+    store_rows8(wid.z, row0 + 8u, cols, acc.g1);
+    store_rows8(wid.z, row0 + 16u, cols, acc.g2);
+    store_rows8(wid.z, row0 + 24u, cols, acc.g3);
+}
+
+// The same where rows are whole vec4s (`ALIGNED`): a store per row instead of four.
+@compute @workgroup_size(8)
+fn matmul_subgroup_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(subgroup_invocation_id) lane: u32) {
+    let acc = subgroup_block(wid, lane);
+    let row0 = subgroup_row(wid);
+    let col = subgroup_col(wid, lane);
+    store4_rows8(wid.z, row0, col, acc.g0);
+    store4_rows8(wid.z, row0 + 8u, col, acc.g1);
+    store4_rows8(wid.z, row0 + 16u, col, acc.g2);
+    store4_rows8(wid.z, row0 + 24u, col, acc.g3);
 }

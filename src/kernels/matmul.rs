@@ -250,11 +250,14 @@ impl MatmulVariant {
         }
     }
 
-    fn entry(self) -> &'static str {
+    /// The entry point for `shape`: the subgroup kernel has one that stores vec4s where the
+    /// output's rows are whole vec4s.
+    fn entry(self, shape: &GemmShape) -> &'static str {
         match self {
             MatmulVariant::Blocked => "matmul_blocked",
             MatmulVariant::BlockedVec4 => "matmul_blocked_vec4",
             MatmulVariant::NtVec4 => "matmul_nt_vec4",
+            MatmulVariant::Subgroup if vec4_aligned(shape) => "matmul_subgroup_vec4",
             MatmulVariant::Subgroup => "matmul_subgroup",
             MatmulVariant::Tiled => "matmul_tiled",
             MatmulVariant::TiledVec4 => "matmul_tiled_vec4",
@@ -546,7 +549,7 @@ pub fn gemm_dispatch(
             MatmulVariant::CoopF16 => &COOP_SHADER,
             _ => &SHADER,
         },
-        entry: variant.entry(),
+        entry: variant.entry(shape),
         bindings: &[
             Access::Read,
             Access::Read,
