@@ -18,12 +18,13 @@
 //
 // Any layout: where N and K are multiples of 4 (M too when A is transposed) and offsets and
 // batch strides are multiples of 4, every row it reads starts on a vec4 and is read as vec4s
-// (`ALIGNED`), and `matmul_subgroup_vec4` stores each lane's 4 columns of a row as one vec4;
-// elsewhere (a 10-class output layer, say) each vec4 is gathered from 4 clamped floats,
-// zero past K, and `matmul_subgroup` stores float by float (a lane's 4 columns may straddle
-// two vec4s of the output). A and B are only ever read through their vec4 views, and each
-// entry point writes through one view of the output: an entry point may not use two views
-// of one binding. A transposed B costs nothing extra: each lane then loads its 4 columns as
+// (`ALIGNED`); elsewhere (a 10-class output layer, say) each vec4 is gathered from 4 clamped
+// floats, zero past K. Where the output's rows are whole vec4s (N and its offset multiples
+// of 4), `matmul_subgroup_vec4` stores each lane's 4 columns of a row as one vec4; elsewhere
+// `matmul_subgroup` stores float by float (a lane's 4 columns may straddle two vec4s of the
+// output). A and B are only ever read through their vec4 views, and each entry point
+// writes through one view of the output: an entry point may not use two views of one
+// binding. A transposed B costs nothing extra: each lane then loads its 4 columns as
 // 4 vec4 along K and transposes them in registers, the same number of loads.
 
 // Set by the launcher when the layout allows vec4 loads (see above). A pipeline constant,
@@ -264,7 +265,7 @@ fn matmul_subgroup(@builtin(workgroup_id) wid: vec3<u32>,
     store_rows8(wid.z, row0 + 24u, cols, acc.g3);
 }
 
-// The same where rows are whole vec4s (`ALIGNED`): a store per row instead of four.
+// The same where the output's rows are whole vec4s: a store per row instead of four.
 @compute @workgroup_size(8)
 fn matmul_subgroup_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(subgroup_invocation_id) lane: u32) {

@@ -251,13 +251,14 @@ impl MatmulVariant {
     }
 
     /// The entry point for `shape`: the subgroup kernel has one that stores vec4s where the
-    /// output's rows are whole vec4s.
+    /// output's rows are whole vec4s (whatever A and B are).
     fn entry(self, shape: &GemmShape) -> &'static str {
+        let output_in_vec4s = shape.n.is_multiple_of(4) && shape.out_offset.is_multiple_of(4);
         match self {
             MatmulVariant::Blocked => "matmul_blocked",
             MatmulVariant::BlockedVec4 => "matmul_blocked_vec4",
             MatmulVariant::NtVec4 => "matmul_nt_vec4",
-            MatmulVariant::Subgroup if vec4_aligned(shape) => "matmul_subgroup_vec4",
+            MatmulVariant::Subgroup if output_in_vec4s => "matmul_subgroup_vec4",
             MatmulVariant::Subgroup => "matmul_subgroup",
             MatmulVariant::Tiled => "matmul_tiled",
             MatmulVariant::TiledVec4 => "matmul_tiled_vec4",
