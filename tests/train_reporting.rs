@@ -135,6 +135,7 @@ fn the_progress_line_from_a_fixed_state() {
         items: 800,
         unit: "tok",
         values: vec![("loss".into(), 1.0)],
+        first_step: None,
     };
     // 800 tokens in 2 s; 75 steps left at 12.5 steps/s → 6 s.
     let line = format_progress(&state, Duration::from_secs(2), 120);

@@ -6,7 +6,10 @@
 //!
 //! On a terminal the line is redrawn in place (`\r`) at most ten times a second; into a file
 //! or a CI log it is printed as a new line each time another tenth of the steps is done, so
-//! the log stays short and readable. [`format_progress`] makes the line from a
+//! the log stays short and readable. The pace (items per second, time left) leaves the
+//! first step out: it includes the driver compiling every kernel on first use, up to a
+//! minute on lavapipe with a cold cache. While that first step of a process takes more than
+//! a few seconds, [`Progress::stderr`] says why nothing moves. [`format_progress`] makes the line from a
 //! [`ProgressState`] and the elapsed time alone, so its tests fix both; [`Progress`] decides
 //! when to draw and where.
 //!
@@ -27,6 +30,9 @@
 //! ```
 
 use std::io::{IsTerminal, Stderr, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Everything the progress line shows, but the time.
@@ -45,6 +51,8 @@ pub struct ProgressState {
     pub unit: &'static str,
     /// Named figures shown after the counts (loss, accuracy, …), in this order.
     pub values: Vec<(String, f64)>,
+    /// Items and elapsed time at the end of the first step, which the pace leaves out.
+    pub first_step: Option<(u64, Duration)>,
 }
 
 /// The widest bar drawn; narrower when the line would not fit.
@@ -54,9 +62,10 @@ const MIN_BAR_WIDTH: usize = 10;
 
 /// The progress line for `state` after `elapsed`, at most `width - 1` characters long (the
 /// last column is left free, as writing into it makes some terminals wrap, and a wrapped line
-/// cannot be redrawn with `\r`). Items per second are averaged since the start; the time left
-/// assumes the remaining steps go at the average pace so far; once every step is done the
-/// total time is shown instead.
+/// cannot be redrawn with `\r`). Items per second are averaged since the end of the first
+/// step (since the start where `first_step` is unknown), so neither they nor the time left
+/// show before a second step is done; the time left assumes the remaining steps go at that
+/// pace; once every step is done the total time is shown instead.
 pub fn format_progress(state: &ProgressState, elapsed: Duration, width: usize) -> String {
     let epoch = if state.epochs > 0 {
         format!("epoch {}/{}", state.epoch, state.epochs)
@@ -71,18 +80,27 @@ pub fn format_progress(state: &ProgressState, elapsed: Duration, width: usize) -
     for (name, value) in &state.values {
         counts.push_str(&format!(" {name} {}", format_value(*value)));
     }
-    let seconds = elapsed.as_secs_f64();
-    if state.items > 0 && seconds > 0.0 {
+    // The pace: items, steps and seconds since the first step ended (none until a second
+    // step is done).
+    let (items, steps, seconds) = match state.first_step {
+        Some((first_items, first_elapsed)) => (
+            state.items - first_items,
+            state.step - 1,
+            elapsed.saturating_sub(first_elapsed).as_secs_f64(),
+        ),
+        None => (state.items, state.step, elapsed.as_secs_f64()),
+    };
+    if items > 0 && seconds > 0.0 {
         counts.push_str(&format!(
             " | {} {}/s",
-            format_rate(state.items as f64 / seconds),
+            format_rate(items as f64 / seconds),
             state.unit
         ));
     }
     if state.total_steps > 0 && state.step >= state.total_steps {
         counts.push_str(&format!(" | done in {}", format_duration(elapsed)));
-    } else if state.total_steps > 0 && state.step > 0 {
-        let left = seconds * (state.total_steps - state.step) as f64 / state.step as f64;
+    } else if state.total_steps > 0 && steps > 0 {
+        let left = seconds * (state.total_steps - state.step) as f64 / steps as f64;
         counts.push_str(&format!(
             " | ETA {}",
             format_duration(Duration::from_secs_f64(left))
@@ -197,24 +215,96 @@ pub struct Progress<W: Write = Stderr> {
     /// The step of the last logged line.
     logged_step: Option<u64>,
     finished: bool,
+    /// Says why the display has not moved yet, if the first step is slow.
+    waiting: Option<SlowStartNotice>,
+}
+
+/// Whether any display of this process has counted a step: only the first step of a
+/// process compiles the kernels.
+static A_STEP_WAS_DONE: AtomicBool = AtomicBool::new(false);
+
+/// How long the first step may take before the display says why nothing moves.
+pub const SLOW_START: Duration = Duration::from_secs(3);
+
+/// What the display says when the first step is slow.
+pub const SLOW_START_TEXT: &str = "waiting for the first step: the driver compiles each kernel \
+    on first use (on lavapipe up to a minute the first time; later runs reuse its cache)";
+
+/// Writes a line if it is still held after a delay: for a wait of a length nobody can know
+/// in advance. Dropping it before then writes nothing; dropping it after waits for the line
+/// to be out, so nothing is written into it.
+#[derive(Debug)]
+pub struct SlowStartNotice {
+    /// Whether the wait is over, and the thread's wake-up.
+    over: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowStartNotice {
+    pub fn after(
+        delay: Duration,
+        text: &'static str,
+        mut out: impl Write + Send + 'static,
+    ) -> Self {
+        let over = Arc::new((Mutex::new(false), Condvar::new()));
+        let watched = Arc::clone(&over);
+        let thread = std::thread::spawn(move || {
+            let (lock, wake) = &*watched;
+            let Ok(guard) = lock.lock() else { return };
+            let Ok((over, _)) = wake.wait_timeout_while(guard, delay, |over| !*over) else {
+                return;
+            };
+            if !*over {
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        });
+        SlowStartNotice {
+            over,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowStartNotice {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.over;
+        if let Ok(mut over) = lock.lock() {
+            *over = true;
+        }
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Progress<Stderr> {
     /// A display on stderr over `total_steps` steps of `epochs` epochs, drawn as
-    /// [`Drawing::for_stderr`] says, as wide as `$COLUMNS` or else [`DEFAULT_WIDTH`].
+    /// [`Drawing::for_stderr`] says, as wide as `$COLUMNS` or else [`DEFAULT_WIDTH`]. Until
+    /// the process's first step is done, [`SLOW_START_TEXT`] is printed if it takes more
+    /// than [`SLOW_START`].
     pub fn stderr(total_steps: u64, epochs: usize, unit: &'static str) -> Self {
         let width = std::env::var("COLUMNS")
             .ok()
             .and_then(|columns| columns.trim().parse().ok())
             .unwrap_or(DEFAULT_WIDTH);
-        Progress::new(
+        let mut progress = Progress::new(
             std::io::stderr(),
             Drawing::for_stderr(),
             width,
             total_steps,
             epochs,
             unit,
-        )
+        );
+        if !A_STEP_WAS_DONE.load(Ordering::Relaxed) {
+            progress.waiting = Some(SlowStartNotice::after(
+                SLOW_START,
+                SLOW_START_TEXT,
+                std::io::stderr(),
+            ));
+        }
+        progress
     }
 }
 
@@ -240,6 +330,7 @@ impl<W: Write> Progress<W> {
                 items: 0,
                 unit,
                 values: Vec::new(),
+                first_step: None,
             },
             start: Instant::now(),
             drawn_at: None,
@@ -247,6 +338,7 @@ impl<W: Write> Progress<W> {
             logged_share: 0,
             logged_step: None,
             finished: false,
+            waiting: None,
         }
     }
 
@@ -273,8 +365,13 @@ impl<W: Write> Progress<W> {
     }
 
     fn advance_at(&mut self, now: Instant, items: u64, values: &[(&str, f64)]) {
+        self.waiting = None;
+        A_STEP_WAS_DONE.store(true, Ordering::Relaxed);
         self.state.step += 1;
         self.state.items += items;
+        if self.state.step == 1 {
+            self.state.first_step = Some((items, now.duration_since(self.start)));
+        }
         for &(name, value) in values {
             match self
                 .state
@@ -312,6 +409,7 @@ impl<W: Write> Progress<W> {
     /// Prints `text` on a line of its own (e.g. an epoch's validation results) without
     /// breaking the progress line, which is drawn again below it at the next step.
     pub fn message(&mut self, text: &str) {
+        self.waiting = None;
         match self.drawing {
             Drawing::Terminal => {
                 let blank = self.drawn_length.saturating_sub(text.chars().count());
@@ -335,6 +433,7 @@ impl<W: Write> Progress<W> {
     }
 
     fn finish_at(&mut self, now: Instant) {
+        self.waiting = None;
         if self.finished {
             return;
         }
@@ -392,7 +491,58 @@ mod tests {
             items,
             unit: "ex",
             values: vec![("loss".into(), 0.41321), ("acc".into(), 0.912)],
+            first_step: None,
         }
+    }
+
+    #[test]
+    fn the_pace_leaves_the_first_step_out() {
+        // The first step took 40 s (compiling) for 32 examples; 10 more took 1 s for 320:
+        // 320 ex/s, and 4989 steps left at 10 a second.
+        let mut warm = state(11, 352);
+        warm.first_step = Some((32, Duration::from_secs(40)));
+        let line = format_progress(&warm, Duration::from_secs(41), 200);
+        assert!(line.ends_with("| 320.0 ex/s | ETA 8:18"), "{line}");
+        // With the first step alone there is no pace to go by yet.
+        let mut first = state(1, 32);
+        first.first_step = Some((32, Duration::from_secs(40)));
+        let line = format_progress(&first, Duration::from_secs(40), 200);
+        assert!(
+            line.ends_with("1/5000   0% loss 0.4132 acc 0.9120"),
+            "{line}"
+        );
+    }
+
+    /// A writer into a buffer the test keeps.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(data)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_slow_start_notice_speaks_only_once_its_delay_is_over() {
+        let quiet = Shared::default();
+        drop(SlowStartNotice::after(
+            Duration::from_secs(3600),
+            "slow",
+            quiet.clone(),
+        ));
+        assert!(quiet.0.lock().unwrap().is_empty());
+        let spoken = Shared::default();
+        let notice = SlowStartNotice::after(Duration::from_millis(1), "slow", spoken.clone());
+        while spoken.0.lock().unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(notice);
+        assert_eq!(spoken.0.lock().unwrap().as_slice(), b"slow\n");
     }
 
     #[test]
