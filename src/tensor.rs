@@ -123,8 +123,10 @@ impl Tensor {
     }
 
     /// The wgpu buffer holding the data, for launching custom kernels on it.
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.buffer()
+    /// The buffer on loan from the pool (it derefs to the wgpu buffer): a dispatch that
+    /// binds it holds it, so it goes back to the pool only once the dispatch is gone too.
+    pub fn buffer(&self) -> &Arc<PooledBuffer> {
+        &self.buffer
     }
 
     /// The same data seen with another shape of as many elements (no copy).
@@ -243,7 +245,8 @@ impl Indices {
         &self.gpu
     }
 
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        self.buffer.buffer()
+    /// The buffer on loan from the pool (it derefs to the wgpu buffer).
+    pub fn buffer(&self) -> &Arc<PooledBuffer> {
+        &self.buffer
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::gpu;
 use shadergrad::gpu::{enumerate_adapters, instance, select_adapter};
-use shadergrad::{AdapterSelector, Error, Gpu, Tensor};
+use shadergrad::{AdapterSelector, Error, Gpu, Tensor, Unary};
 
 fn upload(data: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(gpu(), data, shape).unwrap()
@@ -282,4 +282,23 @@ fn indices_round_trip_and_check_their_length() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("3 values") && err.contains("holds 4"), "{err}");
+}
+
+#[test]
+fn a_dispatch_keeps_its_buffers_from_the_pool_while_it_lives() {
+    // A device of its own, so that the pool hands out exactly the buffers this test frees.
+    let gpu = Gpu::default_adapter().unwrap();
+    let x = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0, 4.0], &[4]).unwrap();
+    let y = Tensor::zeros(&gpu, &[4]).unwrap();
+    let negate = shadergrad::kernels::elementwise::unary_dispatch(&x, &y, Unary::Neg).unwrap();
+    drop((x, y));
+    // Were x's and y's buffers back in the pool, these would get them, and the dispatch
+    // would then write -x into one of them.
+    let others = [
+        Tensor::from_slice(&gpu, &[7.0; 4], &[4]).unwrap(),
+        Tensor::from_slice(&gpu, &[9.0; 4], &[4]).unwrap(),
+    ];
+    gpu.submit(&[], &[negate]).unwrap();
+    assert_eq!(others[0].to_vec().unwrap(), [7.0; 4]);
+    assert_eq!(others[1].to_vec().unwrap(), [9.0; 4]);
 }

@@ -45,13 +45,16 @@ pub struct Dispatch {
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
     pub params: Arc<PooledBuffer>,
+    /// The storage buffers the bind group binds, held so that the pool cannot hand them to
+    /// other tensors (nor destroy them) while this dispatch, or a clone, may still run.
+    pub bound: Vec<Arc<PooledBuffer>>,
 }
 
 /// A buffer-to-buffer copy to run before the dispatches of a submission.
 #[derive(Debug, Clone)]
 pub struct Copy {
-    pub source: wgpu::Buffer,
-    pub destination: wgpu::Buffer,
+    pub source: Arc<PooledBuffer>,
+    pub destination: Arc<PooledBuffer>,
     pub bytes: u64,
 }
 
@@ -98,7 +101,7 @@ struct GpuInner {
     /// Errors raised outside any error scope, reported by the next checked call.
     uncaptured: Arc<Mutex<Vec<String>>>,
     /// A tiny buffer bound where a kernel's optional input is absent.
-    placeholder: wgpu::Buffer,
+    placeholder: Arc<PooledBuffer>,
     /// Query set and buffers for timestamp queries, made on first use.
     timer: Mutex<Option<TimestampQueries>>,
     /// The autotuner's choices for this adapter.
@@ -206,12 +209,8 @@ impl Gpu {
             .max_buffer_size
             .min(limits.max_storage_buffer_binding_size);
         let pool = BufferPool::new(device.clone(), max_bytes);
-        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("absent optional input"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
+        // Bound where a kernel's optional input is absent; never read.
+        let placeholder = Arc::new(pool.acquire(BufferKind::Storage, 16));
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 adapter,
@@ -357,7 +356,7 @@ impl Gpu {
     }
 
     /// A small storage buffer to bind in place of an absent optional input.
-    pub fn placeholder(&self) -> &wgpu::Buffer {
+    pub fn placeholder(&self) -> &Arc<PooledBuffer> {
         &self.inner.placeholder
     }
 
@@ -434,11 +433,12 @@ impl Gpu {
     }
 
     /// A dispatch of the kernel variant `spec` over `workgroups`, binding `buffers` in order
-    /// and then `params` as the uniform in the last binding.
+    /// and then `params` as the uniform in the last binding. The dispatch holds the buffers:
+    /// none goes back to the pool (to be handed to another tensor) while it could still run.
     pub fn dispatch<P: bytemuck::Pod>(
         &self,
         spec: &KernelSpec,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&Arc<PooledBuffer>],
         params: &P,
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
@@ -448,7 +448,7 @@ impl Gpu {
             let kernel = self.inner.pipelines.get(&self.inner.device, spec);
             let entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
-                .copied()
+                .map(|buffer| buffer.buffer())
                 .chain([params.buffer()])
                 .enumerate()
                 .map(|(i, buffer)| wgpu::BindGroupEntry {
@@ -469,6 +469,7 @@ impl Gpu {
                 bind_group,
                 workgroups,
                 params: Arc::new(params),
+                bound: buffers.iter().map(|&buffer| Arc::clone(buffer)).collect(),
             }
         })
     }

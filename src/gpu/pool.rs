@@ -158,6 +158,14 @@ impl PooledBuffer {
     }
 }
 
+impl std::ops::Deref for PooledBuffer {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        self.buffer()
+    }
+}
+
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {

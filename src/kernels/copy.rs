@@ -5,6 +5,8 @@
 //! Slice and concat need no rank limit: around one axis any tensor is `[outer, n, inner]`
 //! (see [`split_at_axis`]), a rank-3 view the rank-4 strided kernel covers.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Copy, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
@@ -382,8 +384,8 @@ impl Tensor {
         let y = Tensor::uninit(self.gpu(), self.shape())?;
         if y.numel() > 0 {
             let copy = Copy {
-                source: self.buffer().clone(),
-                destination: y.buffer().clone(),
+                source: Arc::clone(self.buffer()),
+                destination: Arc::clone(y.buffer()),
                 bytes: self.byte_len(),
             };
             self.gpu().submit(&[copy], &[])?;

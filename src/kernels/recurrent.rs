@@ -12,8 +12,10 @@
 //! and step t writes slot t+1; reverse, slot T holds h0 and step t (from T−1 down to 0)
 //! writes slot t. See [`RecurrentShape::input_slot`] and [`RecurrentShape::output_slot`].
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, PooledBuffer, ShaderSource};
 use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::matmul::{
     gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape, MatmulVariant,
@@ -778,7 +780,7 @@ fn cell_backward_dispatch(
 ) -> Result<Dispatch> {
     let gpu = inputs.states.gpu();
     let placeholder = gpu.placeholder();
-    let (bindings, extra): (_, [&wgpu::Buffer; 3]) = match shape.kind {
+    let (bindings, extra): (_, [&Arc<PooledBuffer>; 3]) = match shape.kind {
         CellKind::Rnn => (RNN_BACKWARD_BINDINGS, [placeholder; 3]),
         CellKind::Gru => (
             GRU_BACKWARD_BINDINGS,

@@ -39,6 +39,7 @@ pub use launch::{StepScalars, SHADER};
 pub use schedule::Schedule;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Copy, Dispatch, Gpu};
@@ -295,10 +296,10 @@ impl Optimizer {
                     expected: format!("state tensor {name:?} must have its parameter's shape"),
                 });
             }
-            if given.numel() > 0 && given.buffer() != target.buffer() {
+            if given.numel() > 0 && !Arc::ptr_eq(given.buffer(), target.buffer()) {
                 copies.push(Copy {
-                    source: given.buffer().clone(),
-                    destination: target.buffer().clone(),
+                    source: Arc::clone(given.buffer()),
+                    destination: Arc::clone(target.buffer()),
                     bytes: given.byte_len(),
                 });
             }
@@ -336,7 +337,7 @@ fn check_params(gpu: &Gpu, params: &[(Tensor, Tensor)]) -> Result<()> {
         // parameter tensors.)
         if let Some(earlier) = params[..index]
             .iter()
-            .position(|(other, _)| other.buffer() == param.buffer())
+            .position(|(other, _)| Arc::ptr_eq(other.buffer(), param.buffer()))
         {
             return Err(Error::invalid(
                 OP,
@@ -345,7 +346,7 @@ fn check_params(gpu: &Gpu, params: &[(Tensor, Tensor)]) -> Result<()> {
         }
         if params
             .iter()
-            .any(|(_, grad)| grad.buffer() == param.buffer())
+            .any(|(_, grad)| Arc::ptr_eq(grad.buffer(), param.buffer()))
         {
             return Err(Error::invalid(
                 OP,
