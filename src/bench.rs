@@ -6,12 +6,13 @@
 //! step timed by the wall clock from submission to its loss read back. Each figure is the
 //! median and spread (max − min) of `runs` runs after `warmup` runs.
 
+use std::str::FromStr;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, TimingSource};
 use crate::graph::{Feed, Graph, Var};
 use crate::kernels::attention::{
@@ -34,29 +35,91 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::seq2seq::Seq2SeqModel;
 
+/// The groups of cases `bench` measures, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Square products, the default seq2seq model's, batched and transposed.
+    Matmul,
+    Elementwise,
+    Softmax,
+    CrossEntropy,
+    Conv,
+    /// Unfused and fused, forward and backward.
+    Attention,
+    /// The fused RNN, GRU and LSTM cells, forward and backward.
+    Recurrent,
+    Optimizer,
+    /// Whole training steps: the MLP and the default seq2seq model.
+    TrainStep,
+}
+
+impl Family {
+    pub const ALL: [Family; 9] = [
+        Family::Matmul,
+        Family::Elementwise,
+        Family::Softmax,
+        Family::CrossEntropy,
+        Family::Conv,
+        Family::Attention,
+        Family::Recurrent,
+        Family::Optimizer,
+        Family::TrainStep,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Matmul => "matmul",
+            Family::Elementwise => "elementwise",
+            Family::Softmax => "softmax",
+            Family::CrossEntropy => "cross-entropy",
+            Family::Conv => "conv",
+            Family::Attention => "attention",
+            Family::Recurrent => "recurrent",
+            Family::Optimizer => "optimizer",
+            Family::TrainStep => "train-step",
+        }
+    }
+}
+
+impl FromStr for Family {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Family::ALL
+            .into_iter()
+            .find(|family| family.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                Error::invalid(
+                    "bench",
+                    format!(
+                        "no kernel family {name:?}: expected one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
 /// How long and how much to measure.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     /// The smaller sizes only, fewer runs: under a minute on lavapipe.
     pub quick: bool,
     pub warmup: usize,
     pub runs: usize,
+    /// The families to measure (all by default).
+    pub families: Vec<Family>,
 }
 
 impl BenchOptions {
     pub fn new(quick: bool) -> Self {
-        if quick {
-            BenchOptions {
-                quick,
-                warmup: 1,
-                runs: 3,
-            }
-        } else {
-            BenchOptions {
-                quick,
-                warmup: 2,
-                runs: 7,
-            }
+        let (warmup, runs) = if quick { (1, 3) } else { (2, 7) };
+        BenchOptions {
+            quick,
+            warmup,
+            runs,
+            families: Family::ALL.to_vec(),
         }
     }
 }
@@ -144,17 +207,25 @@ pub fn run(
         results: Vec::new(),
         report,
     };
-    bench.matmul_square()?;
-    bench.matmul_model_shapes()?;
-    bench.elementwise()?;
-    bench.softmax()?;
-    bench.cross_entropy()?;
-    bench.conv()?;
-    bench.attention()?;
-    bench.recurrent()?;
-    bench.optimizer()?;
-    bench.mlp_step()?;
-    bench.seq2seq_step()?;
+    for &family in &options.families {
+        match family {
+            Family::Matmul => {
+                bench.matmul_square()?;
+                bench.matmul_model_shapes()?;
+            }
+            Family::Elementwise => bench.elementwise()?,
+            Family::Softmax => bench.softmax()?,
+            Family::CrossEntropy => bench.cross_entropy()?,
+            Family::Conv => bench.conv()?,
+            Family::Attention => bench.attention()?,
+            Family::Recurrent => bench.recurrent()?,
+            Family::Optimizer => bench.optimizer()?,
+            Family::TrainStep => {
+                bench.mlp_step()?;
+                bench.seq2seq_step()?;
+            }
+        }
+    }
     Ok(bench.results)
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use shadergrad::bench::{table_header, BenchOptions};
+use shadergrad::bench::{table_header, BenchOptions, Family};
 use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask};
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
@@ -78,6 +78,10 @@ struct BenchArgs {
     /// Also write every measurement as a JSON array here.
     #[arg(long, value_name = "FILE.json")]
     json: Option<PathBuf>,
+    /// Only these kernel families, comma-separated: matmul, elementwise, softmax,
+    /// cross-entropy, conv, attention, recurrent, optimizer, train-step.
+    #[arg(long, value_name = "FAMILY,...", value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Args)]
@@ -422,7 +426,18 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
         Some(selector) => vec![select_adapter(enumerate_adapters(&instance())?, selector)?],
         None => enumerate_adapters(&instance())?,
     };
-    let options = BenchOptions::new(args.quick);
+    let mut options = BenchOptions::new(args.quick);
+    if !args.only.is_empty() {
+        // In the order given, each once.
+        let mut families: Vec<Family> = Vec::new();
+        for name in &args.only {
+            let family: Family = name.trim().parse()?;
+            if !families.contains(&family) {
+                families.push(family);
+            }
+        }
+        options.families = families;
+    }
     let mut all = Vec::new();
     for adapter in adapters {
         let info = adapter.get_info();

@@ -265,3 +265,44 @@ fn bench_quick_prints_a_table_and_writes_every_field_as_json() {
         .iter()
         .all(|r| r["median_ms"].as_f64().unwrap() > 0.0));
 }
+
+#[test]
+fn bench_only_measures_the_families_asked_for_and_names_an_unknown_one() {
+    let dir = scratch("bench-only");
+    let json = dir.join("bench.json");
+    let output = shadergrad(
+        &[
+            "--adapter",
+            "0",
+            "bench",
+            "--quick",
+            "--only",
+            "optimizer,softmax",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kernels: std::collections::BTreeSet<&str> = records
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| r["kernel"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kernels,
+        ["optimizer", "softmax"].into_iter().collect(),
+        "{records}"
+    );
+
+    let output = shadergrad(&["bench", "--quick", "--only", "matmul,gemv"], &[]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("\"gemv\"") && stderr.contains("cross-entropy, conv"),
+        "{stderr}"
+    );
+}
