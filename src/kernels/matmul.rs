@@ -119,7 +119,7 @@ impl MatmulVariant {
     /// (dimensions rounded up to powers of two, the layout and alignment), timed on first
     /// use on a product of at most 256 per dimension on a CPU adapter (about 0.1 s on
     /// lavapipe, plus compiling each variant's pipeline the first time the driver meets it:
-    /// up to 2 s for the subgroup kernel, then in Mesa's shader cache) or 2048 on a GPU,
+    /// about 0.5 s for the subgroup kernel, then in Mesa's shader cache) or 2048 on a GPU,
     /// and remembered on disk; otherwise, or if the measurement fails,
     /// [`MatmulVariant::rule`].
     pub fn choose(gpu: &Gpu, shape: &GemmShape) -> Self {
