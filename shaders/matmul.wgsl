@@ -59,6 +59,15 @@ struct Params {
 @group(0) @binding(5) var<storage, read> relu_output: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
 
+// Where the batch's A and B start in their buffers.
+fn a_start(batch: u32) -> u32 {
+    return params.a_offset + batch * params.a_batch_stride;
+}
+
+fn b_start(batch: u32) -> u32 {
+    return params.b_offset + batch * params.b_batch_stride;
+}
+
 // op(A)[row, kk] of the batch whose A starts at `base`.
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
     if TRANS_A {
@@ -115,8 +124,8 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>) {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base = p.b_offset + batch * p.b_batch_stride;
+    let a_base = a_start(batch);
+    let b_base = b_start(batch);
     let row0 = wid.y * BLOCKED_TILE + lid.y * 4u;
     let col0 = wid.x * BLOCKED_TILE + lid.x;
     // Out-of-range rows and columns load clamped (valid) addresses; `store` drops them.
@@ -195,8 +204,8 @@ fn matmul_blocked_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(local_invocation_id) lid: vec3<u32>) {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base4 = (p.b_offset + batch * p.b_batch_stride) / 4u;
+    let a_base = a_start(batch);
+    let b_base4 = b_start(batch) / 4u;
     let n4 = p.n / 4u;
     let row0 = wid.y * VEC4_ROWS;
     let last = p.m - 1u;
@@ -261,9 +270,9 @@ fn matmul_nt_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     let p = params;
     let batch = wid.z;
     let k4 = p.k / 4u;
-    let a_base4 = (p.a_offset + batch * p.a_batch_stride) / 4u;
+    let a_base4 = a_start(batch) / 4u;
     let col = wid.x * NT_COLS + lid.x;
-    let b_row4 = (p.b_offset + batch * p.b_batch_stride) / 4u + min(col, p.n - 1u) * k4;
+    let b_row4 = b_start(batch) / 4u + min(col, p.n - 1u) * k4;
     let row0 = wid.y * NT_ROWS;
     let last = p.m - 1u;
     // Out-of-range rows read a clamped (valid) row; `store` drops them.
@@ -311,8 +320,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base = p.b_offset + batch * p.b_batch_stride;
+    let a_base = a_start(batch);
+    let b_base = b_start(batch);
     let tile_row = wid.y * TILE;
     let tile_col = wid.x * TILE;
 
@@ -450,8 +459,8 @@ fn matmul_tiled_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(local_invocation_index) li: u32) {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base = p.b_offset + batch * p.b_batch_stride;
+    let a_base = a_start(batch);
+    let b_base = b_start(batch);
     let tile_row = wid.y * WIDE_TILE;
     let tile_col = wid.x * WIDE_TILE;
 

@@ -67,8 +67,8 @@ fn matmul_coop(@builtin(workgroup_id) wid: vec3<u32>,
                @builtin(subgroup_id) subgroup: u32) {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base = p.b_offset + batch * p.b_batch_stride;
+    let a_base = a_start(batch);
+    let b_base = b_start(batch);
     let tile_row = wid.y * COOP_TILE;
     let tile_col = wid.x * COOP_TILE;
     // This subgroup's 32×32 block.

@@ -176,8 +176,8 @@ const SUBGROUP_COLS: u32 = 32u;   // 8 lanes × one vec4
 fn subgroup_block(wid: vec3<u32>, lane: u32) -> Block32 {
     let p = params;
     let batch = wid.z;
-    let a_base = p.a_offset + batch * p.a_batch_stride;
-    let b_base = p.b_offset + batch * p.b_batch_stride;
+    let a_base = a_start(batch);
+    let b_base = b_start(batch);
     let row0 = subgroup_row(wid);
     let col = subgroup_col(wid, lane);
     // Out-of-range rows and columns load clamped (valid) addresses; the stores drop them.

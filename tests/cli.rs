@@ -196,30 +196,28 @@ fn train_mlp_with_its_defaults_reaches_97_percent_on_spirals() {
     assert!(accuracy >= 97.0, "{stdout}");
 }
 
+/// `shadergrad --adapter 0 bench --quick` with `extra` arguments and `--json` into a scratch
+/// directory named `name`: its stdout and the records it wrote. Fails the test if it fails.
+fn bench_quick(name: &str, extra: &[&str]) -> (String, Vec<serde_json::Value>) {
+    let json = scratch(name).join("bench.json");
+    let mut args = vec!["--adapter", "0", "bench", "--quick"];
+    args.extend(extra);
+    args.extend(["--json", json.to_str().unwrap()]);
+    let output = shadergrad(&args, &[]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let records = records.as_array().expect("an array").clone();
+    (text(&output.stdout), records)
+}
+
 #[test]
 fn bench_quick_prints_a_table_and_writes_every_field_as_json() {
-    let dir = scratch("bench");
-    let json = dir.join("bench.json");
-    let output = shadergrad(
-        &[
-            "--adapter",
-            "0",
-            "bench",
-            "--quick",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let stdout = text(&output.stdout);
-    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    let (stdout, records) = bench_quick("bench", &[]);
     assert!(
         stdout.contains("median ms") && stdout.contains("GFLOP/s"),
         "{stdout}"
     );
-    let records: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let records = records.as_array().expect("an array");
     for field in [
         "adapter",
         "backend",
@@ -268,34 +266,15 @@ fn bench_quick_prints_a_table_and_writes_every_field_as_json() {
 
 #[test]
 fn bench_only_measures_the_families_asked_for_and_names_an_unknown_one() {
-    let dir = scratch("bench-only");
-    let json = dir.join("bench.json");
-    let output = shadergrad(
-        &[
-            "--adapter",
-            "0",
-            "bench",
-            "--quick",
-            "--only",
-            "optimizer,softmax",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
-    let records: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, records) = bench_quick("bench-only", &["--only", "optimizer,softmax"]);
     let kernels: std::collections::BTreeSet<&str> = records
-        .as_array()
-        .expect("an array")
         .iter()
         .map(|r| r["kernel"].as_str().unwrap())
         .collect();
     assert_eq!(
         kernels,
         ["optimizer", "softmax"].into_iter().collect(),
-        "{records}"
+        "{records:?}"
     );
 
     let output = shadergrad(&["bench", "--quick", "--only", "matmul,gemv"], &[]);
