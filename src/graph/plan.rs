@@ -16,12 +16,12 @@ use std::sync::Arc;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, PooledBuffer};
+use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::gather::GroupedPositions;
 use crate::tensor::{numel, Indices, Tensor};
 
 use super::ops::{MatMulFusion, Op, Operand, Recorded};
 use super::{DType, Graph, IndexBound, Node, Source, Var};
-use crate::kernels::elementwise::{Binary, Unary};
 
 /// The prefix of the optimizer-state tensors a training checkpoint holds beside the
 /// parameters (`optimizer.0.exp_avg`, …).
@@ -359,7 +359,6 @@ impl Graph {
     }
 }
 
-/// The u32 value `r`, which has its own buffer.
 /// Fuses each ReLU, and each ReLU's gradient, into the matmul whose product it alone
 /// reads: the matmul applies it as it stores and writes the ReLU's (or the gradient's)
 /// output, and the product is never stored, saving a dispatch and a pass over it. In a
@@ -412,7 +411,7 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
         };
         let matmul = fused[at]
             .as_mut()
-            .expect("a product's matmul is fused only once");
+            .expect("`products` names matmuls, which are never dropped");
         if let Op::MatMul { fused, .. } = &mut matmul.op {
             *fused = fusion;
         }
@@ -426,6 +425,7 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
     fused.into_iter().flatten().collect()
 }
 
+/// The u32 value `r`, which has its own buffer.
 fn indices(storage: &HashMap<usize, Operand>, r: usize) -> Result<Operand> {
     match storage.get(&r) {
         Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),
