@@ -34,6 +34,7 @@ pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod kernels;
+pub mod limits;
 pub mod nn;
 pub mod optim;
 pub mod rng;
