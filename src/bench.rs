@@ -194,11 +194,12 @@ pub fn table_header() -> String {
     )
 }
 
-/// Measures every case on `gpu`, handing each result to `report` as it comes.
+/// Measures every case on `gpu`, handing each result to `report` as it comes; an error
+/// from `report` (its output closed) ends the run with that error.
 pub fn run(
     gpu: &Gpu,
     options: &BenchOptions,
-    report: &mut dyn FnMut(&Measurement),
+    report: &mut dyn FnMut(&Measurement) -> Result<()>,
 ) -> Result<Vec<Measurement>> {
     let mut bench = Bench {
         gpu,
@@ -234,7 +235,7 @@ struct Bench<'a> {
     options: &'a BenchOptions,
     rng: Rng,
     results: Vec<Measurement>,
-    report: &'a mut dyn FnMut(&Measurement),
+    report: &'a mut dyn FnMut(&Measurement) -> Result<()>,
 }
 
 /// What one case is: its name and what it moves and computes.
@@ -259,7 +260,7 @@ impl Bench<'_> {
         seconds: &mut [f64],
         timing: TimingSource,
         items: Option<f64>,
-    ) {
+    ) -> Result<()> {
         seconds.sort_by(f64::total_cmp);
         let median = seconds[seconds.len() / 2];
         let info = self.gpu.info();
@@ -277,8 +278,10 @@ impl Bench<'_> {
             timing,
             picked: case.picked,
         };
-        (self.report)(&measurement);
+        // A report that fails (its output closed) ends the benchmark.
+        (self.report)(&measurement)?;
         self.results.push(measurement);
+        Ok(())
     }
 
     /// Times one submission of `dispatches`.
@@ -292,8 +295,7 @@ impl Bench<'_> {
                 timing = measured.source;
             }
         }
-        self.record(case, &mut seconds, timing, None);
-        Ok(())
+        self.record(case, &mut seconds, timing, None)
     }
 
     fn gemm(&mut self, shape: GemmShape, label: String, kernel: &str) -> Result<()> {
@@ -453,8 +455,7 @@ impl Bench<'_> {
             bytes: Some(8.0 * (rows * classes) as f64),
             picked: true,
         };
-        self.record(case, &mut seconds, TimingSource::WallClock, None);
-        Ok(())
+        self.record(case, &mut seconds, TimingSource::WallClock, None)
     }
 
     /// The text CNN's convolution: 32 texts of 128 positions, 64 → 100 channels, width 3.
@@ -729,8 +730,7 @@ impl Bench<'_> {
             &mut seconds,
             TimingSource::WallClock,
             Some(BATCH as f64),
-        );
-        Ok(())
+        )
     }
 
     /// A training step of train-seq2seq's default model on a batch of the longest 3-digit
@@ -794,7 +794,6 @@ impl Bench<'_> {
             &mut seconds,
             TimingSource::WallClock,
             Some(tokens as f64),
-        );
-        Ok(())
+        )
     }
 }

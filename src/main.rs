@@ -1,11 +1,11 @@
 //! The `shadergrad` command line.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 use shadergrad::bench::{table_header, BenchOptions, Family};
 use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask};
@@ -21,11 +21,55 @@ use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::rng::Rng;
-use shadergrad::train::charlm::{train_lm, CharLmModel, LmTraining};
+use shadergrad::train::charlm::{train_lm, CharLmModel, LmStop, LmTraining};
 use shadergrad::train::cnn::{train_cnn, CnnTraining};
 use shadergrad::train::mlp::{parse_rule, train_mlp, MlpTraining};
 use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqModel, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
+
+/// Writes a line to stdout. A closed or full stdout is an error naming it: the command's
+/// output is lost, so the command stops there.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(stdout_error)
+    };
+}
+
+/// `eprintln!` that cannot panic: a closed or full stderr loses the message, not the work.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+fn stdout_error(source: std::io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    }
+}
+
+/// A number that must be finite: clap's parser for the rate, fraction and time flags (NaN
+/// would otherwise pass every `<` check silently).
+fn finite_f64(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("{text:?} is not a finite number"))
+    }
+}
+
+fn finite_f32(text: &str) -> Result<f32, String> {
+    let value = finite_f64(text)?;
+    if value.abs() > f64::from(f32::MAX) {
+        return Err(format!("{text:?} is beyond the range of a 32-bit float"));
+    }
+    Ok(value as f32)
+}
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +115,7 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct BenchArgs {
     /// The smaller sizes and fewer runs: under a minute on lavapipe.
     #[arg(long)]
@@ -85,6 +130,7 @@ struct BenchArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainCnnArgs {
     /// A built-in task, generated from the seed: reviews (three classes of short movie
     /// reviews whose class hangs on n-grams: "not good", "not bad", "not very good").
@@ -103,7 +149,7 @@ struct TrainCnnArgs {
     #[arg(long, value_name = "FILE.tsv", requires = "data")]
     valid: Option<PathBuf>,
     /// The share of --data held out for validation when --valid is not given.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 0.1)]
     valid_fraction: f64,
     /// The n-gram widths of the convolutions, comma-separated.
     #[arg(long, default_value = "2,3,4", value_delimiter = ',')]
@@ -121,7 +167,7 @@ struct TrainCnnArgs {
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// The learning rate.
-    #[arg(long, default_value_t = 0.003)]
+    #[arg(value_parser = finite_f32, long, default_value_t = 0.003)]
     lr: f32,
     /// sgd, momentum, adam or adamw.
     #[arg(long, default_value = "adam")]
@@ -133,6 +179,14 @@ struct TrainCnnArgs {
     /// and class names beside it), with the optimizer state under `optimizer.`.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
+    /// Continue training from a checkpoint of train-cnn --save: its model, its optimizer state and
+    /// the epoch it reached (architecture flags, if given, must agree with it).
+    #[arg(long, value_name = "FILE.safetensors")]
+    resume: Option<PathBuf>,
+    /// Let --save replace a checkpoint that is already there (without it, an existing file
+    /// is refused, unless it is the one --resume continues).
+    #[arg(long)]
+    overwrite: bool,
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
@@ -143,6 +197,7 @@ const SHIPPED_TEXT: &str = include_str!("../data/coriolanus.txt");
 const SHIPPED_TEXT_NAME: &str = "data/coriolanus.txt (shipped)";
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainLmArgs {
     /// A UTF-8 text file; by default the opening of Shakespeare's Coriolanus (40 KB),
     /// shipped with shadergrad. Its first 90% trains, the rest validates.
@@ -170,13 +225,13 @@ struct TrainLmArgs {
     #[arg(long, default_value_t = 20)]
     epochs: usize,
     /// The learning rate.
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(value_parser = finite_f32, long, default_value_t = 0.005)]
     lr: f32,
     /// sgd, momentum, adam or adamw.
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Clip the gradients to this global norm (0: no clipping).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(value_parser = finite_f32, long, default_value_t = 5.0)]
     clip: f32,
     /// Seeds the initial weights, the window order and the samples.
     #[arg(long, default_value_t = 0)]
@@ -185,6 +240,20 @@ struct TrainLmArgs {
     /// with its .json config and vocabulary beside it), with the optimizer state.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
+    /// Continue training from a checkpoint of train-lm --save: its model, its optimizer state and
+    /// the epoch it reached (architecture flags, if given, must agree with it).
+    #[arg(long, value_name = "FILE.safetensors")]
+    resume: Option<PathBuf>,
+    /// Let --save replace a checkpoint that is already there (without it, an existing file
+    /// is refused, unless it is the one --resume continues).
+    #[arg(long)]
+    overwrite: bool,
+    /// Stop after this many minutes (the epoch under way is evaluated and saved).
+    #[arg(value_parser = finite_f64, long, default_value_t = 60.0)]
+    max_minutes: f64,
+    /// Epochs without a better validation perplexity before stopping early.
+    #[arg(long, default_value_t = 5)]
+    patience: usize,
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
@@ -194,6 +263,7 @@ struct TrainLmArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct SampleArgs {
     /// A checkpoint saved by train-lm --save.
     #[arg(long, value_name = "FILE.safetensors")]
@@ -203,7 +273,7 @@ struct SampleArgs {
     prompt: String,
     /// Divides the log-probabilities before each draw: below 1 safer, above 1 wilder; 0
     /// always takes the most likely character.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 0.8)]
     temperature: f64,
     /// Characters to generate.
     #[arg(long, default_value_t = 300)]
@@ -221,6 +291,7 @@ const TRANSFORMER_DROPOUT: f32 = 0.0;
 const TRANSFORMER_WARMUP: u64 = 400;
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainSeq2seqArgs {
     /// A built-in task, generated from the seed: addition ("535+61" → "596"), reverse,
     /// sort, or dates (written by people → ISO 8601).
@@ -245,7 +316,7 @@ struct TrainSeq2seqArgs {
     #[arg(long, value_name = "FILE.tsv", requires = "data")]
     valid: Option<PathBuf>,
     /// The share of --data held out for validation when --valid is not given.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 0.1)]
     valid_fraction: f64,
     /// The model: a recurrent encoder-decoder of rnn, gru or lstm cells, or a transformer.
     #[arg(long, default_value = "gru")]
@@ -259,7 +330,7 @@ struct TrainSeq2seqArgs {
     /// The transformer's drop probability, in [0, 1), of its embeddings and of each
     /// block's output (training only): by default 0, which reaches 99% on the default task
     /// an epoch sooner than 0.1. Recurrent models take none.
-    #[arg(long)]
+    #[arg(value_parser = finite_f32, long)]
     dropout: Option<f32>,
     /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
     #[arg(long, default_value = "dot")]
@@ -290,10 +361,10 @@ struct TrainSeq2seqArgs {
     patience: usize,
     /// The learning rate: by default 0.01 for a recurrent model, 0.003 for a transformer
     /// (without a warm-up, Transformers want a lower rate than recurrent models).
-    #[arg(long)]
+    #[arg(value_parser = finite_f32, long)]
     lr: Option<f32>,
     /// Multiply the learning rate by this after each epoch (1: constant).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 0.8)]
     lr_decay: f64,
     /// Steps over which the learning rate climbs linearly to --lr: by default 400 for a
     /// transformer (about half an epoch of the default task), 0 (none) for a recurrent model.
@@ -303,21 +374,26 @@ struct TrainSeq2seqArgs {
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Clip the gradients to this global norm (0: no clipping).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(value_parser = finite_f32, long, default_value_t = 5.0)]
     clip: f32,
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop after this many minutes (the epoch under way is evaluated and saved).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 20.0)]
     max_minutes: f64,
     /// Save the model here whenever validation improves (a .safetensors file, with its
     /// .json config and vocabulary beside it), with the optimizer state for --resume.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
-    /// Continue training from a checkpoint of --save (its architecture and vocabulary).
+    /// Continue training from a checkpoint of --save (its architecture and vocabulary;
+    /// architecture flags, if given, must agree with it).
     #[arg(long, value_name = "FILE.safetensors")]
     resume: Option<PathBuf>,
+    /// Let --save replace a checkpoint that is already there (without it, an existing file
+    /// is refused, unless it is the one --resume continues).
+    #[arg(long)]
+    overwrite: bool,
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
@@ -327,6 +403,7 @@ struct TrainSeq2seqArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TranslateArgs {
     /// A checkpoint saved by train-seq2seq --save.
     #[arg(long, value_name = "FILE.safetensors")]
@@ -342,6 +419,7 @@ struct TranslateArgs {
 }
 
 #[derive(Args)]
+#[command(allow_negative_numbers = true)]
 struct TrainMlpArgs {
     /// A built-in task, generated from the seed: spirals, xor or circles.
     #[arg(long, default_value = "spirals", conflicts_with = "data")]
@@ -353,7 +431,7 @@ struct TrainMlpArgs {
     #[arg(long, default_value_t = 200)]
     points: usize,
     /// The share of the examples held out for testing.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(value_parser = finite_f64, long, default_value_t = 0.2)]
     test_fraction: f64,
     /// Hidden layer sizes, comma-separated.
     #[arg(long, default_value = "64,64", value_delimiter = ',')]
@@ -365,7 +443,7 @@ struct TrainMlpArgs {
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// The learning rate.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(value_parser = finite_f32, long, default_value_t = 0.01)]
     lr: f32,
     /// The learning rate over training: constant, or cosine (from --lr down to 1% of it).
     #[arg(long, default_value = "cosine")]
@@ -382,40 +460,170 @@ struct TrainMlpArgs {
     /// Save the trained model here (a .safetensors file, with its .json config beside it).
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
+    /// Continue training from a checkpoint of train-mlp --save: its model, its optimizer state and
+    /// the epoch it reached (architecture flags, if given, must agree with it).
+    #[arg(long, value_name = "FILE.safetensors")]
+    resume: Option<PathBuf>,
+    /// Let --save replace a checkpoint that is already there (without it, an existing file
+    /// is refused, unless it is the one --resume continues).
+    #[arg(long)]
+    overwrite: bool,
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     if cli.no_autotune {
         // Read by every device opened later; set before any thread exists.
         std::env::set_var(shadergrad::gpu::tuning::NO_AUTOTUNE_ENV, "1");
     }
-    match run(cli) {
+    let typed = Typed(
+        matches
+            .subcommand()
+            .map(|(_, sub)| sub.clone())
+            .unwrap_or_default(),
+    );
+    match run(cli, &typed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            say!("error: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> shadergrad::Result<()> {
+/// The subcommand's arguments as clap matched them: which flags the user typed, as opposed
+/// to their defaults.
+struct Typed(ArgMatches);
+
+impl Typed {
+    /// Whether the flag whose field is `id` was given on the command line.
+    fn given(&self, id: &str) -> bool {
+        self.0.try_contains_id(id).unwrap_or(false)
+            && self.0.value_source(id) == Some(ValueSource::CommandLine)
+    }
+}
+
+fn run(cli: Cli, typed: &Typed) -> shadergrad::Result<()> {
     let selector = match &cli.adapter {
         Some(text) => text.parse()?,
         None => AdapterSelector::Default,
     };
     match cli.command {
         Command::Adapters => adapters(&selector),
-        Command::TrainMlp(args) => train_mlp_command(&selector, *args),
-        Command::TrainSeq2seq(args) => train_seq2seq_command(&selector, *args),
+        Command::TrainMlp(args) => train_mlp_command(&selector, *args, typed),
+        Command::TrainSeq2seq(args) => train_seq2seq_command(&selector, *args, typed),
         Command::Translate(args) => translate_command(&selector, args),
         Command::Bench(args) => bench_command(cli.adapter.is_some().then_some(&selector), args),
-        Command::TrainCnn(args) => train_cnn_command(&selector, *args),
-        Command::TrainLm(args) => train_lm_command(&selector, *args),
+        Command::TrainCnn(args) => train_cnn_command(&selector, *args, typed),
+        Command::TrainLm(args) => train_lm_command(&selector, *args, typed),
         Command::Sample(args) => sample_command(&selector, args),
+    }
+}
+
+/// Checks, before any training, that `--save` can take a checkpoint: the name ends in
+/// `.safetensors`, its folder exists and takes a new file, and no checkpoint is there
+/// already unless `--overwrite` lets it be replaced or it is the one `--resume` continues.
+fn check_save_path(save: &Path, resume: Option<&Path>, overwrite: bool) -> shadergrad::Result<()> {
+    let refuse = |message: String| Error::invalid("--save", message);
+    if save.extension().is_none_or(|ext| ext != "safetensors") {
+        return Err(refuse(format!(
+            "{} does not end in .safetensors: a checkpoint is named like model.safetensors",
+            save.display()
+        )));
+    }
+    let folder = match save.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(refuse(format!(
+            "{}: the folder {} does not exist; create it first",
+            save.display(),
+            folder.display()
+        )));
+    }
+    // A file made and removed now, so that a folder the run cannot write to is said before
+    // the training rather than at its first save.
+    let probe = folder.join(format!(".shadergrad-save-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|source| Error::Io {
+            path: folder.to_path_buf(),
+            source,
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    if save.is_dir() {
+        return Err(refuse(format!(
+            "{} is a folder, not a file",
+            save.display()
+        )));
+    }
+    let resumes_it = resume.is_some_and(|resume| same_file(resume, save));
+    if save.exists() && !overwrite && !resumes_it {
+        return Err(refuse(format!(
+            "{} already exists: pass --overwrite to replace it, --resume {} to continue it, \
+             or choose another name",
+            save.display(),
+            save.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Checks that each architecture flag the user typed agrees with the model `--resume`
+/// continues: `flags` pairs a flag's field name with its key in the checkpoint's
+/// `architecture` and the value typed. A flag left out takes the checkpoint's value.
+fn check_resume_agrees(
+    checkpoint: &shadergrad::checkpoint::Checkpoint,
+    typed: &Typed,
+    flags: &[(&str, &str, serde_json::Value)],
+) -> shadergrad::Result<()> {
+    let architecture = checkpoint.config.get("architecture");
+    for (field, key, value) in flags {
+        if !typed.given(field) {
+            continue;
+        }
+        let stored = architecture.and_then(|a| a.get(*key));
+        if stored != Some(value) {
+            let flag = format!("--{}", field.replace('_', "-"));
+            return Err(Error::invalid(
+                "--resume",
+                format!(
+                    "{flag} {} disagrees with {}, whose model has {key} {}: leave {flag} out to \
+                     resume that model, or train a new one without --resume",
+                    plain(value),
+                    checkpoint.path.display(),
+                    stored.map_or("(none)".to_string(), plain)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value as a user would type it: `gru`, not `"gru"`; lists comma-separated.
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
     }
 }
 
@@ -444,24 +652,23 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
         let gpu = match Gpu::from_adapter(adapter) {
             Ok(gpu) => gpu,
             Err(error) => {
-                eprintln!("skipping {} ({}): {error}", info.name, info.backend);
+                say!("skipping {} ({}): {error}", info.name, info.backend);
                 continue;
             }
         };
-        println!("\n{} ({}, {}):", info.name, info.backend, info.driver_info);
-        println!("{}", table_header());
-        let measured =
-            shadergrad::bench::run(&gpu, &options, &mut |m| println!("{}", m.table_row()))?;
+        out!("\n{} ({}, {}):", info.name, info.backend, info.driver_info)?;
+        out!("{}", table_header())?;
+        let measured = shadergrad::bench::run(&gpu, &options, &mut |m| out!("{}", m.table_row()))?;
         all.extend(measured);
     }
-    println!("(* the variant the engine picks for that shape on that adapter; training steps show items/s)");
+    out!("(* the variant the engine picks for that shape on that adapter; training steps show items/s)")?;
     if let Some(path) = &args.json {
         let records: Vec<serde_json::Value> = all.iter().map(|m| m.to_json()).collect();
         let text = serde_json::to_string_pretty(&records).map_err(|e| {
             Error::invalid("bench", format!("cannot encode the results as JSON: {e}"))
         })?;
         shadergrad::files::write_atomically(path, text.as_bytes())?;
-        eprintln!("wrote {} measurements to {}", all.len(), path.display());
+        say!("wrote {} measurements to {}", all.len(), path.display());
     }
     Ok(())
 }
@@ -470,8 +677,12 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
 fn train_seq2seq_command(
     selector: &AdapterSelector,
     args: TrainSeq2seqArgs,
+    typed: &Typed,
 ) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
+    if let Some(save) = &args.save {
+        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
     if let Some(p) = args.dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid(
@@ -569,8 +780,34 @@ fn train_seq2seq_command(
         .as_deref()
         .map(shadergrad::checkpoint::load)
         .transpose()?;
+    if let Some(checkpoint) = &resume {
+        let arch = if args.arch == "transformer" {
+            "transformer"
+        } else {
+            "recurrent"
+        };
+        let mut flags = vec![
+            ("arch", "arch", json!(arch)),
+            ("hidden", "hidden", json!(args.hidden)),
+            ("layers", "layers", json!(model.layers)),
+        ];
+        if arch == "transformer" {
+            flags.extend([
+                ("heads", "heads", json!(args.heads)),
+                ("ff", "ff", json!(args.ff)),
+            ]);
+        } else {
+            flags.extend([
+                ("arch", "cell", json!(args.arch)),
+                ("attention", "attention", json!(args.attention)),
+                ("embed", "embed", json!(args.embed)),
+                ("bidirectional", "bidirectional", json!(args.bidirectional)),
+            ]);
+        }
+        check_resume_agrees(checkpoint, typed, &flags)?;
+    }
     let gpu = Gpu::new(selector)?;
-    eprintln!("train-seq2seq on {}", gpu.info().name);
+    say!("train-seq2seq on {}", gpu.info().name);
     // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
     let trains_transformer = match &resume {
         Some(checkpoint) => {
@@ -624,21 +861,43 @@ fn train_seq2seq_command(
         Some(seconds) => format!("99% reached after {seconds:.0} s"),
         None => "99% not reached".to_string(),
     };
-    println!(
+    out!(
         "best validation exact-match {:.2}% after {} epochs ({} steps) in {:.0} s, {:.0} target tokens/s; {to_99}; stopped because {reason}",
         100.0 * result.best_exact_match,
         result.epochs,
         result.steps,
         result.seconds,
         result.tokens_per_s
-    );
-    Ok(())
+    )
 }
 
 /// `train-cnn`: generates or reads the labelled texts, trains, prints the validation
 /// accuracy.
-fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergrad::Result<()> {
+fn train_cnn_command(
+    selector: &AdapterSelector,
+    args: TrainCnnArgs,
+    typed: &Typed,
+) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
+    if let Some(save) = &args.save {
+        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    let resume = args
+        .resume
+        .as_deref()
+        .map(shadergrad::checkpoint::load)
+        .transpose()?;
+    if let Some(checkpoint) = &resume {
+        check_resume_agrees(
+            checkpoint,
+            typed,
+            &[
+                ("embed", "embed", json!(args.embed)),
+                ("widths", "widths", json!(args.widths)),
+                ("filters", "filters", json!(args.filters)),
+            ],
+        )?;
+    }
     let (train, valid, description) = match &args.data {
         Some(path) => {
             let examples = read_labelled_tsv(path)?;
@@ -665,7 +924,7 @@ fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergr
         }
     };
     let gpu = Gpu::new(selector)?;
-    eprintln!("train-cnn on {}", gpu.info().name);
+    say!("train-cnn on {}", gpu.info().name);
     let config = CnnTraining {
         train,
         valid,
@@ -678,10 +937,11 @@ fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergr
         epochs: args.epochs,
         seed: args.seed,
         save: args.save,
+        resume,
         metrics: args.metrics,
     };
     let result = train_cnn(&gpu, &config)?;
-    println!(
+    out!(
         "validation accuracy {:.2}% (validation loss {:.4}; best epoch {:.2}%) after {} steps \
          in {:.1} s, {:.0} training examples/s",
         100.0 * result.valid_accuracy,
@@ -690,8 +950,7 @@ fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergr
         result.steps,
         result.seconds,
         result.examples_per_s
-    );
-    Ok(())
+    )
 }
 
 /// `translate`: decodes each argument, or each line of stdin, one output line per input.
@@ -714,7 +973,7 @@ fn translate_command(selector: &AdapterSelector, args: TranslateArgs) -> shaderg
     for (i, line) in lines.iter().enumerate() {
         let (ids, unknown) = model.vocab.encode(line);
         if !unknown.is_empty() {
-            eprintln!(
+            say!(
                 "warning: input {} has characters the model does not know, read as UNK: {:?}",
                 i + 1,
                 unknown.iter().collect::<String>()
@@ -734,8 +993,38 @@ fn translate_command(selector: &AdapterSelector, args: TranslateArgs) -> shaderg
 }
 
 /// `train-lm`: reads the text, trains, reports the perplexity reached.
-fn train_lm_command(selector: &AdapterSelector, args: TrainLmArgs) -> shadergrad::Result<()> {
+fn train_lm_command(
+    selector: &AdapterSelector,
+    args: TrainLmArgs,
+    typed: &Typed,
+) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
+    if let Some(save) = &args.save {
+        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    if args.max_minutes <= 0.0 {
+        return Err(Error::invalid(
+            "train-lm",
+            format!("--max-minutes {} must be above 0", args.max_minutes),
+        ));
+    }
+    let resume = args
+        .resume
+        .as_deref()
+        .map(shadergrad::checkpoint::load)
+        .transpose()?;
+    if let Some(checkpoint) = &resume {
+        check_resume_agrees(
+            checkpoint,
+            typed,
+            &[
+                ("arch", "cell", json!(args.arch)),
+                ("hidden", "hidden", json!(args.hidden)),
+                ("layers", "layers", json!(args.layers)),
+                ("embed", "embed", json!(args.embed)),
+            ],
+        )?;
+    }
     let model = CharLmConfig {
         cell: parse_cell(&args.arch)?,
         vocab_size: 1,
@@ -758,7 +1047,7 @@ fn train_lm_command(selector: &AdapterSelector, args: TrainLmArgs) -> shadergrad
         None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
     };
     let gpu = Gpu::new(selector)?;
-    eprintln!("train-lm on {}", gpu.info().name);
+    say!("train-lm on {}", gpu.info().name);
     let mut optimizer = OptimizerConfig::new(rule, args.lr);
     if args.clip > 0.0 {
         optimizer = optimizer.with_max_grad_norm(args.clip);
@@ -773,20 +1062,28 @@ fn train_lm_command(selector: &AdapterSelector, args: TrainLmArgs) -> shadergrad
         epochs: args.epochs,
         seed: args.seed,
         save: args.save,
+        resume,
         metrics: args.metrics,
         sample_length: args.sample_length,
+        max_minutes: Some(args.max_minutes),
+        patience: args.patience,
     };
     let result = train_lm(&gpu, &config)?;
-    println!(
-        "best validation perplexity {:.2} (unigram {:.2}) after {} steps in {:.0} s, {:.0} \
-         characters/s",
+    let reason = match result.stop {
+        LmStop::EpochsDone => "the epochs were done",
+        LmStop::NoImprovement => "validation perplexity stopped improving",
+        LmStop::TimeCap => "--max-minutes passed",
+    };
+    out!(
+        "best validation perplexity {:.2} (unigram {:.2}) after {} epochs ({} steps) in {:.0} \
+         s, {:.0} characters/s; stopped because {reason}",
         result.best_val_perplexity,
         result.unigram_perplexity,
+        result.epochs,
         result.steps,
         result.seconds,
         result.chars_per_s
-    );
-    Ok(())
+    )
 }
 
 /// `sample`: prints the prompt and the characters drawn after it.
@@ -805,7 +1102,7 @@ fn sample_command(selector: &AdapterSelector, args: SampleArgs) -> shadergrad::R
     let mut model = CharLmModel::from_checkpoint(&gpu, &checkpoint)?;
     let (ids, unknown) = model.vocab.encode(&args.prompt);
     if !unknown.is_empty() {
-        eprintln!(
+        say!(
             "warning: the prompt has characters the model never saw, skipped: {:?}",
             unknown.iter().collect::<String>()
         );
@@ -835,9 +1132,31 @@ fn sample_command(selector: &AdapterSelector, args: SampleArgs) -> shadergrad::R
 }
 
 /// `train-mlp`: loads or generates the data, trains, prints the accuracies.
-fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergrad::Result<()> {
+fn train_mlp_command(
+    selector: &AdapterSelector,
+    args: TrainMlpArgs,
+    typed: &Typed,
+) -> shadergrad::Result<()> {
     let activation: Activation = args.activation.parse()?;
     let rule = parse_rule(&args.optimizer)?;
+    if let Some(save) = &args.save {
+        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    let resume = args
+        .resume
+        .as_deref()
+        .map(shadergrad::checkpoint::load)
+        .transpose()?;
+    if let Some(checkpoint) = &resume {
+        check_resume_agrees(
+            checkpoint,
+            typed,
+            &[
+                ("layers", "hidden", json!(args.layers)),
+                ("activation", "activation", json!(args.activation)),
+            ],
+        )?;
+    }
     let (dataset, description) = match &args.data {
         Some(path) => (Dataset::from_csv(path)?, path.display().to_string()),
         None => {
@@ -880,7 +1199,7 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
         }
     };
     let gpu = Gpu::new(selector)?;
-    eprintln!(
+    say!(
         "train-mlp: {} training and {} test examples of {} features, {} classes, on {}",
         train.n,
         test.n,
@@ -898,31 +1217,31 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
         epochs: args.epochs,
         seed: args.seed,
         save: args.save,
+        resume,
         metrics: args.metrics,
         data_description: description,
         standardizer: Some(standardizer),
     };
     let result = train_mlp(&gpu, &config)?;
-    println!(
+    out!(
         "train accuracy {:.2}%, test accuracy {:.2}% (test loss {:.4}) after {} steps in {:.1} s",
         100.0 * result.train_accuracy,
         100.0 * result.test_accuracy,
         result.final_loss,
         result.steps,
         result.seconds
-    );
-    Ok(())
+    )
 }
 
 /// Prints every adapter, then the one the other commands would use.
 fn adapters(selector: &AdapterSelector) -> shadergrad::Result<()> {
     for report in adapter_reports()? {
-        println!("{report}");
+        out!("{report}")?;
     }
     let chosen = select_adapter(enumerate_adapters(&instance())?, selector)?.get_info();
-    println!(
+    out!(
         "\nselected: {} ({}); choose another with --adapter or {ADAPTER_ENV}=<index|backend|name>",
-        chosen.name, chosen.backend
-    );
-    Ok(())
+        chosen.name,
+        chosen.backend
+    )
 }

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -28,6 +28,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
+use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
 /// A compiled training step for one window shape, and the values it feeds or reads.
 struct TrainPlan {
@@ -356,10 +357,29 @@ pub struct LmTraining {
     pub steps: usize,
     pub epochs: usize,
     pub seed: u64,
+    /// Saved whenever the validation perplexity improves: the parameters, the optimizer's
+    /// state and the epoch reached.
     pub save: Option<PathBuf>,
+    /// A checkpoint of `save` to continue from: its model, vocabulary, optimizer state and
+    /// epoch (`model` above is then unused; the text must only use its characters).
+    pub resume: Option<Checkpoint>,
     pub metrics: Option<PathBuf>,
     /// Characters sampled after each epoch (0: none).
     pub sample_length: usize,
+    /// Stop once this much time has passed (the epoch under way is finished and saved).
+    pub max_minutes: Option<f64>,
+    /// Stop after this many epochs without a better validation perplexity.
+    pub patience: usize,
+}
+
+/// Why a training run stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LmStop {
+    EpochsDone,
+    /// `patience` epochs passed without a better validation perplexity.
+    NoImprovement,
+    /// `max_minutes` passed.
+    TimeCap,
 }
 
 /// What a training run reached.
@@ -367,6 +387,9 @@ pub struct LmTraining {
 pub struct LmResult {
     pub steps: u64,
     pub seconds: f64,
+    /// Epochs trained by this run, and why it stopped.
+    pub epochs: usize,
+    pub stop: LmStop,
     pub best_val_perplexity: f64,
     /// The perplexity of character frequencies alone on the validation text.
     pub unigram_perplexity: f64,
@@ -406,16 +429,47 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             ),
         ));
     }
-    let vocab = Vocab::from_text(&config.text);
-    let encode = |chars: &[char]| vocab.encode(&chars.iter().collect::<String>()).0;
-    let (train, valid) = (encode(train_chars), encode(valid_chars));
-    let model_config = CharLmConfig {
-        vocab_size: vocab.len(),
-        ..config.model.clone()
+    let mut model = match &config.resume {
+        Some(checkpoint) => CharLmModel::from_checkpoint(gpu, checkpoint)?,
+        None => {
+            let vocab = Vocab::from_text(&config.text);
+            let model_config = CharLmConfig {
+                vocab_size: vocab.len(),
+                ..config.model.clone()
+            };
+            CharLmModel::new(gpu, model_config, vocab, config.seed)?
+        }
     };
-    let unigram = unigram_perplexity(&train, &valid, vocab.len());
-    let mut model = CharLmModel::new(gpu, model_config, vocab, config.seed)?;
+    let encode = |chars: &[char]| -> Result<Vec<u32>> {
+        let (ids, unknown) = model.vocab.encode(&chars.iter().collect::<String>());
+        match unknown.first() {
+            None => Ok(ids),
+            Some(c) => Err(Error::invalid(
+                "train-lm",
+                format!(
+                    "{} holds {c:?}, which the resumed model's vocabulary lacks: resume with \
+                     the text it was trained on",
+                    config.text_name
+                ),
+            )),
+        }
+    };
+    let (train, valid) = (encode(train_chars)?, encode(valid_chars)?);
+    let unigram = unigram_perplexity(&train, &valid, model.vocab.len());
     let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let mut first_epoch = 1;
+    let mut best = f64::INFINITY;
+    if let Some(checkpoint) = &config.resume {
+        resume_optimizer(gpu, &mut optimizer, checkpoint, "train-lm")?;
+        first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-lm")?;
+        best = training_number(checkpoint, "val_perplexity").map_or(f64::INFINITY, f64::ln);
+        note!(
+            "resuming from {} after epoch {}; the model and its vocabulary come from the \
+             checkpoint",
+            checkpoint.path.display(),
+            first_epoch - 1
+        );
+    }
     let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
     let valid_batches = lm_batches(&valid, config.steps, config.batch, 0, None)?;
     // The sample prompt: the start of the text's first line, which the model has read.
@@ -428,7 +482,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         ids if ids.is_empty() => train[..1].to_vec(),
         ids => ids,
     };
-    eprintln!(
+    note!(
         "{} {}-layer{} character language model, hidden {}, embedding {}: {} parameters; {} \
          training and {} validation characters of {}, vocabulary of {} characters; windows of \
          {} steps, batch {}; unigram perplexity {unigram:.2}",
@@ -447,16 +501,24 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
     );
 
     let started = Instant::now();
-    let mut rng = Rng::new(config.seed);
+    let cap = config
+        .max_minutes
+        .map(|m| Duration::from_secs_f64(m * 60.0));
     let windows_per_epoch = (train.len() - 1).div_ceil(config.steps);
+    let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
     let mut progress = Progress::stderr(
-        (windows_per_epoch.div_ceil(config.batch) * config.epochs) as u64,
+        (windows_per_epoch.div_ceil(config.batch) * epochs_left) as u64,
         config.epochs,
         "char",
     );
-    let (mut step, mut best) = (0u64, f64::INFINITY);
+    let mut step = optimizer.current_step();
     let (mut train_chars_seen, mut train_seconds) = (0usize, 0.0f64);
-    for epoch in 1..=config.epochs {
+    let (mut epochs_run, mut since_best) = (0usize, 0usize);
+    let mut stop = LmStop::EpochsDone;
+    for epoch in first_epoch..=config.epochs {
+        // Each epoch's draws come from the seed and the epoch alone, so that a resumed run
+        // draws what an uninterrupted one would.
+        let mut rng = Rng::new(config.seed ^ (epoch as u64) << 20);
         // A new offset each epoch, so that windows do not always cut the text at the same
         // places; at least one whole window stays.
         let start = rng.below(config.steps.min(train.len() - config.steps));
@@ -542,8 +604,11 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             .with("lr", f64::from(optimizer.learning_rate(step)));
             file.append(&record)?;
         }
+        epochs_run += 1;
+        since_best += 1;
         if val_loss < best {
             best = val_loss;
+            since_best = 0;
             if let Some(path) = &config.save {
                 let training = json!({
                     "training": {
@@ -566,10 +631,20 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
                 ));
             }
         }
+        if since_best >= config.patience.max(1) {
+            stop = LmStop::NoImprovement;
+            break;
+        }
+        if cap.is_some_and(|cap| started.elapsed() >= cap) {
+            stop = LmStop::TimeCap;
+            break;
+        }
     }
     progress.finish();
     Ok(LmResult {
         steps: step,
+        epochs: epochs_run,
+        stop,
         seconds: started.elapsed().as_secs_f64(),
         best_val_perplexity: best.exp(),
         unigram_perplexity: unigram,

@@ -11,19 +11,20 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::classify::{
     encode_texts, text_batches, EncodedText, LabelledText, Labels, TextBatch, WordVocab, NO_LABEL,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::nn::shared::{compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
+use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
 /// A compiled training step for one batch shape, and the values it feeds or reads.
 struct TrainPlan {
@@ -90,6 +91,63 @@ impl TextCnnModel {
         // Building (not compiling) the smallest graph makes every parameter, in a fixed
         // order, before an optimizer is made over them.
         model.training_graph(1, widest)?;
+        Ok(model)
+    }
+
+    /// The model a checkpoint of [`TextCnnModel::save`] holds, with its vocabulary and
+    /// class names; optimizer state in it is left alone.
+    pub fn from_checkpoint(gpu: &Gpu, checkpoint: &Checkpoint) -> Result<Self> {
+        let bad = |what: &str| {
+            Error::format(
+                &checkpoint.path,
+                format!("the config has no valid {what}: not a train-cnn checkpoint"),
+            )
+        };
+        let config = &checkpoint.config;
+        let architecture = config
+            .get("architecture")
+            .filter(|a| a.get("kind").and_then(Value::as_str) == Some("textcnn"))
+            .ok_or_else(|| bad("\"architecture\" of kind \"textcnn\""))?;
+        let size = |key: &str| {
+            architecture
+                .get(key)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(&format!("architecture {key:?}")))
+        };
+        let strings = |key: &str| -> Result<Vec<String>> {
+            config
+                .get(key)
+                .and_then(Value::as_array)
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .ok_or_else(|| bad(&format!("{key:?} (a list of strings)")))
+        };
+        let widths = architecture
+            .get("widths")
+            .and_then(Value::as_array)
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|w| w.as_u64().and_then(|w| usize::try_from(w).ok()))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .ok_or_else(|| bad("architecture \"widths\""))?;
+        let model_config = TextCnnConfig {
+            vocab_size: size("vocab_size")?,
+            embed: size("embed")?,
+            widths,
+            filters: size("filters")?,
+            classes: size("classes")?,
+        };
+        let vocab = WordVocab::from_words(&strings("vocabulary")?)?;
+        let labels = Labels::from_names(strings("labels")?)?;
+        let model = TextCnnModel::new(gpu, model_config, vocab, labels, 0)?;
+        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
         Ok(model)
     }
 
@@ -262,7 +320,11 @@ pub struct CnnTraining {
     pub batch: usize,
     pub epochs: usize,
     pub seed: u64,
+    /// Saved after every epoch: the parameters, the optimizer's state and the epoch reached.
     pub save: Option<PathBuf>,
+    /// A checkpoint of `save` to continue from: its model, vocabulary, class names,
+    /// optimizer state and epoch (`embed`, `widths` and `filters` above are then unused).
+    pub resume: Option<Checkpoint>,
     pub metrics: Option<PathBuf>,
 }
 
@@ -301,22 +363,40 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         ));
     }
     config.optimizer.validate()?;
-    let labels = Labels::from_examples(&config.train)?;
-    let vocab = WordVocab::from_examples(&config.train);
-    let train = encode_texts(&vocab, &labels, &config.train, "training")?;
-    let valid = encode_texts(&vocab, &labels, &config.valid, "validation")?;
-    let model_config = TextCnnConfig {
-        vocab_size: vocab.len(),
-        embed: config.embed,
-        widths: config.widths.clone(),
-        filters: config.filters,
-        classes: labels.len(),
+    let mut model = match &config.resume {
+        Some(checkpoint) => TextCnnModel::from_checkpoint(gpu, checkpoint)?,
+        None => {
+            let labels = Labels::from_examples(&config.train)?;
+            let vocab = WordVocab::from_examples(&config.train);
+            let model_config = TextCnnConfig {
+                vocab_size: vocab.len(),
+                embed: config.embed,
+                widths: config.widths.clone(),
+                filters: config.filters,
+                classes: labels.len(),
+            };
+            TextCnnModel::new(gpu, model_config, vocab, labels, config.seed)?
+        }
     };
-    let mut model = TextCnnModel::new(gpu, model_config, vocab, labels, config.seed)?;
+    let train = encode_texts(&model.vocab, &model.labels, &config.train, "training")?;
+    let valid = encode_texts(&model.vocab, &model.labels, &config.valid, "validation")?;
     let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let mut first_epoch = 1;
+    let mut best = 0.0f64;
+    if let Some(checkpoint) = &config.resume {
+        resume_optimizer(gpu, &mut optimizer, checkpoint, "train-cnn")?;
+        first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-cnn")?;
+        best = training_number(checkpoint, "best_valid_accuracy").unwrap_or(0.0);
+        note!(
+            "resuming from {} after epoch {}; the model, its vocabulary and classes come from \
+             the checkpoint",
+            checkpoint.path.display(),
+            first_epoch - 1
+        );
+    }
     let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
     let longest = train.iter().map(|t| t.ids.len()).max().unwrap_or(0);
-    eprintln!(
+    note!(
         "text CNN, embedding {}, widths {:?} of {} filters: {} parameters; {} training and {} \
          validation texts (longest {longest} words), {} words, classes {:?}",
         model.config.embed,
@@ -330,16 +410,15 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
     );
 
     let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
-    let mut progress =
-        Progress::stderr(steps_per_epoch * config.epochs as u64, config.epochs, "ex");
+    let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
+    let mut progress = Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex");
     let started = Instant::now();
     let (mut train_examples, mut train_seconds) = (0usize, 0.0f64);
-    let mut step = 0u64;
-    let mut best = 0.0f64;
+    let mut step = optimizer.current_step();
     let mut last = (0.0, 0.0);
     // The display keeps the last validation accuracy beside the running loss.
     let mut shown_accuracy: Option<f64> = None;
-    for epoch in 1..=config.epochs {
+    for epoch in first_epoch..=config.epochs {
         progress.start_epoch(epoch);
         let epoch_seed = config.seed ^ Rng::new(epoch as u64).next_u64();
         let batches = text_batches(
@@ -404,25 +483,27 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
             .with("lr", f64::from(optimizer.learning_rate(step)));
             file.append(&record)?;
         }
+        if let Some(path) = &config.save {
+            let training = json!({
+                "training": {
+                    "epoch": epoch,
+                    "epochs": config.epochs,
+                    "steps": step,
+                    "optimizer_step": optimizer.current_step(),
+                    "seed": config.seed,
+                    "batch": config.batch,
+                    "lr": config.optimizer.lr,
+                    "optimizer": format!("{:?}", config.optimizer.rule),
+                    "valid_accuracy": val_accuracy,
+                    "best_valid_accuracy": best,
+                    "data": config.data_description,
+                }
+            });
+            model.save(path, Some(&optimizer), training)?;
+            progress.message(&format!("  saved {}", path.display()));
+        }
     }
     progress.finish();
-    if let Some(path) = &config.save {
-        let training = json!({
-            "training": {
-                "epochs": config.epochs,
-                "steps": step,
-                "optimizer_step": optimizer.current_step(),
-                "seed": config.seed,
-                "batch": config.batch,
-                "lr": config.optimizer.lr,
-                "optimizer": format!("{:?}", config.optimizer.rule),
-                "valid_accuracy": last.1,
-                "data": config.data_description,
-            }
-        });
-        model.save(path, Some(&optimizer), training)?;
-        eprintln!("saved {}", path.display());
-    }
     Ok(CnnResult {
         valid_accuracy: last.1,
         valid_loss: last.0,

@@ -1,12 +1,12 @@
 //! `shadergrad train-mlp`: the textbook's first network, a multi-layer perceptron trained
 //! with backprop on 2-D points (or the user's CSV), every step one GPU submission.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::checkpoint::save_tensors;
+use crate::checkpoint::{save_tensors, Checkpoint};
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -17,6 +17,7 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
+use crate::train::{first_resumed_epoch, resume_optimizer};
 
 /// The label padding rows carry; the loss ignores it.
 const PADDING: u32 = u32::MAX;
@@ -54,7 +55,11 @@ pub struct MlpTraining {
     pub batch: usize,
     pub epochs: usize,
     pub seed: u64,
+    /// Saved after every epoch: the parameters, the optimizer's state and the epoch reached.
     pub save: Option<PathBuf>,
+    /// A checkpoint of `save` to continue from: its parameters, optimizer state and epoch
+    /// (the architecture must be the one above).
+    pub resume: Option<Checkpoint>,
     pub metrics: Option<PathBuf>,
     /// Describes the data in the checkpoint's config (the task, or the CSV's path).
     pub data_description: String,
@@ -185,17 +190,48 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
         })
         .collect::<Result<Vec<_>>>()?;
     let mut optimizer = Optimizer::new(gpu, config.optimizer, &pairs)?;
+    let architecture = json!({
+        "kind": "mlp",
+        "inputs": config.train.dim,
+        "hidden": config.hidden,
+        "classes": classes,
+        "activation": config.activation.name(),
+    });
+    let mut first_epoch = 1;
+    if let Some(checkpoint) = &config.resume {
+        if checkpoint.config.get("architecture") != Some(&architecture) {
+            return Err(Error::format(
+                &checkpoint.path,
+                format!(
+                    "holds the model {}, not the one asked for ({architecture}): resume with \
+                     the data and --layers it was trained with",
+                    checkpoint
+                        .config
+                        .get("architecture")
+                        .map_or("(none)".to_string(), |a| a.to_string())
+                ),
+            ));
+        }
+        load_parameters(&model, checkpoint)?;
+        resume_optimizer(gpu, &mut optimizer, checkpoint, "train-mlp")?;
+        first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-mlp")?;
+        note!(
+            "resuming from {} after epoch {}",
+            checkpoint.path.display(),
+            first_epoch - 1
+        );
+    }
     let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
 
     let padding = LastBatch::Pad { label: PADDING };
     let steps_per_epoch = config.train.batch_count(config.batch, padding) as u64;
-    let mut progress =
-        Progress::stderr(steps_per_epoch * config.epochs as u64, config.epochs, "ex");
+    let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
+    let mut progress = Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex");
     let start = Instant::now();
-    let mut step = 0u64;
+    let mut step = optimizer.current_step();
     // The display keeps the last test accuracy beside the running loss.
     let mut shown_accuracy = Vec::new();
-    for epoch in 1..=config.epochs {
+    for epoch in first_epoch..=config.epochs {
         progress.start_epoch(epoch);
         let (mut epoch_loss, mut loss_reads) = (0.0, 0usize);
         for batch in config
@@ -226,8 +262,8 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
             }
             progress.advance(batch.real() as u64, &shown);
         }
-        let (test_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
-        shown_accuracy = vec![("test_acc", test_accuracy)];
+        let (test_loss, epoch_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
+        shown_accuracy = vec![("test_acc", epoch_accuracy)];
         if let Some(file) = metrics.as_mut() {
             let record = EpochMetrics {
                 epoch,
@@ -235,40 +271,15 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 elapsed_s: start.elapsed().as_secs_f64(),
                 train_loss: epoch_loss / loss_reads.max(1) as f64,
                 val_loss: Some(test_loss),
-                val_accuracy: Some(test_accuracy),
+                val_accuracy: Some(epoch_accuracy),
                 extra: Vec::new(),
             }
             .with("lr", f64::from(optimizer.learning_rate(step)));
             file.append(&record)?;
         }
-    }
-    progress.finish();
-    let (_, train_accuracy) = evaluate(&mut model, &config.train, config.batch)?;
-    let (final_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
-    if let Some(path) = &config.save {
-        // The parameters, and the optimizer's state beside them for resuming.
-        let optimizer_state: Vec<(String, Tensor)> = optimizer
-            .state_tensors()
-            .into_iter()
-            .map(|(name, t)| (format!("{OPTIMIZER_PREFIX}{name}"), t))
-            .collect();
-        let mut tensors = model
-            .parameters
-            .iter()
-            .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
-            .collect::<Result<Vec<_>>>()?;
-        tensors.extend(optimizer_state.iter().map(|(name, t)| (name.as_str(), t)));
-        let checkpoint_config = json!({
-            "architecture": {
-                "kind": "mlp",
-                "inputs": config.train.dim,
-                "hidden": config.hidden,
-                "classes": classes,
-                "activation": config.activation.name(),
-            },
-            "data": config.data_description,
-            "standardizer": config.standardizer.as_ref().map(|s| json!({"mean": s.mean, "std": s.std})),
-            "training": {
+        if let Some(path) = &config.save {
+            let training = json!({
+                "epoch": epoch,
                 "epochs": config.epochs,
                 "steps": step,
                 "seed": config.seed,
@@ -276,11 +287,14 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 "optimizer": format!("{:?}", config.optimizer.rule),
                 "optimizer_step": optimizer.current_step(),
                 "lr": config.optimizer.lr,
-                "test_accuracy": test_accuracy,
-            },
-        });
-        save_tensors(path, &tensors, &checkpoint_config)?;
+                "test_accuracy": epoch_accuracy,
+            });
+            save(&model, &optimizer, path, config, &architecture, training)?;
+        }
     }
+    progress.finish();
+    let (_, train_accuracy) = evaluate(&mut model, &config.train, config.batch)?;
+    let (final_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
     Ok(MlpResult {
         train_accuracy,
         test_accuracy,
@@ -288,4 +302,61 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
         steps: step,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Saves the parameters and the optimizer's state, with the architecture, the data's
+/// description and scaling, and the `training` record a resumed run starts from.
+fn save(
+    model: &Model,
+    optimizer: &Optimizer,
+    path: &Path,
+    config: &MlpTraining,
+    architecture: &Value,
+    training: Value,
+) -> Result<()> {
+    let optimizer_state: Vec<(String, Tensor)> = optimizer
+        .state_tensors()
+        .into_iter()
+        .map(|(name, t)| (format!("{OPTIMIZER_PREFIX}{name}"), t))
+        .collect();
+    let mut tensors = model
+        .parameters
+        .iter()
+        .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    tensors.extend(optimizer_state.iter().map(|(name, t)| (name.as_str(), t)));
+    let checkpoint_config = json!({
+        "architecture": architecture,
+        "data": config.data_description,
+        "standardizer": config.standardizer.as_ref().map(|s| json!({"mean": s.mean, "std": s.std})),
+        "training": training,
+    });
+    save_tensors(path, &tensors, &checkpoint_config)
+}
+
+/// Overwrites the model's parameters with a checkpoint's, after checking that it holds
+/// exactly these names and shapes (besides the optimizer's state).
+fn load_parameters(model: &Model, checkpoint: &Checkpoint) -> Result<()> {
+    let parameters = model
+        .parameters
+        .iter()
+        .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let optimizer_state = checkpoint
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
+        .map(|t| (t.name.as_str(), t.shape.as_slice()));
+    let expected: Vec<(&str, &[usize])> = parameters
+        .iter()
+        .map(|(name, tensor)| (*name, tensor.shape()))
+        .chain(optimizer_state)
+        .collect();
+    checkpoint.check_against(&expected)?;
+    for (name, tensor) in parameters {
+        tensor
+            .gpu()
+            .write(tensor.buffer(), checkpoint.get(name)?.as_f32()?);
+    }
+    Ok(())
 }

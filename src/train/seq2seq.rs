@@ -29,6 +29,7 @@ use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
+use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
 /// The values of a training graph that a step feeds or reads.
 struct TrainValues {
@@ -925,10 +926,12 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         return Err(Error::invalid(
             "train-seq2seq",
             format!(
-                "needs a batch ({}) and epochs ({:?}) of at least 1, and training ({}) and \
+                "needs a batch ({}) and epochs ({}) of at least 1, and training ({}) and \
                  validation ({}) pairs",
                 config.batch,
-                config.epochs,
+                config
+                    .epochs
+                    .map_or("until no improvement".to_string(), |e| e.to_string()),
                 config.train.len(),
                 config.valid.len()
             ),
@@ -972,31 +975,10 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let mut start_epoch = 1;
     let mut best = -1.0;
     if let Some(checkpoint) = resumed {
-        let state: Vec<(String, Tensor)> = checkpoint
-            .tensors
-            .iter()
-            .filter_map(|t| t.name.strip_prefix(OPTIMIZER_PREFIX).map(|name| (name, t)))
-            .map(|(name, t)| Ok((name.to_string(), t.upload(gpu)?)))
-            .collect::<Result<_>>()?;
-        let training = checkpoint.config.get("training");
-        let number = |key: &str| training.and_then(|t| t.get(key)).and_then(Value::as_f64);
-        let step = number("optimizer_step").unwrap_or(0.0) as u64;
-        optimizer.load_state(step, &state).map_err(|e| {
-            let trained_with = training
-                .and_then(|t| t.get("optimizer"))
-                .and_then(Value::as_str)
-                .unwrap_or("unknown");
-            Error::invalid(
-                "train-seq2seq",
-                format!(
-                    "{e}; the checkpoint's optimizer state is from {trained_with}: resume with \
-                     the optimizer it was trained with"
-                ),
-            )
-        })?;
-        start_epoch = number("epoch").unwrap_or(0.0) as usize + 1;
-        best = number("best_exact_match").unwrap_or(-1.0);
-        eprintln!(
+        let step = resume_optimizer(gpu, &mut optimizer, checkpoint, "train-seq2seq")?;
+        start_epoch = first_resumed_epoch(checkpoint, config.epochs, "train-seq2seq")?;
+        best = training_number(checkpoint, "best_exact_match").unwrap_or(-1.0);
+        note!(
             "resuming from {} after epoch {} (step {step}, best exact-match {:.4}); the model, \
              its vocabulary and length limits come from the checkpoint",
             checkpoint.path.display(),
@@ -1030,7 +1012,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
             model.config.embed,
         ),
     };
-    eprintln!(
+    note!(
         "{architecture}: {} parameters; {} training and {} validation pairs, vocabulary of {}",
         model.parameters.count(),
         train.len(),
@@ -1109,7 +1091,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
             seconds_to_99 = Some(started.elapsed().as_secs_f64());
         }
         let tokens_per_s = loss_tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-        eprintln!(
+        note!(
             "epoch {epoch}: train loss {:.4}, token accuracy {:.4} | validation loss {val_loss:.4}, \
              exact-match {exact:.4} | {tokens_per_s:.0} tokens/s, {:.0} s so far",
             loss_sum / loss_tokens.max(1) as f64,
@@ -1127,7 +1109,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
             } else {
                 "wrong"
             };
-            eprintln!("  {source:?} → {predicted:?} (expected {target:?}, {mark})");
+            note!("  {source:?} → {predicted:?} (expected {target:?}, {mark})");
         }
         if let Some(file) = metrics.as_mut() {
             let record = EpochMetrics {
@@ -1166,7 +1148,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                     }
                 });
                 model.save(path, Some(&optimizer), training)?;
-                eprintln!("  saved {} (exact-match {best:.4})", path.display());
+                note!("  saved {} (exact-match {best:.4})", path.display());
             }
         } else {
             since_best += 1;
@@ -1205,7 +1187,7 @@ fn encode_checked(model: &Seq2SeqModel, pairs: &[Pair], what: &str) -> Result<Ve
         unknown.extend(model.vocab.encode(&pair.target).1);
     }
     if !unknown.is_empty() {
-        eprintln!(
+        note!(
             "warning: {} {what} characters are not in the model's vocabulary and become UNK: {:?}",
             unknown.len(),
             unknown.iter().collect::<String>()
