@@ -55,6 +55,55 @@ pub fn product(what: &str, factors: &[usize]) -> Result<u64> {
         })
 }
 
+/// The product of sizes, saturating at `u64::MAX` (which is past every limit): for
+/// estimates, where an overflow only needs to fail the check that follows.
+pub fn saturating_product(factors: &[usize]) -> u64 {
+    factors
+        .iter()
+        .fold(1u64, |acc, &factor| acc.saturating_mul(factor as u64))
+}
+
+/// A sum of products of sizes, exact or an error: a parameter count from sizes that came
+/// from a user or a file, which may overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// `None` once a product or the sum overflowed.
+    total: Option<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally { total: Some(0) }
+    }
+}
+
+impl Tally {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the product of `factors`.
+    pub fn add(&mut self, factors: &[usize]) -> &mut Self {
+        self.total = self.total.and_then(|total| {
+            factors
+                .iter()
+                .try_fold(1u64, |acc, &factor| acc.checked_mul(factor as u64))
+                .and_then(|product| total.checked_add(product))
+        });
+        self
+    }
+
+    /// The sum, or an error saying that `what` overflows.
+    pub fn total(&self, what: &str) -> Result<u64> {
+        self.total.ok_or_else(|| {
+            Error::invalid(
+                "sizes",
+                format!("{what} overflows a 64-bit count: the sizes are far too large"),
+            )
+        })
+    }
+}
+
 /// What a run will allocate, part by part, in bytes: built from the sizes asked for, then
 /// checked as a whole with [`MemoryEstimate::check`].
 #[derive(Debug, Clone, Default)]
@@ -87,6 +136,13 @@ impl MemoryEstimate {
             self.largest_buffer = Some((what.clone(), one));
         }
         self.parts.push((what, one.saturating_mul(buffers)));
+        self
+    }
+
+    /// Adds `count` 4-byte elements spread over many buffers (a model's parameters), which
+    /// count towards the total only.
+    pub fn spread(&mut self, what: impl Into<String>, count: u64) -> &mut Self {
+        self.parts.push((what.into(), count.saturating_mul(4)));
         self
     }
 
@@ -211,6 +267,21 @@ mod tests {
             .to_string();
         assert!(message.contains("9.8 KiB"), "{message}");
         assert!(message.contains("the activations"), "{message}");
+    }
+
+    #[test]
+    fn a_tally_sums_products_and_says_when_it_overflows() {
+        let mut tally = Tally::new();
+        tally.add(&[3, 4]).add(&[5]);
+        assert_eq!(tally.total("count").unwrap(), 17);
+        tally.add(&[usize::MAX, 2]);
+        let message = tally.total("the parameter count").unwrap_err().to_string();
+        assert!(
+            message.contains("the parameter count overflows"),
+            "{message}"
+        );
+        assert_eq!(saturating_product(&[usize::MAX, 3]), u64::MAX);
+        assert_eq!(saturating_product(&[7, 3]), 21);
     }
 
     #[test]

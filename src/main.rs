@@ -1,6 +1,6 @@
 //! The `shadergrad` command line.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -954,42 +954,125 @@ fn train_cnn_command(
 }
 
 /// `translate`: decodes each argument, or each line of stdin, one output line per input.
+/// A line that cannot be decoded (not UTF-8, empty, longer than the model reads) is named
+/// on stderr and printed as an empty line, so that outputs stay in step with inputs; the
+/// rest are decoded, and the command fails at the end.
 fn translate_command(selector: &AdapterSelector, args: TranslateArgs) -> shadergrad::Result<()> {
+    if let Some(position) = args.text.iter().position(|text| text.is_empty()) {
+        return Err(Error::invalid(
+            "translate",
+            format!(
+                "text argument {} is empty: expected something to translate",
+                position + 1
+            ),
+        ));
+    }
     let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
     let gpu = Gpu::new(selector)?;
     let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
-    let lines: Vec<String> = if args.text.is_empty() {
+    let inputs: Vec<Vec<u8>> = if args.text.is_empty() {
         std::io::stdin()
-            .lines()
+            .lock()
+            .split(b'\n')
             .collect::<std::io::Result<_>>()
             .map_err(|source| Error::Io {
                 path: PathBuf::from("<stdin>"),
                 source,
             })?
     } else {
-        args.text
+        args.text.into_iter().map(String::into_bytes).collect()
     };
-    let mut sources = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        let (ids, unknown) = model.vocab.encode(line);
-        if !unknown.is_empty() {
-            say!(
-                "warning: input {} has characters the model does not know, read as UNK: {:?}",
-                i + 1,
-                unknown.iter().collect::<String>()
-            );
-        }
-        sources.push(ids);
-    }
-    let outputs = model.decode(&sources, args.beam, args.batch)?;
     let mut out = std::io::stdout().lock();
-    for output in outputs {
-        writeln!(out, "{}", model.vocab.decode(&output)).map_err(|source| Error::Io {
-            path: PathBuf::from("<stdout>"),
-            source,
-        })?;
+    let mut bad_lines = Vec::new();
+    let window = args.batch.max(1);
+    for (first, lines) in inputs.chunks(window).enumerate() {
+        let first = first * window;
+        // Each line's ids, or why it cannot be decoded.
+        let sources: Vec<Result<Vec<u32>, String>> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| source_ids(&model, line, first + i + 1))
+            .collect();
+        let good: Vec<Vec<u32>> = sources.iter().filter_map(|s| s.clone().ok()).collect();
+        let mut decoded = if good.is_empty() {
+            Vec::new()
+        } else {
+            model.decode(&good, args.beam, args.batch)?
+        }
+        .into_iter();
+        for (i, source) in sources.iter().enumerate() {
+            let text = match source {
+                Ok(_) => decoded
+                    .next()
+                    .map(|ids| model.vocab.decode(&ids))
+                    .unwrap_or_default(),
+                Err(why) => {
+                    say!(
+                        "error: input line {}: {why}; printed as an empty line",
+                        first + i + 1
+                    );
+                    bad_lines.push(first + i + 1);
+                    String::new()
+                }
+            };
+            out!("{text}")?;
+        }
+        out.flush().map_err(stdout_error)?;
     }
-    Ok(())
+    match bad_lines.as_slice() {
+        [] => Ok(()),
+        bad => Err(Error::invalid(
+            "translate",
+            format!(
+                "{} of {} inputs could not be translated (line{} {}); the others were",
+                bad.len(),
+                inputs.len(),
+                if bad.len() == 1 { "" } else { "s" },
+                list_some(bad)
+            ),
+        )),
+    }
+}
+
+/// The ids of one input of `translate` (`number` counts from 1), or why it cannot be
+/// decoded.
+fn source_ids(model: &Seq2SeqModel, line: &[u8], number: usize) -> Result<Vec<u32>, String> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "not UTF-8 text (an invalid byte at column {})",
+            e.valid_up_to() + 1
+        )
+    })?;
+    if text.is_empty() {
+        return Err("empty: nothing to translate".to_string());
+    }
+    let (ids, unknown) = model.vocab.encode(text);
+    if ids.len() > model.max_source {
+        return Err(format!(
+            "{} characters, more than the {} this model reads (the longest source it was \
+             trained on)",
+            ids.len(),
+            model.max_source
+        ));
+    }
+    if !unknown.is_empty() {
+        say!(
+            "warning: input {number} has characters the model does not know, read as UNK: {:?}",
+            unknown.iter().collect::<String>()
+        );
+    }
+    Ok(ids)
+}
+
+/// Up to ten numbers, comma-separated, and how many more there are.
+fn list_some(numbers: &[usize]) -> String {
+    const SHOWN: usize = 10;
+    let shown: Vec<String> = numbers.iter().take(SHOWN).map(usize::to_string).collect();
+    match numbers.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
 }
 
 /// `train-lm`: reads the text, trains, reports the perplexity reached.
@@ -1118,17 +1201,24 @@ fn sample_command(selector: &AdapterSelector, args: SampleArgs) -> shadergrad::R
             ),
         ));
     }
-    let drawn = model.sample(
+    // Each character is printed as it is drawn: a long sample shows itself growing.
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", args.prompt)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)?;
+    let vocab = model.vocab.clone();
+    model.sample_each(
         &known,
         args.length,
         args.temperature,
         &mut Rng::new(args.seed),
+        &mut |id| {
+            write!(out, "{}", vocab.decode(&[id]))
+                .and_then(|()| out.flush())
+                .map_err(stdout_error)
+        },
     )?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}{}", args.prompt, model.vocab.decode(&drawn)).map_err(|source| Error::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })
+    writeln!(out).map_err(stdout_error)
 }
 
 /// `train-mlp`: loads or generates the data, trains, prints the accuracies.

@@ -151,3 +151,21 @@ fn a_checkpoint_samples_like_the_model_it_saved() {
             .is_err());
     }
 }
+
+/// The count from the sizes alone (checked before anything is built, and against a
+/// checkpoint's tensors) is the count of the model built.
+#[test]
+fn the_parameter_count_from_the_sizes_is_the_models() {
+    let vocab = Vocab::from_text("the cat sat on the mat");
+    for cell in [CellKind::Rnn, CellKind::Gru, CellKind::Lstm] {
+        for layers in [1, 3] {
+            let model = model(cell, layers, &vocab);
+            assert_eq!(
+                model.config.parameter_count().unwrap(),
+                model.parameters.count() as u64,
+                "{:?}",
+                model.config
+            );
+        }
+    }
+}

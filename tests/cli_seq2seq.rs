@@ -199,7 +199,15 @@ fn a_diverging_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
         &model,
         &metrics,
         "5",
-        &["--optimizer", "sgd", "--lr", "1e30", "--clip", "0"],
+        &[
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--clip",
+            "0",
+            "--overwrite",
+        ],
     );
     assert!(!output.status.success());
     let stderr = text(&output.stderr);
@@ -248,7 +256,7 @@ fn a_transformer_trains_saves_and_translates() {
 
     // With dropout and a warm-up: trained, saved with its dropout, translated.
     let mut with_dropout = transformer.to_vec();
-    with_dropout.extend(["--dropout", "0.2", "--warmup", "3"]);
+    with_dropout.extend(["--dropout", "0.2", "--warmup", "3", "--overwrite"]);
     let output = tiny_training(&model, &metrics, "1", &with_dropout);
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "stderr: {stderr}");

@@ -50,6 +50,14 @@ fn an_mlp_names_its_parameters_and_computes_logits() {
             "layer2.bias"
         ]
     );
+    // The count from the sizes alone (checked before a model is built) is the graph's.
+    let counted: usize = g
+        .parameters()
+        .iter()
+        .map(|&p| g.shape(p).iter().product::<usize>())
+        .sum();
+    assert_eq!(Mlp::parameter_count(&[3, 5, 4, 2]).unwrap(), counted as u64);
+    assert!(Mlp::parameter_count(&[3, usize::MAX, 4]).is_err());
     let x = g.input("x", &[7, 3]);
     let logits = mlp.forward(&mut g, x).unwrap();
     assert_eq!(g.shape(logits), &[7, 2]);

@@ -289,3 +289,62 @@ fn a_transformer_dropout_outside_zero_to_one_is_an_error_naming_it() {
         assert!(message.contains(&format!("p = {p}")), "{message}");
     }
 }
+
+/// The count from the sizes alone (used to check sizes before anything is built, and a
+/// checkpoint's config against its tensors) is the count of the model built.
+#[test]
+fn the_parameter_count_from_the_sizes_is_the_models() {
+    let pairs = reverse_pairs(20, 3);
+    let mut configs = Vec::new();
+    for cell in [CellKind::Rnn, CellKind::Gru, CellKind::Lstm] {
+        for attention in [
+            AttentionKind::None,
+            AttentionKind::Dot,
+            AttentionKind::Additive,
+        ] {
+            for (layers, bidirectional) in [(1, false), (2, true)] {
+                configs.push(config(cell, attention, layers, bidirectional));
+            }
+        }
+    }
+    configs.extend([transformer(1, 0.0), transformer(3, 0.0)]);
+    for config in configs {
+        let (model, _) = model(config, &pairs);
+        assert_eq!(
+            model.config.parameter_count().unwrap(),
+            model.parameters.count() as u64,
+            "{:?}",
+            model.config
+        );
+    }
+}
+
+#[test]
+fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() {
+    let huge = Seq2SeqConfig {
+        vocab_size: 20,
+        hidden: usize::MAX / 2,
+        ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
+    };
+    let message = huge.parameter_count().unwrap_err().to_string();
+    assert!(message.contains("overflows"), "{message}");
+    let wide = Seq2SeqConfig {
+        vocab_size: 20,
+        hidden: 1_000_000,
+        ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
+    };
+    let message = wide
+        .training_memory(128, 10, 10)
+        .unwrap()
+        .check_against("train-seq2seq", 1 << 30, Some(24 << 30))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("hidden 1000000"), "{message}");
+    let deep = Seq2SeqConfig {
+        vocab_size: 20,
+        layers: 1_000_000,
+        ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
+    };
+    let message = deep.parameter_count().unwrap_err().to_string();
+    assert!(message.contains("1000000 layers"), "{message}");
+}

@@ -354,3 +354,20 @@ fn split_holds_out_the_fraction() {
         assert!(error.contains("fraction"), "{fraction}: {error}");
     }
 }
+
+/// The count from the sizes alone (checked before anything is built, and against a
+/// checkpoint's tensors) is the count of the model built.
+#[test]
+fn the_parameter_count_from_the_sizes_is_the_models() {
+    let train = [
+        example("pos", "good film"),
+        example("neg", "bad plot, bad acting"),
+    ];
+    for widths in [vec![1], vec![2, 3, 5]] {
+        let model = small_model(&train, widths);
+        assert_eq!(
+            model.config.parameter_count().unwrap(),
+            model.parameters.count() as u64
+        );
+    }
+}

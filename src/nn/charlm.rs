@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::kernels::recurrent::CellKind;
-use crate::nn::seq2seq::{parse_cell, RecurrentLayer, State};
+use crate::limits::{saturating_product, MemoryEstimate, Tally};
+use crate::nn::seq2seq::{parse_cell, RecurrentLayer, State, MAX_COUNTED_LAYERS};
 use crate::nn::shared::{Binder, Start};
 
 /// The architecture: everything needed to rebuild the model from a checkpoint.
@@ -39,6 +40,67 @@ impl CharLmConfig {
             ],
         )?;
         Ok(())
+    }
+
+    /// How many numbers the parameters hold, from the sizes alone (an error when the
+    /// count overflows); a test holds it to the model built.
+    pub fn parameter_count(&self) -> Result<u64> {
+        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        if layers > MAX_COUNTED_LAYERS {
+            return Err(Error::invalid(
+                "charlm",
+                format!("{layers} layers: expected at most {MAX_COUNTED_LAYERS}"),
+            ));
+        }
+        let gated = self.cell.gates().saturating_mul(h);
+        let mut tally = Tally::new();
+        tally.add(&[v, e]);
+        for layer in 0..layers {
+            let input = if layer == 0 { e } else { h };
+            tally.add(&[input, gated]).add(&[h, gated]).add(&[2, gated]);
+        }
+        tally.add(&[h.saturating_add(1), v]);
+        tally.total(&format!(
+            "the parameter count of hidden {h}, embedding {e}, {layers} layers and vocabulary {v}"
+        ))
+    }
+
+    /// Roughly what training on `batch` windows of `steps` characters allocates: the
+    /// parameters with their gradients and two optimizer moments, and a step's larger
+    /// activations with their gradients.
+    pub fn training_memory(&self, batch: usize, steps: usize) -> Result<MemoryEstimate> {
+        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        let gated = self.cell.gates().saturating_mul(h);
+        let parameters = self.parameter_count()?;
+        let mut memory = MemoryEstimate::new();
+        memory
+            .spread(
+                format!("the {parameters} parameters with their gradients and optimizer state"),
+                parameters.saturating_mul(4),
+            )
+            .buffer(
+                format!("the embedding table (vocabulary {v} × embedding {e})"),
+                saturating_product(&[v, e]),
+            )
+            .buffer(
+                format!("a recurrent weight (hidden {h} × {gated} gate units)"),
+                saturating_product(&[h, gated]),
+            )
+            .buffer(
+                format!("the output layer (hidden {h} × vocabulary {v})"),
+                saturating_product(&[h, v]),
+            )
+            .buffers(
+                format!("the gates and states, per layer ({steps} steps × batch {batch} × {gated} gate units)"),
+                saturating_product(&[4, layers]),
+                saturating_product(&[steps, batch, gated]),
+            )
+            .buffers(
+                format!("the logits and their gradients (batch {batch} × {steps} steps × vocabulary {v})"),
+                3,
+                saturating_product(&[batch, steps, v]),
+            );
+        Ok(memory)
     }
 
     pub fn to_json(&self) -> Value {

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::kernels::elementwise::Unary;
+use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::rng::Rng;
 
 /// An elementwise nonlinearity between layers.
@@ -188,6 +189,52 @@ impl Mlp {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Mlp { layers, activation })
+    }
+
+    /// How many numbers the parameters of an MLP of `sizes` hold (an error when the count
+    /// overflows): weights and biases of each layer.
+    pub fn parameter_count(sizes: &[usize]) -> Result<u64> {
+        let mut tally = Tally::new();
+        for pair in sizes.windows(2) {
+            tally.add(&[pair[0].saturating_add(1), pair[1]]);
+        }
+        tally.total(&format!("the parameter count of layers {sizes:?}"))
+    }
+
+    /// Roughly what training an MLP of `sizes` on batches of `batch` allocates: the
+    /// parameters with their gradients and two optimizer moments, and each layer's
+    /// activations with their gradients.
+    pub fn training_memory(sizes: &[usize], batch: usize) -> Result<MemoryEstimate> {
+        let parameters = Mlp::parameter_count(sizes)?;
+        let mut memory = MemoryEstimate::new();
+        memory
+            .spread(
+                format!("the {parameters} parameters with their gradients and optimizer state"),
+                parameters.saturating_mul(4),
+            )
+            .buffer(
+                format!(
+                    "a batch of inputs (batch {batch} × {} features)",
+                    sizes.first().copied().unwrap_or(0)
+                ),
+                saturating_product(&[batch, sizes.first().copied().unwrap_or(0)]),
+            );
+        for (i, pair) in sizes.windows(2).enumerate() {
+            let (inputs, outputs) = (pair[0], pair[1]);
+            memory
+                .buffer(
+                    format!("layer {i}'s weight ({inputs} inputs × {outputs} outputs)"),
+                    saturating_product(&[inputs, outputs]),
+                )
+                .buffers(
+                    format!(
+                        "layer {i}'s activations and their gradients (batch {batch} × {outputs})"
+                    ),
+                    3,
+                    saturating_product(&[batch, outputs]),
+                );
+        }
+        Ok(memory)
     }
 
     /// The logits for a batch x [batch, sizes[0]].

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
+use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
 use crate::nn::transformer::TransformerShape;
 
@@ -191,9 +192,167 @@ impl Seq2SeqConfig {
 
     /// The width of the encoder's outputs.
     fn encoder_width(&self) -> usize {
-        self.hidden * if self.bidirectional { 2 } else { 1 }
+        self.hidden
+            .saturating_mul(if self.bidirectional { 2 } else { 1 })
+    }
+
+    /// How many numbers the model's parameters hold, from the sizes alone: an error when
+    /// the count overflows, as sizes from a user or a file may. It must agree with the
+    /// model built (a test holds it to that).
+    pub fn parameter_count(&self) -> Result<u64> {
+        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        if layers > MAX_COUNTED_LAYERS {
+            return Err(Error::invalid(
+                "seq2seq",
+                format!("{layers} layers: expected at most {MAX_COUNTED_LAYERS}"),
+            ));
+        }
+        let mut tally = Tally::new();
+        if let Some(shape) = self.transformer {
+            let (d, ff) = (h, shape.ff);
+            let mut layer = |attention_blocks: usize| {
+                let residual_blocks = attention_blocks + 1;
+                for _ in 0..attention_blocks {
+                    tally.add(&[4, d, d]).add(&[4, d]);
+                }
+                tally.add(&[d, ff]).add(&[ff]).add(&[ff, d]).add(&[d]);
+                tally.add(&[residual_blocks, 2, d]);
+            };
+            for _ in 0..layers {
+                layer(1);
+                layer(2);
+            }
+            tally.add(&[2, v, d]).add(&[2, 2, d]).add(&[d, v]).add(&[v]);
+        } else {
+            let gated = self.cell.gates().saturating_mul(h);
+            let directions = if self.bidirectional { 2 } else { 1 };
+            let mut recurrent = |input: usize| {
+                tally.add(&[input, gated]).add(&[h, gated]).add(&[2, gated]);
+            };
+            for layer in 0..layers {
+                let input = if layer == 0 { e } else { self.encoder_width() };
+                for _ in 0..directions {
+                    recurrent(input);
+                }
+                recurrent(if layer == 0 { e } else { h });
+            }
+            if self.bidirectional {
+                let bridges = if self.cell == CellKind::Lstm { 2 } else { 1 };
+                tally.add(&[layers, bridges, h.saturating_mul(2).saturating_add(1), h]);
+            }
+            let width = self.encoder_width();
+            match self.attention {
+                AttentionKind::None => {}
+                AttentionKind::Dot => {
+                    tally
+                        .add(&[width, h])
+                        .add(&[width.saturating_add(h).saturating_add(1), h]);
+                }
+                AttentionKind::Additive => {
+                    tally.add(&[width, h]).add(&[h, h]).add(&[h]);
+                    tally.add(&[width.saturating_add(h).saturating_add(1), h]);
+                }
+            }
+            tally.add(&[2, v, e]).add(&[h.saturating_add(1), v]);
+        }
+        tally.total(&format!(
+            "the parameter count of hidden {h}, embedding {e}, {layers} layers and vocabulary {v}"
+        ))
+    }
+
+    /// Roughly what training on batches of `batch` pairs of up to `source_steps` and
+    /// `target_steps` tokens allocates: the parameters with their gradients and two
+    /// optimizer moments, and the larger activations of a step with their gradients.
+    pub fn training_memory(
+        &self,
+        batch: usize,
+        source_steps: usize,
+        target_steps: usize,
+    ) -> Result<MemoryEstimate> {
+        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        let (b, ts, td) = (batch, source_steps.max(1), target_steps.max(1));
+        let mut memory = MemoryEstimate::new();
+        let parameters = self.parameter_count()?;
+        memory.spread(
+            format!("the {parameters} parameters with their gradients and optimizer state"),
+            parameters.saturating_mul(4),
+        );
+        memory.buffer(
+            format!("the output layer (hidden {h} × vocabulary {v})"),
+            saturating_product(&[h, v]),
+        );
+        memory.buffers(
+            format!(
+                "the logits and their gradients (batch {b} × {td} target steps × vocabulary {v})"
+            ),
+            3,
+            saturating_product(&[b, td, v]),
+        );
+        match self.transformer {
+            Some(shape) => {
+                let (heads, ff) = (shape.heads, shape.ff);
+                memory.buffer(
+                    format!("a feed-forward weight (width {h} × feed-forward {ff})"),
+                    saturating_product(&[h, ff]),
+                );
+                memory.buffer(
+                    format!("an embedding table (vocabulary {v} × width {h})"),
+                    saturating_product(&[v, h]),
+                );
+                for (what, steps, per_layer) in [("encoder", ts, 12), ("decoder", td, 18)] {
+                    memory.buffers(
+                        format!("the {what}'s activations, per layer (batch {b} × {steps} steps × width {h})"),
+                        saturating_product(&[per_layer, layers]),
+                        saturating_product(&[b, steps, h]),
+                    );
+                    memory.buffers(
+                        format!("the {what}'s feed-forward activations (batch {b} × {steps} steps × feed-forward {ff})"),
+                        saturating_product(&[2, layers]),
+                        saturating_product(&[b, steps, ff]),
+                    );
+                }
+                for (what, keys) in [("self-attention", td), ("cross-attention", ts)] {
+                    memory.buffers(
+                        format!("the decoder's {what} weights (batch {b} × heads {heads} × {td} × {keys} steps)"),
+                        saturating_product(&[2, layers]),
+                        saturating_product(&[b, heads, td, keys]),
+                    );
+                }
+            }
+            None => {
+                let gated = self.cell.gates().saturating_mul(h);
+                memory.buffer(
+                    format!("a recurrent weight (hidden {h} × {gated} gate units)"),
+                    saturating_product(&[h, self.cell.gates(), h]),
+                );
+                memory.buffer(
+                    format!("an embedding table (vocabulary {v} × embedding {e})"),
+                    saturating_product(&[v, e]),
+                );
+                let directions = if self.bidirectional { 2 } else { 1 };
+                for (what, steps, sides) in [("encoder", ts, directions), ("decoder", td, 1)] {
+                    memory.buffers(
+                        format!("the {what}'s gates and states, per layer ({steps} steps × batch {b} × {gated} gate units)"),
+                        saturating_product(&[4, sides, layers]),
+                        saturating_product(&[steps, b, gated]),
+                    );
+                }
+                if self.attention == AttentionKind::Additive {
+                    memory.buffers(
+                        format!("additive attention over every query and key (batch {b} × {td} × {ts} steps × hidden {h})"),
+                        3,
+                        saturating_product(&[b, td, ts, h]),
+                    );
+                }
+            }
+        }
+        Ok(memory)
     }
 }
+
+/// The most layers a model may declare: far beyond what trains, and a bound on the loops
+/// that count and build them.
+pub const MAX_COUNTED_LAYERS: usize = 1024;
 
 /// A recurrent state: h, and c for an LSTM.
 #[derive(Debug, Clone, Copy)]

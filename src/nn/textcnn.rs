@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::kernels::conv::Conv1d;
+use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
 
 /// The architecture: everything needed to rebuild the model.
@@ -73,6 +74,57 @@ impl TextCnnConfig {
     /// The widest filter: batches are padded to at least this many words.
     pub fn widest(&self) -> usize {
         self.widths.iter().copied().max().unwrap_or(1)
+    }
+
+    /// How many numbers the parameters hold, from the sizes alone (an error when the
+    /// count overflows); a test holds it to the model built.
+    pub fn parameter_count(&self) -> Result<u64> {
+        let (v, e, filters, classes) = (self.vocab_size, self.embed, self.filters, self.classes);
+        let mut tally = Tally::new();
+        tally.add(&[v, e]);
+        for &width in &self.widths {
+            tally.add(&[filters, e, width]).add(&[filters]);
+        }
+        let features = filters.saturating_mul(self.widths.len());
+        tally.add(&[features.saturating_add(1), classes]);
+        tally.total(&format!(
+            "the parameter count of embedding {e}, widths {:?} and {filters} filters",
+            self.widths
+        ))
+    }
+
+    /// Roughly what training on batches of `batch` texts of up to `words` words allocates:
+    /// the parameters with their gradients and two optimizer moments, and a step's larger
+    /// activations with their gradients.
+    pub fn training_memory(&self, batch: usize, words: usize) -> Result<MemoryEstimate> {
+        let (v, e, filters) = (self.vocab_size, self.embed, self.filters);
+        let widest = self.widths.iter().copied().max().unwrap_or(1);
+        let parameters = self.parameter_count()?;
+        let mut memory = MemoryEstimate::new();
+        memory
+            .spread(
+                format!("the {parameters} parameters with their gradients and optimizer state"),
+                parameters.saturating_mul(4),
+            )
+            .buffer(
+                format!("the embedding table (vocabulary {v} × embedding {e})"),
+                saturating_product(&[v, e]),
+            )
+            .buffer(
+                format!("the widest convolution's weight (filters {filters} × embedding {e} × width {widest})"),
+                saturating_product(&[filters, e, widest]),
+            )
+            .buffers(
+                format!("the embedded words and their gradients (batch {batch} × {words} words × embedding {e})"),
+                3,
+                saturating_product(&[batch, words, e]),
+            )
+            .buffers(
+                format!("the convolutions' outputs and their gradients, per width (batch {batch} × filters {filters} × {words} words)"),
+                saturating_product(&[4, self.widths.len()]),
+                saturating_product(&[batch, filters, words]),
+            );
+        Ok(memory)
     }
 
     pub fn to_json(&self) -> Value {

@@ -28,7 +28,9 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
-use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
+use crate::train::{
+    check_config_against_tensors, first_resumed_epoch, resume_optimizer, training_number,
+};
 
 /// A compiled training step for one window shape, and the values it feeds or reads.
 struct TrainPlan {
@@ -124,6 +126,10 @@ impl CharLmModel {
             .chars()
             .collect();
         let vocab = Vocab::from_chars(&chars)?;
+        check_config_against_tensors(checkpoint, model_config.parameter_count())?;
+        model_config
+            .training_memory(1, 1)?
+            .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = CharLmModel::new(gpu, model_config, vocab, 0)?;
         model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
         Ok(model)
@@ -250,6 +256,24 @@ impl CharLmModel {
         temperature: f64,
         rng: &mut Rng,
     ) -> Result<Vec<u32>> {
+        let mut drawn = Vec::new();
+        self.sample_each(prompt, length, temperature, rng, &mut |id| {
+            drawn.push(id);
+            Ok(())
+        })?;
+        Ok(drawn)
+    }
+
+    /// [`CharLmModel::sample`], handing each id to `each` as soon as it is drawn (to print
+    /// a long sample as it grows); an error from `each` stops the sampling with it.
+    pub fn sample_each(
+        &mut self,
+        prompt: &[u32],
+        length: usize,
+        temperature: f64,
+        rng: &mut Rng,
+        each: &mut dyn FnMut(u32) -> Result<()>,
+    ) -> Result<()> {
         if !(temperature >= 0.0 && temperature.is_finite()) {
             return Err(Error::invalid(
                 "sample",
@@ -282,16 +306,15 @@ impl CharLmModel {
             sampler.plan.run(&[Feed::u32(sampler.token, &[id])], &[])?;
         }
         let mut next = prompt[prompt.len() - 1];
-        let mut drawn = Vec::with_capacity(length);
         for _ in 0..length {
             sampler
                 .plan
                 .run(&[Feed::u32(sampler.token, &[next])], &[])?;
             let log_probs = sampler.plan.read(sampler.log_probs)?;
             next = draw(&log_probs, temperature, rng);
-            drawn.push(next);
+            each(next)?;
         }
-        Ok(drawn)
+        Ok(())
     }
 }
 
@@ -411,7 +434,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
     config.optimizer.validate()?;
     let chars: Vec<char> = config.text.chars().collect();
     let (train_chars, valid_chars) = split_text(&chars, TRAIN_FRACTION);
-    if train_chars.len() < config.steps + 1 || valid_chars.len() < 2 {
+    if train_chars.len() <= config.steps || valid_chars.len() < 2 {
         return Err(Error::invalid(
             "train-lm",
             format!(
@@ -424,7 +447,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
                 config.steps,
                 100.0 * TRAIN_FRACTION,
                 train_chars.len(),
-                config.steps + 1,
+                config.steps.saturating_add(1),
                 valid_chars.len()
             ),
         ));
@@ -437,9 +460,19 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
                 vocab_size: vocab.len(),
                 ..config.model.clone()
             };
+            model_config.validate()?;
+            model_config
+                .training_memory(config.batch, config.steps)?
+                .check("train-lm", gpu.max_buffer_bytes())?;
             CharLmModel::new(gpu, model_config, vocab, config.seed)?
         }
     };
+    if config.resume.is_some() {
+        model
+            .config
+            .training_memory(config.batch, config.steps)?
+            .check("train-lm", gpu.max_buffer_bytes())?;
+    }
     let encode = |chars: &[char]| -> Result<Vec<u32>> {
         let (ids, unknown) = model.vocab.encode(&chars.iter().collect::<String>());
         match unknown.first() {

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::data::classify::{
-    encode_texts, text_batches, EncodedText, LabelledText, Labels, TextBatch, WordVocab, NO_LABEL,
+    encode_texts, text_batches, tokenize, EncodedText, LabelledText, Labels, TextBatch, WordVocab,
+    NO_LABEL,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
@@ -24,7 +25,9 @@ use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
-use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
+use crate::train::{
+    check_config_against_tensors, first_resumed_epoch, resume_optimizer, training_number,
+};
 
 /// A compiled training step for one batch shape, and the values it feeds or reads.
 struct TrainPlan {
@@ -146,6 +149,10 @@ impl TextCnnModel {
         };
         let vocab = WordVocab::from_words(&strings("vocabulary")?)?;
         let labels = Labels::from_names(strings("labels")?)?;
+        check_config_against_tensors(checkpoint, model_config.parameter_count())?;
+        model_config
+            .training_memory(1, model_config.widest())?
+            .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = TextCnnModel::new(gpu, model_config, vocab, labels, 0)?;
         model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
         Ok(model)
@@ -363,6 +370,13 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         ));
     }
     config.optimizer.validate()?;
+    let longest_text = config
+        .train
+        .iter()
+        .chain(&config.valid)
+        .map(|example| tokenize(&example.text).len())
+        .max()
+        .unwrap_or(0);
     let mut model = match &config.resume {
         Some(checkpoint) => TextCnnModel::from_checkpoint(gpu, checkpoint)?,
         None => {
@@ -375,9 +389,20 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
                 filters: config.filters,
                 classes: labels.len(),
             };
+            model_config.validate()?;
+            model_config
+                .training_memory(config.batch, longest_text.max(model_config.widest()))?
+                .check("train-cnn", gpu.max_buffer_bytes())?;
             TextCnnModel::new(gpu, model_config, vocab, labels, config.seed)?
         }
     };
+    if config.resume.is_some() {
+        let words = longest_text.max(model.config.widest());
+        model
+            .config
+            .training_memory(config.batch, words)?
+            .check("train-cnn", gpu.max_buffer_bytes())?;
+    }
     let train = encode_texts(&model.vocab, &model.labels, &config.train, "training")?;
     let valid = encode_texts(&model.vocab, &model.labels, &config.valid, "validation")?;
     let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;

@@ -88,20 +88,12 @@ struct Model {
     gradients: Vec<Var>,
 }
 
-fn build(gpu: &Gpu, config: &MlpTraining, classes: usize, dim: usize) -> Result<Model> {
+/// The model for layer sizes `sizes` (inputs first, classes last).
+fn build(gpu: &Gpu, config: &MlpTraining, sizes: &[usize]) -> Result<Model> {
     let mut g = Graph::new(gpu);
-    let x = g.input("x", &[config.batch, dim]);
+    let x = g.input("x", &[config.batch, sizes[0]]);
     let labels = g.input_indices("labels", &[config.batch]);
-    let sizes: Vec<usize> = std::iter::once(dim)
-        .chain(config.hidden.iter().copied())
-        .chain(std::iter::once(classes))
-        .collect();
-    let mlp = Mlp::new(
-        &mut g,
-        &sizes,
-        config.activation,
-        &mut Rng::new(config.seed),
-    )?;
+    let mlp = Mlp::new(&mut g, sizes, config.activation, &mut Rng::new(config.seed))?;
     let logits = mlp.forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels, Some(PADDING))?;
     let grads = g.backward(loss)?;
@@ -177,7 +169,12 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
     }
     config.optimizer.validate()?;
     let classes = config.train.classes.max(config.test.classes);
-    let mut model = build(gpu, config, classes, config.train.dim)?;
+    let sizes: Vec<usize> = std::iter::once(config.train.dim)
+        .chain(config.hidden.iter().copied())
+        .chain(std::iter::once(classes))
+        .collect();
+    Mlp::training_memory(&sizes, config.batch)?.check("train-mlp", gpu.max_buffer_bytes())?;
+    let mut model = build(gpu, config, &sizes)?;
     let pairs = model
         .parameters
         .iter()

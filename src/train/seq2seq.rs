@@ -29,7 +29,13 @@ use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
-use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
+use crate::train::{
+    check_config_against_tensors, first_resumed_epoch, resume_optimizer, training_number,
+};
+
+/// The longest source or target, in tokens, that a checkpoint's config may declare: the
+/// bound on how far translation decodes and how wide its plans are.
+pub const MAX_DECODE_STEPS: usize = 4096;
 
 /// The values of a training graph that a step feeds or reads.
 struct TrainValues {
@@ -171,6 +177,25 @@ impl Seq2SeqModel {
                 "the config has no \"architecture\": not a train-seq2seq checkpoint",
             )
         })?;
+        match architecture.get("kind").and_then(Value::as_str) {
+            Some("seq2seq") => {}
+            Some(crate::nn::charlm::CHARLM_KIND) => {
+                return Err(Error::format(
+                    &checkpoint.path,
+                    "holds a train-lm language model, not a train-seq2seq model: continue a \
+                     prompt with it through `shadergrad sample`",
+                ))
+            }
+            kind => {
+                return Err(Error::format(
+                    &checkpoint.path,
+                    format!(
+                        "holds a model of kind {}, not a train-seq2seq model (kind \"seq2seq\")",
+                        kind.map_or("(none)".to_string(), |k| format!("{k:?}"))
+                    ),
+                ))
+            }
+        }
         let model_config = Seq2SeqConfig::from_json(architecture)?;
         let chars: Vec<char> = config
             .get("vocabulary")
@@ -189,6 +214,20 @@ impl Seq2SeqModel {
                 })
         };
         let limits = (limit("max_source")?, limit("max_target")?);
+        if limits.0.max(limits.1) > MAX_DECODE_STEPS {
+            return Err(Error::format(
+                &checkpoint.path,
+                format!(
+                    "the config's max_source {} or max_target {} is beyond the {MAX_DECODE_STEPS} \
+                     steps a sequence may have",
+                    limits.0, limits.1
+                ),
+            ));
+        }
+        check_config_against_tensors(checkpoint, model_config.parameter_count())?;
+        model_config
+            .training_memory(1, limits.0, limits.1)?
+            .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = Seq2SeqModel::new(gpu, model_config, vocab, limits, 0)?;
         model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
         Ok(model)
@@ -534,6 +573,16 @@ impl Seq2SeqModel {
                 ),
             ));
         }
+        // A batch wider than the input is only padding.
+        let chunk = chunk.min(sources.len().max(1));
+        let rows = crate::limits::product("the batch × the beam width", &[chunk, beam])?;
+        self.config
+            .training_memory(
+                usize::try_from(rows).unwrap_or(usize::MAX),
+                self.max_source,
+                self.max_target + 1,
+            )?
+            .check("decode", self.gpu.max_buffer_bytes())?;
         let mut outputs = Vec::with_capacity(sources.len());
         for group in sources.chunks(chunk) {
             outputs.extend(self.decode_group(group, beam, chunk)?);
@@ -952,12 +1001,21 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                 vocab_size: vocab.len(),
                 ..config.model.clone()
             };
+            model_config
+                .training_memory(config.batch, limits.0, limits.1)?
+                .check("train-seq2seq", gpu.max_buffer_bytes())?;
             (
                 Seq2SeqModel::new(gpu, model_config, vocab, limits, config.seed)?,
                 None,
             )
         }
     };
+    if resumed.is_some() {
+        model
+            .config
+            .training_memory(config.batch, model.max_source, model.max_target)?
+            .check("train-seq2seq", gpu.max_buffer_bytes())?;
+    }
     let train = encode_checked(&model, &config.train, "training")?;
     let valid = encode_checked(&model, &config.valid, "validation")?;
 
