@@ -1,11 +1,13 @@
 //! Checkpoints (`src/checkpoint.rs`): the safetensors writer against hand-written bytes,
-//! the reader against a file written by Python's `safetensors`, round trips, atomic
-//! writes, every kind of corrupt file, and the errors of a checkpoint saved for another
-//! architecture.
+//! the reader against a file written by Python's `safetensors` and a two-file checkpoint of
+//! an earlier version, round trips, atomic writes and saves killed at their fault points,
+//! every kind of corrupt file (by hand and thousands of seeded mutations), NaN weights, and
+//! the errors of a checkpoint saved for another architecture.
 
 mod common;
 
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -50,6 +52,14 @@ impl Drop for Scratch {
     }
 }
 
+/// Writes `bytes` as a new file at `path`. Removing the old file first keeps ext4 from
+/// flushing the new one to disk, as it does when a file is truncated and written again:
+/// the corruption tests write thousands of files.
+fn rewrite(path: &Path, bytes: &[u8]) {
+    let _ = fs::remove_file(path);
+    fs::write(path, bytes).unwrap();
+}
+
 /// The message of an `Error::Format`, after checking that it names `path`.
 fn format_message(result: Result<impl std::fmt::Debug, Error>, path: &Path) -> String {
     match result {
@@ -86,7 +96,7 @@ fn sample_tensors() -> Vec<NamedTensor> {
                 -0.0,
                 f32::MIN_POSITIVE / 8.0,
                 f32::MAX,
-                -f32::INFINITY,
+                f32::MIN,
                 1e-7,
             ],
         ),
@@ -138,7 +148,7 @@ fn round_trip_keeps_every_tensor_and_the_config() {
         assert_eq!(got.dtype(), want.dtype(), "{}", want.name);
         assert_eq!(bits(got), bits(want), "{}", want.name);
     }
-    assert_eq!(scratch.listing(), ["model.json", "model.safetensors"]);
+    assert_eq!(scratch.listing(), ["model.safetensors"]);
 }
 
 #[test]
@@ -151,15 +161,23 @@ fn a_small_file_has_exactly_the_safetensors_bytes() {
     ];
     save(&path, &tensors, &json!({"epoch": 1})).unwrap();
 
-    // Written out by hand from the format description: the header is 146 bytes of JSON
-    // plus 6 spaces of padding (152 = 0x98); the data area holds step (I64 5), then
-    // weight (F32 1.0 = 0x3f800000, -2.0 = 0xc0000000), little-endian, sorted by name.
-    let header = br#"{"__metadata__":{"format":"pt"},"step":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"weight":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}      "#;
-    let mut expected = vec![0x98, 0, 0, 0, 0, 0, 0, 0];
-    expected.extend_from_slice(header);
+    // Written out by hand from the format description: the header is 279 bytes of JSON
+    // plus 1 space of padding (280 = 0x118); its metadata holds the record, as a string,
+    // and the checksum (computed for this file by an independent Python implementation);
+    // the data area holds step (I64 5), then weight (F32 1.0 = 0x3f800000,
+    // -2.0 = 0xc0000000), little-endian, sorted by name.
+    let header = concat!(
+        r#"{"__metadata__":{"format":"pt","#,
+        r#""shadergrad":"{\"config\":{\"epoch\":1},\"format\":\"shadergrad checkpoint\",\"version\":2}","#,
+        r#""shadergrad_fnv1a64":"8ba0760f64b7e7d6"},"#,
+        r#""step":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"#,
+        r#""weight":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}} "#
+    );
+    let mut expected = vec![0x18, 0x01, 0, 0, 0, 0, 0, 0];
+    expected.extend_from_slice(header.as_bytes());
     expected.extend_from_slice(&[5, 0, 0, 0, 0, 0, 0, 0]);
     expected.extend_from_slice(&[0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0]);
-    assert_eq!(header.len(), 152);
+    assert_eq!(header.len(), 280);
     let written = fs::read(&path).unwrap();
     assert_eq!(
         written,
@@ -168,20 +186,13 @@ fn a_small_file_has_exactly_the_safetensors_bytes() {
         written.escape_ascii(),
         expected.escape_ascii()
     );
-
-    // The config ties itself to those bytes: their length and their FNV-1a hash (computed
-    // for this file by an independent Python implementation).
-    let config: Value =
-        serde_json::from_slice(&fs::read(config_path(&path).unwrap()).unwrap()).unwrap();
+    // PyTorch's reader sees string metadata, and the record is the config.
+    let file = read_safetensors(&path).unwrap();
+    assert_eq!(file.metadata["format"], "pt");
+    let record: Value = serde_json::from_str(&file.metadata["shadergrad"]).unwrap();
     assert_eq!(
-        config,
-        json!({
-            "format": "shadergrad checkpoint",
-            "version": 1,
-            "tensors_bytes": 176,
-            "tensors_fnv1a64": "c7b636a1a9c513ee",
-            "config": {"epoch": 1}
-        })
+        record,
+        json!({"format": "shadergrad checkpoint", "version": 2, "config": {"epoch": 1}})
     );
 }
 
@@ -228,6 +239,9 @@ fn a_file_written_by_python_safetensors_is_read() {
         assert_eq!((&got.name, &got.shape), (&want.name, &want.shape));
         assert_eq!(bits(got), bits(want), "{}", want.name);
     }
+    // Without the record of a checkpoint (and no config file beside it), it is no checkpoint.
+    let message = format_message(checkpoint::load(&path), &path);
+    assert_says(&message, "this is a plain safetensors file");
 }
 
 #[test]
@@ -249,10 +263,7 @@ fn invalid_tensors_are_refused_before_anything_is_written() {
     let scratch = Scratch::new("invalid-input");
     let path = scratch.path("model.safetensors");
     save(&path, &sample_tensors(), &sample_config()).unwrap();
-    let before = (
-        fs::read(&path).unwrap(),
-        fs::read(config_path(&path).unwrap()).unwrap(),
-    );
+    let before = fs::read(&path).unwrap();
 
     let duplicate = [
         NamedTensor::new("w", &[1], vec![1.0f32]),
@@ -260,20 +271,24 @@ fn invalid_tensors_are_refused_before_anything_is_written() {
     ];
     let short = [NamedTensor::new("w", &[2, 2], vec![1.0f32, 2.0, 3.0])];
     let reserved = [NamedTensor::new("__metadata__", &[1], vec![1.0f32])];
+    let diverged = [
+        NamedTensor::new("ids", &[1], vec![3u32]),
+        NamedTensor::new("w", &[2, 2], vec![1.0f32, 2.0, f32::NAN, f32::INFINITY]),
+    ];
     for (case, tensors, needle) in [
         ("duplicate", &duplicate[..], "two tensors are named \"w\""),
         ("short", &short[..], "3 values, its shape holds 4"),
         ("reserved", &reserved[..], "reserved"),
+        ("NaN", &diverged[..], "tensor \"w\" holds NaN at index 2"),
     ] {
         let error = save(&path, tensors, &json!({"new": true})).unwrap_err();
         assert_says(&error.to_string(), needle);
-        let after = (
-            fs::read(&path).unwrap(),
-            fs::read(config_path(&path).unwrap()).unwrap(),
+        assert!(
+            fs::read(&path).unwrap() == before,
+            "{case}: the old checkpoint was changed"
         );
-        assert!(after == before, "{case}: the old checkpoint was changed");
     }
-    assert_eq!(scratch.listing(), ["model.json", "model.safetensors"]);
+    assert_eq!(scratch.listing(), ["model.safetensors"]);
 }
 
 #[test]
@@ -297,7 +312,7 @@ fn a_failed_write_leaves_the_target_untouched_and_no_temporary_file() {
     assert_eq!(scratch.listing(), ["blocked.safetensors"]);
     assert_eq!(fs::read(blocked.join("inside")).unwrap(), b"kept");
 
-    // Saving over an existing checkpoint replaces both files and leaves nothing else.
+    // Saving over an existing checkpoint replaces it and leaves nothing else.
     let path = scratch.path("model.safetensors");
     save(&path, &sample_tensors(), &json!({"epoch": 1})).unwrap();
     let newer = [NamedTensor::new("w", &[1], vec![9.0f32])];
@@ -307,7 +322,7 @@ fn a_failed_write_leaves_the_target_untouched_and_no_temporary_file() {
     assert_eq!(loaded.config, json!({"epoch": 2}));
     assert_eq!(
         scratch.listing(),
-        ["blocked.safetensors", "model.json", "model.safetensors"]
+        ["blocked.safetensors", "model.safetensors"]
     );
 }
 
@@ -330,7 +345,7 @@ fn a_truncated_file_is_a_format_error_at_every_length() {
     let (path, bytes) = saved_checkpoint(&scratch);
     let data_start = 8 + header_len(&bytes);
     for length in 0..bytes.len() {
-        fs::write(&path, &bytes[..length]).unwrap();
+        rewrite(&path, &bytes[..length]);
         let message = format_message(checkpoint::load(&path), &path);
         let expected = if length < 8 {
             "too short for the 8-byte header length"
@@ -344,20 +359,25 @@ fn a_truncated_file_is_a_format_error_at_every_length() {
 }
 
 #[test]
-fn every_flipped_header_byte_is_caught() {
+fn every_flipped_bit_is_caught() {
     let scratch = Scratch::new("flipped");
     let (path, bytes) = saved_checkpoint(&scratch);
-    // Any change to the file also changes its checksum, so every flip must fail to load,
-    // either while parsing or when the config's checksum is compared.
-    for position in 0..8 + header_len(&bytes) {
-        let mut corrupt = bytes.clone();
-        corrupt[position] ^= 0x01;
-        fs::write(&path, &corrupt).unwrap();
-        match checkpoint::load(&path) {
-            Err(Error::Format { .. }) => {}
-            other => panic!("byte {position} flipped: expected a format error, got {other:?}"),
+    // The checksum covers the whole file, so every flip must fail to load: while parsing,
+    // or when the checksum is compared. Some flips in the record or a tensor's name still
+    // parse, and only the checksum can tell.
+    let mut caught_by_checksum = 0;
+    for position in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut corrupt = bytes.clone();
+            corrupt[position] ^= 1 << bit;
+            rewrite(&path, &corrupt);
+            let message = format_message(checkpoint::load(&path), &path);
+            if message.contains("the checksum does not match") {
+                caught_by_checksum += 1;
+            }
         }
     }
+    assert!(caught_by_checksum > 8 * (bytes.len() - 8 - header_len(&bytes)));
     // Flipping the top byte of the length field claims a header far beyond the file.
     let mut corrupt = bytes.clone();
     corrupt[7] = 0x80;
@@ -371,8 +391,11 @@ fn every_flipped_header_byte_is_caught() {
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x10;
     fs::write(&path, &corrupt).unwrap();
-    let message = format_message(checkpoint::load(&path), &config_path(&path).unwrap());
-    assert_says(&message, "does not belong to");
+    let message = format_message(checkpoint::load(&path), &path);
+    assert_says(
+        &message,
+        "the checksum does not match: the header records FNV-1a ",
+    );
 }
 
 /// A safetensors file with this header (padded to 8 bytes) and `data_len` zero bytes.
@@ -484,18 +507,71 @@ fn every_malformed_header_is_named() {
     assert_eq!(file.tensors[2].dtype(), Dtype::U32);
 }
 
+/// The two-file checkpoint that the previous version wrote (config version 1), copied into
+/// `scratch` as `model.safetensors` and `model.json`: their paths and bytes.
+fn legacy_checkpoint(scratch: &Scratch) -> (PathBuf, Vec<u8>, PathBuf, Vec<u8>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/checkpoint");
+    let tensors = fs::read(data.join("legacy_v1.safetensors")).unwrap();
+    let config = fs::read(data.join("legacy_v1.json")).unwrap();
+    let (tensors_path, config_path) = (
+        scratch.path("model.safetensors"),
+        scratch.path("model.json"),
+    );
+    fs::write(&tensors_path, &tensors).unwrap();
+    fs::write(&config_path, &config).unwrap();
+    (tensors_path, tensors, config_path, config)
+}
+
+/// `tests/data/checkpoint/legacy_v1.safetensors` and `.json` were written by
+/// `checkpoint::save` at commit 608575e, before checkpoints became one file:
+///
+/// ```rust,ignore
+/// save(path, &[NamedTensor::new("encoder.weight", &[2, 3], vec![1.5f32, -0.0, 0.25, f32::MAX, -3.0, 1e-7]),
+///              NamedTensor::new("encoder.bias", &[3], vec![0.25f32, -0.5, 3.0]),
+///              NamedTensor::new("token_ids", &[2], vec![7u32, u32::MAX]),
+///              NamedTensor::new("optimizer.step", &[], vec![1200i64])],
+///      &json!({"architecture": {"kind": "mlp", "hidden": 3}, "training": {"epoch": 4, "step": 1200},
+///              "vocabulary": ["<pad>", "a", "é"]}))
+/// ```
 #[test]
-fn a_missing_or_foreign_config_is_a_format_error() {
-    let scratch = Scratch::new("config");
-    let (path, bytes) = saved_checkpoint(&scratch);
-    let config = config_path(&path).unwrap();
-    let good_config = fs::read(&config).unwrap();
+fn a_two_file_checkpoint_of_the_earlier_version_loads() {
+    let scratch = Scratch::new("legacy");
+    let (path, ..) = legacy_checkpoint(&scratch);
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_eq!(
+        loaded.config,
+        json!({"architecture": {"kind": "mlp", "hidden": 3}, "training": {"epoch": 4, "step": 1200},
+               "vocabulary": ["<pad>", "a", "é"]})
+    );
+    let expected = [
+        NamedTensor::new("encoder.bias", &[3], vec![0.25f32, -0.5, 3.0]),
+        NamedTensor::new(
+            "encoder.weight",
+            &[2, 3],
+            vec![1.5f32, -0.0, 0.25, f32::MAX, -3.0, 1e-7],
+        ),
+        NamedTensor::new("optimizer.step", &[], vec![1200i64]),
+        NamedTensor::new("token_ids", &[2], vec![7u32, u32::MAX]),
+    ];
+    assert_eq!(loaded.tensors.len(), expected.len());
+    for (got, want) in loaded.tensors.iter().zip(&expected) {
+        assert_eq!((&got.name, &got.shape), (&want.name, &want.shape));
+        assert_eq!(bits(got), bits(want), "{}", want.name);
+    }
+}
+
+#[test]
+fn a_two_file_checkpoint_with_a_missing_or_foreign_config_is_a_format_error() {
+    let scratch = Scratch::new("legacy-config");
+    let (path, bytes, config, good_config) = legacy_checkpoint(&scratch);
 
     fs::remove_file(&config).unwrap();
+    let message = format_message(checkpoint::load(&path), &path);
     assert_says(
-        &format_message(checkpoint::load(&path), &config),
-        "the config file is missing",
+        &message,
+        "the header's metadata has no \"shadergrad\" record",
     );
+    assert_says(&message, "no config file");
 
     for (text, expected) in [
         (&b"{\"format\": "[..], "the config is not valid JSON"),
@@ -509,16 +585,11 @@ fn a_missing_or_foreign_config_is_a_format_error() {
         assert_says(&format_message(checkpoint::load(&path), &config), expected);
     }
 
-    // The tensors of another save beside this config, as after a crash between the two
-    // renames of a save: refused, with both sizes.
-    let other = scratch.path("other.safetensors");
-    save(
-        &other,
-        &[NamedTensor::new("w", &[1], vec![1.0f32])],
-        &json!({}),
-    )
-    .unwrap();
+    // Other tensors beside this config, as after a crash between the two renames of a
+    // save of the earlier version: refused, with both sizes.
     fs::write(&config, &good_config).unwrap();
+    let other = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/checkpoint/python_written.safetensors");
     fs::copy(&other, &path).unwrap();
     let message = format_message(checkpoint::load(&path), &config);
     assert_says(&message, "does not belong to");
@@ -526,7 +597,230 @@ fn a_missing_or_foreign_config_is_a_format_error() {
 
     // Put back together, it loads.
     fs::write(&path, &bytes).unwrap();
-    assert_eq!(checkpoint::load(&path).unwrap().config, sample_config());
+    assert!(checkpoint::load(&path).is_ok());
+}
+
+#[test]
+fn saving_over_a_two_file_checkpoint_removes_its_config_and_nothing_else() {
+    let scratch = Scratch::new("legacy-resave");
+    let (path, ..) = legacy_checkpoint(&scratch);
+    let newer = [NamedTensor::new("w", &[1], vec![9.0f32])];
+    save(&path, &newer, &json!({"epoch": 5})).unwrap();
+    assert_eq!(scratch.listing(), ["model.safetensors"]);
+    let loaded = checkpoint::load(&path).unwrap();
+    assert_eq!(
+        (loaded.tensors, loaded.config),
+        (newer.to_vec(), json!({"epoch": 5}))
+    );
+
+    // A model.json that is not a checkpoint's config is someone else's file.
+    let config = config_path(&path).unwrap();
+    for foreign in [&b"{\"format\": \"other\"}"[..], b"not JSON", b""] {
+        fs::write(&config, foreign).unwrap();
+        save(&path, &newer, &json!({"epoch": 6})).unwrap();
+        assert_eq!(fs::read(&config).unwrap(), foreign);
+        assert_eq!(checkpoint::load(&path).unwrap().config, json!({"epoch": 6}));
+    }
+}
+
+/// Where the 16 digits of a checkpoint's checksum lie, found independently of the reader:
+/// after the one `"shadergrad_fnv1a64":"` in the header. `None` when the header is not
+/// there or has not exactly one.
+fn checksum_digits(bytes: &[u8]) -> Option<Range<usize>> {
+    let header_len = u64::from_le_bytes(bytes.get(..8)?.try_into().unwrap());
+    let header_end = usize::try_from(header_len)
+        .ok()?
+        .checked_add(8)?
+        .min(bytes.len());
+    let key = br#""shadergrad_fnv1a64":""#;
+    let starts: Vec<usize> = (8..header_end.saturating_sub(key.len() - 1))
+        .filter(|&start| bytes[start..].starts_with(key))
+        .collect();
+    match starts[..] {
+        [start] if start + key.len() + 16 <= header_end => {
+            Some(start + key.len()..start + key.len() + 16)
+        }
+        _ => None,
+    }
+}
+
+/// Writes into `bytes` the checksum they should have after an edit, so that what the edit
+/// did is what the reader meets (the FNV-1a of the file with the 16 digits as zeros).
+/// Returns whether there was a checksum to write.
+fn reseal(bytes: &mut [u8]) -> bool {
+    let Some(digits) = checksum_digits(bytes) else {
+        return false;
+    };
+    bytes[digits.clone()].fill(b'0');
+    let checksum = format!("{:016x}", fnv1a64(bytes));
+    bytes[digits].copy_from_slice(checksum.as_bytes());
+    true
+}
+
+/// The header of a safetensors file as JSON, and where its data area starts; `None` if the
+/// header is not there or not JSON.
+fn parsed_header(bytes: &[u8]) -> Option<(Value, usize)> {
+    let header_len =
+        usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().unwrap())).ok()?;
+    let data_start = header_len.checked_add(8)?;
+    let header = serde_json::from_slice(bytes.get(8..data_start)?).ok()?;
+    Some((header, data_start))
+}
+
+/// `bytes` with the header `edit` makes of theirs (written compactly and padded to 8
+/// bytes, as this writer does), resealed; `None` if the header is not JSON.
+fn edit_header(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Option<Vec<u8>> {
+    let (mut header, data_start) = parsed_header(bytes)?;
+    edit(&mut header);
+    let mut text = header.to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut edited = (text.len() as u64).to_le_bytes().to_vec();
+    edited.extend(text.as_bytes());
+    edited.extend(&bytes[data_start..]);
+    reseal(&mut edited);
+    Some(edited)
+}
+
+/// `bytes` with the record that `edit` makes of theirs, resealed; `None` if the header or
+/// the record is not JSON.
+fn edit_record(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Option<Vec<u8>> {
+    let (header, _) = parsed_header(bytes)?;
+    let mut record: Value =
+        serde_json::from_str(header["__metadata__"]["shadergrad"].as_str()?).ok()?;
+    edit(&mut record);
+    edit_header(bytes, |header| {
+        header["__metadata__"]["shadergrad"] = Value::from(record.to_string());
+    })
+}
+
+#[test]
+fn a_damaged_record_or_checksum_is_named() {
+    let scratch = Scratch::new("record");
+    let (path, bytes) = saved_checkpoint(&scratch);
+    // Each edit with what the error must say.
+    type Edit = (&'static str, fn(&mut Value));
+    let header_cases: [Edit; 3] = [
+        (
+            "the \"shadergrad\" record in the metadata is not valid JSON",
+            |header| {
+                header["__metadata__"]["shadergrad"] = json!("{\"format\":");
+            },
+        ),
+        (
+            "the header's text holds \"shadergrad_fnv1a64\":\" 0 times, expected once",
+            |header| {
+                header["__metadata__"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("shadergrad_fnv1a64");
+            },
+        ),
+        (
+            "\"__metadata__\" key \"shadergrad\" holds a JSON object",
+            |header| {
+                header["__metadata__"]["shadergrad"] = json!({"format": "shadergrad checkpoint"});
+            },
+        ),
+    ];
+    let record_cases: [Edit; 4] = [
+        (
+            "checkpoint version 3 is not 2, the one this build reads",
+            |record| record["version"] = json!(3),
+        ),
+        ("checkpoint version \"2\" is not 2", |record| {
+            record["version"] = json!("2")
+        }),
+        (
+            "the \"shadergrad\" record in the metadata is not a checkpoint record",
+            |record| record["format"] = json!("something else"),
+        ),
+        (
+            "the \"shadergrad\" record has no \"config\" field",
+            |record| {
+                record.as_object_mut().unwrap().remove("config");
+            },
+        ),
+    ];
+    let edited = header_cases
+        .iter()
+        .map(|(needle, edit)| (needle, edit_header(&bytes, edit).unwrap()))
+        .chain(
+            record_cases
+                .iter()
+                .map(|(needle, edit)| (needle, edit_record(&bytes, edit).unwrap())),
+        );
+    for (needle, edited) in edited {
+        fs::write(&path, &edited).unwrap();
+        assert_says(&format_message(checkpoint::load(&path), &path), needle);
+    }
+
+    // Checksum digits other than lowercase hex are refused before any comparison.
+    let mut uppercase = bytes.clone();
+    uppercase[checksum_digits(&bytes).unwrap()].copy_from_slice(b"0123456789ABCDEF");
+    fs::write(&path, &uppercase).unwrap();
+    assert_says(
+        &format_message(checkpoint::load(&path), &path),
+        "the checksum \"shadergrad_fnv1a64\" is not 16 lowercase hex digits",
+    );
+
+    // Without a new checksum, an edit is caught by the checksum...
+    let mut unsealed = edit_record(&bytes, |record| {
+        record["config"]["training"]["epoch"] = json!(5)
+    })
+    .unwrap();
+    let digits = checksum_digits(&unsealed).unwrap();
+    unsealed[digits.clone()].copy_from_slice(&bytes[checksum_digits(&bytes).unwrap()]);
+    fs::write(&path, &unsealed).unwrap();
+    assert_says(
+        &format_message(checkpoint::load(&path), &path),
+        "the checksum does not match",
+    );
+    // ...which is all that stands between a changed record and the reader.
+    reseal(&mut unsealed);
+    fs::write(&path, &unsealed).unwrap();
+    let mut expected = sample_config();
+    expected["training"]["epoch"] = json!(5);
+    assert_eq!(checkpoint::load(&path).unwrap().config, expected);
+}
+
+#[test]
+fn nan_or_infinite_weights_are_refused_at_load_naming_the_first() {
+    let scratch = Scratch::new("non-finite");
+    let path = scratch.path("model.safetensors");
+    let tensors = [
+        NamedTensor::new("decoder.weight", &[4, 8], vec![0.5f32; 32]),
+        // Not F32: the bits of a NaN are an ordinary U32.
+        NamedTensor::new("ids", &[1], vec![f32::NAN.to_bits()]),
+    ];
+    save(&path, &tensors, &json!({})).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    assert!(checkpoint::load(&path).is_ok());
+
+    // decoder.weight comes first in the data area; element i is at bytes 4i..4i+4.
+    let data_start = 8 + header_len(&bytes);
+    for (index, value, expected) in [
+        (17, f32::NAN, "NaN"),
+        (0, f32::INFINITY, "inf"),
+        (31, f32::NEG_INFINITY, "-inf"),
+    ] {
+        let mut corrupt = bytes.clone();
+        // The last element is bad too (unless it is the one): the error names the first.
+        corrupt[data_start + 124..data_start + 128].copy_from_slice(&f32::NAN.to_le_bytes());
+        let at = data_start + 4 * index;
+        corrupt[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        assert!(reseal(&mut corrupt));
+        fs::write(&path, &corrupt).unwrap();
+        let error = checkpoint::load(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: tensor \"decoder.weight\" holds {expected} at index {index}",
+                path.display()
+            )
+        );
+    }
 }
 
 fn loaded_sample(scratch: &Scratch) -> Checkpoint {
