@@ -17,6 +17,7 @@ use shadergrad::checkpoint::{
     Checkpoint, Dtype, NamedTensor, TensorData,
 };
 use shadergrad::files::FAULT_VARIABLE;
+use shadergrad::rng::Rng;
 use shadergrad::{Error, Indices, Tensor};
 
 /// A fresh folder under the system's temporary folder, removed when dropped.
@@ -743,6 +744,12 @@ fn reseal(bytes: &mut [u8]) -> bool {
     true
 }
 
+/// Whether `bytes` hold a checksum and it is the one they should have.
+fn checksum_holds(bytes: &[u8]) -> bool {
+    let mut resealed = bytes.to_vec();
+    reseal(&mut resealed) && resealed == bytes
+}
+
 /// The header of a safetensors file as JSON, and where its data area starts; `None` if the
 /// header is not there or not JSON.
 fn parsed_header(bytes: &[u8]) -> Option<(Value, usize)> {
@@ -869,6 +876,337 @@ fn a_damaged_record_or_checksum_is_named() {
     let mut expected = sample_config();
     expected["training"]["epoch"] = json!(5);
     assert_eq!(checkpoint::load(&path).unwrap().config, expected);
+}
+
+/// Bytes that often trip a parser, for overwriting one.
+const INTERESTING_BYTES: &[u8] = b"\x00\x01\x7f\x80\xff\"\\{}[],:-.019eE \n";
+
+/// Text spliced into a header: JSON that serde_json's writer never makes, and numbers
+/// beyond every integer type.
+const SPLICES: &[&str] = &[
+    "99999999999999999999999",
+    "1e400",
+    "-0",
+    "\\",
+    "\"",
+    "\\u0000",
+    "\\ud800",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "null",
+    "\u{feff}",
+    "é",
+];
+
+/// Keys that mean something to some reader of a checkpoint, to add where they do not belong.
+const KEYS: &[&str] = &[
+    "__metadata__",
+    "shadergrad",
+    "shadergrad_fnv1a64",
+    "format",
+    "version",
+    "config",
+    "dtype",
+    "shape",
+    "data_offsets",
+    "tensors_bytes",
+    "tensors_fnv1a64",
+    "x",
+];
+
+/// A JSON value that often trips a reader: huge and negative numbers, wrong types, empties.
+fn interesting_value(rng: &mut Rng) -> Value {
+    let values = [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(1e308),
+        json!(-1e308),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(9_007_199_254_740_993u64),
+        json!(""),
+        json!("F32"),
+        json!("I64"),
+        json!("pt"),
+        json!("shadergrad checkpoint"),
+        json!([]),
+        json!({}),
+        json!([0, 0]),
+        json!([0, u64::MAX]),
+        json!([u64::MAX, u64::MAX]),
+        json!([1u64 << 62, 1u64 << 62]),
+        json!([[[]]]),
+        json!({"format": "pt"}),
+    ];
+    values[rng.below(values.len())].clone()
+}
+
+/// The JSON pointers of every node of `value` (the root is `""`).
+fn json_pointers(value: &Value, pointer: String, pointers: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let token = key.replace('~', "~0").replace('/', "~1");
+                json_pointers(child, format!("{pointer}/{token}"), pointers);
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                json_pointers(child, format!("{pointer}/{index}"), pointers);
+            }
+        }
+        _ => {}
+    }
+    pointers.push(pointer);
+}
+
+/// Changes one node of `value`, chosen at random: replaces it with an interesting value,
+/// removes it from its object or array, or adds a key or an element to it.
+fn mutate_json(value: &mut Value, rng: &mut Rng) {
+    let mut pointers = Vec::new();
+    json_pointers(value, String::new(), &mut pointers);
+    let pointer = pointers[rng.below(pointers.len())].clone();
+    let action = rng.below(3);
+    if action == 1 {
+        if let Some((parent, token)) = pointer.rsplit_once('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            match value.pointer_mut(parent).unwrap() {
+                Value::Object(map) => drop(map.remove(&token)),
+                Value::Array(items) => drop(items.remove(token.parse().unwrap())),
+                _ => unreachable!("a pointer with a parent names a child of a container"),
+            }
+            return;
+        }
+    }
+    let replacement = interesting_value(rng);
+    match value.pointer_mut(&pointer).unwrap() {
+        Value::Object(map) if action == 2 => {
+            map.insert(KEYS[rng.below(KEYS.len())].to_string(), replacement);
+        }
+        Value::Array(items) if action == 2 => items.push(replacement),
+        node => *node = replacement,
+    }
+}
+
+/// The header length field of `bytes`, if they have one that fits a `usize`.
+fn length_field(bytes: &[u8]) -> Option<usize> {
+    usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().unwrap())).ok()
+}
+
+/// Changes `bytes` (a safetensors file) in one of the ways a file gets damaged or forged,
+/// chosen at random, and says how.
+fn mutate_file(bytes: &mut Vec<u8>, rng: &mut Rng) -> String {
+    let len = bytes.len();
+    // Too short for a header length field (after a truncation): only growing it is left.
+    let kind = if len < 8 { 3 } else { rng.below(8) };
+    match kind {
+        0 => {
+            let flips = 1 + rng.below(4);
+            for _ in 0..flips {
+                bytes[rng.below(len)] ^= 1 << rng.below(8);
+            }
+            format!("{flips} bits flipped")
+        }
+        1 => {
+            let at = rng.below(len);
+            bytes[at] = INTERESTING_BYTES[rng.below(INTERESTING_BYTES.len())];
+            format!("byte {at} overwritten with {:#04x}", bytes[at])
+        }
+        2 => {
+            let kept = rng.below(len);
+            bytes.truncate(kept);
+            format!("truncated to {kept} bytes")
+        }
+        3 => {
+            let extra = 1 + rng.below(16);
+            bytes.extend((0..extra).map(|_| rng.next_u64() as u8));
+            format!("{extra} bytes appended")
+        }
+        4 => {
+            let header_len = length_field(bytes).unwrap_or(0) as u64;
+            let lies = [
+                0,
+                1,
+                7,
+                header_len.wrapping_sub(1),
+                header_len.wrapping_add(1),
+                header_len.wrapping_add(8),
+                len as u64 - 8,
+                len as u64 - 7,
+                100_000_001,
+                1 << 32,
+                1 << 63,
+                u64::MAX,
+            ];
+            let lie = lies[rng.below(lies.len())];
+            bytes[..8].copy_from_slice(&lie.to_le_bytes());
+            format!("header length field set to {lie}")
+        }
+        5 => {
+            let Some(header_len) =
+                length_field(bytes).filter(|&n| n.checked_add(8).is_some_and(|end| end <= len))
+            else {
+                return "no header to splice into".to_string();
+            };
+            let splice = SPLICES[rng.below(SPLICES.len())];
+            let at = 8 + rng.below(header_len + 1);
+            bytes.splice(at..at, splice.bytes());
+            let new_len = (header_len + splice.len()) as u64;
+            bytes[..8].copy_from_slice(&new_len.to_le_bytes());
+            format!("{splice:?} spliced into the header at byte {at}")
+        }
+        6 => match edit_header(bytes, |header| mutate_json(header, rng)) {
+            Some(edited) => {
+                *bytes = edited;
+                "header JSON edited".to_string()
+            }
+            None => "header not JSON to edit".to_string(),
+        },
+        _ => match edit_record(bytes, |record| mutate_json(record, rng)) {
+            Some(edited) => {
+                *bytes = edited;
+                "record JSON edited".to_string()
+            }
+            None => "no record to edit".to_string(),
+        },
+    }
+}
+
+/// Changes `text` (a legacy config file) at random and says how.
+fn mutate_config_file(text: &mut Vec<u8>, rng: &mut Rng) -> String {
+    match (rng.below(4), serde_json::from_slice::<Value>(text)) {
+        (0, Ok(mut config)) => {
+            mutate_json(&mut config, rng);
+            *text = serde_json::to_vec_pretty(&config).unwrap();
+            "config JSON edited".to_string()
+        }
+        (1, _) if !text.is_empty() => {
+            let at = rng.below(text.len());
+            text[at] = INTERESTING_BYTES[rng.below(INTERESTING_BYTES.len())];
+            format!("config byte {at} overwritten with {:#04x}", text[at])
+        }
+        (2, _) => {
+            let kept = rng.below(text.len() + 1);
+            text.truncate(kept);
+            format!("config truncated to {kept} bytes")
+        }
+        _ if !text.is_empty() => {
+            let at = rng.below(text.len());
+            text[at] ^= 1 << rng.below(8);
+            format!("config byte {at} bit-flipped")
+        }
+        _ => "config left empty".to_string(),
+    }
+}
+
+/// Calls `read` and checks that it returned, `Ok` or an error naming one of `files`. A panic
+/// fails the test; it is caught only to name the mutant that caused it.
+fn check_reader<T>(mutant: &str, files: &[&Path], read: impl FnOnce() -> Result<T, Error>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| panic!("{mutant}: the reader panicked"));
+    if let Err(error) = outcome {
+        let message = error.to_string();
+        assert!(
+            files
+                .iter()
+                .any(|file| message.contains(&file.display().to_string())),
+            "{mutant}: the error names none of {files:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn thousands_of_mutated_checkpoints_load_or_fail_naming_the_file() {
+    const MUTANTS_PER_BASE: usize = 5000;
+    let scratch = Scratch::new("mutants");
+    let path = scratch.path("model.safetensors");
+    let config_file = config_path(&path).unwrap();
+    let files = [path.as_path(), config_file.as_path()];
+    let mut rng = Rng::new(0x5eed_c0de);
+
+    // Single-file checkpoints: the sample, and a small one of every dtype with a null config.
+    let small = [
+        NamedTensor::new("w", &[1], vec![0.5f32]),
+        NamedTensor::new("i", &[2], vec![-1i32, 1]),
+        NamedTensor::new("s", &[], vec![3i64]),
+        NamedTensor::new("u", &[0], Vec::<u32>::new()),
+    ];
+    let mut single_files = Vec::new();
+    for (tensors, config) in [
+        (&sample_tensors()[..], sample_config()),
+        (&small[..], json!(null)),
+    ] {
+        save(&path, tensors, &config).unwrap();
+        single_files.push(fs::read(&path).unwrap());
+    }
+    for (base, original) in single_files.iter().enumerate() {
+        for mutant in 0..MUTANTS_PER_BASE {
+            let mut bytes = original.clone();
+            let mut steps: Vec<String> = (0..1 + rng.below(3))
+                .map(|_| mutate_file(&mut bytes, &mut rng))
+                .collect();
+            // Resealed (as the JSON edits always are), a mutant meets the parser behind
+            // the checksum; unsealed, it must be refused, as the checksum covers every byte.
+            if rng.below(2) == 0 && reseal(&mut bytes) {
+                steps.push("resealed".to_string());
+            }
+            let description = format!("single file {base}, mutant {mutant}: {}", steps.join(", "));
+            rewrite(&path, &bytes);
+            check_reader(&description, &files, || checkpoint::load(&path));
+            check_reader(&description, &files, || read_safetensors(&path));
+            if !checksum_holds(&bytes) {
+                assert!(
+                    checkpoint::load(&path).is_err(),
+                    "{description}: loaded without a valid checksum"
+                );
+            }
+        }
+    }
+
+    // The two-file checkpoint of the earlier version: its tensors file or its config.
+    let (_, legacy_tensors, _, legacy_config) = legacy_checkpoint(&scratch);
+    for mutant in 0..MUTANTS_PER_BASE {
+        let (mut tensors, mut config) = (legacy_tensors.clone(), legacy_config.clone());
+        let step = if rng.below(2) == 0 {
+            mutate_file(&mut tensors, &mut rng)
+        } else {
+            mutate_config_file(&mut config, &mut rng)
+        };
+        let description = format!("two files, mutant {mutant}: {step}");
+        rewrite(&path, &tensors);
+        rewrite(&config_file, &config);
+        check_reader(&description, &files, || checkpoint::load(&path));
+        check_reader(&description, &files, || read_safetensors(&path));
+        if tensors != legacy_tensors {
+            assert!(
+                checkpoint::load(&path).is_err(),
+                "{description}: a changed tensors file loaded"
+            );
+        }
+    }
+
+    // A file written by Python, which read_safetensors reads (load needs a config).
+    let python = fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/checkpoint/python_written.safetensors"),
+    )
+    .unwrap();
+    fs::remove_file(&config_file).unwrap();
+    for mutant in 0..MUTANTS_PER_BASE {
+        let mut bytes = python.clone();
+        let step = mutate_file(&mut bytes, &mut rng);
+        let description = format!("Python's file, mutant {mutant}: {step}");
+        rewrite(&path, &bytes);
+        check_reader(&description, &files, || read_safetensors(&path));
+        check_reader(&description, &files, || checkpoint::load(&path));
+    }
 }
 
 #[test]
