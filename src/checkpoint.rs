@@ -1,52 +1,77 @@
-//! Checkpoints: a model's tensors in a safetensors file, with a JSON config beside it.
+//! Checkpoints: a model's tensors and its JSON config in one safetensors file.
 //!
-//! A checkpoint saved at `run/model.safetensors` is two files:
+//! A checkpoint saved at `run/model.safetensors` is that one file, in the [safetensors]
+//! format, which PyTorch's `safetensors` library reads (`safetensors.torch.load_file`):
 //!
-//! - `run/model.safetensors`, the tensors in the [safetensors] format, which PyTorch's
-//!   `safetensors` library reads (`safetensors.torch.load_file`):
+//! ```text
+//! header length N   header: JSON, padded with spaces            data: each tensor's
+//! u64 little-endian to a multiple of 8 bytes                    elements, little-endian,
+//!                   {"__metadata__": {                          row-major, one tensor
+//!                      "format": "pt",                          after the other
+//!                      "shadergrad": "<the record, JSON text>",
+//!                      "shadergrad_fnv1a64": "<16 hex digits>"},
+//!                    "name": {"dtype": "F32", "shape": [2, 3],
+//!                             "data_offsets": [begin, end]}, …}
+//! ```
 //!
-//!   ```text
-//!   header length N   header: JSON, padded with spaces          data: each tensor's
-//!   u64 little-endian to a multiple of 8 bytes                  elements, little-endian,
-//!                     {"__metadata__": {"format": "pt"},        row-major, one tensor
-//!                      "name": {"dtype": "F32", "shape": [2, 3], after the other
-//!                               "data_offsets": [begin, end]}, …}
-//!   ```
+//! `data_offsets` count bytes from the start of the data area. This writer lays the tensors
+//! out sorted by name, with no gaps; element types are F32, I32, I64 and U32.
 //!
-//!   `data_offsets` count bytes from the start of the data area. This writer lays the
-//!   tensors out sorted by name, with no gaps; element types are F32, I32, I64 and U32.
+//! The header's `__metadata__` holds only strings. `"format": "pt"` is what PyTorch's
+//! loader expects. `shadergrad` is the record, JSON written as a string: the caller's own
+//! config value (the architecture, the vocabulary, the training state to resume from) with
+//! the format's name and version:
 //!
-//! - `run/model.json`, the config: the caller's own JSON value (the architecture, the
-//!   vocabulary, the training state to resume from), wrapped with what ties it to the
-//!   tensors file, which `load` checks:
+//! ```json
+//! {
+//!   "config": {
+//!     "architecture": {"hidden": 256, "kind": "gru-seq2seq"},
+//!     "training": {"best_validation": 0.91, "epoch": 3, "optimizer": "adam",
+//!                  "seed": 42, "step": 1200},
+//!     "vocabulary": ["<pad>", "a", "b"]
+//!   },
+//!   "format": "shadergrad checkpoint",
+//!   "version": 2
+//! }
+//! ```
 //!
-//!   ```json
-//!   {
-//!     "config": {
-//!       "architecture": {"hidden": 256, "kind": "gru-seq2seq"},
-//!       "training": {"best_validation": 0.91, "epoch": 3, "optimizer": "adam",
-//!                    "seed": 42, "step": 1200},
-//!       "vocabulary": ["<pad>", "a", "b"]
-//!     },
-//!     "format": "shadergrad checkpoint",
-//!     "tensors_bytes": 1264,
-//!     "tensors_fnv1a64": "…16 hex digits…",
-//!     "version": 1
-//!   }
-//!   ```
+//! The `config` shown is only a suggestion: this module stores whatever value it is given
+//! (object keys come back sorted, as `serde_json` keeps them).
 //!
-//!   The `config` shown is only a suggestion: this module stores whatever value it is
-//!   given (object keys come back sorted, as `serde_json` keeps them).
+//! `shadergrad_fnv1a64` is the checksum: the 64-bit FNV-1a hash, in lowercase hex, of the
+//! whole file as it is with these 16 digits written as `0`s. The writer fills them in last
+//! (the same length, so nothing moves); the reader puts the zeros back to check. A changed
+//! byte anywhere (tensor data, the tensor table, the record) is detected, which a checksum
+//! of the data alone would miss. The checksum cannot sit inside the record it covers, so it
+//! has a key of its own, found in the header's text exactly as this writer writes it.
 //!
-//! Each file is written atomically (a temporary file in the same folder, flushed to disk,
-//! then renamed over the target), so neither is ever half-written. The tensors file is
-//! written first and the config second. A crash between the two renames (or a failure to
-//! write the config, such as a full disk) leaves the new tensors beside the old config;
-//! the size and FNV-1a checksum the config records then no longer match, and `load` says
-//! so rather than mixing two checkpoints.
+//! # On a crash
 //!
-//! Every problem with a file comes back as [`Error::Format`] naming the file and what is
-//! wrong; nothing here panics on bad input.
+//! [`save`] writes the whole file to a temporary file beside it, flushes that to disk and
+//! renames it over the checkpoint ([`write_atomically`]): one rename, which the file system
+//! makes entirely or not at all. A kill at any instant therefore leaves either the previous
+//! complete checkpoint or the new one, never a mix. A killed save leaves its temporary file
+//! (`.model.safetensors.PID-N.tmp`); the next save to the same name removes it.
+//!
+//! # The legacy two-file form
+//!
+//! Checkpoints of earlier versions are two files: the tensors in `model.safetensors`
+//! (metadata `"format": "pt"` only) and `model.json` beside it, the record with version 1,
+//! pretty-printed, tying itself to the tensors file by its size and checksum:
+//!
+//! ```json
+//! {"config": {…}, "format": "shadergrad checkpoint", "version": 1,
+//!  "tensors_bytes": 1264, "tensors_fnv1a64": "…16 hex digits of the whole file…"}
+//! ```
+//!
+//! [`load`] reads that form when the header has no `shadergrad` record. [`save`] always
+//! writes the single file, then removes such a `model.json` beside it (one that parses as a
+//! shadergrad config, nothing else).
+//!
+//! [`load`] refuses F32 tensors that hold NaN or an infinity, naming the tensor and the
+//! first bad element, and [`save`] refuses to write them: a diverged model never replaces a
+//! good checkpoint. Every problem with a file comes back as an error naming the file and
+//! what is wrong; nothing here panics on bad input.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -78,11 +103,23 @@ use crate::files::write_atomically;
 use crate::gpu::Gpu;
 use crate::tensor::{numel, Indices, Tensor};
 
-/// The `format` field of every checkpoint config.
+/// The `format` field of every checkpoint record, in either form.
 pub const CONFIG_FORMAT: &str = "shadergrad checkpoint";
 
-/// The version of the config layout; `load` refuses any other.
-pub const CONFIG_VERSION: u64 = 1;
+/// The version of the record that [`save`] writes into the file's metadata.
+pub const CONFIG_VERSION: u64 = 2;
+
+/// The version of the config file of the legacy two-file form, which [`load`] still reads.
+pub const LEGACY_CONFIG_VERSION: u64 = 1;
+
+/// The metadata key of the record (format, version, the caller's config).
+pub const RECORD_KEY: &str = "shadergrad";
+
+/// The metadata key of the checksum of the whole file.
+pub const CHECKSUM_KEY: &str = "shadergrad_fnv1a64";
+
+/// The checksum's 16 digits while the file is hashed.
+const UNSEALED_CHECKSUM: &str = "0000000000000000";
 
 /// The key of the safetensors header that holds string metadata instead of a tensor.
 const METADATA_KEY: &str = "__metadata__";
@@ -574,33 +611,42 @@ pub fn read_safetensors(path: &Path) -> Result<Safetensors> {
     decode_safetensors(&read_file(path)?, path)
 }
 
-/// The 64-bit FNV-1a hash of `bytes`: the checksum that ties a config to its tensors file.
+/// The 64-bit FNV-1a hash of `bytes`: the checksum of checkpoints.
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    fnv1a64_extend(OFFSET_BASIS, bytes)
+}
+
+/// The FNV-1a hash of the bytes hashed to `hash` followed by `bytes`.
+fn fnv1a64_extend(hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &byte| {
+    bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(PRIME)
     })
 }
 
-/// The config file of the checkpoint whose tensors file is `tensors_path`: the same path
-/// with the extension `.json`. Errors unless `tensors_path` ends in `.safetensors`.
-pub fn config_path(tensors_path: &Path) -> Result<PathBuf> {
-    if tensors_path
-        .extension()
-        .is_some_and(|ext| ext == "safetensors")
-    {
-        Ok(tensors_path.with_extension("json"))
+/// Errors unless `path` ends in `.safetensors`, the name a checkpoint has.
+fn check_extension(path: &Path) -> Result<()> {
+    if path.extension().is_some_and(|ext| ext == "safetensors") {
+        Ok(())
     } else {
         Err(Error::invalid(
             "checkpoint",
             format!(
                 "{} does not end in .safetensors; a checkpoint is named like \
-                 model.safetensors, and its config model.json is found by that name",
-                tensors_path.display()
+                 model.safetensors",
+                path.display()
             ),
         ))
     }
+}
+
+/// The config file of a checkpoint of the legacy two-file form whose tensors file is
+/// `tensors_path`: the same path with the extension `.json`. Errors unless `tensors_path`
+/// ends in `.safetensors`.
+pub fn config_path(tensors_path: &Path) -> Result<PathBuf> {
+    check_extension(tensors_path)?;
+    Ok(tensors_path.with_extension("json"))
 }
 
 /// `config` (a JSON object) with the entries of `extra` (another, or anything else: then
@@ -612,23 +658,113 @@ pub fn with_extra(mut config: Value, extra: Value) -> Value {
     config
 }
 
-/// Saves `tensors` at `path` (which ends in `.safetensors`) and `config` beside it in the
-/// `.json` file of the same stem; see the module documentation for the layout and the
-/// order of the writes. Everything is checked before either file is touched.
+/// Saves `tensors` with `config` as one file at `path` (which ends in `.safetensors`); see
+/// the module documentation for the layout and what a crash leaves. Everything is checked
+/// before the file is touched. Afterwards a config file of the legacy two-file form beside
+/// it is removed, as it no longer describes the checkpoint.
 pub fn save(path: &Path, tensors: &[NamedTensor], config: &Value) -> Result<()> {
-    let config_path = config_path(path)?;
-    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let tensor_bytes = encode_safetensors(tensors, &metadata)?;
+    check_extension(path)?;
+    if let Some(problem) = first_non_finite(tensors) {
+        return Err(Error::invalid(
+            "checkpoint",
+            format!(
+                "{problem}: a checkpoint holding it could not be loaded, so {} is left as it \
+                 was",
+                path.display()
+            ),
+        ));
+    }
+    let bytes = encode_checkpoint(tensors, config)?;
+    write_atomically(path, &bytes)?;
+    remove_legacy_config(path);
+    Ok(())
+}
+
+/// The bytes of a checkpoint: the safetensors file of `tensors` with the record of
+/// `config` and the checksum in its metadata.
+fn encode_checkpoint(tensors: &[NamedTensor], config: &Value) -> Result<Vec<u8>> {
     let record = json!({
         "format": CONFIG_FORMAT,
         "version": CONFIG_VERSION,
-        "tensors_bytes": tensor_bytes.len(),
-        "tensors_fnv1a64": format!("{:016x}", fnv1a64(&tensor_bytes)),
         "config": config,
     });
-    let config_text = format!("{record:#}\n");
-    write_atomically(path, &tensor_bytes)?;
-    write_atomically(&config_path, config_text.as_bytes())
+    let metadata = BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (RECORD_KEY.to_string(), record.to_string()),
+        (CHECKSUM_KEY.to_string(), UNSEALED_CHECKSUM.to_string()),
+    ]);
+    let mut bytes = encode_safetensors(tensors, &metadata)?;
+    let digits = checksum_digits(&bytes).map_err(|message| {
+        Error::invalid(
+            "checkpoint",
+            format!("the file just encoded cannot be sealed: {message}"),
+        )
+    })?;
+    let checksum = format!("{:016x}", unsealed_checksum(&bytes, digits.clone()));
+    bytes[digits].copy_from_slice(checksum.as_bytes());
+    Ok(bytes)
+}
+
+/// Where the 16 digits of the checksum lie in the bytes of a checkpoint: after the one
+/// `"shadergrad_fnv1a64":"` in the header's text. Every quote inside a JSON string is
+/// escaped, so that text can only be the metadata key itself; two of them mean a header
+/// this writer did not write.
+fn checksum_digits(bytes: &[u8]) -> std::result::Result<Range<usize>, String> {
+    let header_len = bytes
+        .first_chunk::<8>()
+        .map_or(0, |field| u64::from_le_bytes(*field));
+    let header_end = usize::try_from(header_len)
+        .ok()
+        .and_then(|len| len.checked_add(8))
+        .map_or(bytes.len(), |end| end.min(bytes.len()));
+    let header = &bytes[..header_end];
+    let key = format!("\"{CHECKSUM_KEY}\":\"");
+    let found: Vec<usize> = header
+        .windows(key.len())
+        .enumerate()
+        .filter(|(_, window)| *window == key.as_bytes())
+        .map(|(start, _)| start + key.len())
+        .collect();
+    let [start] = found[..] else {
+        return Err(format!(
+            "the header's text holds {key} {} times, expected once, as this writer writes it",
+            found.len()
+        ));
+    };
+    let digits = start..start + UNSEALED_CHECKSUM.len();
+    let is_hex_digit = |byte: &u8| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte);
+    match (header.get(digits.clone()), header.get(digits.end)) {
+        (Some(hex), Some(b'"')) if hex.iter().all(is_hex_digit) => Ok(digits),
+        _ => Err(format!(
+            "the checksum {CHECKSUM_KEY:?} is not 16 lowercase hex digits"
+        )),
+    }
+}
+
+/// The FNV-1a hash of `bytes` with the checksum's `digits` written as zeros, hashed in
+/// place rather than on a copy of a file that may be large.
+fn unsealed_checksum(bytes: &[u8], digits: Range<usize>) -> u64 {
+    let hash = fnv1a64(&bytes[..digits.start]);
+    let hash = fnv1a64_extend(hash, UNSEALED_CHECKSUM.as_bytes());
+    fnv1a64_extend(hash, &bytes[digits.end..])
+}
+
+/// Removes `model.json` beside the checkpoint `path` just saved, if it is the config of the
+/// legacy two-file form (another file of that name is left alone). Best effort: the new
+/// checkpoint is complete without this, and `load` ignores the file once the record is in
+/// the header.
+fn remove_legacy_config(path: &Path) {
+    let Ok(legacy) = config_path(path) else {
+        return;
+    };
+    let Ok(text) = fs::read(&legacy) else {
+        return;
+    };
+    let is_checkpoint_config = serde_json::from_slice::<Value>(&text)
+        .is_ok_and(|record| record.get("format").and_then(Value::as_str) == Some(CONFIG_FORMAT));
+    if is_checkpoint_config {
+        let _ = fs::remove_file(&legacy);
+    }
 }
 
 /// Downloads GPU tensors and saves them with `config`, as [`save`] does.
@@ -643,7 +779,7 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, &Tensor)], config: &Value) ->
 /// A loaded checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
-    /// The tensors file it was loaded from (errors name it).
+    /// The file it was loaded from (errors name it).
     pub path: PathBuf,
     /// Sorted by name.
     pub tensors: Vec<NamedTensor>,
@@ -651,21 +787,76 @@ pub struct Checkpoint {
     pub config: Value,
 }
 
-/// Loads the checkpoint whose tensors file is `path` (ending in `.safetensors`) and whose
-/// config is the `.json` file of the same stem, checking that the two belong together.
+/// Loads the checkpoint at `path` (ending in `.safetensors`): the single file [`save`]
+/// writes, or the legacy two-file form with its config beside it. Checks the checksum and
+/// refuses NaN or infinite F32 elements.
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    check_extension(path)?;
+    let bytes = read_file(path)?;
+    let file = decode_safetensors(&bytes, path)?;
+    let config = match file.metadata.get(RECORD_KEY) {
+        Some(record) => {
+            parse_record(record, &bytes).map_err(|message| Error::format(path, message))?
+        }
+        None => load_legacy_config(path, &bytes)?,
+    };
+    if let Some(problem) = first_non_finite(&file.tensors) {
+        return Err(Error::format(path, problem));
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        tensors: file.tensors,
+        config,
+    })
+}
+
+/// The caller's value inside the record of a single-file checkpoint whose bytes are
+/// `bytes`, once the checksum shows the file is as it was saved.
+fn parse_record(record_text: &str, bytes: &[u8]) -> std::result::Result<Value, String> {
+    let digits = checksum_digits(bytes)?;
+    let recorded = String::from_utf8_lossy(&bytes[digits.clone()]);
+    let actual = format!("{:016x}", unsealed_checksum(bytes, digits));
+    if recorded != actual {
+        return Err(format!(
+            "the checksum does not match: the header records FNV-1a {recorded}, the file \
+             hashes to {actual} (it was damaged or changed after it was saved)"
+        ));
+    }
+    let record: Value = serde_json::from_str(record_text)
+        .map_err(|e| format!("the {RECORD_KEY:?} record in the metadata is not valid JSON: {e}"))?;
+    if record.get("format").and_then(Value::as_str) != Some(CONFIG_FORMAT) {
+        return Err(format!(
+            "the {RECORD_KEY:?} record in the metadata is not a checkpoint record: it needs \
+             \"format\": {CONFIG_FORMAT:?}"
+        ));
+    }
+    let version = record.get("version");
+    if version.and_then(Value::as_u64) != Some(CONFIG_VERSION) {
+        return Err(format!(
+            "checkpoint version {} is not {CONFIG_VERSION}, the one this build reads",
+            version.unwrap_or(&Value::Null)
+        ));
+    }
+    record
+        .get("config")
+        .cloned()
+        .ok_or_else(|| format!("the {RECORD_KEY:?} record has no \"config\" field"))
+}
+
+/// The caller's value in the config file beside `path`, a checkpoint of the legacy
+/// two-file form whose tensors file holds `tensor_bytes`.
+fn load_legacy_config(path: &Path, tensor_bytes: &[u8]) -> Result<Value> {
     let config_path = config_path(path)?;
-    let tensor_bytes = read_file(path)?;
-    let tensors = decode_safetensors(&tensor_bytes, path)?.tensors;
     let config_text = match fs::read(&config_path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Err(Error::format(
-                &config_path,
+                path,
                 format!(
-                    "the config file is missing: every checkpoint has one beside its tensors \
-                     file {}",
-                    path.display()
+                    "the header's metadata has no {RECORD_KEY:?} record, and there is no \
+                     config file {} beside it as a checkpoint of the two-file form has: this \
+                     is a plain safetensors file (read_safetensors reads it), not a checkpoint",
+                    config_path.display()
                 ),
             ))
         }
@@ -676,18 +867,13 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             })
         }
     };
-    let config = parse_config(&config_text, &tensor_bytes, path)
-        .map_err(|message| Error::format(&config_path, message))?;
-    Ok(Checkpoint {
-        path: path.to_path_buf(),
-        tensors,
-        config,
-    })
+    parse_legacy_config(&config_text, tensor_bytes, path)
+        .map_err(|message| Error::format(&config_path, message))
 }
 
-/// The caller's value inside a config file, once the file is known to describe
-/// `tensor_bytes` (the contents of `tensors_path`).
-fn parse_config(
+/// The caller's value inside a config file of the legacy two-file form, once the file is
+/// known to describe `tensor_bytes` (the contents of `tensors_path`).
+fn parse_legacy_config(
     text: &[u8],
     tensor_bytes: &[u8],
     tensors_path: &Path,
@@ -700,9 +886,10 @@ fn parse_config(
         ));
     }
     let version = record.get("version");
-    if version.and_then(Value::as_u64) != Some(CONFIG_VERSION) {
+    if version.and_then(Value::as_u64) != Some(LEGACY_CONFIG_VERSION) {
         return Err(format!(
-            "config version {} is not {CONFIG_VERSION}, the one this build reads",
+            "config version {} is not {LEGACY_CONFIG_VERSION}, the one a config file beside \
+             its tensors file has",
             version.unwrap_or(&Value::Null)
         ));
     }
@@ -724,6 +911,21 @@ fn parse_config(
         .get("config")
         .cloned()
         .ok_or_else(|| "the config has no \"config\" field".to_string())
+}
+
+/// The first NaN or infinite element of an F32 tensor among `tensors`, described with the
+/// tensor's name and the element's index, or `None` if every element is finite.
+fn first_non_finite(tensors: &[NamedTensor]) -> Option<String> {
+    tensors.iter().find_map(|tensor| {
+        let TensorData::F32(values) = &tensor.data else {
+            return None;
+        };
+        let index = values.iter().position(|value| !value.is_finite())?;
+        Some(format!(
+            "tensor {:?} holds {} at index {index}",
+            tensor.name, values[index]
+        ))
+    })
 }
 
 impl Checkpoint {

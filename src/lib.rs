@@ -7,7 +7,7 @@
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
 //! - [`optim`]: optimizers (SGD, momentum, Adam, AdamW), clipping and schedules on the GPU;
 //! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
-//! - [`checkpoint`]: saves and loads tensors as safetensors files with a JSON config;
+//! - [`checkpoint`]: saves and loads tensors and a JSON config as one safetensors file;
 //! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
 //!   sequence-to-sequence pairs (built-in tasks, TSV), a character vocabulary, bucketed batches;
 //!   plain text in windows for a language model;

@@ -175,8 +175,8 @@ struct TrainCnnArgs {
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the trained model here (a .safetensors file, with its .json config, vocabulary
-    /// and class names beside it), with the optimizer state under `optimizer.`.
+    /// Save the trained model here (one .safetensors file, holding its config, vocabulary
+    /// and class names too), with the optimizer state under `optimizer.`.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of train-cnn --save: its model, its optimizer state and
@@ -236,8 +236,8 @@ struct TrainLmArgs {
     /// Seeds the initial weights, the window order and the samples.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the model here whenever validation perplexity improves (a .safetensors file,
-    /// with its .json config and vocabulary beside it), with the optimizer state.
+    /// Save the model here whenever validation perplexity improves (one .safetensors file,
+    /// holding its config and vocabulary too), with the optimizer state.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of train-lm --save: its model, its optimizer state and
@@ -382,8 +382,8 @@ struct TrainSeq2seqArgs {
     /// Stop after this many minutes (the epoch under way is evaluated and saved).
     #[arg(value_parser = finite_f64, long, default_value_t = 20.0)]
     max_minutes: f64,
-    /// Save the model here whenever validation improves (a .safetensors file, with its
-    /// .json config and vocabulary beside it), with the optimizer state for --resume.
+    /// Save the model here whenever validation improves (one .safetensors file, holding its
+    /// config and vocabulary too), with the optimizer state for --resume.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of --save (its architecture and vocabulary;
@@ -457,7 +457,7 @@ struct TrainMlpArgs {
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the trained model here (a .safetensors file, with its .json config beside it).
+    /// Save the trained model here (one .safetensors file, holding its config too).
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of train-mlp --save: its model, its optimizer state and

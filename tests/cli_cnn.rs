@@ -53,8 +53,10 @@ fn train_on_the_builtin_task_with_save_and_metrics() {
     assert!(stderr.contains("epoch 2: train loss"), "{stderr}");
     let stdout = text(&output.stdout);
     assert!(stdout.starts_with("validation accuracy "), "{stdout}");
-    assert!(model.exists() && model.with_extension("json").exists());
-    let config = std::fs::read_to_string(model.with_extension("json")).unwrap();
+    let config = shadergrad::checkpoint::load(&model)
+        .unwrap()
+        .config
+        .to_string();
     for field in ["\"vocabulary\"", "\"labels\"", "\"neutral\"", "\"textcnn\""] {
         assert!(config.contains(field), "{field} missing from {config}");
     }
