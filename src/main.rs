@@ -680,9 +680,6 @@ fn train_seq2seq_command(
     typed: &Typed,
 ) -> shadergrad::Result<()> {
     let rule = parse_rule(&args.optimizer)?;
-    if let Some(save) = &args.save {
-        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
-    }
     if let Some(p) = args.dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid(
@@ -747,6 +744,9 @@ fn train_seq2seq_command(
                 args.clip
             ),
         ));
+    }
+    if let Some(save) = &args.save {
+        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
     }
     let (train, valid, description) = match &args.data {
         Some(path) => {

@@ -117,7 +117,7 @@ fn train_save_translate_and_resume() {
     let output = shadergrad(&["translate", "--checkpoint", model_arg, long]);
     assert!(!output.status.success());
     assert!(
-        text(&output.stderr).contains("maximum of"),
+        text(&output.stderr).contains("more than the 10 this model reads"),
         "{}",
         text(&output.stderr)
     );
@@ -269,7 +269,7 @@ fn a_transformer_trains_saves_and_translates() {
     assert_eq!(text(&output.stdout).lines().count(), 2);
 
     // A drop probability outside [0, 1) is an error naming it.
-    for bad in ["1.5", "1", "NaN"] {
+    for bad in ["1.5", "1"] {
         let mut args = transformer.to_vec();
         args.extend(["--dropout", bad]);
         let output = tiny_training(&model, &metrics, "1", &args);
@@ -280,4 +280,8 @@ fn a_transformer_trains_saves_and_translates() {
             "{stderr}"
         );
     }
+    let mut args = transformer.to_vec();
+    args.extend(["--dropout", "NaN"]);
+    let output = tiny_training(&model, &metrics, "1", &args);
+    assert!(text(&output.stderr).contains("not a finite number"));
 }
