@@ -538,35 +538,7 @@ fn check_save_path(save: &Path, resume: Option<&Path>, overwrite: bool) -> shade
             save.display()
         )));
     }
-    let folder = match save.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    if !folder.is_dir() {
-        return Err(refuse(format!(
-            "{}: the folder {} does not exist; create it first",
-            save.display(),
-            folder.display()
-        )));
-    }
-    // A file made and removed now, so that a folder the run cannot write to is said before
-    // the training rather than at its first save.
-    let probe = folder.join(format!(".shadergrad-save-probe.{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|source| Error::Io {
-            path: folder.to_path_buf(),
-            source,
-        })?;
-    let _ = std::fs::remove_file(&probe);
-    if save.is_dir() {
-        return Err(refuse(format!(
-            "{} is a folder, not a file",
-            save.display()
-        )));
-    }
+    check_output_path("--save", save)?;
     let resumes_it = resume.is_some_and(|resume| same_file(resume, save));
     if save.exists() && !overwrite && !resumes_it {
         return Err(refuse(format!(
@@ -576,6 +548,44 @@ fn check_save_path(save: &Path, resume: Option<&Path>, overwrite: bool) -> shade
             save.display()
         )));
     }
+    Ok(())
+}
+
+/// Checks, before the work whose results go there, that the file `flag` names can be
+/// written: its folder exists and takes a new file, and it is not a folder itself.
+fn check_output_path(flag: &'static str, path: &Path) -> shadergrad::Result<()> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(Error::invalid(
+            flag,
+            format!(
+                "{}: the folder {} does not exist; create it first",
+                path.display(),
+                folder.display()
+            ),
+        ));
+    }
+    if path.is_dir() {
+        return Err(Error::invalid(
+            flag,
+            format!("{} is a folder, not a file", path.display()),
+        ));
+    }
+    // A file made and removed now, so that a folder the run cannot write to is said before
+    // the work rather than at its end.
+    let probe = folder.join(format!(".shadergrad-write-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|source| Error::Io {
+            path: folder.to_path_buf(),
+            source,
+        })?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
@@ -634,6 +644,9 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
         Some(selector) => vec![select_adapter(enumerate_adapters(&instance())?, selector)?],
         None => enumerate_adapters(&instance())?,
     };
+    if let Some(path) = &args.json {
+        check_output_path("--json", path)?;
+    }
     let mut options = BenchOptions::new(args.quick);
     if !args.only.is_empty() {
         // In the order given, each once.
@@ -747,6 +760,9 @@ fn train_seq2seq_command(
     }
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    if let Some(metrics) = &args.metrics {
+        check_output_path("--metrics", metrics)?;
     }
     let (train, valid, description) = match &args.data {
         Some(path) => {
@@ -881,6 +897,9 @@ fn train_cnn_command(
     let rule = parse_rule(&args.optimizer)?;
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    if let Some(metrics) = &args.metrics {
+        check_output_path("--metrics", metrics)?;
     }
     let resume = args
         .resume
@@ -1085,6 +1104,9 @@ fn train_lm_command(
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
     }
+    if let Some(metrics) = &args.metrics {
+        check_output_path("--metrics", metrics)?;
+    }
     if args.max_minutes <= 0.0 {
         return Err(Error::invalid(
             "train-lm",
@@ -1231,6 +1253,9 @@ fn train_mlp_command(
     let rule = parse_rule(&args.optimizer)?;
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
+    }
+    if let Some(metrics) = &args.metrics {
+        check_output_path("--metrics", metrics)?;
     }
     let resume = args
         .resume

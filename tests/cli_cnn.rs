@@ -134,7 +134,7 @@ fn bad_input_is_an_error_naming_it() {
 
     for (args, expected) in [
         (&["--task", "tweets"][..], "unknown task \"tweets\""),
-        (&["--widths", "2,0"][..], "--widths [2, 0]"),
+        (&["--widths", "2,0"][..], "--widths 2,0"),
         (&["--optimizer", "lbfgs"][..], "\"lbfgs\""),
         (&["--epochs", "0"][..], "--epochs 0"),
     ] {

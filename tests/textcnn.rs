@@ -121,8 +121,8 @@ fn bad_model_sizes_name_the_value() {
     let labels = Labels::from_examples(&train).unwrap();
     let vocab = WordVocab::from_examples(&train);
     for (widths, filters, embed, expected) in [
-        (vec![2, 0], 8, 8, "--widths [2, 0]"),
-        (vec![], 8, 8, "--widths []"),
+        (vec![2, 0], 8, 8, "--widths 2,0"),
+        (vec![], 8, 8, "--widths (none)"),
         (vec![3, 3], 8, 8, "each width once"),
         (vec![2], 0, 8, "--filters 0"),
         (vec![2], 8, 0, "--embed 0"),

@@ -48,10 +48,18 @@ impl TextCnnConfig {
         if self.filters == 0 {
             return bad("--filters", "0".into(), "at least 1");
         }
+        let widths = match self.widths.as_slice() {
+            [] => "(none)".to_string(),
+            widths => widths
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
         if self.widths.is_empty() || self.widths.contains(&0) {
             return bad(
                 "--widths",
-                format!("{:?}", self.widths),
+                widths,
                 "one or more widths of at least 1, e.g. 2,3,4",
             );
         }
@@ -61,7 +69,7 @@ impl TextCnnConfig {
         if sorted.len() != self.widths.len() {
             return bad(
                 "--widths",
-                format!("{:?}", self.widths),
+                widths,
                 "each width once (parameters are named by width)",
             );
         }
