@@ -12,7 +12,7 @@ use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
-use shadergrad::data::{Dataset, LastBatch, Standardizer};
+use shadergrad::data::{Dataset, LastBatch, Parsed, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
@@ -539,9 +539,9 @@ fn train_seq2seq_command(
     }
     let (train, valid, description) = match &args.data {
         Some(path) => {
-            let pairs = read_tsv(path)?;
+            let pairs = print_warnings(read_tsv(path)?);
             let (train, valid) = match &args.valid {
-                Some(valid) => (pairs, read_tsv(valid)?),
+                Some(valid) => (pairs, print_warnings(read_tsv(valid)?)),
                 None => split_pairs(&pairs, args.valid_fraction, args.seed)?,
             };
             let description = json!({
@@ -641,9 +641,9 @@ fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergr
     let rule = parse_rule(&args.optimizer)?;
     let (train, valid, description) = match &args.data {
         Some(path) => {
-            let examples = read_labelled_tsv(path)?;
+            let examples = print_warnings(read_labelled_tsv(path)?);
             let (train, valid) = match &args.valid {
-                Some(valid) => (examples, read_labelled_tsv(valid)?),
+                Some(valid) => (examples, print_warnings(read_labelled_tsv(valid)?)),
                 None => split_examples(&examples, args.valid_fraction, args.seed)?,
             };
             let description = json!({
@@ -754,7 +754,7 @@ fn train_lm_command(selector: &AdapterSelector, args: TrainLmArgs) -> shadergrad
         ));
     }
     let (text, text_name) = match &args.text {
-        Some(path) => (read_text(path)?, path.display().to_string()),
+        Some(path) => (print_warnings(read_text(path)?), path.display().to_string()),
         None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
     };
     let gpu = Gpu::new(selector)?;
@@ -839,7 +839,10 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
     let activation: Activation = args.activation.parse()?;
     let rule = parse_rule(&args.optimizer)?;
     let (dataset, description) = match &args.data {
-        Some(path) => (Dataset::from_csv(path)?, path.display().to_string()),
+        Some(path) => (
+            print_warnings(Dataset::from_csv(path)?),
+            path.display().to_string(),
+        ),
         None => {
             let task: BuiltinTask = args.dataset.parse()?;
             (
@@ -912,6 +915,16 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
         result.seconds
     );
     Ok(())
+}
+
+/// What a reader read, once its warnings are printed on stderr (a warning that cannot be
+/// printed does not stop the run).
+fn print_warnings<T>(parsed: Parsed<T>) -> T {
+    let mut stderr = std::io::stderr().lock();
+    for warning in &parsed.warnings {
+        let _ = writeln!(stderr, "warning: {warning}");
+    }
+    parsed.contents
 }
 
 /// Prints every adapter, then the one the other commands would use.

@@ -130,6 +130,26 @@ fn bad_input_is_an_error_naming_it() {
     assert!(!output.status.success());
     assert!(stderr.contains("\"mixed\""), "{stderr}");
 
+    // A text past the word limit in the validation file is refused when it is read.
+    let long = dir.join("long.tsv");
+    std::fs::write(&long, format!("pos\tfine\nneg\t{}\n", "word ".repeat(5001))).unwrap();
+    let output = shadergrad(&[
+        "train-cnn",
+        "--data",
+        train.to_str().unwrap(),
+        "--valid",
+        long.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 2: the text (after the tab) has 5001 words, more than the 5000",
+            long.display()
+        )),
+        "{stderr}"
+    );
+
     for (args, expected) in [
         (&["--task", "tweets"][..], "unknown task \"tweets\""),
         (&["--widths", "2,0"][..], "--widths [2, 0]"),

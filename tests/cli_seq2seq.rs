@@ -187,6 +187,54 @@ fn bad_data_and_checkpoints_are_clear_errors() {
 }
 
 #[test]
+fn every_file_is_checked_when_it_is_read_before_any_training() {
+    let dir = scratch("seq2seq-cli-read-checks");
+    let train = dir.join("train.tsv");
+    std::fs::write(&train, "abc\tcba\nxy\tyx\nhello\tolleh\n").unwrap();
+    let valid = dir.join("valid.tsv");
+    std::fs::write(&valid, format!("ab\tba\n{}\tq\n", "q".repeat(1001))).unwrap();
+    let (train, valid_name) = (train.to_str().unwrap(), valid.to_str().unwrap());
+    let output = shadergrad(&[
+        "train-seq2seq",
+        "--data",
+        train,
+        "--valid",
+        valid_name,
+        "--epochs",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{valid_name}: line 2: the source has 1001 characters, more than the 1000 a \
+             source or target may have"
+        )) && !stderr.contains("epoch"),
+        "{stderr}"
+    );
+
+    // NUL bytes are read with a warning; an adapter that does not exist then stops the run
+    // before any GPU work.
+    let nul = dir.join("nul.tsv");
+    std::fs::write(&nul, "ab\tba\nc\0d\tdc\n").unwrap();
+    let output = shadergrad(&[
+        "--adapter",
+        "no-such-adapter",
+        "train-seq2seq",
+        "--data",
+        train,
+        "--valid",
+        nul.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {}: line 2: a NUL byte", nul.display()))
+            && stderr.contains("no adapter matches"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_diverging_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint() {
     let dir = scratch("seq2seq-cli-nan");
     let model = dir.join("m.safetensors");

@@ -21,7 +21,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::{check_distinct, permutation};
+use super::reading::{check_line_ends, text_warnings};
+use super::{check_distinct, permutation, Parsed};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -222,13 +223,41 @@ pub fn encode_texts(
         .collect()
 }
 
-/// Labelled texts from a TSV file: a label, a tab, the text, per line (a tab inside the
-/// text is kept as part of it). Blank lines are skipped; a line without a tab, with an empty
-/// label or an empty text is an error naming the file and the 1-based line; a file of no
-/// examples is an error naming the file. Handles "\r\n" and a UTF-8 byte order mark.
-pub fn read_labelled_tsv(path: impl AsRef<Path>) -> Result<Vec<LabelledText>> {
+/// The most words ([`tokenize`]) a text of a labelled TSV file may have. A batch is padded
+/// to its longest text, and each word is a row of every activation: at the command line's
+/// defaults (64 texts of 64-wide embeddings) a text of 5,000 words makes the batch's
+/// embeddings 82 MB, within the 128 MiB a storage buffer may bind on any WebGPU adapter.
+/// Whole reviews or articles fit; a longer line is more likely a file whose line breaks
+/// were lost. [`read_labelled_tsv`] checks it, so that such a line is an error naming it
+/// when the file is read, not a tensor too large for the GPU during training.
+pub const MAX_TEXT_WORDS: usize = 5_000;
+
+/// The most characters a label (a class name) may have: a longer one is most likely a
+/// text, in a file whose label and text columns are swapped.
+pub const MAX_LABEL_CHARS: usize = 100;
+
+/// Labelled texts from a TSV file; see [`parse_labelled_tsv`] for the format and the
+/// errors.
+pub fn read_labelled_tsv(path: impl AsRef<Path>) -> Result<Parsed<Vec<LabelledText>>> {
     let path = path.as_ref();
-    let text = crate::files::read_text_file(path)?;
+    parse_labelled_tsv(&crate::files::read_text_file(path)?, path)
+}
+
+/// Parses TSV text of labelled texts: a label, a tab, the text, per line (a tab inside the
+/// text is kept as part of it, and the label is trimmed of spaces); `path` only names the
+/// file in errors and warnings.
+///
+/// Blank lines are skipped; lines end in "\n" or "\r\n"; a UTF-8 byte order mark is
+/// allowed. These are errors naming the file and the 1-based line: no tab, an empty label,
+/// a label of more than [`MAX_LABEL_CHARS`] characters, a text of no words or of more than
+/// [`MAX_TEXT_WORDS`] words, a carriage return not followed by a line feed. A file of no
+/// examples is an error naming the file. NUL bytes are read as characters, with a
+/// [`Warning`](super::Warning). Which labels a file may hold is for its user to check: a
+/// training file needs two or more ([`Labels::from_examples`]), a validation file only
+/// labels of its training file ([`encode_texts`]).
+pub fn parse_labelled_tsv(text: &str, path: &Path) -> Result<Parsed<Vec<LabelledText>>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_line_ends(text, path)?;
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let mut examples = Vec::new();
@@ -252,10 +281,31 @@ pub fn read_labelled_tsv(path: impl AsRef<Path>) -> Result<Vec<LabelledText>> {
                 "the label (before the tab) is empty".into(),
             ));
         }
-        if tokenize(body).is_empty() {
+        let label_chars = label.chars().count();
+        if label_chars > MAX_LABEL_CHARS {
+            return Err(at_line(
+                index + 1,
+                format!(
+                    "the label (before the tab) has {label_chars} characters, more than the \
+                     {MAX_LABEL_CHARS} a class name may have: are the label and the text \
+                     swapped? Expected the label, a tab, then the text"
+                ),
+            ));
+        }
+        let words = tokenize(body).len();
+        if words == 0 {
             return Err(at_line(
                 index + 1,
                 format!("the text (after the tab) has no words: {:?}", preview(body)),
+            ));
+        }
+        if words > MAX_TEXT_WORDS {
+            return Err(at_line(
+                index + 1,
+                format!(
+                    "the text (after the tab) has {words} words, more than the \
+                     {MAX_TEXT_WORDS} a text may have"
+                ),
             ));
         }
         examples.push(LabelledText {
@@ -269,7 +319,10 @@ pub fn read_labelled_tsv(path: impl AsRef<Path>) -> Result<Vec<LabelledText>> {
             "holds no examples; expected lines of a label, a tab, then the text",
         ));
     }
-    Ok(examples)
+    Ok(Parsed {
+        contents: examples,
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// The start of a long line, for an error message.

@@ -30,7 +30,10 @@
 pub mod classify;
 pub mod corpus;
 pub mod points;
+mod reading;
 pub mod text;
+
+pub use reading::{Parsed, Warning};
 
 use std::path::Path;
 
@@ -109,7 +112,7 @@ impl Dataset {
 
     /// Reads the user's examples from a CSV file: on each line the features, then an integer
     /// class label; a header line is allowed. See [`points::parse_csv`] for the details.
-    pub fn from_csv(path: impl AsRef<Path>) -> Result<Dataset> {
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<Parsed<Dataset>> {
         points::read_csv(path.as_ref())
     }
 
@@ -302,7 +305,8 @@ impl Dataset {
 
     /// Writes the dataset as CSV: a header `x0,x1,…,label`, then one line per example with its
     /// features and label. [`Dataset::from_csv`] reads it back exactly (each f32 is written in
-    /// its shortest form that parses back to the same value). The file is written to a
+    /// its shortest form that parses back to the same value) when it has the two labels or
+    /// more and at most [`points::MAX_FEATURES`] features that reading needs. The file is written to a
     /// temporary file beside it and renamed, so it is never seen half-written.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         self.validate()?;

@@ -18,7 +18,8 @@ use std::f32::consts::TAU;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::Dataset;
+use super::reading::{check_line_ends, text_warnings};
+use super::{Dataset, Parsed};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -223,25 +224,35 @@ impl FromStr for BuiltinTask {
 /// hundreds of thousands is almost surely a column that is not a label.
 pub const MAX_LABEL: u32 = 65_535;
 
-/// Reads a CSV file of examples; see [`parse_csv`] for the format.
-pub fn read_csv(path: &Path) -> Result<Dataset> {
+/// Features above this many per example are refused: a multi-layer perceptron's first layer
+/// holds features × hidden weights, and a row of more is more likely a file whose line breaks
+/// were lost than an example (28×28 digits have 784 values, a 128×128 colour image 49,152).
+pub const MAX_FEATURES: usize = 100_000;
+
+/// Reads a CSV file of examples; see [`parse_csv`] for the format and the errors.
+pub fn read_csv(path: &Path) -> Result<Parsed<Dataset>> {
     parse_csv(&crate::files::read_text_file(path)?, path)
 }
 
-/// Parses CSV text of examples; `path` only names the source in errors.
+/// Parses CSV text of examples; `path` only names the file in errors and warnings.
 ///
 /// Each line holds the features, then an integer class label, separated by commas with
 /// optional spaces or tabs around them (no quoting). The first non-blank line is a header,
-/// and skipped, when none of its fields is a number. Blank lines are skipped; a UTF-8 byte
-/// order mark is allowed. Every data line must have as many fields as the first one; features
-/// must be finite numbers, labels whole numbers from 0 to [`MAX_LABEL`] (`2` or `2.0`). The
-/// dataset has `max label + 1` classes.
+/// and skipped, when none of its fields is a number. Blank lines are skipped; lines end in
+/// "\n" or "\r\n"; a UTF-8 byte order mark is allowed. Every data line must have as many
+/// fields as the first one, and at most [`MAX_FEATURES`] features; features must be finite
+/// numbers, labels whole numbers from 0 to [`MAX_LABEL`] (`2` or `2.0`), and at least two
+/// different labels must occur (one class leaves a classifier nothing to tell apart). The
+/// dataset has `max label + 1` classes. NUL bytes in a header are kept, with a
+/// [`Warning`](super::Warning).
 ///
-/// Errors are [`Error::Format`] naming the file and the 1-based line number.
-pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
+/// Errors are [`Error::Format`] naming the file, and the 1-based line number where there is
+/// one.
+pub fn parse_csv(text: &str, path: &Path) -> Result<Parsed<Dataset>> {
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_line_ends(text, path)?;
     if text.trim().is_empty() {
         return Err(Error::format(
             path,
@@ -270,7 +281,18 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
                 if fields.len() < 2 {
                     return Err(at_line(
                         line_number,
-                        "1 field; expected the features then the label, at least 2 fields".into(),
+                        "1 field; expected the features then the label, at least 2 fields \
+                         separated by commas"
+                            .into(),
+                    ));
+                }
+                if fields.len() - 1 > MAX_FEATURES {
+                    return Err(at_line(
+                        line_number,
+                        format!(
+                            "{} features, more than the {MAX_FEATURES} an example may have",
+                            fields.len() - 1
+                        ),
                     ));
                 }
                 if let Some((header_line, header_fields)) = header {
@@ -320,7 +342,19 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
     let (Some((_, fields)), Some(&max_label)) = (first_row, labels.iter().max()) else {
         return Err(Error::format(path, "has a header but no data rows"));
     };
-    Dataset::new(features, labels, fields - 1, max_label as usize + 1)
+    if labels.iter().all(|&label| label == max_label) {
+        return Err(Error::format(
+            path,
+            format!(
+                "the examples have 1 class (every label is {max_label}); a classifier needs at \
+                 least 2"
+            ),
+        ));
+    }
+    Ok(Parsed {
+        contents: Dataset::new(features, labels, fields - 1, max_label as usize + 1)?,
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// A feature field's value, or why it is not a valid one.

@@ -29,7 +29,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::{check_distinct, permutation};
+use super::reading::{check_line_ends, text_warnings};
+use super::{check_distinct, permutation, Parsed};
 use crate::files::write_atomically;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -424,14 +425,34 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// Pairs from a TSV file: source, a tab, target, per line. Blank lines are skipped; a line
-/// without a tab, with more than one tab, or with an empty source or target is an error naming
-/// the file and the 1-based line; no pairs at all is an error naming the file. Handles "\r\n".
-/// Spaces are kept: they are characters of the source or target like any other. A UTF-8
-/// byte order mark is allowed.
-pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
+/// The most characters a source, or a target, of a TSV file may have. A character-level
+/// model takes one step per character: a recurrent layer runs its cell once per step, and
+/// attention weighs every source character against every target character, so a batch of 64
+/// pairs of 1,000 characters already holds 64 million attention scores per layer and head.
+/// A longer line is more likely a file whose line breaks were lost than a pair to learn.
+/// [`read_tsv`] checks it, so that such a line is an error naming it when the file is read,
+/// not a tensor too large for the GPU after a whole epoch.
+pub const MAX_SEQUENCE_CHARS: usize = 1_000;
+
+/// Pairs from a TSV file; see [`parse_tsv`] for the format and the errors.
+pub fn read_tsv(path: impl AsRef<Path>) -> Result<Parsed<Vec<Pair>>> {
     let path = path.as_ref();
-    let text = crate::files::read_text_file(path)?;
+    parse_tsv(&crate::files::read_text_file(path)?, path)
+}
+
+/// Parses TSV text of pairs: source, a tab, target, per line; `path` only names the file in
+/// errors and warnings.
+///
+/// Blank lines (no tab, nothing but whitespace) are skipped; lines end in "\n" or "\r\n"; a
+/// UTF-8 byte order mark is allowed. Spaces are kept: they are characters of the source or
+/// target like any other. These are errors naming the file and the 1-based line: no tab,
+/// more than one tab, an empty source or target, a source or target of more than
+/// [`MAX_SEQUENCE_CHARS`] characters, a carriage return not followed by a line feed. A file
+/// of no pairs is an error naming the file. NUL bytes are read as characters, with a
+/// [`Warning`](super::Warning).
+pub fn parse_tsv(text: &str, path: &Path) -> Result<Parsed<Vec<Pair>>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_line_ends(text, path)?;
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let mut pairs = Vec::new();
@@ -461,10 +482,24 @@ pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
                     "the target (after the tab) is empty".into(),
                 ))
             }
-            [source, target] => pairs.push(Pair {
-                source: source.to_string(),
-                target: target.to_string(),
-            }),
+            [source, target] => {
+                for (side, value) in [("source", source), ("target", target)] {
+                    let chars = value.chars().count();
+                    if chars > MAX_SEQUENCE_CHARS {
+                        return Err(at_line(
+                            line_number,
+                            format!(
+                                "the {side} has {chars} characters, more than the \
+                                 {MAX_SEQUENCE_CHARS} a source or target may have"
+                            ),
+                        ));
+                    }
+                }
+                pairs.push(Pair {
+                    source: source.to_string(),
+                    target: target.to_string(),
+                })
+            }
             _ => {
                 return Err(at_line(
                     line_number,
@@ -482,7 +517,10 @@ pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
             "holds no pairs; expected lines of a source, a tab, then the target",
         ));
     }
-    Ok(pairs)
+    Ok(Parsed {
+        contents: pairs,
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// The start of a long line, for an error message.
@@ -496,9 +534,9 @@ fn preview(line: &str) -> String {
 }
 
 /// Writes `pairs` as a TSV file that [`read_tsv`] reads back exactly (for instance to dump a
-/// built-in task). Every source and target must be non-empty and free of tabs and line
-/// breaks. The file is written to a temporary file beside it and renamed, so it is never seen
-/// half-written.
+/// built-in task). Every source and target must be non-empty, at most
+/// [`MAX_SEQUENCE_CHARS`] characters long and free of tabs and line breaks. The file is
+/// written to a temporary file beside it and renamed, so it is never seen half-written.
 pub fn write_tsv(path: impl AsRef<Path>, pairs: &[Pair]) -> Result<()> {
     if pairs.is_empty() {
         return Err(Error::invalid(
@@ -509,12 +547,16 @@ pub fn write_tsv(path: impl AsRef<Path>, pairs: &[Pair]) -> Result<()> {
     let mut text = String::new();
     for (index, pair) in pairs.iter().enumerate() {
         for (side, value) in [("source", &pair.source), ("target", &pair.target)] {
-            if value.is_empty() || value.contains(['\t', '\n', '\r']) {
+            if value.is_empty()
+                || value.contains(['\t', '\n', '\r'])
+                || value.chars().count() > MAX_SEQUENCE_CHARS
+            {
                 return Err(Error::invalid(
                     "write_tsv",
                     format!(
-                        "pair {index} has the {side} {value:?}; expected a non-empty text \
-                         without tabs or line breaks"
+                        "pair {index} has the {side} {:?}; expected a non-empty text of at \
+                         most {MAX_SEQUENCE_CHARS} characters without tabs or line breaks",
+                        preview(value)
                     ),
                 ));
             }
