@@ -12,7 +12,7 @@ use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
-use shadergrad::data::{Dataset, LastBatch, Parsed, Standardizer};
+use shadergrad::data::{Dataset, GenerationProgress, LastBatch, Parsed, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
@@ -552,7 +552,17 @@ fn train_seq2seq_command(
         }
         None => {
             let task = Task::parse(&args.task, args.digits, args.reverse_input)?;
-            let (train, valid) = task.generate(args.train_size, args.valid_size, args.seed)?;
+            task.check_memory(
+                args.train_size,
+                args.valid_size,
+                ("--train-size", "--valid-size"),
+            )?;
+            let (train, valid) = task.generate_with_progress(
+                args.train_size,
+                args.valid_size,
+                args.seed,
+                &mut print_progress,
+            )?;
             let description = json!({
                 "task": task.name(),
                 "digits": args.digits,
@@ -654,7 +664,17 @@ fn train_cnn_command(selector: &AdapterSelector, args: TrainCnnArgs) -> shadergr
         }
         None => {
             let task = ClassifyTask::parse(&args.task)?;
-            let (train, valid) = task.generate(args.train_size, args.valid_size, args.seed)?;
+            task.check_memory(
+                args.train_size,
+                args.valid_size,
+                ("--train-size", "--valid-size"),
+            )?;
+            let (train, valid) = task.generate_with_progress(
+                args.train_size,
+                args.valid_size,
+                args.seed,
+                &mut print_progress,
+            )?;
             let description = json!({
                 "task": task.name(),
                 "train_size": args.train_size,
@@ -845,8 +865,9 @@ fn train_mlp_command(selector: &AdapterSelector, args: TrainMlpArgs) -> shadergr
         ),
         None => {
             let task: BuiltinTask = args.dataset.parse()?;
+            task.check_memory(args.points, "--points")?;
             (
-                task.generate(args.points, args.seed)?,
+                task.generate_with_progress(args.points, args.seed, &mut print_progress)?,
                 format!(
                     "{} ({} points per class, seed {})",
                     args.dataset, args.points, args.seed
@@ -925,6 +946,11 @@ fn print_warnings<T>(parsed: Parsed<T>) -> T {
         let _ = writeln!(stderr, "warning: {warning}");
     }
     parsed.contents
+}
+
+/// Prints a long generation's progress on stderr (a line that cannot be printed is skipped).
+fn print_progress(progress: &GenerationProgress) {
+    let _ = writeln!(std::io::stderr(), "{progress}");
 }
 
 /// Prints every adapter, then the one the other commands would use.

@@ -228,6 +228,22 @@ fn train_mlp_prints_the_warnings_of_its_csv() {
 }
 
 #[test]
+fn train_mlp_refuses_more_points_than_memory_holds_at_once() {
+    let output = shadergrad(
+        &["train-mlp", "--points", "1000000000"],
+        &[("SHADERGRAD_HOST_MEMORY", "1000000000")],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--points 1000000000 × 3 classes: 3000000000 points of about 64 B")
+            && stderr.contains("more than half of the 953.7 MiB free on this machine")
+            && stderr.contains("at most 7812500 points fit"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn train_mlp_with_its_defaults_reaches_97_percent_on_spirals() {
     let output = shadergrad(&["train-mlp"], &[]);
     let stdout = text(&output.stdout);

@@ -150,6 +150,20 @@ fn bad_input_is_an_error_naming_it() {
         "{stderr}"
     );
 
+    let output = Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(["train-cnn", "--train-size", "50000000", "--valid-size", "5"])
+        .env_remove("SHADERGRAD_ADAPTER")
+        .env("SHADERGRAD_HOST_MEMORY", "1000000000")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--train-size 50000000 + --valid-size 5: 50000005 examples")
+            && stderr.contains("examples fit"),
+        "{stderr}"
+    );
+
     for (args, expected) in [
         (&["--task", "tweets"][..], "unknown task \"tweets\""),
         (&["--widths", "2,0"][..], "--widths [2, 0]"),

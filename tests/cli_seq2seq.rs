@@ -11,6 +11,15 @@ fn shadergrad(args: &[&str]) -> Output {
         .expect("the shadergrad binary runs")
 }
 
+fn shadergrad_with_memory(args: &[&str], free_bytes: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .env("SHADERGRAD_HOST_MEMORY", free_bytes)
+        .output()
+        .expect("the shadergrad binary runs")
+}
+
 fn shadergrad_with_stdin(args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_shadergrad"))
@@ -230,6 +239,28 @@ fn every_file_is_checked_when_it_is_read_before_any_training() {
     assert!(
         stderr.contains(&format!("warning: {}: line 2: a NUL byte", nul.display()))
             && stderr.contains("no adapter matches"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generated_sizes_beyond_memory_are_refused_at_once_naming_the_flags() {
+    let output = shadergrad_with_memory(
+        &[
+            "train-seq2seq",
+            "--task",
+            "sort",
+            "--train-size",
+            "100000000",
+        ],
+        "1000000000",
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--train-size 100000000 + --valid-size 1000: 100001000 pairs of about")
+            && stderr.contains("more than half of the 953.7 MiB free on this machine")
+            && stderr.contains("pairs fit"),
         "{stderr}"
     );
 }

@@ -1,14 +1,15 @@
 //! What every reader of a user's data file checks when the file is read: the length limits,
-//! line ends, NUL bytes (a warning handed back, never printed), a CSV of one class.
+//! line ends, NUL bytes (a warning handed back, never printed), a CSV of one class; and
+//! that a generator asked for more than memory holds fails at once, naming the sizes.
 
 use std::path::{Path, PathBuf};
 
 use shadergrad::data::classify::{
-    parse_labelled_tsv, read_labelled_tsv, MAX_LABEL_CHARS, MAX_TEXT_WORDS,
+    parse_labelled_tsv, read_labelled_tsv, ClassifyTask, MAX_LABEL_CHARS, MAX_TEXT_WORDS,
 };
 use shadergrad::data::corpus::{parse_text, read_text};
-use shadergrad::data::points::{parse_csv, MAX_FEATURES};
-use shadergrad::data::text::{parse_tsv, read_tsv, write_tsv, Pair, MAX_SEQUENCE_CHARS};
+use shadergrad::data::points::{parse_csv, BuiltinTask, Spirals, MAX_FEATURES};
+use shadergrad::data::text::{parse_tsv, read_tsv, write_tsv, Pair, Task, MAX_SEQUENCE_CHARS};
 use shadergrad::data::{Dataset, Parsed, Warning};
 use shadergrad::Error;
 
@@ -255,4 +256,63 @@ fn a_csv_row_of_more_features_than_the_limit_is_refused() {
         )),
         "{message}"
     );
+}
+
+#[test]
+fn generation_beyond_memory_is_refused_at_once_naming_the_sizes() {
+    // Far past any machine's memory, yet within the sums the task can draw: without the
+    // check, generating them would run until memory ran out.
+    let addition = Task::parse("addition", 9, false).unwrap();
+    let huge = 100_000_000_000_000_000; // 10^17 of the 10^18 sums of two 9-digit numbers
+    let message = addition
+        .check_memory(huge, 1000, ("--train-size", "--valid-size"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&format!(
+            "--train-size {huge} + --valid-size 1000: {} pairs of about",
+            huge + 1000
+        )) && message.contains("pairs fit"),
+        "{message}"
+    );
+    let message = addition.generate(huge, 0, 7).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("train {huge} + valid 0")),
+        "{message}"
+    );
+
+    let reviews = ClassifyTask::parse("reviews").unwrap();
+    let many = 10_000_000_000_000;
+    let message = reviews
+        .check_memory(many, 5, ("--train-size", "--valid-size"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&format!("--train-size {many} + --valid-size 5")),
+        "{message}"
+    );
+
+    let message = BuiltinTask::Spirals
+        .check_memory(usize::MAX / 4, "--points")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains(&format!("--points {} × 3 classes", usize::MAX / 4)),
+        "{message}"
+    );
+    let spirals = Spirals {
+        points_per_class: usize::MAX / 4,
+        ..Spirals::default()
+    };
+    let message = spirals.generate(7).unwrap_err().to_string();
+    assert!(message.contains("points_per_class"), "{message}");
+}
+
+#[test]
+fn a_quick_generation_reports_no_progress() {
+    let mut reports = 0;
+    let (train, valid) = Task::Sort
+        .generate_with_progress(200, 20, 7, &mut |_| reports += 1)
+        .unwrap();
+    assert_eq!((train.len(), valid.len(), reports), (200, 20, 0));
 }

@@ -21,8 +21,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
+use super::generating::{check_fits_in_memory, ProgressReporter};
 use super::reading::{check_line_ends, text_warnings};
-use super::{check_distinct, permutation, Parsed};
+use super::{check_distinct, permutation, GenerationProgress, Parsed};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -381,6 +382,12 @@ pub enum ClassifyTask {
     Reviews,
 }
 
+/// What a generated review takes in memory on its way through training, by the estimate
+/// that [`ClassifyTask::check_memory`] weighs: measured at 950 B on average from the peak
+/// memory of generating half a million reviews (the texts, the set that keeps them
+/// distinct), their vocabulary, ids and batches; the margin covers the longer reviews.
+const BYTES_PER_REVIEW: u64 = 1_200;
+
 const OPENERS: [&str; 4] = ["honestly ,", "overall", "i think", "well ,"];
 const SUBJECTS: [&str; 8] = [
     "the movie",
@@ -459,14 +466,40 @@ impl ClassifyTask {
         }
     }
 
+    /// Fails at once, before anything is drawn, when `train` + `valid` examples would take
+    /// more than half the memory this machine has free (by an estimate of a review's bytes), naming
+    /// the sizes by `names` (the command line passes `("--train-size", "--valid-size")`) and
+    /// the most examples that fit.
+    pub fn check_memory(&self, train: usize, valid: usize, names: (&str, &str)) -> Result<()> {
+        check_fits_in_memory(
+            &format!("{} {train} + {} {valid}", names.0, names.1),
+            train as u128 + valid as u128,
+            "examples",
+            BYTES_PER_REVIEW,
+        )
+    }
+
     /// `train` + `valid` examples, deterministic from the seed, no text in both (held out)
-    /// nor twice in either; an error if the task has fewer distinct texts than asked. The
+    /// nor twice in either; an error if the task has fewer distinct texts than asked, or if
+    /// the examples would not fit in memory ([`ClassifyTask::check_memory`]). The
     /// validation examples are drawn first, so they depend only on `valid` and the seed.
     pub fn generate(
         &self,
         train: usize,
         valid: usize,
         seed: u64,
+    ) -> Result<(Vec<LabelledText>, Vec<LabelledText>)> {
+        self.generate_with_progress(train, valid, seed, &mut |_| {})
+    }
+
+    /// [`ClassifyTask::generate`], handing `report` its progress every two seconds when it
+    /// takes more than two.
+    pub fn generate_with_progress(
+        &self,
+        train: usize,
+        valid: usize,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
     ) -> Result<(Vec<LabelledText>, Vec<LabelledText>)> {
         let available = self.distinct_texts();
         let asked = train as u128 + valid as u128;
@@ -480,21 +513,38 @@ impl ClassifyTask {
                 ),
             ));
         }
+        self.check_memory(train, valid, ("train", "valid"))?;
+        let mut progress = ProgressReporter::new(asked as u64, report);
+        Ok(self.draw_examples(train, valid, seed, &mut progress))
+    }
+
+    /// The examples of [`ClassifyTask::generate`], once their number is checked.
+    fn draw_examples(
+        &self,
+        train: usize,
+        valid: usize,
+        seed: u64,
+        progress: &mut ProgressReporter,
+    ) -> (Vec<LabelledText>, Vec<LabelledText>) {
         let mut rng = Rng::new(seed);
         let mut texts = HashSet::new();
+        let mut drawn = 0u64;
         let mut draw = |count: usize| {
             let mut examples = Vec::with_capacity(count);
             while examples.len() < count {
                 let example = self.example(&mut rng);
                 if texts.insert(example.text.clone()) {
                     examples.push(example);
+                    drawn += 1;
+                    progress.advance(drawn);
                 }
             }
             examples
         };
         let valid_examples = draw(valid);
         let train_examples = draw(train);
-        Ok((train_examples, valid_examples))
+        progress.finish();
+        (train_examples, valid_examples)
     }
 }
 
@@ -625,4 +675,21 @@ pub fn text_batches(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn generation_reports_its_progress_up_to_the_last_example() {
+        let mut seen = Vec::new();
+        let mut record = |progress: &GenerationProgress| seen.push(progress.done);
+        let mut progress =
+            ProgressReporter::with_timing(3000, Duration::ZERO, Duration::ZERO, &mut record);
+        let (train, valid) = ClassifyTask::Reviews.draw_examples(2500, 500, 7, &mut progress);
+        assert_eq!((train.len(), valid.len()), (2500, 500));
+        assert_eq!(seen, [1024, 2048, 3000]);
+    }
 }

@@ -29,10 +29,12 @@
 
 pub mod classify;
 pub mod corpus;
+mod generating;
 pub mod points;
 mod reading;
 pub mod text;
 
+pub use generating::GenerationProgress;
 pub use reading::{Parsed, Warning};
 
 use std::path::Path;

@@ -18,10 +18,28 @@ use std::f32::consts::TAU;
 use std::path::Path;
 use std::str::FromStr;
 
+use super::generating::{check_fits_in_memory, ProgressReporter};
 use super::reading::{check_line_ends, text_warnings};
-use super::{Dataset, Parsed};
+use super::{Dataset, GenerationProgress, Parsed};
 use crate::rng::Rng;
 use crate::{Error, Result};
+
+/// What a generated point takes in memory on its way through training, by the estimate that
+/// the generators' memory check weighs: measured at 56 B from the peak memory of generating
+/// and splitting nine million points (the dataset, its train and test copies, the split's
+/// index lists), rounded up.
+const BYTES_PER_POINT: u64 = 64;
+
+/// Fails at once when `points_per_class` points of each of `classes` classes would take
+/// more than half the memory this machine has free, naming the size by `name`.
+fn check_points_memory(name: &str, points_per_class: usize, classes: usize) -> Result<()> {
+    check_fits_in_memory(
+        &format!("{name} {points_per_class} × {classes} classes"),
+        points_per_class as u128 * classes as u128,
+        "points",
+        BYTES_PER_POINT,
+    )
+}
 
 /// Interleaved Archimedean spirals, one arm per class, as in Stanford's CS231n: arm `k` of `K`
 /// starts at angle 2πk/K and winds out from the origin to radius 1 while its angle grows
@@ -54,12 +72,30 @@ impl Default for Spirals {
 }
 
 impl Spirals {
-    /// The `classes × points_per_class` points, class by class, each arm from the centre out.
+    /// The `classes × points_per_class` points, class by class, each arm from the centre out;
+    /// an error when they would take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Spirals::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("spirals", "classes", self.classes, 2)?;
         check_count("spirals", "points_per_class", self.points_per_class, 1)?;
         check_finite("spirals", "sweep", self.sweep)?;
         check_noise("spirals", "noise", self.noise)?;
+        check_points_memory("points_per_class", self.points_per_class, self.classes)?;
+        let total = self.classes * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Spirals::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(2 * self.classes * self.points_per_class);
         let mut labels = Vec::with_capacity(self.classes * self.points_per_class);
@@ -71,8 +107,10 @@ impl Spirals {
                 let angle = start + self.sweep * radius + self.noise * rng.normal();
                 features.extend_from_slice(&[radius * angle.cos(), radius * angle.sin()]);
                 labels.push(class as u32);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, self.classes)
     }
 }
@@ -96,10 +134,28 @@ impl Default for Xor {
 }
 
 impl Xor {
-    /// The `2 × points_per_class` points, class 0 then class 1.
+    /// The `2 × points_per_class` points, class 0 then class 1; an error when they would
+    /// take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Xor::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("xor", "points_per_class", self.points_per_class, 1)?;
         check_noise("xor", "spread", self.spread)?;
+        check_points_memory("points_per_class", self.points_per_class, 2)?;
+        let total = 2 * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Xor::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(4 * self.points_per_class);
         let mut labels = Vec::with_capacity(2 * self.points_per_class);
@@ -112,8 +168,10 @@ impl Xor {
                 let y = y_sign + self.spread * rng.normal();
                 features.extend_from_slice(&[x, y]);
                 labels.push(class);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, 2)
     }
 }
@@ -139,8 +197,19 @@ impl Default for Circles {
 }
 
 impl Circles {
-    /// The `2 × points_per_class` points, the outer ring (class 0) then the inner ring.
+    /// The `2 × points_per_class` points, the outer ring (class 0) then the inner ring; an
+    /// error when they would take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Circles::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("circles", "points_per_class", self.points_per_class, 1)?;
         check_noise("circles", "noise", self.noise)?;
         if !(self.inner_radius > 0.0 && self.inner_radius < 1.0) {
@@ -152,6 +221,13 @@ impl Circles {
                 ),
             ));
         }
+        check_points_memory("points_per_class", self.points_per_class, 2)?;
+        let total = 2 * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Circles::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(4 * self.points_per_class);
         let mut labels = Vec::with_capacity(2 * self.points_per_class);
@@ -161,8 +237,10 @@ impl Circles {
                 let radius = ring + self.noise * rng.normal();
                 features.extend_from_slice(&[radius * angle.cos(), radius * angle.sin()]);
                 labels.push(class as u32);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, 2)
     }
 }
@@ -179,24 +257,50 @@ impl BuiltinTask {
     /// The names [`BuiltinTask::from_str`] accepts.
     pub const NAMES: [&'static str; 3] = ["spirals", "xor", "circles"];
 
+    /// How many classes the task's default dataset has.
+    pub fn classes(self) -> usize {
+        match self {
+            BuiltinTask::Spirals => Spirals::default().classes,
+            BuiltinTask::Xor | BuiltinTask::Circles => 2,
+        }
+    }
+
+    /// Fails at once, before anything is drawn, when `points_per_class` points of each class
+    /// would take more than half the memory this machine has free, naming the size by
+    /// `name` (the command line passes `"--points"`) and the most points that fit.
+    pub fn check_memory(self, points_per_class: usize, name: &str) -> Result<()> {
+        check_points_memory(name, points_per_class, self.classes())
+    }
+
     /// The task's default dataset with `points_per_class` points of each class.
     pub fn generate(self, points_per_class: usize, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(points_per_class, seed, &mut |_| {})
+    }
+
+    /// [`BuiltinTask::generate`], handing `report` its progress every two seconds when it
+    /// takes more than two.
+    pub fn generate_with_progress(
+        self,
+        points_per_class: usize,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         match self {
             BuiltinTask::Spirals => Spirals {
                 points_per_class,
                 ..Spirals::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
             BuiltinTask::Xor => Xor {
                 points_per_class,
                 ..Xor::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
             BuiltinTask::Circles => Circles {
                 points_per_class,
                 ..Circles::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
         }
     }
 }
@@ -422,4 +526,43 @@ fn check_noise(task: &'static str, name: &str, value: f32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The counts a generation of 3,000 points reports when every look at the clock reports.
+    fn reported(draw: impl FnOnce(&mut ProgressReporter) -> Result<Dataset>) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut record = |progress: &GenerationProgress| seen.push(progress.done);
+        let mut progress =
+            ProgressReporter::with_timing(3000, Duration::ZERO, Duration::ZERO, &mut record);
+        assert_eq!(draw(&mut progress).unwrap().n, 3000);
+        seen
+    }
+
+    #[test]
+    fn each_task_reports_its_progress_up_to_the_last_point() {
+        let spirals = Spirals {
+            points_per_class: 1000,
+            ..Spirals::default()
+        };
+        let xor = Xor {
+            points_per_class: 1500,
+            ..Xor::default()
+        };
+        let circles = Circles {
+            points_per_class: 1500,
+            ..Circles::default()
+        };
+        for seen in [
+            reported(|progress| spirals.draw(7, progress)),
+            reported(|progress| xor.draw(7, progress)),
+            reported(|progress| circles.draw(7, progress)),
+        ] {
+            assert_eq!(seen, [1024, 2048, 3000]);
+        }
+    }
 }
