@@ -244,6 +244,36 @@ fn every_file_is_checked_when_it_is_read_before_any_training() {
 }
 
 #[test]
+fn validation_characters_the_training_pairs_lack_are_read_as_unknown_with_a_warning() {
+    let dir = scratch("seq2seq-cli-unknown-characters");
+    let train = dir.join("train.tsv");
+    std::fs::write(&train, "abc\tcba\nxy\tyx\nhello\tolleh\nab\tba\n").unwrap();
+    let valid = dir.join("valid.tsv");
+    std::fs::write(&valid, "zq\tqz\n").unwrap();
+    let output = shadergrad(&[
+        "train-seq2seq",
+        "--data",
+        train.to_str().unwrap(),
+        "--valid",
+        valid.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--embed",
+        "4",
+        "--batch",
+        "4",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("become UNK") && stderr.contains("\"qz\""),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn generated_sizes_beyond_memory_are_refused_at_once_naming_the_flags() {
     let output = shadergrad_with_memory(
         &[

@@ -11,6 +11,17 @@
 //! padded batches. Plain text for a character-level language model, in windows of fixed
 //! length, lives in [`corpus`].
 //!
+//! Every reader of a user's file returns a [`Parsed`]: what it read, and the [`Warning`]s
+//! for the caller to show (the library never prints). The readers share their rules: lines
+//! end in "\n" or "\r\n" (a lone "\r" is an error naming its line), a UTF-8 byte order
+//! mark is dropped, NUL bytes are read with a warning, and each format's limits are checked
+//! as the file is read, so that a bad line is an error naming the file and the line before
+//! anything trains ([`text::MAX_SEQUENCE_CHARS`], [`classify::MAX_TEXT_WORDS`],
+//! [`classify::MAX_LABEL_CHARS`], [`points::MAX_FEATURES`], [`points::MAX_LABEL`]). Every
+//! built-in generator checks the examples asked for against the memory free before it
+//! draws one, and hands its [`GenerationProgress`] to a callback when it takes over two
+//! seconds.
+//!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
 //!

@@ -497,12 +497,14 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// The most characters a source, or a target, of a TSV file may have. A character-level
-/// model takes one step per character: a recurrent layer runs its cell once per step, and
-/// attention weighs every source character against every target character, so a batch of 64
-/// pairs of 1,000 characters already holds 64 million attention scores per layer and head.
-/// A longer line is more likely a file whose line breaks were lost than a pair to learn.
-/// [`read_tsv`] checks it, so that such a line is an error naming it when the file is read,
-/// not a tensor too large for the GPU after a whole epoch.
+/// model takes a step per character: a recurrent layer runs its cell once per step;
+/// attention weighs every source character against every target one (a batch of 64 pairs of
+/// 1,000 characters holds 64 million scores per layer and head); and the model's
+/// `max_source` and `max_target` are the data's longest pair, so one long target makes every
+/// validation decode run that many steps. 1,000 is a paragraph, far beyond the built-in
+/// tasks (29 at most); a longer line is more likely a file whose line breaks were lost than
+/// a pair to learn. [`read_tsv`] checks it, so that such a line is an error naming it when
+/// the file is read, not a tensor too large for the GPU after a whole epoch.
 pub const MAX_SEQUENCE_CHARS: usize = 1_000;
 
 /// Pairs from a TSV file; see [`parse_tsv`] for the format and the errors.
