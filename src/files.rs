@@ -25,6 +25,13 @@ pub fn read_text_file(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         source,
     })?;
+    decode_text(bytes, path)
+}
+
+/// The text of `bytes` read from the file `path`, as [`read_text_file`] gives it: without a
+/// leading byte order mark, and an error naming the file and the line where the bytes are not
+/// UTF-8.
+pub fn decode_text(bytes: Vec<u8>, path: &Path) -> Result<String> {
     let text = String::from_utf8(bytes).map_err(|error| {
         let valid = error.utf8_error().valid_up_to();
         let line = 1 + error.as_bytes()[..valid]

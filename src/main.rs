@@ -12,7 +12,7 @@ use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
-use shadergrad::data::{Dataset, LastBatch, Standardizer};
+use shadergrad::data::{Dataset, GenerationProgress, LastBatch, Parsed, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
@@ -766,9 +766,9 @@ fn train_seq2seq_command(
     }
     let (train, valid, description) = match &args.data {
         Some(path) => {
-            let pairs = read_tsv(path)?;
+            let pairs = print_warnings(read_tsv(path)?);
             let (train, valid) = match &args.valid {
-                Some(valid) => (pairs, read_tsv(valid)?),
+                Some(valid) => (pairs, print_warnings(read_tsv(valid)?)),
                 None => split_pairs(&pairs, args.valid_fraction, args.seed)?,
             };
             let description = json!({
@@ -779,7 +779,17 @@ fn train_seq2seq_command(
         }
         None => {
             let task = Task::parse(&args.task, args.digits, args.reverse_input)?;
-            let (train, valid) = task.generate(args.train_size, args.valid_size, args.seed)?;
+            task.check_memory(
+                args.train_size,
+                args.valid_size,
+                ("--train-size", "--valid-size"),
+            )?;
+            let (train, valid) = task.generate_with_progress(
+                args.train_size,
+                args.valid_size,
+                args.seed,
+                &mut print_progress,
+            )?;
             let description = json!({
                 "task": task.name(),
                 "digits": args.digits,
@@ -919,9 +929,9 @@ fn train_cnn_command(
     }
     let (train, valid, description) = match &args.data {
         Some(path) => {
-            let examples = read_labelled_tsv(path)?;
+            let examples = print_warnings(read_labelled_tsv(path)?);
             let (train, valid) = match &args.valid {
-                Some(valid) => (examples, read_labelled_tsv(valid)?),
+                Some(valid) => (examples, print_warnings(read_labelled_tsv(valid)?)),
                 None => split_examples(&examples, args.valid_fraction, args.seed)?,
             };
             let description = json!({
@@ -932,7 +942,17 @@ fn train_cnn_command(
         }
         None => {
             let task = ClassifyTask::parse(&args.task)?;
-            let (train, valid) = task.generate(args.train_size, args.valid_size, args.seed)?;
+            task.check_memory(
+                args.train_size,
+                args.valid_size,
+                ("--train-size", "--valid-size"),
+            )?;
+            let (train, valid) = task.generate_with_progress(
+                args.train_size,
+                args.valid_size,
+                args.seed,
+                &mut print_progress,
+            )?;
             let description = json!({
                 "task": task.name(),
                 "train_size": args.train_size,
@@ -1148,7 +1168,7 @@ fn train_lm_command(
         ));
     }
     let (text, text_name) = match &args.text {
-        Some(path) => (read_text(path)?, path.display().to_string()),
+        Some(path) => (print_warnings(read_text(path)?), path.display().to_string()),
         None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
     };
     let gpu = Gpu::new(selector)?;
@@ -1273,11 +1293,15 @@ fn train_mlp_command(
         )?;
     }
     let (dataset, description) = match &args.data {
-        Some(path) => (Dataset::from_csv(path)?, path.display().to_string()),
+        Some(path) => (
+            print_warnings(Dataset::from_csv(path)?),
+            path.display().to_string(),
+        ),
         None => {
             let task: BuiltinTask = args.dataset.parse()?;
+            task.check_memory(args.points, "--points")?;
             (
-                task.generate(args.points, args.seed)?,
+                task.generate_with_progress(args.points, args.seed, &mut print_progress)?,
                 format!(
                     "{} ({} points per class, seed {})",
                     args.dataset, args.points, args.seed
@@ -1346,6 +1370,21 @@ fn train_mlp_command(
         result.steps,
         result.seconds
     )
+}
+
+/// What a reader read, once its warnings are printed on stderr (a warning that cannot be
+/// printed does not stop the run).
+fn print_warnings<T>(parsed: Parsed<T>) -> T {
+    let mut stderr = std::io::stderr().lock();
+    for warning in &parsed.warnings {
+        let _ = writeln!(stderr, "warning: {warning}");
+    }
+    parsed.contents
+}
+
+/// Prints a long generation's progress on stderr (a line that cannot be printed is skipped).
+fn print_progress(progress: &GenerationProgress) {
+    let _ = writeln!(std::io::stderr(), "{progress}");
 }
 
 /// Prints every adapter, then the one the other commands would use.

@@ -184,6 +184,67 @@ fn train_mlp_names_the_bad_line_of_a_csv() {
 }
 
 #[test]
+fn train_mlp_refuses_a_csv_of_one_class() {
+    let dir = scratch("train-mlp-one-class");
+    let csv = dir.join("one-class.csv");
+    std::fs::write(&csv, "x,y,label\n0.5,1.0,1\n0.25,2.0,1\n0.75,3.0,1\n").unwrap();
+    let output = shadergrad(&["train-mlp", "--data", csv.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: the examples have 1 class (every label is 1); a classifier needs at least 2",
+            csv.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn train_mlp_prints_the_warnings_of_its_csv() {
+    let dir = scratch("train-mlp-warnings");
+    let csv = dir.join("nul.csv");
+    let rows: String = (0..10)
+        .map(|i| format!("{i},{},{}\n", i * i, i % 2))
+        .collect();
+    std::fs::write(&csv, format!("x,y\0,label\n{rows}")).unwrap();
+    // An adapter that does not exist stops the run once the data is read and split, before
+    // any GPU work.
+    let output = shadergrad(
+        &[
+            "--adapter",
+            "no-such-adapter",
+            "train-mlp",
+            "--data",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {}: line 1: a NUL byte", csv.display()))
+            && stderr.contains("no adapter matches"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn train_mlp_refuses_more_points_than_memory_holds_at_once() {
+    let output = shadergrad(
+        &["train-mlp", "--points", "1000000000"],
+        &[("SHADERGRAD_HOST_MEMORY", "1000000000")],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--points 1000000000 × 3 classes: 3000000000 points of about 64 B")
+            && stderr.contains("more than half of the 953.7 MiB free on this machine")
+            && stderr.contains("at most 7812500 points fit"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn train_mlp_with_its_defaults_reaches_97_percent_on_spirals() {
     let output = shadergrad(&["train-mlp"], &[]);
     let stdout = text(&output.stdout);

@@ -132,6 +132,40 @@ fn bad_input_is_an_error_naming_it() {
     assert!(!output.status.success());
     assert!(stderr.contains("\"mixed\""), "{stderr}");
 
+    // A text past the word limit in the validation file is refused when it is read.
+    let long = dir.join("long.tsv");
+    std::fs::write(&long, format!("pos\tfine\nneg\t{}\n", "word ".repeat(5001))).unwrap();
+    let output = shadergrad(&[
+        "train-cnn",
+        "--data",
+        train.to_str().unwrap(),
+        "--valid",
+        long.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: line 2: the text (after the tab) has 5001 words, more than the 5000",
+            long.display()
+        )),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(["train-cnn", "--train-size", "50000000", "--valid-size", "5"])
+        .env_remove("SHADERGRAD_ADAPTER")
+        .env("SHADERGRAD_HOST_MEMORY", "1000000000")
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--train-size 50000000 + --valid-size 5: 50000005 examples")
+            && stderr.contains("examples fit"),
+        "{stderr}"
+    );
+
     for (args, expected) in [
         (&["--task", "tweets"][..], "unknown task \"tweets\""),
         (&["--widths", "2,0"][..], "--widths 2,0"),

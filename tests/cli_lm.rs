@@ -178,6 +178,24 @@ fn bad_texts_and_checkpoints_are_clear_errors() {
     std::fs::write(&binary, b"fine\n\xff\xfe not text").unwrap();
     let short = dir.join("short.txt");
     std::fs::write(&short, "too short for a window of 64").unwrap();
+    // NUL bytes are read with a warning; an adapter that does not exist then stops the run
+    // before any GPU work.
+    let nul = dir.join("nul.txt");
+    std::fs::write(&nul, "some text\r\nand\0 more\r\n").unwrap();
+    let output = shadergrad(&[
+        "--adapter",
+        "no-such-adapter",
+        "train-lm",
+        "--text",
+        nul.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {}: line 2: a NUL byte", nul.display()))
+            && stderr.contains("no adapter matches"),
+        "{stderr}"
+    );
+
     for (path, named) in [
         (&missing, "missing.txt"),
         (&empty, "empty"),

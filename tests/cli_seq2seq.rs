@@ -11,6 +11,15 @@ fn shadergrad(args: &[&str]) -> Output {
         .expect("the shadergrad binary runs")
 }
 
+fn shadergrad_with_memory(args: &[&str], free_bytes: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadergrad"))
+        .args(args)
+        .env_remove("SHADERGRAD_ADAPTER")
+        .env("SHADERGRAD_HOST_MEMORY", free_bytes)
+        .output()
+        .expect("the shadergrad binary runs")
+}
+
 fn shadergrad_with_stdin(args: &[&str], stdin: &str) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_shadergrad"))
@@ -184,6 +193,106 @@ fn bad_data_and_checkpoints_are_clear_errors() {
     let output = shadergrad(&["translate", "--checkpoint", mlp.to_str().unwrap(), "abc"]);
     assert!(!output.status.success());
     assert!(!text(&output.stderr).is_empty());
+}
+
+#[test]
+fn every_file_is_checked_when_it_is_read_before_any_training() {
+    let dir = scratch("seq2seq-cli-read-checks");
+    let train = dir.join("train.tsv");
+    std::fs::write(&train, "abc\tcba\nxy\tyx\nhello\tolleh\n").unwrap();
+    let valid = dir.join("valid.tsv");
+    std::fs::write(&valid, format!("ab\tba\n{}\tq\n", "q".repeat(1001))).unwrap();
+    let (train, valid_name) = (train.to_str().unwrap(), valid.to_str().unwrap());
+    let output = shadergrad(&[
+        "train-seq2seq",
+        "--data",
+        train,
+        "--valid",
+        valid_name,
+        "--epochs",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{valid_name}: line 2: the source has 1001 characters, more than the 1000 a \
+             source or target may have"
+        )) && !stderr.contains("epoch"),
+        "{stderr}"
+    );
+
+    // NUL bytes are read with a warning; an adapter that does not exist then stops the run
+    // before any GPU work.
+    let nul = dir.join("nul.tsv");
+    std::fs::write(&nul, "ab\tba\nc\0d\tdc\n").unwrap();
+    let output = shadergrad(&[
+        "--adapter",
+        "no-such-adapter",
+        "train-seq2seq",
+        "--data",
+        train,
+        "--valid",
+        nul.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("warning: {}: line 2: a NUL byte", nul.display()))
+            && stderr.contains("no adapter matches"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validation_characters_the_training_pairs_lack_are_read_as_unknown_with_a_warning() {
+    let dir = scratch("seq2seq-cli-unknown-characters");
+    let train = dir.join("train.tsv");
+    std::fs::write(&train, "abc\tcba\nxy\tyx\nhello\tolleh\nab\tba\n").unwrap();
+    let valid = dir.join("valid.tsv");
+    std::fs::write(&valid, "zq\tqz\n").unwrap();
+    let output = shadergrad(&[
+        "train-seq2seq",
+        "--data",
+        train.to_str().unwrap(),
+        "--valid",
+        valid.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--embed",
+        "4",
+        "--batch",
+        "4",
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("become UNK") && stderr.contains("\"qz\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn generated_sizes_beyond_memory_are_refused_at_once_naming_the_flags() {
+    let output = shadergrad_with_memory(
+        &[
+            "train-seq2seq",
+            "--task",
+            "sort",
+            "--train-size",
+            "100000000",
+        ],
+        "1000000000",
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("--train-size 100000000 + --valid-size 1000: 100001000 pairs of about")
+            && stderr.contains("more than half of the 953.7 MiB free on this machine")
+            && stderr.contains("pairs fit"),
+        "{stderr}"
+    );
 }
 
 #[test]

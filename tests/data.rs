@@ -564,7 +564,7 @@ fn a_constant_feature_is_only_centred() {
 fn read(dir: &Path, name: &str, contents: &[u8]) -> Result<Dataset, Error> {
     let path = dir.join(name);
     std::fs::write(&path, contents).unwrap();
-    Dataset::from_csv(&path)
+    Dataset::from_csv(&path).map(|parsed| parsed.contents)
 }
 
 #[test]
@@ -687,7 +687,7 @@ fn written_csv_reads_back_exactly_and_atomically() {
     let data = Spirals::default().generate(4).unwrap();
     let path = dir.join("spirals.csv");
     data.write_csv(&path).unwrap();
-    assert_eq!(Dataset::from_csv(&path).unwrap(), data);
+    assert_eq!(Dataset::from_csv(&path).unwrap().contents, data);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.starts_with("x0,x1,label\n"), "{}", &text[..40]);
     assert_eq!(text.lines().count(), 301);

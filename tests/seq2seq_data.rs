@@ -435,14 +435,17 @@ fn tsv_reads_writes_and_handles_crlf() {
     ];
     let path = dir.join("pairs.tsv");
     write_tsv(&path, &pairs).unwrap();
-    assert_eq!(read_tsv(&path).unwrap(), pairs);
+    assert_eq!(read_tsv(&path).unwrap().contents, pairs);
 
     let crlf = write(
         &dir,
         "crlf.tsv",
         "\u{feff}a b\tc\r\n\r\n  \r\nd\te\r\n".as_bytes(),
     );
-    assert_eq!(read_tsv(&crlf).unwrap(), [pair("a b", "c"), pair("d", "e")]);
+    assert_eq!(
+        read_tsv(&crlf).unwrap().contents,
+        [pair("a b", "c"), pair("d", "e")]
+    );
 
     for (bad, side) in [
         (pair("a\tb", "c"), "source"),

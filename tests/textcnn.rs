@@ -302,7 +302,7 @@ fn tsv_errors_name_the_file_and_line() {
         "classify-good.tsv",
         "\u{feff}pos\tGreat fun!\r\n\nneg\tdull\tslow\n",
     );
-    let examples = read_labelled_tsv(&good).unwrap();
+    let examples = read_labelled_tsv(&good).unwrap().contents;
     assert_eq!(
         examples,
         [example("pos", "Great fun!"), example("neg", "dull\tslow")]

@@ -21,24 +21,36 @@
 
 use std::path::Path;
 
-use super::permutation;
+use super::reading::text_warnings;
+use super::{permutation, Parsed};
 use crate::data::text::PAD;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-/// The whole of a UTF-8 text file, without a leading byte order mark. A missing file, bytes
-/// that are not UTF-8 (the error gives the line) and a file with nothing but whitespace are
-/// errors naming the file.
-pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
+/// The text of a UTF-8 file; see [`parse_text`] for what is done to it and the errors.
+pub fn read_text(path: impl AsRef<Path>) -> Result<Parsed<String>> {
     let path = path.as_ref();
-    let text = crate::files::read_text_file(path)?;
+    parse_text(&crate::files::read_text_file(path)?, path)
+}
+
+/// The text to learn from, given the whole of a file; `path` only names the file in errors
+/// and warnings. A leading UTF-8 byte order mark is dropped and every "\r\n" becomes "\n",
+/// so that a file with Windows line ends trains the same model as one with Unix ends (a
+/// carriage return elsewhere is kept as a character). A text with nothing but whitespace is
+/// an error naming the file. NUL bytes are read as characters, with a
+/// [`Warning`](super::Warning).
+pub fn parse_text(text: &str, path: &Path) -> Result<Parsed<String>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(Error::format(
             path,
             "is empty; expected some text to learn from",
         ));
     }
-    Ok(text)
+    Ok(Parsed {
+        contents: text.replace("\r\n", "\n"),
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// The first `train_fraction` of the characters for training, the rest for validation (a

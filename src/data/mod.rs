@@ -11,6 +11,17 @@
 //! padded batches. Plain text for a character-level language model, in windows of fixed
 //! length, lives in [`corpus`].
 //!
+//! Every reader of a user's file returns a [`Parsed`]: what it read, and the [`Warning`]s
+//! for the caller to show (the library never prints). The readers share their rules: lines
+//! end in "\n" or "\r\n" (a lone "\r" is an error naming its line), a UTF-8 byte order
+//! mark is dropped, NUL bytes are read with a warning, and each format's limits are checked
+//! as the file is read, so that a bad line is an error naming the file and the line before
+//! anything trains ([`text::MAX_SEQUENCE_CHARS`], [`classify::MAX_TEXT_WORDS`],
+//! [`classify::MAX_LABEL_CHARS`], [`points::MAX_FEATURES`], [`points::MAX_LABEL`]). Every
+//! built-in generator checks the examples asked for against the memory free before it
+//! draws one, and hands its [`GenerationProgress`] to a callback when it takes over two
+//! seconds.
+//!
 //! ```
 //! use shadergrad::data::{points::Spirals, LastBatch, Standardizer};
 //!
@@ -29,8 +40,13 @@
 
 pub mod classify;
 pub mod corpus;
+mod generating;
 pub mod points;
+mod reading;
 pub mod text;
+
+pub use generating::GenerationProgress;
+pub use reading::{Parsed, Warning};
 
 use std::path::Path;
 
@@ -109,7 +125,7 @@ impl Dataset {
 
     /// Reads the user's examples from a CSV file: on each line the features, then an integer
     /// class label; a header line is allowed. See [`points::parse_csv`] for the details.
-    pub fn from_csv(path: impl AsRef<Path>) -> Result<Dataset> {
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<Parsed<Dataset>> {
         points::read_csv(path.as_ref())
     }
 
@@ -302,7 +318,8 @@ impl Dataset {
 
     /// Writes the dataset as CSV: a header `x0,x1,…,label`, then one line per example with its
     /// features and label. [`Dataset::from_csv`] reads it back exactly (each f32 is written in
-    /// its shortest form that parses back to the same value). The file is written to a
+    /// its shortest form that parses back to the same value) when it has the two labels or
+    /// more and at most [`points::MAX_FEATURES`] features that reading needs. The file is written to a
     /// temporary file beside it and renamed, so it is never seen half-written.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         self.validate()?;

@@ -18,9 +18,28 @@ use std::f32::consts::TAU;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::Dataset;
+use super::generating::{check_fits_in_memory, ProgressReporter};
+use super::reading::{check_line_ends, text_warnings};
+use super::{Dataset, GenerationProgress, Parsed};
 use crate::rng::Rng;
 use crate::{Error, Result};
+
+/// What a generated point takes in memory on its way through training, by the estimate that
+/// the generators' memory check weighs: measured at 56 B from the peak memory of generating
+/// and splitting nine million points (the dataset, its train and test copies, the split's
+/// index lists), rounded up.
+const BYTES_PER_POINT: u64 = 64;
+
+/// Fails at once when `points_per_class` points of each of `classes` classes would take
+/// more than half the memory this machine has free, naming the size by `name`.
+fn check_points_memory(name: &str, points_per_class: usize, classes: usize) -> Result<()> {
+    check_fits_in_memory(
+        &format!("{name} {points_per_class} × {classes} classes"),
+        points_per_class as u128 * classes as u128,
+        "points",
+        BYTES_PER_POINT,
+    )
+}
 
 /// Interleaved Archimedean spirals, one arm per class, as in Stanford's CS231n: arm `k` of `K`
 /// starts at angle 2πk/K and winds out from the origin to radius 1 while its angle grows
@@ -53,12 +72,30 @@ impl Default for Spirals {
 }
 
 impl Spirals {
-    /// The `classes × points_per_class` points, class by class, each arm from the centre out.
+    /// The `classes × points_per_class` points, class by class, each arm from the centre out;
+    /// an error when they would take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Spirals::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("spirals", "classes", self.classes, 2)?;
         check_count("spirals", "points_per_class", self.points_per_class, 1)?;
         check_finite("spirals", "sweep", self.sweep)?;
         check_noise("spirals", "noise", self.noise)?;
+        check_points_memory("points_per_class", self.points_per_class, self.classes)?;
+        let total = self.classes * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Spirals::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(2 * self.classes * self.points_per_class);
         let mut labels = Vec::with_capacity(self.classes * self.points_per_class);
@@ -70,8 +107,10 @@ impl Spirals {
                 let angle = start + self.sweep * radius + self.noise * rng.normal();
                 features.extend_from_slice(&[radius * angle.cos(), radius * angle.sin()]);
                 labels.push(class as u32);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, self.classes)
     }
 }
@@ -95,10 +134,28 @@ impl Default for Xor {
 }
 
 impl Xor {
-    /// The `2 × points_per_class` points, class 0 then class 1.
+    /// The `2 × points_per_class` points, class 0 then class 1; an error when they would
+    /// take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Xor::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("xor", "points_per_class", self.points_per_class, 1)?;
         check_noise("xor", "spread", self.spread)?;
+        check_points_memory("points_per_class", self.points_per_class, 2)?;
+        let total = 2 * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Xor::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(4 * self.points_per_class);
         let mut labels = Vec::with_capacity(2 * self.points_per_class);
@@ -111,8 +168,10 @@ impl Xor {
                 let y = y_sign + self.spread * rng.normal();
                 features.extend_from_slice(&[x, y]);
                 labels.push(class);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, 2)
     }
 }
@@ -138,8 +197,19 @@ impl Default for Circles {
 }
 
 impl Circles {
-    /// The `2 × points_per_class` points, the outer ring (class 0) then the inner ring.
+    /// The `2 × points_per_class` points, the outer ring (class 0) then the inner ring; an
+    /// error when they would take more than half the memory free.
     pub fn generate(&self, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(seed, &mut |_| {})
+    }
+
+    /// [`Circles::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         check_count("circles", "points_per_class", self.points_per_class, 1)?;
         check_noise("circles", "noise", self.noise)?;
         if !(self.inner_radius > 0.0 && self.inner_radius < 1.0) {
@@ -151,6 +221,13 @@ impl Circles {
                 ),
             ));
         }
+        check_points_memory("points_per_class", self.points_per_class, 2)?;
+        let total = 2 * self.points_per_class;
+        self.draw(seed, &mut ProgressReporter::new(total as u64, report))
+    }
+
+    /// The points of [`Circles::generate`], once the parameters are checked.
+    fn draw(&self, seed: u64, progress: &mut ProgressReporter) -> Result<Dataset> {
         let mut rng = Rng::new(seed);
         let mut features = Vec::with_capacity(4 * self.points_per_class);
         let mut labels = Vec::with_capacity(2 * self.points_per_class);
@@ -160,8 +237,10 @@ impl Circles {
                 let radius = ring + self.noise * rng.normal();
                 features.extend_from_slice(&[radius * angle.cos(), radius * angle.sin()]);
                 labels.push(class as u32);
+                progress.advance(labels.len() as u64);
             }
         }
+        progress.finish();
         Dataset::new(features, labels, 2, 2)
     }
 }
@@ -178,24 +257,50 @@ impl BuiltinTask {
     /// The names [`BuiltinTask::from_str`] accepts.
     pub const NAMES: [&'static str; 3] = ["spirals", "xor", "circles"];
 
+    /// How many classes the task's default dataset has.
+    pub fn classes(self) -> usize {
+        match self {
+            BuiltinTask::Spirals => Spirals::default().classes,
+            BuiltinTask::Xor | BuiltinTask::Circles => 2,
+        }
+    }
+
+    /// Fails at once, before anything is drawn, when `points_per_class` points of each class
+    /// would take more than half the memory this machine has free, naming the size by
+    /// `name` (the command line passes `"--points"`) and the most points that fit.
+    pub fn check_memory(self, points_per_class: usize, name: &str) -> Result<()> {
+        check_points_memory(name, points_per_class, self.classes())
+    }
+
     /// The task's default dataset with `points_per_class` points of each class.
     pub fn generate(self, points_per_class: usize, seed: u64) -> Result<Dataset> {
+        self.generate_with_progress(points_per_class, seed, &mut |_| {})
+    }
+
+    /// [`BuiltinTask::generate`], handing `report` its progress every two seconds when it
+    /// takes more than two.
+    pub fn generate_with_progress(
+        self,
+        points_per_class: usize,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
+    ) -> Result<Dataset> {
         match self {
             BuiltinTask::Spirals => Spirals {
                 points_per_class,
                 ..Spirals::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
             BuiltinTask::Xor => Xor {
                 points_per_class,
                 ..Xor::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
             BuiltinTask::Circles => Circles {
                 points_per_class,
                 ..Circles::default()
             }
-            .generate(seed),
+            .generate_with_progress(seed, report),
         }
     }
 }
@@ -223,25 +328,35 @@ impl FromStr for BuiltinTask {
 /// hundreds of thousands is almost surely a column that is not a label.
 pub const MAX_LABEL: u32 = 65_535;
 
-/// Reads a CSV file of examples; see [`parse_csv`] for the format.
-pub fn read_csv(path: &Path) -> Result<Dataset> {
+/// Features above this many per example are refused: a multi-layer perceptron's first layer
+/// holds features × hidden weights, and a row of more is more likely a file whose line breaks
+/// were lost than an example (28×28 digits have 784 values, a 128×128 colour image 49,152).
+pub const MAX_FEATURES: usize = 100_000;
+
+/// Reads a CSV file of examples; see [`parse_csv`] for the format and the errors.
+pub fn read_csv(path: &Path) -> Result<Parsed<Dataset>> {
     parse_csv(&crate::files::read_text_file(path)?, path)
 }
 
-/// Parses CSV text of examples; `path` only names the source in errors.
+/// Parses CSV text of examples; `path` only names the file in errors and warnings.
 ///
 /// Each line holds the features, then an integer class label, separated by commas with
 /// optional spaces or tabs around them (no quoting). The first non-blank line is a header,
-/// and skipped, when none of its fields is a number. Blank lines are skipped; a UTF-8 byte
-/// order mark is allowed. Every data line must have as many fields as the first one; features
-/// must be finite numbers, labels whole numbers from 0 to [`MAX_LABEL`] (`2` or `2.0`). The
-/// dataset has `max label + 1` classes.
+/// and skipped, when none of its fields is a number. Blank lines are skipped; lines end in
+/// "\n" or "\r\n"; a UTF-8 byte order mark is allowed. Every data line must have as many
+/// fields as the first one, and at most [`MAX_FEATURES`] features; features must be finite
+/// numbers, labels whole numbers from 0 to [`MAX_LABEL`] (`2` or `2.0`), and at least two
+/// different labels must occur (one class leaves a classifier nothing to tell apart). The
+/// dataset has `max label + 1` classes. NUL bytes in a header are kept, with a
+/// [`Warning`](super::Warning).
 ///
-/// Errors are [`Error::Format`] naming the file and the 1-based line number.
-pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
+/// Errors are [`Error::Format`] naming the file, and the 1-based line number where there is
+/// one.
+pub fn parse_csv(text: &str, path: &Path) -> Result<Parsed<Dataset>> {
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_line_ends(text, path)?;
     if text.trim().is_empty() {
         return Err(Error::format(
             path,
@@ -270,7 +385,18 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
                 if fields.len() < 2 {
                     return Err(at_line(
                         line_number,
-                        "1 field; expected the features then the label, at least 2 fields".into(),
+                        "1 field; expected the features then the label, at least 2 fields \
+                         separated by commas"
+                            .into(),
+                    ));
+                }
+                if fields.len() - 1 > MAX_FEATURES {
+                    return Err(at_line(
+                        line_number,
+                        format!(
+                            "{} features, more than the {MAX_FEATURES} an example may have",
+                            fields.len() - 1
+                        ),
                     ));
                 }
                 if let Some((header_line, header_fields)) = header {
@@ -320,7 +446,19 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Dataset> {
     let (Some((_, fields)), Some(&max_label)) = (first_row, labels.iter().max()) else {
         return Err(Error::format(path, "has a header but no data rows"));
     };
-    Dataset::new(features, labels, fields - 1, max_label as usize + 1)
+    if labels.iter().all(|&label| label == max_label) {
+        return Err(Error::format(
+            path,
+            format!(
+                "the examples have 1 class (every label is {max_label}); a classifier needs at \
+                 least 2"
+            ),
+        ));
+    }
+    Ok(Parsed {
+        contents: Dataset::new(features, labels, fields - 1, max_label as usize + 1)?,
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// A feature field's value, or why it is not a valid one.
@@ -388,4 +526,43 @@ fn check_noise(task: &'static str, name: &str, value: f32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The counts a generation of 3,000 points reports when every look at the clock reports.
+    fn reported(draw: impl FnOnce(&mut ProgressReporter) -> Result<Dataset>) -> Vec<u64> {
+        let mut seen = Vec::new();
+        let mut record = |progress: &GenerationProgress| seen.push(progress.done);
+        let mut progress =
+            ProgressReporter::with_timing(3000, Duration::ZERO, Duration::ZERO, &mut record);
+        assert_eq!(draw(&mut progress).unwrap().n, 3000);
+        seen
+    }
+
+    #[test]
+    fn each_task_reports_its_progress_up_to_the_last_point() {
+        let spirals = Spirals {
+            points_per_class: 1000,
+            ..Spirals::default()
+        };
+        let xor = Xor {
+            points_per_class: 1500,
+            ..Xor::default()
+        };
+        let circles = Circles {
+            points_per_class: 1500,
+            ..Circles::default()
+        };
+        for seen in [
+            reported(|progress| spirals.draw(7, progress)),
+            reported(|progress| xor.draw(7, progress)),
+            reported(|progress| circles.draw(7, progress)),
+        ] {
+            assert_eq!(seen, [1024, 2048, 3000]);
+        }
+    }
 }

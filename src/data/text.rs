@@ -29,7 +29,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use super::{check_distinct, permutation};
+use super::generating::{check_fits_in_memory, ProgressReporter};
+use super::reading::{check_line_ends, text_warnings};
+use super::{check_distinct, permutation, GenerationProgress, Parsed};
 use crate::files::write_atomically;
 use crate::rng::Rng;
 use crate::{Error, Result};
@@ -191,6 +193,19 @@ const DATE_FORMATS: usize = 9;
 const FIRST_YEAR: i64 = 1950;
 const LAST_YEAR: i64 = 2049;
 const LONGEST_WORD: usize = 10;
+/// The longest source of the dates task: "Wednesday, September 30, 2049".
+const LONGEST_DATE: usize = 29;
+/// The length of an ISO 8601 date, the dates task's every target: "2049-09-30".
+const ISO_DATE: usize = 10;
+
+/// What a generated pair takes in memory on its way through training, by the estimate that
+/// [`Task::check_memory`] weighs: a fixed part (the strings' and vectors' headers, the set
+/// that keeps the sources distinct) and a part per character of the longest pair (its
+/// text, its ids, its share of an epoch's batches). Measured from the peak memory of
+/// generating, encoding and batching a million pairs: 411 B a pair for sort, 530 for dates,
+/// 584 for 9-digit addition, which this estimate exceeds by 15 to 50%.
+const BYTES_PER_PAIR: u64 = 320;
+const BYTES_PER_PAIR_CHAR: u64 = 12;
 
 impl Task {
     /// The names [`Task::parse`] accepts.
@@ -290,6 +305,33 @@ impl Task {
         }
     }
 
+    /// The longest source and target the task draws, in characters.
+    fn longest(&self) -> (usize, usize) {
+        match *self {
+            Task::Addition { digits, .. } => {
+                let digits = digits.clamp(1, 9);
+                (2 * digits + 1, digits + 1)
+            }
+            Task::Reverse | Task::Sort => (LONGEST_WORD, LONGEST_WORD),
+            Task::Dates => (LONGEST_DATE, ISO_DATE),
+        }
+    }
+
+    /// Fails at once, before anything is drawn, when `train` + `valid` pairs would take more
+    /// than half the memory this machine has free (by an estimate of a pair's bytes from
+    /// the task's longest pair), naming the sizes by `names` (the command line passes
+    /// `("--train-size", "--valid-size")`) and the most pairs that fit.
+    pub fn check_memory(&self, train: usize, valid: usize, names: (&str, &str)) -> Result<()> {
+        let (source, target) = self.longest();
+        let bytes_per_pair = BYTES_PER_PAIR + BYTES_PER_PAIR_CHAR * (source + target) as u64;
+        check_fits_in_memory(
+            &format!("{} {train} + {} {valid}", names.0, names.1),
+            train as u128 + valid as u128,
+            "pairs",
+            bytes_per_pair,
+        )
+    }
+
     /// How many different sources the task can draw.
     fn distinct_sources(&self) -> u64 {
         match *self {
@@ -301,13 +343,26 @@ impl Task {
 
     /// `train` + `valid` pairs, deterministic from the seed, no source in both (held out);
     /// an error if the task has fewer distinct sources than asked (e.g. 1-digit addition has
-    /// 100). No source occurs twice at all: repeats are drawn again. The validation pairs are
-    /// drawn first, so they depend only on `valid` and the seed, not on `train`.
+    /// 100), or if the pairs would not fit in memory ([`Task::check_memory`]). No source
+    /// occurs twice at all: repeats are drawn again. The validation pairs are drawn first, so
+    /// they depend only on `valid` and the seed, not on `train`.
     pub fn generate(
         &self,
         train: usize,
         valid: usize,
         seed: u64,
+    ) -> Result<(Vec<Pair>, Vec<Pair>)> {
+        self.generate_with_progress(train, valid, seed, &mut |_| {})
+    }
+
+    /// [`Task::generate`], handing `report` its progress every two seconds when it takes
+    /// more than two.
+    pub fn generate_with_progress(
+        &self,
+        train: usize,
+        valid: usize,
+        seed: u64,
+        report: &mut dyn FnMut(&GenerationProgress),
     ) -> Result<(Vec<Pair>, Vec<Pair>)> {
         self.check()?;
         let available = self.distinct_sources();
@@ -327,21 +382,38 @@ impl Task {
                 ),
             ));
         }
+        self.check_memory(train, valid, ("train", "valid"))?;
+        let mut progress = ProgressReporter::new(asked as u64, report);
+        Ok(self.draw_pairs(train, valid, seed, &mut progress))
+    }
+
+    /// The pairs of [`Task::generate`], once their number is checked.
+    fn draw_pairs(
+        &self,
+        train: usize,
+        valid: usize,
+        seed: u64,
+        progress: &mut ProgressReporter,
+    ) -> (Vec<Pair>, Vec<Pair>) {
         let mut rng = Rng::new(seed);
         let mut sources = HashSet::new();
+        let mut drawn = 0u64;
         let mut draw = |count: usize| {
-            let mut pairs = Vec::new();
+            let mut pairs = Vec::with_capacity(count);
             while pairs.len() < count {
                 let pair = self.example(&mut rng);
                 if sources.insert(pair.source.clone()) {
                     pairs.push(pair);
+                    drawn += 1;
+                    progress.advance(drawn);
                 }
             }
             pairs
         };
         let valid_pairs = draw(valid);
         let train_pairs = draw(train);
-        Ok((train_pairs, valid_pairs))
+        progress.finish();
+        (train_pairs, valid_pairs)
     }
 }
 
@@ -424,14 +496,36 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
-/// Pairs from a TSV file: source, a tab, target, per line. Blank lines are skipped; a line
-/// without a tab, with more than one tab, or with an empty source or target is an error naming
-/// the file and the 1-based line; no pairs at all is an error naming the file. Handles "\r\n".
-/// Spaces are kept: they are characters of the source or target like any other. A UTF-8
-/// byte order mark is allowed.
-pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
+/// The most characters a source, or a target, of a TSV file may have. A character-level
+/// model takes a step per character: a recurrent layer runs its cell once per step;
+/// attention weighs every source character against every target one (a batch of 64 pairs of
+/// 1,000 characters holds 64 million scores per layer and head); and the model's
+/// `max_source` and `max_target` are the data's longest pair, so one long target makes every
+/// validation decode run that many steps. 1,000 is a paragraph, far beyond the built-in
+/// tasks (29 at most); a longer line is more likely a file whose line breaks were lost than
+/// a pair to learn. [`read_tsv`] checks it, so that such a line is an error naming it when
+/// the file is read, not a tensor too large for the GPU after a whole epoch.
+pub const MAX_SEQUENCE_CHARS: usize = 1_000;
+
+/// Pairs from a TSV file; see [`parse_tsv`] for the format and the errors.
+pub fn read_tsv(path: impl AsRef<Path>) -> Result<Parsed<Vec<Pair>>> {
     let path = path.as_ref();
-    let text = crate::files::read_text_file(path)?;
+    parse_tsv(&crate::files::read_text_file(path)?, path)
+}
+
+/// Parses TSV text of pairs: source, a tab, target, per line; `path` only names the file in
+/// errors and warnings.
+///
+/// Blank lines (no tab, nothing but whitespace) are skipped; lines end in "\n" or "\r\n"; a
+/// UTF-8 byte order mark is allowed. Spaces are kept: they are characters of the source or
+/// target like any other. These are errors naming the file and the 1-based line: no tab,
+/// more than one tab, an empty source or target, a source or target of more than
+/// [`MAX_SEQUENCE_CHARS`] characters, a carriage return not followed by a line feed. A file
+/// of no pairs is an error naming the file. NUL bytes are read as characters, with a
+/// [`Warning`](super::Warning).
+pub fn parse_tsv(text: &str, path: &Path) -> Result<Parsed<Vec<Pair>>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_line_ends(text, path)?;
     let at_line =
         |line: usize, message: String| Error::format(path, format!("line {line}: {message}"));
     let mut pairs = Vec::new();
@@ -461,10 +555,24 @@ pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
                     "the target (after the tab) is empty".into(),
                 ))
             }
-            [source, target] => pairs.push(Pair {
-                source: source.to_string(),
-                target: target.to_string(),
-            }),
+            [source, target] => {
+                for (side, value) in [("source", source), ("target", target)] {
+                    let chars = value.chars().count();
+                    if chars > MAX_SEQUENCE_CHARS {
+                        return Err(at_line(
+                            line_number,
+                            format!(
+                                "the {side} has {chars} characters, more than the \
+                                 {MAX_SEQUENCE_CHARS} a source or target may have"
+                            ),
+                        ));
+                    }
+                }
+                pairs.push(Pair {
+                    source: source.to_string(),
+                    target: target.to_string(),
+                })
+            }
             _ => {
                 return Err(at_line(
                     line_number,
@@ -482,7 +590,10 @@ pub fn read_tsv(path: impl AsRef<Path>) -> Result<Vec<Pair>> {
             "holds no pairs; expected lines of a source, a tab, then the target",
         ));
     }
-    Ok(pairs)
+    Ok(Parsed {
+        contents: pairs,
+        warnings: text_warnings(text, path),
+    })
 }
 
 /// The start of a long line, for an error message.
@@ -496,9 +607,9 @@ fn preview(line: &str) -> String {
 }
 
 /// Writes `pairs` as a TSV file that [`read_tsv`] reads back exactly (for instance to dump a
-/// built-in task). Every source and target must be non-empty and free of tabs and line
-/// breaks. The file is written to a temporary file beside it and renamed, so it is never seen
-/// half-written.
+/// built-in task). Every source and target must be non-empty, at most
+/// [`MAX_SEQUENCE_CHARS`] characters long and free of tabs and line breaks. The file is
+/// written to a temporary file beside it and renamed, so it is never seen half-written.
 pub fn write_tsv(path: impl AsRef<Path>, pairs: &[Pair]) -> Result<()> {
     if pairs.is_empty() {
         return Err(Error::invalid(
@@ -509,12 +620,16 @@ pub fn write_tsv(path: impl AsRef<Path>, pairs: &[Pair]) -> Result<()> {
     let mut text = String::new();
     for (index, pair) in pairs.iter().enumerate() {
         for (side, value) in [("source", &pair.source), ("target", &pair.target)] {
-            if value.is_empty() || value.contains(['\t', '\n', '\r']) {
+            if value.is_empty()
+                || value.contains(['\t', '\n', '\r'])
+                || value.chars().count() > MAX_SEQUENCE_CHARS
+            {
                 return Err(Error::invalid(
                     "write_tsv",
                     format!(
-                        "pair {index} has the {side} {value:?}; expected a non-empty text \
-                         without tabs or line breaks"
+                        "pair {index} has the {side} {:?}; expected a non-empty text of at \
+                         most {MAX_SEQUENCE_CHARS} characters without tabs or line breaks",
+                        preview(value)
                     ),
                 ));
             }
@@ -734,6 +849,10 @@ mod tests {
             for format in 0..DATE_FORMATS {
                 let source = write_date(format, day);
                 assert!(
+                    source.len() <= LONGEST_DATE,
+                    "{source:?} is longer than LONGEST_DATE"
+                );
+                assert!(
                     sources.insert(source.clone()),
                     "{source:?} is written twice"
                 );
@@ -744,5 +863,20 @@ mod tests {
 
     fn days_from_civil_of((year, month, day): (i64, i64, i64)) -> i64 {
         days_from_civil(year, month, day)
+    }
+
+    #[test]
+    fn generation_reports_its_progress_up_to_the_last_pair() {
+        let mut seen = Vec::new();
+        let mut record = |progress: &GenerationProgress| seen.push(progress.done);
+        let mut progress = ProgressReporter::with_timing(
+            3000,
+            std::time::Duration::ZERO,
+            std::time::Duration::ZERO,
+            &mut record,
+        );
+        let (train, valid) = Task::Sort.draw_pairs(2500, 500, 7, &mut progress);
+        assert_eq!((train.len(), valid.len()), (2500, 500));
+        assert_eq!(seen, [1024, 2048, 3000]);
     }
 }
