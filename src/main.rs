@@ -1,5 +1,6 @@
 //! The `shadergrad` command line.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +9,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::json;
 use shadergrad::bench::{table_header, BenchOptions, Family};
-use shadergrad::data::classify::{read_labelled_tsv, split_examples, ClassifyTask};
+use shadergrad::data::classify::{
+    read_labelled_tsv, split_examples, ClassifyTask, LabelledText, Labels,
+};
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
@@ -175,8 +178,8 @@ struct TrainCnnArgs {
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the trained model here (one .safetensors file, holding its config, vocabulary
-    /// and class names too), with the optimizer state under `optimizer.`.
+    /// Save the model here after every epoch (one .safetensors file, holding its config,
+    /// vocabulary and class names too), with the optimizer state under `optimizer.`.
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of train-cnn --save: its model, its optimizer state and
@@ -457,7 +460,8 @@ struct TrainMlpArgs {
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Save the trained model here (one .safetensors file, holding its config too).
+    /// Save the model here after every epoch (one .safetensors file, holding its config and
+    /// the optimizer state too).
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
     /// Continue training from a checkpoint of train-mlp --save: its model, its optimizer state and
@@ -934,6 +938,9 @@ fn train_cnn_command(
                 Some(valid) => (examples, print_warnings(read_labelled_tsv(valid)?)),
                 None => split_examples(&examples, args.valid_fraction, args.seed)?,
             };
+            if args.resume.is_none() {
+                check_labels(&train, path, &valid, args.valid.as_deref().unwrap_or(path))?;
+            }
             let description = json!({
                 "data": path.display().to_string(),
                 "valid": args.valid.as_ref().map(|p| p.display().to_string()),
@@ -1370,6 +1377,37 @@ fn train_mlp_command(
         result.steps,
         result.seconds
     )
+}
+
+/// Checks train-cnn's labels before anything trains, naming the file at fault: the
+/// training examples (from `train_path`) need two classes, and the validation examples
+/// (from `valid_path`) only classes the training examples have.
+fn check_labels(
+    train: &[LabelledText],
+    train_path: &Path,
+    valid: &[LabelledText],
+    valid_path: &Path,
+) -> shadergrad::Result<()> {
+    let labels =
+        Labels::from_examples(train).map_err(|e| Error::format(train_path, e.to_string()))?;
+    let unknown: BTreeSet<&str> = valid
+        .iter()
+        .map(|example| example.label.as_str())
+        .filter(|&label| labels.id(label).is_none())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::format(
+        valid_path,
+        format!(
+            "the validation examples have labels the training examples ({}) lack: {}; the \
+             training examples have {}",
+            train_path.display(),
+            unknown.into_iter().collect::<Vec<_>>().join(", "),
+            labels.names().join(", ")
+        ),
+    ))
 }
 
 /// What a reader read, once its warnings are printed on stderr (a warning that cannot be

@@ -130,7 +130,30 @@ fn bad_input_is_an_error_naming_it() {
     ]);
     let stderr = text(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("\"mixed\""), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: the validation examples have labels",
+            valid.display()
+        )) && stderr.contains("lack: mixed"),
+        "{stderr}"
+    );
+
+    // A training file of one class is refused naming it.
+    let one_class = dir.join("one-class.tsv");
+    std::fs::write(&one_class, "pos\tgood\npos\tfine\n").unwrap();
+    let output = shadergrad(&[
+        "train-cnn",
+        "--data",
+        one_class.to_str().unwrap(),
+        "--valid",
+        valid.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("{}: ", one_class.display())) && stderr.contains("1 class"),
+        "{stderr}"
+    );
 
     // A text past the word limit in the validation file is refused when it is read.
     let long = dir.join("long.tsv");

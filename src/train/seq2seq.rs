@@ -34,7 +34,9 @@ use crate::train::{
 };
 
 /// The longest source or target, in tokens, that a checkpoint's config may declare: the
-/// bound on how far translation decodes and how wide its plans are.
+/// bound on how far translation decodes and how wide its plans are. Above the data's own
+/// limit ([`crate::data::text::MAX_SEQUENCE_CHARS`]), so that checkpoints trained before
+/// that limit still load.
 pub const MAX_DECODE_STEPS: usize = 4096;
 
 /// The values of a training graph that a step feeds or reads.
