@@ -443,6 +443,7 @@ impl Gpu {
         workgroups: [u32; 3],
     ) -> Result<Dispatch> {
         debug_assert_eq!(spec.bindings.len(), buffers.len() + 1, "{}", spec.name());
+        spec.check_storage_limit(self.inner.limits.max_storage_buffers_per_shader_stage)?;
         let params = self.uniform(params);
         self.checked(&spec.name(), || {
             let kernel = self.inner.pipelines.get(&self.inner.device, spec);

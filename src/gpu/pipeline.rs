@@ -47,6 +47,29 @@ impl KernelSpec {
         }
         name
     }
+
+    /// Checks that the kernel's storage buffers fit the adapter's
+    /// `max_storage_buffers_per_shader_stage` (WebGPU guarantees 8; the recurrent backward
+    /// binds 8, fused attention 10): a clear error naming the kernel instead of a
+    /// validation failure deep in pipeline creation.
+    pub fn check_storage_limit(&self, limit: u32) -> crate::Result<()> {
+        let storage = self
+            .bindings
+            .iter()
+            .filter(|access| **access != Access::Uniform)
+            .count();
+        if storage as u64 > u64::from(limit) {
+            return Err(crate::Error::invalid(
+                "dispatch",
+                format!(
+                    "kernel {} binds {storage} storage buffers; this adapter allows {limit} \
+                     per shader stage",
+                    self.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A compiled kernel variant with its bind group layout.
@@ -152,4 +175,35 @@ fn bind_group_layout(device: &wgpu::Device, bindings: &[Access]) -> wgpu::BindGr
         label: None,
         entries: &entries,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_with_more_storage_buffers_than_the_adapter_allows_is_refused_by_name() {
+        static SOURCE: ShaderSource = ShaderSource {
+            family: "test",
+            wgsl: "",
+        };
+        let spec = KernelSpec {
+            source: &SOURCE,
+            entry: "wide",
+            bindings: &[
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+                Access::Uniform,
+            ],
+            constants: Vec::new(),
+        };
+        spec.check_storage_limit(3).unwrap();
+        let message = spec.check_storage_limit(2).unwrap_err().to_string();
+        assert!(
+            message.contains("test::wide binds 3 storage buffers"),
+            "{message}"
+        );
+        assert!(message.contains("allows 2 per shader stage"), "{message}");
+    }
 }

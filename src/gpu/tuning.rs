@@ -1,7 +1,8 @@
 //! The autotuner's memory: which kernel variant won for each shape class on this adapter.
 //! It lives in memory and in one JSON file per adapter and driver version, so an adapter is
 //! tuned once per class, not once per process:
-//! `$SHADERGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/shadergrad`, else `~/.cache/shadergrad`,
+//! `$SHADERGRAD_CACHE_DIR`, else the platform's per-user cache folder (`%LOCALAPPDATA%` on
+//! Windows, `~/Library/Caches` on macOS, `$XDG_CACHE_HOME` or `~/.cache` elsewhere),
 //! file `autotune-<hash of adapter, backend, driver and the tuned kernels' source>.json`
 //! (a new version of the kernels is tuned anew, not held to choices made for the old ones).
 //! `SHADERGRAD_NO_AUTOTUNE=1` (or `Gpu::set_autotune(false)`) turns tuning off: the fixed
@@ -118,14 +119,50 @@ impl TuningCache {
 }
 
 fn cache_dir() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var(CACHE_DIR_ENV)
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("shadergrad")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("shadergrad")))
+    cache_dir_for(Platform::current(), |name| std::env::var_os(name))
+}
+
+/// The operating systems whose conventions for a per-user cache folder differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    Windows,
+    MacOs,
+    /// Linux and the other Unix systems: the XDG base directories.
+    Unix,
+}
+
+impl Platform {
+    fn current() -> Self {
+        if cfg!(windows) {
+            Platform::Windows
+        } else if cfg!(target_os = "macos") {
+            Platform::MacOs
+        } else {
+            Platform::Unix
+        }
+    }
+}
+
+/// The tuning files' folder on `platform`, from the environment `var` reads:
+/// `$SHADERGRAD_CACHE_DIR` anywhere, else the platform's per-user cache folder —
+/// `%LOCALAPPDATA%\shadergrad\cache` on Windows, `~/Library/Caches/shadergrad` on macOS,
+/// `$XDG_CACHE_HOME/shadergrad` or `~/.cache/shadergrad` elsewhere. `None` (tuning kept in
+/// memory only) when the environment names no such folder.
+fn cache_dir_for(
+    platform: Platform,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var(CACHE_DIR_ENV) {
+        return Some(dir);
+    }
+    match platform {
+        Platform::Windows => var("LOCALAPPDATA").map(|d| d.join("shadergrad").join("cache")),
+        Platform::MacOs => var("HOME").map(|d| d.join("Library").join("Caches").join("shadergrad")),
+        Platform::Unix => var("XDG_CACHE_HOME")
+            .map(|d| d.join("shadergrad"))
+            .or_else(|| var("HOME").map(|d| d.join(".cache").join("shadergrad"))),
+    }
 }
 
 fn read_choices(path: &Path) -> BTreeMap<String, String> {
@@ -145,4 +182,66 @@ fn read_choices(path: &Path) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// An environment holding just `pairs`.
+    fn environment(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn each_platform_keeps_the_tuning_files_in_its_own_cache_folder() {
+        let home = [("HOME", "/home/ada")];
+        assert_eq!(
+            cache_dir_for(Platform::Unix, environment(&home)),
+            Some(PathBuf::from("/home/ada/.cache/shadergrad"))
+        );
+        assert_eq!(
+            cache_dir_for(
+                Platform::Unix,
+                environment(&[("HOME", "/home/ada"), ("XDG_CACHE_HOME", "/var/cache/ada")])
+            ),
+            Some(PathBuf::from("/var/cache/ada/shadergrad"))
+        );
+        assert_eq!(
+            cache_dir_for(Platform::MacOs, environment(&home)),
+            Some(PathBuf::from("/home/ada/Library/Caches/shadergrad"))
+        );
+        // Windows has no HOME as a rule: the folder comes from LOCALAPPDATA.
+        let windows = [("LOCALAPPDATA", r"C:\Users\ada\AppData\Local")];
+        assert_eq!(
+            cache_dir_for(Platform::Windows, environment(&windows)),
+            Some(
+                PathBuf::from(r"C:\Users\ada\AppData\Local")
+                    .join("shadergrad")
+                    .join("cache")
+            )
+        );
+        assert_eq!(cache_dir_for(Platform::Windows, environment(&home)), None);
+        for platform in [Platform::Unix, Platform::MacOs, Platform::Windows] {
+            assert_eq!(
+                cache_dir_for(
+                    platform,
+                    environment(&[(CACHE_DIR_ENV, "/tmp/tuning"), ("HOME", "/home/ada")])
+                ),
+                Some(PathBuf::from("/tmp/tuning")),
+                "{platform:?}"
+            );
+            assert_eq!(cache_dir_for(platform, environment(&[("HOME", "")])), None);
+        }
+    }
 }
