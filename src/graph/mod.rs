@@ -320,7 +320,7 @@ impl Graph {
     }
 
     /// Inverted dropout: each element of `x` kept with probability 1 − p and scaled by
-    /// 1/(1 − p), else 0, by a hash of the `seed` (u32 [1], an input fed before each run:
+    /// 1/(1 − p), else 0, by a hash of the `seed` (u32 \[1\], an input fed before each run:
     /// a new value every training step), the element's index and the dropout's stream, its
     /// count among the graph's dropouts (so that dropouts sharing a seed draw different
     /// masks). p must be in [0, 1); 0 builds no op and returns `x`.
@@ -439,7 +439,7 @@ impl Graph {
     }
 
     /// Looks up the rows of `table` [vocab, dim] for u32 `ids` of any shape: ids.shape +
-    /// [dim] (the gather on axis 0). Fed ids are checked against the vocabulary before they
+    /// \[dim\] (the gather on axis 0). Fed ids are checked against the vocabulary before they
     /// reach the GPU.
     pub fn embedding(&mut self, table: Var, ids: Var) -> Result<Var> {
         if self.shape(table).len() != 2 {
@@ -481,7 +481,7 @@ impl Graph {
     }
 
     /// The n-gram window of a text CNN: x [N, C, L] (C the embedding width) convolved with
-    /// `weight` [O, C, k], plus `bias` [O] if given: [N, O, L_out] with
+    /// `weight` [O, C, k], plus `bias` \[O\] if given: [N, O, L_out] with
     /// L_out = (L + pad_left + pad_right − k) / stride + 1.
     pub fn conv1d(
         &mut self,
@@ -555,7 +555,7 @@ impl Graph {
     /// Scaled dot-product attention, softmax(q·kᵀ·scale + masks)·v: q [B, H, Lq, D],
     /// k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] with Hkv dividing H (each key/value head serves
     /// a group of query heads: grouped-query attention), result [B, H, Lq, Dv]. `scale`
-    /// defaults to 1/√D. The masks: `key_lengths` (u32 [B], fed) masks each batch's keys past
+    /// defaults to 1/√D. The masks: `key_lengths` (u32 \[B\], fed) masks each batch's keys past
     /// its length (lengths above Lk mean Lk), `causal` the keys after each query's position,
     /// the queries being the last Lq of the Lk positions (query i sees keys up to i when
     /// Lq = Lk). A query whose keys are all masked gets 0. [`Graph::attention_with`] takes
@@ -665,7 +665,7 @@ impl Graph {
         Ok(self.push(op, &inputs)?[0])
     }
 
-    /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 [N]),
+    /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 \[N\]),
     /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
     /// in the same pass and kept for the backward.
     pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
@@ -698,7 +698,7 @@ pub struct RecurrentSpec {
     pub kind: CellKind,
     /// Runs from the last step to the first (the backward half of a bidirectional layer).
     pub reverse: bool,
-    /// u32 [B]: the steps at and after an item's length keep its state.
+    /// u32 \[B\]: the steps at and after an item's length keep its state.
     pub lengths: Option<Var>,
     /// An LSTM's initial cell [B, H] (required for an LSTM, refused otherwise).
     pub c0: Option<Var>,
@@ -723,7 +723,7 @@ pub struct AttentionSpec {
     /// The scale, causal masking, where the queries sit among the keys (by default the last
     /// Lq of the Lk positions), the sliding window and the softcap.
     pub settings: AttentionSettings,
-    /// u32 [B], fed: each batch's keys past its length are masked.
+    /// u32 \[B\], fed: each batch's keys past its length are masked.
     pub key_lengths: Option<Var>,
     /// An f32 value broadcastable to the scores [B, H, Lq, Lk]: added to the (softcapped)
     /// scores, −∞ masking, or boolean as 0/1 (0 masks). Not differentiable.

@@ -72,7 +72,7 @@ pub enum Op {
     Unary(Unary),
     /// a ∘ b with numpy broadcasting; the derivative ops take two values of one shape.
     Binary(Binary),
-    /// Inverted dropout: inputs x and the seed (u32 [1], fed every run); keeps each element
+    /// Inverted dropout: inputs x and the seed (u32 \[1\], fed every run); keeps each element
     /// with probability 1 − p, scaled by 1/(1 − p), by the hash of (seed, `stream`, index)
     /// (`kernels::random`). Its backward is the same op on dy: the same bits drop the same
     /// elements, so no mask is stored.
@@ -95,10 +95,10 @@ pub enum Op {
     Softmax { log: bool },
     /// The backward of `Softmax`: inputs y (its output) and dy.
     SoftmaxGrad { log: bool },
-    /// Mean softmax-cross-entropy of logits [N, C] against u32 targets [N]; outputs the
+    /// Mean softmax-cross-entropy of logits [N, C] against u32 targets \[N\]; outputs the
     /// loss (a scalar) and the logits' gradient, computed in the same pass.
     CrossEntropy { ignore: Option<u32> },
-    /// Layer norm over the last axis: inputs x, gain [D], bias [D]; outputs y and the
+    /// Layer norm over the last axis: inputs x, gain \[D\], bias \[D\]; outputs y and the
     /// per-row mean and rstd (shaped as x with the last axis 1) that the backward needs.
     LayerNorm { eps: f32 },
     /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
@@ -125,7 +125,7 @@ pub enum Op {
     /// of `axis_len` entries back in place of the ids' axes), a deterministic scatter-add over
     /// the positions grouped by id.
     GatherGrad { axis: usize, axis_len: usize },
-    /// A convolution: inputs x, weight and, if `bias`, a bias [O]. Sequences: x [N, C, L],
+    /// A convolution: inputs x, weight and, if `bias`, a bias \[O\]. Sequences: x [N, C, L],
     /// weight [O, C, k], output [N, O, L_out] (only the W entries of `options` count);
     /// images: x [N, C, H, W], weight [O, C, kh, kw], output [N, O, OH, OW].
     Conv {
@@ -139,7 +139,7 @@ pub enum Op {
     /// The weight gradient of `Conv`: inputs x and dy; output dw [O, C, kernel…] (`kernel`
     /// the weight's k, or its kh and kw).
     ConvWeightGrad { options: Conv2d, kernel: Vec<usize> },
-    /// The bias gradient of `Conv`: input dy [N, O, positions…]; output [O], dy's sum over
+    /// The bias gradient of `Conv`: input dy [N, O, positions…]; output \[O\], dy's sum over
     /// batch items and positions.
     ConvBiasGrad,
     /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out]; outputs the maxima and
@@ -155,7 +155,7 @@ pub enum Op {
     /// [N, C, len], dy at each position and 0 elsewhere.
     MaxOverTimeGrad { len: usize },
     /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
-    /// Lk, Dv] (Hkv dividing H), then u32 lengths [B] masking the keys past each if
+    /// Lk, Dv] (Hkv dividing H), then u32 lengths \[B\] masking the keys past each if
     /// `key_lengths`, then an f32 mask broadcastable to [B, H, Lq, Lk] if `mask` says how it
     /// acts; outputs O [B, H, Lq, Dv] and what the backward needs: the probabilities
     /// P [B, H, Lq, Lk] (`Unfused`) or each row's log-sum-exp [B, H, Lq] (`Fused`).
@@ -183,7 +183,7 @@ pub enum Op {
     },
     /// A recurrent layer over a whole sequence, one direction (`kernels::recurrent`): inputs
     /// the input projections gx [T, B, G·H] (G gates of the cell), the recurrent weight
-    /// r [H, G·H], its bias [G·H], h0 [B, H], c0 [B, H] for an LSTM, then u32 lengths [B] if
+    /// r [H, G·H], its bias [G·H], h0 [B, H], c0 [B, H] for an LSTM, then u32 lengths \[B\] if
     /// `lengths` (a step past a batch item's length keeps its state). Outputs the states
     /// [T+1, B, H] (slot 0 is h0 forward, slot T reversed), the cells likewise for an LSTM,
     /// and the gate values the backward needs.

@@ -172,7 +172,7 @@ impl AttentionSettings {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionOptions<'a> {
     pub settings: AttentionSettings,
-    /// Valid keys per batch, [B]: keys at positions ≥ length are masked (lengths above Lk
+    /// Valid keys per batch, \[B\]: keys at positions ≥ length are masked (lengths above Lk
     /// mean Lk).
     pub key_lengths: Option<&'a Indices>,
     pub mask: Option<AttentionMask<'a>>,

@@ -152,7 +152,7 @@ struct ConvParams {
 
 impl ConvGeometry {
     /// Checks an input and a weight of rank 3 (N×C×L, O×C×k) or 4 (N×C×H×W, O×C×KH×KW)
-    /// against `options` (for rank 3 only its W entries count: stride[1], pads[1], pads[3]).
+    /// against `options` (for rank 3 only its W entries count: stride\[1\], pads\[1\], pads\[3\]).
     pub fn new(op: &'static str, x: &[usize], weight: &[usize], options: Conv2d) -> Result<Self> {
         let rank = x.len();
         let layout = if rank == 3 {
@@ -382,7 +382,7 @@ pub fn conv_im2col_dispatch(
     )
 }
 
-/// Records the forward as im2col into `cols`, then y[n] = W · cols[n] + bias (as β·C with
+/// Records the forward as im2col into `cols`, then y\[n\] = W · cols\[n\] + bias (as β·C with
 /// C the bias seen as an O×1 column).
 pub fn conv_im2col_gemm_dispatches(
     x: &Tensor,

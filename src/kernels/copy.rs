@@ -161,7 +161,7 @@ pub fn region_copy_dispatch(
     )
 }
 
-/// Records y[c] = x[Σ c·in_strides] for every coordinate c of y (strides padded to rank 4),
+/// Records y\[c\] = x[Σ c·in_strides] for every coordinate c of y (strides padded to rank 4),
 /// with the span [`columns_per_invocation`] picks.
 pub fn strided_copy_dispatch(x: &Tensor, y: &Tensor, in_strides: [u32; 4]) -> Result<Dispatch> {
     let shape = pad_to_rank4(y.shape(), 1);
@@ -285,7 +285,7 @@ pub fn resolve_slice(
     Ok((axis, first, last))
 }
 
-/// CPU reference of [`Tensor::permute`]: out axis i is input axis perm[i].
+/// CPU reference of [`Tensor::permute`]: out axis i is input axis perm\[i\].
 pub fn permute_cpu(x: &[f32], shape: &[usize], perm: &[usize]) -> Vec<f32> {
     let strides = contiguous_strides(shape);
     let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();

@@ -50,7 +50,7 @@ const MIN_INVOCATIONS: usize = 4096;
 /// 1 on GPUs, where neighbouring invocations then touch neighbouring addresses. On
 /// CPU-like adapters (lavapipe) locating an element (integer divisions) costs more than
 /// copying it and each invocation has a fixed cost, so a span is as long as leaves
-/// [`MIN_INVOCATIONS`] invocations, up to a whole row or [`MAX_SPAN`]: a power of two,
+/// `MIN_INVOCATIONS` invocations, up to a whole row or `MAX_SPAN` columns: a power of two,
 /// so that few kernel variants get compiled.
 pub fn columns_per_invocation(gpu: &Gpu, rows: usize, row_len: usize) -> u32 {
     if !gpu.is_cpu_like() {

@@ -203,7 +203,7 @@ pub struct RecurrentInputs<'a> {
     pub h0: &'a Tensor,
     /// [B, H]: the initial cell state, for (and required by) the LSTM.
     pub c0: Option<&'a Tensor>,
-    /// [B]: step t of sequence b is real iff t < lengths[b]; later steps carry the state
+    /// \[B\]: step t of sequence b is real iff t < lengths\[b\]; later steps carry the state
     /// unchanged. Lengths above T act as T.
     pub lengths: Option<&'a Indices>,
     /// [3·H]: the LSTM's peepholes p_i, p_o, p_f (ONNX's order). Forward only.

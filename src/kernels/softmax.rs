@@ -432,9 +432,9 @@ pub struct CrossEntropyOperands<'a> {
     pub logits: &'a Tensor,
     /// [N, d1, …], each a class below C or the ignore value.
     pub targets: &'a Indices,
-    /// [C], or `None` for weight 1 everywhere.
+    /// \[C\], or `None` for weight 1 everywhere.
     pub weights: Option<&'a Tensor>,
-    /// [1]: what the reduced loss divides by (see `shaders/softmax.wgsl`).
+    /// \[1\]: what the reduced loss divides by (see `shaders/softmax.wgsl`).
     pub divisor: &'a Tensor,
     /// [N, d1, …] (written).
     pub row_loss: &'a Tensor,
@@ -501,7 +501,7 @@ pub fn cross_entropy_dispatch(
     )
 }
 
-/// Records divisor[0] = Σ weights[t] over the rows whose target t is not `ignore`.
+/// Records divisor\[0\] = Σ weights\[t\] over the rows whose target t is not `ignore`.
 pub fn cross_entropy_weight_sum_dispatch(
     operands: &CrossEntropyOperands,
     weights: &Tensor,
@@ -530,7 +530,7 @@ pub fn cross_entropy_weight_sum_dispatch(
     )
 }
 
-/// Records loss[0] = Σ row_loss / divisor[0] (0 when the divisor is 0).
+/// Records loss\[0\] = Σ row_loss / divisor\[0\] (0 when the divisor is 0).
 pub fn cross_entropy_total_dispatch(
     operands: &CrossEntropyOperands,
     loss: &Tensor,
@@ -562,7 +562,7 @@ pub fn cross_entropy_total_dispatch(
 /// then [`SoftmaxCrossEntropy::run`].
 ///
 /// Logits are [N, C] or [N, C, d1, d2, …] with the classes on axis 1 (as in ONNX and
-/// PyTorch); targets are [N] or [N, d1, d2, …]. Every target must be a class below C or
+/// PyTorch); targets are \[N\] or [N, d1, d2, …]. Every target must be a class below C or
 /// the ignore index; this is checked on the host before dispatch (from the copy that
 /// [`Indices::from_slice`] keeps, or by downloading the targets).
 #[derive(Debug, Clone)]
@@ -576,7 +576,7 @@ pub struct SoftmaxCrossEntropy<'a> {
 }
 
 impl<'a> SoftmaxCrossEntropy<'a> {
-    /// Class weights, shape [C]: row r's loss and gradient are scaled by weights[target_r].
+    /// Class weights, shape \[C\]: row r's loss and gradient are scaled by weights\[target_r\].
     pub fn weights(mut self, weights: &'a Tensor) -> Self {
         self.weights = Some(weights);
         self

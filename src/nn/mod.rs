@@ -107,7 +107,7 @@ impl Init {
     }
 }
 
-/// y = x·W + b for x [batch, fan_in], W [fan_in, fan_out], b [fan_out] (starting at 0).
+/// y = x·W + b for x [batch, fan_in], W [fan_in, fan_out], b \[fan_out\] (starting at 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
     pub weight: Var,
@@ -237,7 +237,7 @@ impl Mlp {
         Ok(memory)
     }
 
-    /// The logits for a batch x [batch, sizes[0]].
+    /// The logits for a batch x [batch, sizes\[0\]].
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! The RNN encoder-decoder (Sutskever et al. 2014) with Luong's dot-product attention
-//! (Luong et al. 2015), built on the graph over [`SharedParameters`].
+//! (Luong et al. 2015), built on the graph over
+//! [`SharedParameters`](crate::nn::shared::SharedParameters).
 //!
 //! - Encoder: source embedding, then `layers` recurrent layers (each bidirectional if asked:
 //!   a forward and a reversed layer whose states are concatenated), over time-major ids
@@ -471,7 +472,7 @@ impl Seq2Seq<'_> {
         }
     }
 
-    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths [B].
+    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths \[B\].
     pub fn encode(
         &self,
         g: &mut Graph,
@@ -624,7 +625,7 @@ impl Seq2Seq<'_> {
     }
 
     /// Logits [B·Td, V] (batch-major rows: b·Td + t) from the decoder's states [Td, B, H].
-    /// `source_lengths` (u32 [B]) masks the padding for dot attention, `key_mask` ([B, 1,
+    /// `source_lengths` (u32 \[B\]) masks the padding for dot attention, `key_mask` ([B, 1,
     /// Ts], see [`key_mask`]) for additive attention.
     pub fn logits(
         &self,

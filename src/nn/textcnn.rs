@@ -8,8 +8,8 @@
 //! full window, so a text's prediction does not depend on how far its batch pads it: after
 //! the ReLU every value is ≥ 0, so a zeroed window never beats a real one.
 //!
-//! Parameters: `embedding.weight` [V, E], `conv{w}.weight` [F, E, w], `conv{w}.bias` [F],
-//! `output.weight` [F·widths, C], `output.bias` [C].
+//! Parameters: `embedding.weight` [V, E], `conv{w}.weight` [F, E, w], `conv{w}.bias` \[F\],
+//! `output.weight` [F·widths, C], `output.bias` \[C\].
 //!
 //! [`SharedParameters`]: crate::nn::shared::SharedParameters
 
@@ -154,7 +154,7 @@ pub struct TextCnn<'a> {
 
 impl TextCnn<'_> {
     /// The logits [B, classes] of `ids` (u32 [B, L]); `window_masks[i]` (f32
-    /// [B, 1, L − widths[i] + 1]) is 1 for the windows each text fills, 0 after.
+    /// [B, 1, L − widths\[i\] + 1]) is 1 for the windows each text fills, 0 after.
     pub fn logits(
         &self,
         g: &mut Graph,

@@ -53,7 +53,7 @@ pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
 pub struct Transformer<'c> {
     pub config: &'c Seq2SeqConfig,
     pub shape: TransformerShape,
-    /// A training graph's dropout seed (u32 [1], fed a new value every step); `None` builds
+    /// A training graph's dropout seed (u32 \[1\], fed a new value every step); `None` builds
     /// no dropout (evaluation and decoding).
     pub dropout_seed: Option<Var>,
 }
@@ -172,7 +172,7 @@ impl Transformer<'_> {
         g.add(x, y)
     }
 
-    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths [B]: its output
+    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths \[B\]: its output
     /// [B, Ts, d] (padded positions hold values no key mask lets through).
     pub fn encode(&self, g: &mut Graph, p: &mut Binder, source: Var, lengths: Var) -> Result<Var> {
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);

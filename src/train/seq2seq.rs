@@ -169,7 +169,7 @@ impl Seq2SeqModel {
         Ok(model)
     }
 
-    /// The model a checkpoint of [`Seq2SeqModel::checkpoint_tensors`] holds; optimizer state
+    /// The model a checkpoint of [`Seq2SeqModel::save`] holds; optimizer state
     /// in it is left for [`Optimizer::load_state`].
     pub fn from_checkpoint(gpu: &Gpu, checkpoint: &Checkpoint) -> Result<Self> {
         let config = &checkpoint.config;
