@@ -102,6 +102,15 @@ fn masked_by_tensor(m: f32) -> bool {
     return m == 0.0;
 }
 
+// −∞: the logit written for a masked key and the log-sum-exp of a row without keys. WGSL
+// refuses a constant expression whose value is not finite, so `bitcast<f32>(NEG_INF_BITS)`
+// is an error (Tint reports it; naga lets it pass); read through a `let`, the bits make the
+// bitcast a runtime expression, which may be −∞.
+fn negative_infinity() -> f32 {
+    let bits = NEG_INF_BITS;
+    return bitcast<f32>(bits);
+}
+
 // The logit of a key the mask tensor leaves: capped score plus the additive mask.
 fn logit(p: Params, s: f32, m: f32) -> f32 {
     if MASK == 1u {
@@ -167,7 +176,7 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
             if keep {
                 probs[base + j] = logit(p, scores[base + j], m);
             } else {
-                probs[base + j] = bitcast<f32>(NEG_INF_BITS);
+                probs[base + j] = negative_infinity();
             }
         } else if keep {
             probs[base + j] = exp(logit(p, scores[base + j], m) - top) * inv_sum;
@@ -198,9 +207,10 @@ fn masked_softmax(@builtin(workgroup_id) wid: vec3<u32>,
 
 const FUSED_ROWS: u32 = 64u;
 const VALUE_CHUNK: u32 = 64u;
-// The lowest finite f32: the running max before the first key, so that the first kept key's
-// rescale exp(LOWEST − z) is 0 without an infinity.
-const LOWEST: f32 = -3.4028235e38;
+// The lowest finite f32, −(2 − 2⁻²³)·2¹²⁷ written exactly in hexadecimal: the running max
+// before the first key, so that the first kept key's rescale exp(LOWEST − z) is 0 without
+// an infinity. (The decimal −3.4028235e38 lies just beyond it, which WGSL refuses.)
+const LOWEST: f32 = -0x1.fffffep+127f;
 
 override CACHED_HEAD_DIM: u32 = 0u;   // min(D, VALUE_CHUNK)
 override CHUNK_WIDTH: u32 = 0u;       // min(Dv, VALUE_CHUNK)
@@ -374,7 +384,7 @@ fn fused_attention(@builtin(workgroup_id) wid: vec3<u32>,
         if any {
             fused_log_sum_exp[q.row] = top + log(sum);
         } else {
-            fused_log_sum_exp[q.row] = bitcast<f32>(NEG_INF_BITS);
+            fused_log_sum_exp[q.row] = negative_infinity();
         }
     }
 }

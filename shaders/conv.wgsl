@@ -59,7 +59,7 @@ fn clamped_offset(ih: i32, iw: i32, h: u32, w: u32) -> u32 {
 
 // Whether each of four columns lies in 0..size.
 fn columns_inside(cols: vec4<i32>, size: u32) -> vec4<bool> {
-    return cols >= vec4<i32>(0) & cols < vec4<i32>(i32(size));
+    return (cols >= vec4<i32>(0)) & (cols < vec4<i32>(i32(size)));
 }
 
 // Four columns clamped into 0..size, as offsets.
@@ -225,8 +225,8 @@ struct OutputColumns {
 fn output_columns(shifted: vec4<i32>, stride: u32, size: u32) -> OutputColumns {
     let s = vec4<i32>(i32(stride));
     let o = shifted / s;
-    let whole = shifted >= vec4<i32>(0) & shifted % s == vec4<i32>(0);
-    return OutputColumns(whole & o < vec4<i32>(i32(size)), clamp_columns(o, size));
+    let whole = (shifted >= vec4<i32>(0)) & (shifted % s == vec4<i32>(0));
+    return OutputColumns(whole & (o < vec4<i32>(i32(size))), clamp_columns(o, size));
 }
 
 // dy at four columns of the row starting at `row`, 0 where no output column is met.

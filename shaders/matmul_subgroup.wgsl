@@ -2,6 +2,10 @@
 // the adapters without subgroups never compile it) in a kernel for CPU adapters with
 // subgroups of at least 8 lanes, such as lavapipe.
 //
+// The module lacks the `enable subgroups;` the WGSL specification requires: naga 30 refuses
+// the directive (it enables subgroups from the device's features), so the launcher's
+// `SUBGROUP_SHADER` puts it first only for other compilers, such as Tint.
+//
 // Why it is shaped this way (measured on lavapipe, Mesa 25, in its generated x86 code):
 // - A load whose index differs between lanes is compiled as a loop over the 8 lanes, each
 //   checking its mask and the buffer's bounds and then loading one float: about 7

@@ -26,9 +26,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 
+// The reduction's identity: 0, or -inf for max. WGSL refuses a constant expression whose
+// value is not finite, so -inf's bits are read through a `let`, which makes the bitcast a
+// runtime expression.
 fn identity() -> f32 {
     if OP == 1u {
-        return bitcast<f32>(0xff800000u); // -inf
+        let negative_infinity_bits = 0xff800000u;
+        return bitcast<f32>(negative_infinity_bits);
     }
     return 0.0;
 }

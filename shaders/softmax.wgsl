@@ -30,8 +30,11 @@ override WEIGHTED: u32 = 0u;
 
 const WORKGROUP: u32 = 256u;
 
+// -inf. WGSL refuses a constant expression whose value is not finite, so its bits are read
+// through a `let`, which makes the bitcast a runtime expression.
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    let bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 // The shift of a row whose maximum is m: m itself, or 0 for a fully masked row (m = -inf),

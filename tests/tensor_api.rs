@@ -236,10 +236,10 @@ fn adapters_are_chosen_by_index_name_and_backend() {
 #[test]
 fn a_shader_error_is_a_result_not_a_panic() {
     use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
-    static BROKEN: ShaderSource = ShaderSource {
-        family: "broken",
-        wgsl: "@group(0) @binding(0) var<uniform> p: vec4<u32>;\n@compute @workgroup_size(1) fn main() { let x: u32 = p.x + 1.0; }",
-    };
+    static BROKEN: ShaderSource = ShaderSource::new(
+        "broken",
+        "@group(0) @binding(0) var<uniform> p: vec4<u32>;\n@compute @workgroup_size(1) fn main() { let x: u32 = p.x + 1.0; }",
+    );
     let spec = KernelSpec {
         source: &BROKEN,
         entry: "main",

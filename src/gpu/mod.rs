@@ -15,7 +15,7 @@ pub use adapter::{
     enumerate_adapters, human_bytes, instance, is_software, select_adapter, software_name,
     AdapterReport, AdapterSelector, ADAPTER_ENV,
 };
-pub use pipeline::{Access, Kernel, KernelSpec, PipelineCache, ShaderSource};
+pub use pipeline::{Access, Kernel, KernelSpec, PipelineCache, ShaderSource, SizeConstant};
 pub use pool::{size_class, BufferKind, BufferPool, PoolStats, PooledBuffer};
 
 use std::sync::mpsc;
@@ -340,6 +340,11 @@ impl Gpu {
     /// How many kernel variants have been compiled.
     pub fn pipelines_compiled(&self) -> usize {
         self.inner.pipelines.compiled()
+    }
+
+    /// The kernel variants compiled so far, by name.
+    pub fn compiled_kernel_specs(&self) -> Vec<KernelSpec> {
+        self.inner.pipelines.compiled_specs()
     }
 
     /// A storage buffer of at least `bytes` bytes from the pool; errors above the limit.

@@ -2,14 +2,64 @@
 //! `override` constants) is compiled once per device and reused by every launch.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 
-/// One WGSL file of `shaders/`, embedded in the binary.
+/// One WGSL module of `shaders/`, embedded in the binary.
 #[derive(Debug)]
 pub struct ShaderSource {
     /// The kernel family, also the file's stem: `matmul` for `shaders/matmul.wgsl`.
     pub family: &'static str,
+    /// The module as naga, and so wgpu, compiles it.
     pub wgsl: &'static str,
+    /// Extensions the WGSL specification requires the module to `enable` but naga 30
+    /// refuses to see enabled (`subgroups`: naga takes them from the device's features).
+    /// `wgsl` leaves their directives out; [`ShaderSource::standard_wgsl`] puts them first.
+    pub extensions_naga_refuses: &'static [&'static str],
+    /// The `override` constants that carry a size taken from the operands (a loop bound),
+    /// not a choice between code paths.
+    pub size_constants: &'static [SizeConstant],
+}
+
+impl ShaderSource {
+    /// A module without size constants that naga compiles as the specification has it.
+    pub const fn new(family: &'static str, wgsl: &'static str) -> Self {
+        ShaderSource {
+            family,
+            wgsl,
+            extensions_naga_refuses: &[],
+            size_constants: &[],
+        }
+    }
+
+    /// The module as the WGSL specification has it, for compilers other than naga (Tint):
+    /// the `enable` directives naga refuses, then `wgsl`.
+    pub fn standard_wgsl(&self) -> String {
+        let directives: String = self
+            .extensions_naga_refuses
+            .iter()
+            .map(|extension| format!("enable {extension};\n"))
+            .collect();
+        directives + self.wgsl
+    }
+}
+
+/// An `override` constant that carries a size: the launchers give it any value of
+/// `values` (one per shape), too many to compile each, so their lists of every variant
+/// (`kernel_specs`) take a few samples of it.
+#[derive(Debug)]
+pub struct SizeConstant {
+    pub name: &'static str,
+    pub values: RangeInclusive<u32>,
+}
+
+impl SizeConstant {
+    /// Whether `value` is one of the sizes the constant takes.
+    pub fn admits(&self, value: f64) -> bool {
+        value.fract() == 0.0
+            && f64::from(*self.values.start()) <= value
+            && value <= f64::from(*self.values.end())
+    }
 }
 
 /// How a kernel uses each binding of its bind group 0, in binding order.
@@ -70,12 +120,36 @@ impl KernelSpec {
         }
         Ok(())
     }
+
+    /// Whether `self` is `other` but for the values of size constants: the same module,
+    /// entry point, bindings and constants in the same order, where a size constant of the
+    /// module may take any value of its range. A variant a launcher builds is, in this
+    /// sense, one of the variants its `kernel_specs` lists.
+    pub fn differs_only_in_sizes(&self, other: &KernelSpec) -> bool {
+        let sizes_alike = |name: &str, values: [f64; 2]| {
+            self.source
+                .size_constants
+                .iter()
+                .any(|size| size.name == name && values.iter().all(|&v| size.admits(v)))
+        };
+        self.source.family == other.source.family
+            && self.entry == other.entry
+            && self.bindings == other.bindings
+            && self.constants.len() == other.constants.len()
+            && self.constants.iter().zip(&other.constants).all(
+                |(&(name, value), &(other_name, other_value))| {
+                    name == other_name
+                        && (value == other_value || sizes_alike(name, [value, other_value]))
+                },
+            )
+    }
 }
 
 /// A compiled kernel variant with its bind group layout.
 #[derive(Debug)]
 pub struct Kernel {
     pub name: String,
+    pub spec: KernelSpec,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
@@ -135,6 +209,7 @@ impl PipelineCache {
         });
         let kernel = Arc::new(Kernel {
             name: name.clone(),
+            spec: spec.clone(),
             pipeline,
             layout,
         });
@@ -149,6 +224,14 @@ impl PipelineCache {
             .expect("pipeline cache lock")
             .kernels
             .len()
+    }
+
+    /// The variants compiled so far, by name.
+    pub fn compiled_specs(&self) -> Vec<KernelSpec> {
+        let caches = self.caches.lock().expect("pipeline cache lock");
+        let mut kernels: Vec<&Arc<Kernel>> = caches.kernels.values().collect();
+        kernels.sort_by(|a, b| a.name.cmp(&b.name));
+        kernels.iter().map(|kernel| kernel.spec.clone()).collect()
     }
 }
 
@@ -183,10 +266,7 @@ mod tests {
 
     #[test]
     fn a_kernel_with_more_storage_buffers_than_the_adapter_allows_is_refused_by_name() {
-        static SOURCE: ShaderSource = ShaderSource {
-            family: "test",
-            wgsl: "",
-        };
+        static SOURCE: ShaderSource = ShaderSource::new("test", "");
         let spec = KernelSpec {
             source: &SOURCE,
             entry: "wide",

@@ -35,7 +35,7 @@
 //! derivative), dQ = dS·K·scale, dK = dSᵀ·Q·scale.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource, SizeConstant};
 use crate::kernels::copy::strided_copy_dispatch;
 use crate::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape, MatmulVariant};
 use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
@@ -43,9 +43,26 @@ use crate::kernels::{broadcast_shapes, broadcast_strides, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
 
 pub static SHADER: ShaderSource = ShaderSource {
-    family: "attention",
-    wgsl: include_str!("../../shaders/attention.wgsl"),
+    size_constants: &[
+        SizeConstant {
+            name: "CACHED_HEAD_DIM",
+            values: 0..=VALUE_CHUNK as u32,
+        },
+        SizeConstant {
+            name: "CHUNK_WIDTH",
+            values: 0..=VALUE_CHUNK as u32,
+        },
+        SizeConstant {
+            name: "CACHED_VALUE_DIM",
+            values: 0..=VALUE_CHUNK as u32,
+        },
+    ],
+    ..ShaderSource::new("attention", include_str!("../../shaders/attention.wgsl"))
 };
+
+/// The shader's VALUE_CHUNK: the result columns a workgroup of the fused kernels owns, and
+/// the most elements of a row they keep in registers (the `CACHED_*` constants).
+const VALUE_CHUNK: usize = 64;
 
 /// The largest offset or window reach, in positions, that the kernels take: beyond it the
 /// 32-bit position arithmetic of the shader could overflow. Every tensor axis is shorter.
@@ -418,19 +435,179 @@ fn offset_from_lengths(options: &AttentionOptions) -> bool {
     options.settings.alignment == QueryAlignment::EndOfValidKeys && options.key_lengths.is_some()
 }
 
-/// The shader constants that select the masks of `options`.
-fn mask_constants(options: &AttentionOptions) -> Vec<(&'static str, f64)> {
-    let flag = |b: bool| f64::from(u8::from(b));
-    vec![
-        (
-            "MASK",
-            f64::from(options.mask.map_or(0, |mask| mask.kind.code())),
+/// How the shader forms each logit, as its constants select it: the softcap, then the
+/// masks of `options`.
+#[derive(Debug, Clone, Copy)]
+struct LogitConstants {
+    /// 0 none, 1 additive, 2 boolean.
+    mask: u32,
+    key_lengths: bool,
+    causal: bool,
+    offset_from_lengths: bool,
+    softcap: bool,
+}
+
+impl LogitConstants {
+    fn of(options: &AttentionOptions) -> Self {
+        LogitConstants {
+            mask: options.mask.map_or(0, |mask| mask.kind.code()),
+            key_lengths: options.key_lengths.is_some(),
+            causal: options.settings.causal,
+            offset_from_lengths: offset_from_lengths(options),
+            softcap: options.settings.softcap.is_some(),
+        }
+    }
+
+    /// Every selection options can make: the offset from the key lengths needs them.
+    fn all() -> Vec<Self> {
+        let mut all = Vec::new();
+        for mask in [0, MaskKind::Additive.code(), MaskKind::Boolean.code()] {
+            for (key_lengths, offset_from_lengths) in [(false, false), (true, false), (true, true)]
+            {
+                for causal in [false, true] {
+                    for softcap in [false, true] {
+                        all.push(LogitConstants {
+                            mask,
+                            key_lengths,
+                            causal,
+                            offset_from_lengths,
+                            softcap,
+                        });
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    fn constants(self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("MASK", f64::from(self.mask)),
+            ("KEY_LENGTHS", flag(self.key_lengths)),
+            ("CAUSAL", flag(self.causal)),
+            ("OFFSET_FROM_LENGTHS", flag(self.offset_from_lengths)),
+            ("SOFTCAP", flag(self.softcap)),
+        ]
+    }
+}
+
+fn flag(yes: bool) -> f64 {
+    f64::from(u8::from(yes))
+}
+
+/// The bindings of the masked softmax and its backward: three inputs, the output, the
+/// uniform.
+const MASKED_SOFTMAX_BINDINGS: &[Access] = &[
+    Access::Read,
+    Access::Read,
+    Access::Read,
+    Access::ReadWrite,
+    Access::Uniform,
+];
+
+fn masked_softmax_spec(logits: LogitConstants, write_logits: bool) -> KernelSpec {
+    let mut constants = logits.constants();
+    constants.push(("WRITE_LOGITS", flag(write_logits)));
+    KernelSpec {
+        source: &SHADER,
+        entry: "masked_softmax",
+        bindings: MASKED_SOFTMAX_BINDINGS,
+        constants,
+    }
+}
+
+fn masked_softmax_backward_spec(softcap: bool) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "masked_softmax_backward",
+        bindings: MASKED_SOFTMAX_BINDINGS,
+        constants: vec![("SOFTCAP", flag(softcap))],
+    }
+}
+
+fn fused_attention_spec(logits: LogitConstants, head_dim: usize, value_dim: usize) -> KernelSpec {
+    // The private arrays' loop bounds, as constants so that the compiler unrolls them.
+    let mut constants = logits.constants();
+    constants.push(("CACHED_HEAD_DIM", head_dim.min(VALUE_CHUNK) as f64));
+    constants.push(("CHUNK_WIDTH", value_dim.min(VALUE_CHUNK) as f64));
+    KernelSpec {
+        source: &SHADER,
+        entry: "fused_attention",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants,
+    }
+}
+
+/// The two kernels of the fused backward: one owns query rows, one key rows.
+#[derive(Debug, Clone, Copy)]
+enum FusedBackwardKernel {
+    Queries,
+    Keys,
+}
+
+fn fused_backward_spec(
+    kernel: FusedBackwardKernel,
+    logits: LogitConstants,
+    head_dim: usize,
+    value_dim: usize,
+) -> KernelSpec {
+    use Access::{Read, ReadWrite, Uniform};
+    let mut constants = logits.constants();
+    constants.push(("CACHED_HEAD_DIM", head_dim.min(VALUE_CHUNK) as f64));
+    constants.push(("CACHED_VALUE_DIM", value_dim.min(VALUE_CHUNK) as f64));
+    // Bindings 3, 8 and 9 differ: dQ, O, Δ (written) for the queries' kernel; dK, dV, Δ
+    // (read) for the keys'.
+    let (entry, bindings): (_, &'static [Access]) = match kernel {
+        FusedBackwardKernel::Queries => (
+            "fused_attention_backward_queries",
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, Read, ReadWrite, Uniform,
+            ],
         ),
-        ("KEY_LENGTHS", flag(options.key_lengths.is_some())),
-        ("CAUSAL", flag(options.settings.causal)),
-        ("OFFSET_FROM_LENGTHS", flag(offset_from_lengths(options))),
-        ("SOFTCAP", flag(options.settings.softcap.is_some())),
-    ]
+        FusedBackwardKernel::Keys => (
+            "fused_attention_backward_keys",
+            &[
+                Read, Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite, Read, Uniform,
+            ],
+        ),
+    };
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings,
+        constants,
+    }
+}
+
+/// Every kernel variant the attention launchers can build. The fused kernels' head and
+/// value sizes (`CACHED_*`, `CHUNK_WIDTH`: size constants, each in 0..=64) are sampled at
+/// the ends of their range, each against the other end, and at odd sizes that fill no
+/// whole vec4.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let sizes = [(0, VALUE_CHUNK), (VALUE_CHUNK, 0), (13, 7)];
+    let mut specs = Vec::new();
+    for logits in LogitConstants::all() {
+        for write_logits in [false, true] {
+            specs.push(masked_softmax_spec(logits, write_logits));
+        }
+        for (head_dim, value_dim) in sizes {
+            specs.push(fused_attention_spec(logits, head_dim, value_dim));
+            for kernel in [FusedBackwardKernel::Queries, FusedBackwardKernel::Keys] {
+                specs.push(fused_backward_spec(kernel, logits, head_dim, value_dim));
+            }
+        }
+    }
+    specs.extend([false, true].map(masked_softmax_backward_spec));
+    specs
 }
 
 #[repr(C)]
@@ -500,20 +677,7 @@ pub fn masked_softmax_dispatch(
     }
     let gpu = scores.gpu();
     let params = AttentionParams::new(dims, options);
-    let mut constants = mask_constants(options);
-    constants.push(("WRITE_LOGITS", f64::from(u8::from(write_logits))));
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "masked_softmax",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants,
-    };
+    let spec = masked_softmax_spec(LogitConstants::of(options), write_logits);
     let placeholder = gpu.placeholder();
     gpu.dispatch(
         &spec,
@@ -561,18 +725,7 @@ pub fn masked_softmax_backward_dispatch(
         softcap: softcapped.map_or(1.0, |(_, cap)| cap),
         pad: 0,
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "masked_softmax_backward",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![("SOFTCAP", f64::from(u8::from(softcapped.is_some())))],
-    };
+    let spec = masked_softmax_backward_spec(softcapped.is_some());
     gpu.dispatch(
         &spec,
         &[
@@ -931,25 +1084,7 @@ pub fn fused_attention_dispatch(
         )
     })?;
     let gpu = q.gpu();
-    // The private arrays' loop bounds, as constants so that the compiler unrolls them.
-    let mut constants = mask_constants(options);
-    constants.push(("CACHED_HEAD_DIM", dims.head_dim.min(64) as f64));
-    constants.push(("CHUNK_WIDTH", dims.value_dim.min(64) as f64));
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "fused_attention",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants,
-    };
+    let spec = fused_attention_spec(LogitConstants::of(options), dims.head_dim, dims.value_dim);
     let placeholder = gpu.placeholder();
     let dispatch = gpu.dispatch(
         &spec,
@@ -1072,37 +1207,28 @@ pub fn fused_attention_backward_dispatches_into(
         * dims.kv_heads
         * dims.head_dim.max(dims.value_dim).div_ceil(64).max(1)
         * dims.k_len.div_ceil(64);
-    let mut constants = mask_constants(options);
-    constants.push(("CACHED_HEAD_DIM", dims.head_dim.min(64) as f64));
-    constants.push(("CACHED_VALUE_DIM", dims.value_dim.min(64) as f64));
+    let logits = LogitConstants::of(options);
     let params = AttentionParams::new(&dims, options);
     let placeholder = gpu.placeholder();
     let mask = options
         .mask
         .map_or(placeholder, |mask| mask.values.buffer());
     let lengths = options.key_lengths.map_or(placeholder, Indices::buffer);
-    use Access::{Read, ReadWrite, Uniform};
-    // Bindings 3, 8 and 9 differ: dQ, O, Δ (written) for the queries' kernel; dK, dV, Δ
+    // What bindings 3, 8 and 9 hold: dQ, O, Δ (written) for the queries' kernel; dK, dV, Δ
     // (read) for the keys'.
-    let kernels: [(&'static str, usize, &'static [Access], [&Tensor; 3]); 2] = [
+    let kernels = [
         (
-            "fused_attention_backward_queries",
+            FusedBackwardKernel::Queries,
             query_blocks,
-            &[
-                Read, Read, Read, ReadWrite, Read, Read, Read, Read, Read, ReadWrite, Uniform,
-            ],
             [&into.query, &forward.output, &delta],
         ),
         (
-            "fused_attention_backward_keys",
+            FusedBackwardKernel::Keys,
             key_blocks,
-            &[
-                Read, Read, Read, ReadWrite, Read, Read, Read, Read, ReadWrite, Read, Uniform,
-            ],
             [&into.key, &into.value, &delta],
         ),
     ];
-    for (entry, blocks, bindings, [at_3, at_8, at_9]) in kernels {
+    for (kernel, blocks, [at_3, at_8, at_9]) in kernels {
         if blocks == 0 {
             continue;
         }
@@ -1112,12 +1238,7 @@ pub fn fused_attention_backward_dispatches_into(
                 format!("{blocks} workgroups are more than one dispatch can index (2^32)"),
             )
         })?;
-        let spec = KernelSpec {
-            source: &SHADER,
-            entry,
-            bindings,
-            constants: constants.clone(),
-        };
+        let spec = fused_backward_spec(kernel, logits, dims.head_dim, dims.value_dim);
         recording.dispatches.push(gpu.dispatch(
             &spec,
             &[

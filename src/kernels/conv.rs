@@ -17,10 +17,8 @@ use crate::kernels::matmul::{
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{Indices, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "conv",
-    wgsl: include_str!("../../shaders/conv.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("conv", include_str!("../../shaders/conv.wgsl"));
 
 /// Invocations per workgroup of the direct kernels.
 const GROUP: usize = 64;
@@ -321,6 +319,14 @@ const TWO_INPUTS: &[Access] = &[
     Access::Uniform,
 ];
 
+/// The bindings of the pooling forward: x, then y and argmax written, then its params.
+const MAX_POOL_BINDINGS: &[Access] = &[
+    Access::Read,
+    Access::ReadWrite,
+    Access::ReadWrite,
+    Access::Uniform,
+];
+
 fn conv_spec(entry: &'static str, bindings: &'static [Access]) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
@@ -328,6 +334,36 @@ fn conv_spec(entry: &'static str, bindings: &'static [Access]) -> KernelSpec {
         bindings,
         constants: Vec::new(),
     }
+}
+
+fn conv_forward_spec(has_bias: bool) -> KernelSpec {
+    KernelSpec {
+        constants: vec![("HAS_BIAS", f64::from(u8::from(has_bias)))],
+        ..conv_spec(
+            "conv_forward",
+            &[
+                Access::Read,
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+                Access::Uniform,
+            ],
+        )
+    }
+}
+
+/// Every kernel variant the convolution and pooling launchers can build.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    vec![
+        conv_forward_spec(false),
+        conv_forward_spec(true),
+        conv_spec("conv_im2col", ONE_INPUT),
+        conv_spec("conv_input_grad", TWO_INPUTS),
+        conv_spec("conv_weight_grad", TWO_INPUTS),
+        conv_spec("conv_bias_grad", ONE_INPUT),
+        conv_spec("max_pool", MAX_POOL_BINDINGS),
+        conv_spec("max_pool_backward", TWO_INPUTS),
+    ]
 }
 
 /// Records y = conv(x, weight) + bias with the direct kernel.
@@ -339,19 +375,7 @@ pub fn conv_forward_dispatch(
     geometry: &ConvGeometry,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
-    let spec = KernelSpec {
-        constants: vec![("HAS_BIAS", f64::from(u8::from(bias.is_some())))],
-        ..conv_spec(
-            "conv_forward",
-            &[
-                Access::Read,
-                Access::Read,
-                Access::Read,
-                Access::ReadWrite,
-                Access::Uniform,
-            ],
-        )
-    };
+    let spec = conv_forward_spec(bias.is_some());
     let bias = bias.map(Tensor::buffer).unwrap_or(gpu.placeholder());
     gpu.dispatch(
         &spec,
@@ -815,15 +839,7 @@ pub fn max_pool_dispatch(
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
     let out_len = y.numel() / (x.numel() / in_len);
-    let spec = conv_spec(
-        "max_pool",
-        &[
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-    );
+    let spec = conv_spec("max_pool", MAX_POOL_BINDINGS);
     gpu.dispatch(
         &spec,
         &[x.buffer(), y.buffer(), argmax.buffer()],

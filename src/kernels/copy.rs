@@ -11,14 +11,14 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Copy, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
 use crate::kernels::{
-    broadcast_shapes, broadcast_strides, check_rank, columns_per_invocation, contiguous_strides,
-    pad_to_rank4, span_grid,
+    broadcast_shapes, broadcast_strides, check_rank, chosen_spans, columns_per_invocation,
+    contiguous_strides, pad_to_rank4, span_grid, SPAN,
 };
 use crate::tensor::{resolve_axis, Tensor};
 
 pub static SHADER: ShaderSource = ShaderSource {
-    family: "copy",
-    wgsl: include_str!("../../shaders/copy.wgsl"),
+    size_constants: &[SPAN],
+    ..ShaderSource::new("copy", include_str!("../../shaders/copy.wgsl"))
 };
 
 #[repr(C)]
@@ -127,6 +127,15 @@ fn copy_spec(entry: &'static str, span: u32) -> KernelSpec {
         bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
         constants: vec![("SPAN", f64::from(span))],
     }
+}
+
+/// Every kernel variant the copies build, with the spans [`columns_per_invocation`] picks
+/// (a caller may name any other: `SPAN` is a size constant).
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    ["strided_copy", "padded_copy"]
+        .into_iter()
+        .flat_map(|entry| chosen_spans().map(move |span| copy_spec(entry, span)))
+        .collect()
 }
 
 /// Records the copy `region` from `x` into `y` (simplified first, see

@@ -6,10 +6,10 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::{broadcast_shapes, broadcast_strides, pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::Tensor;
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "elementwise",
-    wgsl: include_str!("../../shaders/elementwise.wgsl"),
-};
+pub static SHADER: ShaderSource = ShaderSource::new(
+    "elementwise",
+    include_str!("../../shaders/elementwise.wgsl"),
+);
 
 /// y = f(x), one element at a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,6 +69,16 @@ pub enum Binary {
 }
 
 impl Binary {
+    pub const ALL: [Binary; 7] = [
+        Binary::Add,
+        Binary::Sub,
+        Binary::Mul,
+        Binary::Div,
+        Binary::TanhGrad,
+        Binary::ReluGrad,
+        Binary::SigmoidGrad,
+    ];
+
     fn code(self) -> u32 {
         self as u32
     }
@@ -140,15 +150,9 @@ pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
         pad: [0; 2],
     };
     let vec4 = gpu.is_cpu_like() && len.is_multiple_of(4);
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: if vec4 { "unary_vec4" } else { "unary" },
-        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
-        constants: vec![("OP", f64::from(code))],
-    };
     let invocations = if vec4 { len / 4 } else { len };
     gpu.dispatch(
-        &spec,
+        &unary_spec(code, vec4),
         &[x.buffer(), y.buffer()],
         &params,
         gpu.grid(invocations.div_ceil(WORKGROUP_1D)),
@@ -169,7 +173,26 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
         b_strides: broadcast_strides(b.shape(), out.shape()),
     };
     let vec4 = direct && gpu.is_cpu_like() && len.is_multiple_of(4);
-    let spec = KernelSpec {
+    gpu.dispatch(
+        &binary_spec(op, vec4),
+        &[a.buffer(), b.buffer(), out.buffer()],
+        &params,
+        gpu.grid((if vec4 { len / 4 } else { len }).div_ceil(WORKGROUP_1D)),
+    )
+}
+
+/// The kernel of the unary op with this `OP` code, reading vec4s or floats.
+fn unary_spec(code: u32, vec4: bool) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: if vec4 { "unary_vec4" } else { "unary" },
+        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
+        constants: vec![("OP", f64::from(code))],
+    }
+}
+
+fn binary_spec(op: Binary, vec4: bool) -> KernelSpec {
+    KernelSpec {
         source: &SHADER,
         entry: if vec4 { "binary_vec4" } else { "binary" },
         bindings: &[
@@ -179,13 +202,27 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
             Access::Uniform,
         ],
         constants: vec![("OP", f64::from(op.code()))],
-    };
-    gpu.dispatch(
-        &spec,
-        &[a.buffer(), b.buffer(), out.buffer()],
-        &params,
-        gpu.grid((if vec4 { len / 4 } else { len }).div_ceil(WORKGROUP_1D)),
-    )
+    }
+}
+
+/// Every kernel variant [`unary_dispatch`] and [`binary_dispatch`] can build.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    // A scale's α is a parameter, not a constant: any one stands for all.
+    let unary = [
+        Unary::Tanh,
+        Unary::Relu,
+        Unary::Sigmoid,
+        Unary::Exp,
+        Unary::Log,
+        Unary::Neg,
+        Unary::Scale(1.0),
+    ];
+    let mut specs = Vec::new();
+    for vec4 in [false, true] {
+        specs.extend(unary.iter().map(|op| unary_spec(op.code().0, vec4)));
+        specs.extend(Binary::ALL.iter().map(|&op| binary_spec(op, vec4)));
+    }
+    specs
 }
 
 /// CPU reference of [`Tensor::map`].

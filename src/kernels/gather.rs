@@ -9,13 +9,13 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
-use crate::kernels::{columns_per_invocation, span_grid};
+use crate::kernels::{chosen_spans, columns_per_invocation, span_grid, SPAN};
 use crate::tensor::{resolve_axis, Indices, Tensor};
 use std::sync::Arc;
 
 pub static SHADER: ShaderSource = ShaderSource {
-    family: "gather",
-    wgsl: include_str!("../../shaders/gather.wgsl"),
+    size_constants: &[SPAN],
+    ..ShaderSource::new("gather", include_str!("../../shaders/gather.wgsl"))
 };
 
 #[repr(C)]
@@ -197,6 +197,16 @@ fn spec(entry: &'static str, span: u32) -> KernelSpec {
         bindings: BINDINGS,
         constants: vec![("SPAN", f64::from(span))],
     }
+}
+
+/// Every kernel variant [`gather_dispatch`] and [`gather_backward_dispatch`] can build,
+/// with the spans [`columns_per_invocation`] picks (a caller may name any other: `SPAN` is
+/// a size constant).
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    ["gather", "gather_backward"]
+        .into_iter()
+        .flat_map(|entry| chosen_spans().map(move |span| spec(entry, span)))
+        .collect()
 }
 
 /// Records `y = gather(x, ids, axis)`; `y` has [`gather_shape`]. The ids must be checked.

@@ -10,10 +10,8 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "layernorm",
-    wgsl: include_str!("../../shaders/layernorm.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("layernorm", include_str!("../../shaders/layernorm.wgsl"));
 
 /// How the row kernels (the forward, and dx of the backward) split the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,6 +182,93 @@ fn flag(present: bool) -> f64 {
     f64::from(u8::from(present))
 }
 
+fn forward_spec(variant: LayerNormVariant, has_gain: bool, has_bias: bool) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: match variant {
+            LayerNormVariant::RowPerInvocation => "forward_row_per_invocation",
+            LayerNormVariant::RowPerWorkgroup => "forward_row_per_workgroup",
+        },
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![("HAS_GAIN", flag(has_gain)), ("HAS_BIAS", flag(has_bias))],
+    }
+}
+
+fn input_grad_spec(variant: LayerNormVariant, has_gain: bool) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: match variant {
+            LayerNormVariant::RowPerInvocation => "backward_row_per_invocation",
+            LayerNormVariant::RowPerWorkgroup => "backward_row_per_workgroup",
+        },
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![("HAS_GAIN", flag(has_gain))],
+    }
+}
+
+fn param_grads_partial_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "param_grads_partial",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![],
+    }
+}
+
+fn param_grads_fold_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "param_grads_fold",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![],
+    }
+}
+
+/// Every kernel variant the layer-norm launchers can build.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for variant in LayerNormVariant::ALL {
+        for has_gain in [false, true] {
+            for has_bias in [false, true] {
+                specs.push(forward_spec(variant, has_gain, has_bias));
+            }
+            specs.push(input_grad_spec(variant, has_gain));
+        }
+    }
+    specs.extend([param_grads_partial_spec(), param_grads_fold_spec()]);
+    specs
+}
+
 /// Records the forward of `x` (viewed as [rows, d]) into `out`.
 pub fn layer_norm_dispatch(
     x: &Tensor,
@@ -199,26 +284,7 @@ pub fn layer_norm_dispatch(
         eps,
         ..Params::new(shape.rows, shape.d)
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: match variant {
-            LayerNormVariant::RowPerInvocation => "forward_row_per_invocation",
-            LayerNormVariant::RowPerWorkgroup => "forward_row_per_workgroup",
-        },
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![
-            ("HAS_GAIN", flag(gain.is_some())),
-            ("HAS_BIAS", flag(bias.is_some())),
-        ],
-    };
+    let spec = forward_spec(variant, gain.is_some(), bias.is_some());
     let placeholder = gpu.placeholder();
     gpu.dispatch(
         &spec,
@@ -248,23 +314,7 @@ pub fn input_grad_dispatch(
     variant: LayerNormVariant,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: match variant {
-            LayerNormVariant::RowPerInvocation => "backward_row_per_invocation",
-            LayerNormVariant::RowPerWorkgroup => "backward_row_per_workgroup",
-        },
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![("HAS_GAIN", flag(gain.is_some()))],
-    };
+    let spec = input_grad_spec(variant, gain.is_some());
     gpu.dispatch(
         &spec,
         &[
@@ -315,22 +365,8 @@ pub fn param_grads_partial_dispatch(
         rows_per_chunk: rows_per_chunk as u32,
         ..Params::new(shape.rows, shape.d)
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "param_grads_partial",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![],
-    };
     gpu.dispatch(
-        &spec,
+        &param_grads_partial_spec(),
         &[
             x.buffer(),
             dy.buffer(),
@@ -357,20 +393,8 @@ pub fn param_grads_fold_dispatch(
         rows_per_chunk: rows_per_chunk as u32,
         ..Params::new(shape.rows, shape.d)
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "param_grads_fold",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![],
-    };
     gpu.dispatch(
-        &spec,
+        &param_grads_fold_spec(),
         &[
             dgain_partial.buffer(),
             dbias_partial.buffer(),

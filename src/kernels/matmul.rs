@@ -2,35 +2,41 @@
 //! with either operand transposed, in several variants, a rule that picks one, and an
 //! autotuner that times them.
 
+use std::collections::HashSet;
+
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::broadcast_shapes;
 use crate::tensor::Tensor;
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "matmul",
-    wgsl: include_str!("../../shaders/matmul.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("matmul", include_str!("../../shaders/matmul.wgsl"));
 
 /// `matmul.wgsl` with the subgroup kernel appended: a module of its own, since a module
-/// that uses subgroup operations does not compile on an adapter without them.
+/// that uses subgroup operations does not compile on an adapter without them. The WGSL
+/// specification (and so Tint) wants `enable subgroups;` first, which naga 30 refuses:
+/// [`ShaderSource::standard_wgsl`] adds it for compilers other than naga.
 pub static SUBGROUP_SHADER: ShaderSource = ShaderSource {
-    family: "matmul_subgroup",
-    wgsl: concat!(
-        include_str!("../../shaders/matmul.wgsl"),
-        include_str!("../../shaders/matmul_subgroup.wgsl")
-    ),
+    extensions_naga_refuses: &["subgroups"],
+    ..ShaderSource::new(
+        "matmul_subgroup",
+        concat!(
+            include_str!("../../shaders/matmul.wgsl"),
+            include_str!("../../shaders/matmul_subgroup.wgsl")
+        ),
+    )
 };
 
 /// `matmul.wgsl` under the cooperative-matrix kernel, whose `enable` directives must open
-/// the module: compiled only on adapters with matrix units.
-pub static COOP_SHADER: ShaderSource = ShaderSource {
-    family: "matmul_coop",
-    wgsl: concat!(
+/// the module: compiled only on adapters with matrix units. One of them,
+/// `wgpu_cooperative_matrix`, is wgpu's own: no other WGSL compiler takes this module.
+pub static COOP_SHADER: ShaderSource = ShaderSource::new(
+    "matmul_coop",
+    concat!(
         include_str!("../../shaders/matmul_coop.wgsl"),
         include_str!("../../shaders/matmul.wgsl")
     ),
-};
+);
 
 /// The shader entry points of one contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -529,39 +535,7 @@ pub fn gemm_dispatch(
         out_offset: shape.out_offset as u32,
         pad: [0; 3],
     };
-    let flag = |b: bool| f64::from(u8::from(b));
-    let mut constants = vec![
-        ("TRANS_A", flag(shape.trans_a)),
-        ("TRANS_B", flag(shape.trans_b)),
-        ("HAS_C", flag(operands.c.is_some())),
-        ("HAS_BIAS", flag(operands.bias.is_some())),
-        ("RELU", flag(matches!(operands.epilogue, Epilogue::Relu))),
-        (
-            "RELU_GRAD",
-            flag(matches!(operands.epilogue, Epilogue::ReluGrad { .. })),
-        ),
-    ];
-    if variant == MatmulVariant::Subgroup {
-        constants.push(("ALIGNED", flag(vec4_aligned(shape))));
-    }
-    let spec = KernelSpec {
-        source: match variant {
-            MatmulVariant::Subgroup => &SUBGROUP_SHADER,
-            MatmulVariant::CoopF16 => &COOP_SHADER,
-            _ => &SHADER,
-        },
-        entry: variant.entry(shape),
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Read,
-            Access::Uniform,
-        ],
-        constants,
-    };
+    let spec = gemm_spec(variant, shape, Extras::of(operands));
     let placeholder = gpu.placeholder();
     let c = operands.c.map(|(c, _)| c.buffer()).unwrap_or(placeholder);
     let bias = operands.bias.map(Tensor::buffer).unwrap_or(placeholder);
@@ -587,6 +561,113 @@ pub fn gemm_dispatch(
             shape.batch as u32,
         ],
     )
+}
+
+/// What a product computes beyond α·op(A)·op(B), as the shader's constants select it.
+#[derive(Debug, Clone, Copy)]
+struct Extras {
+    has_c: bool,
+    has_bias: bool,
+    relu: bool,
+    relu_grad: bool,
+}
+
+impl Extras {
+    fn of(operands: &GemmOperands) -> Self {
+        Extras {
+            has_c: operands.c.is_some(),
+            has_bias: operands.bias.is_some(),
+            relu: matches!(operands.epilogue, Epilogue::Relu),
+            relu_grad: matches!(operands.epilogue, Epilogue::ReluGrad { .. }),
+        }
+    }
+
+    /// Every choice of C, bias and epilogue (one epilogue at most).
+    fn all() -> Vec<Self> {
+        let mut all = Vec::new();
+        for has_c in [false, true] {
+            for has_bias in [false, true] {
+                for (relu, relu_grad) in [(false, false), (true, false), (false, true)] {
+                    all.push(Extras {
+                        has_c,
+                        has_bias,
+                        relu,
+                        relu_grad,
+                    });
+                }
+            }
+        }
+        all
+    }
+}
+
+/// The kernel of `variant` for a product of `shape`'s layout.
+fn gemm_spec(variant: MatmulVariant, shape: &GemmShape, extras: Extras) -> KernelSpec {
+    let flag = |b: bool| f64::from(u8::from(b));
+    let mut constants = vec![
+        ("TRANS_A", flag(shape.trans_a)),
+        ("TRANS_B", flag(shape.trans_b)),
+        ("HAS_C", flag(extras.has_c)),
+        ("HAS_BIAS", flag(extras.has_bias)),
+        ("RELU", flag(extras.relu)),
+        ("RELU_GRAD", flag(extras.relu_grad)),
+    ];
+    if variant == MatmulVariant::Subgroup {
+        constants.push(("ALIGNED", flag(vec4_aligned(shape))));
+    }
+    KernelSpec {
+        source: match variant {
+            MatmulVariant::Subgroup => &SUBGROUP_SHADER,
+            MatmulVariant::CoopF16 => &COOP_SHADER,
+            _ => &SHADER,
+        },
+        entry: variant.entry(shape),
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+            Access::Uniform,
+        ],
+        constants,
+    }
+}
+
+/// Every kernel variant [`gemm_dispatch`] can build, on any adapter: each variant for
+/// every layout its contract takes, with every choice of C, bias and epilogue.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let mut names = HashSet::new();
+    let mut specs = Vec::new();
+    for variant in MatmulVariant::ALL {
+        for shape in layout_samples() {
+            if !variant.supports_layout(&shape) {
+                continue;
+            }
+            for extras in Extras::all() {
+                let spec = gemm_spec(variant, &shape, extras);
+                // Layouts a variant does not tell apart give it the same spec.
+                if names.insert(spec.name()) {
+                    specs.push(spec);
+                }
+            }
+        }
+    }
+    specs
+}
+
+/// A product of each layout the variants tell apart: either operand transposed or not, by
+/// rows that are whole vec4s nowhere, in the output only, or everywhere (M = 4 keeps a
+/// transposed A's rows whole vec4s too).
+fn layout_samples() -> Vec<GemmShape> {
+    let mut shapes = Vec::new();
+    for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+        for (n, k) in [(3, 3), (4, 3), (4, 4)] {
+            shapes.push(GemmShape::contiguous(1, (4, n, k), trans_a, trans_b));
+        }
+    }
+    shapes
 }
 
 /// Whether every row of A, B and the output starts on a vec4 and is whole vec4s long: N and

@@ -15,7 +15,7 @@ pub mod reduce;
 pub mod softmax;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, ShaderSource};
+use crate::gpu::{Gpu, KernelSpec, ShaderSource, SizeConstant};
 
 /// Every shader of the crate, for validation and for listing.
 pub static SHADERS: &[&ShaderSource] = &[
@@ -33,6 +33,27 @@ pub static SHADERS: &[&ShaderSource] = &[
     &reduce::SHADER,
     &softmax::SHADER,
 ];
+
+/// Every kernel variant the launchers can build, on any adapter: each module's
+/// `kernel_specs` in turn, size constants at the samples each takes (see
+/// [`SizeConstant`]). `tests/cross_compile.rs` compiles every one for each backend.
+pub fn every_kernel_spec() -> Vec<KernelSpec> {
+    [
+        attention::kernel_specs(),
+        conv::kernel_specs(),
+        copy::kernel_specs(),
+        elementwise::kernel_specs(),
+        gather::kernel_specs(),
+        layernorm::kernel_specs(),
+        matmul::kernel_specs(),
+        crate::optim::launch::kernel_specs(),
+        random::kernel_specs(),
+        recurrent::kernel_specs(),
+        reduce::kernel_specs(),
+        softmax::kernel_specs(),
+    ]
+    .concat()
+}
 
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 pub const WORKGROUP_1D: u32 = 256;
@@ -62,6 +83,18 @@ pub fn columns_per_invocation(gpu: &Gpu, rows: usize, row_len: usize) -> u32 {
     // The largest power of two not above `wanted`.
     1 << wanted.ilog2()
 }
+
+/// Every span [`columns_per_invocation`] picks: the powers of two up to [`MAX_SPAN`].
+pub fn chosen_spans() -> impl Iterator<Item = u32> {
+    (0..=MAX_SPAN.ilog2()).map(|power| 1 << power)
+}
+
+/// The `SPAN` constant of the gather and copy kernels: the span [`columns_per_invocation`]
+/// picks, or any span a caller names.
+pub const SPAN: SizeConstant = SizeConstant {
+    name: "SPAN",
+    values: 1..=u32::MAX,
+};
 
 /// Workgroups for `rows` rows of `row_len` elements, `span` elements per invocation.
 pub fn span_grid(gpu: &Gpu, rows: usize, row_len: usize, span: u32) -> [u32; 3] {

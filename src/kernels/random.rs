@@ -9,10 +9,8 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{Indices, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "random",
-    wgsl: include_str!("../../shaders/random.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("random", include_str!("../../shaders/random.wgsl"));
 
 /// Chris Wellons's lowbias32, as the shader's `mix`.
 fn mix(mut x: u32) -> u32 {
@@ -104,7 +102,16 @@ pub fn dropout_dispatch(
         scale: keep_scale(p),
         stream,
     };
-    let spec = KernelSpec {
+    gpu.dispatch(
+        &dropout_spec(),
+        &[x.buffer(), seed.buffer(), y.buffer()],
+        &params,
+        gpu.grid(len.div_ceil(WORKGROUP_1D)),
+    )
+}
+
+fn dropout_spec() -> KernelSpec {
+    KernelSpec {
         source: &SHADER,
         entry: "dropout",
         bindings: &[
@@ -114,13 +121,12 @@ pub fn dropout_dispatch(
             Access::Uniform,
         ],
         constants: Vec::new(),
-    };
-    gpu.dispatch(
-        &spec,
-        &[x.buffer(), seed.buffer(), y.buffer()],
-        &params,
-        gpu.grid(len.div_ceil(WORKGROUP_1D)),
-    )
+    }
+}
+
+/// Every kernel variant [`dropout_dispatch`] can build: the one.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    vec![dropout_spec()]
 }
 
 #[cfg(test)]

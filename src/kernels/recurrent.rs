@@ -24,10 +24,8 @@ use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::{pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "recurrent",
-    wgsl: include_str!("../../shaders/recurrent.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("recurrent", include_str!("../../shaders/recurrent.wgsl"));
 
 /// The cell of a recurrent layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -626,6 +624,82 @@ fn flag(yes: bool) -> f64 {
     f64::from(u8::from(yes))
 }
 
+/// The kernel that writes the initial state (and cell) of a sequence.
+fn init_spec(kind: CellKind) -> KernelSpec {
+    let (entry, bindings) = match kind.has_cells() {
+        true => ("init_state_and_cell", INIT_STATE_AND_CELL_BINDINGS),
+        false => ("init_state", INIT_STATE_BINDINGS),
+    };
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings,
+        constants: vec![],
+    }
+}
+
+fn forward_spec(kind: CellKind, has_lengths: bool, has_peepholes: bool) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: kind.forward_entry(),
+        bindings: match kind.has_cells() {
+            true => LSTM_FORWARD_BINDINGS,
+            false => FORWARD_BINDINGS,
+        },
+        constants: vec![
+            ("HAS_LENGTHS", flag(has_lengths)),
+            ("HAS_PEEPHOLES", flag(has_peepholes)),
+        ],
+    }
+}
+
+fn backward_spec(
+    kind: CellKind,
+    has_lengths: bool,
+    has_dstates: bool,
+    has_dcells: bool,
+) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: kind.backward_entry(),
+        bindings: match kind {
+            CellKind::Rnn => RNN_BACKWARD_BINDINGS,
+            CellKind::Gru => GRU_BACKWARD_BINDINGS,
+            CellKind::Lstm => LSTM_BACKWARD_BINDINGS,
+        },
+        constants: vec![
+            ("HAS_LENGTHS", flag(has_lengths)),
+            ("HAS_DSTATES", flag(has_dstates)),
+            ("HAS_DCELLS", flag(has_dcells)),
+        ],
+    }
+}
+
+/// Every kernel variant the recurrent launchers can build: peepholes and dcells for the
+/// LSTM only, as their checks require.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for kind in CellKind::ALL {
+        let lstm_only: &[bool] = if kind.has_cells() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        specs.push(init_spec(kind));
+        for has_lengths in [false, true] {
+            for &has_peepholes in lstm_only {
+                specs.push(forward_spec(kind, has_lengths, has_peepholes));
+            }
+            for has_dstates in [false, true] {
+                for &has_dcells in lstm_only {
+                    specs.push(backward_spec(kind, has_lengths, has_dstates, has_dcells));
+                }
+            }
+        }
+    }
+    specs
+}
+
 /// Workgroups for one invocation per hidden unit of the batch.
 fn unit_grid(gpu: &Gpu, shape: &RecurrentShape) -> [u32; 3] {
     gpu.grid(((shape.batch * shape.hidden) as u32).div_ceil(WORKGROUP_1D))
@@ -639,16 +713,7 @@ fn init_dispatch(
 ) -> Result<Dispatch> {
     let gpu = inputs.gx.gpu();
     let placeholder = gpu.placeholder();
-    let (entry, bindings) = match shape.kind.has_cells() {
-        true => ("init_state_and_cell", INIT_STATE_AND_CELL_BINDINGS),
-        false => ("init_state", INIT_STATE_BINDINGS),
-    };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings,
-        constants: vec![],
-    };
+    let spec = init_spec(shape.kind);
     let slot = shape.initial_slot() as u32;
     let params = Params {
         prev_slot: slot,
@@ -678,18 +743,11 @@ fn cell_forward_dispatch(
 ) -> Result<Dispatch> {
     let gpu = inputs.gx.gpu();
     let placeholder = gpu.placeholder();
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: shape.kind.forward_entry(),
-        bindings: match shape.kind.has_cells() {
-            true => LSTM_FORWARD_BINDINGS,
-            false => FORWARD_BINDINGS,
-        },
-        constants: vec![
-            ("HAS_LENGTHS", flag(inputs.lengths.is_some())),
-            ("HAS_PEEPHOLES", flag(inputs.peepholes.is_some())),
-        ],
-    };
+    let spec = forward_spec(
+        shape.kind,
+        inputs.lengths.is_some(),
+        inputs.peepholes.is_some(),
+    );
     gpu.dispatch(
         &spec,
         &[
@@ -780,35 +838,25 @@ fn cell_backward_dispatch(
 ) -> Result<Dispatch> {
     let gpu = inputs.states.gpu();
     let placeholder = gpu.placeholder();
-    let (bindings, extra): (_, [&Arc<PooledBuffer>; 3]) = match shape.kind {
-        CellKind::Rnn => (RNN_BACKWARD_BINDINGS, [placeholder; 3]),
-        CellKind::Gru => (
-            GRU_BACKWARD_BINDINGS,
-            [
-                inputs.states.buffer(),
-                dgh.map_or(placeholder, Tensor::buffer),
-                placeholder,
-            ],
-        ),
-        CellKind::Lstm => (
-            LSTM_BACKWARD_BINDINGS,
-            [
-                inputs.dcells.map_or(placeholder, Tensor::buffer),
-                inputs.cells.map_or(placeholder, Tensor::buffer),
-                grads.dc0.as_ref().map_or(placeholder, Tensor::buffer),
-            ],
-        ),
-    };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: shape.kind.backward_entry(),
-        bindings,
-        constants: vec![
-            ("HAS_LENGTHS", flag(inputs.lengths.is_some())),
-            ("HAS_DSTATES", flag(inputs.dstates.is_some())),
-            ("HAS_DCELLS", flag(inputs.dcells.is_some())),
+    let extra: [&Arc<PooledBuffer>; 3] = match shape.kind {
+        CellKind::Rnn => [placeholder; 3],
+        CellKind::Gru => [
+            inputs.states.buffer(),
+            dgh.map_or(placeholder, Tensor::buffer),
+            placeholder,
+        ],
+        CellKind::Lstm => [
+            inputs.dcells.map_or(placeholder, Tensor::buffer),
+            inputs.cells.map_or(placeholder, Tensor::buffer),
+            grads.dc0.as_ref().map_or(placeholder, Tensor::buffer),
         ],
     };
+    let spec = backward_spec(
+        shape.kind,
+        inputs.lengths.is_some(),
+        inputs.dstates.is_some(),
+        inputs.dcells.is_some(),
+    );
     gpu.dispatch(
         &spec,
         &[

@@ -5,10 +5,8 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "reduce",
-    wgsl: include_str!("../../shaders/reduce.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("reduce", include_str!("../../shaders/reduce.wgsl"));
 
 /// The reduction to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +17,8 @@ pub enum Reduce {
 }
 
 impl Reduce {
+    pub const ALL: [Reduce; 3] = [Reduce::Sum, Reduce::Max, Reduce::Mean];
+
     fn code(self) -> u32 {
         self as u32
     }
@@ -42,6 +42,8 @@ pub enum ReduceVariant {
 }
 
 impl ReduceVariant {
+    pub const ALL: [ReduceVariant; 2] = [ReduceVariant::Strided, ReduceVariant::Rows];
+
     /// Rows when the axis is innermost and long enough to keep a workgroup busy.
     pub fn choose(inner: usize, n: usize) -> Self {
         if inner == 1 && n >= 1024 {
@@ -84,25 +86,36 @@ pub fn reduce_dispatch(
         inner: inner as u32,
         pad: 0,
     };
-    let (entry, workgroups) = match variant {
-        ReduceVariant::Strided => (
-            "reduce_strided",
-            ((outer * inner) as u32).div_ceil(WORKGROUP_1D),
-        ),
-        ReduceVariant::Rows => ("reduce_rows", outer as u32),
-    };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
-        constants: vec![("OP", f64::from(op.code()))],
+    let workgroups = match variant {
+        ReduceVariant::Strided => ((outer * inner) as u32).div_ceil(WORKGROUP_1D),
+        ReduceVariant::Rows => outer as u32,
     };
     gpu.dispatch(
-        &spec,
+        &reduce_spec(op, variant),
         &[x.buffer(), y.buffer()],
         &params,
         gpu.grid(workgroups),
     )
+}
+
+fn reduce_spec(op: Reduce, variant: ReduceVariant) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: match variant {
+            ReduceVariant::Strided => "reduce_strided",
+            ReduceVariant::Rows => "reduce_rows",
+        },
+        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
+        constants: vec![("OP", f64::from(op.code()))],
+    }
+}
+
+/// Every kernel variant [`reduce_dispatch`] can build.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    Reduce::ALL
+        .into_iter()
+        .flat_map(|op| ReduceVariant::ALL.map(|variant| reduce_spec(op, variant)))
+        .collect()
 }
 
 /// CPU reference: reduces `x` of `shape` over `axis`, in f64.

@@ -12,10 +12,8 @@ use crate::kernels::reduce::split_at_axis;
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Indices, Tensor};
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "softmax",
-    wgsl: include_str!("../../shaders/softmax.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("softmax", include_str!("../../shaders/softmax.wgsl"));
 
 /// Softmax or its logarithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,15 +130,9 @@ impl SoftmaxVariant {
         ))
     }
 
-    /// The entry point of `kernel` in this variant, and its grid for `rows` rows: one
-    /// invocation per row, or one workgroup per row.
-    fn entry_and_grid(self, gpu: &Gpu, kernel: RowKernel, rows: usize) -> (&'static str, [u32; 3]) {
-        let workgroups = match self {
-            SoftmaxVariant::Strided => (rows as u32).div_ceil(WORKGROUP_1D),
-            SoftmaxVariant::Rows => rows as u32,
-            SoftmaxVariant::Vec4 => (rows as u32).div_ceil(VEC4_WORKGROUP),
-        };
-        let entry = match (kernel, self) {
+    /// The entry point of `kernel` in this variant.
+    fn entry(self, kernel: RowKernel) -> &'static str {
+        match (kernel, self) {
             (RowKernel::Forward, SoftmaxVariant::Strided) => "softmax_strided",
             (RowKernel::Forward, SoftmaxVariant::Rows) => "softmax_rows",
             (RowKernel::Backward, SoftmaxVariant::Strided) => "softmax_backward_strided",
@@ -150,8 +142,16 @@ impl SoftmaxVariant {
             (RowKernel::Forward, SoftmaxVariant::Vec4) => "softmax_vec4",
             (RowKernel::Backward, SoftmaxVariant::Vec4) => "softmax_backward_vec4",
             (RowKernel::CrossEntropy, SoftmaxVariant::Vec4) => "cross_entropy_vec4",
-        };
-        (entry, gpu.grid(workgroups))
+        }
+    }
+
+    /// The grid for `rows` rows: one invocation per row, or one workgroup per row.
+    fn grid(self, gpu: &Gpu, rows: usize) -> [u32; 3] {
+        gpu.grid(match self {
+            SoftmaxVariant::Strided => (rows as u32).div_ceil(WORKGROUP_1D),
+            SoftmaxVariant::Rows => rows as u32,
+            SoftmaxVariant::Vec4 => (rows as u32).div_ceil(VEC4_WORKGROUP),
+        })
     }
 }
 
@@ -164,6 +164,85 @@ enum RowKernel {
     Forward,
     Backward,
     CrossEntropy,
+}
+
+impl RowKernel {
+    fn bindings(self) -> &'static [Access] {
+        match self {
+            RowKernel::Forward => &[Access::Read, Access::ReadWrite, Access::Uniform],
+            RowKernel::Backward => &[
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+                Access::Uniform,
+            ],
+            RowKernel::CrossEntropy => &[
+                Access::Read,
+                Access::Read,
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+                Access::ReadWrite,
+                Access::Uniform,
+            ],
+        }
+    }
+}
+
+/// The kernel of `kernel` in `variant` with its one constant: `LOG` for the softmax and
+/// its backward, `WEIGHTED` for the cross-entropy.
+fn row_spec(
+    kernel: RowKernel,
+    variant: SoftmaxVariant,
+    constant: (&'static str, f64),
+) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: variant.entry(kernel),
+        bindings: kernel.bindings(),
+        constants: vec![constant],
+    }
+}
+
+/// The kernels that fold the cross-entropy's rows: `cross_entropy_weight_sum` and
+/// `cross_entropy_total`.
+fn fold_spec(entry: &'static str) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: Vec::new(),
+    }
+}
+
+fn flag(yes: bool) -> f64 {
+    f64::from(u8::from(yes))
+}
+
+/// Every kernel variant the softmax and cross-entropy launchers can build.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let mut specs = Vec::new();
+    for variant in SoftmaxVariant::ALL {
+        for kind in [SoftmaxKind::Softmax, SoftmaxKind::LogSoftmax] {
+            for kernel in [RowKernel::Forward, RowKernel::Backward] {
+                specs.push(row_spec(kernel, variant, ("LOG", kind.log())));
+            }
+        }
+        for weighted in [false, true] {
+            specs.push(row_spec(
+                RowKernel::CrossEntropy,
+                variant,
+                ("WEIGHTED", flag(weighted)),
+            ));
+        }
+    }
+    specs.extend(["cross_entropy_weight_sum", "cross_entropy_total"].map(fold_spec));
+    specs
 }
 
 #[repr(C)]
@@ -203,14 +282,13 @@ pub fn softmax_dispatch(
     let gpu = x.gpu();
     let params = RowParams::new(x.shape(), axis);
     variant.check(kind.name(), params.inner as usize, params.n as usize)?;
-    let (entry, workgroups) = variant.entry_and_grid(gpu, RowKernel::Forward, params.rows());
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings: &[Access::Read, Access::ReadWrite, Access::Uniform],
-        constants: vec![("LOG", kind.log())],
-    };
-    gpu.dispatch(&spec, &[x.buffer(), y.buffer()], &params, workgroups)
+    let spec = row_spec(RowKernel::Forward, variant, ("LOG", kind.log()));
+    gpu.dispatch(
+        &spec,
+        &[x.buffer(), y.buffer()],
+        &params,
+        variant.grid(gpu, params.rows()),
+    )
 }
 
 /// Records dx from the forward output `y` and the gradient `dy` (all of one shape).
@@ -229,23 +307,12 @@ pub fn softmax_backward_dispatch(
         params.inner as usize,
         params.n as usize,
     )?;
-    let (entry, workgroups) = variant.entry_and_grid(gpu, RowKernel::Backward, params.rows());
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![("LOG", kind.log())],
-    };
+    let spec = row_spec(RowKernel::Backward, variant, ("LOG", kind.log()));
     gpu.dispatch(
         &spec,
         &[y.buffer(), dy.buffer(), dx.buffer()],
         &params,
-        workgroups,
+        variant.grid(gpu, params.rows()),
     )
 }
 
@@ -467,22 +534,11 @@ pub fn cross_entropy_dispatch(
         params.inner as usize,
         params.classes as usize,
     )?;
-    let (entry, workgroups) =
-        variant.entry_and_grid(gpu, RowKernel::CrossEntropy, params.rows as usize);
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: vec![("WEIGHTED", f64::from(u8::from(operands.weights.is_some())))],
-    };
+    let spec = row_spec(
+        RowKernel::CrossEntropy,
+        variant,
+        ("WEIGHTED", flag(operands.weights.is_some())),
+    );
     let weights = operands
         .weights
         .map_or(gpu.placeholder(), |weights| weights.buffer());
@@ -497,7 +553,7 @@ pub fn cross_entropy_dispatch(
             operands.grad.buffer(),
         ],
         &params,
-        workgroups,
+        variant.grid(gpu, params.rows as usize),
     )
 }
 
@@ -507,19 +563,8 @@ pub fn cross_entropy_weight_sum_dispatch(
     weights: &Tensor,
     ignore: u32,
 ) -> Result<Dispatch> {
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "cross_entropy_weight_sum",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: Vec::new(),
-    };
     operands.logits.gpu().dispatch(
-        &spec,
+        &fold_spec("cross_entropy_weight_sum"),
         &[
             operands.targets.buffer(),
             weights.buffer(),
@@ -535,19 +580,8 @@ pub fn cross_entropy_total_dispatch(
     operands: &CrossEntropyOperands,
     loss: &Tensor,
 ) -> Result<Dispatch> {
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "cross_entropy_total",
-        bindings: &[
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Uniform,
-        ],
-        constants: Vec::new(),
-    };
     operands.logits.gpu().dispatch(
-        &spec,
+        &fold_spec("cross_entropy_total"),
         &[
             operands.row_loss.buffer(),
             operands.divisor.buffer(),

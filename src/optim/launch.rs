@@ -3,14 +3,12 @@
 use crate::error::Result;
 use crate::gpu::Access::{self, Read, ReadWrite, Uniform};
 use crate::gpu::{Dispatch, KernelSpec, ShaderSource};
-use crate::kernels::{columns_per_invocation, WORKGROUP_1D};
+use crate::kernels::{chosen_spans, columns_per_invocation, WORKGROUP_1D};
 use crate::optim::Rule;
 use crate::tensor::Tensor;
 
-pub static SHADER: ShaderSource = ShaderSource {
-    family: "optim",
-    wgsl: include_str!("../../shaders/optim.wgsl"),
-};
+pub static SHADER: ShaderSource =
+    ShaderSource::new("optim", include_str!("../../shaders/optim.wgsl"));
 
 /// The scalars of one step, which the host writes into a small storage buffer before each
 /// submission (the `StepScalars` of the shader). Computed in f64, rounded once to f32.
@@ -83,6 +81,72 @@ const SGD_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, Uniform];
 const MOMENTUM_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, ReadWrite, Uniform];
 const ADAM_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, ReadWrite, ReadWrite, Uniform];
 
+/// The entry points of the update: one per rule (AdamW is Adam with a decay), and Adam's
+/// that reads four elements at a time.
+#[derive(Debug, Clone, Copy)]
+enum UpdateKernel {
+    Sgd,
+    Momentum,
+    Adam,
+    AdamVec4,
+}
+
+impl UpdateKernel {
+    const ALL: [UpdateKernel; 4] = [
+        UpdateKernel::Sgd,
+        UpdateKernel::Momentum,
+        UpdateKernel::Adam,
+        UpdateKernel::AdamVec4,
+    ];
+}
+
+fn update_spec(kernel: UpdateKernel, elements_per_invocation: u32) -> KernelSpec {
+    let (entry, bindings) = match kernel {
+        UpdateKernel::Sgd => ("sgd", SGD_BINDINGS),
+        UpdateKernel::Momentum => ("momentum", MOMENTUM_BINDINGS),
+        UpdateKernel::Adam => ("adam", ADAM_BINDINGS),
+        UpdateKernel::AdamVec4 => ("adam_vec4", ADAM_BINDINGS),
+    };
+    KernelSpec {
+        source: &SHADER,
+        entry,
+        bindings,
+        constants: vec![(
+            "ELEMENTS_PER_INVOCATION",
+            f64::from(elements_per_invocation),
+        )],
+    }
+}
+
+fn sum_squares_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "sum_squares",
+        bindings: &[Read, ReadWrite, Uniform],
+        constants: Vec::new(),
+    }
+}
+
+fn global_norm_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "global_norm",
+        bindings: &[Read, ReadWrite, ReadWrite, Uniform],
+        constants: Vec::new(),
+    }
+}
+
+/// Every kernel variant the optimizer's launchers can build: each update with every
+/// count of elements per invocation [`columns_per_invocation`] picks, the clipping's two.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    let mut specs: Vec<KernelSpec> = UpdateKernel::ALL
+        .into_iter()
+        .flat_map(|kernel| chosen_spans().map(move |count| update_spec(kernel, count)))
+        .collect();
+    specs.extend([sum_squares_spec(), global_norm_spec()]);
+    specs
+}
+
 /// Records the update of `param` in place by `rule`, from `grad` (same shape) scaled by
 /// `clip_scale[0]`, with the rule's `state` tensors (in the order of
 /// [`Rule::state_names`], each of the parameter's shape) and this step's `scalars`
@@ -114,12 +178,12 @@ pub fn update_dispatch(
         nesterov: 0,
         pad: [0; 2],
     };
-    let (entry, bindings) = match *rule {
-        Rule::Sgd => ("sgd", SGD_BINDINGS),
+    let kernel = match *rule {
+        Rule::Sgd => UpdateKernel::Sgd,
         Rule::Momentum { momentum, nesterov } => {
             params.momentum = momentum;
             params.nesterov = u32::from(nesterov);
-            ("momentum", MOMENTUM_BINDINGS)
+            UpdateKernel::Momentum
         }
         Rule::Adam { beta1, beta2, eps }
         | Rule::AdamW {
@@ -128,18 +192,14 @@ pub fn update_dispatch(
             params.beta1 = beta1;
             params.beta2 = beta2;
             params.eps = eps;
-            (if vec4 { "adam_vec4" } else { "adam" }, ADAM_BINDINGS)
+            if vec4 {
+                UpdateKernel::AdamVec4
+            } else {
+                UpdateKernel::Adam
+            }
         }
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings,
-        constants: vec![(
-            "ELEMENTS_PER_INVOCATION",
-            f64::from(elements_per_invocation),
-        )],
-    };
+    let spec = update_spec(kernel, elements_per_invocation);
     let mut buffers = vec![
         scalars.buffer(),
         clip_scale.buffer(),
@@ -180,14 +240,8 @@ pub fn sum_squares_dispatch(grad: &Tensor, partials: &Tensor, first: usize) -> R
         count,
         pad: 0,
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "sum_squares",
-        bindings: &[Read, ReadWrite, Uniform],
-        constants: Vec::new(),
-    };
     gpu.dispatch(
-        &spec,
+        &sum_squares_spec(),
         &[grad.buffer(), partials.buffer()],
         &params,
         gpu.grid(count.div_ceil(WORKGROUP_1D)),
@@ -208,14 +262,8 @@ pub fn global_norm_dispatch(
         max_norm,
         pad: [0; 2],
     };
-    let spec = KernelSpec {
-        source: &SHADER,
-        entry: "global_norm",
-        bindings: &[Read, ReadWrite, ReadWrite, Uniform],
-        constants: Vec::new(),
-    };
     partials.gpu().dispatch(
-        &spec,
+        &global_norm_spec(),
         &[partials.buffer(), norm.buffer(), scale.buffer()],
         &params,
         [1, 1, 1],
