@@ -11,7 +11,7 @@
 // whatever Vulkan driver is present, lavapipe in CI. Each variant is compiled as a browser
 // would: the shader module, then a compute pipeline with layout 'auto', so that errors
 // which depend on the override values (array sizes, workgroup sizes) show too, and so
-// does anything Tint's SPIR-V writer or the driver rejects.
+// does anything Tint's SPIR-V writer, or the driver when the pipeline is created, rejects.
 
 import { readFileSync } from 'node:fs';
 
@@ -131,7 +131,7 @@ async function compileModule(device, label, wgsl) {
 }
 
 /** Creates the variant's compute pipeline: the overrides are applied, the entry point's
- *  code is generated for the backend (SPIR-V on Vulkan) and compiled by the driver. */
+ *  code is generated for the backend (SPIR-V on Vulkan) and handed to the driver. */
 async function compilePipeline(device, module, variant) {
   const { result: rejection, errors } = await withErrorScopes(device, () =>
     device
