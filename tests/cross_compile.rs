@@ -16,14 +16,14 @@ use naga::back::{hlsl, msl, spv};
 use naga::valid::{
     Capabilities, ModuleInfo, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use shadergrad::bench::{self, BenchOptions};
 use shadergrad::conformance;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Pair, Vocab};
 use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
 use shadergrad::kernels::matmul::COOP_SHADER;
 use shadergrad::kernels::recurrent::CellKind;
-use shadergrad::kernels::{every_kernel_spec, SHADERS};
+use shadergrad::kernels::{every_kernel_spec, variants_for_other_compilers, SHADERS};
 use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerShape;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
@@ -169,11 +169,6 @@ const EXCLUDED: &[(&str, Backend, &str)] = &[
 ];
 
 /// Why Tint cannot compile a module: the `excluded` of its variants in the list for Tint.
-const EXCLUDED_FROM_TINT: &[(&str, &str)] = &[(
-    "matmul_coop",
-    "it enables wgpu_cooperative_matrix, an extension of wgpu's own that Tint does not know",
-)];
-
 fn exclusion(family: &str, backend: Backend) -> Option<&'static str> {
     EXCLUDED
         .iter()
@@ -415,34 +410,13 @@ fn variants_path() -> PathBuf {
     }
 }
 
-/// Every listed variant as Tint is to compile it, as a JSON array of
-/// `{"family", "entry", "constants": {NAME: value}, "wgsl", "excluded": null or why}`:
-/// `wgsl` is the module as the WGSL specification has it (with the `enable` directives
-/// naga refuses), `constants` the values to give its `override`s.
+/// The list for Tint ([`variants_for_other_compilers`]) holds every listed variant, the
+/// subgroup module with its `enable`, and excludes just the cooperative-matrix module.
 #[test]
 fn the_variant_list_for_tint_holds_every_variant() {
     let specs = every_kernel_spec();
-    let list: Vec<Value> = specs
-        .iter()
-        .map(|spec| {
-            let constants: serde_json::Map<String, Value> = spec
-                .constants
-                .iter()
-                .map(|&(name, value)| (name.to_string(), json!(value)))
-                .collect();
-            let excluded = EXCLUDED_FROM_TINT
-                .iter()
-                .find(|(family, _)| *family == spec.source.family)
-                .map(|(_, why)| *why);
-            json!({
-                "family": spec.source.family,
-                "entry": spec.entry,
-                "constants": constants,
-                "wgsl": spec.source.standard_wgsl(),
-                "excluded": excluded,
-            })
-        })
-        .collect();
+    let list = variants_for_other_compilers();
+    let list = list.as_array().expect("an array");
     let path = variants_path();
     let text = serde_json::to_string(&list).expect("the list serialises");
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));

@@ -55,6 +55,44 @@ pub fn every_kernel_spec() -> Vec<KernelSpec> {
     .concat()
 }
 
+/// Shader families that compilers other than naga cannot take, and why: their variants are
+/// listed by [`variants_for_other_compilers`] but marked excluded.
+pub const EXCLUDED_FROM_OTHER_COMPILERS: &[(&str, &str)] = &[(
+    "matmul_coop",
+    "it enables wgpu_cooperative_matrix, an extension of wgpu's own that Tint does not know",
+)];
+
+/// Every variant of [`every_kernel_spec`] as a WGSL compiler other than naga (Tint, the
+/// compiler of Chrome and Dawn) is to compile it: a JSON array of `{"family", "entry",
+/// "constants": {NAME: value}, "wgsl", "excluded": null or why}`, where `wgsl` is the
+/// module as the WGSL specification has it (with the `enable` directives naga refuses) and
+/// `constants` the values of its `override`s. `tests/tint.rs` feeds it to
+/// `scripts/tint-check.mjs`.
+pub fn variants_for_other_compilers() -> serde_json::Value {
+    let variants = every_kernel_spec()
+        .iter()
+        .map(|spec| {
+            let constants: serde_json::Map<String, serde_json::Value> = spec
+                .constants
+                .iter()
+                .map(|&(name, value)| (name.to_string(), serde_json::json!(value)))
+                .collect();
+            let excluded = EXCLUDED_FROM_OTHER_COMPILERS
+                .iter()
+                .find(|(family, _)| *family == spec.source.family)
+                .map(|(_, why)| *why);
+            serde_json::json!({
+                "family": spec.source.family,
+                "entry": spec.entry,
+                "constants": constants,
+                "wgsl": spec.source.standard_wgsl(),
+                "excluded": excluded,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(variants)
+}
+
 /// Invocations per workgroup of the one-element-per-invocation kernels.
 pub const WORKGROUP_1D: u32 = 256;
 
@@ -84,7 +122,7 @@ pub fn columns_per_invocation(gpu: &Gpu, rows: usize, row_len: usize) -> u32 {
     1 << wanted.ilog2()
 }
 
-/// Every span [`columns_per_invocation`] picks: the powers of two up to [`MAX_SPAN`].
+/// Every span [`columns_per_invocation`] picks: the powers of two up to `MAX_SPAN`.
 pub fn chosen_spans() -> impl Iterator<Item = u32> {
     (0..=MAX_SPAN.ilog2()).map(|power| 1 << power)
 }
