@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use shadergrad::bench::{table_header, BenchOptions, Family};
 use shadergrad::data::classify::{
@@ -14,19 +14,18 @@ use shadergrad::data::classify::{
 };
 use shadergrad::data::corpus::read_text;
 use shadergrad::data::points::BuiltinTask;
-use shadergrad::data::text::{read_tsv, split_pairs, Task, UNK};
+use shadergrad::data::text::{read_tsv, split_pairs, UNK};
 use shadergrad::data::{Dataset, GenerationProgress, LastBatch, Parsed, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::charlm::CharLmConfig;
-use shadergrad::nn::seq2seq::{parse_cell, AttentionKind, Seq2SeqConfig};
+use shadergrad::nn::seq2seq::Seq2SeqConfig;
 use shadergrad::nn::transformer::TransformerShape;
-use shadergrad::nn::Activation;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::rng::Rng;
 use shadergrad::train::charlm::{train_lm, CharLmModel, LmStop, LmTraining};
 use shadergrad::train::cnn::{train_cnn, CnnTraining};
-use shadergrad::train::mlp::{parse_rule, train_mlp, MlpTraining};
+use shadergrad::train::mlp::{train_mlp, MlpTraining};
 use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqModel, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
 
@@ -72,6 +71,224 @@ fn finite_f32(text: &str) -> Result<f32, String> {
         return Err(format!("{text:?} is beyond the range of a 32-bit float"));
     }
     Ok(value as f32)
+}
+
+/// The fixed sets of values the choice flags take: clap lists them in `--help` and answers
+/// a value outside them with the nearest one. Each maps to the library's own type.
+mod choice {
+    use clap::ValueEnum;
+    use shadergrad::bench::Family;
+    use shadergrad::data::classify::ClassifyTask;
+    use shadergrad::data::points::BuiltinTask;
+    use shadergrad::data::text::Task;
+    use shadergrad::kernels::recurrent::CellKind;
+    use shadergrad::nn::seq2seq::AttentionKind;
+    use shadergrad::optim::Rule;
+
+    /// `--optimizer`: the update rule, with the command line's fixed hyperparameters.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Optimizer {
+        Sgd,
+        /// Heavy-ball momentum 0.9.
+        Momentum,
+        Adam,
+        /// Adam with decoupled weight decay 0.01.
+        Adamw,
+    }
+
+    impl Optimizer {
+        pub fn rule(self) -> Rule {
+            match self {
+                Optimizer::Sgd => Rule::Sgd,
+                Optimizer::Momentum => Rule::Momentum {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                Optimizer::Adam => Rule::adam(),
+                Optimizer::Adamw => Rule::adamw(0.01),
+            }
+        }
+    }
+
+    /// `train-lm --arch`: the recurrent cell.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Cell {
+        Rnn,
+        Gru,
+        Lstm,
+    }
+
+    impl From<Cell> for CellKind {
+        fn from(cell: Cell) -> CellKind {
+            match cell {
+                Cell::Rnn => CellKind::Rnn,
+                Cell::Gru => CellKind::Gru,
+                Cell::Lstm => CellKind::Lstm,
+            }
+        }
+    }
+
+    /// `train-seq2seq --arch`: a recurrent encoder-decoder of one cell, or a transformer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Seq2SeqArch {
+        Rnn,
+        Gru,
+        Lstm,
+        Transformer,
+    }
+
+    impl Seq2SeqArch {
+        /// The recurrent cell, or `None` for the transformer.
+        pub fn cell(self) -> Option<CellKind> {
+            match self {
+                Seq2SeqArch::Rnn => Some(CellKind::Rnn),
+                Seq2SeqArch::Gru => Some(CellKind::Gru),
+                Seq2SeqArch::Lstm => Some(CellKind::Lstm),
+                Seq2SeqArch::Transformer => None,
+            }
+        }
+    }
+
+    /// `--attention`: how the decoder looks at the encoder states.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Attention {
+        /// Luong's scores.
+        Dot,
+        /// Bahdanau's scores.
+        Additive,
+        /// The encoder's final state only.
+        None,
+    }
+
+    impl From<Attention> for AttentionKind {
+        fn from(attention: Attention) -> AttentionKind {
+            match attention {
+                Attention::Dot => AttentionKind::Dot,
+                Attention::Additive => AttentionKind::Additive,
+                Attention::None => AttentionKind::None,
+            }
+        }
+    }
+
+    /// `--activation`: the hidden layers' nonlinearity.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Activation {
+        Tanh,
+        Relu,
+        Sigmoid,
+    }
+
+    impl From<Activation> for shadergrad::nn::Activation {
+        fn from(activation: Activation) -> shadergrad::nn::Activation {
+            match activation {
+                Activation::Tanh => shadergrad::nn::Activation::Tanh,
+                Activation::Relu => shadergrad::nn::Activation::Relu,
+                Activation::Sigmoid => shadergrad::nn::Activation::Sigmoid,
+            }
+        }
+    }
+
+    /// `train-mlp --schedule`: the learning rate over training.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Schedule {
+        /// --lr throughout.
+        Constant,
+        /// From --lr down to 1% of it, along half a cosine.
+        Cosine,
+    }
+
+    /// `train-mlp --dataset`: a built-in task of 2-D points.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum Points {
+        Spirals,
+        Xor,
+        Circles,
+    }
+
+    impl From<Points> for BuiltinTask {
+        fn from(points: Points) -> BuiltinTask {
+            match points {
+                Points::Spirals => BuiltinTask::Spirals,
+                Points::Xor => BuiltinTask::Xor,
+                Points::Circles => BuiltinTask::Circles,
+            }
+        }
+    }
+
+    /// `train-seq2seq --task`: a built-in task of sequence pairs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum SequenceTask {
+        Addition,
+        Reverse,
+        Sort,
+        Dates,
+    }
+
+    impl SequenceTask {
+        /// The task; `digits` and `reverse_input` only shape addition (and are checked
+        /// there).
+        pub fn task(self, digits: usize, reverse_input: bool) -> shadergrad::Result<Task> {
+            match self {
+                SequenceTask::Addition => Task::addition(digits, reverse_input),
+                SequenceTask::Reverse => Ok(Task::Reverse),
+                SequenceTask::Sort => Ok(Task::Sort),
+                SequenceTask::Dates => Ok(Task::Dates),
+            }
+        }
+    }
+
+    /// `train-cnn --task`: a built-in task of labelled texts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum TextTask {
+        Reviews,
+    }
+
+    impl From<TextTask> for ClassifyTask {
+        fn from(task: TextTask) -> ClassifyTask {
+            match task {
+                TextTask::Reviews => ClassifyTask::Reviews,
+            }
+        }
+    }
+
+    /// `bench --only`: a kernel family.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+    pub enum BenchFamily {
+        Matmul,
+        Elementwise,
+        Softmax,
+        CrossEntropy,
+        Conv,
+        Attention,
+        Recurrent,
+        Optimizer,
+        TrainStep,
+    }
+
+    impl From<BenchFamily> for Family {
+        fn from(family: BenchFamily) -> Family {
+            match family {
+                BenchFamily::Matmul => Family::Matmul,
+                BenchFamily::Elementwise => Family::Elementwise,
+                BenchFamily::Softmax => Family::Softmax,
+                BenchFamily::CrossEntropy => Family::CrossEntropy,
+                BenchFamily::Conv => Family::Conv,
+                BenchFamily::Attention => Family::Attention,
+                BenchFamily::Recurrent => Family::Recurrent,
+                BenchFamily::Optimizer => Family::Optimizer,
+                BenchFamily::TrainStep => Family::TrainStep,
+            }
+        }
+    }
+}
+
+/// The name a choice is typed as on the command line (`transformer`, `cross-entropy`).
+fn typed_name(choice: impl ValueEnum) -> String {
+    choice
+        .to_possible_value()
+        .expect("every choice can be typed")
+        .get_name()
+        .to_string()
 }
 
 #[derive(Parser)]
@@ -126,10 +343,9 @@ struct BenchArgs {
     /// Also write every measurement as a JSON array here.
     #[arg(long, value_name = "FILE.json")]
     json: Option<PathBuf>,
-    /// Only these kernel families, comma-separated: matmul, elementwise, softmax,
-    /// cross-entropy, conv, attention, recurrent, optimizer, train-step.
+    /// Only these kernel families, comma-separated.
     #[arg(long, value_name = "FAMILY,...", value_delimiter = ',')]
-    only: Vec<String>,
+    only: Vec<choice::BenchFamily>,
 }
 
 #[derive(Args)]
@@ -137,8 +353,8 @@ struct BenchArgs {
 struct TrainCnnArgs {
     /// A built-in task, generated from the seed: reviews (three classes of short movie
     /// reviews whose class hangs on n-grams: "not good", "not bad", "not very good").
-    #[arg(long, default_value = "reviews", conflicts_with = "data")]
-    task: String,
+    #[arg(long, value_enum, default_value_t = choice::TextTask::Reviews, conflicts_with = "data")]
+    task: choice::TextTask,
     /// Training texts generated for a built-in task.
     #[arg(long, default_value_t = 4_000)]
     train_size: usize,
@@ -172,9 +388,9 @@ struct TrainCnnArgs {
     /// The learning rate.
     #[arg(value_parser = finite_f32, long, default_value_t = 0.003)]
     lr: f32,
-    /// sgd, momentum, adam or adamw.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = choice::Optimizer::Adam)]
+    optimizer: choice::Optimizer,
     /// Seeds the data, the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -206,9 +422,9 @@ struct TrainLmArgs {
     /// shipped with shadergrad. Its first 90% trains, the rest validates.
     #[arg(long, value_name = "FILE")]
     text: Option<PathBuf>,
-    /// The recurrent cell: rnn, gru or lstm.
-    #[arg(long, default_value = "gru")]
-    arch: String,
+    /// The recurrent cell.
+    #[arg(long, value_enum, default_value_t = choice::Cell::Gru)]
+    arch: choice::Cell,
     /// Units of each recurrent layer.
     #[arg(long, default_value_t = 128)]
     hidden: usize,
@@ -230,9 +446,9 @@ struct TrainLmArgs {
     /// The learning rate.
     #[arg(value_parser = finite_f32, long, default_value_t = 0.005)]
     lr: f32,
-    /// sgd, momentum, adam or adamw.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = choice::Optimizer::Adam)]
+    optimizer: choice::Optimizer,
     /// Clip the gradients to this global norm (0: no clipping).
     #[arg(value_parser = finite_f32, long, default_value_t = 5.0)]
     clip: f32,
@@ -298,8 +514,8 @@ const TRANSFORMER_WARMUP: u64 = 400;
 struct TrainSeq2seqArgs {
     /// A built-in task, generated from the seed: addition ("535+61" → "596"), reverse,
     /// sort, or dates (written by people → ISO 8601).
-    #[arg(long, default_value = "addition", conflicts_with = "data")]
-    task: String,
+    #[arg(long, value_enum, default_value_t = choice::SequenceTask::Addition, conflicts_with = "data")]
+    task: choice::SequenceTask,
     /// Digits of each operand of the addition task.
     #[arg(long, default_value_t = 3)]
     digits: usize,
@@ -322,8 +538,8 @@ struct TrainSeq2seqArgs {
     #[arg(value_parser = finite_f64, long, default_value_t = 0.1)]
     valid_fraction: f64,
     /// The model: a recurrent encoder-decoder of rnn, gru or lstm cells, or a transformer.
-    #[arg(long, default_value = "gru")]
-    arch: String,
+    #[arg(long, value_enum, default_value_t = choice::Seq2SeqArch::Gru)]
+    arch: choice::Seq2SeqArch,
     /// The transformer's attention heads (they divide --hidden, its d_model).
     #[arg(long, default_value_t = 4)]
     heads: usize,
@@ -335,9 +551,9 @@ struct TrainSeq2seqArgs {
     /// an epoch sooner than 0.1. Recurrent models take none.
     #[arg(value_parser = finite_f32, long)]
     dropout: Option<f32>,
-    /// How the decoder looks at the encoder states: dot (Luong), additive (Bahdanau) or none.
-    #[arg(long, default_value = "dot")]
-    attention: String,
+    /// How the decoder looks at the encoder states.
+    #[arg(long, value_enum, default_value_t = choice::Attention::Dot)]
+    attention: choice::Attention,
     /// Units of each recurrent layer, or the transformer's d_model.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
@@ -373,9 +589,9 @@ struct TrainSeq2seqArgs {
     /// transformer (about half an epoch of the default task), 0 (none) for a recurrent model.
     #[arg(long)]
     warmup: Option<u64>,
-    /// sgd, momentum, adam or adamw.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = choice::Optimizer::Adam)]
+    optimizer: choice::Optimizer,
     /// Clip the gradients to this global norm (0: no clipping).
     #[arg(value_parser = finite_f32, long, default_value_t = 5.0)]
     clip: f32,
@@ -425,8 +641,8 @@ struct TranslateArgs {
 #[command(allow_negative_numbers = true)]
 struct TrainMlpArgs {
     /// A built-in task, generated from the seed: spirals, xor or circles.
-    #[arg(long, default_value = "spirals", conflicts_with = "data")]
-    dataset: String,
+    #[arg(long, value_enum, default_value_t = choice::Points::Spirals, conflicts_with = "data")]
+    dataset: choice::Points,
     /// Your own CSV: the features, then an integer label, per line (a header is allowed).
     #[arg(long, value_name = "FILE.csv")]
     data: Option<PathBuf>,
@@ -439,18 +655,18 @@ struct TrainMlpArgs {
     /// Hidden layer sizes, comma-separated.
     #[arg(long, default_value = "64,64", value_delimiter = ',')]
     layers: Vec<usize>,
-    /// tanh, relu or sigmoid.
-    #[arg(long, default_value = "relu")]
-    activation: String,
-    /// sgd, momentum, adam or adamw.
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// The hidden layers' nonlinearity.
+    #[arg(long, value_enum, default_value_t = choice::Activation::Relu)]
+    activation: choice::Activation,
+    /// The update rule.
+    #[arg(long, value_enum, default_value_t = choice::Optimizer::Adam)]
+    optimizer: choice::Optimizer,
     /// The learning rate.
     #[arg(value_parser = finite_f32, long, default_value_t = 0.01)]
     lr: f32,
-    /// The learning rate over training: constant, or cosine (from --lr down to 1% of it).
-    #[arg(long, default_value = "cosine")]
-    schedule: String,
+    /// The learning rate over training.
+    #[arg(long, value_enum, default_value_t = choice::Schedule::Cosine)]
+    schedule: choice::Schedule,
     /// Examples per step.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -655,8 +871,8 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
     if !args.only.is_empty() {
         // In the order given, each once.
         let mut families: Vec<Family> = Vec::new();
-        for name in &args.only {
-            let family: Family = name.trim().parse()?;
+        for &family in &args.only {
+            let family = Family::from(family);
             if !families.contains(&family) {
                 families.push(family);
             }
@@ -696,7 +912,7 @@ fn train_seq2seq_command(
     args: TrainSeq2seqArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
-    let rule = parse_rule(&args.optimizer)?;
+    let rule = args.optimizer.rule();
     if let Some(p) = args.dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid(
@@ -704,19 +920,20 @@ fn train_seq2seq_command(
                 format!("--dropout {p}: the drop probability must be in [0, 1)"),
             ));
         }
-        if p > 0.0 && args.arch != "transformer" {
+        if p > 0.0 && args.arch != choice::Seq2SeqArch::Transformer {
             return Err(Error::invalid(
                 "train-seq2seq",
                 format!(
                     "--dropout {p}: only --arch transformer has dropout, not {:?}",
-                    args.arch
+                    typed_name(args.arch)
                 ),
             ));
         }
     }
     // A transformer uses no cell; the GRU fills the field that names one.
-    let (cell, transformer) = match args.arch.as_str() {
-        "transformer" => (
+    let (cell, transformer) = match args.arch.cell() {
+        Some(cell) => (cell, None),
+        None => (
             CellKind::Gru,
             Some(TransformerShape {
                 heads: args.heads,
@@ -724,20 +941,11 @@ fn train_seq2seq_command(
                 dropout: args.dropout.unwrap_or(TRANSFORMER_DROPOUT),
             }),
         ),
-        cell => (
-            parse_cell(cell).map_err(|_| {
-                Error::invalid(
-                    "arch",
-                    format!("{cell:?} is not one of rnn, gru, lstm, transformer"),
-                )
-            })?,
-            None,
-        ),
     };
     let model = Seq2SeqConfig {
         cell,
         transformer,
-        attention: AttentionKind::parse(&args.attention)?,
+        attention: args.attention.into(),
         vocab_size: 1,
         embed: args.embed,
         hidden: args.hidden,
@@ -782,7 +990,7 @@ fn train_seq2seq_command(
             (train, valid, description)
         }
         None => {
-            let task = Task::parse(&args.task, args.digits, args.reverse_input)?;
+            let task = args.task.task(args.digits, args.reverse_input)?;
             task.check_memory(
                 args.train_size,
                 args.valid_size,
@@ -811,7 +1019,7 @@ fn train_seq2seq_command(
         .map(shadergrad::checkpoint::load)
         .transpose()?;
     if let Some(checkpoint) = &resume {
-        let arch = if args.arch == "transformer" {
+        let arch = if model.transformer.is_some() {
             "transformer"
         } else {
             "recurrent"
@@ -828,8 +1036,8 @@ fn train_seq2seq_command(
             ]);
         } else {
             flags.extend([
-                ("arch", "cell", json!(args.arch)),
-                ("attention", "attention", json!(args.attention)),
+                ("arch", "cell", json!(typed_name(args.arch))),
+                ("attention", "attention", json!(typed_name(args.attention))),
                 ("embed", "embed", json!(args.embed)),
                 ("bidirectional", "bidirectional", json!(args.bidirectional)),
             ]);
@@ -908,7 +1116,7 @@ fn train_cnn_command(
     args: TrainCnnArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
-    let rule = parse_rule(&args.optimizer)?;
+    let rule = args.optimizer.rule();
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
     }
@@ -948,7 +1156,7 @@ fn train_cnn_command(
             (train, valid, description)
         }
         None => {
-            let task = ClassifyTask::parse(&args.task)?;
+            let task = ClassifyTask::from(args.task);
             task.check_memory(
                 args.train_size,
                 args.valid_size,
@@ -1127,7 +1335,7 @@ fn train_lm_command(
     args: TrainLmArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
-    let rule = parse_rule(&args.optimizer)?;
+    let rule = args.optimizer.rule();
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
     }
@@ -1150,7 +1358,7 @@ fn train_lm_command(
             checkpoint,
             typed,
             &[
-                ("arch", "cell", json!(args.arch)),
+                ("arch", "cell", json!(typed_name(args.arch))),
                 ("hidden", "hidden", json!(args.hidden)),
                 ("layers", "layers", json!(args.layers)),
                 ("embed", "embed", json!(args.embed)),
@@ -1158,7 +1366,7 @@ fn train_lm_command(
         )?;
     }
     let model = CharLmConfig {
-        cell: parse_cell(&args.arch)?,
+        cell: args.arch.into(),
         vocab_size: 1,
         embed: args.embed,
         hidden: args.hidden,
@@ -1276,8 +1484,7 @@ fn train_mlp_command(
     args: TrainMlpArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
-    let activation: Activation = args.activation.parse()?;
-    let rule = parse_rule(&args.optimizer)?;
+    let rule = args.optimizer.rule();
     if let Some(save) = &args.save {
         check_save_path(save, args.resume.as_deref(), args.overwrite)?;
     }
@@ -1295,7 +1502,11 @@ fn train_mlp_command(
             typed,
             &[
                 ("layers", "hidden", json!(args.layers)),
-                ("activation", "activation", json!(args.activation)),
+                (
+                    "activation",
+                    "activation",
+                    json!(typed_name(args.activation)),
+                ),
             ],
         )?;
     }
@@ -1305,13 +1516,15 @@ fn train_mlp_command(
             path.display().to_string(),
         ),
         None => {
-            let task: BuiltinTask = args.dataset.parse()?;
+            let task = BuiltinTask::from(args.dataset);
             task.check_memory(args.points, "--points")?;
             (
                 task.generate_with_progress(args.points, args.seed, &mut print_progress)?,
                 format!(
                     "{} ({} points per class, seed {})",
-                    args.dataset, args.points, args.seed
+                    typed_name(args.dataset),
+                    args.points,
+                    args.seed
                 ),
             )
         }
@@ -1330,19 +1543,13 @@ fn train_mlp_command(
     standardizer.transform(&mut train)?;
     standardizer.transform(&mut test)?;
     let steps = train.batch_count(args.batch.max(1), LastBatch::Pad { label: 0 }) * args.epochs;
-    let schedule = match args.schedule.as_str() {
-        "constant" => Schedule::Constant,
-        "cosine" => Schedule::WarmupCosine {
+    let schedule = match args.schedule {
+        choice::Schedule::Constant => Schedule::Constant,
+        choice::Schedule::Cosine => Schedule::WarmupCosine {
             warmup: 0,
             total: steps.max(1) as u64,
             final_fraction: 0.01,
         },
-        other => {
-            return Err(Error::invalid(
-                "train-mlp",
-                format!("--schedule {other:?} is not one of constant, cosine"),
-            ))
-        }
     };
     let gpu = Gpu::new(selector)?;
     say!(
@@ -1357,7 +1564,7 @@ fn train_mlp_command(
         train,
         test,
         hidden: args.layers,
-        activation,
+        activation: args.activation.into(),
         optimizer: OptimizerConfig::new(rule, args.lr).with_schedule(schedule),
         batch: args.batch,
         epochs: args.epochs,

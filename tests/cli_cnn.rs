@@ -190,9 +190,9 @@ fn bad_input_is_an_error_naming_it() {
     );
 
     for (args, expected) in [
-        (&["--task", "tweets"][..], "unknown task \"tweets\""),
+        (&["--task", "tweets"][..], "invalid value 'tweets'"),
         (&["--widths", "2,0"][..], "--widths 2,0"),
-        (&["--optimizer", "lbfgs"][..], "\"lbfgs\""),
+        (&["--optimizer", "lbfgs"][..], "invalid value 'lbfgs'"),
         (&["--epochs", "0"][..], "--epochs 0"),
     ] {
         let mut all = vec!["train-cnn", "--train-size", "20", "--valid-size", "5"];

@@ -195,6 +195,20 @@ fn bad_data_and_checkpoints_are_clear_errors() {
     assert!(!text(&output.stderr).is_empty());
 }
 
+/// A mistyped choice is clap's to refuse, before anything runs: usage error 2, the value
+/// that was meant.
+#[test]
+fn a_mistyped_architecture_gets_the_nearest_choice() {
+    let output = shadergrad(&["train-seq2seq", "--arch", "transformr"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'transformr' for '--arch")
+            && stderr.contains("a similar value exists: 'transformer'"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn every_file_is_checked_when_it_is_read_before_any_training() {
     let dir = scratch("seq2seq-cli-read-checks");

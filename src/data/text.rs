@@ -215,14 +215,7 @@ impl Task {
     /// `reverse_input` only matter for addition.
     pub fn parse(name: &str, digits: usize, reverse_input: bool) -> Result<Task> {
         match name {
-            "addition" => {
-                let task = Task::Addition {
-                    digits,
-                    reverse_input,
-                };
-                task.check()?;
-                Ok(task)
-            }
+            "addition" => Task::addition(digits, reverse_input),
             "reverse" => Ok(Task::Reverse),
             "sort" => Ok(Task::Sort),
             "dates" => Ok(Task::Dates),
@@ -234,6 +227,17 @@ impl Task {
                 ),
             )),
         }
+    }
+
+    /// The addition task of `digits` (1 to 9) digits per operand, its source written
+    /// reversed when `reverse_input` is set.
+    pub fn addition(digits: usize, reverse_input: bool) -> Result<Task> {
+        let task = Task::Addition {
+            digits,
+            reverse_input,
+        };
+        task.check()?;
+        Ok(task)
     }
 
     /// Checks what [`Task::parse`] checks, for a task built by hand.

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::nn::{Activation, Mlp};
-use crate::optim::{Optimizer, OptimizerConfig, Rule};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
@@ -24,23 +24,6 @@ const PADDING: u32 = u32::MAX;
 /// How often (in steps) the loss is read back for the progress display: a read waits for
 /// the GPU, so reading every step would serialise it with the CPU.
 const LOSS_EVERY: u64 = 10;
-
-/// The optimizer by name.
-pub fn parse_rule(name: &str) -> Result<Rule> {
-    match name {
-        "sgd" => Ok(Rule::Sgd),
-        "momentum" => Ok(Rule::Momentum {
-            momentum: 0.9,
-            nesterov: false,
-        }),
-        "adam" => Ok(Rule::adam()),
-        "adamw" => Ok(Rule::adamw(0.01)),
-        other => Err(Error::invalid(
-            "optimizer",
-            format!("{other:?} is not one of sgd, momentum, adam, adamw"),
-        )),
-    }
-}
 
 /// Everything `train-mlp` needs to know.
 #[derive(Debug, Clone)]
