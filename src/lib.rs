@@ -63,3 +63,9 @@ pub use kernels::softmax::{
 };
 pub use optim::{Optimizer, OptimizerConfig, Rule, Schedule};
 pub use tensor::{Indices, Tensor};
+
+/// The Rust examples of README.md, compiled by `cargo test --doc` so that they keep up with
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
