@@ -101,7 +101,11 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::files::write_atomically;
 use crate::gpu::Gpu;
+use crate::hash::fnv1a64_extend;
 use crate::tensor::{numel, Indices, Tensor};
+
+/// The hash whose 16 lowercase hex digits are a checkpoint's checksum.
+pub use crate::hash::fnv1a64;
 
 /// The `format` field of every checkpoint record, in either form.
 pub const CONFIG_FORMAT: &str = "shadergrad checkpoint";
@@ -609,20 +613,6 @@ fn json_kind(value: &Value) -> &'static str {
 /// Reads a safetensors file on its own, such as one written by PyTorch (no config needed).
 pub fn read_safetensors(path: &Path) -> Result<Safetensors> {
     decode_safetensors(&read_file(path)?, path)
-}
-
-/// The 64-bit FNV-1a hash of `bytes`: the checksum of checkpoints.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    fnv1a64_extend(OFFSET_BASIS, bytes)
-}
-
-/// The FNV-1a hash of the bytes hashed to `hash` followed by `bytes`.
-fn fnv1a64_extend(hash: u64, bytes: &[u8]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(hash, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
 }
 
 /// Errors unless `path` ends in `.safetensors`, the name a checkpoint has.

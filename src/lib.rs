@@ -33,6 +33,7 @@ pub mod error;
 pub mod files;
 pub mod gpu;
 pub mod graph;
+mod hash;
 pub mod kernels;
 pub mod limits;
 pub mod nn;

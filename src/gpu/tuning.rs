@@ -14,9 +14,9 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::fnv1a64;
 use crate::error::Result;
 use crate::files::write_atomically;
+use crate::hash::fnv1a64;
 
 /// Turns autotuning off when set to anything but "" or "0".
 pub const NO_AUTOTUNE_ENV: &str = "SHADERGRAD_NO_AUTOTUNE";
