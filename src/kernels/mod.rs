@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod gather;
 pub mod layernorm;
 pub mod matmul;
+pub mod optim;
 pub mod random;
 pub mod recurrent;
 pub mod reduce;
@@ -27,7 +28,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &gather::SHADER,
     &matmul::SHADER,
     &matmul::SUBGROUP_SHADER,
-    &crate::optim::SHADER,
+    &optim::SHADER,
     &random::SHADER,
     &recurrent::SHADER,
     &reduce::SHADER,
@@ -46,7 +47,7 @@ pub fn every_kernel_spec() -> Vec<KernelSpec> {
         gather::kernel_specs(),
         layernorm::kernel_specs(),
         matmul::kernel_specs(),
-        crate::optim::launch::kernel_specs(),
+        optim::kernel_specs(),
         random::kernel_specs(),
         recurrent::kernel_specs(),
         reduce::kernel_specs(),

@@ -1,14 +1,14 @@
 //! Launchers of `shaders/optim.wgsl`: each records one [`Dispatch`] and submits nothing.
+//! The shader and its kernel variants are declared in [`crate::kernels::optim`], with the
+//! other kernels'.
 
 use crate::error::Result;
-use crate::gpu::Access::{self, Read, ReadWrite, Uniform};
-use crate::gpu::{Dispatch, KernelSpec, ShaderSource};
-use crate::kernels::{chosen_spans, columns_per_invocation, WORKGROUP_1D};
+use crate::gpu::Dispatch;
+use crate::kernels::optim::{global_norm_spec, sum_squares_spec, update_spec, UpdateKernel};
+pub use crate::kernels::optim::{kernel_specs, SHADER};
+use crate::kernels::{columns_per_invocation, WORKGROUP_1D};
 use crate::optim::Rule;
 use crate::tensor::Tensor;
-
-pub static SHADER: ShaderSource =
-    ShaderSource::new("optim", include_str!("../../shaders/optim.wgsl"));
 
 /// The scalars of one step, which the host writes into a small storage buffer before each
 /// submission (the `StepScalars` of the shader). Computed in f64, rounded once to f32.
@@ -73,78 +73,6 @@ struct GlobalNormParams {
     count: u32,
     max_norm: f32,
     pad: [u32; 2],
-}
-
-// The update kernels bind the step's scalars, the clipping factor, the parameter and the
-// gradient, then the rule's state, then the uniform.
-const SGD_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, Uniform];
-const MOMENTUM_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, ReadWrite, Uniform];
-const ADAM_BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, ReadWrite, ReadWrite, Uniform];
-
-/// The entry points of the update: one per rule (AdamW is Adam with a decay), and Adam's
-/// that reads four elements at a time.
-#[derive(Debug, Clone, Copy)]
-enum UpdateKernel {
-    Sgd,
-    Momentum,
-    Adam,
-    AdamVec4,
-}
-
-impl UpdateKernel {
-    const ALL: [UpdateKernel; 4] = [
-        UpdateKernel::Sgd,
-        UpdateKernel::Momentum,
-        UpdateKernel::Adam,
-        UpdateKernel::AdamVec4,
-    ];
-}
-
-fn update_spec(kernel: UpdateKernel, elements_per_invocation: u32) -> KernelSpec {
-    let (entry, bindings) = match kernel {
-        UpdateKernel::Sgd => ("sgd", SGD_BINDINGS),
-        UpdateKernel::Momentum => ("momentum", MOMENTUM_BINDINGS),
-        UpdateKernel::Adam => ("adam", ADAM_BINDINGS),
-        UpdateKernel::AdamVec4 => ("adam_vec4", ADAM_BINDINGS),
-    };
-    KernelSpec {
-        source: &SHADER,
-        entry,
-        bindings,
-        constants: vec![(
-            "ELEMENTS_PER_INVOCATION",
-            f64::from(elements_per_invocation),
-        )],
-    }
-}
-
-fn sum_squares_spec() -> KernelSpec {
-    KernelSpec {
-        source: &SHADER,
-        entry: "sum_squares",
-        bindings: &[Read, ReadWrite, Uniform],
-        constants: Vec::new(),
-    }
-}
-
-fn global_norm_spec() -> KernelSpec {
-    KernelSpec {
-        source: &SHADER,
-        entry: "global_norm",
-        bindings: &[Read, ReadWrite, ReadWrite, Uniform],
-        constants: Vec::new(),
-    }
-}
-
-/// Every kernel variant the optimizer's launchers can build: each update with every
-/// count of elements per invocation [`columns_per_invocation`] picks, the clipping's two.
-pub fn kernel_specs() -> Vec<KernelSpec> {
-    let mut specs: Vec<KernelSpec> = UpdateKernel::ALL
-        .into_iter()
-        .flat_map(|kernel| chosen_spans().map(move |count| update_spec(kernel, count)))
-        .collect();
-    specs.extend([sum_squares_spec(), global_norm_spec()]);
-    specs
 }
 
 /// Records the update of `param` in place by `rule`, from `grad` (same shape) scaled by
