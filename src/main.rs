@@ -88,9 +88,11 @@ mod choice {
     /// `--optimizer`: the update rule, with the command line's fixed hyperparameters.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
     pub enum Optimizer {
+        /// Plain stochastic gradient descent.
         Sgd,
-        /// Heavy-ball momentum 0.9.
+        /// SGD with heavy-ball momentum 0.9.
         Momentum,
+        /// Adam with PyTorch's defaults: β1 0.9, β2 0.999, ε 1e-8.
         Adam,
         /// Adam with decoupled weight decay 0.01.
         Adamw,
@@ -152,9 +154,9 @@ mod choice {
     /// `--attention`: how the decoder looks at the encoder states.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
     pub enum Attention {
-        /// Luong's scores.
+        /// Luong's multiplicative scores.
         Dot,
-        /// Bahdanau's scores.
+        /// Bahdanau's additive scores.
         Additive,
         /// The encoder's final state only.
         None,
