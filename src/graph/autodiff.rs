@@ -1,7 +1,7 @@
 //! Reverse-mode autodiff as a graph transformation: [`Graph::backward`] walks the nodes
 //! from the last to the first and, for each node whose outputs received a gradient, adds the
-//! nodes of the op's backward rule (in `ops.rs`, beside its forward). A value used by several
-//! nodes receives several gradients, which are added up.
+//! nodes of the op's backward rule (in `ops/<family>.rs`, beside its forward). A value used
+//! by several nodes receives several gradients, which are added up.
 
 use std::collections::HashMap;
 

@@ -21,7 +21,8 @@
 //! ```
 //!
 //! - `mod.rs` (this file): values, nodes and the builder calls;
-//! - `ops.rs`: every op's shape rule, its backward rule and the kernels it records;
+//! - `ops/`: the ops, each one's shape rule, backward rule and the kernels it records
+//!   together in the file of its kernel family (`ops/mod.rs` lists them);
 //! - `autodiff.rs`: [`Graph::backward`];
 //! - `plan.rs`: [`Graph::compile`] and [`Plan::run`].
 

@@ -1,0 +1,276 @@
+//! The rules of the ops that move values without computing (`kernels::copy`):
+//! `BroadcastTo`, `Reshape` (no copy: an alias), `Permute`, `Slice` and its gradient
+//! `SliceGrad`, `Concat`.
+
+use crate::error::{Error, Result};
+use crate::kernels::copy::{
+    region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
+};
+use crate::kernels::{
+    broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, pad_to_rank4,
+};
+use crate::tensor::numel;
+
+use super::super::{mismatch, DType, Graph, Var};
+use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+pub(super) fn infer_broadcast_to(
+    op: &'static str,
+    shape: &[usize],
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    if broadcast_shapes(op, x, shape)? != shape {
+        return Err(mismatch(
+            op,
+            x,
+            shape,
+            "the value must broadcast to the target".into(),
+        ));
+    }
+    f32_output(shape.to_vec())
+}
+
+/// dy summed back down to the value's shape.
+pub(super) fn backward_broadcast_to(g: &mut Graph, node: NodeGradient) -> Result<Vec<Option<Var>>> {
+    let x_shape = g.shape(node.inputs[0]).to_vec();
+    Ok(vec![Some(g.sum_to(node.dy, &x_shape)?)])
+}
+
+pub(super) fn record_broadcast_to(inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
+    let (x, y) = (inputs[0].f32(), outputs[0].f32());
+    let strides = broadcast_strides(x.shape(), y.shape());
+    Ok(strided_copy_dispatch(x, y, strides)?.into())
+}
+
+pub(super) fn infer_reshape(
+    op: &'static str,
+    shape: &[usize],
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    if numel(shape)? != numel(x)? {
+        return Err(mismatch(
+            op,
+            x,
+            shape,
+            "both shapes must hold as many elements".into(),
+        ));
+    }
+    f32_output(shape.to_vec())
+}
+
+pub(super) fn backward_reshape(g: &mut Graph, node: NodeGradient) -> Result<Vec<Option<Var>>> {
+    let x_shape = g.shape(node.inputs[0]).to_vec();
+    Ok(vec![Some(g.reshape(node.dy, &x_shape)?)])
+}
+
+pub(super) fn infer_permute(
+    op: &'static str,
+    perm: &[usize],
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    check_rank(op, x)?;
+    let mut seen = vec![false; x.len()];
+    let valid = perm.len() == x.len()
+        && perm
+            .iter()
+            .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
+    if !valid {
+        return Err(Error::invalid(
+            op,
+            format!("{perm:?} is not a permutation of the axes of shape {x:?}"),
+        ));
+    }
+    f32_output(perm.iter().map(|&p| x[p]).collect())
+}
+
+/// dy permuted back by the inverse permutation.
+pub(super) fn backward_permute(
+    g: &mut Graph,
+    node: NodeGradient,
+    perm: &[usize],
+) -> Result<Vec<Option<Var>>> {
+    let mut inverse = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inverse[p] = i;
+    }
+    Ok(vec![Some(g.permute(node.dy, &inverse)?)])
+}
+
+pub(super) fn record_permute(
+    perm: &[usize],
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (x, y) = (inputs[0].f32(), outputs[0].f32());
+    let strides = contiguous_strides(x.shape());
+    let permuted: Vec<usize> = perm.iter().map(|&p| strides[p]).collect();
+    Ok(strided_copy_dispatch(x, y, pad_to_rank4(&permuted, 0))?.into())
+}
+
+pub(super) fn infer_slice(
+    op: &'static str,
+    axis: usize,
+    start: usize,
+    end: usize,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    if axis >= x.len() || start > end || end > x[axis] {
+        return Err(Error::invalid(
+            op,
+            format!("{start}..{end} of axis {axis} is outside shape {x:?}"),
+        ));
+    }
+    let mut shape = x.to_vec();
+    shape[axis] = end - start;
+    f32_output(shape)
+}
+
+/// dy placed back at the slice's offset in zeros (`SliceGrad`).
+pub(super) fn backward_slice(
+    g: &mut Graph,
+    node: NodeGradient,
+    axis: usize,
+    start: usize,
+) -> Result<Vec<Option<Var>>> {
+    let len = g.shape(node.inputs[0])[axis];
+    let grad = Op::SliceGrad { axis, start, len };
+    Ok(vec![Some(g.push_one(grad, &[node.dy])?)])
+}
+
+pub(super) fn record_slice(
+    axis: usize,
+    start: usize,
+    end: usize,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (x, y) = (inputs[0].f32(), outputs[0].f32());
+    let region = CopyRegion::slice(x.shape(), axis, start, end);
+    Ok(region_copy_dispatch(x, y, &region, None)?.into())
+}
+
+pub(super) fn infer_slice_grad(
+    op: &'static str,
+    axis: usize,
+    start: usize,
+    len: usize,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let dy = inputs[0].0;
+    let mut shape = dy.to_vec();
+    shape[axis] = len;
+    if start + dy[axis] > len {
+        return Err(mismatch(
+            op,
+            dy,
+            &shape,
+            "the slice must lie within the input".into(),
+        ));
+    }
+    f32_output(shape)
+}
+
+/// Linear: its gradient is the slice it placed.
+pub(super) fn backward_slice_grad(
+    g: &mut Graph,
+    node: NodeGradient,
+    axis: usize,
+    start: usize,
+) -> Result<Vec<Option<Var>>> {
+    let len = g.shape(node.inputs[0])[axis];
+    let (start, end) = (start as isize, (start + len) as isize);
+    Ok(vec![Some(g.slice(node.dy, axis as isize, start, end)?)])
+}
+
+pub(super) fn record_slice_grad(
+    axis: usize,
+    start: usize,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (dy, dx) = (inputs[0].f32(), outputs[0].f32());
+    Ok(slice_backward_dispatch(dy, dx, axis, start, None)?.into())
+}
+
+pub(super) fn infer_concat(
+    op: &'static str,
+    axis: usize,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &vec![DType::F32; inputs.len().max(1)])?;
+    let x = inputs[0].0;
+    let mut shape = x.to_vec();
+    if axis >= x.len() {
+        return Err(Error::invalid(
+            op,
+            format!("axis {axis} is outside shape {x:?}"),
+        ));
+    }
+    shape[axis] = 0;
+    for (part, _) in inputs {
+        let agree = part.len() == x.len() && (0..x.len()).all(|a| a == axis || part[a] == x[a]);
+        if !agree {
+            return Err(mismatch(
+                op,
+                x,
+                part,
+                format!("every axis but the concatenated axis {axis} must agree"),
+            ));
+        }
+        shape[axis] += part[axis];
+    }
+    f32_output(shape)
+}
+
+/// Each part's gradient is its slice of dy.
+pub(super) fn backward_concat(
+    g: &mut Graph,
+    node: NodeGradient,
+    axis: usize,
+) -> Result<Vec<Option<Var>>> {
+    let mut offset = 0;
+    let mut grads = Vec::with_capacity(node.inputs.len());
+    for &part in node.inputs {
+        let len = g.shape(part)[axis];
+        grads.push(Some(g.slice(
+            node.dy,
+            axis as isize,
+            offset as isize,
+            (offset + len) as isize,
+        )?));
+        offset += len;
+    }
+    Ok(grads)
+}
+
+/// One copy per non-empty part, into its place along the axis.
+pub(super) fn record_concat(
+    axis: usize,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let y = outputs[0].f32();
+    let total = y.shape()[axis];
+    let mut recorded = Recorded::default();
+    let mut offset = 0;
+    for part in inputs {
+        let part = part.f32();
+        if part.numel() > 0 {
+            let region = CopyRegion::into_axis(part.shape(), axis, offset, total);
+            recorded
+                .dispatches
+                .push(region_copy_dispatch(part, y, &region, None)?);
+        }
+        offset += part.shape()[axis];
+    }
+    Ok(recorded)
+}

@@ -1,0 +1,97 @@
+//! The elementwise rules (`kernels::elementwise`): `Unary` and `Binary`.
+
+use crate::error::Result;
+use crate::kernels::broadcast_shapes;
+use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
+
+use super::super::{mismatch, DType, Graph, Var};
+use super::{check_inputs, f32_output, no_gradient, NodeGradient, Operand, Recorded, Shaped};
+
+pub(super) fn infer_unary(op: &'static str, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    f32_output(inputs[0].0.to_vec())
+}
+
+pub(super) fn backward_unary(
+    g: &mut Graph,
+    node: NodeGradient,
+    f: Unary,
+) -> Result<Vec<Option<Var>>> {
+    let (x, y, dy) = (node.inputs[0], node.outputs[0], node.dy);
+    Ok(vec![Some(match f {
+        Unary::Tanh => g.zip(y, dy, Binary::TanhGrad)?,
+        // From the output (y > 0 exactly where x > 0), as a ReLU fused into a matmul must:
+        // its input is never stored.
+        Unary::Relu => g.zip(y, dy, Binary::ReluGrad)?,
+        Unary::Sigmoid => g.zip(y, dy, Binary::SigmoidGrad)?,
+        Unary::Exp => g.mul(dy, y)?,
+        Unary::Log => g.div(dy, x)?,
+        Unary::Neg => g.map(dy, Unary::Neg)?,
+        Unary::Scale(alpha) => g.scale(dy, alpha)?,
+    })])
+}
+
+pub(super) fn record_unary(f: Unary, inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
+    Ok(unary_dispatch(inputs[0].f32(), outputs[0].f32(), f)?.into())
+}
+
+pub(super) fn infer_binary(
+    op: &'static str,
+    binary: Binary,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32, DType::F32])?;
+    let (a, b) = (inputs[0].0, inputs[1].0);
+    match binary {
+        Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
+            f32_output(broadcast_shapes(op, a, b)?)
+        }
+        _ if a == b => f32_output(a.to_vec()),
+        _ => Err(mismatch(
+            op,
+            a,
+            b,
+            "a derivative takes two values of one shape".into(),
+        )),
+    }
+}
+
+/// The gradient of each operand, summed down to its shape where it was broadcast.
+pub(super) fn backward_binary(
+    g: &mut Graph,
+    node: NodeGradient,
+    binary: Binary,
+) -> Result<Vec<Option<Var>>> {
+    let (a, b, y, dy) = (node.inputs[0], node.inputs[1], node.outputs[0], node.dy);
+    let a_shape = g.shape(a).to_vec();
+    let b_shape = g.shape(b).to_vec();
+    let (da, db) = match binary {
+        Binary::Add => (dy, dy),
+        Binary::Sub => (dy, g.map(dy, Unary::Neg)?),
+        Binary::Mul => (g.mul(dy, b)?, g.mul(dy, a)?),
+        Binary::Div => {
+            // d(a/b)/db = −a/b² = −(a/b)/b
+            let dy_y = g.mul(dy, y)?;
+            let dy_y_b = g.div(dy_y, b)?;
+            (g.div(dy, b)?, g.map(dy_y_b, Unary::Neg)?)
+        }
+        _ => {
+            return Err(no_gradient(
+                "a derivative op (second derivatives are not supported)",
+            ))
+        }
+    };
+    Ok(vec![
+        Some(g.sum_to(da, &a_shape)?),
+        Some(g.sum_to(db, &b_shape)?),
+    ])
+}
+
+pub(super) fn record_binary(
+    binary: Binary,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (a, b, y) = (inputs[0].f32(), inputs[1].f32(), outputs[0].f32());
+    Ok(binary_dispatch(a, b, y, binary)?.into())
+}

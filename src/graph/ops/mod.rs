@@ -1,0 +1,610 @@
+//! The graph's ops. [`Op`] lists them; each op has three rules, which live together in the
+//! file of its kernel family (beside `kernels/<family>.rs`):
+//!
+//! - its shape rule (`infer_<op>`): the outputs' shapes and types, or an error naming the
+//!   op and shapes;
+//! - its backward rule (`backward_<op>`): a graph transformation that adds the nodes
+//!   computing its inputs' gradients;
+//! - its recording (`record_<op>`): the kernels it records over a plan's buffers, once, at
+//!   compile time.
+//!
+//! [`Op::infer`], [`Op::backward`] and [`Op::record`] hand each op to its family's rules.
+//!
+//! - `matmul.rs`: `MatMul`;
+//! - `elementwise.rs`: `Unary`, `Binary`;
+//! - `random.rs`: `Dropout`;
+//! - `reduce.rs`: `Reduce`, `SumTo`;
+//! - `copy.rs`: `BroadcastTo`, `Reshape`, `Permute`, `Slice`, `SliceGrad`, `Concat`;
+//! - `softmax.rs`: `Softmax`, `SoftmaxGrad`, `CrossEntropy`;
+//! - `layernorm.rs`: `LayerNorm`, `LayerNormGrad`;
+//! - `gather.rs`: `Gather`, `GatherGrad`;
+//! - `conv.rs`: `Conv` and its gradients, `MaxPool1d`, `MaxOverTime` and theirs;
+//! - `attention.rs`: `Attention`, `AttentionGrad`, `FusedAttentionGrad`;
+//! - `recurrent.rs`: `Recurrent`, `RecurrentGrad`.
+
+mod attention;
+mod conv;
+mod copy;
+mod elementwise;
+mod gather;
+mod layernorm;
+mod matmul;
+mod random;
+mod recurrent;
+mod reduce;
+mod softmax;
+
+pub use conv::ConvLayout;
+pub use matmul::MatMulFusion;
+
+use crate::error::{Error, Result};
+use crate::gpu::Dispatch;
+use crate::kernels::attention::{AttentionSettings, AttentionVariant, MaskKind};
+use crate::kernels::conv::{Conv2d, MaxPool1d};
+use crate::kernels::elementwise::{Binary, Unary};
+use crate::kernels::gather::GroupedPositions;
+use crate::kernels::recurrent::CellKind;
+use crate::kernels::reduce::Reduce;
+use crate::tensor::{Indices, Tensor};
+
+use super::{DType, Graph, Var};
+
+/// An operation of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// op(a)·op(b) (+ bias), batched: inputs a [batch…, M, K], b [batch…, K, N] (op
+    /// transposes the last two axes) and, if `bias`, a row vector of N. A rank-2 operand
+    /// beside a batched one is shared by every batch. `fused` is what `compile` fused
+    /// into the product's store (graphs build `Plain` only); a fused ReLU's gradient takes
+    /// the ReLU's output as its last input.
+    MatMul {
+        trans_a: bool,
+        trans_b: bool,
+        bias: bool,
+        fused: MatMulFusion,
+    },
+    /// y = f(x).
+    Unary(Unary),
+    /// a ∘ b with numpy broadcasting; the derivative ops take two values of one shape.
+    Binary(Binary),
+    /// Inverted dropout: inputs x and the seed (u32 \[1\], fed every run); keeps each element
+    /// with probability 1 − p, scaled by 1/(1 − p), by the hash of (seed, `stream`, index)
+    /// (`kernels::random`). Its backward is the same op on dy: the same bits drop the same
+    /// elements, so no mask is stored.
+    Dropout { p: f32, stream: u32 },
+    /// Sum, max or mean over one axis.
+    Reduce {
+        op: Reduce,
+        axis: usize,
+        keep_dim: bool,
+    },
+    /// Sums a value down to a shape it was broadcast from.
+    SumTo { shape: Vec<usize> },
+    /// Broadcasts a value up to a shape.
+    BroadcastTo { shape: Vec<usize> },
+    /// The same buffer seen with another shape.
+    Reshape { shape: Vec<usize> },
+    /// Reorders the axes (rank ≤ 4).
+    Permute { perm: Vec<usize> },
+    /// Softmax or log-softmax along the last axis.
+    Softmax { log: bool },
+    /// The backward of `Softmax`: inputs y (its output) and dy.
+    SoftmaxGrad { log: bool },
+    /// Mean softmax-cross-entropy of logits [N, C] against u32 targets \[N\]; outputs the
+    /// loss (a scalar) and the logits' gradient, computed in the same pass.
+    CrossEntropy { ignore: Option<u32> },
+    /// Layer norm over the last axis: inputs x, gain \[D\], bias \[D\]; outputs y and the
+    /// per-row mean and rstd (shaped as x with the last axis 1) that the backward needs.
+    LayerNorm { eps: f32 },
+    /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
+    LayerNormGrad,
+    /// Entries `start..end` of `axis`.
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
+    /// The backward of `Slice`: dy placed at `start` of `axis` in zeros of `len` entries.
+    SliceGrad {
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    /// The inputs one after another along `axis` (every other axis equal).
+    Concat { axis: usize },
+    /// ONNX's Gather: the entries of `axis` of the data picked by u32 ids (any shape), output
+    /// data.shape[..axis] + ids.shape + data.shape[axis + 1..]. The embedding lookup is the
+    /// gather on axis 0 of a [vocab, dim] table.
+    Gather { axis: usize },
+    /// The backward of `Gather`: inputs dy and the ids; output the data's gradient (the axis
+    /// of `axis_len` entries back in place of the ids' axes), a deterministic scatter-add over
+    /// the positions grouped by id.
+    GatherGrad { axis: usize, axis_len: usize },
+    /// A convolution: inputs x, weight and, if `bias`, a bias \[O\]. Sequences: x [N, C, L],
+    /// weight [O, C, k], output [N, O, L_out] (only the W entries of `options` count);
+    /// images: x [N, C, H, W], weight [O, C, kh, kw], output [N, O, OH, OW].
+    Conv {
+        layout: ConvLayout,
+        options: Conv2d,
+        bias: bool,
+    },
+    /// The input gradient of `Conv`: inputs dy and the weight; output dx [N, C, size…]
+    /// (`size` the input's L, or its H and W).
+    ConvInputGrad { options: Conv2d, size: Vec<usize> },
+    /// The weight gradient of `Conv`: inputs x and dy; output dw [O, C, kernel…] (`kernel`
+    /// the weight's k, or its kh and kw).
+    ConvWeightGrad { options: Conv2d, kernel: Vec<usize> },
+    /// The bias gradient of `Conv`: input dy [N, O, positions…]; output \[O\], dy's sum over
+    /// batch items and positions.
+    ConvBiasGrad,
+    /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out]; outputs the maxima and
+    /// their positions in 0..L (u32, kept for the backward).
+    MaxPool1d { options: MaxPool1d },
+    /// The backward of `MaxPool1d`: inputs dy [N, C, L_out] and the positions; output dx
+    /// [N, C, len], at each position the sum of dy over the windows it was the maximum of.
+    MaxPool1dGrad { options: MaxPool1d, len: usize },
+    /// The maximum of each channel over time, x [N, C, L] → [N, C]; outputs the maxima and
+    /// their positions (u32 [N, C], kept for the backward).
+    MaxOverTime,
+    /// The backward of `MaxOverTime`: inputs dy [N, C] and the positions; output dx
+    /// [N, C, len], dy at each position and 0 elsewhere.
+    MaxOverTimeGrad { len: usize },
+    /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
+    /// Lk, Dv] (Hkv dividing H), then u32 lengths \[B\] masking the keys past each if
+    /// `key_lengths`, then an f32 mask broadcastable to [B, H, Lq, Lk] if `mask` says how it
+    /// acts; outputs O [B, H, Lq, Dv] and what the backward needs: the probabilities
+    /// P [B, H, Lq, Lk] (`Unfused`) or each row's log-sum-exp [B, H, Lq] (`Fused`).
+    /// `settings`: the scale, causal masking, the queries' alignment among the keys, the
+    /// sliding window and the softcap.
+    Attention {
+        settings: AttentionSettings,
+        key_lengths: bool,
+        mask: Option<MaskKind>,
+        variant: AttentionVariant,
+    },
+    /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
+    /// through P (0 at masked keys), so only the scale and the softcap are needed again.
+    AttentionGrad {
+        scale: Option<f32>,
+        softcap: Option<f32>,
+    },
+    /// The backward of the fused `Attention`: inputs q, k, v, O, the log-sum-exp, dO, then
+    /// the forward's key lengths and mask (P is recomputed, so every mask acts again);
+    /// outputs dq, dk, dv.
+    FusedAttentionGrad {
+        settings: AttentionSettings,
+        key_lengths: bool,
+        mask: Option<MaskKind>,
+    },
+    /// A recurrent layer over a whole sequence, one direction (`kernels::recurrent`): inputs
+    /// the input projections gx [T, B, G·H] (G gates of the cell), the recurrent weight
+    /// r [H, G·H], its bias [G·H], h0 [B, H], c0 [B, H] for an LSTM, then u32 lengths \[B\] if
+    /// `lengths` (a step past a batch item's length keeps its state). Outputs the states
+    /// [T+1, B, H] (slot 0 is h0 forward, slot T reversed), the cells likewise for an LSTM,
+    /// and the gate values the backward needs.
+    Recurrent {
+        kind: CellKind,
+        reverse: bool,
+        lengths: bool,
+    },
+    /// The backward of `Recurrent`: inputs dstates if `dstates`, dcells if `dcells`, the
+    /// states, the cells (LSTM), the saved gates, r, then the lengths if `lengths`; outputs
+    /// dgx, dr, dr_bias, dh0 and, for an LSTM, dc0.
+    RecurrentGrad {
+        kind: CellKind,
+        reverse: bool,
+        dstates: bool,
+        dcells: bool,
+        lengths: bool,
+    },
+}
+
+/// What one op records at compile time: its dispatches, the scratch tensors they bind
+/// (which must live as long as the plan), and the groupings by id that the plan must
+/// refresh whenever the u32 input at the given position is fed.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    pub dispatches: Vec<Dispatch>,
+    pub scratch: Vec<Tensor>,
+    pub groupings: Vec<(usize, GroupedPositions)>,
+}
+
+/// An op's operands as compile hands them to `record`.
+pub(crate) enum Operand {
+    F32(Tensor),
+    U32(Indices),
+}
+
+impl Operand {
+    fn f32(&self) -> &Tensor {
+        match self {
+            Operand::F32(t) => t,
+            Operand::U32(_) => unreachable!("the shape rule admits f32 here"),
+        }
+    }
+
+    fn u32(&self) -> &Indices {
+        match self {
+            Operand::U32(i) => i,
+            Operand::F32(_) => unreachable!("the shape rule admits u32 here"),
+        }
+    }
+}
+
+type Shaped = (Vec<usize>, DType);
+
+impl From<Dispatch> for Recorded {
+    /// The recording of an op that is one kernel over its operands.
+    fn from(dispatch: Dispatch) -> Recorded {
+        Recorded {
+            dispatches: vec![dispatch],
+            ..Recorded::default()
+        }
+    }
+}
+
+/// A node as its backward rule sees it: its inputs, its outputs, and the gradient that
+/// reached its first output.
+#[derive(Clone, Copy)]
+struct NodeGradient<'a> {
+    inputs: &'a [Var],
+    outputs: &'a [Var],
+    dy: Var,
+}
+
+impl Op {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::MatMul { .. } => "matmul",
+            Op::Unary(_) => "unary",
+            Op::Binary(_) => "binary",
+            Op::Dropout { .. } => "dropout",
+            Op::Reduce { .. } => "reduce",
+            Op::SumTo { .. } => "sum_to",
+            Op::BroadcastTo { .. } => "broadcast_to",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Softmax { .. } => "softmax",
+            Op::SoftmaxGrad { .. } => "softmax_grad",
+            Op::CrossEntropy { .. } => "cross_entropy",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::LayerNormGrad => "layer_norm_grad",
+            Op::Slice { .. } => "slice",
+            Op::SliceGrad { .. } => "slice_grad",
+            Op::Concat { .. } => "concat",
+            Op::Gather { .. } => "gather",
+            Op::GatherGrad { .. } => "gather_grad",
+            Op::Conv { layout, .. } => layout.name(),
+            Op::ConvInputGrad { .. } => "conv_input_grad",
+            Op::ConvWeightGrad { .. } => "conv_weight_grad",
+            Op::ConvBiasGrad => "conv_bias_grad",
+            Op::MaxPool1d { .. } => "max_pool1d",
+            Op::MaxPool1dGrad { .. } => "max_pool1d_grad",
+            Op::MaxOverTime => "max_over_time",
+            Op::MaxOverTimeGrad { .. } => "max_over_time_grad",
+            Op::Attention { .. } => "attention",
+            Op::AttentionGrad { .. } => "attention_grad",
+            Op::FusedAttentionGrad { .. } => "fused_attention_grad",
+            Op::Recurrent { .. } => "recurrent",
+            Op::RecurrentGrad { .. } => "recurrent_grad",
+        }
+    }
+
+    /// Which outputs carry a gradient back (the saved gradient of `CrossEntropy` does not).
+    pub(crate) fn differentiable_outputs(&self) -> Vec<bool> {
+        match self {
+            Op::CrossEntropy { .. } => vec![true, false],
+            Op::LayerNorm { .. } => vec![true, false, false],
+            Op::LayerNormGrad => vec![false, false, false],
+            Op::MaxOverTime | Op::MaxPool1d { .. } => vec![true, false],
+            Op::Attention { .. } => vec![true, false],
+            Op::AttentionGrad { .. } | Op::FusedAttentionGrad { .. } => vec![false, false, false],
+            Op::Recurrent { kind, .. } => {
+                let mut differentiable = vec![true];
+                if *kind == CellKind::Lstm {
+                    differentiable.push(true);
+                }
+                differentiable.push(false);
+                differentiable
+            }
+            Op::RecurrentGrad { .. } => vec![false; 5],
+            _ => vec![true],
+        }
+    }
+
+    /// Whether the output shares its input's buffer instead of having its own.
+    pub(crate) fn is_alias(&self) -> bool {
+        matches!(self, Op::Reshape { .. })
+    }
+
+    /// The shape rule: the outputs' shapes and types, or an error naming the op and shapes.
+    pub(crate) fn infer(&self, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
+        let op = self.name();
+        match self {
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias,
+                fused,
+            } => matmul::infer_matmul(op, *trans_a, *trans_b, *bias, *fused, inputs),
+            Op::Unary(_) => elementwise::infer_unary(op, inputs),
+            Op::Binary(binary) => elementwise::infer_binary(op, *binary, inputs),
+            Op::Dropout { .. } => random::infer_dropout(op, inputs),
+            Op::Reduce {
+                op: reduce,
+                axis,
+                keep_dim,
+            } => reduce::infer_reduce(op, *reduce, *axis, *keep_dim, inputs),
+            Op::SumTo { shape } => reduce::infer_sum_to(op, shape, inputs),
+            Op::BroadcastTo { shape } => copy::infer_broadcast_to(op, shape, inputs),
+            Op::Reshape { shape } => copy::infer_reshape(op, shape, inputs),
+            Op::Permute { perm } => copy::infer_permute(op, perm, inputs),
+            Op::Slice { axis, start, end } => copy::infer_slice(op, *axis, *start, *end, inputs),
+            Op::SliceGrad { axis, start, len } => {
+                copy::infer_slice_grad(op, *axis, *start, *len, inputs)
+            }
+            Op::Concat { axis } => copy::infer_concat(op, *axis, inputs),
+            Op::Softmax { .. } => softmax::infer_softmax(op, inputs),
+            Op::SoftmaxGrad { .. } => softmax::infer_softmax_grad(op, inputs),
+            Op::CrossEntropy { .. } => softmax::infer_cross_entropy(op, inputs),
+            Op::LayerNorm { eps } => layernorm::infer_layer_norm(op, *eps, inputs),
+            Op::LayerNormGrad => layernorm::infer_layer_norm_grad(op, inputs),
+            Op::Gather { axis } => gather::infer_gather(op, *axis, inputs),
+            Op::GatherGrad { axis, axis_len } => {
+                gather::infer_gather_grad(op, *axis, *axis_len, inputs)
+            }
+            Op::Conv {
+                layout,
+                options,
+                bias,
+            } => conv::infer_conv(op, *layout, *options, *bias, inputs),
+            Op::ConvInputGrad { options, size } => {
+                conv::infer_conv_input_grad(op, *options, size, inputs)
+            }
+            Op::ConvWeightGrad { options, kernel } => {
+                conv::infer_conv_weight_grad(op, *options, kernel, inputs)
+            }
+            Op::ConvBiasGrad => conv::infer_conv_bias_grad(op, inputs),
+            Op::MaxPool1d { options } => conv::infer_max_pool1d(op, options, inputs),
+            Op::MaxPool1dGrad { options, len } => {
+                conv::infer_max_pool1d_grad(op, options, *len, inputs)
+            }
+            Op::MaxOverTime => conv::infer_max_over_time(op, inputs),
+            Op::MaxOverTimeGrad { len } => conv::infer_max_over_time_grad(op, *len, inputs),
+            Op::Attention {
+                settings,
+                key_lengths,
+                mask,
+                variant,
+            } => attention::infer_attention(op, settings, *key_lengths, *mask, *variant, inputs),
+            Op::AttentionGrad { .. } => attention::infer_attention_grad(op, inputs),
+            Op::FusedAttentionGrad {
+                settings,
+                key_lengths,
+                mask,
+            } => attention::infer_fused_attention_grad(op, settings, *key_lengths, *mask, inputs),
+            Op::Recurrent { kind, lengths, .. } => {
+                recurrent::infer_recurrent(op, *kind, *lengths, inputs)
+            }
+            Op::RecurrentGrad {
+                kind,
+                dstates,
+                dcells,
+                lengths,
+                ..
+            } => recurrent::infer_recurrent_grad(op, *kind, *dstates, *dcells, *lengths, inputs),
+        }
+    }
+
+    /// The backward rule: given the gradients of the outputs (None where no gradient flows),
+    /// adds the nodes that compute the gradient of each input (None where none is needed).
+    pub(crate) fn backward(
+        &self,
+        g: &mut Graph,
+        inputs: &[Var],
+        outputs: &[Var],
+        grads: &[Option<Var>],
+    ) -> Result<Vec<Option<Var>>> {
+        if let Op::Recurrent {
+            kind,
+            reverse,
+            lengths,
+        } = self
+        {
+            // Its states and its cells receive gradients separately: its rule reads them all.
+            return recurrent::backward_recurrent(
+                g, *kind, *reverse, *lengths, inputs, outputs, grads,
+            );
+        }
+        let Some(dy) = grads[0] else {
+            return Ok(vec![None; inputs.len()]);
+        };
+        let node = NodeGradient {
+            inputs,
+            outputs,
+            dy,
+        };
+        match self {
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias,
+                fused,
+            } => matmul::backward_matmul(g, node, *trans_a, *trans_b, *bias, *fused),
+            Op::Unary(f) => elementwise::backward_unary(g, node, *f),
+            Op::Binary(binary) => elementwise::backward_binary(g, node, *binary),
+            Op::Dropout { p, stream } => random::backward_dropout(g, node, *p, *stream),
+            Op::Reduce { op, axis, .. } => reduce::backward_reduce(g, node, *op, *axis),
+            Op::SumTo { .. } => reduce::backward_sum_to(g, node),
+            Op::BroadcastTo { .. } => copy::backward_broadcast_to(g, node),
+            Op::Reshape { .. } => copy::backward_reshape(g, node),
+            Op::Permute { perm } => copy::backward_permute(g, node, perm),
+            Op::Slice { axis, start, .. } => copy::backward_slice(g, node, *axis, *start),
+            Op::SliceGrad { axis, start, .. } => copy::backward_slice_grad(g, node, *axis, *start),
+            Op::Concat { axis } => copy::backward_concat(g, node, *axis),
+            Op::Softmax { log } => softmax::backward_softmax(g, node, *log),
+            Op::CrossEntropy { .. } => softmax::backward_cross_entropy(g, node),
+            Op::LayerNorm { .. } => layernorm::backward_layer_norm(g, node),
+            Op::Gather { axis } => gather::backward_gather(g, node, *axis),
+            Op::Conv { options, bias, .. } => conv::backward_conv(g, node, *options, *bias),
+            Op::MaxPool1d { options } => conv::backward_max_pool1d(g, node, *options),
+            Op::MaxOverTime => conv::backward_max_over_time(g, node),
+            Op::Attention {
+                settings,
+                key_lengths,
+                mask,
+                variant,
+            } => attention::backward_attention(g, node, settings, *key_lengths, *mask, *variant),
+            Op::Recurrent { .. } => unreachable!("differentiated above"),
+            Op::SoftmaxGrad { .. }
+            | Op::LayerNormGrad
+            | Op::GatherGrad { .. }
+            | Op::ConvInputGrad { .. }
+            | Op::ConvWeightGrad { .. }
+            | Op::ConvBiasGrad
+            | Op::MaxPool1dGrad { .. }
+            | Op::MaxOverTimeGrad { .. }
+            | Op::AttentionGrad { .. }
+            | Op::FusedAttentionGrad { .. }
+            | Op::RecurrentGrad { .. } => Err(no_gradient(&format!(
+                "{} (second derivatives are not supported)",
+                self.name()
+            ))),
+        }
+    }
+
+    /// Records the op's kernels over its operands (views of the plan's buffers).
+    pub(crate) fn record(&self, inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
+        // An empty first output needs no kernel, but attention's outputs are not empty
+        // together (P remains when Dv = 0; dK and dV are zeros when Lq = 0) and its
+        // launchers skip the empty products themselves, and layer norm's gradient over no
+        // rows still writes dgain and dbias.
+        let records_when_empty = matches!(
+            self,
+            Op::Attention { .. }
+                | Op::AttentionGrad { .. }
+                | Op::FusedAttentionGrad { .. }
+                | Op::LayerNormGrad
+        );
+        if outputs[0].f32().numel() == 0 && !records_when_empty {
+            return Ok(Recorded::default());
+        }
+        match self {
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias,
+                fused,
+            } => matmul::record_matmul(*trans_a, *trans_b, *bias, *fused, inputs, outputs),
+            Op::Unary(f) => elementwise::record_unary(*f, inputs, outputs),
+            Op::Binary(binary) => elementwise::record_binary(*binary, inputs, outputs),
+            Op::Dropout { p, stream } => random::record_dropout(*p, *stream, inputs, outputs),
+            Op::Reduce { op, axis, .. } => reduce::record_reduce(*op, *axis, inputs, outputs),
+            Op::SumTo { shape } => reduce::record_sum_to(shape, inputs, outputs),
+            Op::BroadcastTo { .. } => copy::record_broadcast_to(inputs, outputs),
+            // An alias (`is_alias`): its output is its input's buffer.
+            Op::Reshape { .. } => Ok(Recorded::default()),
+            Op::Permute { perm } => copy::record_permute(perm, inputs, outputs),
+            Op::Slice { axis, start, end } => {
+                copy::record_slice(*axis, *start, *end, inputs, outputs)
+            }
+            Op::SliceGrad { axis, start, .. } => {
+                copy::record_slice_grad(*axis, *start, inputs, outputs)
+            }
+            Op::Concat { axis } => copy::record_concat(*axis, inputs, outputs),
+            Op::Softmax { log } => softmax::record_softmax(*log, inputs, outputs),
+            Op::SoftmaxGrad { log } => softmax::record_softmax_grad(*log, inputs, outputs),
+            Op::CrossEntropy { ignore } => softmax::record_cross_entropy(*ignore, inputs, outputs),
+            Op::LayerNorm { eps } => layernorm::record_layer_norm(*eps, inputs, outputs),
+            Op::LayerNormGrad => layernorm::record_layer_norm_grad(inputs, outputs),
+            Op::Gather { axis } => gather::record_gather(*axis, inputs, outputs),
+            Op::GatherGrad { axis, axis_len } => {
+                gather::record_gather_grad(*axis, *axis_len, inputs, outputs)
+            }
+            Op::Conv { options, .. } => conv::record_conv(self.name(), *options, inputs, outputs),
+            Op::ConvInputGrad { options, .. } => {
+                conv::record_conv_input_grad(self.name(), *options, inputs, outputs)
+            }
+            Op::ConvWeightGrad { options, .. } => {
+                conv::record_conv_weight_grad(self.name(), *options, inputs, outputs)
+            }
+            Op::ConvBiasGrad => conv::record_conv_bias_grad(self.name(), inputs, outputs),
+            Op::MaxPool1d { options } => conv::record_max_pool1d(options, inputs, outputs),
+            Op::MaxPool1dGrad { options, len } => {
+                conv::record_max_pool1d_grad(options, *len, inputs, outputs)
+            }
+            Op::MaxOverTime => conv::record_max_over_time(inputs, outputs),
+            Op::MaxOverTimeGrad { len } => conv::record_max_over_time_grad(*len, inputs, outputs),
+            Op::Attention {
+                settings,
+                key_lengths,
+                mask,
+                variant,
+            } => attention::record_attention(
+                settings,
+                *key_lengths,
+                *mask,
+                *variant,
+                inputs,
+                outputs,
+            ),
+            Op::AttentionGrad { scale, softcap } => {
+                attention::record_attention_grad(*scale, *softcap, inputs, outputs)
+            }
+            Op::FusedAttentionGrad {
+                settings,
+                key_lengths,
+                mask,
+            } => attention::record_fused_attention_grad(
+                settings,
+                *key_lengths,
+                *mask,
+                inputs,
+                outputs,
+            ),
+            Op::Recurrent {
+                kind,
+                reverse,
+                lengths,
+            } => recurrent::record_recurrent(*kind, *reverse, *lengths, inputs, outputs),
+            Op::RecurrentGrad {
+                kind,
+                reverse,
+                dstates,
+                dcells,
+                lengths,
+            } => recurrent::record_recurrent_grad(
+                *kind, *reverse, *dstates, *dcells, *lengths, inputs, outputs,
+            ),
+        }
+    }
+}
+
+/// Checks an op's inputs against the types it takes, one per input: first their count, then
+/// each one's type.
+fn check_inputs(op: &'static str, inputs: &[(&[usize], DType)], types: &[DType]) -> Result<()> {
+    if inputs.len() != types.len() {
+        return Err(Error::invalid(
+            op,
+            format!("takes {} inputs, got {}", types.len(), inputs.len()),
+        ));
+    }
+    for (i, ((shape, dtype), wants)) in inputs.iter().zip(types).enumerate() {
+        if dtype != wants {
+            return Err(Error::invalid(
+                op,
+                format!("input {i} (shape {shape:?}) is {dtype:?}, expected {wants:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The shape rule's answer for an op with one f32 output.
+fn f32_output(shape: Vec<usize>) -> Result<Vec<Shaped>> {
+    Ok(vec![(shape, DType::F32)])
+}
+
+fn no_gradient(what: &str) -> Error {
+    Error::invalid("backward", format!("{what} has no gradient"))
+}

@@ -1,0 +1,128 @@
+//! The reductions' rules (`kernels::reduce`): `Reduce` over one axis, and `SumTo`, the sum
+//! down to a shape that undoes a broadcast.
+
+use crate::error::{Error, Result};
+use crate::kernels::reduce::{reduce_dispatch, split_at_axis, Reduce, ReduceVariant};
+use crate::kernels::{broadcast_shapes, check_rank};
+use crate::tensor::Tensor;
+
+use super::super::{mismatch, DType, Graph, Var};
+use super::{check_inputs, f32_output, no_gradient, NodeGradient, Operand, Recorded, Shaped};
+
+pub(super) fn infer_reduce(
+    op: &'static str,
+    reduce: Reduce,
+    axis: usize,
+    keep_dim: bool,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    if reduce == Reduce::Mean && x[axis] == 0 {
+        return Err(Error::ZeroSized {
+            op,
+            shape: x.to_vec(),
+            why: "the mean over an empty axis is undefined",
+        });
+    }
+    let mut shape = x.to_vec();
+    if keep_dim {
+        shape[axis] = 1;
+    } else {
+        shape.remove(axis);
+    }
+    f32_output(shape)
+}
+
+/// dy spread back over the reduced axis (and divided by its length for a mean).
+pub(super) fn backward_reduce(
+    g: &mut Graph,
+    node: NodeGradient,
+    reduce: Reduce,
+    axis: usize,
+) -> Result<Vec<Option<Var>>> {
+    let x_shape = g.shape(node.inputs[0]).to_vec();
+    let mut kept = x_shape.clone();
+    kept[axis] = 1;
+    let dy_kept = g.reshape(node.dy, &kept)?;
+    let spread = g.broadcast_to(dy_kept, &x_shape)?;
+    Ok(vec![Some(match reduce {
+        Reduce::Sum => spread,
+        Reduce::Mean => g.scale(spread, 1.0 / x_shape[axis] as f32)?,
+        Reduce::Max => return Err(no_gradient("max (it picks, it does not compute)")),
+    })])
+}
+
+pub(super) fn record_reduce(
+    reduce: Reduce,
+    axis: usize,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (x, y) = (inputs[0].f32(), outputs[0].f32());
+    let (_, n, inner) = split_at_axis(x.shape(), axis);
+    Ok(reduce_dispatch(x, y, axis, reduce, ReduceVariant::choose(inner, n))?.into())
+}
+
+pub(super) fn infer_sum_to(
+    op: &'static str,
+    shape: &[usize],
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32])?;
+    let x = inputs[0].0;
+    if shape.len() > x.len() || broadcast_shapes(op, shape, x)? != x {
+        return Err(mismatch(
+            op,
+            x,
+            shape,
+            "the target must broadcast to the value's shape".into(),
+        ));
+    }
+    check_rank(op, x)?;
+    f32_output(shape.to_vec())
+}
+
+/// dy broadcast back to the value's shape.
+pub(super) fn backward_sum_to(g: &mut Graph, node: NodeGradient) -> Result<Vec<Option<Var>>> {
+    let x_shape = g.shape(node.inputs[0]).to_vec();
+    Ok(vec![Some(g.broadcast_to(node.dy, &x_shape)?)])
+}
+
+/// Sums x down to `shape`: one reduction per broadcast axis, each keeping its axis, the last
+/// one writing into y (seen with the kept axes).
+pub(super) fn record_sum_to(
+    shape: &[usize],
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (x, y) = (inputs[0].f32(), outputs[0].f32());
+    let rank = x.rank();
+    let lead = rank - shape.len();
+    let axes: Vec<usize> = (0..rank)
+        .filter(|&i| x.shape()[i] != 1 && (i < lead || shape[i - lead] == 1))
+        .collect();
+    let mut recorded = Recorded::default();
+    let mut current = x.clone();
+    for (step, &axis) in axes.iter().enumerate() {
+        let mut kept = current.shape().to_vec();
+        kept[axis] = 1;
+        let target = if step + 1 == axes.len() {
+            y.reshape(&kept)?
+        } else {
+            let scratch = Tensor::uninit(x.gpu(), &kept)?;
+            recorded.scratch.push(scratch.clone());
+            scratch
+        };
+        let (_, n, inner) = split_at_axis(current.shape(), axis);
+        recorded.dispatches.push(reduce_dispatch(
+            &current,
+            &target,
+            axis,
+            Reduce::Sum,
+            ReduceVariant::choose(inner, n),
+        )?);
+        current = target;
+    }
+    Ok(recorded)
+}
