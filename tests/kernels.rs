@@ -986,6 +986,8 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     assert_eq!(choices.len(), 1, "{saved}");
     let (class, variant) = choices.iter().next().unwrap();
     assert!(class.contains("m64 n64 k16"), "{class}");
+    // The class names the version of the shaders it was tuned for.
+    assert!(class.starts_with("matmul@"), "{class}");
     assert_eq!(variant, picked.name());
     assert!(saved["adapter"]["name"].is_string());
 

@@ -3,8 +3,9 @@
 //! tuned once per class, not once per process:
 //! `$SHADERGRAD_CACHE_DIR`, else the platform's per-user cache folder (`%LOCALAPPDATA%` on
 //! Windows, `~/Library/Caches` on macOS, `$XDG_CACHE_HOME` or `~/.cache` elsewhere),
-//! file `autotune-<hash of adapter, backend, driver and the tuned kernels' source>.json`
-//! (a new version of the kernels is tuned anew, not held to choices made for the old ones).
+//! file `autotune-<hash of adapter, backend and driver>.json`. A tuning class's key is the
+//! tuner's to make: the matmul's holds a hash of the matmul shaders, so a new version of
+//! the kernels is tuned anew, not held to choices made for the old ones.
 //! `SHADERGRAD_NO_AUTOTUNE=1` (or `Gpu::set_autotune(false)`) turns tuning off: the fixed
 //! rules decide.
 
@@ -41,9 +42,8 @@ impl TuningCache {
     /// be read or parsed counts as empty: it is only a cache).
     pub fn open(info: &wgpu::AdapterInfo) -> TuningCache {
         let enabled = std::env::var(NO_AUTOTUNE_ENV).map_or(true, |v| v.is_empty() || v == "0");
-        let kernels = fnv1a64(crate::kernels::matmul::SUBGROUP_SHADER.wgsl.as_bytes());
         let identity = format!(
-            "{}|{}|{}|{}|{kernels:016x}",
+            "{}|{}|{}|{}",
             info.name, info.backend, info.driver, info.driver_info
         );
         let path = cache_dir().map(|dir| {
@@ -57,7 +57,6 @@ impl TuningCache {
             "backend": info.backend.to_string(),
             "driver": info.driver,
             "driver_info": info.driver_info,
-            "kernels": format!("{kernels:016x}"),
         });
         let choices = path.as_deref().map(read_choices).unwrap_or_default();
         TuningCache {

@@ -286,13 +286,25 @@ impl MatmulVariant {
     }
 }
 
-/// The autotuner's class of a product: each size rounded up to a power of two (batches up
-/// to 64), the transposes, and the alignments the vec4 and subgroup variants need.
+/// A hash of the shaders the autotuner chooses between: part of every class key, so that
+/// choices made for other versions of the kernels are never applied to these.
+fn tuned_shaders_hash() -> u64 {
+    static HASH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HASH.get_or_init(|| {
+        let sources = [SHADER.wgsl, SUBGROUP_SHADER.wgsl].concat();
+        crate::hash::fnv1a64(sources.as_bytes())
+    })
+}
+
+/// The autotuner's class of a product: the tuned shaders' version, each size rounded up to
+/// a power of two (batches up to 64), the transposes, and the alignments the vec4 and
+/// subgroup variants need.
 fn shape_class(shape: &GemmShape) -> String {
     let round = |x: usize, cap: usize| x.max(1).next_power_of_two().min(cap);
     let flag = |b: bool| u8::from(b);
     format!(
-        "matmul b{} m{} n{} k{} ta{} tb{} m4{} n4{} k4{} aligned{}",
+        "matmul@{:016x} b{} m{} n{} k{} ta{} tb{} m4{} n4{} k4{} aligned{}",
+        tuned_shaders_hash(),
         round(shape.batch, 64),
         round(shape.m, 4096),
         round(shape.n, 4096),
