@@ -35,8 +35,10 @@ use crate::rng::Rng;
 use crate::tensor::Tensor;
 use crate::train::seq2seq::Seq2SeqModel;
 
-/// The groups of cases `bench` measures, in the order it runs them.
+/// The groups of cases `bench` measures, in the order it runs them (named on the command
+/// line as [`Family::name`] gives them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Family {
     /// Square products, the default seq2seq model's, batched and transposed.
     Matmul,

@@ -119,6 +119,18 @@ impl MemoryEstimate {
         Self::default()
     }
 
+    /// An estimate for training a model of `parameters` numbers: each with its gradient and
+    /// the optimizer's two moments (Adam's; the most any rule keeps), spread over many
+    /// buffers. The activations are added to it.
+    pub fn for_training(parameters: u64) -> Self {
+        let mut memory = Self::new();
+        memory.spread(
+            format!("the {parameters} parameters with their gradients and optimizer state"),
+            parameters.saturating_mul(4),
+        );
+        memory
+    }
+
     /// Adds `count` f32 (or u32) elements that live in one buffer, described by `what`.
     pub fn buffer(&mut self, what: impl Into<String>, count: u64) -> &mut Self {
         self.buffers(what, 1, count)

@@ -9,6 +9,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use shadergrad::bench::{table_header, BenchOptions, Family};
+use shadergrad::checkpoint::Checkpoint;
 use shadergrad::data::classify::{
     read_labelled_tsv, split_examples, ClassifyTask, LabelledText, Labels,
 };
@@ -77,7 +78,6 @@ fn finite_f32(text: &str) -> Result<f32, String> {
 /// a value outside them with the nearest one. Each maps to the library's own type.
 mod choice {
     use clap::ValueEnum;
-    use shadergrad::bench::Family;
     use shadergrad::data::classify::ClassifyTask;
     use shadergrad::data::points::BuiltinTask;
     use shadergrad::data::text::Task;
@@ -252,36 +252,6 @@ mod choice {
             }
         }
     }
-
-    /// `bench --only`: a kernel family.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-    pub enum BenchFamily {
-        Matmul,
-        Elementwise,
-        Softmax,
-        CrossEntropy,
-        Conv,
-        Attention,
-        Recurrent,
-        Optimizer,
-        TrainStep,
-    }
-
-    impl From<BenchFamily> for Family {
-        fn from(family: BenchFamily) -> Family {
-            match family {
-                BenchFamily::Matmul => Family::Matmul,
-                BenchFamily::Elementwise => Family::Elementwise,
-                BenchFamily::Softmax => Family::Softmax,
-                BenchFamily::CrossEntropy => Family::CrossEntropy,
-                BenchFamily::Conv => Family::Conv,
-                BenchFamily::Attention => Family::Attention,
-                BenchFamily::Recurrent => Family::Recurrent,
-                BenchFamily::Optimizer => Family::Optimizer,
-                BenchFamily::TrainStep => Family::TrainStep,
-            }
-        }
-    }
 }
 
 /// The name a choice is typed as on the command line (`transformer`, `cross-entropy`).
@@ -347,7 +317,7 @@ struct BenchArgs {
     json: Option<PathBuf>,
     /// Only these kernel families, comma-separated.
     #[arg(long, value_name = "FAMILY,...", value_delimiter = ',')]
-    only: Vec<choice::BenchFamily>,
+    only: Vec<Family>,
 }
 
 #[derive(Args)]
@@ -811,6 +781,24 @@ fn check_output_path(flag: &'static str, path: &Path) -> shadergrad::Result<()> 
     Ok(())
 }
 
+/// A training's files, checked before any work: `--save` can take the checkpoint
+/// ([`check_save_path`]), `--metrics` can be written; and the checkpoint `--resume`
+/// continues, loaded.
+fn check_training_files(
+    save: Option<&Path>,
+    resume: Option<&Path>,
+    overwrite: bool,
+    metrics: Option<&Path>,
+) -> shadergrad::Result<Option<Checkpoint>> {
+    if let Some(save) = save {
+        check_save_path(save, resume, overwrite)?;
+    }
+    if let Some(metrics) = metrics {
+        check_output_path("--metrics", metrics)?;
+    }
+    resume.map(shadergrad::checkpoint::load).transpose()
+}
+
 /// Whether two paths name the same existing file.
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
@@ -823,7 +811,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// continues: `flags` pairs a flag's field name with its key in the checkpoint's
 /// `architecture` and the value typed. A flag left out takes the checkpoint's value.
 fn check_resume_agrees(
-    checkpoint: &shadergrad::checkpoint::Checkpoint,
+    checkpoint: &Checkpoint,
     typed: &Typed,
     flags: &[(&str, &str, serde_json::Value)],
 ) -> shadergrad::Result<()> {
@@ -874,7 +862,6 @@ fn bench_command(selector: Option<&AdapterSelector>, args: BenchArgs) -> shaderg
         // In the order given, each once.
         let mut families: Vec<Family> = Vec::new();
         for &family in &args.only {
-            let family = Family::from(family);
             if !families.contains(&family) {
                 families.push(family);
             }
@@ -972,12 +959,12 @@ fn train_seq2seq_command(
             ),
         ));
     }
-    if let Some(save) = &args.save {
-        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
-    }
-    if let Some(metrics) = &args.metrics {
-        check_output_path("--metrics", metrics)?;
-    }
+    let resume = check_training_files(
+        args.save.as_deref(),
+        args.resume.as_deref(),
+        args.overwrite,
+        args.metrics.as_deref(),
+    )?;
     let (train, valid, description) = match &args.data {
         Some(path) => {
             let pairs = print_warnings(read_tsv(path)?);
@@ -1015,11 +1002,6 @@ fn train_seq2seq_command(
             (train, valid, description)
         }
     };
-    let resume = args
-        .resume
-        .as_deref()
-        .map(shadergrad::checkpoint::load)
-        .transpose()?;
     if let Some(checkpoint) = &resume {
         let arch = if model.transformer.is_some() {
             "transformer"
@@ -1119,17 +1101,12 @@ fn train_cnn_command(
     typed: &Typed,
 ) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
-    if let Some(save) = &args.save {
-        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
-    }
-    if let Some(metrics) = &args.metrics {
-        check_output_path("--metrics", metrics)?;
-    }
-    let resume = args
-        .resume
-        .as_deref()
-        .map(shadergrad::checkpoint::load)
-        .transpose()?;
+    let resume = check_training_files(
+        args.save.as_deref(),
+        args.resume.as_deref(),
+        args.overwrite,
+        args.metrics.as_deref(),
+    )?;
     if let Some(checkpoint) = &resume {
         check_resume_agrees(
             checkpoint,
@@ -1338,23 +1315,18 @@ fn train_lm_command(
     typed: &Typed,
 ) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
-    if let Some(save) = &args.save {
-        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
-    }
-    if let Some(metrics) = &args.metrics {
-        check_output_path("--metrics", metrics)?;
-    }
+    let resume = check_training_files(
+        args.save.as_deref(),
+        args.resume.as_deref(),
+        args.overwrite,
+        args.metrics.as_deref(),
+    )?;
     if args.max_minutes <= 0.0 {
         return Err(Error::invalid(
             "train-lm",
             format!("--max-minutes {} must be above 0", args.max_minutes),
         ));
     }
-    let resume = args
-        .resume
-        .as_deref()
-        .map(shadergrad::checkpoint::load)
-        .transpose()?;
     if let Some(checkpoint) = &resume {
         check_resume_agrees(
             checkpoint,
@@ -1487,17 +1459,12 @@ fn train_mlp_command(
     typed: &Typed,
 ) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
-    if let Some(save) = &args.save {
-        check_save_path(save, args.resume.as_deref(), args.overwrite)?;
-    }
-    if let Some(metrics) = &args.metrics {
-        check_output_path("--metrics", metrics)?;
-    }
-    let resume = args
-        .resume
-        .as_deref()
-        .map(shadergrad::checkpoint::load)
-        .transpose()?;
+    let resume = check_training_files(
+        args.save.as_deref(),
+        args.resume.as_deref(),
+        args.overwrite,
+        args.metrics.as_deref(),
+    )?;
     if let Some(checkpoint) = &resume {
         check_resume_agrees(
             checkpoint,

@@ -133,6 +133,24 @@ fn tiny_seq2seq_data(extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// Trains a tiny train-lm model for one epoch, saved at `save`.
+fn train_tiny_lm(save: &Path) {
+    let output = shadergrad(&[
+        "train-lm",
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--embed",
+        "4",
+        "--sample-length",
+        "0",
+        "--save",
+        save.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
 fn strings(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -276,20 +294,7 @@ fn every_command_survives_a_full_or_closed_stdout_and_stderr() {
     let dir = scratch("reliability-outputs");
     let lm = dir.join("lm.safetensors");
     let seq2seq = dir.join("s.safetensors");
-    let output = shadergrad(&[
-        "train-lm",
-        "--epochs",
-        "1",
-        "--hidden",
-        "16",
-        "--embed",
-        "8",
-        "--sample-length",
-        "0",
-        "--save",
-        lm.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    train_tiny_lm(&lm);
     let output = shadergrad(&strings(&tiny_seq2seq(&[
         "--epochs",
         "1",
@@ -698,20 +703,7 @@ fn translate_reports_bad_lines_and_translates_the_rest() {
         &["text argument 2 is empty"],
     );
     let lm = dir.join("lm.safetensors");
-    let output = shadergrad(&[
-        "train-lm",
-        "--epochs",
-        "1",
-        "--hidden",
-        "8",
-        "--embed",
-        "4",
-        "--sample-length",
-        "0",
-        "--save",
-        lm.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    train_tiny_lm(&lm);
     assert_refused(
         &shadergrad(&["translate", "--checkpoint", lm.to_str().unwrap(), "abc"]),
         &["language model", "sample"],
@@ -724,20 +716,7 @@ fn translate_reports_bad_lines_and_translates_the_rest() {
 fn sample_streams_its_characters() {
     let dir = scratch("reliability-sample");
     let lm = dir.join("lm.safetensors");
-    let output = shadergrad(&[
-        "train-lm",
-        "--epochs",
-        "1",
-        "--hidden",
-        "8",
-        "--embed",
-        "4",
-        "--sample-length",
-        "0",
-        "--save",
-        lm.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    train_tiny_lm(&lm);
     // A million characters take many minutes; the watchdog fails the test if the first
     // ones only come at the end.
     let mut child = command(&[

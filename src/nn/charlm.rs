@@ -72,12 +72,8 @@ impl CharLmConfig {
         let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
         let gated = self.cell.gates().saturating_mul(h);
         let parameters = self.parameter_count()?;
-        let mut memory = MemoryEstimate::new();
+        let mut memory = MemoryEstimate::for_training(parameters);
         memory
-            .spread(
-                format!("the {parameters} parameters with their gradients and optimizer state"),
-                parameters.saturating_mul(4),
-            )
             .buffer(
                 format!("the embedding table (vocabulary {v} × embedding {e})"),
                 saturating_product(&[v, e]),

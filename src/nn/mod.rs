@@ -206,19 +206,14 @@ impl Mlp {
     /// activations with their gradients.
     pub fn training_memory(sizes: &[usize], batch: usize) -> Result<MemoryEstimate> {
         let parameters = Mlp::parameter_count(sizes)?;
-        let mut memory = MemoryEstimate::new();
-        memory
-            .spread(
-                format!("the {parameters} parameters with their gradients and optimizer state"),
-                parameters.saturating_mul(4),
-            )
-            .buffer(
-                format!(
-                    "a batch of inputs (batch {batch} × {} features)",
-                    sizes.first().copied().unwrap_or(0)
-                ),
-                saturating_product(&[batch, sizes.first().copied().unwrap_or(0)]),
-            );
+        let mut memory = MemoryEstimate::for_training(parameters);
+        memory.buffer(
+            format!(
+                "a batch of inputs (batch {batch} × {} features)",
+                sizes.first().copied().unwrap_or(0)
+            ),
+            saturating_product(&[batch, sizes.first().copied().unwrap_or(0)]),
+        );
         for (i, pair) in sizes.windows(2).enumerate() {
             let (inputs, outputs) = (pair[0], pair[1]);
             memory

@@ -272,12 +272,7 @@ impl Seq2SeqConfig {
     ) -> Result<MemoryEstimate> {
         let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
         let (b, ts, td) = (batch, source_steps.max(1), target_steps.max(1));
-        let mut memory = MemoryEstimate::new();
-        let parameters = self.parameter_count()?;
-        memory.spread(
-            format!("the {parameters} parameters with their gradients and optimizer state"),
-            parameters.saturating_mul(4),
-        );
+        let mut memory = MemoryEstimate::for_training(self.parameter_count()?);
         memory.buffer(
             format!("the output layer (hidden {h} × vocabulary {v})"),
             saturating_product(&[h, v]),

@@ -108,12 +108,8 @@ impl TextCnnConfig {
         let (v, e, filters) = (self.vocab_size, self.embed, self.filters);
         let widest = self.widths.iter().copied().max().unwrap_or(1);
         let parameters = self.parameter_count()?;
-        let mut memory = MemoryEstimate::new();
+        let mut memory = MemoryEstimate::for_training(parameters);
         memory
-            .spread(
-                format!("the {parameters} parameters with their gradients and optimizer state"),
-                parameters.saturating_mul(4),
-            )
             .buffer(
                 format!("the embedding table (vocabulary {v} × embedding {e})"),
                 saturating_product(&[v, e]),

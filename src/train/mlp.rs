@@ -192,7 +192,7 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 ),
             ));
         }
-        load_parameters(&model, checkpoint)?;
+        model.plan.load_parameters(checkpoint)?;
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-mlp")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-mlp")?;
         note!(
@@ -299,11 +299,7 @@ fn save(
         .into_iter()
         .map(|(name, t)| (format!("{OPTIMIZER_PREFIX}{name}"), t))
         .collect();
-    let mut tensors = model
-        .parameters
-        .iter()
-        .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
-        .collect::<Result<Vec<_>>>()?;
+    let mut tensors = model.plan.parameters();
     tensors.extend(optimizer_state.iter().map(|(name, t)| (name.as_str(), t)));
     let checkpoint_config = json!({
         "architecture": architecture,
@@ -312,31 +308,4 @@ fn save(
         "training": training,
     });
     save_tensors(path, &tensors, &checkpoint_config)
-}
-
-/// Overwrites the model's parameters with a checkpoint's, after checking that it holds
-/// exactly these names and shapes (besides the optimizer's state).
-fn load_parameters(model: &Model, checkpoint: &Checkpoint) -> Result<()> {
-    let parameters = model
-        .parameters
-        .iter()
-        .map(|(name, p)| Ok((name.as_str(), model.plan.tensor(*p)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let optimizer_state = checkpoint
-        .tensors
-        .iter()
-        .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
-        .map(|t| (t.name.as_str(), t.shape.as_slice()));
-    let expected: Vec<(&str, &[usize])> = parameters
-        .iter()
-        .map(|(name, tensor)| (*name, tensor.shape()))
-        .chain(optimizer_state)
-        .collect();
-    checkpoint.check_against(&expected)?;
-    for (name, tensor) in parameters {
-        tensor
-            .gpu()
-            .write(tensor.buffer(), checkpoint.get(name)?.as_f32()?);
-    }
-    Ok(())
 }
