@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use shadergrad::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
 use shadergrad::kernels::recurrent::CellKind;
-use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
+use shadergrad::models::seq2seq::Seq2SeqModel;
+use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
-use shadergrad::train::seq2seq::Seq2SeqModel;
 use shadergrad::Gpu;
 
 fn main() -> shadergrad::Result<()> {
@@ -38,14 +38,15 @@ fn main() -> shadergrad::Result<()> {
         (CellKind::Rnn, true, 64, 128),
     ] {
         let config = Seq2SeqConfig {
-            cell,
-            attention: AttentionKind::Dot,
             vocab_size: vocab.len(),
-            embed: 32,
-            hidden,
             layers: 1,
-            bidirectional,
-            transformer: None,
+            architecture: Architecture::Recurrent(RecurrentConfig {
+                cell,
+                attention: AttentionKind::Dot,
+                embed: 32,
+                hidden,
+                bidirectional,
+            }),
         };
         let mut model = Seq2SeqModel::new(&gpu, config, vocab.clone(), longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 3e-3).with_max_grad_norm(5.0);

@@ -28,12 +28,12 @@ use crate::kernels::recurrent::{
     RecurrentBackwardInputs, RecurrentGrads, RecurrentInputs, RecurrentOutputs, RecurrentShape,
 };
 use crate::kernels::softmax::{softmax_dispatch, SoftmaxKind, SoftmaxVariant};
-use crate::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
+use crate::models::seq2seq::Seq2SeqModel;
+use crate::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
 use crate::nn::{Activation, Mlp};
 use crate::optim::{Optimizer, OptimizerConfig, Rule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::seq2seq::Seq2SeqModel;
 
 /// The groups of cases `bench` measures, in the order it runs them (named on the command
 /// line as [`Family::name`] gives them).
@@ -746,14 +746,15 @@ impl Bench<'_> {
         let vocab = Vocab::from_pairs(&train);
         let pairs = encode_pairs(&vocab, &train);
         let config = Seq2SeqConfig {
-            cell: CellKind::Gru,
-            attention: AttentionKind::Dot,
             vocab_size: vocab.len(),
-            embed: 32,
-            hidden: 64,
             layers: 1,
-            bidirectional: true,
-            transformer: None,
+            architecture: Architecture::Recurrent(RecurrentConfig {
+                cell: CellKind::Gru,
+                attention: AttentionKind::Dot,
+                embed: 32,
+                hidden: 64,
+                bidirectional: true,
+            }),
         };
         let mut model = Seq2SeqModel::new(self.gpu, config, vocab, longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 1e-2).with_max_grad_norm(5.0);

@@ -25,6 +25,7 @@
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
 
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod checkpoint;
 pub mod conformance;
@@ -36,10 +37,12 @@ pub mod graph;
 mod hash;
 pub mod kernels;
 pub mod limits;
+pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod rng;
 pub mod tensor;
+#[cfg(feature = "cli")]
 pub mod train;
 
 pub use error::{Error, Result};

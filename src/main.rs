@@ -18,16 +18,17 @@ use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::{read_tsv, split_pairs, UNK};
 use shadergrad::data::{Dataset, GenerationProgress, LastBatch, Parsed, Standardizer};
 use shadergrad::gpu::{adapter_reports, enumerate_adapters, instance, select_adapter, ADAPTER_ENV};
-use shadergrad::kernels::recurrent::CellKind;
+use shadergrad::models::charlm::CharLmModel;
+use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::charlm::CharLmConfig;
-use shadergrad::nn::seq2seq::Seq2SeqConfig;
-use shadergrad::nn::transformer::TransformerShape;
+use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::rng::Rng;
-use shadergrad::train::charlm::{train_lm, CharLmModel, LmStop, LmTraining};
+use shadergrad::train::charlm::{train_lm, LmStop, LmTraining};
 use shadergrad::train::cnn::{train_cnn, CnnTraining};
 use shadergrad::train::mlp::{train_mlp, MlpTraining};
-use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqModel, Seq2SeqTraining, Stop};
+use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
 
 /// Writes a line to stdout. A closed or full stdout is an error naming it: the command's
@@ -919,29 +920,31 @@ fn train_seq2seq_command(
             ));
         }
     }
-    // A transformer uses no cell; the GRU fills the field that names one.
-    let (cell, transformer) = match args.arch.cell() {
-        Some(cell) => (cell, None),
+    let (architecture, default_layers) = match args.arch.cell() {
+        Some(cell) => (
+            Architecture::Recurrent(RecurrentConfig {
+                cell,
+                attention: args.attention.into(),
+                embed: args.embed,
+                hidden: args.hidden,
+                bidirectional: args.bidirectional,
+            }),
+            1,
+        ),
         None => (
-            CellKind::Gru,
-            Some(TransformerShape {
+            Architecture::Transformer(TransformerConfig {
+                width: args.hidden,
                 heads: args.heads,
                 ff: args.ff,
                 dropout: args.dropout.unwrap_or(TRANSFORMER_DROPOUT),
             }),
+            2,
         ),
     };
     let model = Seq2SeqConfig {
-        cell,
-        transformer,
-        attention: args.attention.into(),
         vocab_size: 1,
-        embed: args.embed,
-        hidden: args.hidden,
-        layers: args
-            .layers
-            .unwrap_or(if transformer.is_some() { 2 } else { 1 }),
-        bidirectional: args.bidirectional,
+        layers: args.layers.unwrap_or(default_layers),
+        architecture,
     };
     model.validate()?;
     if args.max_minutes.is_nan() || args.max_minutes <= 0.0 {
@@ -1003,11 +1006,7 @@ fn train_seq2seq_command(
         }
     };
     if let Some(checkpoint) = &resume {
-        let arch = if model.transformer.is_some() {
-            "transformer"
-        } else {
-            "recurrent"
-        };
+        let arch = model.architecture.name();
         let mut flags = vec![
             ("arch", "arch", json!(arch)),
             ("hidden", "hidden", json!(args.hidden)),
@@ -1039,7 +1038,7 @@ fn train_seq2seq_command(
                 .and_then(serde_json::Value::as_str)
                 == Some("transformer")
         }
-        None => model.transformer.is_some(),
+        None => matches!(model.architecture, Architecture::Transformer(_)),
     };
     let lr = args
         .lr

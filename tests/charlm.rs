@@ -7,10 +7,10 @@ use common::gpu;
 use shadergrad::data::corpus::{lm_batches, split_text, unigram_perplexity, LmBatch};
 use shadergrad::data::text::Vocab;
 use shadergrad::kernels::recurrent::CellKind;
+use shadergrad::models::charlm::{evaluate, CharLmModel};
 use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
-use shadergrad::train::charlm::{evaluate, CharLmModel};
 
 /// Words drawn at random from a small list, separated by spaces: within a word every next
 /// letter is certain, which the unigram model cannot know.

@@ -22,12 +22,11 @@ use shadergrad::conformance;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Pair, Vocab};
 use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
 use shadergrad::kernels::matmul::COOP_SHADER;
-use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::kernels::{every_kernel_spec, variants_for_other_compilers, SHADERS};
-use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
-use shadergrad::nn::transformer::TransformerShape;
+use shadergrad::models::seq2seq::{dropout_seed, Seq2SeqModel};
+use shadergrad::nn::seq2seq::{Architecture, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
-use shadergrad::train::seq2seq::{dropout_seed, Seq2SeqModel};
 use shadergrad::Gpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -316,14 +315,10 @@ fn train_and_decode_a_transformer(gpu: &Gpu) -> shadergrad::Result<()> {
     let vocab = Vocab::from_pairs(&pairs);
     let encoded = encode_pairs(&vocab, &pairs);
     let config = Seq2SeqConfig {
-        cell: CellKind::Gru,
-        attention: AttentionKind::None,
         vocab_size: vocab.len(),
-        embed: 16,
-        hidden: 32,
         layers: 1,
-        bidirectional: false,
-        transformer: Some(TransformerShape {
+        architecture: Architecture::Transformer(TransformerConfig {
+            width: 32,
             heads: 4,
             ff: 64,
             dropout: 0.1,

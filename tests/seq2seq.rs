@@ -6,11 +6,11 @@ mod common;
 use common::gpu;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, Vocab};
 use shadergrad::kernels::recurrent::CellKind;
-use shadergrad::nn::seq2seq::{AttentionKind, Seq2SeqConfig};
-use shadergrad::nn::transformer::TransformerShape;
+use shadergrad::models::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
+use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
+use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
-use shadergrad::train::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
 
 /// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
 fn reverse_pairs(count: usize, seed: u64) -> Vec<Pair> {
@@ -37,14 +37,15 @@ fn config(
     bidirectional: bool,
 ) -> Seq2SeqConfig {
     Seq2SeqConfig {
-        cell,
-        attention,
         vocab_size: 0,
-        embed: 16,
-        hidden: 48,
         layers,
-        bidirectional,
-        transformer: None,
+        architecture: Architecture::Recurrent(RecurrentConfig {
+            cell,
+            attention,
+            embed: 16,
+            hidden: 48,
+            bidirectional,
+        }),
     }
 }
 
@@ -170,13 +171,14 @@ fn a_checkpoint_decodes_like_the_model_it_saved() {
 /// A small Transformer: d_model 32, 4 heads, feed-forward 64.
 fn transformer(layers: usize, dropout: f32) -> Seq2SeqConfig {
     Seq2SeqConfig {
-        hidden: 32,
-        transformer: Some(TransformerShape {
+        vocab_size: 0,
+        layers,
+        architecture: Architecture::Transformer(TransformerConfig {
+            width: 32,
             heads: 4,
             ff: 64,
             dropout,
         }),
-        ..config(CellKind::Gru, AttentionKind::None, layers, false)
     }
 }
 
@@ -231,7 +233,10 @@ fn a_transformer_checkpoint_decodes_like_the_model_it_saved() {
     let mut old = model.config.to_json();
     old.as_object_mut().unwrap().remove("dropout");
     let old = Seq2SeqConfig::from_json(&old).unwrap();
-    assert_eq!(old.transformer.unwrap().dropout, 0.0);
+    let Architecture::Transformer(old) = old.architecture else {
+        panic!("a Transformer's config reads back as recurrent: {old:?}");
+    };
+    assert_eq!(old.dropout, 0.0);
 }
 
 #[test]
@@ -321,18 +326,21 @@ fn the_parameter_count_from_the_sizes_is_the_models() {
 
 #[test]
 fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() {
-    let huge = Seq2SeqConfig {
+    let with_hidden = |hidden: usize| Seq2SeqConfig {
         vocab_size: 20,
-        hidden: usize::MAX / 2,
-        ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
+        layers: 1,
+        architecture: Architecture::Recurrent(RecurrentConfig {
+            cell: CellKind::Gru,
+            attention: AttentionKind::Dot,
+            embed: 16,
+            hidden,
+            bidirectional: true,
+        }),
     };
+    let huge = with_hidden(usize::MAX / 2);
     let message = huge.parameter_count().unwrap_err().to_string();
     assert!(message.contains("overflows"), "{message}");
-    let wide = Seq2SeqConfig {
-        vocab_size: 20,
-        hidden: 1_000_000,
-        ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
-    };
+    let wide = with_hidden(1_000_000);
     let message = wide
         .training_memory(128, 10, 10)
         .unwrap()

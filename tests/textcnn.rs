@@ -11,9 +11,9 @@ use shadergrad::data::classify::{
     encode_texts, read_labelled_tsv, split_examples, text_batches, tokenize, ClassifyTask,
     EncodedText, LabelledText, Labels, WordVocab, NO_LABEL, PAD, UNK,
 };
+use shadergrad::models::textcnn::{evaluate, TextCnnModel};
 use shadergrad::nn::textcnn::{window_mask, TextCnnConfig};
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
-use shadergrad::train::cnn::{evaluate, TextCnnModel};
 
 fn example(label: &str, text: &str) -> LabelledText {
     LabelledText {

@@ -22,7 +22,7 @@ use crate::graph::{Graph, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
-use crate::nn::transformer::TransformerShape;
+use crate::nn::transformer::TransformerConfig;
 
 /// How the decoder looks at the encoder states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,72 +71,124 @@ pub fn parse_cell(text: &str) -> Result<CellKind> {
     }
 }
 
-/// The architecture: everything needed to rebuild the model from a checkpoint.
+/// A sequence-to-sequence model's architecture: everything needed to rebuild it from a
+/// checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seq2SeqConfig {
-    pub cell: CellKind,
-    pub attention: AttentionKind,
+    /// Tokens of the vocabulary that sources and targets share, special tokens included.
     pub vocab_size: usize,
-    pub embed: usize,
-    /// The recurrent layers' units, or a Transformer's d_model.
-    pub hidden: usize,
     /// Layers of the encoder and of the decoder.
     pub layers: usize,
+    /// The network between the embeddings and the output layer.
+    pub architecture: Architecture,
+}
+
+/// The two families of sequence-to-sequence networks, each with only the sizes it reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Architecture {
+    /// The RNN encoder-decoder of this module.
+    Recurrent(RecurrentConfig),
+    /// The Transformer of [`crate::nn::transformer`].
+    Transformer(TransformerConfig),
+}
+
+/// The sizes of the RNN encoder-decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentConfig {
+    /// The recurrent cell of every layer.
+    pub cell: CellKind,
+    /// How the decoder looks at the encoder's states.
+    pub attention: AttentionKind,
+    /// Width of the token embeddings.
+    pub embed: usize,
+    /// Units of each recurrent layer (of each direction, when bidirectional).
+    pub hidden: usize,
+    /// Whether each encoder layer also reads the source backwards.
     pub bidirectional: bool,
-    /// `Some`: the Transformer of [`crate::nn::transformer`] instead of the recurrent model
-    /// (whose `cell`, `attention`, `embed` and `bidirectional` it does not use).
-    pub transformer: Option<TransformerShape>,
+}
+
+impl RecurrentConfig {
+    /// The width of the encoder's outputs.
+    fn encoder_width(&self) -> usize {
+        self.hidden
+            .saturating_mul(if self.bidirectional { 2 } else { 1 })
+    }
+}
+
+impl Architecture {
+    /// The name checkpoints and `--arch` use for the family.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::Recurrent(_) => "recurrent",
+            Architecture::Transformer(_) => "transformer",
+        }
+    }
 }
 
 impl Seq2SeqConfig {
+    /// The width of the decoder's states, and so of the output layer's input: the
+    /// recurrent layers' units, or a Transformer's d_model.
+    pub fn width(&self) -> usize {
+        match &self.architecture {
+            Architecture::Recurrent(recurrent) => recurrent.hidden,
+            Architecture::Transformer(transformer) => transformer.width,
+        }
+    }
+
+    /// Checks every size and probability, naming the bad one.
     pub fn validate(&self) -> Result<()> {
         crate::nn::require_sizes(
             "seq2seq",
             &[
                 ("vocabulary size", self.vocab_size),
-                ("embedding size", self.embed),
-                ("hidden size", self.hidden),
                 ("layer count", self.layers),
             ],
         )?;
-        if let Some(shape) = self.transformer {
-            crate::kernels::random::drop_threshold(shape.dropout)?;
-            if shape.heads == 0 || shape.ff == 0 || !self.hidden.is_multiple_of(shape.heads) {
-                return Err(Error::invalid(
-                    "seq2seq",
-                    format!(
-                        "a Transformer needs heads ({}) that divide its width ({}) and a \
-                         feed-forward width ({}) of at least 1",
-                        shape.heads, self.hidden, shape.ff
-                    ),
-                ));
-            }
+        match &self.architecture {
+            Architecture::Recurrent(recurrent) => crate::nn::require_sizes(
+                "seq2seq",
+                &[
+                    ("embedding size", recurrent.embed),
+                    ("hidden size", recurrent.hidden),
+                ],
+            ),
+            Architecture::Transformer(transformer) => transformer.validate(),
         }
-        Ok(())
     }
 
+    /// The architecture as a checkpoint's config records it.
     pub fn to_json(&self) -> Value {
         let mut value = json!({
             "kind": "seq2seq",
-            "arch": if self.transformer.is_some() { "transformer" } else { "recurrent" },
-            "cell": self.cell.name(),
-            "attention": self.attention.name(),
+            "arch": self.architecture.name(),
             "vocab_size": self.vocab_size,
-            "embed": self.embed,
-            "hidden": self.hidden,
+            "hidden": self.width(),
             "layers": self.layers,
-            "bidirectional": self.bidirectional,
         });
-        if let (Some(shape), Some(map)) = (self.transformer, value.as_object_mut()) {
-            map.insert("heads".into(), json!(shape.heads));
-            map.insert("ff".into(), json!(shape.ff));
-            // The f32's shortest decimal: the file reads 0.1, not 0.10000000149011612.
-            let dropout: f64 = shape.dropout.to_string().parse().unwrap_or(0.0);
-            map.insert("dropout".into(), json!(dropout));
+        let Some(map) = value.as_object_mut() else {
+            return value;
+        };
+        match &self.architecture {
+            Architecture::Recurrent(recurrent) => {
+                map.insert("cell".into(), json!(recurrent.cell.name()));
+                map.insert("attention".into(), json!(recurrent.attention.name()));
+                map.insert("embed".into(), json!(recurrent.embed));
+                map.insert("bidirectional".into(), json!(recurrent.bidirectional));
+            }
+            Architecture::Transformer(transformer) => {
+                map.insert("heads".into(), json!(transformer.heads));
+                map.insert("ff".into(), json!(transformer.ff));
+                // The f32's shortest decimal: the file reads 0.1, not 0.10000000149011612.
+                let dropout: f64 = transformer.dropout.to_string().parse().unwrap_or(0.0);
+                map.insert("dropout".into(), json!(dropout));
+            }
         }
         value
     }
 
+    /// Reads [`Seq2SeqConfig::to_json`]'s record, and those of older checkpoints: without
+    /// `"arch"` (recurrent), a Transformer's with the recurrent fields it ignored, and
+    /// without `"dropout"` (none).
     pub fn from_json(value: &Value) -> Result<Self> {
         let bad = |what: &str| {
             Error::invalid(
@@ -160,48 +212,42 @@ impl Seq2SeqConfig {
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(key))
         };
-        // Checkpoints from before the Transformer have no "arch": they are recurrent.
-        let transformer = match value.get("arch").and_then(Value::as_str) {
-            Some("transformer") => Some(TransformerShape {
+        let architecture = match value.get("arch").and_then(Value::as_str) {
+            Some("transformer") => Architecture::Transformer(TransformerConfig {
+                width: size("hidden")?,
                 heads: size("heads")?,
                 ff: size("ff")?,
-                // Checkpoints from before dropout trained without it.
                 dropout: match value.get("dropout") {
                     None => 0.0,
                     Some(p) => p.as_f64().ok_or_else(|| bad("dropout"))? as f32,
                 },
             }),
-            Some("recurrent") | None => None,
+            Some("recurrent") | None => Architecture::Recurrent(RecurrentConfig {
+                cell: parse_cell(text("cell")?)?,
+                attention: AttentionKind::parse(text("attention")?)?,
+                embed: size("embed")?,
+                hidden: size("hidden")?,
+                bidirectional: value
+                    .get("bidirectional")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| bad("bidirectional"))?,
+            }),
             Some(_) => return Err(bad("arch (recurrent or transformer)")),
         };
         let config = Seq2SeqConfig {
-            transformer,
-            cell: parse_cell(text("cell")?)?,
-            attention: AttentionKind::parse(text("attention")?)?,
             vocab_size: size("vocab_size")?,
-            embed: size("embed")?,
-            hidden: size("hidden")?,
             layers: size("layers")?,
-            bidirectional: value
-                .get("bidirectional")
-                .and_then(Value::as_bool)
-                .ok_or_else(|| bad("bidirectional"))?,
+            architecture,
         };
         config.validate()?;
         Ok(config)
-    }
-
-    /// The width of the encoder's outputs.
-    fn encoder_width(&self) -> usize {
-        self.hidden
-            .saturating_mul(if self.bidirectional { 2 } else { 1 })
     }
 
     /// How many numbers the model's parameters hold, from the sizes alone: an error when
     /// the count overflows, as sizes from a user or a file may. It must agree with the
     /// model built (a test holds it to that).
     pub fn parameter_count(&self) -> Result<u64> {
-        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        let (v, layers) = (self.vocab_size, self.layers);
         if layers > MAX_COUNTED_LAYERS {
             return Err(Error::invalid(
                 "seq2seq",
@@ -209,55 +255,69 @@ impl Seq2SeqConfig {
             ));
         }
         let mut tally = Tally::new();
-        if let Some(shape) = self.transformer {
-            let (d, ff) = (h, shape.ff);
-            let mut layer = |attention_blocks: usize| {
-                let residual_blocks = attention_blocks + 1;
-                for _ in 0..attention_blocks {
-                    tally.add(&[4, d, d]).add(&[4, d]);
+        let described = match &self.architecture {
+            Architecture::Transformer(transformer) => {
+                let (d, ff) = (transformer.width, transformer.ff);
+                let mut layer = |attention_blocks: usize| {
+                    let residual_blocks = attention_blocks + 1;
+                    for _ in 0..attention_blocks {
+                        tally.add(&[4, d, d]).add(&[4, d]);
+                    }
+                    tally.add(&[d, ff]).add(&[ff]).add(&[ff, d]).add(&[d]);
+                    tally.add(&[residual_blocks, 2, d]);
+                };
+                for _ in 0..layers {
+                    layer(1);
+                    layer(2);
                 }
-                tally.add(&[d, ff]).add(&[ff]).add(&[ff, d]).add(&[d]);
-                tally.add(&[residual_blocks, 2, d]);
-            };
-            for _ in 0..layers {
-                layer(1);
-                layer(2);
+                tally.add(&[2, v, d]).add(&[2, 2, d]).add(&[d, v]).add(&[v]);
+                format!("width {d}, feed-forward {ff}")
             }
-            tally.add(&[2, v, d]).add(&[2, 2, d]).add(&[d, v]).add(&[v]);
-        } else {
-            let gated = self.cell.gates().saturating_mul(h);
-            let directions = if self.bidirectional { 2 } else { 1 };
-            let mut recurrent = |input: usize| {
-                tally.add(&[input, gated]).add(&[h, gated]).add(&[2, gated]);
-            };
-            for layer in 0..layers {
-                let input = if layer == 0 { e } else { self.encoder_width() };
-                for _ in 0..directions {
-                    recurrent(input);
+            Architecture::Recurrent(recurrent) => {
+                let (e, h) = (recurrent.embed, recurrent.hidden);
+                let gated = recurrent.cell.gates().saturating_mul(h);
+                let directions = if recurrent.bidirectional { 2 } else { 1 };
+                let mut add_recurrent = |input: usize| {
+                    tally.add(&[input, gated]).add(&[h, gated]).add(&[2, gated]);
+                };
+                for layer in 0..layers {
+                    let input = if layer == 0 {
+                        e
+                    } else {
+                        recurrent.encoder_width()
+                    };
+                    for _ in 0..directions {
+                        add_recurrent(input);
+                    }
+                    add_recurrent(if layer == 0 { e } else { h });
                 }
-                recurrent(if layer == 0 { e } else { h });
-            }
-            if self.bidirectional {
-                let bridges = if self.cell == CellKind::Lstm { 2 } else { 1 };
-                tally.add(&[layers, bridges, h.saturating_mul(2).saturating_add(1), h]);
-            }
-            let width = self.encoder_width();
-            match self.attention {
-                AttentionKind::None => {}
-                AttentionKind::Dot => {
-                    tally
-                        .add(&[width, h])
-                        .add(&[width.saturating_add(h).saturating_add(1), h]);
+                if recurrent.bidirectional {
+                    let bridges = if recurrent.cell == CellKind::Lstm {
+                        2
+                    } else {
+                        1
+                    };
+                    tally.add(&[layers, bridges, h.saturating_mul(2).saturating_add(1), h]);
                 }
-                AttentionKind::Additive => {
-                    tally.add(&[width, h]).add(&[h, h]).add(&[h]);
-                    tally.add(&[width.saturating_add(h).saturating_add(1), h]);
+                let width = recurrent.encoder_width();
+                match recurrent.attention {
+                    AttentionKind::None => {}
+                    AttentionKind::Dot => {
+                        tally
+                            .add(&[width, h])
+                            .add(&[width.saturating_add(h).saturating_add(1), h]);
+                    }
+                    AttentionKind::Additive => {
+                        tally.add(&[width, h]).add(&[h, h]).add(&[h]);
+                        tally.add(&[width.saturating_add(h).saturating_add(1), h]);
+                    }
                 }
+                tally.add(&[2, v, e]).add(&[h.saturating_add(1), v]);
+                format!("hidden {h}, embedding {e}")
             }
-            tally.add(&[2, v, e]).add(&[h.saturating_add(1), v]);
-        }
+        };
         tally.total(&format!(
-            "the parameter count of hidden {h}, embedding {e}, {layers} layers and vocabulary {v}"
+            "the parameter count of {described}, {layers} layers and vocabulary {v}"
         ))
     }
 
@@ -270,7 +330,7 @@ impl Seq2SeqConfig {
         source_steps: usize,
         target_steps: usize,
     ) -> Result<MemoryEstimate> {
-        let (v, e, h, layers) = (self.vocab_size, self.embed, self.hidden, self.layers);
+        let (v, h, layers) = (self.vocab_size, self.width(), self.layers);
         let (b, ts, td) = (batch, source_steps.max(1), target_steps.max(1));
         let mut memory = MemoryEstimate::for_training(self.parameter_count()?);
         memory.buffer(
@@ -284,9 +344,9 @@ impl Seq2SeqConfig {
             3,
             saturating_product(&[b, td, v]),
         );
-        match self.transformer {
-            Some(shape) => {
-                let (heads, ff) = (shape.heads, shape.ff);
+        match &self.architecture {
+            Architecture::Transformer(transformer) => {
+                let (heads, ff) = (transformer.heads, transformer.ff);
                 memory.buffer(
                     format!("a feed-forward weight (width {h} × feed-forward {ff})"),
                     saturating_product(&[h, ff]),
@@ -315,17 +375,18 @@ impl Seq2SeqConfig {
                     );
                 }
             }
-            None => {
-                let gated = self.cell.gates().saturating_mul(h);
+            Architecture::Recurrent(recurrent) => {
+                let (cell, e) = (recurrent.cell, recurrent.embed);
+                let gated = cell.gates().saturating_mul(h);
                 memory.buffer(
                     format!("a recurrent weight (hidden {h} × {gated} gate units)"),
-                    saturating_product(&[h, self.cell.gates(), h]),
+                    saturating_product(&[h, cell.gates(), h]),
                 );
                 memory.buffer(
                     format!("an embedding table (vocabulary {v} × embedding {e})"),
                     saturating_product(&[v, e]),
                 );
-                let directions = if self.bidirectional { 2 } else { 1 };
+                let directions = if recurrent.bidirectional { 2 } else { 1 };
                 for (what, steps, sides) in [("encoder", ts, directions), ("decoder", td, 1)] {
                     memory.buffers(
                         format!("the {what}'s gates and states, per layer ({steps} steps × batch {b} × {gated} gate units)"),
@@ -333,7 +394,7 @@ impl Seq2SeqConfig {
                         saturating_product(&[steps, b, gated]),
                     );
                 }
-                if self.attention == AttentionKind::Additive {
+                if recurrent.attention == AttentionKind::Additive {
                     memory.buffers(
                         format!("additive attention over every query and key (batch {b} × {td} × {ts} steps × hidden {h})"),
                         3,
@@ -455,11 +516,31 @@ impl RecurrentLayer {
 }
 
 /// Builds the model's parts into graphs.
-pub struct Seq2Seq<'c> {
-    pub config: &'c Seq2SeqConfig,
+pub struct Seq2Seq {
+    /// Tokens of the shared vocabulary.
+    pub vocab_size: usize,
+    /// Layers of the encoder and of the decoder.
+    pub layers: usize,
+    /// The recurrent network's sizes.
+    pub config: RecurrentConfig,
 }
 
-impl Seq2Seq<'_> {
+impl Seq2Seq {
+    /// The builder of `config`, which must be recurrent.
+    pub fn new(config: &Seq2SeqConfig) -> Result<Self> {
+        match config.architecture {
+            Architecture::Recurrent(recurrent) => Ok(Seq2Seq {
+                vocab_size: config.vocab_size,
+                layers: config.layers,
+                config: recurrent,
+            }),
+            Architecture::Transformer(_) => Err(Error::invalid(
+                "seq2seq",
+                "a Transformer's config builds through nn::transformer::Transformer",
+            )),
+        }
+    }
+
     fn layer(&self) -> RecurrentLayer {
         RecurrentLayer {
             cell: self.config.cell,
@@ -475,17 +556,17 @@ impl Seq2Seq<'_> {
         source: Var,
         lengths: Var,
     ) -> Result<Encoded> {
-        let config = self.config;
+        let config = &self.config;
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
         let table = p.parameter(
             g,
             "source_embedding.weight",
-            &[config.vocab_size, config.embed],
+            &[self.vocab_size, config.embed],
             Start::Normal(1.0),
         )?;
         let mut x = g.embedding(table, source)?;
         let mut finals = Vec::new();
-        for layer in 0..config.layers {
+        for layer in 0..self.layers {
             let start = self.layer().zero_state(g, batch)?;
             let name = format!("encoder.layer{layer}");
             let (forward, forward_final) = self.layer().build(
@@ -591,13 +672,13 @@ impl Seq2Seq<'_> {
         input: Var,
         initial: &[State],
     ) -> Result<(Var, Vec<State>)> {
-        let config = self.config;
-        if initial.len() != config.layers {
+        let config = &self.config;
+        if initial.len() != self.layers {
             return Err(Error::invalid(
                 "seq2seq",
                 format!(
                     "the decoder has {} layers, got {} initial states",
-                    config.layers,
+                    self.layers,
                     initial.len()
                 ),
             ));
@@ -605,7 +686,7 @@ impl Seq2Seq<'_> {
         let table = p.parameter(
             g,
             "target_embedding.weight",
-            &[config.vocab_size, config.embed],
+            &[self.vocab_size, config.embed],
             Start::Normal(1.0),
         )?;
         let mut x = g.embedding(table, input)?;
@@ -631,7 +712,7 @@ impl Seq2Seq<'_> {
         source_lengths: Var,
         key_mask: Option<Var>,
     ) -> Result<Var> {
-        let config = self.config;
+        let config = &self.config;
         let (steps, batch, hidden) = (g.shape(states)[0], g.shape(states)[1], config.hidden);
         let batch_major = g.permute(states, &[1, 0, 2])?;
         let rows = g.reshape(batch_major, &[batch * steps, hidden])?;
@@ -683,8 +764,8 @@ impl Seq2Seq<'_> {
             }
         };
         let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
-        let w = p.parameter(g, "output.weight", &[hidden, config.vocab_size], bound)?;
-        let b = p.parameter(g, "output.bias", &[config.vocab_size], bound)?;
+        let w = p.parameter(g, "output.weight", &[hidden, self.vocab_size], bound)?;
+        let b = p.parameter(g, "output.bias", &[self.vocab_size], bound)?;
         g.gemm(features, w, false, false, Some(b))
     }
 }

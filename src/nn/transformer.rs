@@ -18,19 +18,40 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
-use crate::nn::seq2seq::Seq2SeqConfig;
+use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
 use crate::nn::shared::{Binder, Start};
 
-/// The sizes a Transformer has beyond [`Seq2SeqConfig`]'s (whose `hidden` is d_model and
-/// `layers` the layers of each stack).
+/// The sizes of a Transformer's layers (how many layers each stack has, and the vocabulary,
+/// are [`Seq2SeqConfig`]'s).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TransformerShape {
+pub struct TransformerConfig {
+    /// d_model: the width of the embeddings and of every layer's input and output.
+    pub width: usize,
     /// Attention heads; they divide d_model.
     pub heads: usize,
     /// Width of the feed-forward block's hidden layer.
     pub ff: usize,
     /// The drop probability of the training graphs' dropouts, in [0, 1).
     pub dropout: f32,
+}
+
+impl TransformerConfig {
+    /// Checks the sizes and the dropout, naming the bad one.
+    pub fn validate(&self) -> Result<()> {
+        crate::nn::require_sizes("transformer", &[("width", self.width)])?;
+        crate::kernels::random::drop_threshold(self.dropout)?;
+        if self.heads == 0 || self.ff == 0 || !self.width.is_multiple_of(self.heads) {
+            return Err(Error::invalid(
+                "seq2seq",
+                format!(
+                    "a Transformer needs heads ({}) that divide its width ({}) and a \
+                     feed-forward width ({}) of at least 1",
+                    self.heads, self.width, self.ff
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The layer norms' epsilon (PyTorch's default).
@@ -50,17 +71,37 @@ pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
 }
 
 /// Builds the Transformer's parts into graphs.
-pub struct Transformer<'c> {
-    pub config: &'c Seq2SeqConfig,
-    pub shape: TransformerShape,
+pub struct Transformer {
+    /// Tokens of the shared vocabulary.
+    pub vocab_size: usize,
+    /// Layers of the encoder and of the decoder.
+    pub layers: usize,
+    /// The layers' sizes and dropout.
+    pub shape: TransformerConfig,
     /// A training graph's dropout seed (u32 \[1\], fed a new value every step); `None` builds
     /// no dropout (evaluation and decoding).
     pub dropout_seed: Option<Var>,
 }
 
-impl Transformer<'_> {
+impl Transformer {
+    /// The builder of `config`, which must be a Transformer's; `dropout_seed` as the field.
+    pub fn new(config: &Seq2SeqConfig, dropout_seed: Option<Var>) -> Result<Self> {
+        match config.architecture {
+            Architecture::Transformer(shape) => Ok(Transformer {
+                vocab_size: config.vocab_size,
+                layers: config.layers,
+                shape,
+                dropout_seed,
+            }),
+            Architecture::Recurrent(_) => Err(Error::invalid(
+                "transformer",
+                "a recurrent config builds through nn::seq2seq::Seq2Seq",
+            )),
+        }
+    }
+
     fn width(&self) -> usize {
-        self.config.hidden
+        self.shape.width
     }
 
     fn dropout(&self, g: &mut Graph, x: Var) -> Result<Var> {
@@ -79,7 +120,7 @@ impl Transformer<'_> {
         let table = p.parameter(
             g,
             table,
-            &[self.config.vocab_size, d],
+            &[self.vocab_size, d],
             Start::Normal(1.0 / (d as f32).sqrt()),
         )?;
         let x = g.embedding(table, ids)?;
@@ -177,7 +218,7 @@ impl Transformer<'_> {
     pub fn encode(&self, g: &mut Graph, p: &mut Binder, source: Var, lengths: Var) -> Result<Var> {
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
         let mut x = self.embed(g, p, "source_embedding.weight", source)?;
-        for layer in 0..self.config.layers {
+        for layer in 0..self.layers {
             let name = format!("encoder.layer{layer}");
             x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
                 self.attention(
@@ -220,7 +261,7 @@ impl Transformer<'_> {
         }
         let memory = g.reshape(memory, &[batch * source_steps, self.width()])?;
         let mut x = self.embed(g, p, "target_embedding.weight", input)?;
-        for layer in 0..self.config.layers {
+        for layer in 0..self.layers {
             let name = format!("decoder.layer{layer}");
             x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
                 self.attention(
@@ -251,7 +292,7 @@ impl Transformer<'_> {
             })?;
         }
         let x = self.norm(g, p, "decoder.norm", x)?;
-        self.linear(g, p, "output", x, self.config.vocab_size)
+        self.linear(g, p, "output", x, self.vocab_size)
     }
 }
 

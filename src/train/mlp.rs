@@ -11,6 +11,7 @@ use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::models::argmax;
 use crate::nn::{Activation, Mlp};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::rng::Rng;
@@ -124,19 +125,6 @@ fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> Result<(f64, f64
     }
     let seen = seen.max(1) as f64;
     Ok((loss_sum / seen, correct as f64 / seen))
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 {
-                (i, v)
-            } else {
-                best
-            }
-        })
-        .0
 }
 
 /// Trains the MLP, reporting progress on stderr, and returns the accuracies reached.

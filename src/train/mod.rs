@@ -50,36 +50,6 @@ fn resumed_epoch(checkpoint: &Checkpoint) -> Result<usize> {
     }
 }
 
-/// Checks, before a model is built from a checkpoint, that the parameter count its config
-/// implies (`counted`, from the sizes alone) is what its tensors hold: a config edited to
-/// absurd sizes, or one of another checkpoint, is refused before it allocates anything.
-pub fn check_config_against_tensors(checkpoint: &Checkpoint, counted: Result<u64>) -> Result<()> {
-    let stored: u64 = checkpoint
-        .tensors
-        .iter()
-        .filter(|t| !t.name.starts_with(OPTIMIZER_PREFIX))
-        .map(|t| t.data.len() as u64)
-        .sum();
-    let mismatch = |counted: String| {
-        Error::format(
-            &checkpoint.path,
-            format!(
-                "the config's architecture {} implies {counted} parameters, its tensors hold \
-                 {stored}: the config was edited or belongs to another model",
-                checkpoint
-                    .config
-                    .get("architecture")
-                    .map_or("(none)".to_string(), Value::to_string)
-            ),
-        )
-    };
-    match counted {
-        Ok(counted) if counted == stored => Ok(()),
-        Ok(counted) => Err(mismatch(counted.to_string())),
-        Err(error) => Err(mismatch(format!("an impossible number of ({error})"))),
-    }
-}
-
 /// The first epoch a run resumed from `checkpoint` trains, once `epochs` (the last epoch
 /// asked for) leaves it one to train; `command` names the trainer in errors.
 pub fn first_resumed_epoch(

@@ -1,0 +1,911 @@
+//! The sequence-to-sequence model of [`crate::nn::seq2seq`] (a recurrent encoder-decoder
+//! or a Transformer) on the GPU: training and evaluation steps with teacher forcing,
+//! checkpoints, and greedy or beam-search decoding.
+//!
+//! Batches come in several shapes (source and target steps), and each shape is its own
+//! compiled plan; every plan binds the same parameter and gradient tensors
+//! ([`SharedParameters`]), so one optimizer trains them all. Decoding compiles, per shape, an
+//! encoder plan and a one-step decoder plan whose recurrent states and attention keys stay
+//! on the GPU between steps.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::kernels::recurrent::CellKind;
+use crate::models::check_config_against_tensors;
+use crate::nn::seq2seq::{
+    key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
+};
+use crate::nn::shared::{bind_states, compile_bound, Binder, Bindings, SharedParameters};
+use crate::nn::transformer::Transformer;
+use crate::optim::Optimizer;
+use crate::tensor::Tensor;
+
+/// The longest source or target, in tokens, that a checkpoint's config may declare: the
+/// bound on how far translation decodes and how wide its plans are. Above the data's own
+/// limit ([`crate::data::text::MAX_SEQUENCE_CHARS`]), so that checkpoints trained before
+/// that limit still load.
+pub const MAX_DECODE_STEPS: usize = 4096;
+
+/// The values of a training graph that a step feeds or reads.
+struct TrainValues {
+    source: Var,
+    source_lengths: Var,
+    /// Additive attention's mask of padded keys.
+    key_mask: Option<Var>,
+    decoder_input: Var,
+    target: Var,
+    /// A Transformer's dropout seed (u32 [1]), in training graphs with dropout.
+    dropout_seed: Option<Var>,
+    loss: Var,
+    predictions: Var,
+}
+
+/// A compiled training step (or, without the backward and dropout, an evaluation step) for
+/// one batch shape.
+struct TrainPlan {
+    plan: Plan,
+    values: TrainValues,
+}
+
+/// The compiled decoding plans for one shape: the encoder, then one decoder step.
+struct Decoder {
+    encoder: Plan,
+    encoder_source: Var,
+    encoder_lengths: Var,
+    step: Plan,
+    step_tokens: Var,
+    /// The source lengths (dot attention) or the key mask (additive attention) that mask
+    /// the padding; neither without attention.
+    step_lengths: Option<Var>,
+    step_key_mask: Option<Var>,
+    log_probs: Var,
+    /// Each layer's state (h, and c for an LSTM), shared by both plans: the encoder writes
+    /// the decoder's initial state, each step reads and overwrites it.
+    states: Vec<Tensor>,
+}
+
+/// The compiled decoding plans of a Transformer for one shape: the encoder, whose output
+/// stays on the GPU, then the decoder over a whole prefix (no cache of keys and values: each
+/// step runs every position again, the causal mask keeping the padding past the prefix from
+/// the positions before it).
+struct TransformerDecoder {
+    encoder: Plan,
+    encoder_source: Var,
+    encoder_lengths: Var,
+    step: Plan,
+    /// [max steps, rows]: BOS, then each hypothesis's tokens, then padding.
+    step_prefixes: Var,
+    step_lengths: Var,
+    /// [rows · max steps, V], batch-major.
+    log_probs: Var,
+    max_steps: usize,
+}
+
+/// What one training step measured.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub loss: f32,
+    /// Target tokens (EOS included, padding not) and how many of them the model predicted.
+    pub tokens: usize,
+    pub correct: usize,
+}
+
+/// A sequence-to-sequence model on the GPU, with its vocabulary and length limits.
+pub struct Seq2SeqModel {
+    gpu: Gpu,
+    pub config: Seq2SeqConfig,
+    pub vocab: Vocab,
+    /// The longest source and target (without EOS) the model was trained for.
+    pub max_source: usize,
+    pub max_target: usize,
+    pub parameters: SharedParameters,
+    /// Keyed by batch, source steps, target steps and whether the plan trains.
+    train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
+    decoders: HashMap<(usize, usize), Decoder>,
+    transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
+}
+
+/// Sequences up to this many steps get plans of their exact length; longer ones are
+/// rounded up so that a few plans cover every batch.
+const EXACT_LENGTHS: usize = 16;
+
+/// The number of steps a batch of longest sequence `len` is padded to.
+pub fn round_steps(len: usize) -> usize {
+    let len = len.max(1);
+    if len <= EXACT_LENGTHS {
+        len
+    } else {
+        len.div_ceil(8) * 8
+    }
+}
+
+impl Seq2SeqModel {
+    /// A new model with parameters drawn from `seed`.
+    pub fn new(
+        gpu: &Gpu,
+        config: Seq2SeqConfig,
+        vocab: Vocab,
+        (max_source, max_target): (usize, usize),
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.vocab_size != vocab.len() {
+            return Err(Error::invalid(
+                "seq2seq",
+                format!(
+                    "the model has {} tokens, the vocabulary {}",
+                    config.vocab_size,
+                    vocab.len()
+                ),
+            ));
+        }
+        let mut model = Seq2SeqModel {
+            gpu: gpu.clone(),
+            config,
+            vocab,
+            max_source: max_source.max(1),
+            max_target: max_target.max(1),
+            parameters: SharedParameters::new(gpu, seed),
+            train_plans: HashMap::new(),
+            decoders: HashMap::new(),
+            transformer_decoders: HashMap::new(),
+        };
+        // Building (not compiling) the smallest graph makes every parameter, in a fixed
+        // order, before an optimizer is made over them.
+        model.training_graph(1, 1, 1, true)?;
+        Ok(model)
+    }
+
+    /// The model a checkpoint of [`Seq2SeqModel::save`] holds; optimizer state
+    /// in it is left for [`Optimizer::load_state`].
+    pub fn from_checkpoint(gpu: &Gpu, checkpoint: &Checkpoint) -> Result<Self> {
+        let config = &checkpoint.config;
+        let architecture = config.get("architecture").ok_or_else(|| {
+            Error::format(
+                &checkpoint.path,
+                "the config has no \"architecture\": not a train-seq2seq checkpoint",
+            )
+        })?;
+        match architecture.get("kind").and_then(Value::as_str) {
+            Some("seq2seq") => {}
+            Some(crate::nn::charlm::CHARLM_KIND) => {
+                return Err(Error::format(
+                    &checkpoint.path,
+                    "holds a train-lm language model, not a train-seq2seq model: continue a \
+                     prompt with it through `shadergrad sample`",
+                ))
+            }
+            kind => {
+                return Err(Error::format(
+                    &checkpoint.path,
+                    format!(
+                        "holds a model of kind {}, not a train-seq2seq model (kind \"seq2seq\")",
+                        kind.map_or("(none)".to_string(), |k| format!("{k:?}"))
+                    ),
+                ))
+            }
+        }
+        let model_config = Seq2SeqConfig::from_json(architecture)?;
+        let chars: Vec<char> = config
+            .get("vocabulary")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::format(&checkpoint.path, "the config has no \"vocabulary\""))?
+            .chars()
+            .collect();
+        let vocab = Vocab::from_chars(&chars)?;
+        let limit = |key: &str| {
+            config
+                .get(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| {
+                    Error::format(&checkpoint.path, format!("the config has no {key:?}"))
+                })
+        };
+        let limits = (limit("max_source")?, limit("max_target")?);
+        if limits.0.max(limits.1) > MAX_DECODE_STEPS {
+            return Err(Error::format(
+                &checkpoint.path,
+                format!(
+                    "the config's max_source {} or max_target {} is beyond the {MAX_DECODE_STEPS} \
+                     steps a sequence may have",
+                    limits.0, limits.1
+                ),
+            ));
+        }
+        check_config_against_tensors(checkpoint, model_config.parameter_count())?;
+        model_config
+            .training_memory(1, limits.0, limits.1)?
+            .check("checkpoint", gpu.max_buffer_bytes())?;
+        let model = Seq2SeqModel::new(gpu, model_config, vocab, limits, 0)?;
+        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        Ok(model)
+    }
+
+    /// The config a checkpoint of this model carries (`extra` merged in at the top level).
+    pub fn checkpoint_config(&self, extra: Value) -> Value {
+        let config = checkpoint::with_extra(
+            json!({
+                "architecture": self.config.to_json(),
+                "vocabulary": self.vocab.chars().iter().collect::<String>(),
+                "max_source": self.max_source,
+                "max_target": self.max_target,
+            }),
+            extra,
+        );
+        config
+    }
+
+    /// Saves the parameters and, if given, the optimizer's state beside them.
+    pub fn save(
+        &self,
+        path: &std::path::Path,
+        optimizer: Option<&Optimizer>,
+        extra: Value,
+    ) -> Result<()> {
+        let tensors = self.parameters.checkpoint_tensors(optimizer)?;
+        checkpoint::save(path, &tensors, &self.checkpoint_config(extra))
+    }
+
+    /// Whether the model is recurrent with additive attention, whose graphs take a mask of
+    /// the padded keys.
+    fn additive_attention(&self) -> bool {
+        matches!(
+            self.config.architecture,
+            Architecture::Recurrent(RecurrentConfig {
+                attention: AttentionKind::Additive,
+                ..
+            })
+        )
+    }
+
+    /// The training graph for `batch` rows of `source_steps` and `target_steps` (without
+    /// compiling it): the values a step touches, and the bindings to the shared parameters.
+    /// Without `training`, the graph has neither the backward nor dropout: it evaluates.
+    fn training_graph(
+        &mut self,
+        batch: usize,
+        source_steps: usize,
+        target_steps: usize,
+        training: bool,
+    ) -> Result<(Graph, TrainValues, Bindings)> {
+        let mut g = Graph::new(&self.gpu);
+        let source = g.input_indices("source", &[source_steps, batch]);
+        let source_lengths = g.input_indices("source_lengths", &[batch]);
+        let key_mask = self
+            .additive_attention()
+            .then(|| g.input("key_mask", &[batch, 1, source_steps]));
+        let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
+        let target = g.input_indices("target", &[batch * target_steps]);
+        let mut p = Binder::new(&mut self.parameters);
+        let (logits, dropout_seed) = match self.config.architecture {
+            Architecture::Transformer(shape) => {
+                let dropout_seed = (training && shape.dropout > 0.0)
+                    .then(|| g.input_indices("dropout_seed", &[1]));
+                let transformer = Transformer::new(&self.config, dropout_seed)?;
+                let memory = transformer.encode(&mut g, &mut p, source, source_lengths)?;
+                let logits =
+                    transformer.logits(&mut g, &mut p, decoder_input, memory, source_lengths)?;
+                (logits, dropout_seed)
+            }
+            Architecture::Recurrent(_) => {
+                let model = Seq2Seq::new(&self.config)?;
+                let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
+                let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
+                let logits =
+                    model.logits(&mut g, &mut p, states, &encoded, source_lengths, key_mask)?;
+                (logits, None)
+            }
+        };
+        let loss = g.cross_entropy(logits, target, Some(PAD))?;
+        let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
+        let (_, predictions) = g.max_over_time_with_positions(rows)?;
+        let bindings = if training {
+            let gradients = g.backward(loss)?;
+            p.bindings(Some(&gradients))?
+        } else {
+            p.bindings(None)?
+        };
+        let values = TrainValues {
+            source,
+            source_lengths,
+            key_mask,
+            decoder_input,
+            target,
+            dropout_seed,
+            loss,
+            predictions,
+        };
+        Ok((g, values, bindings))
+    }
+
+    fn train_plan(&mut self, batch: &SeqBatch, training: bool) -> Result<&mut TrainPlan> {
+        let key = (
+            batch.batch,
+            batch.source_steps,
+            batch.target_steps,
+            training,
+        );
+        if !self.train_plans.contains_key(&key) {
+            let (g, values, bindings) = self.training_graph(key.0, key.1, key.2, training)?;
+            let plan = compile_bound(&g, &[values.loss, values.predictions], &bindings)?;
+            self.train_plans.insert(key, TrainPlan { plan, values });
+        }
+        Ok(self.train_plans.get_mut(&key).expect("inserted above"))
+    }
+
+    /// The dispatches of the training step for `batch`'s shape (compiling its plan on first
+    /// use), for profiling.
+    pub fn training_dispatches(&mut self, batch: &SeqBatch) -> Result<&[Dispatch]> {
+        Ok(self.train_plan(batch, true)?.plan.dispatches())
+    }
+
+    /// One step over `batch` with teacher forcing: the loss, its gradients into the shared
+    /// gradient tensors, then `extra` (an optimizer's update), in one submission. A
+    /// Transformer's dropouts draw their masks from `dropout_seed` (see [`dropout_seed`]).
+    pub fn train_step(
+        &mut self,
+        batch: &SeqBatch,
+        dropout_seed: u32,
+        extra: &[Dispatch],
+    ) -> Result<StepReport> {
+        self.run_step(batch, Some(dropout_seed), extra)
+    }
+
+    /// The loss and predictions over `batch` with teacher forcing, without dropout and
+    /// without gradients.
+    pub fn evaluation_step(&mut self, batch: &SeqBatch) -> Result<StepReport> {
+        self.run_step(batch, None, &[])
+    }
+
+    /// A training step given a dropout seed, an evaluation step without.
+    fn run_step(
+        &mut self,
+        batch: &SeqBatch,
+        dropout_seed: Option<u32>,
+        extra: &[Dispatch],
+    ) -> Result<StepReport> {
+        let mask = key_mask(&batch.source_lengths, batch.source_steps);
+        let TrainPlan { plan, values } = self.train_plan(batch, dropout_seed.is_some())?;
+        let seed = [dropout_seed.unwrap_or(0)];
+        let mut feeds = vec![
+            Feed::u32(values.source, &batch.source),
+            Feed::u32(values.source_lengths, &batch.source_lengths),
+            Feed::u32(values.decoder_input, &batch.decoder_input),
+            Feed::u32(values.target, &batch.target),
+        ];
+        feeds.extend(values.key_mask.map(|var| Feed::f32(var, &mask)));
+        feeds.extend(values.dropout_seed.map(|var| Feed::u32(var, &seed)));
+        plan.run(&feeds, extra)?;
+        let loss = plan.read(values.loss)?[0];
+        let predictions = plan.read_indices(values.predictions)?;
+        let (mut tokens, mut correct) = (0, 0);
+        for (&target, &predicted) in batch.target.iter().zip(&predictions) {
+            if target != PAD {
+                tokens += 1;
+                correct += usize::from(target == predicted);
+            }
+        }
+        Ok(StepReport {
+            loss,
+            tokens,
+            correct,
+        })
+    }
+
+    fn decoder(&mut self, rows: usize, source_steps: usize) -> Result<&mut Decoder> {
+        let key = (rows, source_steps);
+        if !self.decoders.contains_key(&key) {
+            let decoder = self.build_decoder(rows, source_steps)?;
+            self.decoders.insert(key, decoder);
+        }
+        Ok(self.decoders.get_mut(&key).expect("inserted above"))
+    }
+
+    fn build_decoder(&mut self, rows: usize, source_steps: usize) -> Result<Decoder> {
+        let gpu = self.gpu.clone();
+        let model = Seq2Seq::new(&self.config)?;
+        let config = model.config;
+        let layers = model.layers;
+        let lstm = config.cell == CellKind::Lstm;
+        let state_shape = [rows, config.hidden];
+        let per_layer = if lstm { 2 } else { 1 };
+        let states = (0..layers * per_layer)
+            .map(|_| Tensor::zeros(&gpu, &state_shape))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut g = Graph::new(&gpu);
+        let encoder_source = g.input_indices("source", &[source_steps, rows]);
+        let encoder_lengths = g.input_indices("source_lengths", &[rows]);
+        let mut p = Binder::new(&mut self.parameters);
+        let encoded = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
+        let mut bindings = p.bindings(None)?;
+        let keys_values = match encoded.keys_values {
+            Some((keys, values)) => {
+                let keys_tensor = Tensor::zeros(&gpu, g.shape(keys))?;
+                let values_tensor = Tensor::zeros(&gpu, g.shape(values))?;
+                bindings.push((keys, keys_tensor.clone()));
+                bindings.push((values, values_tensor.clone()));
+                Some((keys_tensor, values_tensor))
+            }
+            None => None,
+        };
+        bind_states(&mut bindings, &encoded.initial, &states);
+        let encoder = compile_bound(&g, &[], &bindings)?;
+
+        let mut g = Graph::new(&gpu);
+        let step_tokens = g.input_indices("tokens", &[1, rows]);
+        let step_lengths = g.input_indices("source_lengths", &[rows]);
+        let step_key_mask = (config.attention == AttentionKind::Additive)
+            .then(|| g.input("key_mask", &[rows, 1, source_steps]));
+        let mut bindings = Vec::new();
+        let mut initial = Vec::new();
+        for layer in 0..layers {
+            let h = g.input(&format!("h{layer}"), &state_shape);
+            let c = lstm.then(|| g.input(&format!("c{layer}"), &state_shape));
+            initial.push(State { h, c });
+        }
+        bind_states(&mut bindings, &initial, &states);
+        let keys_values = match &keys_values {
+            Some((keys, values)) => {
+                let k = g.input("keys", keys.shape());
+                let v = g.input("values", values.shape());
+                bindings.push((k, keys.clone()));
+                bindings.push((v, values.clone()));
+                Some((k, v))
+            }
+            None => None,
+        };
+        let encoded = Encoded {
+            keys_values,
+            initial: initial.clone(),
+        };
+        let mut p = Binder::new(&mut self.parameters);
+        let (top, finals) = model.decode(&mut g, &mut p, step_tokens, &initial)?;
+        let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths, step_key_mask)?;
+        let log_probs = g.softmax(logits, true)?;
+        bindings.extend(p.bindings(None)?);
+        bind_states(&mut bindings, &finals, &states);
+        let step = compile_bound(&g, &[log_probs], &bindings)?;
+        Ok(Decoder {
+            encoder,
+            encoder_source,
+            encoder_lengths,
+            step,
+            step_tokens,
+            step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
+            step_key_mask,
+            log_probs,
+            states,
+        })
+    }
+
+    fn transformer_decoder(
+        &mut self,
+        rows: usize,
+        source_steps: usize,
+    ) -> Result<&mut TransformerDecoder> {
+        let key = (rows, source_steps);
+        if !self.transformer_decoders.contains_key(&key) {
+            let decoder = self.build_transformer_decoder(rows, source_steps)?;
+            self.transformer_decoders.insert(key, decoder);
+        }
+        Ok(self
+            .transformer_decoders
+            .get_mut(&key)
+            .expect("inserted above"))
+    }
+
+    fn build_transformer_decoder(
+        &mut self,
+        rows: usize,
+        source_steps: usize,
+    ) -> Result<TransformerDecoder> {
+        let gpu = self.gpu.clone();
+        let model = Transformer::new(&self.config, None)?;
+        let memory_shape = [rows, source_steps, model.shape.width];
+        let memory_tensor = Tensor::zeros(&gpu, &memory_shape)?;
+
+        let mut g = Graph::new(&gpu);
+        let encoder_source = g.input_indices("source", &[source_steps, rows]);
+        let encoder_lengths = g.input_indices("source_lengths", &[rows]);
+        let mut p = Binder::new(&mut self.parameters);
+        let memory = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
+        let mut bindings = p.bindings(None)?;
+        bindings.push((memory, memory_tensor.clone()));
+        let encoder = compile_bound(&g, &[], &bindings)?;
+
+        let max_steps = self.max_target + 1;
+        let mut g = Graph::new(&gpu);
+        let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
+        let step_lengths = g.input_indices("source_lengths", &[rows]);
+        let memory = g.input("memory", &memory_shape);
+        let mut p = Binder::new(&mut self.parameters);
+        let logits = model.logits(&mut g, &mut p, step_prefixes, memory, step_lengths)?;
+        let log_probs = g.softmax(logits, true)?;
+        let mut bindings = p.bindings(None)?;
+        bindings.push((memory, memory_tensor));
+        let step = compile_bound(&g, &[log_probs], &bindings)?;
+        Ok(TransformerDecoder {
+            encoder,
+            encoder_source,
+            encoder_lengths,
+            step,
+            step_prefixes,
+            step_lengths,
+            log_probs,
+            max_steps,
+        })
+    }
+
+    /// Decodes each source (token ids without BOS/EOS) greedily (`beam` 1) or by beam
+    /// search, `chunk` sources at a time: the token ids of each output, without EOS.
+    pub fn decode(
+        &mut self,
+        sources: &[Vec<u32>],
+        beam: usize,
+        chunk: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        if beam == 0 || chunk == 0 {
+            return Err(Error::invalid(
+                "decode",
+                format!("the beam width ({beam}) and batch ({chunk}) must be at least 1"),
+            ));
+        }
+        if let Some(long) = sources.iter().find(|s| s.len() > self.max_source) {
+            return Err(Error::invalid(
+                "decode",
+                format!(
+                    "a source of {} tokens is longer than the model's maximum of {} (the \
+                     longest it was trained on)",
+                    long.len(),
+                    self.max_source
+                ),
+            ));
+        }
+        // A batch wider than the input is only padding.
+        let chunk = chunk.min(sources.len().max(1));
+        let rows = crate::limits::product("the batch × the beam width", &[chunk, beam])?;
+        self.config
+            .training_memory(
+                usize::try_from(rows).unwrap_or(usize::MAX),
+                self.max_source,
+                self.max_target + 1,
+            )?
+            .check("decode", self.gpu.max_buffer_bytes())?;
+        let mut outputs = Vec::with_capacity(sources.len());
+        for group in sources.chunks(chunk) {
+            outputs.extend(self.decode_group(group, beam, chunk)?);
+        }
+        Ok(outputs)
+    }
+
+    /// One group of at most `chunk` sources, padded to `chunk` rows (so that every group of
+    /// a shape shares one plan), each source repeated for its `beam` hypotheses.
+    fn decode_group(
+        &mut self,
+        group: &[Vec<u32>],
+        beam: usize,
+        chunk: usize,
+    ) -> Result<Vec<Vec<u32>>> {
+        let rows = chunk * beam;
+        let (source, lengths, source_steps) = batch_sources(group, beam, rows);
+        if let Architecture::Transformer(_) = self.config.architecture {
+            return self.decode_group_transformer(group.len(), beam, rows, &source, &lengths);
+        }
+        let max_steps = self.max_target + 1;
+        let vocab_size = self.config.vocab_size;
+        let gpu = self.gpu.clone();
+        let decoder = self.decoder(rows, source_steps)?;
+        decoder.encoder.run(
+            &[
+                Feed::u32(decoder.encoder_source, &source),
+                Feed::u32(decoder.encoder_lengths, &lengths),
+            ],
+            &[],
+        )?;
+        let mut search = BeamSearch::new(group.len(), beam);
+        let mut tokens = vec![BOS; rows];
+        let mask = key_mask(&lengths, source_steps);
+        for _ in 0..max_steps {
+            let mut feeds = vec![Feed::u32(decoder.step_tokens, &tokens)];
+            feeds.extend(decoder.step_lengths.map(|var| Feed::u32(var, &lengths)));
+            feeds.extend(decoder.step_key_mask.map(|var| Feed::f32(var, &mask)));
+            decoder.step.run(&feeds, &[])?;
+            let log_probs = decoder.step.read(decoder.log_probs)?;
+            let parents = search.advance(&log_probs, vocab_size, rows);
+            if parents
+                .iter()
+                .enumerate()
+                .any(|(row, &parent)| row != parent)
+            {
+                for state in &decoder.states {
+                    let hidden = state.shape()[1];
+                    let old = state.to_vec()?;
+                    let mut reordered = vec![0.0f32; old.len()];
+                    for (row, &parent) in parents.iter().enumerate() {
+                        reordered[row * hidden..(row + 1) * hidden]
+                            .copy_from_slice(&old[parent * hidden..(parent + 1) * hidden]);
+                    }
+                    gpu.write(state.buffer(), &reordered);
+                }
+            }
+            tokens = search.last_tokens(rows);
+            if search.all_done() {
+                break;
+            }
+        }
+        Ok(search.best())
+    }
+
+    /// [`Seq2SeqModel::decode_group`] for a Transformer: each step runs the decoder over
+    /// every hypothesis's prefix and reads the log-probabilities at its last position, so a
+    /// beam reordering is only a reordering of the prefixes.
+    fn decode_group_transformer(
+        &mut self,
+        sources: usize,
+        beam: usize,
+        rows: usize,
+        source: &[u32],
+        lengths: &[u32],
+    ) -> Result<Vec<Vec<u32>>> {
+        let vocab_size = self.config.vocab_size;
+        let source_steps = source.len() / rows;
+        let decoder = self.transformer_decoder(rows, source_steps)?;
+        decoder.encoder.run(
+            &[
+                Feed::u32(decoder.encoder_source, source),
+                Feed::u32(decoder.encoder_lengths, lengths),
+            ],
+            &[],
+        )?;
+        let max_steps = decoder.max_steps;
+        let mut search = BeamSearch::new(sources, beam);
+        let mut step_log_probs = vec![0.0f32; rows * vocab_size];
+        for position in 0..max_steps {
+            let prefixes = search.prefixes(rows, max_steps);
+            decoder.step.run(
+                &[
+                    Feed::u32(decoder.step_prefixes, &prefixes),
+                    Feed::u32(decoder.step_lengths, lengths),
+                ],
+                &[],
+            )?;
+            let log_probs = decoder.step.read(decoder.log_probs)?;
+            for (row, out) in step_log_probs.chunks_mut(vocab_size).enumerate() {
+                let at = (row * max_steps + position) * vocab_size;
+                out.copy_from_slice(&log_probs[at..at + vocab_size]);
+            }
+            search.advance(&step_log_probs, vocab_size, rows);
+            if search.all_done() {
+                break;
+            }
+        }
+        Ok(search.best())
+    }
+}
+
+/// A group of sources as the encoder takes them, each repeated for its `beam` hypotheses
+/// and padded to `rows`: ids [Ts, rows] (time-major), lengths [rows], and Ts.
+fn batch_sources(group: &[Vec<u32>], beam: usize, rows: usize) -> (Vec<u32>, Vec<u32>, usize) {
+    let longest = group.iter().map(Vec::len).max().unwrap_or(0);
+    let source_steps = round_steps(longest);
+    let mut source = vec![PAD; source_steps * rows];
+    let mut lengths = vec![0u32; rows];
+    for (i, ids) in group.iter().enumerate() {
+        for k in 0..beam {
+            let row = i * beam + k;
+            lengths[row] = ids.len() as u32;
+            for (t, &id) in ids.iter().enumerate() {
+                source[t * rows + row] = id;
+            }
+        }
+    }
+    (source, lengths, source_steps)
+}
+
+/// One hypothesis of a beam.
+#[derive(Debug, Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    score: f64,
+    done: bool,
+}
+
+/// Beam search over groups of `beam` rows, one group per source (greedy when `beam` is 1).
+/// Scores are sums of log-probabilities; a finished hypothesis keeps its score.
+struct BeamSearch {
+    beam: usize,
+    groups: Vec<Vec<Hypothesis>>,
+}
+
+impl BeamSearch {
+    fn new(sources: usize, beam: usize) -> Self {
+        // Only the first hypothesis is live at the start: the others would repeat it.
+        let start = |k: usize| Hypothesis {
+            tokens: Vec::new(),
+            score: if k == 0 { 0.0 } else { f64::NEG_INFINITY },
+            done: k != 0,
+        };
+        BeamSearch {
+            beam,
+            groups: (0..sources)
+                .map(|_| (0..beam).map(start).collect())
+                .collect(),
+        }
+    }
+
+    /// Extends every group by one token from the step's log-probabilities [rows, V]; returns,
+    /// for each row, the row whose state it continues.
+    fn advance(&mut self, log_probs: &[f32], vocab_size: usize, rows: usize) -> Vec<usize> {
+        let mut parents: Vec<usize> = (0..rows).collect();
+        for (i, group) in self.groups.iter_mut().enumerate() {
+            // (score, parent hypothesis, token or None to keep a finished one)
+            let mut candidates: Vec<(f64, usize, Option<u32>)> = Vec::new();
+            for (k, hypothesis) in group.iter().enumerate() {
+                if hypothesis.done {
+                    if hypothesis.score.is_finite() {
+                        candidates.push((hypothesis.score, k, None));
+                    }
+                    continue;
+                }
+                let row = &log_probs[(i * self.beam + k) * vocab_size..][..vocab_size];
+                for (token, &lp) in row.iter().enumerate() {
+                    let token = token as u32;
+                    if token != PAD && token != BOS {
+                        candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
+                    }
+                }
+            }
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut next: Vec<Hypothesis> = Vec::with_capacity(self.beam);
+            for (k, &(score, parent, token)) in candidates.iter().take(self.beam).enumerate() {
+                let mut hypothesis = group[parent].clone();
+                hypothesis.score = score;
+                if let Some(token) = token {
+                    if token == EOS {
+                        hypothesis.done = true;
+                    } else {
+                        hypothesis.tokens.push(token);
+                    }
+                }
+                parents[i * self.beam + k] = i * self.beam + parent;
+                next.push(hypothesis);
+            }
+            while next.len() < self.beam {
+                next.push(Hypothesis {
+                    tokens: Vec::new(),
+                    score: f64::NEG_INFINITY,
+                    done: true,
+                });
+            }
+            *group = next;
+        }
+        parents
+    }
+
+    /// The token each row feeds to the next step.
+    fn last_tokens(&self, rows: usize) -> Vec<u32> {
+        let mut tokens = vec![EOS; rows];
+        for (i, group) in self.groups.iter().enumerate() {
+            for (k, hypothesis) in group.iter().enumerate() {
+                tokens[i * self.beam + k] = hypothesis.tokens.last().copied().unwrap_or(BOS);
+            }
+        }
+        tokens
+    }
+
+    /// Every row's prefix, [steps, rows] time-major: BOS, its hypothesis's tokens, then
+    /// padding (a finished hypothesis's row, and the padding rows, are read by no one).
+    fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
+        let mut prefixes = vec![PAD; steps * rows];
+        for (i, group) in self.groups.iter().enumerate() {
+            for (k, hypothesis) in group.iter().enumerate() {
+                let row = i * self.beam + k;
+                let tokens = std::iter::once(BOS).chain(hypothesis.tokens.iter().copied());
+                for (t, token) in tokens.take(steps).enumerate() {
+                    prefixes[t * rows + row] = token;
+                }
+            }
+        }
+        prefixes
+    }
+
+    fn all_done(&self) -> bool {
+        self.groups.iter().flatten().all(|h| h.done)
+    }
+
+    /// The best hypothesis of each group: finished ones first, then by score.
+    fn best(self) -> Vec<Vec<u32>> {
+        self.groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .into_iter()
+                    .max_by(|a, b| {
+                        (a.done, a.score)
+                            .partial_cmp(&(b.done, b.score))
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    })
+                    .map(|h| h.tokens)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Exact-match accuracy and loss of `model` on `pairs`, and the decoded outputs.
+pub fn evaluate(
+    model: &mut Seq2SeqModel,
+    pairs: &[EncodedPair],
+    batch: usize,
+) -> Result<(f64, f64, Vec<Vec<u32>>)> {
+    let sources: Vec<Vec<u32>> = pairs.iter().map(|p| p.source.clone()).collect();
+    let outputs = model.decode(&sources, 1, batch)?;
+    let exact = pairs
+        .iter()
+        .zip(&outputs)
+        .filter(|(pair, output)| &pair.target == *output)
+        .count();
+    let bucketing = Bucketing {
+        batch,
+        round_to: 1,
+        pad_last: true,
+    };
+    let (mut loss_sum, mut tokens) = (0.0, 0usize);
+    for batch in bucketed_batches(pairs, &bucketing, None)? {
+        let batch = rounded(batch);
+        let report = model.evaluation_step(&batch)?;
+        loss_sum += f64::from(report.loss) * report.tokens as f64;
+        tokens += report.tokens;
+    }
+    Ok((
+        exact as f64 / pairs.len().max(1) as f64,
+        loss_sum / tokens.max(1) as f64,
+        outputs,
+    ))
+}
+
+/// The dropout seed of training step `step` of a run seeded with `run_seed`: a new one
+/// every step, and the same sequence when a run resumes at a later step.
+pub fn dropout_seed(run_seed: u64, step: u64) -> u32 {
+    let mut rng = crate::rng::Rng::new(run_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (rng.next_u64() >> 32) as u32
+}
+
+/// `batch` with its steps padded to [`round_steps`], so that a few plans serve every batch.
+pub(crate) fn rounded(batch: SeqBatch) -> SeqBatch {
+    let (source_steps, target_steps) = (
+        round_steps(batch.source_steps),
+        round_steps(batch.target_steps),
+    );
+    if source_steps == batch.source_steps && target_steps == batch.target_steps {
+        return batch;
+    }
+    let b = batch.batch;
+    let mut source = batch.source.clone();
+    source.resize(source_steps * b, PAD);
+    let mut decoder_input = batch.decoder_input.clone();
+    decoder_input.resize(target_steps * b, PAD);
+    let mut target = vec![PAD; b * target_steps];
+    for row in 0..b {
+        target[row * target_steps..row * target_steps + batch.target_steps].copy_from_slice(
+            &batch.target[row * batch.target_steps..(row + 1) * batch.target_steps],
+        );
+    }
+    SeqBatch {
+        source_steps,
+        target_steps,
+        source,
+        decoder_input,
+        target,
+        ..batch
+    }
+}

@@ -1,0 +1,293 @@
+//! The n-gram CNN text classifier of [`crate::nn::textcnn`] on the GPU: training and
+//! evaluation steps (every step one GPU submission), checkpoints and predictions.
+//!
+//! Batches are padded to their longest text, so they come in several lengths; each length
+//! is its own compiled plan, and every plan binds the same parameter and gradient tensors
+//! ([`SharedParameters`]), so one optimizer trains them all.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::data::classify::{text_batches, EncodedText, Labels, TextBatch, WordVocab, NO_LABEL};
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::models::{argmax, check_config_against_tensors};
+use crate::nn::shared::{compile_bound, Binder, Bindings, SharedParameters};
+use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
+use crate::optim::Optimizer;
+
+/// A compiled training step for one batch shape, and the values it feeds or reads.
+struct TrainPlan {
+    plan: Plan,
+    ids: Var,
+    window_masks: Vec<Var>,
+    labels: Var,
+    loss: Var,
+    logits: Var,
+}
+
+/// What one step measured over the batch's real rows.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    /// The mean cross-entropy of the real rows.
+    pub loss: f32,
+    pub examples: usize,
+    /// Real rows whose largest logit is their label.
+    pub correct: usize,
+}
+
+/// A text CNN on the GPU, with its vocabulary and class names.
+pub struct TextCnnModel {
+    gpu: Gpu,
+    pub config: TextCnnConfig,
+    pub vocab: WordVocab,
+    pub labels: Labels,
+    pub parameters: SharedParameters,
+    plans: HashMap<(usize, usize), TrainPlan>,
+}
+
+impl TextCnnModel {
+    /// A new model with parameters drawn from `seed`; `config`'s vocabulary size and class
+    /// count must be those of `vocab` and `labels`.
+    pub fn new(
+        gpu: &Gpu,
+        config: TextCnnConfig,
+        vocab: WordVocab,
+        labels: Labels,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        if config.vocab_size != vocab.len() || config.classes != labels.len() {
+            return Err(Error::invalid(
+                "text cnn",
+                format!(
+                    "the model has {} words and {} classes, the data {} and {}",
+                    config.vocab_size,
+                    config.classes,
+                    vocab.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        let widest = config.widest();
+        let mut model = TextCnnModel {
+            gpu: gpu.clone(),
+            config,
+            vocab,
+            labels,
+            parameters: SharedParameters::new(gpu, seed),
+            plans: HashMap::new(),
+        };
+        // Building (not compiling) the smallest graph makes every parameter, in a fixed
+        // order, before an optimizer is made over them.
+        model.training_graph(1, widest)?;
+        Ok(model)
+    }
+
+    /// The model a checkpoint of [`TextCnnModel::save`] holds, with its vocabulary and
+    /// class names; optimizer state in it is left alone.
+    pub fn from_checkpoint(gpu: &Gpu, checkpoint: &Checkpoint) -> Result<Self> {
+        let bad = |what: &str| {
+            Error::format(
+                &checkpoint.path,
+                format!("the config has no valid {what}: not a train-cnn checkpoint"),
+            )
+        };
+        let config = &checkpoint.config;
+        let architecture = config
+            .get("architecture")
+            .filter(|a| a.get("kind").and_then(Value::as_str) == Some("textcnn"))
+            .ok_or_else(|| bad("\"architecture\" of kind \"textcnn\""))?;
+        let size = |key: &str| {
+            architecture
+                .get(key)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| bad(&format!("architecture {key:?}")))
+        };
+        let strings = |key: &str| -> Result<Vec<String>> {
+            config
+                .get(key)
+                .and_then(Value::as_array)
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .ok_or_else(|| bad(&format!("{key:?} (a list of strings)")))
+        };
+        let widths = architecture
+            .get("widths")
+            .and_then(Value::as_array)
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|w| w.as_u64().and_then(|w| usize::try_from(w).ok()))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .ok_or_else(|| bad("architecture \"widths\""))?;
+        let model_config = TextCnnConfig {
+            vocab_size: size("vocab_size")?,
+            embed: size("embed")?,
+            widths,
+            filters: size("filters")?,
+            classes: size("classes")?,
+        };
+        let vocab = WordVocab::from_words(&strings("vocabulary")?)?;
+        let labels = Labels::from_names(strings("labels")?)?;
+        check_config_against_tensors(checkpoint, model_config.parameter_count())?;
+        model_config
+            .training_memory(1, model_config.widest())?
+            .check("checkpoint", gpu.max_buffer_bytes())?;
+        let model = TextCnnModel::new(gpu, model_config, vocab, labels, 0)?;
+        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        Ok(model)
+    }
+
+    /// The training graph for `batch` rows of `steps` words, uncompiled, with the bindings
+    /// to the shared parameters and gradients.
+    fn training_graph(&mut self, batch: usize, steps: usize) -> Result<(Graph, TrainPlanValues)> {
+        let mut g = Graph::new(&self.gpu);
+        let ids = g.input_indices("ids", &[batch, steps]);
+        let window_masks: Vec<Var> = self
+            .config
+            .widths
+            .iter()
+            .map(|&w| g.input(&format!("window_mask{w}"), &[batch, 1, steps + 1 - w]))
+            .collect();
+        let labels = g.input_indices("labels", &[batch]);
+        let model = TextCnn {
+            config: &self.config,
+        };
+        let mut p = Binder::new(&mut self.parameters);
+        let logits = model.logits(&mut g, &mut p, ids, &window_masks)?;
+        let loss = g.cross_entropy(logits, labels, Some(NO_LABEL))?;
+        let gradients = g.backward(loss)?;
+        let bindings = p.bindings(Some(&gradients))?;
+        Ok((
+            g,
+            TrainPlanValues {
+                ids,
+                window_masks,
+                labels,
+                loss,
+                logits,
+                bindings,
+            },
+        ))
+    }
+
+    fn train_plan(&mut self, batch: usize, steps: usize) -> Result<&mut TrainPlan> {
+        let key = (batch, steps);
+        if !self.plans.contains_key(&key) {
+            let (g, values) = self.training_graph(batch, steps)?;
+            let plan = compile_bound(&g, &[values.loss, values.logits], &values.bindings)?;
+            let plan = TrainPlan {
+                plan,
+                ids: values.ids,
+                window_masks: values.window_masks,
+                labels: values.labels,
+                loss: values.loss,
+                logits: values.logits,
+            };
+            self.plans.insert(key, plan);
+        }
+        Ok(self.plans.get_mut(&key).expect("inserted above"))
+    }
+
+    /// One step over `batch`: the loss and its gradients into the shared gradient tensors,
+    /// then `extra` (an optimizer's update; none to evaluate), in one submission.
+    pub fn train_step(&mut self, batch: &TextBatch, extra: &[Dispatch]) -> Result<StepReport> {
+        if batch.steps < self.config.widest() {
+            return Err(Error::invalid(
+                "text cnn",
+                format!(
+                    "a batch of {} words is narrower than the widest filter ({}); pad it to at \
+                     least that",
+                    batch.steps,
+                    self.config.widest()
+                ),
+            ));
+        }
+        let masks: Vec<Vec<f32>> = self
+            .config
+            .widths
+            .iter()
+            .map(|&w| window_mask(&batch.lengths, batch.steps, w))
+            .collect();
+        let classes = self.config.classes;
+        let step = self.train_plan(batch.batch, batch.steps)?;
+        let mut feeds = vec![
+            Feed::u32(step.ids, &batch.ids),
+            Feed::u32(step.labels, &batch.labels),
+        ];
+        feeds.extend(
+            step.window_masks
+                .iter()
+                .zip(&masks)
+                .map(|(&var, mask)| Feed::f32(var, mask)),
+        );
+        step.plan.run(&feeds, extra)?;
+        let loss = step.plan.read(step.loss)?[0];
+        let logits = step.plan.read(step.logits)?;
+        let correct = logits
+            .chunks(classes)
+            .zip(&batch.labels)
+            .take(batch.real)
+            .filter(|(row, &label)| argmax(row) == label as usize)
+            .count();
+        Ok(StepReport {
+            loss,
+            examples: batch.real,
+            correct,
+        })
+    }
+
+    /// Saves the parameters, the optimizer's state (if given) under `optimizer.`, and a
+    /// config with the architecture, the vocabulary and the class names (`extra` merged in
+    /// at the top level).
+    pub fn save(&self, path: &Path, optimizer: Option<&Optimizer>, extra: Value) -> Result<()> {
+        let tensors = self.parameters.checkpoint_tensors(optimizer)?;
+        let config = checkpoint::with_extra(
+            json!({
+                "architecture": self.config.to_json(),
+                "vocabulary": self.vocab.words(),
+                "labels": self.labels.names(),
+            }),
+            extra,
+        );
+        checkpoint::save(path, &tensors, &config)
+    }
+}
+
+/// What [`TextCnnModel::training_graph`] returns besides the graph.
+struct TrainPlanValues {
+    ids: Var,
+    window_masks: Vec<Var>,
+    labels: Var,
+    loss: Var,
+    logits: Var,
+    bindings: Bindings,
+}
+
+/// The mean loss and the accuracy of `model` on `texts`, in batches of `batch` rows.
+pub fn evaluate(
+    model: &mut TextCnnModel,
+    texts: &[EncodedText],
+    batch: usize,
+) -> Result<(f64, f64)> {
+    let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+    for chunk in text_batches(texts, batch, model.config.widest(), None)? {
+        let report = model.train_step(&chunk, &[])?;
+        loss_sum += f64::from(report.loss) * report.examples as f64;
+        correct += report.correct;
+        seen += report.examples;
+    }
+    let seen = seen.max(1) as f64;
+    Ok((loss_sum / seen, correct as f64 / seen))
+}
