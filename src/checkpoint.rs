@@ -135,9 +135,13 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// The element types a checkpoint stores, named as safetensors names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
+    /// 32-bit IEEE float: every [`Tensor`]'s type.
     F32,
+    /// 32-bit signed integer.
     I32,
+    /// 64-bit signed integer (PyTorch's usual type for ids and counters).
     I64,
+    /// 32-bit unsigned integer: the type of [`Indices`].
     U32,
 }
 
@@ -170,13 +174,18 @@ impl Dtype {
 /// The elements of one tensor, row-major, in their stored type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
+    /// 32-bit floats.
     F32(Vec<f32>),
+    /// 32-bit signed integers.
     I32(Vec<i32>),
+    /// 64-bit signed integers.
     I64(Vec<i64>),
+    /// 32-bit unsigned integers.
     U32(Vec<u32>),
 }
 
 impl TensorData {
+    /// The element type the data is stored as.
     pub fn dtype(&self) -> Dtype {
         match self {
             TensorData::F32(_) => Dtype::F32,
@@ -196,6 +205,7 @@ impl TensorData {
         }
     }
 
+    /// Whether there are no elements (a shape with a 0 in it).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -254,8 +264,11 @@ impl From<Vec<u32>> for TensorData {
 /// One tensor of a checkpoint, on the host. `shape` is empty for a scalar (one element).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedTensor {
+    /// The tensor's key in the file, e.g. `encoder.embed.weight`; unique within a checkpoint.
     pub name: String,
+    /// The size of each dimension, outermost first; its product is the number of elements.
     pub shape: Vec<usize>,
+    /// The elements, row-major.
     pub data: TensorData,
 }
 
@@ -279,6 +292,7 @@ impl NamedTensor {
         Ok(NamedTensor::new(name, indices.shape(), indices.to_vec()?))
     }
 
+    /// The element type the data is stored as.
     pub fn dtype(&self) -> Dtype {
         self.data.dtype()
     }

@@ -18,7 +18,12 @@ pub enum Error {
 
     /// An adapter selector matched none of the adapters present.
     #[error("no adapter matches {selector:?}; the adapters present are: {available}")]
-    AdapterNotFound { selector: String, available: String },
+    AdapterNotFound {
+        /// The selector as the user wrote it (an index, a backend or a name substring).
+        selector: String,
+        /// A human-readable list of the adapters that are present, to choose from.
+        available: String,
+    },
 
     /// A selector string that cannot be parsed.
     #[error("invalid adapter selector {0:?}: expected an index (0, 1, …), a backend (vulkan, metal, dx12, gl) or a name substring")]
@@ -26,26 +31,43 @@ pub enum Error {
 
     /// The adapter refused to create a device.
     #[error("could not open a device on adapter {adapter:?}: {message}")]
-    DeviceRequest { adapter: String, message: String },
+    DeviceRequest {
+        /// The name of the adapter that refused.
+        adapter: String,
+        /// wgpu's own explanation of the refusal.
+        message: String,
+    },
 
     /// Two shapes that an op needs to agree do not.
     #[error("{op}: shape mismatch between {lhs:?} and {rhs:?}: {expected}")]
     ShapeMismatch {
+        /// The name of the op that checked the shapes, e.g. `"matmul"`.
         op: &'static str,
+        /// The shape of the first operand (or the one the op treats as the reference).
         lhs: Vec<usize>,
+        /// The shape of the second operand, the one that does not fit `lhs`.
         rhs: Vec<usize>,
+        /// In words, the relation the op needs between the two shapes.
         expected: String,
     },
 
     /// An argument that is out of range or otherwise invalid.
     #[error("{op}: {message}")]
-    InvalidArgument { op: &'static str, message: String },
+    InvalidArgument {
+        /// The name of the op (or function) that rejected the argument.
+        op: &'static str,
+        /// What is wrong with the argument and what would be accepted.
+        message: String,
+    },
 
     /// An op that cannot take a tensor with no elements was given one.
     #[error("{op}: cannot take a zero-sized tensor (shape {shape:?}): {why}")]
     ZeroSized {
+        /// The name of the op that was given the empty tensor.
         op: &'static str,
+        /// The shape of the empty tensor: at least one dimension is 0.
         shape: Vec<usize>,
+        /// Why the op has no meaningful result for an empty tensor (e.g. a mean over nothing).
         why: &'static str,
     },
 
@@ -54,26 +76,47 @@ pub enum Error {
         "a tensor of shape {shape:?} needs {bytes} bytes, more than this adapter's maximum buffer size of {limit} bytes"
     )]
     TooLarge {
+        /// The shape of the tensor that was asked for.
         shape: Vec<usize>,
+        /// The bytes that tensor would need.
         bytes: u64,
+        /// The largest buffer this adapter allows, in bytes.
         limit: u64,
     },
 
     /// Tensors from two different devices met in one op.
     #[error("{op}: the tensors live on different devices")]
-    DeviceMismatch { op: &'static str },
+    DeviceMismatch {
+        /// The name of the op whose operands came from different [`Gpu`](crate::Gpu)s.
+        op: &'static str,
+    },
 
     /// wgpu reported a validation error: a bug in a launcher or shader, or a limit exceeded.
     #[error("GPU validation error in {context}: {message}")]
-    Validation { context: String, message: String },
+    Validation {
+        /// What the engine was doing when wgpu reported it (the label of the launch or upload).
+        context: String,
+        /// wgpu's message.
+        message: String,
+    },
 
     /// The GPU ran out of memory.
     #[error("GPU out of memory in {context}: {message}")]
-    OutOfMemory { context: String, message: String },
+    OutOfMemory {
+        /// What the engine was doing when the allocation failed.
+        context: String,
+        /// wgpu's message.
+        message: String,
+    },
 
     /// wgpu reported an internal error (often a shader the driver could not compile).
     #[error("GPU internal error in {context}: {message}")]
-    Internal { context: String, message: String },
+    Internal {
+        /// What the engine was doing when wgpu reported it.
+        context: String,
+        /// wgpu's message (for a shader, usually the driver's compiler output).
+        message: String,
+    },
 
     /// The device was lost (driver reset, GPU removed, or destroyed).
     #[error("the GPU device was lost: {0}")]
@@ -86,13 +129,20 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or directory) that could not be read or written.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
 
     /// A data file whose contents are not what was expected.
     #[error("{path}: {message}")]
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file whose contents are wrong.
+        path: PathBuf,
+        /// What is wrong, usually with the line or field where it was found.
+        message: String,
+    },
 }
 
 impl Error {

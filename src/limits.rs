@@ -78,6 +78,7 @@ impl Default for Tally {
 }
 
 impl Tally {
+    /// An empty tally: a total of 0.
     pub fn new() -> Self {
         Self::default()
     }
@@ -115,6 +116,7 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
+    /// An empty estimate: no parts, 0 bytes.
     pub fn new() -> Self {
         Self::default()
     }

@@ -100,10 +100,13 @@ impl Tensor {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// The size of each dimension, outermost first: `[N, C]` is N rows of C contiguous values.
+    /// A scalar has the empty shape `[]`.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
@@ -118,13 +121,14 @@ impl Tensor {
         self.numel() as u64 * 4
     }
 
+    /// The device the tensor lives on; ops between tensors need them on the same one.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
 
-    /// The wgpu buffer holding the data, for launching custom kernels on it.
-    /// The buffer on loan from the pool (it derefs to the wgpu buffer): a dispatch that
-    /// binds it holds it, so it goes back to the pool only once the dispatch is gone too.
+    /// The buffer holding the data, for launching custom kernels on it: on loan from the
+    /// pool (it derefs to the wgpu buffer), and a dispatch that binds it holds it, so it goes
+    /// back to the pool only once the dispatch is gone too.
     pub fn buffer(&self) -> &Arc<PooledBuffer> {
         &self.buffer
     }
@@ -233,14 +237,17 @@ impl Indices {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// The size of each dimension, outermost first, as for [`Tensor::shape`].
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The number of indices.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// The device the indices live on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }

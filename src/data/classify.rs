@@ -39,7 +39,9 @@ pub const NO_LABEL: u32 = u32::MAX;
 /// One example: a text and the name of its class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LabelledText {
+    /// The name of the class, as the data file writes it.
     pub label: String,
+    /// The raw text, before [`tokenize`].
     pub text: String,
 }
 
@@ -160,10 +162,12 @@ impl Labels {
         Ok(Labels { names })
     }
 
+    /// The class names, in id order: class `i` is `names()[i]`.
     pub fn names(&self) -> &[String] {
         &self.names
     }
 
+    /// The number of classes (at least 2).
     #[allow(clippy::len_without_is_empty)] // never empty: from_names needs two
     pub fn len(&self) -> usize {
         self.names.len()
@@ -178,7 +182,9 @@ impl Labels {
 /// A text as word ids, and its class id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedText {
+    /// The word ids, one per word, [`UNK`] for words the vocabulary lacks.
     pub ids: Vec<u32>,
+    /// The class id, below the number of classes.
     pub label: u32,
 }
 

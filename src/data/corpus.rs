@@ -66,9 +66,13 @@ pub fn split_text(chars: &[char], train_fraction: f64) -> (&[char], &[char]) {
 /// both, which the loss ignores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LmBatch {
+    /// The number of windows (rows).
     pub batch: usize,
+    /// The number of time steps (characters per window).
     pub steps: usize,
+    /// The input ids, `[steps, batch]` (time-major).
     pub input: Vec<u32>,
+    /// The ids to predict, `[steps, batch]`: each the character after its input.
     pub target: Vec<u32>,
     /// Targets that are not padding.
     pub tokens: usize,

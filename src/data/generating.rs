@@ -68,6 +68,7 @@ fn check_fits_in(
 pub struct GenerationProgress {
     /// Examples drawn so far, of `total`.
     pub done: u64,
+    /// The number of examples to draw in all.
     pub total: u64,
     /// The time since generation started.
     pub elapsed: Duration,

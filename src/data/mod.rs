@@ -62,10 +62,15 @@ use crate::{Error, Result};
 /// - `labels.len() == n`, each below `classes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
+    /// The features, `[n, dim]` row-major.
     pub features: Vec<f32>,
+    /// The class of each example, `[n]`, each below `classes`.
     pub labels: Vec<u32>,
+    /// The number of examples.
     pub n: usize,
+    /// The number of features per example.
     pub dim: usize,
+    /// The number of classes: labels run over `0..classes`.
     pub classes: usize,
 }
 
@@ -82,7 +87,10 @@ pub enum LastBatch {
     /// Pass the loss's ignore index (see [`crate::SoftmaxCrossEntropy::ignore_index`]) so the
     /// padding adds nothing to the loss or its gradient; [`Batch::real`] counts the real rows,
     /// which come first, for accuracy.
-    Pad { label: u32 },
+    Pad {
+        /// The label of the padding rows: the loss's ignore index.
+        label: u32,
+    },
 }
 
 /// One mini-batch, gathered into contiguous rows.
@@ -399,6 +407,7 @@ impl ExactSizeIterator for Batches<'_> {}
 /// model for the same reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Standardizer {
+    /// The mean of each feature over the examples it was fitted on, `[dim]`.
     pub mean: Vec<f32>,
     /// The population standard deviation (dividing by n, as scikit-learn's StandardScaler);
     /// 1 for a feature that is constant, which is then only centred.

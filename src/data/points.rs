@@ -50,7 +50,9 @@ fn check_points_memory(name: &str, points_per_class: usize, classes: usize) -> R
 /// and a small MLP gets nearly all of it, so the gain from a hidden layer is plain to see.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spirals {
+    /// The number of arms, one per class (at least 2).
     pub classes: usize,
+    /// The points drawn on each arm.
     pub points_per_class: usize,
     /// Radians each arm turns from the origin to the rim (CS231n: 4, about 2/3 of a turn).
     /// Two arms need a whole turn (2π) or more: over 4 rad a straight line separates about
@@ -120,7 +122,9 @@ impl Spirals {
 /// class takes half its points from each of its two blobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Xor {
+    /// The points of each class (half from each of its two blobs).
     pub points_per_class: usize,
+    /// The standard deviation of each blob around its centre.
     pub spread: f32,
 }
 
@@ -181,8 +185,11 @@ impl Xor {
 /// with Gaussian noise of standard deviation `noise` added to its radius.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Circles {
+    /// The points on each ring.
     pub points_per_class: usize,
+    /// The radius of class 1's ring, strictly between 0 and 1 (the outer ring has radius 1).
     pub inner_radius: f32,
+    /// The standard deviation of the Gaussian noise added to each point's radius.
     pub noise: f32,
 }
 
@@ -248,8 +255,11 @@ impl Circles {
 /// A built-in task by name, with its default parameters, for the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuiltinTask {
+    /// Interleaved spirals, [`Spirals`]: 3 classes by default.
     Spirals,
+    /// The XOR of four blobs, [`Xor`]: 2 classes.
     Xor,
+    /// Two concentric rings, [`Circles`]: 2 classes.
     Circles,
 }
 

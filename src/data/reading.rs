@@ -10,6 +10,7 @@ use crate::{Error, Result};
 /// What a reader made of a file, and what the caller should tell the user about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed<T> {
+    /// What the file held, parsed.
     pub contents: T,
     /// Oddities that did not stop the file from being read, in the order found; the
     /// command line prints them on stderr.
@@ -23,8 +24,11 @@ pub enum Warning {
     /// does: the file may be UTF-16 (whose ASCII letters each come with a NUL byte) or not
     /// text at all. They were read as characters like any other.
     NulBytes {
+        /// The file.
         path: PathBuf,
+        /// The line of the first NUL byte, counted from 1.
         first_line: usize,
+        /// How many NUL bytes the file holds.
         count: usize,
     },
 }

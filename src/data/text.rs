@@ -50,7 +50,9 @@ pub const SPECIAL_TOKENS: usize = 4;
 /// One example: the model reads `source` and learns to write `target`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pair {
+    /// The text the model reads.
     pub source: String,
+    /// The text the model must write.
     pub target: String,
 }
 
@@ -148,7 +150,12 @@ pub enum Task {
     /// `535+61` → `596`: two operands drawn uniformly from 0..10^`digits`, written without
     /// leading zeros, and their sum. With `reverse_input` the source is written backwards
     /// (`16+535`), which puts the low digits, where the carries start, first.
-    Addition { digits: usize, reverse_input: bool },
+    Addition {
+        /// The most digits an operand has, from 1 to 9.
+        digits: usize,
+        /// Whether the source is written backwards.
+        reverse_input: bool,
+    },
     /// `hello` → `olleh`: lowercase ASCII letters, a length drawn uniformly from 1..=10, and
     /// the same letters backwards.
     Reverse,
@@ -661,7 +668,9 @@ pub fn split_pairs(
 /// A pair as token ids, without [`BOS`] or [`EOS`]; [`bucketed_batches`] adds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedPair {
+    /// The source's character ids.
     pub source: Vec<u32>,
+    /// The target's character ids.
     pub target: Vec<u32>,
 }
 

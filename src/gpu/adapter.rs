@@ -161,19 +161,34 @@ pub fn software_name(info: &wgpu::AdapterInfo) -> Option<&'static str> {
 /// What `shadergrad adapters` prints about one adapter.
 #[derive(Debug, Clone)]
 pub struct AdapterReport {
+    /// The adapter's position in the enumeration: what an index selector (`0`, `1`, …) names.
     pub index: usize,
+    /// The adapter's name as the driver reports it.
     pub name: String,
+    /// The graphics API it is reached through (Vulkan, Metal, DX12, GL).
     pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual or CPU, as the driver reports it.
     pub device_type: wgpu::DeviceType,
+    /// The driver's name.
     pub driver: String,
+    /// The driver's version string.
     pub driver_info: String,
+    /// The name of the software renderer (lavapipe, SwiftShader, WARP) when the adapter runs on
+    /// the CPU; `None` for a real GPU.
     pub software: Option<&'static str>,
+    /// The largest buffer the adapter can create, in bytes.
     pub max_buffer_size: u64,
+    /// The largest storage buffer a shader can bind, in bytes.
     pub max_storage_binding_size: u64,
+    /// The workgroup (shared) memory one workgroup may use, in bytes.
     pub max_workgroup_storage: u32,
+    /// The most invocations (threads) one workgroup may have.
     pub max_invocations_per_workgroup: u32,
+    /// Whether shaders can use subgroup operations (the `SUBGROUP` feature).
     pub subgroups: bool,
+    /// Whether shaders can use `f16` (the `SHADER_F16` feature).
     pub shader_f16: bool,
+    /// Whether the adapter can write GPU timestamps (the `TIMESTAMP_QUERY` feature).
     pub timestamps: bool,
     /// Cooperative-matrix shapes as `MxNxK ab→cr`, empty when the adapter has none.
     pub cooperative_matrix: Vec<String>,

@@ -41,9 +41,14 @@ pub fn adapter_reports() -> Result<Vec<AdapterReport>> {
 /// The storage buffers it binds belong to tensors, which the caller keeps alive until then.
 #[derive(Debug, Clone)]
 pub struct Dispatch {
+    /// The compiled pipeline (one specialised variant of a WGSL kernel) to run.
     pub kernel: Arc<Kernel>,
+    /// The buffers bound to the kernel's bindings, in the order its [`KernelSpec`] declares.
     pub bind_group: wgpu::BindGroup,
+    /// How many workgroups to launch along x, y and z (not invocations: each workgroup runs
+    /// as many invocations as the kernel's `@workgroup_size`).
     pub workgroups: [u32; 3],
+    /// The uniform buffer holding this launch's parameters (sizes, strides, scalars).
     pub params: Arc<PooledBuffer>,
     /// The storage buffers the bind group binds, held so that the pool cannot hand them to
     /// other tensors (nor destroy them) while this dispatch, or a clone, may still run.
@@ -53,22 +58,30 @@ pub struct Dispatch {
 /// A buffer-to-buffer copy to run before the dispatches of a submission.
 #[derive(Debug, Clone)]
 pub struct Copy {
+    /// The buffer copied from.
     pub source: Arc<PooledBuffer>,
+    /// The buffer copied into.
     pub destination: Arc<PooledBuffer>,
+    /// How many bytes to copy, from offset 0 of both buffers.
     pub bytes: u64,
 }
 
 /// How long a submission took, and how it was measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
+    /// The measured duration in seconds.
     pub seconds: f64,
     /// GPU timestamp queries around the compute pass, or wall time around submit-and-wait.
     pub source: TimingSource,
 }
 
+/// Where a [`Timing`] came from: timestamps are precise GPU time; the wall clock also
+/// counts submission, driver overhead and the wait for the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimingSource {
+    /// GPU timestamp queries written before and after the compute pass.
     GpuTimestamps,
+    /// The CPU's clock around submit-and-wait, used where the adapter has no timestamp queries.
     WallClock,
 }
 
@@ -266,18 +279,22 @@ impl Gpu {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// The adapter's description: name, vendor, backend, driver and device type.
     pub fn info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
 
+    /// The wgpu adapter the device was opened on.
     pub fn adapter(&self) -> &wgpu::Adapter {
         &self.inner.adapter
     }
 
+    /// The wgpu device, for creating buffers, pipelines and bind groups.
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }
 
+    /// The wgpu queue the device's work is submitted to.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
@@ -311,6 +328,8 @@ impl Gpu {
         self.is_software() || self.inner.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Whether the device can write GPU timestamps (the `TIMESTAMP_QUERY` feature), so that
+    /// [`Timing`]s come from [`TimingSource::GpuTimestamps`] rather than the wall clock.
     pub fn has_timestamps(&self) -> bool {
         self.inner
             .features

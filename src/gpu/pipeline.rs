@@ -49,7 +49,9 @@ impl ShaderSource {
 /// (`kernel_specs`) take a few samples of it.
 #[derive(Debug)]
 pub struct SizeConstant {
+    /// The constant's name in the WGSL module.
     pub name: &'static str,
+    /// The sizes the constant may take.
     pub values: RangeInclusive<u32>,
 }
 
@@ -76,8 +78,11 @@ pub enum Access {
 /// A kernel variant: what the cache compiles once.
 #[derive(Debug, Clone)]
 pub struct KernelSpec {
+    /// The WGSL module the entry point lives in.
     pub source: &'static ShaderSource,
+    /// The name of the `@compute` entry point.
     pub entry: &'static str,
+    /// How the entry point uses each binding of bind group 0, in binding order.
     pub bindings: &'static [Access],
     /// Values of the shader's `override` constants.
     pub constants: Vec<(&'static str, f64)>,
@@ -148,9 +153,13 @@ impl KernelSpec {
 /// A compiled kernel variant with its bind group layout.
 #[derive(Debug)]
 pub struct Kernel {
+    /// The variant's name, [`KernelSpec::name`]: its cache key and its label in errors.
     pub name: String,
+    /// The variant it was compiled from.
     pub spec: KernelSpec,
+    /// The compiled compute pipeline.
     pub pipeline: wgpu::ComputePipeline,
+    /// The layout its bind groups must follow (shared by kernels with the same bindings).
     pub layout: wgpu::BindGroupLayout,
 }
 

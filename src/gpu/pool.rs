@@ -70,6 +70,8 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
+    /// An empty pool that creates its buffers on `device`, none larger than `max_bytes` by
+    /// rounding up (a request above that gets exactly the bytes it asks for, to a multiple of 16).
     pub fn new(device: wgpu::Device, max_bytes: u64) -> Arc<Self> {
         Arc::new(BufferPool {
             device,
@@ -134,6 +136,7 @@ impl BufferPool {
         free.idle_bytes = 0;
     }
 
+    /// The pool's counters so far: buffers created, requests reused, bytes idle.
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             allocated: self.allocated.load(Ordering::Relaxed),

@@ -52,6 +52,7 @@ pub struct Var(pub(crate) usize);
 /// The element type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit floats: activations, parameters, gradients, a [`crate::Tensor`] on the GPU.
     F32,
     /// Token ids, class labels: [`crate::Indices`] on the GPU.
     U32,
@@ -105,6 +106,7 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// An empty graph whose plans will run on `gpu`.
     pub fn new(gpu: &Gpu) -> Graph {
         Graph {
             gpu: gpu.clone(),
@@ -113,6 +115,7 @@ impl Graph {
         }
     }
 
+    /// The device the graph's plans run on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
@@ -122,6 +125,7 @@ impl Graph {
         &self.values[var.0].shape
     }
 
+    /// The element type of a value.
     pub fn dtype(&self, var: Var) -> DType {
         self.values[var.0].dtype
     }
@@ -283,18 +287,22 @@ impl Graph {
         self.push_one(Op::Unary(f), &[x])
     }
 
+    /// tanh(x) elementwise.
     pub fn tanh(&mut self, x: Var) -> Result<Var> {
         self.map(x, Unary::Tanh)
     }
 
+    /// max(x, 0) elementwise.
     pub fn relu(&mut self, x: Var) -> Result<Var> {
         self.map(x, Unary::Relu)
     }
 
+    /// 1/(1 + e^(−x)) elementwise.
     pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
         self.map(x, Unary::Sigmoid)
     }
 
+    /// α·x elementwise.
     pub fn scale(&mut self, x: Var, alpha: f32) -> Result<Var> {
         self.map(x, Unary::Scale(alpha))
     }
@@ -304,18 +312,22 @@ impl Graph {
         self.push_one(Op::Binary(op), &[a, b])
     }
 
+    /// a + b elementwise with numpy broadcasting; the result has the broadcast shape.
     pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
         self.zip(a, b, Binary::Add)
     }
 
+    /// a − b elementwise with numpy broadcasting.
     pub fn sub(&mut self, a: Var, b: Var) -> Result<Var> {
         self.zip(a, b, Binary::Sub)
     }
 
+    /// a · b elementwise with numpy broadcasting.
     pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
         self.zip(a, b, Binary::Mul)
     }
 
+    /// a / b elementwise with numpy broadcasting.
     pub fn div(&mut self, a: Var, b: Var) -> Result<Var> {
         self.zip(a, b, Binary::Div)
     }
@@ -344,10 +356,12 @@ impl Graph {
         self.push_one(Op::Reduce { op, axis, keep_dim }, &[x])
     }
 
+    /// The sum over `axis` (negative counts from the end); `keep_dim` keeps it as size 1.
     pub fn sum(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
         self.reduce(x, Reduce::Sum, axis, keep_dim)
     }
 
+    /// The mean over `axis` (negative counts from the end); `keep_dim` keeps it as size 1.
     pub fn mean(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
         self.reduce(x, Reduce::Mean, axis, keep_dim)
     }
@@ -696,6 +710,7 @@ pub struct RecurrentOutput {
 /// The options of [`Graph::recurrent`] besides its operands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecurrentSpec {
+    /// RNN, GRU or LSTM.
     pub kind: CellKind,
     /// Runs from the last step to the first (the backward half of a bidirectional layer).
     pub reverse: bool,
@@ -742,11 +757,13 @@ impl AttentionSettingsBuilder for AttentionSpec {
 }
 
 impl AttentionSpec {
+    /// Masks each batch's keys past its length: `lengths` is a u32 value `[B]`, fed.
     pub fn key_lengths(mut self, lengths: Var) -> Self {
         self.key_lengths = Some(lengths);
         self
     }
 
+    /// Adds a mask value of `kind`, broadcastable to the scores `[B, H, Lq, Lk]`.
     pub fn mask(mut self, kind: MaskKind, values: Var) -> Self {
         self.mask = Some((kind, values));
         self

@@ -30,15 +30,19 @@ pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 /// Data for one input of a run.
 #[derive(Debug, Clone, Copy)]
 pub enum Feed<'a> {
+    /// Values for an f32 input, row-major, as many as its shape holds.
     F32(Var, &'a [f32]),
+    /// Values for a u32 input (ids, labels, lengths, a seed), as many as its shape holds.
     U32(Var, &'a [u32]),
 }
 
 impl<'a> Feed<'a> {
+    /// Feeds `data` to the f32 input `var`.
     pub fn f32(var: Var, data: &'a [f32]) -> Self {
         Feed::F32(var, data)
     }
 
+    /// Feeds `data` to the u32 input `var`.
     pub fn u32(var: Var, data: &'a [u32]) -> Self {
         Feed::U32(var, data)
     }

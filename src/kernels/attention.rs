@@ -42,6 +42,8 @@ use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::{broadcast_shapes, broadcast_strides, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
 
+/// The attention module, `shaders/attention.wgsl`: the masked row softmax and its backward,
+/// and the fused kernels; the products run on [`crate::kernels::matmul`]'s.
 pub static SHADER: ShaderSource = ShaderSource {
     size_constants: &[
         SizeConstant {
@@ -106,7 +108,9 @@ impl MaskKind {
 /// A mask tensor, broadcastable (numpy rules) to the scores' shape [B, H, Lq, Lk].
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionMask<'a> {
+    /// How its values act.
     pub kind: MaskKind,
+    /// The mask, broadcastable to `[B, H, Lq, Lk]`.
     pub values: &'a Tensor,
 }
 
@@ -188,16 +192,19 @@ impl AttentionSettings {
 /// `AttentionOptions::default().causal(true).key_lengths(&lengths)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttentionOptions<'a> {
+    /// The plain-value settings: scale, causality, alignment, window, softcap.
     pub settings: AttentionSettings,
     /// Valid keys per batch, \[B\]: keys at positions ≥ length are masked (lengths above Lk
     /// mean Lk).
     pub key_lengths: Option<&'a Indices>,
+    /// A mask tensor applied on top of the other masks.
     pub mask: Option<AttentionMask<'a>>,
 }
 
 /// The setters of [`AttentionSettings`], shared by everything that carries them (the
 /// eager [`AttentionOptions`], the graph's `AttentionSpec`): chain them on a default value.
 pub trait AttentionSettingsBuilder: Sized {
+    /// The settings the setters change.
     fn settings_mut(&mut self) -> &mut AttentionSettings;
 
     /// Multiplies q·kᵀ instead of 1/√D.
@@ -247,11 +254,14 @@ impl AttentionSettingsBuilder for AttentionOptions<'_> {
 }
 
 impl<'a> AttentionOptions<'a> {
+    /// Masks, in batch b, the keys at positions ≥ `lengths[b]` (`lengths` is `[B]`; a length
+    /// above Lk means Lk).
     pub fn key_lengths(mut self, lengths: &'a Indices) -> Self {
         self.key_lengths = Some(lengths);
         self
     }
 
+    /// Adds a mask tensor of `kind`, broadcastable to `[B, H, Lq, Lk]`.
     pub fn mask(mut self, kind: MaskKind, values: &'a Tensor) -> Self {
         self.mask = Some(AttentionMask { kind, values });
         self
@@ -261,12 +271,15 @@ impl<'a> AttentionOptions<'a> {
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionDims {
+    /// B, the batch size.
     pub batch: usize,
     /// Query heads H.
     pub heads: usize,
     /// Key/value heads Hkv, dividing H.
     pub kv_heads: usize,
+    /// Lq, the number of queries per head.
     pub q_len: usize,
+    /// Lk, the number of keys (and values) per head.
     pub k_len: usize,
     /// D, of queries and keys.
     pub head_dim: usize,
@@ -377,8 +390,11 @@ pub struct AttentionForward {
 /// What [`attention_backward`] returns: dL/dQ, dL/dK and dL/dV, shaped as Q, K and V.
 #[derive(Debug, Clone)]
 pub struct AttentionGradients {
+    /// dL/dQ, `[B, H, Lq, D]`.
     pub query: Tensor,
+    /// dL/dK, `[B, Hkv, Lk, D]`: summed over each group of query heads.
     pub key: Tensor,
+    /// dL/dV, `[B, Hkv, Lk, Dv]`: summed over each group of query heads.
     pub value: Tensor,
 }
 
@@ -748,7 +764,9 @@ pub fn masked_softmax_backward_dispatch(
 /// [`submit`]: Recording::submit
 #[derive(Default)]
 pub struct Recording {
+    /// The dispatches, in the order they must run.
     pub dispatches: Vec<Dispatch>,
+    /// The intermediate tensors the dispatches bind, held until the submission.
     pub temporaries: Vec<Tensor>,
 }
 
@@ -1423,26 +1441,37 @@ pub fn attention_backward_dispatches_into(
 /// A mask tensor for the CPU reference: its kind, values and shape.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMask<'a> {
+    /// How the values act.
     pub kind: MaskKind,
+    /// The mask's values, row-major.
     pub values: &'a [f64],
+    /// The mask's shape, broadcastable to `[B, H, Lq, Lk]`.
     pub shape: &'a [usize],
 }
 
 /// The inputs of [`attention_cpu`], contiguous row-major as on the GPU.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionCpuInputs<'a> {
+    /// The sizes of the call.
     pub dims: AttentionDims,
+    /// Q, `[B, H, Lq, D]`.
     pub q: &'a [f64],
+    /// K, `[B, Hkv, Lk, D]`.
     pub k: &'a [f64],
+    /// V, `[B, Hkv, Lk, Dv]`.
     pub v: &'a [f64],
+    /// Valid keys per batch, `[B]`, as [`AttentionOptions::key_lengths`].
     pub key_lengths: Option<&'a [u32]>,
+    /// A mask tensor, as [`AttentionOptions::mask`].
     pub mask: Option<CpuMask<'a>>,
 }
 
 /// What [`attention_cpu`] returns, in f64.
 #[derive(Debug, Clone)]
 pub struct AttentionCpuOutput {
+    /// O, `[B, H, Lq, Dv]`.
     pub output: Vec<f64>,
+    /// P, `[B, H, Lq, Lk]`: 0 at masked keys.
     pub probs: Vec<f64>,
     /// The softmax's input: −∞ at masked keys.
     pub logits: Vec<f64>,

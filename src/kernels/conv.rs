@@ -17,6 +17,8 @@ use crate::kernels::matmul::{
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{Indices, Tensor};
 
+/// The convolution module, `shaders/conv.wgsl`: the direct forward, im2col, the three
+/// gradients, and max pooling with its backward.
 pub static SHADER: ShaderSource =
     ShaderSource::new("conv", include_str!("../../shaders/conv.wgsl"));
 
@@ -34,8 +36,11 @@ const MAX_EXTENT: usize = i32::MAX as usize;
 /// Stride and zero padding of a convolution over N×C×L.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv1d {
+    /// How many input positions the window moves between two outputs (≥ 1).
     pub stride: usize,
+    /// Zeros added before the first position.
     pub pad_left: usize,
+    /// Zeros added after the last position.
     pub pad_right: usize,
 }
 
@@ -53,9 +58,9 @@ impl Default for Conv1d {
 /// Strides and zero padding of a convolution over N×C×H×W.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2d {
-    /// [along H, along W].
+    /// `[along H, along W]`.
     pub stride: [usize; 2],
-    /// [top, left, bottom, right]: the begins of both axes, then their ends (ONNX's order).
+    /// `[top, left, bottom, right]`: the begins of both axes, then their ends (ONNX's order).
     pub pads: [usize; 4],
 }
 
@@ -98,8 +103,10 @@ pub enum ConvVariant {
 }
 
 impl ConvVariant {
+    /// Every variant: those the kernel list compiles, and tests and benchmarks try.
     pub const ALL: [ConvVariant; 2] = [ConvVariant::Direct, ConvVariant::Im2colGemm];
 
+    /// The variant's name in benchmark reports and tuning files.
     pub fn name(self) -> &'static str {
         match self {
             ConvVariant::Direct => "direct",
@@ -112,20 +119,35 @@ impl ConvVariant {
 /// N×O×OH×OW. A 1-D convolution has H = KH = OH = 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// N, the number of images (or sequences).
     pub batch: usize,
+    /// C, the input's channels (a text CNN's embedding width).
     pub in_channels: usize,
+    /// H, the input's height (1 for a sequence).
     pub in_h: usize,
+    /// W, the input's width (a sequence's length).
     pub in_w: usize,
+    /// O, the number of filters: the output's channels.
     pub out_channels: usize,
+    /// KH, the filters' height.
     pub kernel_h: usize,
+    /// KW, the filters' width (a text CNN's n-gram size).
     pub kernel_w: usize,
+    /// The stride along H.
     pub stride_h: usize,
+    /// The stride along W.
     pub stride_w: usize,
+    /// Zero rows added above the input.
     pub pad_top: usize,
+    /// Zero columns added left of the input.
     pub pad_left: usize,
+    /// Zero rows added below the input.
     pub pad_bottom: usize,
+    /// Zero columns added right of the input.
     pub pad_right: usize,
+    /// OH = (H + pad_top + pad_bottom − KH) / stride_h + 1.
     pub out_h: usize,
+    /// OW = (W + pad_left + pad_right − KW) / stride_w + 1.
     pub out_w: usize,
 }
 
@@ -539,8 +561,11 @@ pub fn conv_cpu(x: &[f64], weight: &[f64], bias: Option<&[f64]>, g: &ConvGeometr
 /// The three gradients of a convolution. `bias` is `None` when it was not asked for.
 #[derive(Debug, Clone)]
 pub struct ConvGradients {
+    /// dL/dinput, the input's shape.
     pub input: Tensor,
+    /// dL/dweight, the weight's shape.
     pub weight: Tensor,
+    /// dL/dbias, `[O]`; `None` when not asked for.
     pub bias: Option<Tensor>,
 }
 
@@ -751,9 +776,13 @@ fn check_bias(op: &'static str, bias: &Tensor, weight: &Tensor) -> Result<()> {
 /// wins (it counts as −∞), so it must be narrower than the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool1d {
+    /// The window's length (≥ 1).
     pub kernel: usize,
+    /// How far the window moves between two outputs (≥ 1).
     pub stride: usize,
+    /// Positions added before the first, which never win (narrower than the window).
     pub pad_left: usize,
+    /// Positions added after the last, which never win (narrower than the window).
     pub pad_right: usize,
 }
 

@@ -16,6 +16,7 @@ use crate::kernels::{
 };
 use crate::tensor::{resolve_axis, Tensor};
 
+/// The copy module, `shaders/copy.wgsl`: strided copies, broadcasts and the slice backward.
 pub static SHADER: ShaderSource = ShaderSource {
     size_constants: &[SPAN],
     ..ShaderSource::new("copy", include_str!("../../shaders/copy.wgsl"))
@@ -39,10 +40,15 @@ struct Params {
 /// All in elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyRegion {
+    /// The iteration shape, padded on the left with 1s to rank 4.
     pub shape: [u32; 4],
+    /// The element of `x` that coordinate 0 reads.
     pub in_offset: u32,
+    /// How far `x`'s element moves per step of each axis of `shape` (0 repeats it: a broadcast).
     pub in_strides: [u32; 4],
+    /// The element of `y` that coordinate 0 writes.
     pub out_offset: u32,
+    /// How far `y`'s element moves per step of each axis of `shape`.
     pub out_strides: [u32; 4],
 }
 

@@ -6,6 +6,7 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::{broadcast_shapes, broadcast_strides, pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::Tensor;
 
+/// The elementwise module, `shaders/elementwise.wgsl`: every [`Unary`] and [`Binary`] map.
 pub static SHADER: ShaderSource = ShaderSource::new(
     "elementwise",
     include_str!("../../shaders/elementwise.wgsl"),
@@ -14,11 +15,17 @@ pub static SHADER: ShaderSource = ShaderSource::new(
 /// y = f(x), one element at a time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Unary {
+    /// y = tanh(x), in `(-1, 1)`.
     Tanh,
+    /// y = max(x, 0).
     Relu,
+    /// y = 1/(1 + e^(−x)), in `(0, 1)`.
     Sigmoid,
+    /// y = eˣ.
     Exp,
+    /// y = ln x (NaN for x < 0, −∞ at 0).
     Log,
+    /// y = −x.
     Neg,
     /// y = α·x
     Scale(f32),
@@ -55,9 +62,13 @@ impl Unary {
 /// out = a ∘ b, broadcasting a and b against each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binary {
+    /// a + b.
     Add,
+    /// a − b.
     Sub,
+    /// a · b.
     Mul,
+    /// a / b (IEEE: ±∞ or NaN where b is 0).
     Div,
     /// dy·(1 − y²) with a = y = tanh(x), b = dy: tanh' from the forward output.
     TanhGrad,
@@ -69,6 +80,7 @@ pub enum Binary {
 }
 
 impl Binary {
+    /// Every binary op, in the order of the shader's `OP` codes.
     pub const ALL: [Binary; 7] = [
         Binary::Add,
         Binary::Sub,
@@ -292,26 +304,32 @@ impl Tensor {
         Ok(out)
     }
 
+    /// tanh(x), elementwise.
     pub fn tanh(&self) -> Result<Tensor> {
         self.map(Unary::Tanh)
     }
 
+    /// max(x, 0), elementwise.
     pub fn relu(&self) -> Result<Tensor> {
         self.map(Unary::Relu)
     }
 
+    /// 1/(1 + e^(−x)), elementwise.
     pub fn sigmoid(&self) -> Result<Tensor> {
         self.map(Unary::Sigmoid)
     }
 
+    /// eˣ, elementwise.
     pub fn exp(&self) -> Result<Tensor> {
         self.map(Unary::Exp)
     }
 
+    /// The natural logarithm, elementwise (NaN for negative values, −∞ at 0).
     pub fn log(&self) -> Result<Tensor> {
         self.map(Unary::Log)
     }
 
+    /// −x, elementwise.
     pub fn neg(&self) -> Result<Tensor> {
         self.map(Unary::Neg)
     }
@@ -321,18 +339,24 @@ impl Tensor {
         self.map(Unary::Scale(alpha))
     }
 
+    /// `self + other`, elementwise, broadcasting the two shapes as numpy does (a dimension of
+    /// 1, or a missing leading one, stretches to the other's size; ranks up to 4); the result has
+    /// the broadcast shape, and [`Error::ShapeMismatch`] says where the shapes cannot broadcast.
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         self.zip(other, Binary::Add)
     }
 
+    /// `self − other`, elementwise with broadcasting, as [`Tensor::add`].
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         self.zip(other, Binary::Sub)
     }
 
+    /// `self · other`, elementwise with broadcasting, as [`Tensor::add`].
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         self.zip(other, Binary::Mul)
     }
 
+    /// `self / other`, elementwise with broadcasting, as [`Tensor::add`].
     pub fn div(&self, other: &Tensor) -> Result<Tensor> {
         self.zip(other, Binary::Div)
     }

@@ -13,6 +13,8 @@ use crate::kernels::{chosen_spans, columns_per_invocation, span_grid, SPAN};
 use crate::tensor::{resolve_axis, Indices, Tensor};
 use std::sync::Arc;
 
+/// The gather module, `shaders/gather.wgsl`: the gather, the embedding lookup and their
+/// scatter-add backward.
 pub static SHADER: ShaderSource = ShaderSource {
     size_constants: &[SPAN],
     ..ShaderSource::new("gather", include_str!("../../shaders/gather.wgsl"))
@@ -111,6 +113,7 @@ impl GroupedPositions {
         Ok(())
     }
 
+    /// The size of the gathered axis: ids run over `0..axis_len`.
     pub fn axis_len(&self) -> usize {
         self.axis_len
     }

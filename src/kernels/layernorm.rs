@@ -10,6 +10,8 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Tensor};
 
+/// The layer norm module, `shaders/layernorm.wgsl`: forward, dx, and the partial sums of
+/// dgain and dbias.
 pub static SHADER: ShaderSource =
     ShaderSource::new("layernorm", include_str!("../../shaders/layernorm.wgsl"));
 
@@ -24,6 +26,7 @@ pub enum LayerNormVariant {
 }
 
 impl LayerNormVariant {
+    /// Every variant: those the kernel list compiles, and tests and benchmarks try.
     pub const ALL: [LayerNormVariant; 2] = [
         LayerNormVariant::RowPerInvocation,
         LayerNormVariant::RowPerWorkgroup,
@@ -107,7 +110,9 @@ pub struct LayerNormGrads {
 pub struct LayerNormShape {
     /// The first normalised axis (non-negative).
     pub axis: usize,
+    /// The number of rows: the product of the axes before `axis`.
     pub rows: usize,
+    /// The row length: the product of the normalised axes.
     pub d: usize,
     /// The normalised axes, `shape[axis..]`: the shape of gain, bias, dgain and dbias.
     pub normalized: Vec<usize>,
@@ -466,8 +471,11 @@ pub fn layer_norm_backward_dispatches(
 /// The CPU reference's forward outputs, in f64.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNormCpu {
+    /// The normalised output, `[rows, d]` flattened.
     pub y: Vec<f64>,
+    /// Each row's mean, `[rows]`.
     pub mean: Vec<f64>,
+    /// Each row's reciprocal standard deviation 1/√(var + eps), `[rows]`.
     pub rstd: Vec<f64>,
 }
 

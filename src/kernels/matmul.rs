@@ -9,6 +9,8 @@ use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::broadcast_shapes;
 use crate::tensor::Tensor;
 
+/// The matrix product module, `shaders/matmul.wgsl`: every variant but the subgroup and
+/// cooperative-matrix ones, which need features some adapters lack.
 pub static SHADER: ShaderSource =
     ShaderSource::new("matmul", include_str!("../../shaders/matmul.wgsl"));
 
@@ -70,6 +72,8 @@ pub enum MatmulVariant {
 }
 
 impl MatmulVariant {
+    /// Every variant, [`MatmulVariant::CoopF16`] included: the kernel lists compile those the
+    /// adapter can run, and tests and benchmarks try them.
     pub const ALL: [MatmulVariant; 7] = [
         MatmulVariant::Blocked,
         MatmulVariant::BlockedVec4,
@@ -244,6 +248,7 @@ impl MatmulVariant {
         }
     }
 
+    /// The variant's name in benchmark reports, tuning files and errors.
     pub fn name(self) -> &'static str {
         match self {
             MatmulVariant::Blocked => "blocked",
@@ -399,19 +404,28 @@ fn fastest_variant(gpu: &Gpu, shape: &GemmShape) -> Result<MatmulVariant> {
 /// The sizes and layout of one batched product; strides and offsets in elements.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GemmShape {
+    /// The number of products (1 for a single one).
     pub batch: usize,
+    /// M: the rows of op(A) and of the output.
     pub m: usize,
+    /// N: the columns of op(B) and of the output.
     pub n: usize,
+    /// K: the columns of op(A) and rows of op(B), summed over.
     pub k: usize,
+    /// Whether A is stored transposed, `[k, m]`, so that op(A) = Aᵀ.
     pub trans_a: bool,
+    /// Whether B is stored transposed, `[n, k]`, so that op(B) = Bᵀ.
     pub trans_b: bool,
     /// 0 when every batch uses the same A.
     pub a_batch_stride: usize,
+    /// The elements between two batches' B; 0 when every batch uses the same B.
     pub b_batch_stride: usize,
     /// Where A, B and the output start in their tensors: 0 for whole tensors, more for a
     /// slice of a larger one (a time step of a recurrence, say).
     pub a_offset: usize,
+    /// Where B starts in its tensor.
     pub b_offset: usize,
+    /// Where the output starts in its tensor.
     pub out_offset: usize,
 }
 
@@ -446,8 +460,11 @@ impl GemmShape {
 /// How C is read: `C[batch, row, col] = c[batch·batch_stride + row·row_stride + col·col_stride]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CLayout {
+    /// The elements between two batches' C; 0 when every batch shares one C.
     pub batch_stride: usize,
+    /// The elements between two rows of C; 0 broadcasts one row to all.
     pub row_stride: usize,
+    /// The elements between two columns of C; 0 broadcasts one column to all.
     pub col_stride: usize,
 }
 
@@ -472,12 +489,17 @@ struct Params {
 
 /// The operands of one dispatch.
 pub struct GemmOperands<'a> {
+    /// The left operand A, as [`GemmShape`] lays it out.
     pub a: &'a Tensor,
+    /// The right operand B, as [`GemmShape`] lays it out.
     pub b: &'a Tensor,
     /// β·C, with its layout.
     pub c: Option<(&'a Tensor, CLayout)>,
+    /// A vector of N values added to every row of the result.
     pub bias: Option<&'a Tensor>,
+    /// Where the result goes: `[batch, m, n]`, contiguous from [`GemmShape::out_offset`].
     pub out: &'a Tensor,
+    /// What the kernel does to each result as it stores it.
     pub epilogue: Epilogue<'a>,
 }
 
@@ -493,7 +515,10 @@ pub enum Epilogue<'a> {
     /// Stores the result where `relu_output` (shaped and offset as the output) is positive,
     /// zero elsewhere: the gradient through that ReLU, fused into the product that computes
     /// the gradient of its output.
-    ReluGrad { relu_output: &'a Tensor },
+    ReluGrad {
+        /// The output of the ReLU whose gradient this is.
+        relu_output: &'a Tensor,
+    },
 }
 
 /// Records one batched product into `operands.out` ([batch, m, n], contiguous).
@@ -815,11 +840,14 @@ pub struct Gemm<'a> {
 }
 
 impl<'a> Gemm<'a> {
+    /// Whether to use A (the tensor `gemm` was called on) transposed: then it is stored
+    /// `[…, K, M]`.
     pub fn trans_a(mut self, yes: bool) -> Self {
         self.trans_a = yes;
         self
     }
 
+    /// Whether to use B (the argument of `gemm`) transposed: then it is stored `[…, N, K]`.
     pub fn trans_b(mut self, yes: bool) -> Self {
         self.trans_b = yes;
         self

@@ -6,6 +6,8 @@ use crate::gpu::Access::{self, Read, ReadWrite, Uniform};
 use crate::gpu::{KernelSpec, ShaderSource};
 use crate::kernels::chosen_spans;
 
+/// The optimizers' module, `shaders/optim.wgsl`: each rule's update and the two steps of
+/// clipping by global norm.
 pub static SHADER: ShaderSource =
     ShaderSource::new("optim", include_str!("../../shaders/optim.wgsl"));
 

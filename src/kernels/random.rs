@@ -9,6 +9,7 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{Indices, Tensor};
 
+/// The dropout module, `shaders/random.wgsl`.
 pub static SHADER: ShaderSource =
     ShaderSource::new("random", include_str!("../../shaders/random.wgsl"));
 

@@ -24,6 +24,7 @@ use crate::kernels::reduce::{reduce_dispatch, Reduce, ReduceVariant};
 use crate::kernels::{pad_to_rank4, WORKGROUP_1D};
 use crate::tensor::{Indices, Tensor};
 
+/// The recurrent module, `shaders/recurrent.wgsl`: each cell's forward and backward step.
 pub static SHADER: ShaderSource =
     ShaderSource::new("recurrent", include_str!("../../shaders/recurrent.wgsl"));
 
@@ -40,6 +41,7 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// Every cell kind: those the kernel list compiles, and tests try.
     pub const ALL: [CellKind; 3] = [CellKind::Rnn, CellKind::Gru, CellKind::Lstm];
 
     /// G: gate blocks of H columns in gx, R and R_bias.
@@ -60,6 +62,7 @@ impl CellKind {
         }
     }
 
+    /// The cell's name in lower case (`rnn`, `gru`, `lstm`), as errors and kernel labels say it.
     pub fn name(self) -> &'static str {
         match self {
             CellKind::Rnn => "rnn",
@@ -92,6 +95,7 @@ impl CellKind {
 /// The sizes of one recurrent layer's sequence in one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RecurrentShape {
+    /// Which cell the layer uses.
     pub kind: CellKind,
     /// T
     pub steps: usize,
@@ -262,7 +266,9 @@ pub struct RecurrentBackwardInputs<'a> {
     pub dcells: Option<&'a Tensor>,
     /// The forward's outputs.
     pub states: &'a Tensor,
+    /// `[T+1, B, H]`: the LSTM's cell states; `None` for the RNN and GRU.
     pub cells: Option<&'a Tensor>,
+    /// `[T, B, S·H]`: what the forward saved per step for the backward.
     pub saved: &'a Tensor,
     /// [H, G·H]: the forward's recurrent weight.
     pub r: &'a Tensor,
@@ -984,30 +990,45 @@ pub fn recurrent_backward(
 /// The forward's inputs on the host, in f64, laid out as in [`RecurrentInputs`].
 #[derive(Debug, Clone, Default)]
 pub struct RecurrentCpu {
+    /// `[T, B, G·H]`, row-major.
     pub gx: Vec<f64>,
+    /// `[H, G·H]`.
     pub r: Vec<f64>,
+    /// `[G·H]`.
     pub r_bias: Vec<f64>,
+    /// `[B, H]`.
     pub h0: Vec<f64>,
+    /// `[B, H]`, LSTM only.
     pub c0: Option<Vec<f64>>,
+    /// `[B]`: each sequence's length, `None` when all run T steps.
     pub lengths: Option<Vec<u32>>,
+    /// `[3·H]`: the LSTM's peepholes, ONNX's order p_i, p_o, p_f.
     pub peepholes: Option<Vec<f64>>,
 }
 
 /// The forward's outputs on the host, laid out as in [`RecurrentOutputs`].
 #[derive(Debug, Clone)]
 pub struct RecurrentCpuOutputs {
+    /// `[T+1, B, H]`, slots as in [`RecurrentShape`].
     pub states: Vec<f64>,
+    /// `[T+1, B, H]`, LSTM only.
     pub cells: Option<Vec<f64>>,
+    /// `[T, B, S·H]`.
     pub saved: Vec<f64>,
 }
 
 /// The backward's gradients on the host, laid out as in [`RecurrentGrads`].
 #[derive(Debug, Clone)]
 pub struct RecurrentCpuGrads {
+    /// `[T, B, G·H]`.
     pub dgx: Vec<f64>,
+    /// `[H, G·H]`.
     pub dr: Vec<f64>,
+    /// `[G·H]`.
     pub dr_bias: Vec<f64>,
+    /// `[B, H]`.
     pub dh0: Vec<f64>,
+    /// `[B, H]`, LSTM only.
     pub dc0: Option<Vec<f64>>,
 }
 

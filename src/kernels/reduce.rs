@@ -5,18 +5,23 @@ use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Tensor};
 
+/// The reduction module, `shaders/reduce.wgsl`.
 pub static SHADER: ShaderSource =
     ShaderSource::new("reduce", include_str!("../../shaders/reduce.wgsl"));
 
 /// The reduction to apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reduce {
+    /// The sum of the values along the axis.
     Sum,
+    /// The largest value along the axis.
     Max,
+    /// The sum divided by the length of the axis.
     Mean,
 }
 
 impl Reduce {
+    /// Every reduction, in the order of the shader's `OP` codes.
     pub const ALL: [Reduce; 3] = [Reduce::Sum, Reduce::Max, Reduce::Mean];
 
     fn code(self) -> u32 {
@@ -42,6 +47,7 @@ pub enum ReduceVariant {
 }
 
 impl ReduceVariant {
+    /// Every variant: those the kernel list compiles, and tests and benchmarks try.
     pub const ALL: [ReduceVariant; 2] = [ReduceVariant::Strided, ReduceVariant::Rows];
 
     /// Rows when the axis is innermost and long enough to keep a workgroup busy.

@@ -12,13 +12,18 @@ use crate::kernels::reduce::split_at_axis;
 use crate::kernels::WORKGROUP_1D;
 use crate::tensor::{resolve_axis, Indices, Tensor};
 
+/// The softmax module, `shaders/softmax.wgsl`: softmax, log-softmax, their backward and the
+/// fused cross-entropy.
 pub static SHADER: ShaderSource =
     ShaderSource::new("softmax", include_str!("../../shaders/softmax.wgsl"));
 
 /// Softmax or its logarithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SoftmaxKind {
+    /// yᵢ = e^(xᵢ − max x) / Σⱼ e^(xⱼ − max x): non-negative, summing to 1 along the axis.
     Softmax,
+    /// yᵢ = xᵢ − max x − ln Σⱼ e^(xⱼ − max x), the logarithm of the softmax computed without
+    /// forming it (so that tiny probabilities keep their precision).
     LogSoftmax,
 }
 
@@ -70,12 +75,14 @@ pub enum SoftmaxVariant {
 }
 
 impl SoftmaxVariant {
+    /// Every variant: those the kernel list compiles, and tests and benchmarks try.
     pub const ALL: [SoftmaxVariant; 3] = [
         SoftmaxVariant::Strided,
         SoftmaxVariant::Rows,
         SoftmaxVariant::Vec4,
     ];
 
+    /// The variant's name in benchmark reports and tuning files.
     pub fn name(self) -> &'static str {
         match self {
             SoftmaxVariant::Strided => "strided",

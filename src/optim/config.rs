@@ -12,16 +12,33 @@ pub enum Rule {
     Sgd,
     /// v ← μ·v + g; θ ← θ − α·v, or θ ← θ − α·(g + μ·v) with Nesterov
     /// (`torch.optim.SGD` with momentum, no dampening). State: `momentum_buffer` (v).
-    Momentum { momentum: f32, nesterov: bool },
+    Momentum {
+        /// The momentum μ, in `[0, 1)`: the fraction of the previous velocity kept.
+        momentum: f32,
+        /// Whether to step along g + μ·v (Nesterov's look-ahead) instead of v.
+        nesterov: bool,
+    },
     /// m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²; θ ← θ − α·m̂/(√v̂ + ε) with
     /// m̂ = m/(1 − β1ᵗ), v̂ = v/(1 − β2ᵗ) (`torch.optim.Adam`). State: `exp_avg` (m),
     /// `exp_avg_sq` (v).
-    Adam { beta1: f32, beta2: f32, eps: f32 },
+    Adam {
+        /// β1, in `[0, 1)`: how slowly the mean of the gradients m forgets (0.9 is usual).
+        beta1: f32,
+        /// β2, in `[0, 1)`: how slowly the mean of the squared gradients v forgets (0.999).
+        beta2: f32,
+        /// ε ≥ 0, added to √v̂ so that a parameter with tiny gradients takes no huge step.
+        eps: f32,
+    },
     /// Adam after the decoupled weight decay θ ← θ − α·λ·θ (`torch.optim.AdamW`).
     AdamW {
+        /// β1, as for [`Rule::Adam`].
         beta1: f32,
+        /// β2, as for [`Rule::Adam`].
         beta2: f32,
+        /// ε, as for [`Rule::Adam`].
         eps: f32,
+        /// The decay λ ≥ 0: each step shrinks every parameter by the fraction α·λ,
+        /// independently of its gradient.
         weight_decay: f32,
     },
 }
@@ -138,9 +155,11 @@ fn non_negative(name: &str, value: f32) -> Result<()> {
 /// Everything an [`crate::optim::Optimizer`] needs besides its parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimizerConfig {
+    /// The update rule and its hyperparameters.
     pub rule: Rule,
     /// The base learning rate α, which the schedule scales at each step.
     pub lr: f32,
+    /// How the learning rate changes from step to step.
     pub schedule: Schedule,
     /// Clip the gradients to this global L2 norm before the update; `None`: no clipping.
     pub max_grad_norm: Option<f32>,

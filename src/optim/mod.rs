@@ -164,6 +164,7 @@ impl Optimizer {
         })
     }
 
+    /// The rule, learning rate, schedule and clipping this optimizer was built with.
     pub fn config(&self) -> &OptimizerConfig {
         &self.config
     }

@@ -12,16 +12,31 @@ pub enum Schedule {
     Constant,
     /// factor γ^⌊(t − 1) / every⌋: steps 1..=every use the base rate, the next `every` steps
     /// γ times it, and so on (PyTorch's `StepLR`, whose epochs count from 0).
-    StepDecay { every: u64, gamma: f64 },
+    StepDecay {
+        /// The number of steps between two decays (≥ 1).
+        every: u64,
+        /// The factor γ each decay multiplies the rate by, in `(0, 1]`.
+        gamma: f64,
+    },
     /// `StepDecay` times a linear warm-up over the first `warmup` steps:
     /// factor min(1, t / warmup)·γ^⌊(t − 1) / every⌋ (no warm-up when `warmup` is 0).
-    WarmupStepDecay { warmup: u64, every: u64, gamma: f64 },
+    WarmupStepDecay {
+        /// The number of warm-up steps (0: none).
+        warmup: u64,
+        /// The number of steps between two decays (≥ 1), counted from step 1.
+        every: u64,
+        /// The factor γ each decay multiplies the rate by, in `(0, 1]`.
+        gamma: f64,
+    },
     /// A linear warm-up over the first `warmup` steps (factor t / warmup, 1 at t = warmup),
     /// then half a cosine down to `final_fraction` at step `total`, which it keeps after:
     /// factor f + (1 − f)·½·(1 + cos(π·(t − warmup) / (total − warmup))).
     WarmupCosine {
+        /// The number of warm-up steps (0: the cosine starts at once).
         warmup: u64,
+        /// The step at which the cosine reaches its floor (> `warmup`).
         total: u64,
+        /// The floor f, as a fraction of the base rate, in `[0, 1]`.
         final_fraction: f64,
     },
 }

@@ -11,6 +11,7 @@ use super::{check_inputs, f32_output, NodeGradient, Operand, Recorded, Shaped};
 /// What `compile` fused into a matmul (`fuse_relus` in plan.rs), saving a pass over its product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatMulFusion {
+    /// Nothing fused: the product is stored as it is.
     Plain,
     /// relu(product): the ReLU that alone read the product.
     Relu,

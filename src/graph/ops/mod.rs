@@ -58,9 +58,13 @@ pub enum Op {
     /// into the product's store (graphs build `Plain` only); a fused ReLU's gradient takes
     /// the ReLU's output as its last input.
     MatMul {
+        /// Whether a is stored transposed, `[batch…, K, M]`.
         trans_a: bool,
+        /// Whether b is stored transposed, `[batch…, N, K]`.
         trans_b: bool,
+        /// Whether a third input, the bias of N values, is added to every row.
         bias: bool,
+        /// What the product does to each result as it stores it.
         fused: MatMulFusion,
     },
     /// y = f(x).
@@ -71,84 +75,160 @@ pub enum Op {
     /// with probability 1 − p, scaled by 1/(1 − p), by the hash of (seed, `stream`, index)
     /// (`kernels::random`). Its backward is the same op on dy: the same bits drop the same
     /// elements, so no mask is stored.
-    Dropout { p: f32, stream: u32 },
+    Dropout {
+        /// The probability of dropping an element, in `[0, 1)`.
+        p: f32,
+        /// Tells apart the dropouts of one graph, so that two of them fed the same seed
+        /// drop different elements.
+        stream: u32,
+    },
     /// Sum, max or mean over one axis.
     Reduce {
+        /// The reduction.
         op: Reduce,
+        /// The axis reduced over.
         axis: usize,
+        /// Whether the reduced axis stays, as size 1, or goes.
         keep_dim: bool,
     },
     /// Sums a value down to a shape it was broadcast from.
-    SumTo { shape: Vec<usize> },
+    SumTo {
+        /// The shape to sum down to.
+        shape: Vec<usize>,
+    },
     /// Broadcasts a value up to a shape.
-    BroadcastTo { shape: Vec<usize> },
+    BroadcastTo {
+        /// The shape to broadcast to (numpy rules).
+        shape: Vec<usize>,
+    },
     /// The same buffer seen with another shape.
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        /// The new shape, of as many elements.
+        shape: Vec<usize>,
+    },
     /// Reorders the axes (rank ≤ 4).
-    Permute { perm: Vec<usize> },
+    Permute {
+        /// Output axis i is input axis `perm[i]`.
+        perm: Vec<usize>,
+    },
     /// Softmax or log-softmax along the last axis.
-    Softmax { log: bool },
+    Softmax {
+        /// Whether it is the log-softmax.
+        log: bool,
+    },
     /// The backward of `Softmax`: inputs y (its output) and dy.
-    SoftmaxGrad { log: bool },
+    SoftmaxGrad {
+        /// Whether the forward was the log-softmax.
+        log: bool,
+    },
     /// Mean softmax-cross-entropy of logits [N, C] against u32 targets \[N\]; outputs the
     /// loss (a scalar) and the logits' gradient, computed in the same pass.
-    CrossEntropy { ignore: Option<u32> },
+    CrossEntropy {
+        /// A target value whose rows add nothing to the loss or the gradient (padding), and
+        /// are not counted in the mean.
+        ignore: Option<u32>,
+    },
     /// Layer norm over the last axis: inputs x, gain \[D\], bias \[D\]; outputs y and the
     /// per-row mean and rstd (shaped as x with the last axis 1) that the backward needs.
-    LayerNorm { eps: f32 },
+    LayerNorm {
+        /// Added to the variance before its square root, so that a constant row does not
+        /// divide by 0.
+        eps: f32,
+    },
     /// The backward of `LayerNorm`: inputs x, dy, gain, mean, rstd; outputs dx, dgain, dbias.
     LayerNormGrad,
     /// Entries `start..end` of `axis`.
     Slice {
+        /// The axis sliced.
         axis: usize,
+        /// The first entry kept.
         start: usize,
+        /// One past the last entry kept.
         end: usize,
     },
     /// The backward of `Slice`: dy placed at `start` of `axis` in zeros of `len` entries.
     SliceGrad {
+        /// The axis the forward sliced.
         axis: usize,
+        /// Where the slice started.
         start: usize,
+        /// The length of that axis before slicing.
         len: usize,
     },
     /// The inputs one after another along `axis` (every other axis equal).
-    Concat { axis: usize },
+    Concat {
+        /// The axis joined along.
+        axis: usize,
+    },
     /// ONNX's Gather: the entries of `axis` of the data picked by u32 ids (any shape), output
     /// data.shape[..axis] + ids.shape + data.shape[axis + 1..]. The embedding lookup is the
     /// gather on axis 0 of a [vocab, dim] table.
-    Gather { axis: usize },
+    Gather {
+        /// The axis of the data the ids index.
+        axis: usize,
+    },
     /// The backward of `Gather`: inputs dy and the ids; output the data's gradient (the axis
     /// of `axis_len` entries back in place of the ids' axes), a deterministic scatter-add over
     /// the positions grouped by id.
-    GatherGrad { axis: usize, axis_len: usize },
+    GatherGrad {
+        /// The axis the forward gathered along.
+        axis: usize,
+        /// The length of that axis in the data.
+        axis_len: usize,
+    },
     /// A convolution: inputs x, weight and, if `bias`, a bias \[O\]. Sequences: x [N, C, L],
     /// weight [O, C, k], output [N, O, L_out] (only the W entries of `options` count);
     /// images: x [N, C, H, W], weight [O, C, kh, kw], output [N, O, OH, OW].
     Conv {
+        /// Sequences or images.
         layout: ConvLayout,
+        /// Strides and padding.
         options: Conv2d,
+        /// Whether a third input, the bias, is added.
         bias: bool,
     },
     /// The input gradient of `Conv`: inputs dy and the weight; output dx [N, C, size…]
     /// (`size` the input's L, or its H and W).
-    ConvInputGrad { options: Conv2d, size: Vec<usize> },
+    ConvInputGrad {
+        /// The forward's strides and padding.
+        options: Conv2d,
+        /// The input's spatial size.
+        size: Vec<usize>,
+    },
     /// The weight gradient of `Conv`: inputs x and dy; output dw [O, C, kernel…] (`kernel`
     /// the weight's k, or its kh and kw).
-    ConvWeightGrad { options: Conv2d, kernel: Vec<usize> },
+    ConvWeightGrad {
+        /// The forward's strides and padding.
+        options: Conv2d,
+        /// The weight's spatial size.
+        kernel: Vec<usize>,
+    },
     /// The bias gradient of `Conv`: input dy [N, O, positions…]; output \[O\], dy's sum over
     /// batch items and positions.
     ConvBiasGrad,
     /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out]; outputs the maxima and
     /// their positions in 0..L (u32, kept for the backward).
-    MaxPool1d { options: MaxPool1d },
+    MaxPool1d {
+        /// Window, stride and padding.
+        options: MaxPool1d,
+    },
     /// The backward of `MaxPool1d`: inputs dy [N, C, L_out] and the positions; output dx
     /// [N, C, len], at each position the sum of dy over the windows it was the maximum of.
-    MaxPool1dGrad { options: MaxPool1d, len: usize },
+    MaxPool1dGrad {
+        /// The forward's window, stride and padding.
+        options: MaxPool1d,
+        /// L, the length of the forward's input.
+        len: usize,
+    },
     /// The maximum of each channel over time, x [N, C, L] → [N, C]; outputs the maxima and
     /// their positions (u32 [N, C], kept for the backward).
     MaxOverTime,
     /// The backward of `MaxOverTime`: inputs dy [N, C] and the positions; output dx
     /// [N, C, len], dy at each position and 0 elsewhere.
-    MaxOverTimeGrad { len: usize },
+    MaxOverTimeGrad {
+        /// L, the length of the forward's input.
+        len: usize,
+    },
     /// Scaled dot-product attention: inputs q [B, H, Lq, D], k [B, Hkv, Lk, D], v [B, Hkv,
     /// Lk, Dv] (Hkv dividing H), then u32 lengths \[B\] masking the keys past each if
     /// `key_lengths`, then an f32 mask broadcastable to [B, H, Lq, Lk] if `mask` says how it
@@ -157,23 +237,32 @@ pub enum Op {
     /// `settings`: the scale, causal masking, the queries' alignment among the keys, the
     /// sliding window and the softcap.
     Attention {
+        /// Scale, causal masking, alignment, window and softcap.
         settings: AttentionSettings,
+        /// Whether an input of key lengths follows v.
         key_lengths: bool,
+        /// How the mask input acts; `None`: there is no mask input.
         mask: Option<MaskKind>,
+        /// Unfused (outputs P) or fused (outputs the log-sum-exp).
         variant: AttentionVariant,
     },
     /// The backward of `Attention`: inputs q, k, v, P, dO; outputs dq, dk, dv. The masks act
     /// through P (0 at masked keys), so only the scale and the softcap are needed again.
     AttentionGrad {
+        /// The forward's scale; `None` is 1/√D.
         scale: Option<f32>,
+        /// The forward's softcap, if any.
         softcap: Option<f32>,
     },
     /// The backward of the fused `Attention`: inputs q, k, v, O, the log-sum-exp, dO, then
     /// the forward's key lengths and mask (P is recomputed, so every mask acts again);
     /// outputs dq, dk, dv.
     FusedAttentionGrad {
+        /// The forward's settings.
         settings: AttentionSettings,
+        /// Whether the forward's key lengths are an input.
         key_lengths: bool,
+        /// How the forward's mask acts; `None`: there was none.
         mask: Option<MaskKind>,
     },
     /// A recurrent layer over a whole sequence, one direction (`kernels::recurrent`): inputs
@@ -183,18 +272,26 @@ pub enum Op {
     /// [T+1, B, H] (slot 0 is h0 forward, slot T reversed), the cells likewise for an LSTM,
     /// and the gate values the backward needs.
     Recurrent {
+        /// RNN, GRU or LSTM.
         kind: CellKind,
+        /// Whether the steps run from the last to the first.
         reverse: bool,
+        /// Whether an input of sequence lengths follows.
         lengths: bool,
     },
     /// The backward of `Recurrent`: inputs dstates if `dstates`, dcells if `dcells`, the
     /// states, the cells (LSTM), the saved gates, r, then the lengths if `lengths`; outputs
     /// dgx, dr, dr_bias, dh0 and, for an LSTM, dc0.
     RecurrentGrad {
+        /// The forward's cell.
         kind: CellKind,
+        /// The forward's direction.
         reverse: bool,
+        /// Whether the states' gradient is an input (else it is zero).
         dstates: bool,
+        /// Whether the cells' gradient is an input (else it is zero).
         dcells: bool,
+        /// Whether the forward's lengths are an input.
         lengths: bool,
     },
 }
@@ -253,6 +350,7 @@ struct NodeGradient<'a> {
 }
 
 impl Op {
+    /// The op's name in lower case (`matmul`, `layer_norm_grad`, …), as errors name it.
     pub fn name(&self) -> &'static str {
         match self {
             Op::MatMul { .. } => "matmul",
