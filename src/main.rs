@@ -667,6 +667,9 @@ struct TrainMlpArgs {
 }
 
 fn main() -> ExitCode {
+    // Silent unless asked: `RUST_LOG=shadergrad=debug` shows the adapter chosen, the
+    // autotuner's decisions and every pipeline compiled (`RUST_LOG=wgpu_core=warn`, wgpu's).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off")).init();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

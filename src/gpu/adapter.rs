@@ -105,8 +105,19 @@ pub fn select_adapter(
                 .position(|i| i.name.to_lowercase().contains(&needle))
         }
     };
+    for (i, info) in infos.iter().enumerate() {
+        log::debug!(
+            "adapter [{i}] {} ({}, {:?})",
+            info.name,
+            info.backend,
+            info.device_type
+        );
+    }
     match position {
-        Some(i) => Ok(adapters.into_iter().nth(i).expect("position is in range")),
+        Some(i) => {
+            log::info!("{selector} picks adapter [{i}] {}", infos[i].name);
+            Ok(adapters.into_iter().nth(i).expect("position is in range"))
+        }
         None => Err(Error::AdapterNotFound {
             selector: selector.to_string(),
             available: infos

@@ -221,6 +221,14 @@ impl Gpu {
         let max_bytes = limits
             .max_buffer_size
             .min(limits.max_storage_buffer_binding_size);
+        log::info!(
+            "opened {} ({:?}, {:?}, driver {} {}) with {features:?}, buffers up to {max_bytes} bytes",
+            info.name,
+            info.device_type,
+            info.backend,
+            info.driver,
+            info.driver_info
+        );
         let pool = BufferPool::new(device.clone(), max_bytes);
         // Bound where a kernel's optional input is absent; never read.
         let placeholder = Arc::new(pool.acquire(BufferKind::Storage, 16));

@@ -171,6 +171,10 @@ struct Caches {
 }
 
 /// Shader modules, bind group layouts and pipelines, each made once.
+/// A pipeline compile at least this long is logged at info level (the rest at debug): the
+/// driver's compile is most of a first step's time on a new machine.
+const SLOW_COMPILE: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[derive(Default)]
 pub struct PipelineCache {
     caches: Mutex<Caches>,
@@ -205,6 +209,7 @@ impl PipelineCache {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
+        let started = std::time::Instant::now();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&name),
             layout: Some(&pipeline_layout),
@@ -216,6 +221,12 @@ impl PipelineCache {
             },
             cache: None,
         });
+        let took = started.elapsed();
+        if took >= SLOW_COMPILE {
+            log::info!("compiling {name} took {:.2} s", took.as_secs_f64());
+        } else {
+            log::debug!("compiled {name} in {:.1} ms", took.as_secs_f64() * 1e3);
+        }
         let kernel = Arc::new(Kernel {
             name: name.clone(),
             spec: spec.clone(),

@@ -142,15 +142,26 @@ impl MatmulVariant {
             .and_then(|name| MatmulVariant::from_name(&name))
             .filter(|variant| variant.is_f32() && variant.supports(gpu, shape));
         if let Some(variant) = remembered {
+            log::debug!("matmul {key}: {} (remembered)", variant.name());
             return variant;
         }
         match fastest_variant(gpu, shape) {
             Ok(variant) => {
+                log::info!("matmul {key}: autotuned to {}", variant.name());
                 // Failing to save only means tuning again in the next process.
-                let _ = gpu.remember_tuned(&key, variant.name());
+                if let Err(error) = gpu.remember_tuned(&key, variant.name()) {
+                    log::warn!("the tuning file was not written: {error}");
+                }
                 variant
             }
-            Err(_) => MatmulVariant::rule(gpu, shape),
+            Err(error) => {
+                let variant = MatmulVariant::rule(gpu, shape);
+                log::warn!(
+                    "matmul {key}: autotuning failed ({error}); the rule's {}",
+                    variant.name()
+                );
+                variant
+            }
         }
     }
 
