@@ -91,20 +91,28 @@ struct TransformerDecoder {
 /// What one training step measured.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
+    /// Mean cross-entropy (nats) per target token, padding not counted.
     pub loss: f32,
-    /// Target tokens (EOS included, padding not) and how many of them the model predicted.
+    /// Target tokens (EOS included, padding not).
     pub tokens: usize,
+    /// How many of those tokens were the model's most likely prediction (with teacher
+    /// forcing: each step sees the true previous token).
     pub correct: usize,
 }
 
 /// A sequence-to-sequence model on the GPU, with its vocabulary and length limits.
 pub struct Seq2SeqModel {
     gpu: Gpu,
+    /// The architecture (vocabulary size, layers, recurrent or Transformer).
     pub config: Seq2SeqConfig,
+    /// The tokens sources and targets share, special tokens included.
     pub vocab: Vocab,
-    /// The longest source and target (without EOS) the model was trained for.
+    /// The longest source (in tokens) the model was trained for.
     pub max_source: usize,
+    /// The longest target (in tokens, without EOS) the model was trained for: decoding
+    /// stops after `max_target + 1` steps even if no EOS comes.
     pub max_target: usize,
+    /// The weights on the GPU, bound by every plan the model compiles.
     pub parameters: SharedParameters,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,

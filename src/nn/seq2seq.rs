@@ -37,6 +37,8 @@ pub enum AttentionKind {
 }
 
 impl AttentionKind {
+    /// The name checkpoints store and `--attention` takes: `"dot"`, `"additive"` or
+    /// `"none"`; [`AttentionKind::parse`] reads it back.
     pub fn name(self) -> &'static str {
         match self {
             AttentionKind::Dot => "dot",
@@ -45,6 +47,7 @@ impl AttentionKind {
         }
     }
 
+    /// The kind named `text` ([`AttentionKind::name`]); an error for any other name.
     pub fn parse(text: &str) -> Result<Self> {
         match text {
             "dot" => Ok(AttentionKind::Dot),
@@ -414,7 +417,10 @@ pub const MAX_COUNTED_LAYERS: usize = 1024;
 /// A recurrent state: h, and c for an LSTM.
 #[derive(Debug, Clone, Copy)]
 pub struct State {
+    /// The hidden state, shape `[B, H]`: what the next layer and the attention read.
     pub h: Var,
+    /// The LSTM's cell state, shape `[B, H]`; `None` for the RNN and GRU cells, which
+    /// have only `h`.
     pub c: Option<Var>,
 }
 
@@ -443,7 +449,9 @@ pub struct Encoded {
 /// One recurrent layer's cell and width: the layer every recurrent model here stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecurrentLayer {
+    /// The recurrent cell (RNN, GRU or LSTM).
     pub cell: CellKind,
+    /// The width `H` of the layer's state.
     pub hidden: usize,
 }
 

@@ -24,12 +24,15 @@ use crate::nn::shared::{Binder, Start};
 /// The architecture: everything needed to rebuild the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextCnnConfig {
+    /// How many distinct words (token ids `0..vocab_size`): the embedding's rows.
     pub vocab_size: usize,
+    /// The width `E` of a word's embedding vector: the convolutions' input channels.
     pub embed: usize,
     /// The n-gram widths, one convolution each.
     pub widths: Vec<usize>,
     /// Output channels of each convolution.
     pub filters: usize,
+    /// How many labels the texts fall into: the logits' width.
     pub classes: usize,
 }
 
@@ -131,6 +134,10 @@ impl TextCnnConfig {
         Ok(memory)
     }
 
+    /// The architecture as the JSON a checkpoint stores (`"kind": "textcnn"` and the
+    /// sizes), which [`TextCnnModel::from_checkpoint`] reads back.
+    ///
+    /// [`TextCnnModel::from_checkpoint`]: crate::models::textcnn::TextCnnModel::from_checkpoint
     pub fn to_json(&self) -> Value {
         json!({
             "kind": "textcnn",
@@ -145,6 +152,7 @@ impl TextCnnConfig {
 
 /// Builds the classifier's graph for one batch shape.
 pub struct TextCnn<'a> {
+    /// The architecture to build.
     pub config: &'a TextCnnConfig,
 }
 
