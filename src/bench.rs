@@ -560,7 +560,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// The fused attention forward on random Q, K, V of `shape` [B, H, L, D], and with
+    /// The fused attention forward on random Q, K, V of `shape` `[B, H, L, D]`, and with
     /// `with_backward` the fused forward + backward.
     fn fused_attention(&mut self, shape: &[usize; 4], with_backward: bool) -> Result<()> {
         let (q, k, v) = (

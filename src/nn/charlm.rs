@@ -177,7 +177,7 @@ impl CharLm<'_> {
             .collect()
     }
 
-    /// Logits [T·B, V] (time-major rows: t·B + b) for ids [T, B] (u32, time-major) read from
+    /// Logits `[T·B, V]` (time-major rows: t·B + b) for ids `[T, B]` (u32, time-major) read from
     /// `initial` (one state per layer), and every layer's final state.
     pub fn logits(
         &self,

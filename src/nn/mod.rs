@@ -100,7 +100,7 @@ pub fn require_sizes(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
     }
 }
 
-/// How a weight matrix [fan_in, fan_out] starts.
+/// How a weight matrix `[fan_in, fan_out]` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
     /// Glorot & Bengio: uniform in ±√(6 / (fan_in + fan_out)).
@@ -126,7 +126,7 @@ impl Init {
     }
 }
 
-/// y = x·W + b for x [batch, fan_in], W [fan_in, fan_out], b \[fan_out\] (starting at 0).
+/// y = x·W + b for x `[batch, fan_in]`, W `[fan_in, fan_out]`, b `[fan_out]` (starting at 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
     /// The weight matrix, shape `[fan_in, fan_out]`.
@@ -259,7 +259,7 @@ impl Mlp {
         Ok(memory)
     }
 
-    /// The logits for a batch x [batch, sizes\[0\]].
+    /// The logits for a batch x `[batch, sizes[0]]`.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -1,15 +1,15 @@
 //! The n-gram CNN text classifier (Kim 2014), built on the graph over [`SharedParameters`]:
 //!
-//! ids [B, L] → embedding [B, L, E] → permute to [B, E, L] → for each filter width w: conv1d
-//! of `filters` channels [B, F, L − w + 1] → ReLU → × window mask → max over time [B, F] →
-//! concat [B, F·widths] → Linear → logits [B, classes].
+//! ids `[B, L]` → embedding `[B, L, E]` → permute to `[B, E, L]` → for each filter width
+//! w: conv1d of `filters` channels `[B, F, L − w + 1]` → ReLU → × window mask → max over
+//! time `[B, F]` → concat `[B, F·widths]` → Linear → logits `[B, classes]`.
 //!
-//! The window mask (fed, [B, 1, L − w + 1]) zeroes the windows that start past a text's last
+//! The window mask (fed, `[B, 1, L − w + 1]`) zeroes the windows that start past a text's last
 //! full window, so a text's prediction does not depend on how far its batch pads it: after
 //! the ReLU every value is ≥ 0, so a zeroed window never beats a real one.
 //!
-//! Parameters: `embedding.weight` [V, E], `conv{w}.weight` [F, E, w], `conv{w}.bias` \[F\],
-//! `output.weight` [F·widths, C], `output.bias` \[C\].
+//! Parameters: `embedding.weight` `[V, E]`, `conv{w}.weight` `[F, E, w]`, `conv{w}.bias` `[F]`,
+//! `output.weight` `[F·widths, C]`, `output.bias` `[C]`.
 //!
 //! [`SharedParameters`]: crate::nn::shared::SharedParameters
 
@@ -157,8 +157,8 @@ pub struct TextCnn<'a> {
 }
 
 impl TextCnn<'_> {
-    /// The logits [B, classes] of `ids` (u32 [B, L]); `window_masks[i]` (f32
-    /// [B, 1, L − widths\[i\] + 1]) is 1 for the windows each text fills, 0 after.
+    /// The logits `[B, classes]` of `ids` (u32 `[B, L]`); `window_masks[i]` (f32
+    /// `[B, 1, L − widths[i] + 1]`) is 1 for the windows each text fills, 0 after.
     pub fn logits(
         &self,
         g: &mut Graph,
