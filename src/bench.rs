@@ -42,20 +42,26 @@ use crate::tensor::Tensor;
 pub enum Family {
     /// Square products, the default seq2seq model's, batched and transposed.
     Matmul,
+    /// ReLU and addition over a few million numbers: bandwidth-bound.
     Elementwise,
+    /// Row softmax of a `[rows, 1024]` matrix, every variant.
     Softmax,
+    /// The fused softmax cross-entropy's loss and gradient, called eagerly.
     CrossEntropy,
+    /// The text CNN's 1-D convolution, forward.
     Conv,
     /// Unfused and fused, forward and backward.
     Attention,
     /// The fused RNN, GRU and LSTM cells, forward and backward.
     Recurrent,
+    /// One Adam update over the parameters of an MLP 784-256-256-10.
     Optimizer,
     /// Whole training steps: the MLP and the default seq2seq model.
     TrainStep,
 }
 
 impl Family {
+    /// Every family, in the order `bench` runs them.
     pub const ALL: [Family; 9] = [
         Family::Matmul,
         Family::Elementwise,
@@ -68,6 +74,8 @@ impl Family {
         Family::TrainStep,
     ];
 
+    /// The family's name on the command line and in messages (`"matmul"`,
+    /// `"cross-entropy"`, `"train-step"`, …); [`FromStr`] parses it back.
     pub fn name(self) -> &'static str {
         match self {
             Family::Matmul => "matmul",
@@ -108,13 +116,16 @@ impl FromStr for Family {
 pub struct BenchOptions {
     /// The smaller sizes only, fewer runs: under a minute on lavapipe.
     pub quick: bool,
+    /// Unmeasured runs of each case first (compiling pipelines, warming caches).
     pub warmup: usize,
+    /// Measured runs of each case: their median and spread are reported.
     pub runs: usize,
     /// The families to measure (all by default).
     pub families: Vec<Family>,
 }
 
 impl BenchOptions {
+    /// Every family, with 1 warm-up and 3 measured runs when `quick`, else 2 and 7.
     pub fn new(quick: bool) -> Self {
         let (warmup, runs) = if quick { (1, 3) } else { (2, 7) };
         BenchOptions {
@@ -129,24 +140,39 @@ impl BenchOptions {
 /// One measured case.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Measurement {
+    /// The adapter's name, as its driver reports it.
     pub adapter: String,
+    /// The graphics API it ran through (Vulkan, Metal, DX12, …).
     pub backend: String,
+    /// What was measured: a kernel (`"matmul"`, `"softmax"`, `"attention"`, …) or
+    /// `"train step"`.
     pub kernel: String,
+    /// The kernel's variant (e.g. a matmul tiling) or the case's name within the kernel.
     pub variant: String,
+    /// The sizes measured, as shown in the table (e.g. `"1024x1024"`).
     pub shape: String,
+    /// The median time of the measured runs, in milliseconds.
     pub median_ms: f64,
+    /// The slowest measured run minus the fastest, in milliseconds.
     pub spread_ms: f64,
-    /// None where the figure means nothing for the case.
+    /// Billions of floating-point operations per second: the case's nominal operation count
+    /// (e.g. `2·m·n·k` for a product) over the median time; `None` where no count means
+    /// anything for the case.
     pub gflops: Option<f64>,
+    /// Gigabytes per second: the bytes the case must at least read and write, over the
+    /// median time; `None` where that means nothing for the case.
     pub gbps: Option<f64>,
     /// Items (tokens, examples) per second, for training steps.
     pub items_per_s: Option<f64>,
+    /// Whether the times come from GPU timestamps or the wall clock.
     pub timing: TimingSource,
     /// Whether the engine's rule picks this variant for this shape on this adapter.
     pub picked: bool,
 }
 
 impl Measurement {
+    /// The measurement as one JSON object (the fields by name, `timing` as
+    /// `"gpu-timestamps"` or `"wall-clock"`): a record of `bench --json`'s file.
     pub fn to_json(&self) -> Value {
         json!({
             "adapter": self.adapter,
@@ -534,7 +560,7 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// The fused attention forward on random Q, K, V of `shape` [B, H, L, D], and with
+    /// The fused attention forward on random Q, K, V of `shape` `[B, H, L, D]`, and with
     /// `with_backward` the fused forward + backward.
     fn fused_attention(&mut self, shape: &[usize; 4], with_backward: bool) -> Result<()> {
         let (q, k, v) = (

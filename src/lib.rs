@@ -1,17 +1,41 @@
 //! shadergrad: a deep-learning engine whose every forward and backward computation runs
 //! as a hand-written WGSL compute shader through wgpu (Vulkan, Metal, DX12).
 //!
-//! Layers, each calling only the ones below it:
+//! The engine, in layers, each built on those before it:
 //! - [`gpu`]: adapter choice, device, buffer pool, pipeline cache, errors, readback, timing;
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
-//! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
+//! - [`Tensor`] (in [`tensor`]): f32 tensors on the GPU with eager calls of every kernel;
 //! - [`optim`]: optimizers (SGD, momentum, Adam, AdamW), clipping and schedules on the GPU;
-//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
+//! - [`graph`]: the autodiff graph, the training API: a model is built once as ops over
+//!   `Var` handles, differentiated by `Graph::backward` and compiled into a `Plan` whose
+//!   every step is one GPU submission;
+//! - [`nn`]: graph building blocks and model architectures: `Linear`, activations, `Mlp`,
+//!   initialisation, parameters shared between plans, and the configs and graph builders of
+//!   the sequence-to-sequence models (RNN encoder-decoder with attention, Transformer), the
+//!   character language model and the text CNN;
+//! - [`models`]: models ready to train and run (`Seq2SeqModel`, `CharLmModel`,
+//!   `TextCnnModel`): each owns its parameters on the GPU, compiles a plan per batch shape,
+//!   saves and loads checkpoints, and decodes, samples or classifies;
+//! - `train` (only with the default `cli` feature): the command line's trainers
+//!   (`train-mlp`, `train-cnn`, `train-lm`, `train-seq2seq`), their progress display and the
+//!   per-epoch metrics file;
+//! - `bench` (only with the default `cli` feature): what `shadergrad bench` measures, every
+//!   kernel family and whole training steps, timed on one adapter.
+//!
+//! Beside them, used by several layers:
+//! - [`error`]: the one error type, [`Error`], whose messages name the bad value and what
+//!   was expected;
 //! - [`checkpoint`]: saves and loads tensors and a JSON config as one safetensors file;
 //! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
 //!   sequence-to-sequence pairs (built-in tasks, TSV), a character vocabulary, bucketed batches;
-//!   plain text in windows for a language model;
-//! - [`train`]: training's reporting, the per-epoch metrics file and the progress display.
+//!   labelled texts with a word vocabulary; plain text in windows for a language model;
+//! - [`limits`]: sizes checked before anything is allocated, against the adapter's largest
+//!   buffer and the memory free, so that a wrong size is a prompt error naming it;
+//! - [`files`]: reading text files with errors that say where, and writing files atomically,
+//!   so that a crash never leaves one half-written;
+//! - [`rng`]: a small seeded random generator (SplitMix64), the same numbers on every
+//!   machine;
+//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -24,6 +48,8 @@
 //! println!("{:?}", y.to_vec()?);
 //! # Ok::<(), shadergrad::Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 #[cfg(feature = "cli")]
 pub mod bench;

@@ -50,16 +50,20 @@ struct Sampler {
 pub struct StepReport {
     /// Mean cross-entropy (nats) per predicted character.
     pub loss: f32,
-    /// Characters predicted (padding not counted) and how many the model got right.
+    /// Characters predicted (padding not counted).
     pub tokens: usize,
+    /// How many of those characters were the model's most likely prediction.
     pub correct: usize,
 }
 
 /// A character language model on the GPU, with its vocabulary.
 pub struct CharLmModel {
     gpu: Gpu,
+    /// The architecture (sizes and cell).
     pub config: CharLmConfig,
+    /// The characters the model reads and writes, with their ids.
     pub vocab: Vocab,
+    /// The weights on the GPU, bound by every plan the model compiles.
     pub parameters: SharedParameters,
     train_plans: HashMap<(usize, usize), TrainPlan>,
     sampler: Option<Sampler>,

@@ -41,7 +41,7 @@ struct TrainValues {
     key_mask: Option<Var>,
     decoder_input: Var,
     target: Var,
-    /// A Transformer's dropout seed (u32 [1]), in training graphs with dropout.
+    /// A Transformer's dropout seed (u32 `[1]`), in training graphs with dropout.
     dropout_seed: Option<Var>,
     loss: Var,
     predictions: Var,
@@ -80,10 +80,10 @@ struct TransformerDecoder {
     encoder_source: Var,
     encoder_lengths: Var,
     step: Plan,
-    /// [max steps, rows]: BOS, then each hypothesis's tokens, then padding.
+    /// `[max steps, rows]`: BOS, then each hypothesis's tokens, then padding.
     step_prefixes: Var,
     step_lengths: Var,
-    /// [rows · max steps, V], batch-major.
+    /// `[rows · max steps, V]`, batch-major.
     log_probs: Var,
     max_steps: usize,
 }
@@ -91,20 +91,28 @@ struct TransformerDecoder {
 /// What one training step measured.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
+    /// Mean cross-entropy (nats) per target token, padding not counted.
     pub loss: f32,
-    /// Target tokens (EOS included, padding not) and how many of them the model predicted.
+    /// Target tokens (EOS included, padding not).
     pub tokens: usize,
+    /// How many of those tokens were the model's most likely prediction (with teacher
+    /// forcing: each step sees the true previous token).
     pub correct: usize,
 }
 
 /// A sequence-to-sequence model on the GPU, with its vocabulary and length limits.
 pub struct Seq2SeqModel {
     gpu: Gpu,
+    /// The architecture (vocabulary size, layers, recurrent or Transformer).
     pub config: Seq2SeqConfig,
+    /// The tokens sources and targets share, special tokens included.
     pub vocab: Vocab,
-    /// The longest source and target (without EOS) the model was trained for.
+    /// The longest source (in tokens) the model was trained for.
     pub max_source: usize,
+    /// The longest target (in tokens, without EOS) the model was trained for: decoding
+    /// stops after `max_target + 1` steps even if no EOS comes.
     pub max_target: usize,
+    /// The weights on the GPU, bound by every plan the model compiles.
     pub parameters: SharedParameters,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
@@ -693,7 +701,7 @@ impl Seq2SeqModel {
 }
 
 /// A group of sources as the encoder takes them, each repeated for its `beam` hypotheses
-/// and padded to `rows`: ids [Ts, rows] (time-major), lengths [rows], and Ts.
+/// and padded to `rows`: ids `[Ts, rows]` (time-major), lengths `[rows]`, and Ts.
 fn batch_sources(group: &[Vec<u32>], beam: usize, rows: usize) -> (Vec<u32>, Vec<u32>, usize) {
     let longest = group.iter().map(Vec::len).max().unwrap_or(0);
     let source_steps = round_steps(longest);
@@ -742,7 +750,7 @@ impl BeamSearch {
         }
     }
 
-    /// Extends every group by one token from the step's log-probabilities [rows, V]; returns,
+    /// Extends every group by one token from the step's log-probabilities `[rows, V]`; returns,
     /// for each row, the row whose state it continues.
     fn advance(&mut self, log_probs: &[f32], vocab_size: usize, rows: usize) -> Vec<usize> {
         let mut parents: Vec<usize> = (0..rows).collect();
@@ -802,7 +810,7 @@ impl BeamSearch {
         tokens
     }
 
-    /// Every row's prefix, [steps, rows] time-major: BOS, its hypothesis's tokens, then
+    /// Every row's prefix, `[steps, rows]` time-major: BOS, its hypothesis's tokens, then
     /// padding (a finished hypothesis's row, and the padding rows, are read by no one).
     fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
         let mut prefixes = vec![PAD; steps * rows];

@@ -35,6 +35,7 @@ struct TrainPlan {
 pub struct StepReport {
     /// The mean cross-entropy of the real rows.
     pub loss: f32,
+    /// The batch's real rows (padding rows not counted).
     pub examples: usize,
     /// Real rows whose largest logit is their label.
     pub correct: usize,
@@ -43,9 +44,13 @@ pub struct StepReport {
 /// A text CNN on the GPU, with its vocabulary and class names.
 pub struct TextCnnModel {
     gpu: Gpu,
+    /// The architecture (sizes and filter widths).
     pub config: TextCnnConfig,
+    /// The words the model knows, with their ids.
     pub vocab: WordVocab,
+    /// The class names, in the order of the logits.
     pub labels: Labels,
+    /// The weights on the GPU, bound by every plan the model compiles.
     pub parameters: SharedParameters,
     plans: HashMap<(usize, usize), TrainPlan>,
 }

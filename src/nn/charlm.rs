@@ -18,10 +18,17 @@ use crate::nn::shared::{Binder, Start};
 /// The architecture: everything needed to rebuild the model from a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CharLmConfig {
+    /// The recurrent cell of every layer (RNN, GRU or LSTM).
     pub cell: CellKind,
+    /// How many distinct characters (token ids `0..vocab_size`): the embedding's rows and
+    /// the logits' width.
     pub vocab_size: usize,
+    /// The width of a character's embedding vector.
     pub embed: usize,
+    /// The width of each recurrent layer's state.
     pub hidden: usize,
+    /// How many recurrent layers are stacked (the first reads the embeddings, each other
+    /// the states of the one below).
     pub layers: usize,
 }
 
@@ -29,6 +36,7 @@ pub struct CharLmConfig {
 pub const CHARLM_KIND: &str = "charlm";
 
 impl CharLmConfig {
+    /// An error naming the first size (vocabulary, embedding, hidden, layer count) that is 0.
     pub fn validate(&self) -> Result<()> {
         crate::nn::require_sizes(
             "charlm",
@@ -99,6 +107,8 @@ impl CharLmConfig {
         Ok(memory)
     }
 
+    /// The architecture as the JSON a checkpoint stores (`"kind": "charlm"`, the cell's
+    /// name and the sizes); [`CharLmConfig::from_json`] reads it back.
     pub fn to_json(&self) -> Value {
         json!({
             "kind": CHARLM_KIND,
@@ -110,6 +120,9 @@ impl CharLmConfig {
         })
     }
 
+    /// The architecture a checkpoint stored ([`CharLmConfig::to_json`]). An error when the
+    /// `kind` is not `"charlm"` (the checkpoint holds another model), a field is missing
+    /// or ill-typed, the cell is unknown or a size is 0.
     pub fn from_json(value: &Value) -> Result<Self> {
         let bad = |what: &str| {
             Error::invalid(
@@ -145,6 +158,7 @@ impl CharLmConfig {
 
 /// Builds the model into graphs.
 pub struct CharLm<'c> {
+    /// The architecture to build.
     pub config: &'c CharLmConfig,
 }
 
@@ -163,7 +177,7 @@ impl CharLm<'_> {
             .collect()
     }
 
-    /// Logits [T·B, V] (time-major rows: t·B + b) for ids [T, B] (u32, time-major) read from
+    /// Logits `[T·B, V]` (time-major rows: t·B + b) for ids `[T, B]` (u32, time-major) read from
     /// `initial` (one state per layer), and every layer's final state.
     pub fn logits(
         &self,

@@ -1,6 +1,18 @@
 //! Layers built on the graph: [`Linear`], activations, and an [`Mlp`] builder, with seeded
 //! initialisation and named parameters (`"<layer>.weight"`, `"<layer>.bias"`), the names
 //! checkpoints key on.
+//!
+//! The submodules hold the larger architectures, each a config (the sizes, saved in a
+//! checkpoint) and a builder that adds the model to a graph:
+//! - [`shared`]: parameters that live outside any one graph, so that the plans of several
+//!   batch shapes train the same tensors;
+//! - [`seq2seq`]: the RNN encoder-decoder with attention, and the config of every
+//!   sequence-to-sequence model;
+//! - [`transformer`]: the Transformer encoder-decoder;
+//! - [`charlm`]: the character-level language model;
+//! - [`textcnn`]: the n-gram CNN text classifier.
+//!
+//! The models built from them, ready to train and run, are in [`crate::models`].
 
 pub mod charlm;
 pub mod seq2seq;
@@ -19,12 +31,17 @@ use crate::rng::Rng;
 /// An elementwise nonlinearity between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// Hyperbolic tangent: squashes to (-1, 1), centred on 0.
     Tanh,
+    /// Rectified linear unit: max(0, x).
     Relu,
+    /// Logistic sigmoid: 1 / (1 + e^(-x)), squashes to (0, 1).
     Sigmoid,
 }
 
 impl Activation {
+    /// Adds this nonlinearity, applied to every element of `x`, to `g`; the result has
+    /// `x`'s shape.
     pub fn apply(self, g: &mut Graph, x: Var) -> Result<Var> {
         g.map(
             x,
@@ -45,6 +62,8 @@ impl Activation {
         }
     }
 
+    /// The lower-case name the command line and checkpoints use (`"tanh"`, `"relu"`,
+    /// `"sigmoid"`); [`FromStr`] parses it back.
     pub fn name(self) -> &'static str {
         match self {
             Activation::Tanh => "tanh",
@@ -81,7 +100,7 @@ pub fn require_sizes(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
     }
 }
 
-/// How a weight matrix [fan_in, fan_out] starts.
+/// How a weight matrix `[fan_in, fan_out]` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Init {
     /// Glorot & Bengio: uniform in ±√(6 / (fan_in + fan_out)).
@@ -107,12 +126,16 @@ impl Init {
     }
 }
 
-/// y = x·W + b for x [batch, fan_in], W [fan_in, fan_out], b \[fan_out\] (starting at 0).
+/// y = x·W + b for x `[batch, fan_in]`, W `[fan_in, fan_out]`, b `[fan_out]` (starting at 0).
 #[derive(Debug, Clone, Copy)]
 pub struct Linear {
+    /// The weight matrix, shape `[fan_in, fan_out]`.
     pub weight: Var,
+    /// The bias, shape `[fan_out]`, added to every row.
     pub bias: Var,
+    /// How many features each input row has.
     pub fan_in: usize,
+    /// How many features each output row has.
     pub fan_out: usize,
 }
 
@@ -146,6 +169,8 @@ impl Linear {
         })
     }
 
+    /// Adds `x · weight + bias` to `g`: for `x` of shape `[batch, fan_in]`, the result is
+    /// `[batch, fan_out]`.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
         g.gemm(x, self.weight, false, false, Some(self.bias))
     }
@@ -155,7 +180,9 @@ impl Linear {
 /// the last, which gives logits).
 #[derive(Debug, Clone)]
 pub struct Mlp {
+    /// The layers, input first: `layers[i].fan_out == layers[i + 1].fan_in`.
     pub layers: Vec<Linear>,
+    /// The nonlinearity after every layer but the last.
     pub activation: Activation,
 }
 
@@ -232,7 +259,7 @@ impl Mlp {
         Ok(memory)
     }
 
-    /// The logits for a batch x [batch, sizes\[0\]].
+    /// The logits for a batch x `[batch, sizes[0]]`.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
         let mut h = x;
         for (i, layer) in self.layers.iter().enumerate() {

@@ -4,7 +4,7 @@
 //!
 //! - Encoder: source embedding, then `layers` recurrent layers (each bidirectional if asked:
 //!   a forward and a reversed layer whose states are concatenated), over time-major ids
-//!   [Ts, B] with the source lengths masking the padding.
+//!   `[Ts, B]` with the source lengths masking the padding.
 //! - Decoder: target embedding and `layers` recurrent layers started from the encoder's
 //!   final states (through a tanh bridge when the encoder is bidirectional), fed BOS and the
 //!   target (teacher forcing).
@@ -30,13 +30,15 @@ pub enum AttentionKind {
     /// Luong's scores hᵢ·W·sⱼ through the attention kernel.
     Dot,
     /// Bahdanau's scores v·tanh(W₁hᵢ + W₂sⱼ), composed from graph ops over a
-    /// [B, Td, Ts, H] tensor, with the padding masked by an additive key mask.
+    /// `[B, Td, Ts, H]` tensor, with the padding masked by an additive key mask.
     Additive,
     /// None: the encoder's final state is all the decoder gets.
     None,
 }
 
 impl AttentionKind {
+    /// The name checkpoints store and `--attention` takes: `"dot"`, `"additive"` or
+    /// `"none"`; [`AttentionKind::parse`] reads it back.
     pub fn name(self) -> &'static str {
         match self {
             AttentionKind::Dot => "dot",
@@ -45,6 +47,7 @@ impl AttentionKind {
         }
     }
 
+    /// The kind named `text` ([`AttentionKind::name`]); an error for any other name.
     pub fn parse(text: &str) -> Result<Self> {
         match text {
             "dot" => Ok(AttentionKind::Dot),
@@ -414,11 +417,14 @@ pub const MAX_COUNTED_LAYERS: usize = 1024;
 /// A recurrent state: h, and c for an LSTM.
 #[derive(Debug, Clone, Copy)]
 pub struct State {
+    /// The hidden state, shape `[B, H]`: what the next layer and the attention read.
     pub h: Var,
+    /// The LSTM's cell state, shape `[B, H]`; `None` for the RNN and GRU cells, which
+    /// have only `h`.
     pub c: Option<Var>,
 }
 
-/// The additive mask of padded source positions, [B, 1, Ts]: 0 where a key is real,
+/// The additive mask of padded source positions, `[B, 1, Ts]`: 0 where a key is real,
 /// [`MASKED`] past each source's length.
 pub fn key_mask(lengths: &[u32], steps: usize) -> Vec<f32> {
     lengths
@@ -433,8 +439,8 @@ pub const MASKED: f32 = -1e9;
 /// What the decoder needs from the encoder.
 #[derive(Debug, Clone)]
 pub struct Encoded {
-    /// Keys and values of the attention (None without it): dot, keys [B, 1, Ts, H] and
-    /// values [B, 1, Ts, He]; additive, projected keys [B, 1, Ts, H] and values [B, Ts, He].
+    /// Keys and values of the attention (None without it): dot, keys `[B, 1, Ts, H]` and
+    /// values `[B, 1, Ts, He]`; additive, projected keys `[B, 1, Ts, H]` and values `[B, Ts, He]`.
     pub keys_values: Option<(Var, Var)>,
     /// The decoder's initial state, per layer.
     pub initial: Vec<State>,
@@ -443,13 +449,15 @@ pub struct Encoded {
 /// One recurrent layer's cell and width: the layer every recurrent model here stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecurrentLayer {
+    /// The recurrent cell (RNN, GRU or LSTM).
     pub cell: CellKind,
+    /// The width `H` of the layer's state.
     pub hidden: usize,
 }
 
 impl RecurrentLayer {
-    /// The layer over x [T, B, input], its parameters named `{name}.…`: the input
-    /// projection of every step in one matmul, then the recurrent op. Its states [T, B, H]
+    /// The layer over x `[T, B, input]`, its parameters named `{name}.…`: the input
+    /// projection of every step in one matmul, then the recurrent op. Its states `[T, B, H]`
     /// and its final state.
     #[allow(clippy::too_many_arguments)]
     pub fn build(
@@ -502,7 +510,7 @@ impl RecurrentLayer {
         ))
     }
 
-    /// A zero state [B, H] (and a zero cell for an LSTM).
+    /// A zero state `[B, H]` (and a zero cell for an LSTM).
     pub fn zero_state(&self, g: &mut Graph, batch: usize) -> Result<State> {
         let hidden = self.hidden;
         let h = g.constant(vec![0.0; batch * hidden], &[batch, hidden])?;
@@ -548,7 +556,7 @@ impl Seq2Seq {
         }
     }
 
-    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths \[B\].
+    /// The encoder over source ids `[Ts, B]` (u32, time-major) with lengths `[B]`.
     pub fn encode(
         &self,
         g: &mut Graph,
@@ -663,8 +671,8 @@ impl Seq2Seq {
         Ok(State { h, c })
     }
 
-    /// The decoder over input ids [Td, B] (BOS then the target, time-major) from `initial`:
-    /// its top layer's states [Td, B, H] and every layer's final state.
+    /// The decoder over input ids `[Td, B]` (BOS then the target, time-major) from `initial`:
+    /// its top layer's states `[Td, B, H]` and every layer's final state.
     pub fn decode(
         &self,
         g: &mut Graph,
@@ -700,9 +708,9 @@ impl Seq2Seq {
         Ok((x, finals))
     }
 
-    /// Logits [B·Td, V] (batch-major rows: b·Td + t) from the decoder's states [Td, B, H].
-    /// `source_lengths` (u32 \[B\]) masks the padding for dot attention, `key_mask` ([B, 1,
-    /// Ts], see [`key_mask`]) for additive attention.
+    /// Logits `[B·Td, V]` (batch-major rows: b·Td + t) from the decoder's states `[Td, B, H]`.
+    /// `source_lengths` (u32 `[B]`) masks the padding for dot attention, `key_mask`
+    /// (`[B, 1, Ts]`, see [`key_mask`]) for additive attention.
     pub fn logits(
         &self,
         g: &mut Graph,

@@ -41,6 +41,7 @@ pub enum Start {
     Uniform(f32),
     /// Normal with this standard deviation (embeddings).
     Normal(f32),
+    /// All zeros (biases).
     Zeros,
     /// All ones (layer norm gains).
     Ones,
@@ -48,8 +49,12 @@ pub enum Start {
 
 /// One named parameter: its values and the gradient every training plan writes.
 pub struct SharedParameter {
+    /// The name checkpoints key on, e.g. `"embedding.weight"`.
     pub name: String,
+    /// The current values, which the optimizer updates in place.
     pub value: Tensor,
+    /// The gradient of the loss with respect to `value` (same shape), written by
+    /// the training plan's backward pass and read by the optimizer.
     pub gradient: Tensor,
 }
 
@@ -70,6 +75,7 @@ impl SharedParameters {
         }
     }
 
+    /// The parameters, in the order they were first asked for.
     pub fn iter(&self) -> impl Iterator<Item = &SharedParameter> {
         self.parameters.iter()
     }
@@ -176,6 +182,7 @@ pub struct Binder<'a> {
 }
 
 impl<'a> Binder<'a> {
+    /// A binder that finds (or makes) its parameters in `parameters`; nothing is bound yet.
     pub fn new(parameters: &'a mut SharedParameters) -> Self {
         Binder {
             parameters,

@@ -1,15 +1,15 @@
 //! The n-gram CNN text classifier (Kim 2014), built on the graph over [`SharedParameters`]:
 //!
-//! ids [B, L] → embedding [B, L, E] → permute to [B, E, L] → for each filter width w: conv1d
-//! of `filters` channels [B, F, L − w + 1] → ReLU → × window mask → max over time [B, F] →
-//! concat [B, F·widths] → Linear → logits [B, classes].
+//! ids `[B, L]` → embedding `[B, L, E]` → permute to `[B, E, L]` → for each filter width
+//! w: conv1d of `filters` channels `[B, F, L − w + 1]` → ReLU → × window mask → max over
+//! time `[B, F]` → concat `[B, F·widths]` → Linear → logits `[B, classes]`.
 //!
-//! The window mask (fed, [B, 1, L − w + 1]) zeroes the windows that start past a text's last
+//! The window mask (fed, `[B, 1, L − w + 1]`) zeroes the windows that start past a text's last
 //! full window, so a text's prediction does not depend on how far its batch pads it: after
 //! the ReLU every value is ≥ 0, so a zeroed window never beats a real one.
 //!
-//! Parameters: `embedding.weight` [V, E], `conv{w}.weight` [F, E, w], `conv{w}.bias` \[F\],
-//! `output.weight` [F·widths, C], `output.bias` \[C\].
+//! Parameters: `embedding.weight` `[V, E]`, `conv{w}.weight` `[F, E, w]`, `conv{w}.bias` `[F]`,
+//! `output.weight` `[F·widths, C]`, `output.bias` `[C]`.
 //!
 //! [`SharedParameters`]: crate::nn::shared::SharedParameters
 
@@ -24,12 +24,15 @@ use crate::nn::shared::{Binder, Start};
 /// The architecture: everything needed to rebuild the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextCnnConfig {
+    /// How many distinct words (token ids `0..vocab_size`): the embedding's rows.
     pub vocab_size: usize,
+    /// The width `E` of a word's embedding vector: the convolutions' input channels.
     pub embed: usize,
     /// The n-gram widths, one convolution each.
     pub widths: Vec<usize>,
     /// Output channels of each convolution.
     pub filters: usize,
+    /// How many labels the texts fall into: the logits' width.
     pub classes: usize,
 }
 
@@ -131,6 +134,10 @@ impl TextCnnConfig {
         Ok(memory)
     }
 
+    /// The architecture as the JSON a checkpoint stores (`"kind": "textcnn"` and the
+    /// sizes), which [`TextCnnModel::from_checkpoint`] reads back.
+    ///
+    /// [`TextCnnModel::from_checkpoint`]: crate::models::textcnn::TextCnnModel::from_checkpoint
     pub fn to_json(&self) -> Value {
         json!({
             "kind": "textcnn",
@@ -145,12 +152,13 @@ impl TextCnnConfig {
 
 /// Builds the classifier's graph for one batch shape.
 pub struct TextCnn<'a> {
+    /// The architecture to build.
     pub config: &'a TextCnnConfig,
 }
 
 impl TextCnn<'_> {
-    /// The logits [B, classes] of `ids` (u32 [B, L]); `window_masks[i]` (f32
-    /// [B, 1, L − widths\[i\] + 1]) is 1 for the windows each text fills, 0 after.
+    /// The logits `[B, classes]` of `ids` (u32 `[B, L]`); `window_masks[i]` (f32
+    /// `[B, 1, L − widths[i] + 1]`) is 1 for the windows each text fills, 0 after.
     pub fn logits(
         &self,
         g: &mut Graph,

@@ -14,7 +14,7 @@
 //! still helps. Dropout (training graphs only) acts on the embeddings plus positions and on
 //! each block's output before the residual add, as in the original; not on the attention
 //! probabilities, which the fused attention kernel never writes out. Activations are
-//! batch-major, [B·T, d] rows between blocks.
+//! batch-major, `[B·T, d]` rows between blocks.
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
@@ -57,7 +57,7 @@ impl TransformerConfig {
 /// The layer norms' epsilon (PyTorch's default).
 const NORM_EPS: f32 = 1e-5;
 
-/// Sinusoidal positions [steps, width]: sin(t / 10000^(2i/width)) at 2i, cos at 2i + 1.
+/// Sinusoidal positions `[steps, width]`: sin(t / 10000^(2i/width)) at 2i, cos at 2i + 1.
 pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
     let mut values = vec![0.0f32; steps * width];
     for t in 0..steps {
@@ -78,7 +78,7 @@ pub struct Transformer {
     pub layers: usize,
     /// The layers' sizes and dropout.
     pub shape: TransformerConfig,
-    /// A training graph's dropout seed (u32 \[1\], fed a new value every step); `None` builds
+    /// A training graph's dropout seed (u32 `[1]`, fed a new value every step); `None` builds
     /// no dropout (evaluation and decoding).
     pub dropout_seed: Option<Var>,
 }
@@ -111,7 +111,7 @@ impl Transformer {
         }
     }
 
-    /// Token ids [T, B] (time-major) as [B·T, d] rows: embedding·√d plus positions.
+    /// Token ids `[T, B]` (time-major) as `[B·T, d]` rows: embedding·√d plus positions.
     fn embed(&self, g: &mut Graph, p: &mut Binder, table: &str, ids: Var) -> Result<Var> {
         let d = self.width();
         let (steps, batch) = (g.shape(ids)[0], g.shape(ids)[1]);
@@ -132,7 +132,7 @@ impl Transformer {
         self.dropout(g, x)
     }
 
-    /// x·W + b for rows x [N, inputs], PyTorch's initialization.
+    /// x·W + b for rows x `[N, inputs]`, PyTorch's initialization.
     fn linear(
         &self,
         g: &mut Graph,
@@ -155,7 +155,7 @@ impl Transformer {
         g.layer_norm(x, gain, bias, NORM_EPS)
     }
 
-    /// Rows [B·T, d] as heads [B, h, T, d/h].
+    /// Rows `[B·T, d]` as heads `[B, h, T, d/h]`.
     fn split_heads(&self, g: &mut Graph, x: Var, batch: usize) -> Result<Var> {
         let (d, heads) = (self.width(), self.shape.heads);
         let steps = g.shape(x)[0] / batch;
@@ -163,7 +163,7 @@ impl Transformer {
         g.permute(x, &[0, 2, 1, 3])
     }
 
-    /// Multi-head attention of `queries` [B·Tq, d] over `memory` [B·Tk, d]: the Q, K, V
+    /// Multi-head attention of `queries` `[B·Tq, d]` over `memory` `[B·Tk, d]`: the Q, K, V
     /// projections, scaled dot-product attention per head, the output projection.
     #[allow(clippy::too_many_arguments)]
     fn attention(
@@ -213,8 +213,8 @@ impl Transformer {
         g.add(x, y)
     }
 
-    /// The encoder over source ids [Ts, B] (u32, time-major) with lengths \[B\]: its output
-    /// [B, Ts, d] (padded positions hold values no key mask lets through).
+    /// The encoder over source ids `[Ts, B]` (u32, time-major) with lengths `[B]`: its output
+    /// `[B, Ts, d]` (padded positions hold values no key mask lets through).
     pub fn encode(&self, g: &mut Graph, p: &mut Binder, source: Var, lengths: Var) -> Result<Var> {
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
         let mut x = self.embed(g, p, "source_embedding.weight", source)?;
@@ -240,9 +240,9 @@ impl Transformer {
         g.reshape(x, &[batch, steps, self.width()])
     }
 
-    /// Logits [B·Td, V] (batch-major rows: b·Td + t) of the decoder over input ids [Td, B]
+    /// Logits `[B·Td, V]` (batch-major rows: b·Td + t) of the decoder over input ids `[Td, B]`
     /// (BOS then the target, time-major), each position seeing the inputs up to itself and
-    /// the encoder's `memory` [B, Ts, d] up to each source's length.
+    /// the encoder's `memory` `[B, Ts, d]` up to each source's length.
     pub fn logits(
         &self,
         g: &mut Graph,

@@ -27,16 +27,23 @@ pub const EPOCH_SAMPLE_TEMPERATURE: f64 = 0.8;
 
 /// Everything `train-lm` needs to know.
 pub struct LmTraining {
+    /// The whole text: its first [`TRAIN_FRACTION`] trains, the rest validates.
     pub text: String,
     /// Where the text came from, for messages and the checkpoint.
     pub text_name: String,
     /// The architecture; its vocabulary size is set from the text.
     pub model: CharLmConfig,
+    /// The update rule, learning rate, clipping and schedule.
     pub optimizer: OptimizerConfig,
-    /// Windows per step and characters per window.
+    /// Windows per optimizer step (the batch size).
     pub batch: usize,
+    /// Characters per window: how many steps backpropagation through time unrolls, each
+    /// predicting the character after it.
     pub steps: usize,
+    /// The last epoch to train, counted from the start of training: a run resumed after
+    /// epoch 3 with `epochs` 5 trains epochs 4 and 5.
     pub epochs: usize,
+    /// Seeds the initial weights, each epoch's window offsets and order, and the samples.
     pub seed: u64,
     /// Saved whenever the validation perplexity improves: the parameters, the optimizer's
     /// state and the epoch reached.
@@ -44,6 +51,7 @@ pub struct LmTraining {
     /// A checkpoint of `save` to continue from: its model, vocabulary, optimizer state and
     /// epoch (`model` above is then unused; the text must only use its characters).
     pub resume: Option<Checkpoint>,
+    /// A file to append one JSON line of [`EpochMetrics`] to after each epoch.
     pub metrics: Option<PathBuf>,
     /// Characters sampled after each epoch (0: none).
     pub sample_length: usize,
@@ -56,6 +64,7 @@ pub struct LmTraining {
 /// Why a training run stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LmStop {
+    /// Every epoch asked for was trained.
     EpochsDone,
     /// `patience` epochs passed without a better validation perplexity.
     NoImprovement,
@@ -66,11 +75,17 @@ pub enum LmStop {
 /// What a training run reached.
 #[derive(Debug, Clone)]
 pub struct LmResult {
+    /// Optimizer steps taken in all, those of a resumed checkpoint included.
     pub steps: u64,
+    /// Wall-clock seconds this run took, validation and sampling included.
     pub seconds: f64,
-    /// Epochs trained by this run, and why it stopped.
+    /// Epochs trained by this run (not counting those of a resumed checkpoint).
     pub epochs: usize,
+    /// Why it stopped.
     pub stop: LmStop,
+    /// The lowest validation perplexity reached (the exponential of the mean loss per
+    /// character, in nats), the resumed checkpoint's included; 1 would be a perfect model,
+    /// the vocabulary size a uniform guess.
     pub best_val_perplexity: f64,
     /// The perplexity of character frequencies alone on the validation text.
     pub unigram_perplexity: f64,

@@ -22,33 +22,49 @@ use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
 /// Everything `train-cnn` needs to know.
 pub struct CnnTraining {
+    /// The training examples. A new model takes its vocabulary and class names from them.
     pub train: Vec<LabelledText>,
+    /// The validation examples, measured after each epoch; their labels must be among the
+    /// training ones (an error otherwise), unknown words are read as the unknown token.
     pub valid: Vec<LabelledText>,
     /// Describes the data in the checkpoint (the task and its options, or the files).
     pub data_description: Value,
+    /// The width of a word's embedding vector.
     pub embed: usize,
+    /// The n-gram widths of the convolutions, one convolution each (e.g. `[3, 4, 5]`).
     pub widths: Vec<usize>,
+    /// Output channels (filters) of each convolution.
     pub filters: usize,
+    /// The update rule, learning rate, clipping and schedule.
     pub optimizer: OptimizerConfig,
+    /// Texts per optimizer step.
     pub batch: usize,
+    /// The last epoch to train, counted from the start of training: a run resumed after
+    /// epoch 3 with `epochs` 5 trains epochs 4 and 5.
     pub epochs: usize,
+    /// Seeds the initial weights and each epoch's shuffling.
     pub seed: u64,
     /// Saved after every epoch: the parameters, the optimizer's state and the epoch reached.
     pub save: Option<PathBuf>,
     /// A checkpoint of `save` to continue from: its model, vocabulary, class names,
     /// optimizer state and epoch (`embed`, `widths` and `filters` above are then unused).
     pub resume: Option<Checkpoint>,
+    /// A file to append one JSON line of [`EpochMetrics`] to after each epoch.
     pub metrics: Option<PathBuf>,
 }
 
 /// What a training run reached.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CnnResult {
+    /// The fraction of validation texts classified right after the last epoch.
     pub valid_accuracy: f64,
+    /// The mean cross-entropy (nats) of the validation texts after the last epoch.
     pub valid_loss: f64,
     /// The best validation accuracy of any epoch.
     pub best_valid_accuracy: f64,
+    /// Optimizer steps taken in all, those of a resumed checkpoint included.
     pub steps: u64,
+    /// Wall-clock seconds this run took, validation included.
     pub seconds: f64,
     /// Training examples per second (validation excluded).
     pub examples_per_s: f64,

@@ -29,21 +29,30 @@ const LOSS_EVERY: u64 = 10;
 /// Everything `train-mlp` needs to know.
 #[derive(Debug, Clone)]
 pub struct MlpTraining {
-    /// The examples, already split.
+    /// The training examples (the data is already split into these and `test`).
     pub train: Dataset,
+    /// The held-out examples, measured after each epoch and at the end.
     pub test: Dataset,
     /// Hidden layer sizes.
     pub hidden: Vec<usize>,
+    /// The nonlinearity after each hidden layer.
     pub activation: Activation,
+    /// The update rule, learning rate, clipping and schedule.
     pub optimizer: OptimizerConfig,
+    /// Examples per optimizer step; the last batch of an epoch is padded to this size.
     pub batch: usize,
+    /// The last epoch to train, counted from the start of training: a run resumed after
+    /// epoch 3 with `epochs` 5 trains epochs 4 and 5.
     pub epochs: usize,
+    /// Seeds the initial weights and each epoch's shuffling.
     pub seed: u64,
     /// Saved after every epoch: the parameters, the optimizer's state and the epoch reached.
     pub save: Option<PathBuf>,
     /// A checkpoint of `save` to continue from: its parameters, optimizer state and epoch
     /// (the architecture must be the one above).
     pub resume: Option<Checkpoint>,
+    /// A file to append one JSON line of [`EpochMetrics`] to after each epoch (the test
+    /// split's loss and accuracy as `val_loss` and `val_accuracy`).
     pub metrics: Option<PathBuf>,
     /// Describes the data in the checkpoint's config (the task, or the CSV's path).
     pub data_description: String,
@@ -54,10 +63,15 @@ pub struct MlpTraining {
 /// What training reached.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MlpResult {
+    /// The fraction of training examples classified right by the final model.
     pub train_accuracy: f64,
+    /// The fraction of test examples classified right by the final model.
     pub test_accuracy: f64,
+    /// The final model's mean cross-entropy (nats) on the test examples.
     pub final_loss: f64,
+    /// Optimizer steps taken in all, those of a resumed checkpoint included.
     pub steps: u64,
+    /// Wall-clock seconds this run took, evaluation included.
     pub seconds: f64,
 }
 

@@ -1,5 +1,11 @@
-//! Training's reporting, shared by every `train-*` command: the per-epoch [`metrics`] file
+//! The command line's trainers, one per `train-*` command ([`mlp`], [`cnn`], [`charlm`],
+//! [`seq2seq`]): each takes its settings as one struct, runs the epochs (resuming from a
+//! checkpoint if asked), saves checkpoints and returns what the run reached.
+//!
+//! Training's reporting, shared by every trainer: the per-epoch [`metrics`] file
 //! (`--metrics FILE`, JSON Lines) and the [`progress`] display on stderr.
+//!
+//! This module exists only with the `cli` feature (on by default).
 
 /// `eprintln!` that cannot panic: a closed or full stderr (`… 2>&1 | head`) loses the
 /// message, never the training.

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 pub struct ProgressState {
     /// The current epoch, 1-based; 0 before the first.
     pub epoch: usize,
+    /// The run's last epoch, shown as `epoch 3/10`; 0 when unknown (no epoch shown then).
     pub epochs: usize,
     /// Steps done since the start.
     pub step: u64,
@@ -174,7 +175,10 @@ pub enum Drawing {
     /// One line redrawn in place, for a terminal.
     Terminal,
     /// A new line each time another `every_percent` of the steps is done, and at the end.
-    Log { every_percent: u32 },
+    Log {
+        /// The share of the run, in percent, between two lines.
+        every_percent: u32,
+    },
     /// Nothing at all, messages included.
     Hidden,
 }
@@ -241,6 +245,8 @@ pub struct SlowStartNotice {
 }
 
 impl SlowStartNotice {
+    /// Starts a thread that writes `text` and a newline to `out` once `delay` has passed,
+    /// unless the notice is dropped first.
     pub fn after(
         delay: Duration,
         text: &'static str,

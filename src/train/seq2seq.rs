@@ -19,26 +19,40 @@ use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
 /// Everything `train-seq2seq` needs to know.
 pub struct Seq2SeqTraining {
+    /// The training pairs. A new model takes its vocabulary and length limits from them
+    /// (and from `valid`).
     pub train: Vec<Pair>,
+    /// The validation pairs, decoded greedily after each epoch for the exact-match score;
+    /// no longer than the model's limits (an error otherwise).
     pub valid: Vec<Pair>,
     /// Describes the data in the checkpoint (the task and its options, or the files).
     pub data_description: Value,
+    /// The architecture; its vocabulary size is set from the pairs (unused when resuming).
     pub model: Seq2SeqConfig,
+    /// The update rule, learning rate and clipping; `lr_decay` and `warmup` add a schedule.
     pub optimizer: OptimizerConfig,
     /// The learning rate is multiplied by this after each epoch (1: constant).
     pub lr_decay: f64,
     /// Steps of linear learning-rate warm-up (0: none).
     pub warmup: u64,
+    /// Pairs per optimizer step, batched with others of similar length.
     pub batch: usize,
     /// A fixed number of epochs; `None`: until validation exact-match stops improving.
     pub epochs: Option<usize>,
-    /// Epochs without improvement before stopping early.
+    /// Epochs without improvement before stopping early (only when `epochs` is `None`).
     pub patience: usize,
+    /// Stop once this much time has passed: the epoch under way ends after its current
+    /// batch, and is validated (and saved if better).
     pub max_minutes: Option<f64>,
+    /// Seeds the initial weights, each epoch's batching and the dropout masks.
     pub seed: u64,
+    /// Saved whenever validation exact-match improves: the parameters, the optimizer's state
+    /// and the epoch reached.
     pub save: Option<PathBuf>,
     /// A checkpoint to continue from: its model, vocabulary and optimizer state.
     pub resume: Option<Checkpoint>,
+    /// A file to append one JSON line of [`EpochMetrics`] to after each epoch (exact-match as
+    /// `val_accuracy`).
     pub metrics: Option<PathBuf>,
     /// Validation examples printed after each epoch.
     pub samples: usize,
@@ -47,25 +61,36 @@ pub struct Seq2SeqTraining {
 /// Why training stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
+    /// The fixed number of epochs was trained.
     EpochsDone,
-    /// Validation exact-match did not improve for `patience` epochs.
+    /// Validation exact-match did not improve for `patience` epochs (only without a fixed
+    /// number of epochs).
     NoImprovement,
-    /// Every validation example is right: nothing left to improve.
+    /// Every validation example is right: nothing left to improve (only without a fixed
+    /// number of epochs).
     Perfect,
+    /// `max_minutes` passed.
     TimeCap,
 }
 
 /// What a training run reached.
 #[derive(Debug, Clone)]
 pub struct Seq2SeqResult {
+    /// The last epoch trained, counted from the start of training (a resumed checkpoint's
+    /// epochs included).
     pub epochs: usize,
+    /// Optimizer steps taken in all, those of a resumed checkpoint included.
     pub steps: u64,
+    /// Wall-clock seconds this run took, validation included.
     pub seconds: f64,
+    /// The best fraction of validation pairs decoded exactly right (greedy decoding), the
+    /// resumed checkpoint's included.
     pub best_exact_match: f64,
     /// Seconds from the start until validation exact-match first reached 99%.
     pub seconds_to_99: Option<f64>,
     /// Target tokens per second of training (validation excluded).
     pub tokens_per_s: f64,
+    /// Why it stopped.
     pub stop: Stop,
 }
 
