@@ -6,7 +6,6 @@
 //! - [`kernels`]: one module per WGSL file, each with its launcher and CPU reference;
 //! - [`Tensor`]: f32 tensors on the GPU with eager calls of every kernel;
 //! - [`optim`]: optimizers (SGD, momentum, Adam, AdamW), clipping and schedules on the GPU;
-//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API;
 //! - [`checkpoint`]: saves and loads tensors and a JSON config as one safetensors file;
 //! - [`data`]: labelled examples (built-in 2-D tasks, CSV), splits, batches, standardisation;
 //!   sequence-to-sequence pairs (built-in tasks, TSV), a character vocabulary, bucketed batches;
@@ -27,7 +26,6 @@
 
 pub mod bench;
 pub mod checkpoint;
-pub mod conformance;
 pub mod data;
 pub mod error;
 pub mod files;
