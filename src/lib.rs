@@ -34,8 +34,7 @@
 //! - [`files`]: reading text files with errors that say where, and writing files atomically,
 //!   so that a crash never leaves one half-written;
 //! - [`rng`]: a small seeded random generator (SplitMix64), the same numbers on every
-//!   machine;
-//! - [`conformance`]: runs ONNX's operator test cases through the Tensor API.
+//!   machine.
 //!
 //! ```no_run
 //! use shadergrad::{Gpu, Tensor};
@@ -54,7 +53,6 @@
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod checkpoint;
-pub mod conformance;
 pub mod data;
 pub mod error;
 pub mod files;

@@ -9,6 +9,8 @@
 //! written for a check with Tint (Chrome's WGSL compiler) to `target/pipeline-variants.json`
 //! or to `$SHADERGRAD_VARIANTS_OUT`.
 
+mod conformance;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -18,7 +20,6 @@ use naga::valid::{
 };
 use serde_json::Value;
 use shadergrad::bench::{self, BenchOptions};
-use shadergrad::conformance;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Pair, Vocab};
 use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
 use shadergrad::kernels::matmul::COOP_SHADER;

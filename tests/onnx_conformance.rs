@@ -1,11 +1,14 @@
 //! ONNX conformance: every operator test case of `tests/data/onnx-node` (taken from the ONNX
-//! project's node tests) run on the GPU and compared with ONNX's expected outputs.
+//! project's node tests) run on the GPU and compared with ONNX's expected outputs by the
+//! runner in `tests/conformance/`.
 //!
 //! `cargo test --release --test onnx_conformance -- --nocapture` prints the table.
 
+mod conformance;
+
 use std::path::{Path, PathBuf};
 
-use shadergrad::conformance::{self, npy, Outcome};
+use conformance::{npy, Outcome};
 use shadergrad::Gpu;
 
 /// The ops the runner implements: every case of each must run and pass.

@@ -170,11 +170,11 @@ struct Caches {
     kernels: HashMap<String, Arc<Kernel>>,
 }
 
-/// Shader modules, bind group layouts and pipelines, each made once.
 /// A pipeline compile at least this long is logged at info level (the rest at debug): the
 /// driver's compile is most of a first step's time on a new machine.
 const SLOW_COMPILE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Shader modules, bind group layouts and pipelines, each made once.
 #[derive(Default)]
 pub struct PipelineCache {
     caches: Mutex<Caches>,

@@ -13,6 +13,11 @@
 //!
 //! An [`Error`] is kept for a case that cannot be read at all: a missing file, or a
 //! `case.json` or `.npy` that is malformed.
+//!
+//! The runner serves only the tests: `tests/onnx_conformance.rs` and `tests/cross_compile.rs`
+//! include it with `mod conformance;` (so its unit tests run in both), and it uses only
+//! shadergrad's public API.
+#![allow(dead_code)] // each test binary uses its own subset
 
 pub mod npy;
 mod recurrent;
@@ -23,18 +28,18 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::kernels::attention::{
+use shadergrad::error::{Error, Result};
+use shadergrad::gpu::Gpu;
+use shadergrad::kernels::attention::{
     attention, attention_logits, AttentionMask, AttentionOptions, AttentionSettings, MaskKind,
     QueryAlignment,
 };
-use crate::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
-use crate::kernels::elementwise::{Binary, Unary};
-use crate::kernels::recurrent::CellKind;
-use crate::kernels::reduce::Reduce;
-use crate::kernels::softmax::{LossReduction, SoftmaxKind};
-use crate::tensor::{resolve_axis, Indices, Tensor};
+use shadergrad::kernels::conv::{Conv1d, Conv2d, MaxPool1d};
+use shadergrad::kernels::elementwise::{Binary, Unary};
+use shadergrad::kernels::recurrent::CellKind;
+use shadergrad::kernels::reduce::Reduce;
+use shadergrad::kernels::softmax::{LossReduction, SoftmaxKind};
+use shadergrad::tensor::{resolve_axis, Indices, Tensor};
 
 /// ONNX's tolerance for node tests (`numpy.testing.assert_allclose(rtol=1e-3, atol=1e-7)`):
 /// an element passes if |actual − expected| ≤ ATOL + RTOL·|expected|.

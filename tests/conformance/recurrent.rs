@@ -1,5 +1,5 @@
 //! ONNX RNN, GRU and LSTM (opset 14 on, and the older versions whose attributes match) on
-//! the fused recurrent kernels of [`crate::kernels::recurrent`].
+//! the fused recurrent kernels of [`shadergrad::kernels::recurrent`].
 //!
 //! - X is [T, B, In] ([B, T, In] with `layout` 1, permuted on the GPU to time-major).
 //! - W [dirs, G·H, In], R [dirs, G·H, H] and B [dirs, 2·G·H] = (Wb, Rb) come in ONNX's gate
@@ -20,9 +20,11 @@
 //! [`gru_reset_before_product`]).
 
 use super::{npy, Case, Inputs};
-use crate::error::{Error, Result};
-use crate::kernels::recurrent::{recurrent_forward, CellKind, RecurrentInputs, RecurrentShape};
-use crate::tensor::{Indices, Tensor};
+use shadergrad::error::{Error, Result};
+use shadergrad::kernels::recurrent::{
+    recurrent_forward, CellKind, RecurrentInputs, RecurrentShape,
+};
+use shadergrad::tensor::{Indices, Tensor};
 
 /// The attributes the runner understands for a recurrent op in `opset`. `layout` came with
 /// opset 14: an older case that sets it is skipped as not understood.
