@@ -11,7 +11,7 @@ use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::OptimizerConfig;
-use shadergrad::train::seq2seq::{train_seq2seq, Seq2SeqTraining, Stop};
+use shadergrad::train::seq2seq::{Epochs, train_seq2seq, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
 
 use super::choice::{self, typed_name};
@@ -321,8 +321,12 @@ pub(crate) fn train_seq2seq_command(
         batch: args
             .batch
             .unwrap_or(if trains_transformer { 64 } else { 128 }),
-        epochs: args.epochs,
-        patience: args.patience.max(1),
+        epochs: match args.epochs {
+            Some(epochs) => Epochs::Fixed(epochs),
+            None => Epochs::UntilNoImprovement {
+                patience: args.patience.max(1),
+            },
+        },
         max_minutes: Some(args.max_minutes),
         seed: args.seed,
         save: args.save,

@@ -37,10 +37,8 @@ pub struct Seq2SeqTraining {
     pub warmup: u64,
     /// Pairs per optimizer step, batched with others of similar length.
     pub batch: usize,
-    /// A fixed number of epochs; `None`: until validation exact-match stops improving.
-    pub epochs: Option<usize>,
-    /// Epochs without improvement before stopping early (only when `epochs` is `None`).
-    pub patience: usize,
+    /// How many epochs to train.
+    pub epochs: Epochs,
     /// Stop once this much time has passed: the epoch under way ends after its current
     /// batch, and is validated (and saved if better).
     pub max_minutes: Option<f64>,
@@ -56,6 +54,29 @@ pub struct Seq2SeqTraining {
     pub metrics: Option<PathBuf>,
     /// Validation examples printed after each epoch.
     pub samples: usize,
+}
+
+/// How long a run trains; `max_minutes` caps either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epochs {
+    /// Up to and including this epoch (a resumed checkpoint's epochs count).
+    Fixed(usize),
+    /// Until validation exact-match has not improved for `patience` epochs in a row, or
+    /// every validation example is right.
+    UntilNoImprovement {
+        /// Epochs without improvement before stopping (at least 1).
+        patience: usize,
+    },
+}
+
+impl Epochs {
+    /// The last epoch of a fixed count; `None` when training until no improvement.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            Epochs::Fixed(epochs) => Some(epochs),
+            Epochs::UntilNoImprovement { .. } => None,
+        }
+    }
 }
 
 /// Why training stopped.
@@ -97,7 +118,7 @@ pub struct Seq2SeqResult {
 /// Trains a model as `config` says, reporting progress on stderr.
 pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResult> {
     if config.batch == 0
-        || config.epochs == Some(0)
+        || config.epochs == Epochs::Fixed(0)
         || config.train.is_empty()
         || config.valid.is_empty()
     {
@@ -109,6 +130,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                 config.batch,
                 config
                     .epochs
+                    .fixed()
                     .map_or("until no improvement".to_string(), |e| e.to_string()),
                 config.train.len(),
                 config.valid.len()
@@ -163,7 +185,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let mut best = -1.0;
     if let Some(checkpoint) = resumed {
         let step = resume_optimizer(gpu, &mut optimizer, checkpoint, "train-seq2seq")?;
-        start_epoch = first_resumed_epoch(checkpoint, config.epochs, "train-seq2seq")?;
+        start_epoch = first_resumed_epoch(checkpoint, config.epochs.fixed(), "train-seq2seq")?;
         best = training_number(checkpoint, "best_exact_match").unwrap_or(-1.0);
         note!(
             "resuming from {} after epoch {} (step {step}, best exact-match {:.4}); the model, \
@@ -218,13 +240,13 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let mut seconds_to_99 = None;
     let mut epoch = start_epoch;
     let stop = loop {
-        if config.epochs.is_some_and(|epochs| epoch > epochs) {
+        if config.epochs.fixed().is_some_and(|epochs| epoch > epochs) {
             break Stop::EpochsDone;
         }
         let batches =
             bucketed_batches(&train, &bucketing, Some(config.seed ^ (epoch as u64) << 20))?;
         let mut progress =
-            Progress::stderr(batches.len() as u64, config.epochs.unwrap_or(0), "tok");
+            Progress::stderr(batches.len() as u64, config.epochs.fixed().unwrap_or(0), "tok");
         progress.start_epoch(epoch);
         let (mut loss_sum, mut loss_tokens, mut correct) = (0.0f64, 0usize, 0usize);
         let mut timed_out = false;
@@ -343,18 +365,18 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         if timed_out || out_of_time() {
             break Stop::TimeCap;
         }
-        if config.epochs.is_none() {
+        if let Epochs::UntilNoImprovement { patience } = config.epochs {
             if exact >= 1.0 {
                 break Stop::Perfect;
             }
-            if since_best >= config.patience {
+            if since_best >= patience {
                 break Stop::NoImprovement;
             }
         }
         epoch += 1;
     };
     Ok(Seq2SeqResult {
-        epochs: epoch.min(config.epochs.unwrap_or(usize::MAX)),
+        epochs: epoch.min(config.epochs.fixed().unwrap_or(usize::MAX)),
         steps: step,
         seconds: started.elapsed().as_secs_f64(),
         best_exact_match: best.max(0.0),
