@@ -2,17 +2,119 @@
 //! `AttentionGrad` from the probabilities the unfused forward kept, `FusedAttentionGrad`
 //! from the log-sum-exp the fused forward kept.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::attention::{
     attention_backward_dispatches_into, attention_dispatches_into,
     fused_attention_backward_dispatches_into, fused_attention_dispatch, AttentionDims,
     AttentionForward, AttentionGradients, AttentionMask, AttentionOptions, AttentionSettings,
-    AttentionVariant, FusedAttention, MaskKind, Recording,
+    AttentionSettingsBuilder, AttentionVariant, FusedAttention, MaskKind, Recording,
 };
 use crate::kernels::broadcast_shapes;
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Scaled dot-product attention, softmax(q·kᵀ·scale + masks)·v: q [B, H, Lq, D],
+    /// k [B, Hkv, Lk, D], v [B, Hkv, Lk, Dv] with Hkv dividing H (each key/value head serves
+    /// a group of query heads: grouped-query attention), result [B, H, Lq, Dv]. `scale`
+    /// defaults to 1/√D. The masks: `key_lengths` (u32 \[B\], fed) masks each batch's keys past
+    /// its length (lengths above Lk mean Lk), `causal` the keys after each query's position,
+    /// the queries being the last Lq of the Lk positions (query i sees keys up to i when
+    /// Lq = Lk). A query whose keys are all masked gets 0. [`Graph::attention_with`] takes
+    /// the other options: a mask tensor, a sliding window, a softcap.
+    pub fn attention(
+        &mut self,
+        q: Var,
+        k: Var,
+        v: Var,
+        key_lengths: Option<Var>,
+        causal: bool,
+        scale: Option<f32>,
+    ) -> Result<Var> {
+        let mut spec = AttentionSpec::default().causal(causal);
+        spec.settings.scale = scale;
+        spec.key_lengths = key_lengths;
+        self.attention_with(q, k, v, &spec)
+    }
+
+    /// [`Graph::attention`] with every option of the attention kernels (see
+    /// [`AttentionSpec`]). The mask has no gradient: it must not depend on a parameter.
+    pub fn attention_with(&mut self, q: Var, k: Var, v: Var, spec: &AttentionSpec) -> Result<Var> {
+        let mut inputs = vec![q, k, v];
+        inputs.extend(spec.key_lengths);
+        if let Some((_, mask)) = spec.mask {
+            if self.values[mask.0].needs_grad {
+                return Err(Error::invalid(
+                    "attention",
+                    format!(
+                        "the mask (shape {:?}) depends on a parameter, but attention gives \
+                         its mask no gradient: build a learned score bias from matmul, add \
+                         and softmax instead",
+                        self.shape(mask)
+                    ),
+                ));
+            }
+            inputs.push(mask);
+        }
+        let dims = AttentionDims::from_shapes(self.shape(q), self.shape(k), self.shape(v))?;
+        let variant = spec
+            .variant
+            .unwrap_or_else(|| AttentionVariant::choose_for_training(&self.gpu, &dims));
+        let op = Op::Attention {
+            settings: spec.settings,
+            key_lengths: spec.key_lengths.is_some(),
+            mask: spec.mask.map(|(kind, _)| kind),
+            variant,
+        };
+        Ok(self.push(op, &inputs)?[0])
+    }
+}
+
+/// The options of [`Graph::attention_with`], none set by default; chain the setters:
+/// `AttentionSpec::default().causal(true).softcap(30.0).mask(MaskKind::Additive, bias)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttentionSpec {
+    /// The scale, causal masking, where the queries sit among the keys (by default the last
+    /// Lq of the Lk positions), the sliding window and the softcap.
+    pub settings: AttentionSettings,
+    /// u32 \[B\], fed: each batch's keys past its length are masked.
+    pub key_lengths: Option<Var>,
+    /// An f32 value broadcastable to the scores [B, H, Lq, Lk]: added to the (softcapped)
+    /// scores, −∞ masking, or boolean as 0/1 (0 masks). Not differentiable.
+    pub mask: Option<(MaskKind, Var)>,
+    /// Forces the unfused kernels (which keep P for the backward) or the fused ones (which
+    /// keep each row's log-sum-exp and recompute P); `None`:
+    /// [`AttentionVariant::choose_for_training`].
+    pub variant: Option<AttentionVariant>,
+}
+
+impl AttentionSettingsBuilder for AttentionSpec {
+    fn settings_mut(&mut self) -> &mut AttentionSettings {
+        &mut self.settings
+    }
+}
+
+impl AttentionSpec {
+    /// Masks each batch's keys past its length: `lengths` is a u32 value `[B]`, fed.
+    pub fn key_lengths(mut self, lengths: Var) -> Self {
+        self.key_lengths = Some(lengths);
+        self
+    }
+
+    /// Adds a mask value of `kind`, broadcastable to the scores `[B, H, Lq, Lk]`.
+    pub fn mask(mut self, kind: MaskKind, values: Var) -> Self {
+        self.mask = Some((kind, values));
+        self
+    }
+
+    /// Forces the fused or the unfused kernels, forward and backward.
+    pub fn variant(mut self, variant: AttentionVariant) -> Self {
+        self.variant = Some(variant);
+        self
+    }
+}
 
 /// Outputs O and what the backward needs: P (`Unfused`) or each row's log-sum-exp
 /// (`Fused`).

@@ -6,11 +6,90 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::{
     conv_bias_grad_dispatch, conv_forward_dispatch, conv_input_grad_dispatch,
     conv_weight_grad_dispatch, max_pool_backward_dispatch, max_pool_dispatch,
-    output_shape as conv_output_shape, Conv2d, ConvGeometry, MaxPool1d,
+    output_shape as conv_output_shape, Conv1d, Conv2d, ConvGeometry, MaxPool1d,
 };
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// The n-gram window of a text CNN: x [N, C, L] (C the embedding width) convolved with
+    /// `weight` [O, C, k], plus `bias` \[O\] if given: [N, O, L_out] with
+    /// L_out = (L + pad_left + pad_right − k) / stride + 1.
+    pub fn conv1d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv1d,
+    ) -> Result<Var> {
+        self.convolve(ConvLayout::Sequence, x, weight, bias, options.into())
+    }
+
+    /// The convolution of images x [N, C, H, W] with `weight` [O, C, kh, kw], plus `bias`
+    /// (O values) if given: [N, O, OH, OW] with
+    /// OH = (H + pad_top + pad_bottom − kh) / stride_h + 1 and OW likewise.
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv2d,
+    ) -> Result<Var> {
+        self.convolve(ConvLayout::Image, x, weight, bias, options)
+    }
+
+    fn convolve(
+        &mut self,
+        layout: ConvLayout,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        options: Conv2d,
+    ) -> Result<Var> {
+        let mut inputs = vec![x, weight];
+        inputs.extend(bias);
+        let op = Op::Conv {
+            layout,
+            options,
+            bias: bias.is_some(),
+        };
+        self.push_one(op, &inputs)
+    }
+
+    /// The maximum of each channel over time, x [N, C, L] → [N, C]: the pooling of a text
+    /// CNN (the first maximum wins a tie, a NaN propagates).
+    pub fn max_over_time(&mut self, x: Var) -> Result<Var> {
+        Ok(self.max_over_time_with_positions(x)?.0)
+    }
+
+    /// [`Graph::max_over_time`] and the position in 0..L of each maximum (u32 [N, C], which
+    /// [`Plan::read_indices`] reads when compiled as an output).
+    ///
+    /// [`Plan::read_indices`]: crate::graph::Plan::read_indices
+    pub fn max_over_time_with_positions(&mut self, x: Var) -> Result<(Var, Var)> {
+        let outputs = self.push(Op::MaxOverTime, &[x])?;
+        Ok((outputs[0], outputs[1]))
+    }
+
+    /// Max pooling along the last axis, x [N, C, L] → [N, C, L_out] with
+    /// L_out = (L + pad_left + pad_right − kernel) / stride + 1; padding never wins (the
+    /// first maximum wins a tie, a NaN propagates). Where windows overlap, an input that is
+    /// the maximum of several gets the sum of their gradients.
+    pub fn max_pool1d(&mut self, x: Var, options: MaxPool1d) -> Result<Var> {
+        Ok(self.max_pool1d_with_positions(x, options)?.0)
+    }
+
+    /// [`Graph::max_pool1d`] and the position in 0..L of each maximum (u32 [N, C, L_out],
+    /// which [`Plan::read_indices`] reads when compiled as an output).
+    ///
+    /// [`Plan::read_indices`]: crate::graph::Plan::read_indices
+    pub fn max_pool1d_with_positions(&mut self, x: Var, options: MaxPool1d) -> Result<(Var, Var)> {
+        let outputs = self.push(Op::MaxPool1d { options }, &[x])?;
+        Ok((outputs[0], outputs[1]))
+    }
+}
 
 /// What a convolution slides over; a sequence is an image of height 1 to the kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,78 @@ use crate::tensor::numel;
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
 
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Repeats `x` along its size-1 axes to `shape` (numpy broadcasting).
+    pub fn broadcast_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::BroadcastTo {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// The same values with another shape of as many elements (no copy).
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Reorders the axes: axis i of the result is axis `perm[i]` of `x`.
+    pub fn permute(&mut self, x: Var, perm: &[usize]) -> Result<Var> {
+        self.push_one(
+            Op::Permute {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
+    }
+
+    /// Swaps the last two axes.
+    pub fn transpose(&mut self, x: Var) -> Result<Var> {
+        let rank = self.shape(x).len();
+        if rank < 2 {
+            return Err(Error::invalid(
+                "transpose",
+                format!("needs 2 axes, the value has shape {:?}", self.shape(x)),
+            ));
+        }
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(rank - 2, rank - 1);
+        self.permute(x, &perm)
+    }
+
+    /// Entries `start..end` of `axis` (negative values count from the end, as in Python).
+    pub fn slice(&mut self, x: Var, axis: isize, start: isize, end: isize) -> Result<Var> {
+        let (axis, start, end) =
+            crate::kernels::copy::resolve_slice("slice", self.shape(x), axis, start, end)?;
+        if start == 0 && end == self.shape(x)[axis] {
+            return Ok(x);
+        }
+        self.push_one(Op::Slice { axis, start, end }, &[x])
+    }
+
+    /// The values one after another along `axis` (negative counts from the end).
+    pub fn concat(&mut self, parts: &[Var], axis: isize) -> Result<Var> {
+        let Some(&first) = parts.first() else {
+            return Err(Error::invalid("concat", "needs at least one value"));
+        };
+        let axis = crate::tensor::resolve_axis("concat", axis, self.shape(first).len())?;
+        self.push_one(Op::Concat { axis }, parts)
+    }
+}
+
 pub(super) fn infer_broadcast_to(
     op: &'static str,
     shape: &[usize],

@@ -5,7 +5,60 @@ use crate::kernels::broadcast_shapes;
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
 
 use super::super::{mismatch, DType, Graph, Var};
-use super::{check_inputs, f32_output, no_gradient, NodeGradient, Operand, Recorded, Shaped};
+use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// y = f(x) elementwise.
+    pub fn map(&mut self, x: Var, f: Unary) -> Result<Var> {
+        self.push_one(Op::Unary(f), &[x])
+    }
+
+    /// tanh(x) elementwise.
+    pub fn tanh(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Tanh)
+    }
+
+    /// max(x, 0) elementwise.
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Relu)
+    }
+
+    /// 1/(1 + e^(−x)) elementwise.
+    pub fn sigmoid(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Sigmoid)
+    }
+
+    /// α·x elementwise.
+    pub fn scale(&mut self, x: Var, alpha: f32) -> Result<Var> {
+        self.map(x, Unary::Scale(alpha))
+    }
+
+    /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes).
+    pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
+        self.push_one(Op::Binary(op), &[a, b])
+    }
+
+    /// a + b elementwise with numpy broadcasting; the result has the broadcast shape.
+    pub fn add(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Add)
+    }
+
+    /// a − b elementwise with numpy broadcasting.
+    pub fn sub(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Sub)
+    }
+
+    /// a · b elementwise with numpy broadcasting.
+    pub fn mul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Mul)
+    }
+
+    /// a / b elementwise with numpy broadcasting.
+    pub fn div(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Div)
+    }
+}
 
 pub(super) fn infer_unary(op: &'static str, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
     check_inputs(op, inputs, &[DType::F32])?;

@@ -6,8 +6,48 @@ use crate::kernels::gather::{
     gather_backward_dispatch, gather_dispatch, gather_shape, GroupedPositions,
 };
 
-use super::super::{mismatch, DType, Graph, Var};
+use super::super::{mismatch, DType, Graph, IndexBound, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Looks up the rows of `table` [vocab, dim] for u32 `ids` of any shape: ids.shape +
+    /// \[dim\] (the gather on axis 0). Fed ids are checked against the vocabulary before they
+    /// reach the GPU.
+    pub fn embedding(&mut self, table: Var, ids: Var) -> Result<Var> {
+        if self.shape(table).len() != 2 {
+            return Err(mismatch(
+                "embedding",
+                self.shape(table),
+                self.shape(ids),
+                "the table must be [vocab, dim]".into(),
+            ));
+        }
+        self.gather(table, 0, ids)
+    }
+
+    /// ONNX's Gather: the entries of `axis` of `x` (negative counts from the end) picked by
+    /// u32 `indices` of any shape, giving x.shape[..axis] + indices.shape +
+    /// x.shape[axis + 1..]. Fed indices are checked against the axis length before they
+    /// reach the GPU. The gradient sums into each entry the gradients of the positions that
+    /// picked it, in a fixed order (the same bits every run).
+    pub fn gather(&mut self, x: Var, axis: isize, indices: Var) -> Result<Var> {
+        let axis = crate::tensor::resolve_axis("gather", axis, self.shape(x).len())?;
+        let out = self.push_one(Op::Gather { axis }, &[x, indices])?;
+        let axis_len = self.shape(x)[axis] as u32;
+        // Indices that serve several lookups must suit the shortest axis, and no gather
+        // admits an ignore value.
+        let bound = match self.values[indices.0].index_bound {
+            Some(earlier) => earlier.bound.min(axis_len),
+            None => axis_len,
+        };
+        self.values[indices.0].index_bound = Some(IndexBound {
+            bound,
+            ignore: None,
+        });
+        Ok(out)
+    }
+}
 
 pub(super) fn infer_gather(
     op: &'static str,

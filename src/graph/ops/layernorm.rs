@@ -11,6 +11,14 @@ use crate::tensor::Tensor;
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, NodeGradient, Op, Operand, Recorded, Shaped};
 
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Layer norm over the last axis with a gain and a bias of its size.
+    pub fn layer_norm(&mut self, x: Var, gain: Var, bias: Var, eps: f32) -> Result<Var> {
+        Ok(self.push(Op::LayerNorm { eps }, &[x, gain, bias])?[0])
+    }
+}
+
 /// Outputs y and the per-row mean and rstd (x's shape with the last axis 1).
 pub(super) fn infer_layer_norm(
     op: &'static str,

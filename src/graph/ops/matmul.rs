@@ -6,7 +6,39 @@ use crate::kernels::matmul::{gemm_dispatch, Epilogue, GemmOperands, GemmShape, M
 use crate::tensor::Tensor;
 
 use super::super::{mismatch, DType, Graph, Var};
-use super::{check_inputs, f32_output, NodeGradient, Operand, Recorded, Shaped};
+use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// a·b for a [batch…, M, K] and b [batch…, K, N]: the same batch axes, or a matrix
+    /// (rank 2) on either side shared by every batch of the other.
+    pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.gemm(a, b, false, false, None)
+    }
+
+    /// op(a)·op(b) + bias, batched as [`Graph::matmul`], with op a transpose of the last two
+    /// axes where asked and bias a row vector of N.
+    pub fn gemm(
+        &mut self,
+        a: Var,
+        b: Var,
+        trans_a: bool,
+        trans_b: bool,
+        bias: Option<Var>,
+    ) -> Result<Var> {
+        let mut inputs = vec![a, b];
+        inputs.extend(bias);
+        self.push_one(
+            Op::MatMul {
+                trans_a,
+                trans_b,
+                bias: bias.is_some(),
+                fused: MatMulFusion::Plain,
+            },
+            &inputs,
+        )
+    }
+}
 
 /// What `compile` fused into a matmul (`fuse_relus` in plan.rs), saving a pass over its product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,9 @@
-//! The graph's ops. [`Op`] lists them; each op has three rules, which live together in the
-//! file of its kernel family (beside `kernels/<family>.rs`):
+//! The graph's ops. [`Op`] lists them; everything about an op lives together in one file,
+//! that of its kernel family (beside `kernels/<family>.rs`):
 //!
+//! - its builder: the public method of [`Graph`] that adds it ([`Graph::matmul`],
+//!   [`Graph::softmax`], …), in an `impl Graph` block at the top of the file, followed by
+//!   the types it takes or returns, which `graph` re-exports;
 //! - its shape rule (`infer_<op>`): the outputs' shapes and types, or an error naming the
 //!   op and shapes;
 //! - its backward rule (`backward_<op>`): a graph transformation that adds the nodes
@@ -10,17 +13,33 @@
 //!
 //! [`Op::infer`], [`Op::backward`] and [`Op::record`] hand each op to its family's rules.
 //!
-//! - `matmul.rs`: `MatMul`;
-//! - `elementwise.rs`: `Unary`, `Binary`;
-//! - `random.rs`: `Dropout`;
-//! - `reduce.rs`: `Reduce`, `SumTo`;
-//! - `copy.rs`: `BroadcastTo`, `Reshape`, `Permute`, `Slice`, `SliceGrad`, `Concat`;
-//! - `softmax.rs`: `Softmax`, `SoftmaxGrad`, `CrossEntropy`;
-//! - `layernorm.rs`: `LayerNorm`, `LayerNormGrad`;
-//! - `gather.rs`: `Gather`, `GatherGrad`;
-//! - `conv.rs`: `Conv` and its gradients, `MaxPool1d`, `MaxOverTime` and theirs;
-//! - `attention.rs`: `Attention`, `AttentionGrad`, `FusedAttentionGrad`;
-//! - `recurrent.rs`: `Recurrent`, `RecurrentGrad`.
+//! The files, each op with its builders in parentheses (the gradient ops have none: only
+//! backward rules add them):
+//!
+//! - `matmul.rs`: `MatMul` (`matmul`, `gemm`);
+//! - `elementwise.rs`: `Unary` (`map`, `tanh`, `relu`, `sigmoid`, `scale`), `Binary`
+//!   (`zip`, `add`, `sub`, `mul`, `div`);
+//! - `random.rs`: `Dropout` (`dropout`);
+//! - `reduce.rs`: `Reduce` (`reduce`, `sum`, `mean`), `SumTo` (`sum_to`);
+//! - `copy.rs`: `BroadcastTo` (`broadcast_to`), `Reshape` (`reshape`), `Permute`
+//!   (`permute`, `transpose`), `Slice` (`slice`), `SliceGrad`, `Concat` (`concat`);
+//! - `softmax.rs`: `Softmax` (`softmax`), `SoftmaxGrad`, `CrossEntropy` (`cross_entropy`);
+//! - `layernorm.rs`: `LayerNorm` (`layer_norm`), `LayerNormGrad`;
+//! - `gather.rs`: `Gather` (`gather`, `embedding`), `GatherGrad`;
+//! - `conv.rs`: `Conv` (`conv1d`, `conv2d`) and its gradients, `MaxPool1d` (`max_pool1d`,
+//!   `max_pool1d_with_positions`), `MaxOverTime` (`max_over_time`,
+//!   `max_over_time_with_positions`) and theirs;
+//! - `attention.rs`: `Attention` (`attention`, `attention_with`, with [`AttentionSpec`]),
+//!   `AttentionGrad`, `FusedAttentionGrad`;
+//! - `recurrent.rs`: `Recurrent` (`recurrent`, with [`RecurrentSpec`] and
+//!   [`RecurrentOutput`]), `RecurrentGrad`.
+//!
+//! To add an op, touch its family's file and this one: in the family's file (a new family:
+//! a new file, declared and listed here), the builder in the `impl Graph` block and the
+//! `infer_`, `backward_` and `record_` functions; here, its variant of [`Op`] and its arm
+//! in [`Op::name`], [`Op::infer`], [`Op::backward`] and [`Op::record`] (and in
+//! `differentiable_outputs` if some of its outputs carry no gradient). Then check its
+//! backward against finite differences in `tests/graph.rs`.
 
 mod attention;
 mod conv;
@@ -34,8 +53,10 @@ mod recurrent;
 mod reduce;
 mod softmax;
 
+pub use attention::AttentionSpec;
 pub use conv::ConvLayout;
 pub use matmul::MatMulFusion;
+pub use recurrent::{RecurrentOutput, RecurrentSpec};
 
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;

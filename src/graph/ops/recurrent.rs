@@ -10,6 +10,105 @@ use crate::kernels::recurrent::{
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, Op, Operand, Recorded, Shaped};
 
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// A recurrent layer (RNN, GRU or LSTM, `kernels::recurrent`) over a whole sequence in
+    /// one direction: gx [T, B, G·H] holds the input projections x·Wx + bx of every step
+    /// (one matmul beforehand), r [H, G·H] and r_bias [G·H] the recurrent weight and bias
+    /// (gh = h·r + r_bias), h0 [B, H] the initial state. Each step is one recurrent matmul
+    /// and one fused cell kernel, forward and backward.
+    pub fn recurrent(
+        &mut self,
+        gx: Var,
+        r: Var,
+        r_bias: Var,
+        h0: Var,
+        spec: &RecurrentSpec,
+    ) -> Result<RecurrentOutput> {
+        let lstm = spec.kind == CellKind::Lstm;
+        if lstm != spec.c0.is_some() {
+            return Err(Error::invalid(
+                "recurrent",
+                format!(
+                    "an LSTM needs an initial cell c0 and other cells take none; got a {} \
+                     with{} c0",
+                    spec.kind.name(),
+                    if spec.c0.is_some() { "" } else { "out" }
+                ),
+            ));
+        }
+        let mut inputs = vec![gx, r, r_bias, h0];
+        inputs.extend(spec.c0);
+        inputs.extend(spec.lengths);
+        let op = Op::Recurrent {
+            kind: spec.kind,
+            reverse: spec.reverse,
+            lengths: spec.lengths.is_some(),
+        };
+        let outputs = self.push(op, &inputs)?;
+        let steps = self.shape(gx)[0] as isize;
+        let (sequence, last) = if spec.reverse {
+            (0..steps, 0)
+        } else {
+            (1..steps + 1, steps)
+        };
+        let batch_hidden = self.shape(h0).to_vec();
+        let final_slot = |g: &mut Graph, all: Var| -> Result<Var> {
+            let slot = g.slice(all, 0, last, last + 1)?;
+            g.reshape(slot, &batch_hidden)
+        };
+        let last_state = final_slot(self, outputs[0])?;
+        let last_cell = if lstm {
+            Some(final_slot(self, outputs[1])?)
+        } else {
+            None
+        };
+        Ok(RecurrentOutput {
+            sequence: self.slice(outputs[0], 0, sequence.start, sequence.end)?,
+            last: last_state,
+            last_cell,
+        })
+    }
+}
+
+/// What [`Graph::recurrent`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentOutput {
+    /// The state after each step, [T, B, H], time t at index t in either direction (a step
+    /// past a batch item's length repeats the state before it).
+    pub sequence: Var,
+    /// The final state [B, H]: after each item's last real step going forward, after step 0
+    /// going backward.
+    pub last: Var,
+    /// An LSTM's final cell [B, H].
+    pub last_cell: Option<Var>,
+}
+
+/// The options of [`Graph::recurrent`] besides its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentSpec {
+    /// RNN, GRU or LSTM.
+    pub kind: CellKind,
+    /// Runs from the last step to the first (the backward half of a bidirectional layer).
+    pub reverse: bool,
+    /// u32 \[B\]: the steps at and after an item's length keep its state.
+    pub lengths: Option<Var>,
+    /// An LSTM's initial cell [B, H] (required for an LSTM, refused otherwise).
+    pub c0: Option<Var>,
+}
+
+impl RecurrentSpec {
+    /// A forward layer over full-length sequences.
+    pub fn new(kind: CellKind) -> Self {
+        RecurrentSpec {
+            kind,
+            reverse: false,
+            lengths: None,
+            c0: None,
+        }
+    }
+}
+
 /// Outputs the states [T+1, B, H], the cells likewise for an LSTM, and the saved gates.
 pub(super) fn infer_recurrent(
     op: &'static str,

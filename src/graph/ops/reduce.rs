@@ -7,7 +7,39 @@ use crate::kernels::{broadcast_shapes, check_rank};
 use crate::tensor::Tensor;
 
 use super::super::{mismatch, DType, Graph, Var};
-use super::{check_inputs, f32_output, no_gradient, NodeGradient, Operand, Recorded, Shaped};
+use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Sum, max or mean over `axis` (negative counts from the end).
+    pub fn reduce(&mut self, x: Var, op: Reduce, axis: isize, keep_dim: bool) -> Result<Var> {
+        let axis = crate::tensor::resolve_axis("reduce", axis, self.shape(x).len())?;
+        self.push_one(Op::Reduce { op, axis, keep_dim }, &[x])
+    }
+
+    /// The sum over `axis` (negative counts from the end); `keep_dim` keeps it as size 1.
+    pub fn sum(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
+        self.reduce(x, Reduce::Sum, axis, keep_dim)
+    }
+
+    /// The mean over `axis` (negative counts from the end); `keep_dim` keeps it as size 1.
+    pub fn mean(&mut self, x: Var, axis: isize, keep_dim: bool) -> Result<Var> {
+        self.reduce(x, Reduce::Mean, axis, keep_dim)
+    }
+
+    /// Sums `x` down to `shape`, the inverse of broadcasting it from `shape`.
+    pub fn sum_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        if self.shape(x) == shape {
+            return Ok(x);
+        }
+        self.push_one(
+            Op::SumTo {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+}
 
 pub(super) fn infer_reduce(
     op: &'static str,

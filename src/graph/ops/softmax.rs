@@ -8,8 +8,29 @@ use crate::kernels::softmax::{
 };
 use crate::tensor::Tensor;
 
-use super::super::{mismatch, DType, Graph, Var};
+use super::super::{mismatch, DType, Graph, IndexBound, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+// The builders: the public `Graph` calls that add this family's ops.
+impl Graph {
+    /// Softmax (or log-softmax) along the last axis.
+    pub fn softmax(&mut self, x: Var, log: bool) -> Result<Var> {
+        self.push_one(Op::Softmax { log }, &[x])
+    }
+
+    /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 \[N\]),
+    /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
+    /// in the same pass and kept for the backward.
+    pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
+        let outputs = self.push(Op::CrossEntropy { ignore }, &[logits, targets])?;
+        let classes = self.shape(logits)[1] as u32;
+        self.values[targets.0].index_bound = Some(IndexBound {
+            bound: classes,
+            ignore,
+        });
+        Ok(outputs[0])
+    }
+}
 
 pub(super) fn infer_softmax(op: &'static str, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
     check_inputs(op, inputs, &[DType::F32])?;
