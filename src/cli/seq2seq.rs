@@ -11,7 +11,7 @@ use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::OptimizerConfig;
-use shadergrad::train::seq2seq::{Epochs, train_seq2seq, Seq2SeqTraining, Stop};
+use shadergrad::train::seq2seq::{train_seq2seq, Epochs, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error, Gpu};
 
 use super::choice::{self, typed_name};

@@ -245,8 +245,11 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         }
         let batches =
             bucketed_batches(&train, &bucketing, Some(config.seed ^ (epoch as u64) << 20))?;
-        let mut progress =
-            Progress::stderr(batches.len() as u64, config.epochs.fixed().unwrap_or(0), "tok");
+        let mut progress = Progress::stderr(
+            batches.len() as u64,
+            config.epochs.fixed().unwrap_or(0),
+            "tok",
+        );
         progress.start_epoch(epoch);
         let (mut loss_sum, mut loss_tokens, mut correct) = (0.0f64, 0usize, 0usize);
         let mut timed_out = false;
