@@ -9,8 +9,6 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use serde_json::{json, Value};
-
 use crate::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, TimingSource};
@@ -137,8 +135,8 @@ impl BenchOptions {
     }
 }
 
-/// One measured case.
-#[derive(Debug, Clone, PartialEq)]
+/// One measured case: a record of `bench --json`'s file, its fields by name in this order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Measurement {
     /// The adapter's name, as its driver reports it.
     pub adapter: String,
@@ -171,28 +169,6 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// The measurement as one JSON object (the fields by name, `timing` as
-    /// `"gpu-timestamps"` or `"wall-clock"`): a record of `bench --json`'s file.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "adapter": self.adapter,
-            "backend": self.backend,
-            "kernel": self.kernel,
-            "variant": self.variant,
-            "shape": self.shape,
-            "median_ms": self.median_ms,
-            "spread_ms": self.spread_ms,
-            "gflops": self.gflops,
-            "gbps": self.gbps,
-            "items_per_s": self.items_per_s,
-            "timing": match self.timing {
-                TimingSource::GpuTimestamps => "gpu-timestamps",
-                TimingSource::WallClock => "wall-clock",
-            },
-            "picked": self.picked,
-        })
-    }
-
     /// One row of the terminal table (see [`table_header`]).
     pub fn table_row(&self) -> String {
         let rate = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));

@@ -4,6 +4,7 @@
 mod common;
 
 use common::gpu;
+use serde_json::json;
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, Vocab};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
@@ -237,6 +238,30 @@ fn a_transformer_checkpoint_decodes_like_the_model_it_saved() {
         panic!("a Transformer's config reads back as recurrent: {old:?}");
     };
     assert_eq!(old.dropout, 0.0);
+    // Those from before the architecture was an enum also hold the recurrent fields a
+    // Transformer ignored: they load as the same model.
+    let mut union = model.config.to_json();
+    let fields = union.as_object_mut().unwrap();
+    for (key, value) in [
+        ("cell", json!("gru")),
+        ("attention", json!("dot")),
+        ("embed", json!(16)),
+        ("bidirectional", json!(false)),
+    ] {
+        fields.insert(key.into(), value);
+    }
+    assert_eq!(Seq2SeqConfig::from_json(&union).unwrap(), model.config);
+    // A missing or ill-typed field is named.
+    let mut broken = model.config.to_json();
+    broken.as_object_mut().unwrap().remove("heads");
+    let message = Seq2SeqConfig::from_json(&broken).unwrap_err().to_string();
+    assert!(message.contains("missing field `heads`"), "{message}");
+    broken["heads"] = json!("four");
+    let message = Seq2SeqConfig::from_json(&broken).unwrap_err().to_string();
+    assert!(
+        message.contains("invalid type: string \"four\""),
+        "{message}"
+    );
 }
 
 #[test]

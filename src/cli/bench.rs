@@ -64,8 +64,7 @@ pub(crate) fn bench_command(
     }
     out!("(* the variant the engine picks for that shape on that adapter; training steps show items/s)")?;
     if let Some(path) = &args.json {
-        let records: Vec<serde_json::Value> = all.iter().map(|m| m.to_json()).collect();
-        let text = serde_json::to_string_pretty(&records).map_err(|e| {
+        let text = serde_json::to_string_pretty(&all).map_err(|e| {
             Error::invalid("bench", format!("cannot encode the results as JSON: {e}"))
         })?;
         shadergrad::files::write_atomically(path, text.as_bytes())?;

@@ -76,8 +76,10 @@ pub struct Timing {
 }
 
 /// Where a [`Timing`] came from: timestamps are precise GPU time; the wall clock also
-/// counts submission, driver overhead and the wait for the result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// counts submission, driver overhead and the wait for the result. In JSON records
+/// `"gpu-timestamps"` or `"wall-clock"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TimingSource {
     /// GPU timestamp queries written before and after the compute pass.
     GpuTimestamps,

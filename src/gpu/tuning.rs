@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::files::write_atomically;
@@ -33,7 +33,23 @@ struct TuningState {
     /// Where choices are saved; `None` keeps them in memory only.
     path: Option<PathBuf>,
     /// What identifies the adapter in the file.
-    adapter: Value,
+    adapter: AdapterIdentity,
+    choices: BTreeMap<String, String>,
+}
+
+/// The adapter a tuning file belongs to, as its driver names it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AdapterIdentity {
+    name: String,
+    backend: String,
+    driver: String,
+    driver_info: String,
+}
+
+/// A tuning file: whose adapter it is, and the variant chosen for each shape class.
+#[derive(Debug, Serialize, Deserialize)]
+struct TuningFile {
+    adapter: AdapterIdentity,
     choices: BTreeMap<String, String>,
 }
 
@@ -52,12 +68,12 @@ impl TuningCache {
                 fnv1a64(identity.as_bytes())
             ))
         });
-        let adapter = json!({
-            "name": info.name,
-            "backend": info.backend.to_string(),
-            "driver": info.driver,
-            "driver_info": info.driver_info,
-        });
+        let adapter = AdapterIdentity {
+            name: info.name.clone(),
+            backend: info.backend.to_string(),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+        };
         let choices = path.as_deref().map(read_choices).unwrap_or_default();
         TuningCache {
             state: Mutex::new(TuningState {
@@ -111,7 +127,10 @@ impl TuningCache {
                 source,
             })?;
         }
-        let record = json!({ "adapter": state.adapter, "choices": state.choices });
+        let record = TuningFile {
+            adapter: state.adapter.clone(),
+            choices: state.choices.clone(),
+        };
         let text = serde_json::to_string_pretty(&record).unwrap_or_default();
         write_atomically(&path, text.as_bytes())
     }
@@ -164,22 +183,13 @@ fn cache_dir_for(
     }
 }
 
+/// The choices of the tuning file at `path`; none when it is missing or unreadable (it is
+/// only a cache: the autotuner measures again).
 fn read_choices(path: &Path) -> BTreeMap<String, String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return BTreeMap::new();
-    };
-    let Ok(record) = serde_json::from_str::<Value>(&text) else {
-        return BTreeMap::new();
-    };
-    record
-        .get("choices")
-        .and_then(Value::as_object)
-        .map(|choices| {
-            choices
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<TuningFile>(&text).ok())
+        .map(|file| file.choices)
         .unwrap_or_default()
 }
 

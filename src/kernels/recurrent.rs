@@ -28,8 +28,9 @@ use crate::tensor::{Indices, Tensor};
 pub static SHADER: ShaderSource =
     ShaderSource::new("recurrent", include_str!("../../shaders/recurrent.wgsl"));
 
-/// The cell of a recurrent layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The cell of a recurrent layer; in checkpoint configs `"rnn"`, `"gru"` or `"lstm"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CellKind {
     /// h = tanh(gx + gh).
     Rnn,

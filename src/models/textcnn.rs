@@ -105,15 +105,9 @@ impl TextCnnModel {
         let config = &checkpoint.config;
         let architecture = config
             .get("architecture")
-            .filter(|a| a.get("kind").and_then(Value::as_str) == Some("textcnn"))
-            .ok_or_else(|| bad("\"architecture\" of kind \"textcnn\""))?;
-        let size = |key: &str| {
-            architecture
-                .get(key)
-                .and_then(Value::as_u64)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| bad(&format!("architecture {key:?}")))
-        };
+            .ok_or_else(|| bad("\"architecture\""))?;
+        let model_config = TextCnnConfig::from_json(architecture)
+            .map_err(|e| Error::format(&checkpoint.path, e.to_string()))?;
         let strings = |key: &str| -> Result<Vec<String>> {
             config
                 .get(key)
@@ -125,23 +119,6 @@ impl TextCnnModel {
                         .collect()
                 })
                 .ok_or_else(|| bad(&format!("{key:?} (a list of strings)")))
-        };
-        let widths = architecture
-            .get("widths")
-            .and_then(Value::as_array)
-            .and_then(|items| {
-                items
-                    .iter()
-                    .map(|w| w.as_u64().and_then(|w| usize::try_from(w).ok()))
-                    .collect::<Option<Vec<usize>>>()
-            })
-            .ok_or_else(|| bad("architecture \"widths\""))?;
-        let model_config = TextCnnConfig {
-            vocab_size: size("vocab_size")?,
-            embed: size("embed")?,
-            widths,
-            filters: size("filters")?,
-            classes: size("classes")?,
         };
         let vocab = WordVocab::from_words(&strings("vocabulary")?)?;
         let labels = Labels::from_names(strings("labels")?)?;

@@ -6,17 +6,17 @@
 //!
 //! [`SharedParameters`]: crate::nn::shared::SharedParameters
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
-use crate::nn::seq2seq::{parse_cell, RecurrentLayer, State, MAX_COUNTED_LAYERS};
+use crate::nn::seq2seq::{RecurrentLayer, State, MAX_COUNTED_LAYERS};
 use crate::nn::shared::{Binder, Start};
 
 /// The architecture: everything needed to rebuild the model from a checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CharLmConfig {
     /// The recurrent cell of every layer (RNN, GRU or LSTM).
     pub cell: CellKind,
@@ -110,47 +110,15 @@ impl CharLmConfig {
     /// The architecture as the JSON a checkpoint stores (`"kind": "charlm"`, the cell's
     /// name and the sizes); [`CharLmConfig::from_json`] reads it back.
     pub fn to_json(&self) -> Value {
-        json!({
-            "kind": CHARLM_KIND,
-            "cell": self.cell.name(),
-            "vocab_size": self.vocab_size,
-            "embed": self.embed,
-            "hidden": self.hidden,
-            "layers": self.layers,
-        })
+        crate::nn::config_record(self, CHARLM_KIND)
     }
 
     /// The architecture a checkpoint stored ([`CharLmConfig::to_json`]). An error when the
     /// `kind` is not `"charlm"` (the checkpoint holds another model), a field is missing
     /// or ill-typed, the cell is unknown or a size is 0.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let bad = |what: &str| {
-            Error::invalid(
-                "checkpoint",
-                format!("the architecture has no valid {what:?}: {value}"),
-            )
-        };
-        if value.get("kind").and_then(Value::as_str) != Some(CHARLM_KIND) {
-            return Err(bad("kind (charlm: a train-lm model)"));
-        }
-        let size = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(key))
-        };
-        let cell = value
-            .get("cell")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad("cell"))?;
-        let config = CharLmConfig {
-            cell: parse_cell(cell)?,
-            vocab_size: size("vocab_size")?,
-            embed: size("embed")?,
-            hidden: size("hidden")?,
-            layers: size("layers")?,
-        };
+        let config: CharLmConfig =
+            crate::nn::from_config_record(value, CHARLM_KIND, "a train-lm model")?;
         config.validate()?;
         Ok(config)
     }

@@ -89,6 +89,38 @@ impl FromStr for Activation {
     }
 }
 
+/// A model's config as a checkpoint records it: its fields and `"kind": kind`, which names
+/// the model so that a checkpoint of another one is refused.
+pub fn config_record<T: serde::Serialize>(config: &T, kind: &str) -> serde_json::Value {
+    let mut record = serde_json::json!(config);
+    if let Some(map) = record.as_object_mut() {
+        map.insert("kind".into(), kind.into());
+    }
+    record
+}
+
+/// The config of a [`config_record`] of `kind`: an error naming what is missing or
+/// ill-typed when `record` is not one (`what` names the model in it, e.g. "a train-lm
+/// model").
+pub fn from_config_record<T: serde::de::DeserializeOwned>(
+    record: &serde_json::Value,
+    kind: &str,
+    what: &str,
+) -> Result<T> {
+    if record.get("kind").and_then(serde_json::Value::as_str) != Some(kind) {
+        return Err(Error::invalid(
+            "checkpoint",
+            format!("the architecture has no \"kind\": \"{kind}\" ({what}): {record}"),
+        ));
+    }
+    T::deserialize(record).map_err(|e| {
+        Error::invalid(
+            "checkpoint",
+            format!("the architecture is not {what}'s ({e}): {record}"),
+        )
+    })
+}
+
 /// An error naming the first of the model's sizes that is 0 (`op` names the model).
 pub fn require_sizes(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
     match sizes.iter().find(|(_, value)| *value == 0) {

@@ -15,6 +15,7 @@
 //! The same functions build the training graph (all target steps at once) and the decoding
 //! graphs (the encoder once, then one decoder step at a time).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -24,8 +25,10 @@ use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
 use crate::nn::transformer::TransformerConfig;
 
-/// How the decoder looks at the encoder states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the decoder looks at the encoder states; in checkpoint configs `"dot"`,
+/// `"additive"` or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AttentionKind {
     /// Luong's scores hᵢ·W·sⱼ through the attention kernel.
     Dot,
@@ -38,7 +41,7 @@ pub enum AttentionKind {
 
 impl AttentionKind {
     /// The name checkpoints store and `--attention` takes: `"dot"`, `"additive"` or
-    /// `"none"`; [`AttentionKind::parse`] reads it back.
+    /// `"none"`.
     pub fn name(self) -> &'static str {
         match self {
             AttentionKind::Dot => "dot",
@@ -46,48 +49,28 @@ impl AttentionKind {
             AttentionKind::None => "none",
         }
     }
-
-    /// The kind named `text` ([`AttentionKind::name`]); an error for any other name.
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "dot" => Ok(AttentionKind::Dot),
-            "additive" => Ok(AttentionKind::Additive),
-            "none" => Ok(AttentionKind::None),
-            other => Err(Error::invalid(
-                "attention",
-                format!("{other:?} is not one of dot, additive, none"),
-            )),
-        }
-    }
 }
 
-/// Parses a cell name: rnn, gru or lstm.
-pub fn parse_cell(text: &str) -> Result<CellKind> {
-    match text {
-        "rnn" => Ok(CellKind::Rnn),
-        "gru" => Ok(CellKind::Gru),
-        "lstm" => Ok(CellKind::Lstm),
-        other => Err(Error::invalid(
-            "arch",
-            format!("{other:?} is not one of rnn, gru, lstm"),
-        )),
-    }
-}
+/// The `kind` a seq2seq checkpoint's architecture carries.
+pub const SEQ2SEQ_KIND: &str = "seq2seq";
 
 /// A sequence-to-sequence model's architecture: everything needed to rebuild it from a
-/// checkpoint.
-#[derive(Debug, Clone, PartialEq)]
+/// checkpoint, where it is recorded as one JSON object: `"kind": "seq2seq"`, the sizes,
+/// and `"arch"` naming the [`Architecture`] whose fields sit beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqConfig {
     /// Tokens of the vocabulary that sources and targets share, special tokens included.
     pub vocab_size: usize,
     /// Layers of the encoder and of the decoder.
     pub layers: usize,
     /// The network between the embeddings and the output layer.
+    #[serde(flatten)]
     pub architecture: Architecture,
 }
 
 /// The two families of sequence-to-sequence networks, each with only the sizes it reads.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "lowercase")]
 pub enum Architecture {
     /// The RNN encoder-decoder of this module.
     Recurrent(RecurrentConfig),
@@ -96,7 +79,7 @@ pub enum Architecture {
 }
 
 /// The sizes of the RNN encoder-decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecurrentConfig {
     /// The recurrent cell of every layer.
     pub cell: CellKind,
@@ -161,87 +144,20 @@ impl Seq2SeqConfig {
 
     /// The architecture as a checkpoint's config records it.
     pub fn to_json(&self) -> Value {
-        let mut value = json!({
-            "kind": "seq2seq",
-            "arch": self.architecture.name(),
-            "vocab_size": self.vocab_size,
-            "hidden": self.width(),
-            "layers": self.layers,
-        });
-        let Some(map) = value.as_object_mut() else {
-            return value;
-        };
-        match &self.architecture {
-            Architecture::Recurrent(recurrent) => {
-                map.insert("cell".into(), json!(recurrent.cell.name()));
-                map.insert("attention".into(), json!(recurrent.attention.name()));
-                map.insert("embed".into(), json!(recurrent.embed));
-                map.insert("bidirectional".into(), json!(recurrent.bidirectional));
-            }
-            Architecture::Transformer(transformer) => {
-                map.insert("heads".into(), json!(transformer.heads));
-                map.insert("ff".into(), json!(transformer.ff));
-                // The f32's shortest decimal: the file reads 0.1, not 0.10000000149011612.
-                let dropout: f64 = transformer.dropout.to_string().parse().unwrap_or(0.0);
-                map.insert("dropout".into(), json!(dropout));
-            }
-        }
-        value
+        crate::nn::config_record(self, SEQ2SEQ_KIND)
     }
 
     /// Reads [`Seq2SeqConfig::to_json`]'s record, and those of older checkpoints: without
     /// `"arch"` (recurrent), a Transformer's with the recurrent fields it ignored, and
-    /// without `"dropout"` (none).
+    /// without `"dropout"` (none). Then checks the sizes.
     pub fn from_json(value: &Value) -> Result<Self> {
-        let bad = |what: &str| {
-            Error::invalid(
-                "checkpoint",
-                format!("the architecture has no valid {what:?}: {value}"),
-            )
-        };
-        if value.get("kind").and_then(Value::as_str) != Some("seq2seq") {
-            return Err(bad("kind (seq2seq)"));
+        let mut record = value.clone();
+        if let Some(map) = record.as_object_mut() {
+            // Checkpoints from before the Transformer have no "arch": they are recurrent.
+            map.entry("arch").or_insert_with(|| json!("recurrent"));
         }
-        let size = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-                .ok_or_else(|| bad(key))
-        };
-        let text = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(key))
-        };
-        let architecture = match value.get("arch").and_then(Value::as_str) {
-            Some("transformer") => Architecture::Transformer(TransformerConfig {
-                width: size("hidden")?,
-                heads: size("heads")?,
-                ff: size("ff")?,
-                dropout: match value.get("dropout") {
-                    None => 0.0,
-                    Some(p) => p.as_f64().ok_or_else(|| bad("dropout"))? as f32,
-                },
-            }),
-            Some("recurrent") | None => Architecture::Recurrent(RecurrentConfig {
-                cell: parse_cell(text("cell")?)?,
-                attention: AttentionKind::parse(text("attention")?)?,
-                embed: size("embed")?,
-                hidden: size("hidden")?,
-                bidirectional: value
-                    .get("bidirectional")
-                    .and_then(Value::as_bool)
-                    .ok_or_else(|| bad("bidirectional"))?,
-            }),
-            Some(_) => return Err(bad("arch (recurrent or transformer)")),
-        };
-        let config = Seq2SeqConfig {
-            vocab_size: size("vocab_size")?,
-            layers: size("layers")?,
-            architecture,
-        };
+        let config: Seq2SeqConfig =
+            crate::nn::from_config_record(&record, SEQ2SEQ_KIND, "a seq2seq model")?;
         config.validate()?;
         Ok(config)
     }

@@ -13,7 +13,7 @@
 //!
 //! [`SharedParameters`]: crate::nn::shared::SharedParameters
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
@@ -22,7 +22,7 @@ use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
 
 /// The architecture: everything needed to rebuild the model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TextCnnConfig {
     /// How many distinct words (token ids `0..vocab_size`): the embedding's rows.
     pub vocab_size: usize,
@@ -135,20 +135,23 @@ impl TextCnnConfig {
     }
 
     /// The architecture as the JSON a checkpoint stores (`"kind": "textcnn"` and the
-    /// sizes), which [`TextCnnModel::from_checkpoint`] reads back.
-    ///
-    /// [`TextCnnModel::from_checkpoint`]: crate::models::textcnn::TextCnnModel::from_checkpoint
+    /// sizes); [`TextCnnConfig::from_json`] reads it back.
     pub fn to_json(&self) -> Value {
-        json!({
-            "kind": "textcnn",
-            "vocab_size": self.vocab_size,
-            "embed": self.embed,
-            "widths": self.widths,
-            "filters": self.filters,
-            "classes": self.classes,
-        })
+        crate::nn::config_record(self, TEXTCNN_KIND)
+    }
+
+    /// The architecture a checkpoint stored ([`TextCnnConfig::to_json`]): an error when the
+    /// `kind` is not `"textcnn"`, a field is missing or ill-typed, or a size is unusable.
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let config: TextCnnConfig =
+            crate::nn::from_config_record(value, TEXTCNN_KIND, "a train-cnn model")?;
+        config.validate()?;
+        Ok(config)
     }
 }
+
+/// The `kind` a text CNN checkpoint's architecture carries.
+pub const TEXTCNN_KIND: &str = "textcnn";
 
 /// Builds the classifier's graph for one batch shape.
 pub struct TextCnn<'a> {

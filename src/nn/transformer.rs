@@ -23,16 +23,30 @@ use crate::nn::shared::{Binder, Start};
 
 /// The sizes of a Transformer's layers (how many layers each stack has, and the vocabulary,
 /// are [`Seq2SeqConfig`]'s).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TransformerConfig {
-    /// d_model: the width of the embeddings and of every layer's input and output.
+    /// d_model: the width of the embeddings and of every layer's input and output (a
+    /// checkpoint's `"hidden"`).
+    #[serde(rename = "hidden")]
     pub width: usize,
     /// Attention heads; they divide d_model.
     pub heads: usize,
     /// Width of the feed-forward block's hidden layer.
     pub ff: usize,
-    /// The drop probability of the training graphs' dropouts, in [0, 1).
+    /// The drop probability of the training graphs' dropouts, in [0, 1) (checkpoints from
+    /// before dropout have none: 0).
+    #[serde(default, serialize_with = "shortest_decimal")]
     pub dropout: f32,
+}
+
+/// An f32 as the f64 of its shortest decimal, so that a config file reads 0.1, not
+/// 0.10000000149011612.
+fn shortest_decimal<S: serde::Serializer>(
+    value: &f32,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let decimal: f64 = value.to_string().parse().unwrap_or(f64::from(*value));
+    serializer.serialize_f64(decimal)
 }
 
 impl TransformerConfig {

@@ -17,13 +17,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use crate::{Error, Result};
 
 /// The figures of one epoch. The fixed fields come first in every line, in this order, then
-/// the `extra` ones in the order they were added.
-#[derive(Debug, Clone, PartialEq)]
+/// the `extra` ones in the order they were added; NaN and infinities, which JSON cannot
+/// express, are written as `null`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EpochMetrics {
     /// 1-based epoch number.
     pub epoch: usize,
@@ -38,7 +37,16 @@ pub struct EpochMetrics {
     /// Accuracy on the validation split, a fraction in [0, 1]; `None` when there is none.
     pub val_accuracy: Option<f64>,
     /// Further named figures, e.g. `train_accuracy`, `lr`, `tokens_per_s`.
+    #[serde(flatten, serialize_with = "named_fields")]
     pub extra: Vec<(String, f64)>,
+}
+
+/// `extra`'s figures as fields of the record, in their order.
+fn named_fields<S: serde::Serializer>(
+    extra: &[(String, f64)],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_map(extra.iter().map(|(name, value)| (name, value)))
 }
 
 /// The names of the fixed fields, which no extra field may take.
@@ -71,32 +79,10 @@ impl EpochMetrics {
             }
             seen.push(name);
         }
-        let optional = |value: Option<f64>| value.map_or(Value::Null, number);
-        let mut fields = vec![
-            ("epoch", Value::from(self.epoch)),
-            ("step", Value::from(self.step)),
-            ("elapsed_s", number(self.elapsed_s)),
-            ("train_loss", number(self.train_loss)),
-            ("val_loss", optional(self.val_loss)),
-            ("val_accuracy", optional(self.val_accuracy)),
-        ];
-        fields.extend(
-            self.extra
-                .iter()
-                .map(|(name, value)| (name.as_str(), number(*value))),
-        );
-        // Written by hand because serde_json's map sorts its keys; the fixed order reads better.
-        let members: Vec<String> = fields
-            .iter()
-            .map(|(name, value)| format!("{}:{value}", Value::from(*name)))
-            .collect();
-        Ok(format!("{{{}}}", members.join(",")))
+        serde_json::to_string(self).map_err(|e| {
+            Error::invalid("metrics", format!("cannot encode the record as JSON: {e}"))
+        })
     }
-}
-
-/// A JSON number, or `null` for NaN and ±infinity, which JSON cannot express.
-fn number(value: f64) -> Value {
-    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
 }
 
 /// A metrics file open for appending.
@@ -154,6 +140,7 @@ impl MetricsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn record() -> EpochMetrics {
         EpochMetrics {
