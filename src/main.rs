@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     if cli.no_autotune {
-        // Read by every device opened later; set before any thread exists.
+        // Read by every device the commands open; set before any thread exists.
         std::env::set_var(shadergrad::gpu::tuning::NO_AUTOTUNE_ENV, "1");
     }
     let typed = Typed(

@@ -21,6 +21,7 @@ use naga::valid::{
 use serde_json::Value;
 use shadergrad::bench::{self, BenchOptions};
 use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Pair, Vocab};
+use shadergrad::gpu::Autotune;
 use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
 use shadergrad::kernels::matmul::COOP_SHADER;
 use shadergrad::kernels::{every_kernel_spec, variants_for_other_compilers, SHADERS};
@@ -350,8 +351,7 @@ fn train_and_decode_a_transformer(gpu: &Gpu) -> shadergrad::Result<()> {
 fn the_launchers_build_only_listed_variants() {
     // A device of its own: its pipeline cache holds this run's variants only.
     let gpu = Gpu::default_adapter().expect("a GPU adapter (run scripts/setup-lavapipe.sh)");
-    gpu.set_autotune(true);
-    gpu.set_tuning_file(None);
+    gpu.set_autotune(Autotune::InMemory);
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx-node");
     conformance::run_dir(&gpu, &cases).expect("the ONNX cases run");
     let options = BenchOptions {

@@ -964,6 +964,8 @@ fn broadcast_to_and_copy() {
     assert!(x.broadcast_to(&[2, 2]).is_err());
 }
 
+use shadergrad::gpu::Autotune;
+
 /// A device of its own, so that its tuning settings do not reach other tests.
 fn own_device() -> shadergrad::Gpu {
     shadergrad::Gpu::default_adapter().expect("an adapter")
@@ -976,8 +978,10 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     let file = dir.join("tuning.json");
     let shape = GemmShape::contiguous(1, (40, 36, 12), false, false);
     let gpu = own_device();
-    gpu.set_autotune(true);
-    gpu.set_tuning_file(Some(file.clone()));
+    // A library device tunes only when asked: it opens with the fixed rules, writing nothing.
+    assert!(!gpu.autotune());
+    assert_eq!(gpu.tuning_file(), None);
+    gpu.set_autotune(Autotune::File(file.clone()));
     let picked = MatmulVariant::choose(&gpu, &shape);
     assert!(picked.supports(&gpu, &shape));
     let saved: serde_json::Value =
@@ -996,8 +1000,7 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
         serde_json::json!({ "adapter": saved["adapter"], "choices": { class.clone(): "tiled" } });
     std::fs::write(&file, edited.to_string()).unwrap();
     let other = own_device();
-    other.set_autotune(true);
-    other.set_tuning_file(Some(file.clone()));
+    other.set_autotune(Autotune::File(file.clone()));
     assert_eq!(MatmulVariant::choose(&other, &shape), MatmulVariant::Tiled);
     // The same class, another size within it.
     let similar = GemmShape { m: 33, ..shape };
@@ -1007,7 +1010,7 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     );
 
     // Off: the fixed rule, whatever the file says.
-    other.set_autotune(false);
+    other.set_autotune(Autotune::Off);
     assert_eq!(
         MatmulVariant::choose(&other, &shape),
         MatmulVariant::rule(&other, &shape)
@@ -1016,8 +1019,7 @@ fn the_autotuner_times_a_new_class_once_and_remembers_it_on_disk() {
     // A corrupt file is only a cache: it counts as empty.
     std::fs::write(&file, "{ not json").unwrap();
     let third = own_device();
-    third.set_autotune(true);
-    third.set_tuning_file(Some(file.clone()));
+    third.set_autotune(Autotune::File(file.clone()));
     assert!(MatmulVariant::choose(&third, &shape).supports(&third, &shape));
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn bench_command(
                 continue;
             }
         };
+        gpu.set_autotune(super::command_line_autotune());
         out!("\n{} ({}, {}):", info.name, info.backend, info.driver_info)?;
         out!("{}", table_header())?;
         let measured = shadergrad::bench::run(&gpu, &options, &mut |m| out!("{}", m.table_row()))?;

@@ -10,11 +10,11 @@ use shadergrad::data::classify::{
 };
 use shadergrad::optim::OptimizerConfig;
 use shadergrad::train::cnn::{train_cnn, CnnTraining};
-use shadergrad::{AdapterSelector, Error, Gpu};
+use shadergrad::{AdapterSelector, Error};
 
 use super::choice;
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_progress,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
     print_warnings, Typed,
 };
 
@@ -144,7 +144,7 @@ pub(crate) fn train_cnn_command(
             (train, valid, description)
         }
     };
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     say!("train-cnn on {}", gpu.info().name);
     let config = CnnTraining {
         train,

@@ -12,11 +12,11 @@ use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::optim::OptimizerConfig;
 use shadergrad::rng::Rng;
 use shadergrad::train::charlm::{train_lm, LmStop, LmTraining};
-use shadergrad::{AdapterSelector, Error, Gpu};
+use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_warnings,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_warnings,
     stdout_error, Typed,
 };
 
@@ -163,7 +163,7 @@ pub(crate) fn train_lm_command(
         Some(path) => (print_warnings(read_text(path)?), path.display().to_string()),
         None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
     };
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     say!("train-lm on {}", gpu.info().name);
     let mut optimizer = OptimizerConfig::new(rule, args.lr);
     if args.clip > 0.0 {
@@ -218,7 +218,7 @@ pub(crate) fn sample_command(
         ));
     }
     let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     let mut model = CharLmModel::from_checkpoint(&gpu, &checkpoint)?;
     let (ids, unknown) = model.vocab.encode(&args.prompt);
     if !unknown.is_empty() {

@@ -8,11 +8,11 @@ use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::optim::{OptimizerConfig, Schedule};
 use shadergrad::train::mlp::{train_mlp, MlpTraining};
-use shadergrad::{AdapterSelector, Error, Gpu};
+use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_progress,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
     print_warnings, Typed,
 };
 
@@ -140,7 +140,7 @@ pub(crate) fn train_mlp_command(
             final_fraction: 0.01,
         },
     };
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     say!(
         "train-mlp: {} training and {} test examples of {} features, {} classes, on {}",
         train.n,

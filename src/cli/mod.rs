@@ -25,7 +25,8 @@ use clap::parser::ValueSource;
 use clap::ArgMatches;
 use shadergrad::checkpoint::Checkpoint;
 use shadergrad::data::{GenerationProgress, Parsed};
-use shadergrad::Error;
+use shadergrad::gpu::tuning::{Autotune, NO_AUTOTUNE_ENV};
+use shadergrad::{AdapterSelector, Error, Gpu};
 
 /// Writes a line to stdout. A closed or full stdout is an error naming it: the command's
 /// output is lost, so the command stops there.
@@ -233,6 +234,24 @@ pub(crate) fn print_warnings<T>(parsed: Parsed<T>) -> T {
         let _ = writeln!(stderr, "warning: {warning}");
     }
     parsed.contents
+}
+
+/// The command line tunes kernels by default, remembering the choices in the per-user
+/// cache folder; `--no-autotune` (or `SHADERGRAD_NO_AUTOTUNE=1`) leaves the fixed rules.
+pub(crate) fn command_line_autotune() -> Autotune {
+    let off = std::env::var(NO_AUTOTUNE_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    if off {
+        Autotune::Off
+    } else {
+        Autotune::UserCache
+    }
+}
+
+/// Opens the adapter `selector` picks, tuned as the command line tunes.
+pub(crate) fn open_gpu(selector: &AdapterSelector) -> shadergrad::Result<Gpu> {
+    let gpu = Gpu::new(selector)?;
+    gpu.set_autotune(command_line_autotune());
+    Ok(gpu)
 }
 
 /// Prints a long generation's progress on stderr (a line that cannot be printed is skipped).

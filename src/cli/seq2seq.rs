@@ -12,11 +12,11 @@ use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::OptimizerConfig;
 use shadergrad::train::seq2seq::{train_seq2seq, Epochs, Seq2SeqTraining, Stop};
-use shadergrad::{AdapterSelector, Error, Gpu};
+use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_progress,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
     print_warnings, stdout_error, Typed,
 };
 
@@ -286,7 +286,7 @@ pub(crate) fn train_seq2seq_command(
         }
         check_resume_agrees(checkpoint, typed, &flags)?;
     }
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     say!("train-seq2seq on {}", gpu.info().name);
     // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
     let trains_transformer = match &resume {
@@ -373,7 +373,7 @@ pub(crate) fn translate_command(
         ));
     }
     let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
-    let gpu = Gpu::new(selector)?;
+    let gpu = open_gpu(selector)?;
     let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
     let inputs: Vec<Vec<u8>> = if args.text.is_empty() {
         std::io::stdin()

@@ -9,6 +9,7 @@ mod pipeline;
 mod pool;
 pub mod tuning;
 
+pub use tuning::Autotune;
 use tuning::TuningCache;
 
 pub use adapter::{
@@ -96,6 +97,100 @@ impl std::fmt::Display for TimingSource {
     }
 }
 
+/// A device limit the kernels rely on: its name in [`wgpu::Limits`], how to read it, and
+/// the least value they need.
+struct NeededLimit {
+    name: &'static str,
+    read: fn(&wgpu::Limits) -> u64,
+    least: u64,
+}
+
+/// The compute limits every kernel family fits in: WebGPU's defaults.
+const NEEDED_COMPUTE_LIMITS: [NeededLimit; 5] = [
+    NeededLimit {
+        name: "max_storage_buffers_per_shader_stage",
+        read: |l| l.max_storage_buffers_per_shader_stage.into(),
+        least: 8,
+    },
+    NeededLimit {
+        name: "max_compute_invocations_per_workgroup",
+        read: |l| l.max_compute_invocations_per_workgroup.into(),
+        least: 256,
+    },
+    NeededLimit {
+        name: "max_compute_workgroup_size_x",
+        read: |l| l.max_compute_workgroup_size_x.into(),
+        least: 256,
+    },
+    NeededLimit {
+        name: "max_compute_workgroup_size_y",
+        read: |l| l.max_compute_workgroup_size_y.into(),
+        least: 16,
+    },
+    NeededLimit {
+        name: "max_compute_workgroup_storage_size",
+        read: |l| l.max_compute_workgroup_storage_size.into(),
+        least: 16384,
+    },
+];
+
+/// Errors, naming the first limit short of it, unless `limits` hold what the kernels need.
+fn check_compute_limits(limits: &wgpu::Limits, device: &str) -> Result<()> {
+    for NeededLimit { name, read, least } in NEEDED_COMPUTE_LIMITS {
+        let have = read(limits);
+        if have < least {
+            return Err(Error::invalid(
+                "device",
+                format!(
+                    "{device} was opened with {name} = {have}; shadergrad's kernels need at \
+                     least {least} (WebGPU's default: request wgpu::Limits::default() or the \
+                     adapter's own limits)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Where the device's errors outside shadergrad's error scopes go.
+struct ErrorHandlers {
+    /// Set by the device-lost callback; every later call fails with it.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Errors raised outside any error scope, reported by the next checked call.
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+impl ErrorHandlers {
+    /// Installs shadergrad's own handlers on a device it opened: wgpu's default handler
+    /// panics, so an error outside a scope is kept for the next checked call instead, and
+    /// a lost device fails every later call.
+    fn install(device: &wgpu::Device) -> ErrorHandlers {
+        let lost = Arc::new(Mutex::new(None));
+        let lost_slot = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_slot.lock().expect("lost lock") = Some(format!("{reason:?}: {message}"));
+        });
+        // The default handler panics; keep the error for the next checked call instead.
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let uncaptured_slot = Arc::clone(&uncaptured);
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            uncaptured_slot
+                .lock()
+                .expect("uncaptured lock")
+                .push(error.to_string());
+        }));
+        ErrorHandlers { lost, uncaptured }
+    }
+
+    /// None on a host's device: its own handlers stay in place.
+    fn host() -> ErrorHandlers {
+        ErrorHandlers {
+            lost: Arc::new(Mutex::new(None)),
+            uncaptured: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
 /// A handle to an opened adapter. Cheap to clone; all clones share one device.
 #[derive(Clone)]
 pub struct Gpu {
@@ -169,7 +264,6 @@ impl Gpu {
     /// Opens a device on an adapter the caller already chose.
     pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
         let info = adapter.get_info();
-        let info_for_tuning = info.clone();
         let wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
@@ -205,21 +299,53 @@ impl Gpu {
             message: e.to_string(),
         })?;
 
-        let lost = Arc::new(Mutex::new(None));
-        let lost_slot = Arc::clone(&lost);
-        device.set_device_lost_callback(move |reason, message| {
-            *lost_slot.lock().expect("lost lock") = Some(format!("{reason:?}: {message}"));
-        });
-        // The default handler panics; keep the error for the next checked call instead.
-        let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let uncaptured_slot = Arc::clone(&uncaptured);
-        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
-            uncaptured_slot
-                .lock()
-                .expect("uncaptured lock")
-                .push(error.to_string());
-        }));
+        let handlers = ErrorHandlers::install(&device);
+        Gpu::assemble(adapter, device, queue, handlers)
+    }
 
+    /// Shares a device the host program already opened, such as a game's or a viewer's:
+    /// shadergrad's buffers, pipelines and submissions then live beside the host's, on the
+    /// same queue.
+    ///
+    /// What shadergrad uses of the device:
+    /// - **limits**: its kernels fit WebGPU's defaults ([`wgpu::Limits::default`]):
+    ///   workgroups of up to 256 invocations and 16 KiB of workgroup memory, and at most 8
+    ///   storage buffers per kernel, except the fused attention backward (10), which falls
+    ///   back to an unfused one below that. A tensor can be no larger than the device's
+    ///   `max_storage_buffer_binding_size` and `max_buffer_size` (WebGPU's defaults are
+    ///   128 and 256 MiB): request the adapter's own limits for larger ones.
+    /// - **optional features**, each used where the device has it: `SUBGROUP` (the
+    ///   subgroup matmul, the fastest on most GPUs), `TIMESTAMP_QUERY` and
+    ///   `TIMESTAMP_QUERY_INSIDE_ENCODERS` (GPU timing in benchmarks, else the wall clock),
+    ///   `SHADER_F16` with `EXPERIMENTAL_COOPERATIVE_MATRIX` (the f16 matrix-unit matmul,
+    ///   only when named). Without them every op still runs, on the portable kernels.
+    /// - **error handling**: the host keeps its own uncaptured-error handler and
+    ///   device-lost callback (this call installs none); each shadergrad call checks the
+    ///   error scopes it pushes around its own work, so its errors come back as `Err` and
+    ///   never reach the host's handler.
+    ///
+    /// `adapter` must be the one `device` was requested from: it names the device in
+    /// messages and keys the autotuner's choices.
+    pub fn from_device(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Gpu> {
+        check_compute_limits(&device.limits(), &adapter.get_info().name)?;
+        Gpu::assemble(adapter, device, queue, ErrorHandlers::host())
+    }
+
+    /// The handle over an opened device, with the handlers its errors reach.
+    fn assemble(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        handlers: ErrorHandlers,
+    ) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let info_for_tuning = info.clone();
+        let features = device.features();
+        let limits = device.limits();
         let max_bytes = limits
             .max_buffer_size
             .min(limits.max_storage_buffer_binding_size);
@@ -244,8 +370,8 @@ impl Gpu {
                 limits,
                 pool,
                 pipelines: PipelineCache::default(),
-                lost,
-                uncaptured,
+                lost: handlers.lost,
+                uncaptured: handlers.uncaptured,
                 placeholder,
                 timer: Mutex::new(None),
                 tuning: TuningCache::open(&info_for_tuning),
@@ -254,24 +380,20 @@ impl Gpu {
     }
 
     /// Whether kernels pick their variant by timing them on this adapter (once per shape
-    /// class, remembered on disk: see `gpu::tuning`) rather than by fixed rules.
+    /// class) rather than by fixed rules: see [`Gpu::set_autotune`].
     pub fn autotune(&self) -> bool {
         self.inner.tuning.enabled()
     }
 
-    /// Turns autotuning on or off for this device (off: the fixed rules decide).
-    pub fn set_autotune(&self, enabled: bool) {
-        self.inner.tuning.set_enabled(enabled);
+    /// How kernels with several variants pick one from now on. A device opens with
+    /// [`Autotune::Off`]: the fixed rules decide, and nothing is timed or written.
+    pub fn set_autotune(&self, mode: Autotune) {
+        self.inner.tuning.set_mode(mode);
     }
 
-    /// The file the autotuner's choices are saved in, if any.
+    /// The file the autotuner's choices are kept in, if any.
     pub fn tuning_file(&self) -> Option<std::path::PathBuf> {
         self.inner.tuning.path()
-    }
-
-    /// Keeps the autotuner's choices in `path` from now on (`None`: in memory only).
-    pub fn set_tuning_file(&self, path: Option<std::path::PathBuf>) {
-        self.inner.tuning.set_path(path);
     }
 
     /// The variant tuned for a shape class `key`, if one was.

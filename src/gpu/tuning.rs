@@ -6,8 +6,11 @@
 //! file `autotune-<hash of adapter, backend and driver>.json`. A tuning class's key is the
 //! tuner's to make: the matmul's holds a hash of the matmul shaders, so a new version of
 //! the kernels is tuned anew, not held to choices made for the old ones.
-//! `SHADERGRAD_NO_AUTOTUNE=1` (or `Gpu::set_autotune(false)`) turns tuning off: the fixed
-//! rules decide.
+//!
+//! A library user opts in: a [`crate::Gpu`] opens with [`Autotune::Off`] (the fixed rules
+//! decide, nothing is timed, nothing written), and `gpu.set_autotune(…)` asks for tuning in
+//! memory, in a file of the caller's, or in the per-user cache folder. The command line
+//! asks for the last unless `--no-autotune` or `SHADERGRAD_NO_AUTOTUNE=1`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +22,27 @@ use crate::error::Result;
 use crate::files::write_atomically;
 use crate::hash::fnv1a64;
 
-/// Turns autotuning off when set to anything but "" or "0".
+/// The command line's switch: set to anything but "" or "0", it opens every device with
+/// [`Autotune::Off`] (the library never reads it).
 pub const NO_AUTOTUNE_ENV: &str = "SHADERGRAD_NO_AUTOTUNE";
+
+/// How kernels with several variants (the matmul's tilings) pick one on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Autotune {
+    /// Fixed rules by shape and adapter: nothing is timed and nothing written. The
+    /// library's default.
+    Off,
+    /// Each shape class's variants are timed once, on first use; the choices last as long
+    /// as the device.
+    InMemory,
+    /// As [`Autotune::InMemory`], and the choices are kept in this file: read now if it
+    /// exists, rewritten (atomically) after each new choice.
+    File(PathBuf),
+    /// As [`Autotune::File`], in the per-user cache folder, one file per adapter and driver
+    /// (see the module docs); in memory only where the platform has no such folder. The
+    /// command line's default.
+    UserCache,
+}
 /// The folder of the tuning files.
 pub const CACHE_DIR_ENV: &str = "SHADERGRAD_CACHE_DIR";
 
@@ -29,7 +51,7 @@ pub(crate) struct TuningCache {
 }
 
 struct TuningState {
-    enabled: bool,
+    mode: Autotune,
     /// Where choices are saved; `None` keeps them in memory only.
     path: Option<PathBuf>,
     /// What identifies the adapter in the file.
@@ -54,35 +76,50 @@ struct TuningFile {
 }
 
 impl TuningCache {
-    /// The cache of this adapter, loaded from its file if there is one (a file that cannot
-    /// be read or parsed counts as empty: it is only a cache).
+    /// The cache of this adapter, off until [`TuningCache::set_mode`] says otherwise.
     pub fn open(info: &wgpu::AdapterInfo) -> TuningCache {
-        let enabled = std::env::var(NO_AUTOTUNE_ENV).map_or(true, |v| v.is_empty() || v == "0");
-        let identity = format!(
-            "{}|{}|{}|{}",
-            info.name, info.backend, info.driver, info.driver_info
-        );
-        let path = cache_dir().map(|dir| {
-            dir.join(format!(
-                "autotune-{:016x}.json",
-                fnv1a64(identity.as_bytes())
-            ))
-        });
         let adapter = AdapterIdentity {
             name: info.name.clone(),
             backend: info.backend.to_string(),
             driver: info.driver.clone(),
             driver_info: info.driver_info.clone(),
         };
-        let choices = path.as_deref().map(read_choices).unwrap_or_default();
         TuningCache {
             state: Mutex::new(TuningState {
-                enabled,
-                path,
+                mode: Autotune::Off,
+                path: None,
                 adapter,
-                choices,
+                choices: BTreeMap::new(),
             }),
         }
+    }
+
+    /// The file of this adapter in the per-user cache folder, if the platform has one.
+    fn user_cache_file(adapter: &AdapterIdentity) -> Option<PathBuf> {
+        let identity = format!(
+            "{}|{}|{}|{}",
+            adapter.name, adapter.backend, adapter.driver, adapter.driver_info
+        );
+        cache_dir().map(|dir| {
+            dir.join(format!(
+                "autotune-{:016x}.json",
+                fnv1a64(identity.as_bytes())
+            ))
+        })
+    }
+
+    /// Tunes as `mode` says from now on, with the choices its file holds (a file that
+    /// cannot be read or parsed counts as empty: it is only a cache).
+    pub fn set_mode(&self, mode: Autotune) {
+        let mut state = self.state();
+        let path = match &mode {
+            Autotune::Off | Autotune::InMemory => None,
+            Autotune::File(path) => Some(path.clone()),
+            Autotune::UserCache => TuningCache::user_cache_file(&state.adapter),
+        };
+        state.choices = path.as_deref().map(read_choices).unwrap_or_default();
+        state.path = path;
+        state.mode = mode;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, TuningState> {
@@ -91,25 +128,17 @@ impl TuningCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether kernels are timed to choose their variant.
     pub fn enabled(&self) -> bool {
-        self.state().enabled
+        self.state().mode != Autotune::Off
     }
 
-    pub fn set_enabled(&self, enabled: bool) {
-        self.state().enabled = enabled;
-    }
-
+    /// The file the choices are kept in, if any.
     pub fn path(&self) -> Option<PathBuf> {
         self.state().path.clone()
     }
 
-    /// Uses `path` (or nothing) from now on, with the choices it holds.
-    pub fn set_path(&self, path: Option<PathBuf>) {
-        let mut state = self.state();
-        state.choices = path.as_deref().map(read_choices).unwrap_or_default();
-        state.path = path;
-    }
-
+    /// The choice remembered for the class `key`.
     pub fn get(&self, key: &str) -> Option<String> {
         self.state().choices.get(key).cloned()
     }

@@ -1005,10 +1005,8 @@ impl AttentionVariant {
     /// buffers for the fused backward; elsewhere fused when Lq·Lk ≥
     /// [`FUSED_TRAINING_MIN_SCORES`].
     pub fn choose_for_training(gpu: &Gpu, dims: &AttentionDims) -> AttentionVariant {
-        let binds_enough =
-            gpu.limits().max_storage_buffers_per_shader_stage >= FUSED_BACKWARD_STORAGE_BUFFERS;
         if !gpu.is_cpu_like()
-            && binds_enough
+            && fused_backward_fits(gpu)
             && dims.q_len * dims.k_len >= FUSED_TRAINING_MIN_SCORES
         {
             AttentionVariant::Fused
@@ -1126,6 +1124,12 @@ pub fn fused_attention_dispatch(
 /// The storage buffers each kernel of the fused backward binds.
 const FUSED_BACKWARD_STORAGE_BUFFERS: u32 = 10;
 
+/// Whether `gpu` binds enough storage buffers per stage for the fused backward (10; WebGPU
+/// guarantees 8): where not, training uses the unfused backward.
+pub fn fused_backward_fits(gpu: &Gpu) -> bool {
+    gpu.limits().max_storage_buffers_per_shader_stage >= FUSED_BACKWARD_STORAGE_BUFFERS
+}
+
 /// The backward of [`fused_attention`] without the [B, H, Lq, Lk] probabilities: from Q, K,
 /// V, the forward's O and log-sum-exp and dL/dO (`grad_output`, [B, H, Lq, Dv]), the
 /// gradients of Q, K and V. P is recomputed from Q, K and the log-sum-exp, so `options`
@@ -1205,8 +1209,8 @@ pub fn fused_attention_backward_dispatches_into(
     }
     check_options(q, &dims, options)?;
     let gpu = q.gpu();
-    let available = gpu.limits().max_storage_buffers_per_shader_stage;
-    if available < FUSED_BACKWARD_STORAGE_BUFFERS {
+    if !fused_backward_fits(gpu) {
+        let available = gpu.limits().max_storage_buffers_per_shader_stage;
         return Err(Error::invalid(
             "fused attention backward",
             format!(
