@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use super::{DType, Graph, Source, Var};
 
 /// The gradients [`Graph::backward`] added: dloss/dv for every value v the loss depends on
-/// through differentiable ops.
+/// through differentiable ops (parameters, differentiable inputs and the values between).
 #[derive(Debug, Clone)]
 pub struct Gradients {
     loss: Var,
@@ -28,7 +28,7 @@ impl Gradients {
                 format!(
                     "value {} has no gradient with respect to the loss (value {}): the loss \
                      does not depend on it, or only through integer values",
-                    var.0, self.loss.0
+                    var.index, self.loss.index
                 ),
             )
         })
@@ -47,23 +47,53 @@ impl Graph {
     /// Appends the nodes that compute the gradient of `loss` (a single value) with respect
     /// to every parameter it depends on.
     pub fn backward(&mut self, loss: Var) -> Result<Gradients> {
+        self.check("backward", loss)?;
         let shape = self.shape(loss).to_vec();
         if shape.iter().product::<usize>() != 1 || self.dtype(loss) != DType::F32 {
             return Err(Error::invalid(
                 "backward",
                 format!(
-                    "the loss must be a single f32 value, got shape {shape:?} ({:?})",
+                    "the loss must be a single f32 value, got shape {shape:?} ({:?}): for \
+                     another output, seed its gradient with backward_from",
                     self.dtype(loss)
                 ),
             ));
         }
-        if !self.values[loss.0].needs_grad {
+        let seed = self.constant(vec![1.0], &shape)?;
+        self.backward_from(loss, seed)
+    }
+
+    /// The vector-Jacobian product: appends the nodes that compute, for every parameter and
+    /// differentiable input that `output` depends on, the gradient of Σ seed·output, where
+    /// `seed` is a value of `output`'s shape (an input fed each run, say, holding the
+    /// gradient that flows into `output` from outside the graph). [`Graph::backward`] is
+    /// this with a seed of 1 for a single-value loss.
+    pub fn backward_from(&mut self, output: Var, seed: Var) -> Result<Gradients> {
+        self.check_each("backward", &[output, seed])?;
+        if self.dtype(output) != DType::F32
+            || self.dtype(seed) != DType::F32
+            || self.shape(seed) != self.shape(output)
+        {
             return Err(Error::invalid(
                 "backward",
-                "the loss does not depend on any parameter through differentiable ops",
+                format!(
+                    "the seed gradient must be f32 of the output's shape {:?} ({:?}), got {:?} \
+                     ({:?})",
+                    self.shape(output),
+                    self.dtype(output),
+                    self.shape(seed),
+                    self.dtype(seed)
+                ),
             ));
         }
-        let seed = self.constant(vec![1.0], &shape)?;
+        let loss = output;
+        if !self.values[loss.index].needs_grad {
+            return Err(Error::invalid(
+                "backward",
+                "the output does not depend on any parameter or differentiable input through \
+                 differentiable ops",
+            ));
+        }
         let mut grads: HashMap<Var, Var> = HashMap::from([(loss, seed)]);
         let forward_nodes = self.nodes.len();
         for index in (0..forward_nodes).rev() {
@@ -71,7 +101,7 @@ impl Graph {
             let output_grads: Vec<Option<Var>> =
                 node.outputs.iter().map(|v| grads.get(v).copied()).collect();
             if output_grads.iter().all(Option::is_none)
-                || !node.inputs.iter().any(|v| self.values[v.0].needs_grad)
+                || !node.inputs.iter().any(|v| self.values[v.index].needs_grad)
             {
                 continue;
             }
@@ -80,7 +110,7 @@ impl Graph {
                 .backward(self, &node.inputs, &node.outputs, &output_grads)?;
             for (&input, grad) in node.inputs.iter().zip(input_grads) {
                 let Some(grad) = grad else { continue };
-                if !self.values[input.0].needs_grad {
+                if !self.values[input.index].needs_grad {
                     continue;
                 }
                 let total = match grads.get(&input) {
@@ -92,7 +122,7 @@ impl Graph {
         }
         let parameters = (0..self.values.len())
             .filter(|&i| matches!(self.values[i].source, Source::Parameter { .. }))
-            .map(Var)
+            .map(|index| self.var(index))
             .collect();
         Ok(Gradients {
             loss,

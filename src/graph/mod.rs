@@ -36,15 +36,35 @@ mod plan;
 
 pub use autodiff::Gradients;
 pub use ops::{AttentionSpec, ConvLayout, MatMulFusion, Op, RecurrentOutput, RecurrentSpec};
-pub use plan::{Feed, MemoryReport, Plan, OPTIMIZER_PREFIX};
+pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::numel;
 
-/// A value of the graph: a leaf (parameter, input, constant) or an op's output.
+/// A value of the graph: a leaf (parameter, input, constant) or an op's output. It knows
+/// the graph it belongs to: given to another graph, or to another graph's plan, it is an
+/// error naming both, never another value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Var(pub(crate) usize);
+pub struct Var {
+    pub(crate) graph: GraphId,
+    pub(crate) index: usize,
+}
+
+/// A graph's own number, which its [`Var`]s carry; each [`Graph::new`] takes the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GraphId(u64);
+
+impl std::fmt::Display for GraphId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "graph #{}", self.0)
+    }
+}
+
+/// The number the next graph takes.
+static NEXT_GRAPH_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The element type of a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +118,7 @@ pub(crate) struct Node {
 #[derive(Debug, Clone)]
 pub struct Graph {
     gpu: Gpu,
+    id: GraphId,
     pub(crate) values: Vec<Value>,
     pub(crate) nodes: Vec<Node>,
 }
@@ -107,6 +128,7 @@ impl Graph {
     pub fn new(gpu: &Gpu) -> Graph {
         Graph {
             gpu: gpu.clone(),
+            id: GraphId(NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed)),
             values: Vec::new(),
             nodes: Vec::new(),
         }
@@ -117,19 +139,65 @@ impl Graph {
         &self.gpu
     }
 
+    /// This graph's number, which its values carry.
+    pub fn id(&self) -> GraphId {
+        self.id
+    }
+
+    /// Errors unless `var` is a value of this graph; `op` names the call in the message.
+    pub fn check(&self, op: &'static str, var: Var) -> Result<()> {
+        if var.graph == self.id && var.index < self.values.len() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                op,
+                format!(
+                    "value {} of {} was given to {}: a value belongs to the graph that made it",
+                    var.index, var.graph, self.id
+                ),
+            ))
+        }
+    }
+
+    /// [`Graph::check`] of every value of `vars`.
+    pub(crate) fn check_each(&self, op: &'static str, vars: &[Var]) -> Result<()> {
+        vars.iter().try_for_each(|&var| self.check(op, var))
+    }
+
+    /// The value behind `var`.
+    ///
+    /// # Panics
+    /// If `var` is not a value of this graph (see [`Graph::check`]): the accessors
+    /// ([`Graph::shape`], [`Graph::dtype`], [`Graph::name`]) cannot return an error.
+    fn value(&self, var: Var) -> &Value {
+        match self.check("graph", var) {
+            Ok(()) => &self.values[var.index],
+            Err(error) => panic!("{error}"),
+        }
+    }
+
     /// The shape of a value.
+    ///
+    /// # Panics
+    /// If `var` belongs to another graph.
     pub fn shape(&self, var: Var) -> &[usize] {
-        &self.values[var.0].shape
+        &self.value(var).shape
     }
 
     /// The element type of a value.
+    ///
+    /// # Panics
+    /// If `var` belongs to another graph.
     pub fn dtype(&self, var: Var) -> DType {
-        self.values[var.0].dtype
+        self.value(var).dtype
     }
 
     /// The name of a parameter or input, `None` for other values.
+    ///
+    /// # Panics
+    /// If `var` belongs to another graph.
     pub fn name(&self, var: Var) -> Option<&str> {
-        match &self.values[var.0].source {
+        match &self.value(var).source {
             Source::Parameter { name, .. } | Source::Input { name } => Some(name),
             _ => None,
         }
@@ -139,7 +207,7 @@ impl Graph {
     pub fn parameters(&self) -> Vec<Var> {
         (0..self.values.len())
             .filter(|&i| matches!(self.values[i].source, Source::Parameter { .. }))
-            .map(Var)
+            .map(|index| self.var(index))
             .collect()
     }
 
@@ -156,7 +224,15 @@ impl Graph {
             needs_grad,
             index_bound: None,
         });
-        Var(self.values.len() - 1)
+        self.var(self.values.len() - 1)
+    }
+
+    /// The handle of this graph's value number `index`.
+    pub(crate) fn var(&self, index: usize) -> Var {
+        Var {
+            graph: self.id,
+            index,
+        }
     }
 
     /// A trained parameter with its initial values (`init.len()` = the shape's size). Names
@@ -196,6 +272,16 @@ impl Graph {
         self.leaf(shape, DType::F32, source, false)
     }
 
+    /// An f32 input, fed at every run, whose gradient [`Graph::backward`] computes too (an
+    /// input's gradient for a saliency map, an adversarial example, or the gradient a
+    /// model embedded in a larger one passes back to it).
+    pub fn differentiable_input(&mut self, name: &str, shape: &[usize]) -> Var {
+        let source = Source::Input {
+            name: name.to_string(),
+        };
+        self.leaf(shape, DType::F32, source, true)
+    }
+
     /// A u32 input (token ids, class labels), fed at every run.
     pub fn input_indices(&mut self, name: &str, shape: &[usize]) -> Var {
         let source = Source::Input {
@@ -220,13 +306,21 @@ impl Graph {
 
     /// Adds a node after checking its inputs with the op's shape rule; returns its outputs.
     pub(crate) fn push(&mut self, op: Op, inputs: &[Var]) -> Result<Vec<Var>> {
+        for &input in inputs {
+            self.check(op.name(), input)?;
+        }
         let shapes: Vec<(&[usize], DType)> = inputs
             .iter()
-            .map(|&v| (self.values[v.0].shape.as_slice(), self.values[v.0].dtype))
+            .map(|&v| {
+                (
+                    self.values[v.index].shape.as_slice(),
+                    self.values[v.index].dtype,
+                )
+            })
             .collect();
         let outputs = op.infer(&shapes)?;
         let differentiable = op.differentiable_outputs();
-        let needs_grad = inputs.iter().any(|v| self.values[v.0].needs_grad);
+        let needs_grad = inputs.iter().any(|v| self.values[v.index].needs_grad);
         let mut vars = Vec::with_capacity(outputs.len());
         for (i, (shape, dtype)) in outputs.into_iter().enumerate() {
             self.values.push(Value {
@@ -236,7 +330,7 @@ impl Graph {
                 needs_grad: needs_grad && differentiable.get(i).copied().unwrap_or(false),
                 index_bound: None,
             });
-            vars.push(Var(self.values.len() - 1));
+            vars.push(self.var(self.values.len() - 1));
         }
         self.nodes.push(Node {
             op,

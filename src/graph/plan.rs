@@ -21,7 +21,7 @@ use crate::kernels::gather::GroupedPositions;
 use crate::tensor::{numel, Indices, Tensor};
 
 use super::ops::{MatMulFusion, Op, Operand, Recorded};
-use super::{DType, Graph, IndexBound, Node, Source, Var};
+use super::{DType, Graph, GraphId, IndexBound, Node, Source, Var};
 
 /// The prefix of the optimizer-state tensors a training checkpoint holds beside the
 /// parameters (`optimizer.0.exp_avg`, …).
@@ -48,6 +48,24 @@ impl<'a> Feed<'a> {
     }
 }
 
+impl Feed<'_> {
+    /// The input this feed writes.
+    pub fn var(&self) -> Var {
+        match self {
+            Feed::F32(var, _) | Feed::U32(var, _) => *var,
+        }
+    }
+}
+
+/// A value downloaded from a plan: its shape and its elements, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor<T> {
+    /// The value's shape.
+    pub shape: Vec<usize>,
+    /// Its elements in row-major order, as many as the shape holds.
+    pub data: Vec<T>,
+}
+
 /// Memory of a plan's computed values: with buffers shared by liveness, and without.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryReport {
@@ -57,13 +75,34 @@ pub struct MemoryReport {
     pub naive_bytes: u64,
 }
 
+impl Slot {
+    /// The value in messages: its name and number (`"x" (value 3)`), or its number.
+    fn describe(&self, var: Var) -> String {
+        match &self.role {
+            Role::Input { name, .. } | Role::Parameter { name } => {
+                format!("{name:?} (value {})", var.index)
+            }
+            Role::Computed => format!("value {}", var.index),
+        }
+    }
+}
+
+/// What a kept value is to the plan's caller.
+enum Role {
+    /// Fed by each run; `bound` when compile bound it to a tensor, which its owner writes
+    /// instead.
+    Input { name: String, bound: bool },
+    /// Trained; its name keys checkpoints.
+    Parameter { name: String },
+    /// Computed by the plan, or a constant.
+    Computed,
+}
+
 /// What compile knows of each value it keeps.
 struct Slot {
     shape: Vec<usize>,
     dtype: DType,
-    is_input: bool,
-    /// The parameter's name, for checkpoints; `None` for other values.
-    parameter: Option<String>,
+    role: Role,
     index_bound: Option<IndexBound>,
     /// The storage of a persistent value (leaf or requested output); `None` otherwise.
     storage: Option<Operand>,
@@ -72,8 +111,12 @@ struct Slot {
 /// A compiled graph: every step is one submission of the same recorded dispatches.
 pub struct Plan {
     gpu: Gpu,
+    /// The graph compiled: only its values can be fed or read.
+    graph: GraphId,
     dispatches: Vec<Dispatch>,
     values: HashMap<Var, Slot>,
+    /// The graph's inputs that no output needs, by name.
+    pruned_inputs: HashMap<Var, String>,
     memory: MemoryReport,
     /// Groupings by id to rebuild from each feed of these u32 inputs (gather backward).
     groupings: Vec<(Var, GroupedPositions)>,
@@ -98,17 +141,17 @@ impl Graph {
     pub fn compile_with(&self, outputs: &[Var], bound: &[(Var, &Tensor)]) -> Result<Plan> {
         let gpu = self.gpu().clone();
         let mut bound_tensors: HashMap<usize, Tensor> = HashMap::new();
+        self.check_each("compile", outputs)?;
         for &(var, tensor) in bound {
-            let value = self.values.get(var.0).ok_or_else(|| {
-                Error::invalid("compile", format!("value {} is not in this graph", var.0))
-            })?;
+            self.check("compile", var)?;
+            let value = &self.values[var.index];
             if value.dtype != DType::F32 || tensor.shape() != value.shape.as_slice() {
                 return Err(Error::invalid(
                     "compile",
                     format!(
                         "value {} ({:?} {:?}) cannot be bound to a tensor of shape {:?}: \
                          only f32 values of the same shape can",
-                        var.0,
+                        var.index,
                         value.dtype,
                         value.shape,
                         tensor.shape()
@@ -118,17 +161,17 @@ impl Graph {
             if !tensor.gpu().same_device(&gpu) {
                 return Err(Error::invalid(
                     "compile",
-                    format!("value {} is bound to a tensor of another device", var.0),
+                    format!("value {} is bound to a tensor of another device", var.index),
                 ));
             }
-            bound_tensors.insert(var.0, tensor.clone());
+            bound_tensors.insert(var.index, tensor.clone());
         }
         // The values asked for: the outputs, and the values bound to a tensor (binding says
         // where to write them). They must be written, so no fusion may skip them.
         let mut kept_apart = vec![false; self.values.len()];
         for v in outputs
             .iter()
-            .map(|v| v.0)
+            .map(|v| v.index)
             .chain(bound_tensors.keys().copied())
         {
             kept_apart[v] = true;
@@ -137,12 +180,12 @@ impl Graph {
         let mut needed = kept_apart.clone();
         let mut live = vec![false; self.nodes.len()];
         for (index, node) in self.nodes.iter().enumerate().rev() {
-            if node.outputs.iter().any(|v| needed[v.0]) {
+            if node.outputs.iter().any(|v| needed[v.index]) {
                 live[index] = true;
                 // Every output of a live node is written, even one nobody reads (an argmax
                 // without a backward), so it needs storage too.
                 for v in node.inputs.iter().chain(&node.outputs) {
-                    needed[v.0] = true;
+                    needed[v.index] = true;
                 }
             }
         }
@@ -160,7 +203,7 @@ impl Graph {
         let mut root: Vec<usize> = (0..self.values.len()).collect();
         for node in &live_nodes {
             if node.op.is_alias() {
-                root[node.outputs[0].0] = root[node.inputs[0].0];
+                root[node.outputs[0].index] = root[node.inputs[0].index];
             }
         }
         // A bound reshape binds the value it reshapes, to the tensor seen with that shape.
@@ -184,7 +227,7 @@ impl Graph {
             }
         }
         for &v in outputs {
-            persistent[root[v.0]] = true;
+            persistent[root[v.index]] = true;
         }
         for &v in bound_tensors.keys() {
             persistent[v] = true;
@@ -193,7 +236,7 @@ impl Graph {
         let mut last_use = vec![None; self.values.len()];
         for (position, node) in live_nodes.iter().enumerate() {
             for v in &node.inputs {
-                last_use[root[v.0]] = Some(position);
+                last_use[root[v.index]] = Some(position);
             }
         }
 
@@ -234,10 +277,10 @@ impl Graph {
         for (position, node) in live_nodes.iter().enumerate() {
             let mut output_tensors = Vec::with_capacity(node.outputs.len());
             for &out in &node.outputs {
-                let value = &self.values[out.0];
+                let value = &self.values[out.index];
                 let bytes = numel(&value.shape)? as u64 * 4;
-                let r = root[out.0];
-                if r != out.0 {
+                let r = root[out.index];
+                if r != out.index {
                     output_tensors.push(Operand::F32(view(
                         &gpu,
                         &storage,
@@ -284,14 +327,14 @@ impl Graph {
             let inputs = node
                 .inputs
                 .iter()
-                .map(|v| match self.values[v.0].dtype {
-                    DType::U32 => indices(&storage, root[v.0]),
+                .map(|v| match self.values[v.index].dtype {
+                    DType::U32 => indices(&storage, root[v.index]),
                     DType::F32 => Ok(Operand::F32(view(
                         &gpu,
                         &storage,
                         &shared,
-                        root[v.0],
-                        &self.values[v.0].shape,
+                        root[v.index],
+                        &self.values[v.index].shape,
                     )?)),
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -312,7 +355,7 @@ impl Graph {
                 .inputs
                 .iter()
                 .chain(&node.outputs)
-                .map(|v| root[v.0])
+                .map(|v| root[v.index])
                 .filter(|&r| !persistent[r] && last_use[r].is_none_or(|last| last <= position))
                 .collect();
             released.sort_unstable();
@@ -337,24 +380,37 @@ impl Graph {
                 _ => None,
             };
             values.insert(
-                Var(v),
+                self.var(v),
                 Slot {
                     shape: value.shape.clone(),
                     dtype: value.dtype,
-                    is_input: matches!(value.source, Source::Input { .. }),
-                    parameter: match &value.source {
-                        Source::Parameter { name, .. } => Some(name.clone()),
-                        _ => None,
+                    role: match &value.source {
+                        Source::Input { name } => Role::Input {
+                            name: name.clone(),
+                            bound: bound_tensors.contains_key(&v),
+                        },
+                        Source::Parameter { name, .. } => Role::Parameter { name: name.clone() },
+                        Source::Constant { .. } | Source::Computed => Role::Computed,
                     },
                     index_bound: value.index_bound,
                     storage: kept,
                 },
             );
         }
+        // Inputs compile pruned (no output needs them) may still be fed: a run ignores them.
+        let pruned_inputs = (0..self.values.len())
+            .filter(|&v| !needed[v])
+            .filter_map(|v| match &self.values[v].source {
+                Source::Input { name } => Some((self.var(v), name.clone())),
+                _ => None,
+            })
+            .collect();
         Ok(Plan {
             gpu,
+            graph: self.id(),
             dispatches,
             values,
+            pruned_inputs,
             memory,
             groupings,
             _scratch: scratch,
@@ -375,7 +431,7 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
     let mut readers = vec![0usize; kept_apart.len()];
     for node in &nodes {
         for v in &node.inputs {
-            readers[v.0] += 1;
+            readers[v.index] += 1;
         }
     }
     // Where (in `fused`) each value is computed, and which values are unfused products.
@@ -392,23 +448,23 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
             _ => None,
         };
         let target = candidate.and_then(|(fusion, product, mask)| {
-            let at = *products.get(&product.0)?;
+            let at = *products.get(&product.index)?;
             // The matmul runs earlier than this node: the mask must exist by then.
-            let mask_ready = mask.is_none_or(|h| computed_at.get(&h.0).is_none_or(|&p| p < at));
-            (readers[product.0] == 1 && !kept_apart[product.0] && mask_ready)
+            let mask_ready = mask.is_none_or(|h| computed_at.get(&h.index).is_none_or(|&p| p < at));
+            (readers[product.index] == 1 && !kept_apart[product.index] && mask_ready)
                 .then_some((at, fusion, mask))
         });
         let Some((at, fusion, mask)) = target else {
             let position = fused.len();
             for v in &node.outputs {
-                computed_at.insert(v.0, position);
+                computed_at.insert(v.index, position);
             }
             if let Op::MatMul {
                 fused: MatMulFusion::Plain,
                 ..
             } = node.op
             {
-                products.insert(node.outputs[0].0, position);
+                products.insert(node.outputs[0].index, position);
             }
             fused.push(Some(node));
             continue;
@@ -421,7 +477,7 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
         }
         matmul.inputs.extend(mask);
         for v in &node.outputs {
-            computed_at.insert(v.0, at);
+            computed_at.insert(v.index, at);
         }
         matmul.outputs = node.outputs;
         fused.push(None);
@@ -462,9 +518,50 @@ fn view(
 impl Plan {
     /// One step: writes `feeds` into their inputs, then submits every dispatch of the plan
     /// followed by `extra` (an optimizer's update, say) as one command buffer.
+    ///
+    /// Every input the plan reads must be fed, each run (an input bound to a tensor at
+    /// compile is written by the tensor's owner instead, and one of no elements has nothing
+    /// to feed); an input that compile pruned may be fed, and is ignored. Every feed is checked before any is written: a value of
+    /// another graph, a value that is not an input, an input fed twice, a wrong element
+    /// type or count, or an index out of its range is an error naming the input, and the
+    /// plan's buffers are left as they were.
     pub fn run(&mut self, feeds: &[Feed], extra: &[Dispatch]) -> Result<()> {
+        let mut written: Vec<(&Feed, &Slot)> = Vec::with_capacity(feeds.len());
         for feed in feeds {
-            self.write(feed)?;
+            if let Some(slot) = self.checked_feed(feed)? {
+                if written.iter().any(|(other, _)| other.var() == feed.var()) {
+                    return Err(Error::invalid(
+                        "run",
+                        format!("input {} is fed twice", slot.describe(feed.var())),
+                    ));
+                }
+                written.push((feed, slot));
+            }
+        }
+        let mut unfed: Vec<String> = self
+            .values
+            .iter()
+            .filter(|(var, slot)| {
+                matches!(slot.role, Role::Input { bound: false, .. })
+                    && slot.shape.iter().product::<usize>() > 0
+                    && !written.iter().any(|(feed, _)| feed.var() == **var)
+            })
+            .map(|(&var, slot)| slot.describe(var))
+            .collect();
+        if !unfed.is_empty() {
+            unfed.sort();
+            return Err(Error::invalid(
+                "run",
+                format!(
+                    "the plan reads {} but this run does not feed {}: every run feeds each \
+                     input the plan reads",
+                    unfed.join(", "),
+                    if unfed.len() == 1 { "it" } else { "them" }
+                ),
+            ));
+        }
+        for (feed, slot) in &written {
+            self.write(feed, slot)?;
         }
         self.gpu.submit_lists(&[&self.dispatches, extra])
     }
@@ -475,38 +572,80 @@ impl Plan {
         &self.dispatches
     }
 
-    fn write(&self, feed: &Feed) -> Result<()> {
+    /// Errors unless `var` is a value of the graph this plan was compiled from.
+    fn check(&self, op: &'static str, var: Var) -> Result<()> {
+        if var.graph == self.graph {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                op,
+                format!(
+                    "value {} of {} was given to a plan of {}: a plan knows only the values \
+                     of the graph it was compiled from",
+                    var.index, var.graph, self.graph
+                ),
+            ))
+        }
+    }
+
+    /// The input a feed writes, after checking the feed against it; `None` for an input
+    /// compile pruned (the feed is ignored).
+    fn checked_feed(&self, feed: &Feed) -> Result<Option<&Slot>> {
         let (var, len, dtype) = match feed {
             Feed::F32(var, data) => (*var, data.len(), DType::F32),
             Feed::U32(var, data) => (*var, data.len(), DType::U32),
         };
+        self.check("run", var)?;
+        if self.pruned_inputs.contains_key(&var) {
+            return Ok(None);
+        }
         let slot = self
             .values
             .get(&var)
-            .filter(|slot| slot.is_input)
+            .filter(|slot| matches!(slot.role, Role::Input { .. }))
             .ok_or_else(|| {
                 Error::invalid(
                     "run",
-                    format!("value {} is not an input of this plan", var.0),
+                    format!(
+                        "value {} is not an input of this plan: only inputs are fed",
+                        var.index
+                    ),
                 )
             })?;
+        if let Role::Input { bound: true, .. } = slot.role {
+            return Err(Error::invalid(
+                "run",
+                format!(
+                    "input {} was bound to a tensor at compile: write that tensor instead",
+                    slot.describe(var)
+                ),
+            ));
+        }
         let expected = numel(&slot.shape)?;
         if slot.dtype != dtype || len != expected {
             return Err(Error::invalid(
                 "run",
                 format!(
-                    "input {} is {:?} of shape {:?} ({expected} values), the feed has {len} {dtype:?} values",
-                    var.0, slot.dtype, slot.shape
+                    "input {} is {:?} of shape {:?} ({expected} values), the feed has {len} \
+                     {dtype:?} values",
+                    slot.describe(var),
+                    slot.dtype,
+                    slot.shape
                 ),
             ));
         }
+        if let (Feed::U32(_, data), Some(bound)) = (feed, slot.index_bound) {
+            check_indices(data, bound, &slot.describe(var))?;
+        }
+        Ok(Some(slot))
+    }
+
+    /// Writes a checked feed into its input's buffer.
+    fn write(&self, feed: &Feed, slot: &Slot) -> Result<()> {
         match (feed, &slot.storage) {
             (Feed::F32(_, data), Some(Operand::F32(t))) => self.gpu.write(t.buffer(), data),
-            (Feed::U32(_, data), Some(Operand::U32(i))) => {
-                if let Some(bound) = slot.index_bound {
-                    check_indices(data, bound)?;
-                }
-                for (_, grouping) in self.groupings.iter().filter(|(v, _)| *v == var) {
+            (Feed::U32(var, data), Some(Operand::U32(i))) => {
+                for (_, grouping) in self.groupings.iter().filter(|(v, _)| v == var) {
                     grouping.update(data)?;
                 }
                 self.gpu.write(i.buffer(), data)
@@ -516,35 +655,90 @@ impl Plan {
         Ok(())
     }
 
+    /// The input or parameter called `name`, to feed or read by name.
+    pub fn value(&self, name: &str) -> Result<Var> {
+        let named = self
+            .values
+            .iter()
+            .filter_map(|(&var, slot)| match &slot.role {
+                Role::Input { name, .. } | Role::Parameter { name } => Some((var, name)),
+                Role::Computed => None,
+            })
+            .chain(self.pruned_inputs.iter().map(|(&var, name)| (var, name)));
+        let mut known = Vec::new();
+        for (var, candidate) in named {
+            if candidate == name {
+                return Ok(var);
+            }
+            known.push(candidate.as_str());
+        }
+        known.sort_unstable();
+        Err(Error::invalid(
+            "plan",
+            format!(
+                "no input or parameter is called {name:?}; the plan has {}",
+                known.join(", ")
+            ),
+        ))
+    }
+
     /// Downloads a persistent value: a leaf or one of the outputs given to compile.
     pub fn read(&self, var: Var) -> Result<Vec<f32>> {
         self.tensor(var)?.to_vec()
     }
 
+    /// [`Plan::read`] with the value's shape.
+    pub fn fetch(&self, var: Var) -> Result<HostTensor<f32>> {
+        let tensor = self.tensor(var)?;
+        Ok(HostTensor {
+            shape: tensor.shape().to_vec(),
+            data: tensor.to_vec()?,
+        })
+    }
+
     /// Downloads a u32 value: an input, or a computed one such as argmax positions (every
     /// u32 value keeps its own buffer, so any the plan computes can be read).
     pub fn read_indices(&self, var: Var) -> Result<Vec<u32>> {
-        match self.values.get(&var).and_then(|slot| slot.storage.as_ref()) {
-            Some(Operand::U32(indices)) => indices.to_vec(),
+        Ok(self.fetch_indices(var)?.data)
+    }
+
+    /// [`Plan::read_indices`] with the value's shape.
+    pub fn fetch_indices(&self, var: Var) -> Result<HostTensor<u32>> {
+        self.check("read", var)?;
+        match self.values.get(&var).map(|slot| (slot, &slot.storage)) {
+            Some((slot, Some(Operand::U32(indices)))) => Ok(HostTensor {
+                shape: slot.shape.clone(),
+                data: indices.to_vec()?,
+            }),
             _ => Err(Error::invalid(
-                "plan",
-                format!("value {} is not a u32 value of this plan", var.0),
+                "read",
+                format!("{} is not a u32 value of this plan", self.describe(var)),
             )),
         }
     }
 
     /// The GPU tensor of a persistent f32 value (a parameter, a requested output).
     pub fn tensor(&self, var: Var) -> Result<&Tensor> {
+        self.check("read", var)?;
         match self.values.get(&var).and_then(|slot| slot.storage.as_ref()) {
             Some(Operand::F32(t)) => Ok(t),
             _ => Err(Error::invalid(
-                "plan",
+                "read",
                 format!(
-                    "value {} has no buffer of its own: only leaves and the outputs given \
-                     to compile can be read",
-                    var.0
+                    "{} has no buffer of its own: only leaves and the outputs given to \
+                     compile can be read (name it among compile's outputs)",
+                    self.describe(var)
                 ),
             )),
+        }
+    }
+
+    /// A value of this plan's graph in messages, named where it has a name.
+    fn describe(&self, var: Var) -> String {
+        match (self.values.get(&var), self.pruned_inputs.get(&var)) {
+            (Some(slot), _) => slot.describe(var),
+            (None, Some(name)) => format!("{name:?} (value {}, pruned by compile)", var.index),
+            (None, None) => format!("value {}", var.index),
         }
     }
 
@@ -553,8 +747,8 @@ impl Plan {
         let mut parameters: Vec<(Var, &str, &Tensor)> = self
             .values
             .iter()
-            .filter_map(|(&var, slot)| match (&slot.parameter, &slot.storage) {
-                (Some(name), Some(Operand::F32(t))) => Some((var, name.as_str(), t)),
+            .filter_map(|(&var, slot)| match (&slot.role, &slot.storage) {
+                (Role::Parameter { name }, Some(Operand::F32(t))) => Some((var, name.as_str(), t)),
                 _ => None,
             })
             .collect();
@@ -603,7 +797,7 @@ impl Plan {
 
 /// Every index below `bound.bound` or equal to the ignore value; else an error naming the
 /// first that is not.
-fn check_indices(data: &[u32], bound: IndexBound) -> Result<()> {
+fn check_indices(data: &[u32], bound: IndexBound, input: &str) -> Result<()> {
     match data
         .iter()
         .position(|&v| v >= bound.bound && Some(v) != bound.ignore)
@@ -612,7 +806,8 @@ fn check_indices(data: &[u32], bound: IndexBound) -> Result<()> {
         Some(position) => Err(Error::invalid(
             "run",
             format!(
-                "index {} at position {position} is out of range: expected below {}{}",
+                "input {input}: index {} at position {position} is out of range: expected \
+                 below {}{}",
                 data[position],
                 bound.bound,
                 bound

@@ -42,10 +42,14 @@ impl Graph {
     /// [`Graph::attention`] with every option of the attention kernels (see
     /// [`AttentionSpec`]). The mask has no gradient: it must not depend on a parameter.
     pub fn attention_with(&mut self, q: Var, k: Var, v: Var, spec: &AttentionSpec) -> Result<Var> {
+        let mut given = vec![q, k, v];
+        given.extend(spec.key_lengths);
+        given.extend(spec.mask.map(|(_, mask)| mask));
+        self.check_each("attention", &given)?;
         let mut inputs = vec![q, k, v];
         inputs.extend(spec.key_lengths);
         if let Some((_, mask)) = spec.mask {
-            if self.values[mask.0].needs_grad {
+            if self.values[mask.index].needs_grad {
                 return Err(Error::invalid(
                     "attention",
                     format!(

@@ -18,6 +18,7 @@ use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shape
 impl Graph {
     /// Repeats `x` along its size-1 axes to `shape` (numpy broadcasting).
     pub fn broadcast_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        self.check("broadcast_to", x)?;
         if self.shape(x) == shape {
             return Ok(x);
         }
@@ -31,6 +32,7 @@ impl Graph {
 
     /// The same values with another shape of as many elements (no copy).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        self.check("reshape", x)?;
         if self.shape(x) == shape {
             return Ok(x);
         }
@@ -54,6 +56,7 @@ impl Graph {
 
     /// Swaps the last two axes.
     pub fn transpose(&mut self, x: Var) -> Result<Var> {
+        self.check("transpose", x)?;
         let rank = self.shape(x).len();
         if rank < 2 {
             return Err(Error::invalid(
@@ -68,6 +71,7 @@ impl Graph {
 
     /// Entries `start..end` of `axis` (negative values count from the end, as in Python).
     pub fn slice(&mut self, x: Var, axis: isize, start: isize, end: isize) -> Result<Var> {
+        self.check("slice", x)?;
         let (axis, start, end) =
             crate::kernels::copy::resolve_slice("slice", self.shape(x), axis, start, end)?;
         if start == 0 && end == self.shape(x)[axis] {
@@ -78,6 +82,7 @@ impl Graph {
 
     /// The values one after another along `axis` (negative counts from the end).
     pub fn concat(&mut self, parts: &[Var], axis: isize) -> Result<Var> {
+        self.check_each("concat", parts)?;
         let Some(&first) = parts.first() else {
             return Err(Error::invalid("concat", "needs at least one value"));
         };

@@ -15,6 +15,7 @@ impl Graph {
     /// \[dim\] (the gather on axis 0). Fed ids are checked against the vocabulary before they
     /// reach the GPU.
     pub fn embedding(&mut self, table: Var, ids: Var) -> Result<Var> {
+        self.check_each("embedding", &[table, ids])?;
         if self.shape(table).len() != 2 {
             return Err(mismatch(
                 "embedding",
@@ -32,16 +33,17 @@ impl Graph {
     /// reach the GPU. The gradient sums into each entry the gradients of the positions that
     /// picked it, in a fixed order (the same bits every run).
     pub fn gather(&mut self, x: Var, axis: isize, indices: Var) -> Result<Var> {
+        self.check_each("gather", &[x, indices])?;
         let axis = crate::tensor::resolve_axis("gather", axis, self.shape(x).len())?;
         let out = self.push_one(Op::Gather { axis }, &[x, indices])?;
         let axis_len = self.shape(x)[axis] as u32;
         // Indices that serve several lookups must suit the shortest axis, and no gather
         // admits an ignore value.
-        let bound = match self.values[indices.0].index_bound {
+        let bound = match self.values[indices.index].index_bound {
             Some(earlier) => earlier.bound.min(axis_len),
             None => axis_len,
         };
-        self.values[indices.0].index_bound = Some(IndexBound {
+        self.values[indices.index].index_bound = Some(IndexBound {
             bound,
             ignore: None,
         });

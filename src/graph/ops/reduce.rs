@@ -13,6 +13,7 @@ use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Re
 impl Graph {
     /// Sum, max or mean over `axis` (negative counts from the end).
     pub fn reduce(&mut self, x: Var, op: Reduce, axis: isize, keep_dim: bool) -> Result<Var> {
+        self.check("reduce", x)?;
         let axis = crate::tensor::resolve_axis("reduce", axis, self.shape(x).len())?;
         self.push_one(Op::Reduce { op, axis, keep_dim }, &[x])
     }
@@ -27,8 +28,25 @@ impl Graph {
         self.reduce(x, Reduce::Mean, axis, keep_dim)
     }
 
+    /// The sum of every element of `x`: a single value of shape `[]`.
+    pub fn sum_all(&mut self, x: Var) -> Result<Var> {
+        self.check("sum_all", x)?;
+        let count = self.shape(x).iter().product::<usize>();
+        let flat = self.reshape(x, &[count])?;
+        self.sum(flat, 0, false)
+    }
+
+    /// The mean of every element of `x`: a single value of shape `[]`.
+    pub fn mean_all(&mut self, x: Var) -> Result<Var> {
+        self.check("mean_all", x)?;
+        let count = self.shape(x).iter().product::<usize>();
+        let flat = self.reshape(x, &[count])?;
+        self.mean(flat, 0, false)
+    }
+
     /// Sums `x` down to `shape`, the inverse of broadcasting it from `shape`.
     pub fn sum_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        self.check("sum_to", x)?;
         if self.shape(x) == shape {
             return Ok(x);
         }

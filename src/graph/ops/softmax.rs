@@ -24,7 +24,7 @@ impl Graph {
     pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
         let outputs = self.push(Op::CrossEntropy { ignore }, &[logits, targets])?;
         let classes = self.shape(logits)[1] as u32;
-        self.values[targets.0].index_bound = Some(IndexBound {
+        self.values[targets.index].index_bound = Some(IndexBound {
             bound: classes,
             ignore,
         });

@@ -1,0 +1,205 @@
+//! The plan's checked runtime and the graph's gradients: every input the plan reads is fed
+//! each run, a pruned input may be fed, values of another graph are refused naming both
+//! graphs, feeds and reads name inputs by name, reads come with their shapes; gradients
+//! reach differentiable inputs, and `backward_from` takes a seed for any output.
+
+mod common;
+
+use common::gpu;
+use shadergrad::graph::{Feed, Graph, HostTensor};
+
+/// y = x·w + b over `[2, 3]` inputs, with an unused input `"extra"` that compile prunes.
+fn model() -> (Graph, [shadergrad::graph::Var; 5]) {
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 3]);
+    let extra = g.input("extra", &[4]);
+    let labels = g.input_indices("labels", &[2]);
+    let w = g
+        .parameter("w", &[3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+        .unwrap();
+    let y = g.matmul(x, w).unwrap();
+    let loss = g.cross_entropy(y, labels, None).unwrap();
+    (g, [x, extra, labels, y, loss])
+}
+
+#[test]
+fn an_input_the_plan_reads_but_a_run_does_not_feed_is_an_error_naming_it() {
+    let (g, [x, _, labels, y, loss]) = model();
+    let mut plan = g.compile(&[y, loss]).unwrap();
+    let xs = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let message = plan.run(&[Feed::f32(x, &xs)], &[]).unwrap_err().to_string();
+    assert!(
+        message.contains("\"labels\"") && message.contains("does not feed it"),
+        "{message}"
+    );
+    // The next run feeds both; a second run must feed them again, not reuse the last feed.
+    plan.run(&[Feed::f32(x, &xs), Feed::u32(labels, &[0, 1])], &[])
+        .unwrap();
+    assert!(plan.run(&[Feed::u32(labels, &[0, 1])], &[]).is_err());
+}
+
+#[test]
+fn a_pruned_input_may_be_fed_and_is_ignored() {
+    let (g, [x, extra, labels, y, _]) = model();
+    // Only y is asked for: labels and extra are pruned, x is read.
+    let mut plan = g.compile(&[y]).unwrap();
+    plan.run(
+        &[
+            Feed::f32(x, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            Feed::f32(extra, &[0.0; 4]),
+            Feed::u32(labels, &[0, 1]),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.fetch(y).unwrap(),
+        HostTensor {
+            shape: vec![2, 2],
+            data: vec![4.0, 5.0, 10.0, 11.0]
+        }
+    );
+}
+
+#[test]
+fn values_of_another_graph_are_refused_naming_both_graphs() {
+    let (mut g, [x, _, _, y, _]) = model();
+    let (other, [other_x, ..]) = model();
+    // A value of another graph given to a builder, to compile, to a run and to a read.
+    let message = g.relu(other_x).unwrap_err().to_string();
+    assert!(
+        message.contains(&other.id().to_string()) && message.contains(&g.id().to_string()),
+        "{message}"
+    );
+    assert!(g.compile(&[other_x]).is_err());
+    let mut plan = g.compile(&[y]).unwrap();
+    let xs = [0.0; 6];
+    let message = plan
+        .run(&[Feed::f32(other_x, &xs)], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("a plan of"), "{message}");
+    assert!(plan.read(other_x).is_err());
+    // Its own value still works.
+    plan.run(&[Feed::f32(x, &xs)], &[]).unwrap();
+}
+
+#[test]
+fn feeds_and_reads_name_the_input_and_reads_by_name_find_it() {
+    let (g, [x, extra, labels, y, loss]) = model();
+    let mut plan = g.compile(&[y, loss]).unwrap();
+    assert_eq!(plan.value("x").unwrap(), x);
+    assert_eq!(plan.value("extra").unwrap(), extra);
+    let message = plan.value("z").unwrap_err().to_string();
+    assert!(
+        message.contains("\"z\"") && message.contains("labels"),
+        "{message}"
+    );
+
+    let message = plan
+        .run(&[Feed::f32(x, &[1.0; 5]), Feed::u32(labels, &[0, 1])], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"x\"") && message.contains("[2, 3]") && message.contains("5"),
+        "{message}"
+    );
+    let message = plan
+        .run(&[Feed::f32(x, &[1.0; 6]), Feed::u32(labels, &[0, 7])], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"labels\"") && message.contains("7"),
+        "{message}"
+    );
+    let message = plan
+        .run(
+            &[
+                Feed::f32(x, &[1.0; 6]),
+                Feed::f32(x, &[1.0; 6]),
+                Feed::u32(labels, &[0, 1]),
+            ],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("fed twice"), "{message}");
+    // A value that is no input cannot be fed; one that was not kept cannot be read.
+    assert!(plan.run(&[Feed::f32(y, &[0.0; 4])], &[]).is_err());
+    plan.run(&[Feed::f32(x, &[1.0; 6]), Feed::u32(labels, &[0, 1])], &[])
+        .unwrap();
+    assert_eq!(plan.fetch_indices(labels).unwrap().shape, vec![2]);
+    assert_eq!(plan.fetch(loss).unwrap().shape, Vec::<usize>::new());
+}
+
+/// y = x·w with x a differentiable input, seeded with dy from outside the graph: the
+/// vector-Jacobian products dx = dy·wᵀ and dw = xᵀ·dy, fed a new seed each run.
+#[test]
+fn backward_from_a_seed_gives_the_gradients_of_inputs_and_parameters() {
+    let mut g = Graph::new(gpu());
+    let x = g.differentiable_input("x", &[2, 3]);
+    let w_init = vec![1.0, -2.0, 0.5, 3.0, -1.0, 0.25];
+    let w = g.parameter("w", &[3, 2], w_init.clone()).unwrap();
+    let y = g.matmul(x, w).unwrap();
+    let dy = g.input("dy", &[2, 2]);
+    let grads = g.backward_from(y, dy).unwrap();
+    let (dx, dw) = (grads.of(x).unwrap(), grads.of(w).unwrap());
+    let mut plan = g.compile(&[y, dx, dw]).unwrap();
+    let xs = [1.0f32, 2.0, 3.0, -1.0, 0.5, 2.0];
+    for seed in [[1.0f32, 0.0, 0.0, 0.0], [0.5, -1.0, 2.0, 0.25]] {
+        plan.run(&[Feed::f32(x, &xs), Feed::f32(dy, &seed)], &[])
+            .unwrap();
+        let mut want_dx = [0.0f32; 6];
+        let mut want_dw = [0.0f32; 6];
+        for i in 0..2 {
+            for j in 0..2 {
+                for k in 0..3 {
+                    want_dx[i * 3 + k] += seed[i * 2 + j] * w_init[k * 2 + j];
+                    want_dw[k * 2 + j] += xs[i * 3 + k] * seed[i * 2 + j];
+                }
+            }
+        }
+        let close = |got: &[f32], want: &[f32]| {
+            got.iter()
+                .zip(want)
+                .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs()))
+        };
+        let (got_dx, got_dw) = (plan.read(dx).unwrap(), plan.read(dw).unwrap());
+        assert!(close(&got_dx, &want_dx), "{got_dx:?} vs {want_dx:?}");
+        assert!(close(&got_dw, &want_dw), "{got_dw:?} vs {want_dw:?}");
+    }
+    // A seed of another shape, or a plain (non-differentiable) input, is an error.
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 3]);
+    let doubled = g.scale(x, 2.0).unwrap();
+    let wrong = g.input("dy", &[3, 2]);
+    let message = g.backward_from(doubled, wrong).unwrap_err().to_string();
+    assert!(
+        message.contains("[2, 3]") && message.contains("[3, 2]"),
+        "{message}"
+    );
+    let seed = g.input("seed", &[2, 3]);
+    assert!(g.backward_from(doubled, seed).is_err());
+}
+
+#[test]
+fn sum_all_and_mean_all_reduce_every_axis_to_one_value() {
+    let mut g = Graph::new(gpu());
+    let x = g.differentiable_input("x", &[2, 3, 2]);
+    let total = g.sum_all(x).unwrap();
+    let mean = g.mean_all(x).unwrap();
+    assert_eq!(g.shape(total), &[] as &[usize]);
+    let grads = g.backward(mean).unwrap();
+    let dx = grads.of(x).unwrap();
+    let mut plan = g.compile(&[total, mean, dx]).unwrap();
+    let xs: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+    plan.run(&[Feed::f32(x, &xs)], &[]).unwrap();
+    assert_eq!(plan.read(total).unwrap(), [78.0]);
+    assert_eq!(plan.read(mean).unwrap(), [6.5]);
+    assert_eq!(plan.fetch(dx).unwrap().shape, vec![2, 3, 2]);
+    assert!(plan
+        .read(dx)
+        .unwrap()
+        .iter()
+        .all(|&d| (d - 1.0 / 12.0).abs() < 1e-7));
+}
