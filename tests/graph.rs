@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
-use shadergrad::graph::{AttentionSpec, Feed, Graph, Var};
+use shadergrad::graph::{AttentionSpec, Feed, GemmSpec, Graph, Var};
 use shadergrad::kernels::attention::{
     attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings, CpuMask, MaskKind,
 };
@@ -160,7 +160,17 @@ fn matmul_backward_for_every_transpose_and_bias() {
                 &format!("matmul ta={ta} tb={tb} relu={relu}"),
                 &[&a_shape, &b_shape, &[n]],
                 |g, p| {
-                    let product = g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap();
+                    let product = g
+                        .gemm(
+                            p[0],
+                            p[1],
+                            GemmSpec {
+                                transpose_a: ta,
+                                transpose_b: tb,
+                                bias: Some(p[2]),
+                            },
+                        )
+                        .unwrap();
                     if relu {
                         g.relu(product).unwrap()
                     } else {
@@ -185,7 +195,7 @@ fn a_relu_between_two_matmuls_has_the_gradient_of_the_unfused_ops() {
         "x·W1 + b1, relu, ·W2",
         &[&[rows, inner], &[inner, hidden], &[hidden], &[hidden, cols]],
         |g, p| {
-            let product = g.gemm(p[0], p[1], false, false, Some(p[2])).unwrap();
+            let product = g.gemm(p[0], p[1], GemmSpec::new().bias(p[2])).unwrap();
             let h = g.relu(product).unwrap();
             g.matmul(h, p[3]).unwrap()
         },
@@ -216,7 +226,7 @@ fn compile_fuses_each_relu_and_relu_gradient_into_the_matmul_it_alone_reads() {
     let w2 = g
         .parameter("w2", &[hidden, cols], rng.vec(hidden * cols, -1.0, 1.0))
         .unwrap();
-    let product = g.gemm(x, w1, false, false, Some(b1)).unwrap();
+    let product = g.gemm(x, w1, GemmSpec::new().bias(b1)).unwrap();
     let h = g.relu(product).unwrap();
     let y = g.matmul(h, w2).unwrap();
     let flat = g.reshape(y, &[rows * cols]).unwrap();
@@ -460,13 +470,50 @@ fn softmax_ref(row: &[f64]) -> Vec<f64> {
     e.iter().map(|v| v / s).collect()
 }
 
+/// Softmax along an axis other than the last (moved there and back by permutes): [2, 3, 4]
+/// along axis 1, each of the 2·4 columns of 3 normalised.
+#[test]
+fn softmax_along_a_middle_axis_and_its_backward() {
+    for log in [false, true] {
+        check_op(
+            &format!("softmax along axis 1, log={log}"),
+            &[&[2, 3, 4]],
+            |g, p| {
+                if log {
+                    g.log_softmax(p[0], 1).unwrap()
+                } else {
+                    g.softmax(p[0], -2).unwrap()
+                }
+            },
+            |x| {
+                let mut out = vec![0.0; 24];
+                for b in 0..2 {
+                    for j in 0..4 {
+                        let column: Vec<f64> = (0..3).map(|i| x[0][b * 12 + i * 4 + j]).collect();
+                        for (i, v) in softmax_ref(&column).into_iter().enumerate() {
+                            out[b * 12 + i * 4 + j] = if log { v.ln() } else { v };
+                        }
+                    }
+                }
+                out
+            },
+        );
+    }
+}
+
 #[test]
 fn softmax_and_cross_entropy_backward() {
     for log in [false, true] {
         check_op(
             &format!("softmax log={log}"),
             &[&[3, 5]],
-            |g, p| g.softmax(p[0], log).unwrap(),
+            |g, p| {
+                if log {
+                    g.log_softmax(p[0], -1).unwrap()
+                } else {
+                    g.softmax(p[0], -1).unwrap()
+                }
+            },
             |x| {
                 x[0].chunks(5)
                     .flat_map(|r| {
@@ -582,7 +629,7 @@ fn mlp(
         let b = g
             .parameter(&format!("b{layer}"), &[fan_out], vec![0.0; fan_out])
             .unwrap();
-        let z = g.gemm(h, w, false, false, Some(b)).unwrap();
+        let z = g.gemm(h, w, GemmSpec::new().bias(b)).unwrap();
         h = if layer == hidden {
             z
         } else {
@@ -1331,7 +1378,7 @@ fn a_text_cnn_compiles_and_its_loss_falls_with_plain_sgd() {
         .unwrap();
     let activated = g.relu(windows).unwrap();
     let pooled = g.max_over_time(activated).unwrap();
-    let logits = g.gemm(pooled, out_w, false, false, Some(out_b)).unwrap();
+    let logits = g.gemm(pooled, out_w, GemmSpec::new().bias(out_b)).unwrap();
     let loss = g.cross_entropy(logits, targets, None).unwrap();
     let params = g.backward(loss).unwrap().parameters();
     assert_eq!(params.len(), 5, "every parameter gets a gradient");
@@ -1384,7 +1431,18 @@ fn batched_matmul_backward_with_shared_operands() {
             check_op(
                 &format!("batched matmul a_shared={a_shared} b_shared={b_shared} ta={ta} tb={tb}"),
                 &[&a_shape, &b_shape, &[n]],
-                |g, p| g.gemm(p[0], p[1], ta, tb, Some(p[2])).unwrap(),
+                |g, p| {
+                    g.gemm(
+                        p[0],
+                        p[1],
+                        GemmSpec {
+                            transpose_a: ta,
+                            transpose_b: tb,
+                            bias: Some(p[2]),
+                        },
+                    )
+                    .unwrap()
+                },
                 |x| {
                     // Batch i's matrix of an operand: the shared one, or its i-th slice.
                     let slice = |x: &[f64], shared: bool, i: usize| {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use shadergrad::gpu::{enumerate_adapters, instance, select_adapter};
-use shadergrad::graph::{Feed, Graph};
+use shadergrad::graph::{Feed, GemmSpec, Graph};
 use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::{AdapterSelector, Gpu, Tensor};
 
@@ -52,7 +52,7 @@ fn kernels_and_a_training_step_run_on_the_hosts_device_and_its_handlers_stay_its
     let target = g.input("y", &[4, 1]);
     let weight = g.parameter("w", &[1, 1], vec![0.0]).unwrap();
     let bias = g.parameter("b", &[1], vec![0.0]).unwrap();
-    let prediction = g.gemm(input, weight, false, false, Some(bias)).unwrap();
+    let prediction = g.gemm(input, weight, GemmSpec::new().bias(bias)).unwrap();
     let error = g.sub(prediction, target).unwrap();
     let squared = g.mul(error, error).unwrap();
     let loss = g.mean(squared, 0, false).unwrap();

@@ -35,7 +35,9 @@ mod ops;
 mod plan;
 
 pub use autodiff::Gradients;
-pub use ops::{AttentionSpec, ConvLayout, MatMulFusion, Op, RecurrentOutput, RecurrentSpec};
+pub use ops::{
+    AttentionSpec, ConvLayout, GemmSpec, MatMulFusion, Op, RecurrentOutput, RecurrentSpec,
+};
 pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -232,7 +232,7 @@ impl CharLmModel {
         bind_states(&mut bindings, &initial, &states);
         let mut p = Binder::new(&mut self.parameters);
         let (logits, finals) = model.logits(&mut g, &mut p, token, &initial)?;
-        let log_probs = g.softmax(logits, true)?;
+        let log_probs = g.log_softmax(logits, -1)?;
         bindings.extend(p.bindings(None)?);
         bind_states(&mut bindings, &finals, &states);
         let plan = compile_bound(&g, &[log_probs], &bindings)?;

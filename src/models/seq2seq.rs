@@ -478,7 +478,7 @@ impl Seq2SeqModel {
         let mut p = Binder::new(&mut self.parameters);
         let (top, finals) = model.decode(&mut g, &mut p, step_tokens, &initial)?;
         let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths, step_key_mask)?;
-        let log_probs = g.softmax(logits, true)?;
+        let log_probs = g.log_softmax(logits, -1)?;
         bindings.extend(p.bindings(None)?);
         bind_states(&mut bindings, &finals, &states);
         let step = compile_bound(&g, &[log_probs], &bindings)?;
@@ -537,7 +537,7 @@ impl Seq2SeqModel {
         let memory = g.input("memory", &memory_shape);
         let mut p = Binder::new(&mut self.parameters);
         let logits = model.logits(&mut g, &mut p, step_prefixes, memory, step_lengths)?;
-        let log_probs = g.softmax(logits, true)?;
+        let log_probs = g.log_softmax(logits, -1)?;
         let mut bindings = p.bindings(None)?;
         bindings.push((memory, memory_tensor));
         let step = compile_bound(&g, &[log_probs], &bindings)?;

@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Var};
+use crate::graph::{GemmSpec, Graph, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::seq2seq::{RecurrentLayer, State, MAX_COUNTED_LAYERS};
@@ -197,7 +197,7 @@ impl CharLm<'_> {
             bound,
         )?;
         let b = p.parameter(g, "output.bias", &[config.vocab_size], bound)?;
-        let logits = g.gemm(rows, w, false, false, Some(b))?;
+        let logits = g.gemm(rows, w, GemmSpec::new().bias(b))?;
         Ok((logits, finals))
     }
 }

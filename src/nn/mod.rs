@@ -23,7 +23,7 @@ pub mod transformer;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Var};
+use crate::graph::{GemmSpec, Graph, Var};
 use crate::kernels::elementwise::Unary;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::rng::Rng;
@@ -204,7 +204,7 @@ impl Linear {
     /// Adds `x · weight + bias` to `g`: for `x` of shape `[batch, fan_in]`, the result is
     /// `[batch, fan_out]`.
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
-        g.gemm(x, self.weight, false, false, Some(self.bias))
+        g.gemm(x, self.weight, GemmSpec::new().bias(self.bias))
     }
 }
 

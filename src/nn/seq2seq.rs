@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, RecurrentSpec, Var};
+use crate::graph::{GemmSpec, Graph, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
@@ -408,7 +408,7 @@ impl RecurrentLayer {
         )?;
         let rb = p.parameter(g, &format!("{name}.recurrent.bias"), &[gated], bound)?;
         let rows = g.reshape(x, &[steps * batch, input])?;
-        let gx = g.gemm(rows, wx, false, false, Some(bx))?;
+        let gx = g.gemm(rows, wx, GemmSpec::new().bias(bx))?;
         let gx = g.reshape(gx, &[steps, batch, gated])?;
         let spec = RecurrentSpec {
             kind: cell,
@@ -576,7 +576,7 @@ impl Seq2Seq {
                 bound,
             )?;
             let both = g.concat(&[a, b], 1)?;
-            g.gemm(both, w, false, false, Some(bias))
+            g.gemm(both, w, GemmSpec::new().bias(bias))
         };
         let h = project(g, "h", forward.h, backward.h)?;
         let h = g.tanh(h)?;
@@ -666,7 +666,7 @@ impl Seq2Seq {
                 let scores = g.matmul(both, v)?;
                 let scores = g.reshape(scores, &[batch, steps, source_steps])?;
                 let scores = g.add(scores, key_mask)?;
-                let weights = g.softmax(scores, false)?;
+                let weights = g.softmax(scores, -1)?;
                 let context = g.matmul(weights, values)?;
                 Some(g.reshape(context, &[batch * steps, width])?)
             }
@@ -683,13 +683,13 @@ impl Seq2Seq {
                     bound,
                 )?;
                 let b = p.parameter(g, "attention.combine.bias", &[hidden], bound)?;
-                let combined = g.gemm(both, w, false, false, Some(b))?;
+                let combined = g.gemm(both, w, GemmSpec::new().bias(b))?;
                 g.tanh(combined)?
             }
         };
         let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
         let w = p.parameter(g, "output.weight", &[hidden, self.vocab_size], bound)?;
         let b = p.parameter(g, "output.bias", &[self.vocab_size], bound)?;
-        g.gemm(features, w, false, false, Some(b))
+        g.gemm(features, w, GemmSpec::new().bias(b))
     }
 }

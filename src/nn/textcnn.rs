@@ -16,7 +16,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Var};
+use crate::graph::{GemmSpec, Graph, Var};
 use crate::kernels::conv::Conv1d;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::shared::{Binder, Start};
@@ -208,7 +208,7 @@ impl TextCnn<'_> {
         let bound = Start::Uniform(1.0 / (fan_in as f32).sqrt());
         let weight = p.parameter(g, "output.weight", &[fan_in, config.classes], bound)?;
         let bias = p.parameter(g, "output.bias", &[config.classes], bound)?;
-        g.gemm(features, weight, false, false, Some(bias))
+        g.gemm(features, weight, GemmSpec::new().bias(bias))
     }
 }
 

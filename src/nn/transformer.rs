@@ -17,7 +17,7 @@
 //! batch-major, `[B·T, d]` rows between blocks.
 
 use crate::error::{Error, Result};
-use crate::graph::{Graph, Var};
+use crate::graph::{GemmSpec, Graph, Var};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
 use crate::nn::shared::{Binder, Start};
 
@@ -159,7 +159,7 @@ impl Transformer {
         let bound = Start::Uniform(1.0 / (inputs as f32).sqrt());
         let w = p.parameter(g, &format!("{name}.weight"), &[inputs, outputs], bound)?;
         let b = p.parameter(g, &format!("{name}.bias"), &[outputs], bound)?;
-        g.gemm(x, w, false, false, Some(b))
+        g.gemm(x, w, GemmSpec::new().bias(b))
     }
 
     fn norm(&self, g: &mut Graph, p: &mut Binder, name: &str, x: Var) -> Result<Var> {

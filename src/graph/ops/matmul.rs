@@ -13,30 +13,75 @@ impl Graph {
     /// a·b for a [batch…, M, K] and b [batch…, K, N]: the same batch axes, or a matrix
     /// (rank 2) on either side shared by every batch of the other.
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
-        self.gemm(a, b, false, false, None)
+        self.gemm(a, b, GemmSpec::new())
     }
 
     /// op(a)·op(b) + bias, batched as [`Graph::matmul`], with op a transpose of the last two
-    /// axes where asked and bias a row vector of N.
-    pub fn gemm(
-        &mut self,
-        a: Var,
-        b: Var,
-        trans_a: bool,
-        trans_b: bool,
-        bias: Option<Var>,
-    ) -> Result<Var> {
+    /// axes where `spec` asks and bias a row vector of N:
+    /// `g.gemm(x, w, GemmSpec::new().transpose_b().bias(b))` is x·wᵀ + b.
+    pub fn gemm(&mut self, a: Var, b: Var, spec: GemmSpec) -> Result<Var> {
         let mut inputs = vec![a, b];
-        inputs.extend(bias);
+        inputs.extend(spec.bias);
         self.push_one(
             Op::MatMul {
-                trans_a,
-                trans_b,
-                bias: bias.is_some(),
+                trans_a: spec.transpose_a,
+                trans_b: spec.transpose_b,
+                bias: spec.bias.is_some(),
                 fused: MatMulFusion::Plain,
             },
             &inputs,
         )
+    }
+}
+
+/// How [`Graph::gemm`] reads its operands and what it adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GemmSpec {
+    /// Read a with its last two axes swapped.
+    pub transpose_a: bool,
+    /// Read b with its last two axes swapped.
+    pub transpose_b: bool,
+    /// A row vector of N added to every row of the product.
+    pub bias: Option<Var>,
+}
+
+impl GemmSpec {
+    /// a·b as given, no bias.
+    pub fn new() -> Self {
+        GemmSpec::default()
+    }
+
+    /// Reads a transposed (its last two axes swapped).
+    pub fn transpose_a(self) -> Self {
+        GemmSpec {
+            transpose_a: true,
+            ..self
+        }
+    }
+
+    /// Reads b transposed (its last two axes swapped).
+    pub fn transpose_b(self) -> Self {
+        GemmSpec {
+            transpose_b: true,
+            ..self
+        }
+    }
+
+    /// Adds `bias`, a row vector of N, to every row.
+    pub fn bias(self, bias: Var) -> Self {
+        GemmSpec {
+            bias: Some(bias),
+            ..self
+        }
+    }
+}
+
+/// The spec of a product whose transposes the backward rule computes.
+fn transposes(transpose_a: bool, transpose_b: bool) -> GemmSpec {
+    GemmSpec {
+        transpose_a,
+        transpose_b,
+        bias: None,
     }
 }
 
@@ -156,21 +201,21 @@ pub(super) fn backward_matmul(
         (a, dy)
     };
     let da = if trans_a {
-        g.gemm(b, dy, trans_b, true, None)?
+        g.gemm(b, dy, transposes(trans_b, true))?
     } else if !trans_b && g.gpu().is_cpu_like() && !multiplies_by_transposed_in_place(g, dy, b) {
         // dy·Bᵀ with B transposed once by a copy: the blocked kernels of a CPU adapter
         // multiply by a row-major B several times faster than by a transposed one (strided
         // loads across lanes), far more than the copy costs. The subgroup kernel reads a
         // transposed B as fast.
         let b_t = g.transpose(b)?;
-        g.gemm(dy, b_t, false, false, None)?
+        g.gemm(dy, b_t, GemmSpec::new())?
     } else {
-        g.gemm(dy, b, false, !trans_b, None)?
+        g.gemm(dy, b, transposes(false, !trans_b))?
     };
     let db = if trans_b {
-        g.gemm(dy_rows, a_rows, true, trans_a, None)?
+        g.gemm(dy_rows, a_rows, transposes(true, trans_a))?
     } else {
-        g.gemm(a_rows, dy_rows, !trans_a, false, None)?
+        g.gemm(a_rows, dy_rows, transposes(!trans_a, false))?
     };
     let da = if a_shared { sum_batches(g, da)? } else { da };
     let db = if b_shared && trans_a {

@@ -55,7 +55,7 @@ mod softmax;
 
 pub use attention::AttentionSpec;
 pub use conv::ConvLayout;
-pub use matmul::MatMulFusion;
+pub use matmul::{GemmSpec, MatMulFusion};
 pub use recurrent::{RecurrentOutput, RecurrentSpec};
 
 use crate::error::{Error, Result};

@@ -13,9 +13,34 @@ use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shape
 
 // The builders: the public `Graph` calls that add this family's ops.
 impl Graph {
-    /// Softmax (or log-softmax) along the last axis.
-    pub fn softmax(&mut self, x: Var, log: bool) -> Result<Var> {
-        self.push_one(Op::Softmax { log }, &[x])
+    /// Softmax along `axis` (negative counts from the end; PyTorch's `softmax(x, dim)`).
+    pub fn softmax(&mut self, x: Var, axis: isize) -> Result<Var> {
+        self.softmax_along(x, axis, false)
+    }
+
+    /// Log-softmax along `axis` (negative counts from the end): x − logsumexp(x), computed
+    /// without overflow.
+    pub fn log_softmax(&mut self, x: Var, axis: isize) -> Result<Var> {
+        self.softmax_along(x, axis, true)
+    }
+
+    /// The kernel normalises the last axis; another axis is moved there and back.
+    fn softmax_along(&mut self, x: Var, axis: isize, log: bool) -> Result<Var> {
+        self.check("softmax", x)?;
+        let rank = self.shape(x).len();
+        let axis = crate::tensor::resolve_axis("softmax", axis, rank)?;
+        if axis + 1 == rank {
+            return self.push_one(Op::Softmax { log }, &[x]);
+        }
+        let mut perm: Vec<usize> = (0..rank).filter(|&i| i != axis).collect();
+        perm.push(axis);
+        let moved = self.permute(x, &perm)?;
+        let normalised = self.push_one(Op::Softmax { log }, &[moved])?;
+        let mut back = vec![0; rank];
+        for (position, &from) in perm.iter().enumerate() {
+            back[from] = position;
+        }
+        self.permute(normalised, &back)
     }
 
     /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 \[N\]),
