@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
-use shadergrad::graph::{AttentionSpec, Feed, GemmSpec, Graph, Var};
+use shadergrad::graph::{AttentionSpec, CrossEntropySpec, Feed, GemmSpec, Graph, Var};
 use shadergrad::kernels::attention::{
     attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings, CpuMask, MaskKind,
 };
@@ -468,6 +468,73 @@ fn softmax_ref(row: &[f64]) -> Vec<f64> {
     let e: Vec<f64> = row.iter().map(|v| (v - max).exp()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|v| v / s).collect()
+}
+
+/// Cross-entropy summed and per row (PyTorch's `reduction="sum"` and `"none"`), one row
+/// ignored: the loss and, through random weights on each output, the logits' gradient.
+#[test]
+fn cross_entropy_sum_and_per_row_and_their_backward() {
+    let targets = [2u32, 0, 99, 4];
+    let row_losses = |x: &[Vec<f64>]| -> Vec<f64> {
+        x[0].chunks(5)
+            .zip(targets)
+            .map(|(r, t)| {
+                if t == 99 {
+                    0.0
+                } else {
+                    -softmax_ref(r)[t as usize].ln()
+                }
+            })
+            .collect()
+    };
+    // The values themselves.
+    let init: Vec<f64> = (0..20)
+        .map(|i| ((i * 37 % 17) as f64 - 8.0) / 5.0)
+        .collect();
+    let x: Vec<f64> = to_f32(&init).iter().map(|&v| f64::from(v)).collect();
+    let mut g = Graph::new(gpu());
+    let logits = g.parameter("logits", &[4, 5], to_f32(&init)).unwrap();
+    let labels = g.input_indices("labels", &[4]);
+    let per_row = g
+        .cross_entropy_with(logits, labels, CrossEntropySpec::per_row().ignore(99))
+        .unwrap();
+    let total = g
+        .cross_entropy_with(logits, labels, CrossEntropySpec::sum().ignore(99))
+        .unwrap();
+    let mut plan = g.compile(&[per_row, total]).unwrap();
+    plan.run(&[Feed::u32(labels, &targets)], &[]).unwrap();
+    let want = row_losses(&[x]);
+    let got = plan.fetch(per_row).unwrap();
+    assert_eq!(got.shape, vec![4]);
+    for (g, w) in got.data.iter().zip(&want) {
+        assert!(
+            (f64::from(*g) - w).abs() < 1e-5,
+            "{:?} vs {want:?}",
+            got.data
+        );
+    }
+    let sum: f64 = want.iter().sum();
+    assert!((f64::from(plan.read(total).unwrap()[0]) - sum).abs() < 1e-5);
+
+    for (name, spec) in [
+        ("sum", CrossEntropySpec::sum().ignore(99)),
+        ("per row", CrossEntropySpec::per_row().ignore(99)),
+    ] {
+        check_op_with_indices(
+            &format!("cross_entropy {name}"),
+            &[&[4, 5]],
+            &[(&[4], &targets)],
+            |g, p, i| g.cross_entropy_with(p[0], i[0], spec).unwrap(),
+            |x| {
+                let rows = row_losses(x);
+                if spec == CrossEntropySpec::sum().ignore(99) {
+                    vec![rows.iter().sum()]
+                } else {
+                    rows
+                }
+            },
+        );
+    }
 }
 
 /// Softmax along an axis other than the last (moved there and back by permutes): [2, 3, 4]

@@ -36,7 +36,8 @@ mod plan;
 
 pub use autodiff::Gradients;
 pub use ops::{
-    AttentionSpec, ConvLayout, GemmSpec, MatMulFusion, Op, RecurrentOutput, RecurrentSpec,
+    AttentionSpec, ConvLayout, CrossEntropySpec, GemmSpec, MatMulFusion, Op, RecurrentOutput,
+    RecurrentSpec,
 };
 pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
 

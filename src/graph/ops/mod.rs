@@ -57,6 +57,7 @@ pub use attention::AttentionSpec;
 pub use conv::ConvLayout;
 pub use matmul::{GemmSpec, MatMulFusion};
 pub use recurrent::{RecurrentOutput, RecurrentSpec};
+pub use softmax::CrossEntropySpec;
 
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -66,6 +67,7 @@ use crate::kernels::elementwise::{Binary, Unary};
 use crate::kernels::gather::GroupedPositions;
 use crate::kernels::recurrent::CellKind;
 use crate::kernels::reduce::Reduce;
+use crate::kernels::softmax::LossReduction;
 use crate::tensor::{Indices, Tensor};
 
 use super::{DType, Graph, Var};
@@ -142,12 +144,14 @@ pub enum Op {
         /// Whether the forward was the log-softmax.
         log: bool,
     },
-    /// Mean softmax-cross-entropy of logits [N, C] against u32 targets \[N\]; outputs the
-    /// loss (a scalar) and the logits' gradient, computed in the same pass.
+    /// Softmax-cross-entropy of logits `[N, C]` against u32 targets `[N]`; outputs the
+    /// loss (reduced as asked) and the logits' gradient, computed in the same pass.
     CrossEntropy {
         /// A target value whose rows add nothing to the loss or the gradient (padding), and
         /// are not counted in the mean.
         ignore: Option<u32>,
+        /// How the rows' losses combine: their mean or sum (a scalar), or none (`[N]`).
+        reduction: LossReduction,
     },
     /// Layer norm over the last axis: inputs x, gain \[D\], bias \[D\]; outputs y and the
     /// per-row mean and rstd (shaped as x with the last axis 1) that the backward needs.
@@ -465,7 +469,9 @@ impl Op {
             Op::Concat { axis } => copy::infer_concat(op, *axis, inputs),
             Op::Softmax { .. } => softmax::infer_softmax(op, inputs),
             Op::SoftmaxGrad { .. } => softmax::infer_softmax_grad(op, inputs),
-            Op::CrossEntropy { .. } => softmax::infer_cross_entropy(op, inputs),
+            Op::CrossEntropy { reduction, .. } => {
+                softmax::infer_cross_entropy(op, *reduction, inputs)
+            }
             Op::LayerNorm { eps } => layernorm::infer_layer_norm(op, *eps, inputs),
             Op::LayerNormGrad => layernorm::infer_layer_norm_grad(op, inputs),
             Op::Gather { axis } => gather::infer_gather(op, *axis, inputs),
@@ -562,7 +568,9 @@ impl Op {
             Op::SliceGrad { axis, start, .. } => copy::backward_slice_grad(g, node, *axis, *start),
             Op::Concat { axis } => copy::backward_concat(g, node, *axis),
             Op::Softmax { log } => softmax::backward_softmax(g, node, *log),
-            Op::CrossEntropy { .. } => softmax::backward_cross_entropy(g, node),
+            Op::CrossEntropy { reduction, .. } => {
+                softmax::backward_cross_entropy(g, node, *reduction)
+            }
             Op::LayerNorm { .. } => layernorm::backward_layer_norm(g, node),
             Op::Gather { axis } => gather::backward_gather(g, node, *axis),
             Op::Conv { options, bias, .. } => conv::backward_conv(g, node, *options, *bias),
@@ -633,7 +641,9 @@ impl Op {
             Op::Concat { axis } => copy::record_concat(*axis, inputs, outputs),
             Op::Softmax { log } => softmax::record_softmax(*log, inputs, outputs),
             Op::SoftmaxGrad { log } => softmax::record_softmax_grad(*log, inputs, outputs),
-            Op::CrossEntropy { ignore } => softmax::record_cross_entropy(*ignore, inputs, outputs),
+            Op::CrossEntropy { ignore, reduction } => {
+                softmax::record_cross_entropy(*ignore, *reduction, inputs, outputs)
+            }
             Op::LayerNorm { eps } => layernorm::record_layer_norm(*eps, inputs, outputs),
             Op::LayerNormGrad => layernorm::record_layer_norm_grad(inputs, outputs),
             Op::Gather { axis } => gather::record_gather(*axis, inputs, outputs),

@@ -4,12 +4,57 @@
 use crate::error::{Error, Result};
 use crate::kernels::softmax::{
     cross_entropy_dispatch, cross_entropy_total_dispatch, cross_entropy_weight_sum_dispatch,
-    softmax_backward_dispatch, softmax_dispatch, CrossEntropyOperands, SoftmaxKind, SoftmaxVariant,
+    softmax_backward_dispatch, softmax_dispatch, CrossEntropyOperands, LossReduction, SoftmaxKind,
+    SoftmaxVariant,
 };
 use crate::tensor::Tensor;
 
 use super::super::{mismatch, DType, Graph, IndexBound, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
+
+/// How [`Graph::cross_entropy_with`] treats targets and combines the rows' losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrossEntropySpec {
+    /// A target value whose rows add nothing (padding): PyTorch's `ignore_index`, here a
+    /// u32 class value (such as the padding token's id) since targets are u32.
+    pub ignore: Option<u32>,
+    /// How the rows' losses combine.
+    pub reduction: LossReduction,
+}
+
+impl CrossEntropySpec {
+    /// The mean over the rows, none ignored.
+    pub fn mean() -> Self {
+        CrossEntropySpec {
+            ignore: None,
+            reduction: LossReduction::Mean,
+        }
+    }
+
+    /// The sum over the rows, none ignored.
+    pub fn sum() -> Self {
+        CrossEntropySpec {
+            reduction: LossReduction::Sum,
+            ..CrossEntropySpec::mean()
+        }
+    }
+
+    /// Each row's loss, `[N]`, none ignored.
+    pub fn per_row() -> Self {
+        CrossEntropySpec {
+            reduction: LossReduction::None,
+            ..CrossEntropySpec::mean()
+        }
+    }
+
+    /// Rows whose target is `target` add nothing (and are not counted in a mean).
+    pub fn ignore(self, target: u32) -> Self {
+        CrossEntropySpec {
+            ignore: Some(target),
+            ..self
+        }
+    }
+}
 
 // The builders: the public `Graph` calls that add this family's ops.
 impl Graph {
@@ -43,15 +88,35 @@ impl Graph {
         self.permute(normalised, &back)
     }
 
-    /// The mean softmax-cross-entropy of `logits` [N, C] against `targets` (u32 \[N\]),
+    /// The mean softmax-cross-entropy of `logits` `[N, C]` against `targets` (u32 `[N]`),
     /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
     /// in the same pass and kept for the backward.
     pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
-        let outputs = self.push(Op::CrossEntropy { ignore }, &[logits, targets])?;
+        let spec = CrossEntropySpec {
+            ignore,
+            reduction: LossReduction::Mean,
+        };
+        self.cross_entropy_with(logits, targets, spec)
+    }
+
+    /// [`Graph::cross_entropy`] reduced as `spec` says: the mean or the sum of the rows'
+    /// losses (a scalar), or each row's (`[N]`, 0 for ignored rows), as PyTorch's
+    /// `reduction="mean" | "sum" | "none"`.
+    pub fn cross_entropy_with(
+        &mut self,
+        logits: Var,
+        targets: Var,
+        spec: CrossEntropySpec,
+    ) -> Result<Var> {
+        let op = Op::CrossEntropy {
+            ignore: spec.ignore,
+            reduction: spec.reduction,
+        };
+        let outputs = self.push(op, &[logits, targets])?;
         let classes = self.shape(logits)[1] as u32;
         self.values[targets.index].index_bound = Some(IndexBound {
             bound: classes,
-            ignore,
+            ignore: spec.ignore,
         });
         Ok(outputs[0])
     }
@@ -126,6 +191,7 @@ fn softmax_kind(log: bool) -> SoftmaxKind {
 
 pub(super) fn infer_cross_entropy(
     op: &'static str,
+    reduction: LossReduction,
     inputs: &[(&[usize], DType)],
 ) -> Result<Vec<Shaped>> {
     check_inputs(op, inputs, &[DType::F32, DType::U32])?;
@@ -138,22 +204,37 @@ pub(super) fn infer_cross_entropy(
             "logits must be [N, C] with C > 0 and targets [N]".into(),
         ));
     }
-    Ok(vec![(vec![], DType::F32), (logits.to_vec(), DType::F32)])
+    let loss = match reduction {
+        LossReduction::Mean | LossReduction::Sum => vec![],
+        LossReduction::None => vec![logits[0]],
+    };
+    Ok(vec![(loss, DType::F32), (logits.to_vec(), DType::F32)])
 }
 
-/// The kernel left dloss/dlogits in output 1: scaled by the incoming dloss.
+/// The kernel left dloss/dlogits in output 1: scaled by the incoming dloss (one value, or
+/// one per row without a reduction).
 pub(super) fn backward_cross_entropy(
     g: &mut Graph,
     node: NodeGradient,
+    reduction: LossReduction,
 ) -> Result<Vec<Option<Var>>> {
     let saved = node.outputs[1];
-    Ok(vec![Some(g.mul(saved, node.dy)?), None])
+    let dy = match reduction {
+        LossReduction::Mean | LossReduction::Sum => node.dy,
+        LossReduction::None => {
+            let rows = g.shape(node.dy)[0];
+            g.reshape(node.dy, &[rows, 1])?
+        }
+    };
+    Ok(vec![Some(g.mul(saved, dy)?), None])
 }
 
-/// The three kernels of a mean cross-entropy whose divisor (the rows not ignored) is counted
-/// on the GPU, so that new targets need no host work beyond their upload.
+/// The kernels of a cross-entropy: for a mean, the divisor (the rows not ignored) counted
+/// on the GPU, so that new targets need no host work beyond their upload; the per-row
+/// kernel; and the total, unless each row's loss is the output.
 pub(super) fn record_cross_entropy(
     ignore: Option<u32>,
+    reduction: LossReduction,
     inputs: &[Operand],
     outputs: &[Operand],
 ) -> Result<Recorded> {
@@ -162,8 +243,12 @@ pub(super) fn record_cross_entropy(
     let gpu = logits.gpu();
     let (rows, classes) = (logits.shape()[0], logits.shape()[1]);
     let ones = Tensor::full(gpu, &[classes], 1.0)?;
-    let divisor = Tensor::uninit(gpu, &[1])?;
-    let row_loss = Tensor::uninit(gpu, &[rows])?;
+    // A sum, or each row's loss, divides by 1.
+    let divisor = Tensor::full(gpu, &[1], 1.0)?;
+    let row_loss = match reduction {
+        LossReduction::None => loss.clone(),
+        LossReduction::Mean | LossReduction::Sum => Tensor::uninit(gpu, &[rows])?,
+    };
     let operands = CrossEntropyOperands {
         logits,
         targets,
@@ -174,11 +259,14 @@ pub(super) fn record_cross_entropy(
     };
     let ignore = ignore.unwrap_or(u32::MAX);
     let variant = SoftmaxVariant::choose(gpu, 1, classes);
-    let dispatches = vec![
-        cross_entropy_weight_sum_dispatch(&operands, &ones, ignore)?,
-        cross_entropy_dispatch(&operands, ignore, variant)?,
-        cross_entropy_total_dispatch(&operands, loss)?,
-    ];
+    let mut dispatches = Vec::with_capacity(3);
+    if reduction == LossReduction::Mean {
+        dispatches.push(cross_entropy_weight_sum_dispatch(&operands, &ones, ignore)?);
+    }
+    dispatches.push(cross_entropy_dispatch(&operands, ignore, variant)?);
+    if reduction != LossReduction::None {
+        dispatches.push(cross_entropy_total_dispatch(&operands, loss)?);
+    }
     Ok(Recorded {
         dispatches,
         scratch: vec![ones, divisor, row_loss],
