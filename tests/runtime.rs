@@ -203,3 +203,101 @@ fn sum_all_and_mean_all_reduce_every_axis_to_one_value() {
         .iter()
         .all(|&d| (d - 1.0 / 12.0).abs() < 1e-7));
 }
+
+/// A model built by one function at two batch sizes: the serving plan (batch 1) shares the
+/// training plan's (batch 4) weights by name, and sees each step of training at once.
+#[test]
+fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
+    use shadergrad::graph::GemmSpec;
+    use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+    use shadergrad::Tensor;
+
+    fn build(
+        g: &mut Graph,
+        batch: usize,
+        seed: f32,
+    ) -> (shadergrad::graph::Var, shadergrad::graph::Var) {
+        let x = g.input("x", &[batch, 2]);
+        let w = g.parameter("w", &[2, 3], vec![seed; 6]).unwrap();
+        let b = g.parameter("b", &[3], vec![0.0; 3]).unwrap();
+        let logits = g.gemm(x, w, GemmSpec::new().bias(b)).unwrap();
+        (x, logits)
+    }
+    let mut train = Graph::new(gpu());
+    let (x, logits) = build(&mut train, 4, 0.1);
+    let labels = train.input_indices("labels", &[4]);
+    let loss = train.cross_entropy(logits, labels, None).unwrap();
+    let grads = train.backward(loss).unwrap().parameters();
+    let mut outputs = vec![loss, logits];
+    outputs.extend(grads.iter().map(|&(_, grad)| grad));
+    let mut trainer = train.compile(&outputs).unwrap();
+    let pairs: Vec<(Tensor, Tensor)> = grads
+        .iter()
+        .map(|&(p, grad)| {
+            (
+                trainer.tensor(p).unwrap().clone(),
+                trainer.tensor(grad).unwrap().clone(),
+            )
+        })
+        .collect();
+    let mut optimizer =
+        Optimizer::new(gpu(), OptimizerConfig::new(Rule::Sgd, 0.5), &pairs).unwrap();
+
+    // Initial values of its own, which sharing replaces.
+    let mut serve = Graph::new(gpu());
+    let (one, served) = build(&mut serve, 1, 9.0);
+    let mut server = serve.compile_sharing(&[served], &trainer).unwrap();
+
+    let xs = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, -1.0, 0.5];
+    for _ in 0..3 {
+        optimizer.prepare_step(1).unwrap();
+        trainer
+            .run(
+                &[Feed::f32(x, &xs), Feed::u32(labels, &[0, 1, 2, 0])],
+                optimizer.dispatches(),
+            )
+            .unwrap();
+        // The training run's logits came before its update: run again to see the new weights.
+        trainer
+            .run(&[Feed::f32(x, &xs), Feed::u32(labels, &[0, 1, 2, 0])], &[])
+            .unwrap();
+        let batch = trainer.read(logits).unwrap();
+        for row in 0..4 {
+            server
+                .run(&[Feed::f32(one, &xs[row * 2..row * 2 + 2])], &[])
+                .unwrap();
+            let single = server.read(served).unwrap();
+            for (a, b) in single.iter().zip(&batch[row * 3..row * 3 + 3]) {
+                assert!((a - b).abs() < 1e-6, "row {row}: {single:?} vs {batch:?}");
+            }
+        }
+    }
+
+    // A parameter the other plan lacks, or holds in another shape, is named.
+    let mut other = Graph::new(gpu());
+    let input = other.input("x", &[1, 2]);
+    let v = other.parameter("v", &[2, 3], vec![0.0; 6]).unwrap();
+    let y = other.matmul(input, v).unwrap();
+    let message = other
+        .compile_sharing(&[y], &trainer)
+        .err()
+        .expect("a missing parameter is refused")
+        .to_string();
+    assert!(
+        message.contains("\"v\"") && message.contains("b, w"),
+        "{message}"
+    );
+    let mut wide = Graph::new(gpu());
+    let input = wide.input("x", &[1, 3]);
+    let w = wide.parameter("w", &[3, 3], vec![0.0; 9]).unwrap();
+    let y = wide.matmul(input, w).unwrap();
+    let message = wide
+        .compile_sharing(&[y], &trainer)
+        .err()
+        .expect("a parameter of another shape is refused")
+        .to_string();
+    assert!(
+        message.contains("[3, 3]") && message.contains("[2, 3]"),
+        "{message}"
+    );
+}

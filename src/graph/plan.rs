@@ -132,6 +132,42 @@ impl Graph {
         self.compile_with(outputs, &[])
     }
 
+    /// [`Graph::compile`] with every parameter bound to the parameter of the same name in
+    /// `source`, a plan of another graph of the same model: a graph built for serving at
+    /// batch 1 shares the weights of one trained at batch 64, and whatever trains one
+    /// trains the other. Errors name a parameter that `source` lacks or holds in another
+    /// shape.
+    pub fn compile_sharing(&self, outputs: &[Var], source: &Plan) -> Result<Plan> {
+        let available = source.parameters();
+        let mut bound = Vec::new();
+        for var in self.parameters() {
+            let name = self.name(var).unwrap_or_default();
+            let Some(&(_, tensor)) = available.iter().find(|(other, _)| *other == name) else {
+                let mut names: Vec<&str> = available.iter().map(|(name, _)| *name).collect();
+                names.sort_unstable();
+                return Err(Error::invalid(
+                    "compile",
+                    format!(
+                        "parameter {name:?} is not among the other plan's ({})",
+                        names.join(", ")
+                    ),
+                ));
+            };
+            if tensor.shape() != self.shape(var) {
+                return Err(Error::invalid(
+                    "compile",
+                    format!(
+                        "parameter {name:?} is {:?} here and {:?} in the other plan",
+                        self.shape(var),
+                        tensor.shape()
+                    ),
+                ));
+            }
+            bound.push((var, tensor));
+        }
+        self.compile_with(outputs, &bound)
+    }
+
     /// [`Graph::compile`] with some values stored in given tensors instead of buffers of the
     /// plan's own: a parameter bound to a tensor starts from (and trains) that tensor's
     /// values, a computed value bound to a tensor is computed and written there (a reshape
