@@ -281,6 +281,17 @@ fn unary_backward() {
         Unary::Exp,
         Unary::Neg,
         Unary::Scale(-1.7),
+        Unary::Gelu,
+        Unary::Silu,
+        // Integer powers of negative values too.
+        Unary::Pow(2.0),
+        Unary::Pow(3.0),
+        // Away from the kink at 0 and the bounds (the points are fixed by the seed).
+        Unary::Abs,
+        Unary::Clamp {
+            min: -0.6,
+            max: 0.8,
+        },
     ] {
         check_op(
             &format!("{f:?}"),
@@ -308,6 +319,76 @@ fn unary_backward() {
         },
         |x| x[0].clone(),
     );
+    // √ and non-integer powers on positive values: of eˣ ∈ (0.22, 4.5).
+    for f in [
+        Unary::Sqrt,
+        Unary::Pow(2.5),
+        Unary::Pow(-0.5),
+        Unary::Pow(-2.0),
+    ] {
+        check_op(
+            &format!("{f:?} of exp"),
+            &[&[3, 5]],
+            |g, p| {
+                let e = g.map(p[0], Unary::Exp).unwrap();
+                g.map(e, f).unwrap()
+            },
+            |x| x[0].iter().map(|&v| f.apply(v.exp())).collect(),
+        );
+    }
+}
+
+#[test]
+fn new_unary_builders_record_their_ops_and_check_constants() {
+    let mut g = Graph::new(gpu());
+    let x = g.parameter("x", &[4], vec![-2.0, -0.5, 0.0, 3.0]).unwrap();
+    let ys = [
+        g.gelu(x).unwrap(),
+        g.silu(x).unwrap(),
+        g.abs(x).unwrap(),
+        g.pow(x, 3.0).unwrap(),
+        g.clamp(x, -1.0, 1.0).unwrap(),
+    ];
+    let e = g.map(x, Unary::Exp).unwrap();
+    let root = g.sqrt(e).unwrap();
+    let mut plan = g.compile(&[ys.as_slice(), &[root]].concat()).unwrap();
+    plan.run(&[], &[]).unwrap();
+    let xs = [-2.0f64, -0.5, 0.0, 3.0];
+    for (y, f) in ys.iter().zip([
+        Unary::Gelu,
+        Unary::Silu,
+        Unary::Abs,
+        Unary::Pow(3.0),
+        Unary::Clamp {
+            min: -1.0,
+            max: 1.0,
+        },
+    ]) {
+        let expected: Vec<f32> = xs.iter().map(|&v| f.apply(v) as f32).collect();
+        assert_close(
+            &format!("{f:?}"),
+            &plan.read(*y).unwrap(),
+            &expected,
+            1e-6,
+            1e-7,
+        );
+    }
+    let expected: Vec<f32> = xs.iter().map(|&v| v.exp().sqrt() as f32).collect();
+    assert_close("sqrt", &plan.read(root).unwrap(), &expected, 1e-6, 0.0);
+    // Bad constants fail when the op is added, naming the values.
+    let err = g.clamp(x, 1.0, -1.0).unwrap_err().to_string();
+    assert!(err.contains("min = 1") && err.contains("max = -1"), "{err}");
+    let err = g.clamp(x, f32::NAN, 1.0).unwrap_err().to_string();
+    assert!(err.contains("NaN"), "{err}");
+    for p in [f32::NAN, f32::INFINITY] {
+        let err = g.pow(x, p).unwrap_err().to_string();
+        assert!(err.contains("pow") && err.contains(&p.to_string()), "{err}");
+    }
+    let err = g
+        .zip(x, x, Binary::ClampGrad { min: 2.0, max: 1.0 })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("min = 2"), "{err}");
 }
 
 #[test]

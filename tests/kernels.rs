@@ -5,13 +5,13 @@ mod common;
 
 use common::{assert_close, assert_within, gpu};
 use shadergrad::kernels::copy::permute_cpu;
-use shadergrad::kernels::elementwise::{binary_cpu, unary_cpu};
+use shadergrad::kernels::elementwise::{binary_cpu, erf, erfc, unary_cpu};
 use shadergrad::kernels::matmul::{
     gemm_cpu, gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape,
 };
 use shadergrad::kernels::reduce::reduce_cpu;
 use shadergrad::rng::Rng;
-use shadergrad::{Binary, MatmulVariant, Reduce, ReduceVariant, Tensor, Unary};
+use shadergrad::{Binary, Error, MatmulVariant, Reduce, ReduceVariant, Tensor, Unary};
 
 /// f32 epsilon as f64.
 const EPS: f64 = f32::EPSILON as f64;
@@ -657,10 +657,21 @@ fn numpy_matmul_promotes_vectors_and_broadcasts_batches() {
 /// exp), and tanh and sigmoid here are built from exp; 8 ULP relative plus an absolute
 /// 2⁻²³ for results near zero covers all of them on |x| ≤ 4 with margin, while a wrong
 /// formula misses by orders of magnitude.
+///
+/// The new ops: GELU's Φ is an erfc of relative error ~1e-7 built from exp and exp2, SiLU a
+/// sigmoid times x, √ has 3 ULP in Vulkan; an integer power is ~|p| roundings, a
+/// non-integer one exp2(p·log₂x), so exp2's 3 + 2|a| ULP plus log₂'s error times |p|.
 fn unary_tolerance(op: Unary, x: f32, expected: f32) -> f64 {
     let ulps = match op {
         Unary::Exp => 3.0 + 2.0 * f64::from(x.abs()),
-        Unary::Tanh | Unary::Sigmoid | Unary::Log => 8.0,
+        Unary::Tanh | Unary::Sigmoid | Unary::Log | Unary::Silu => 8.0,
+        Unary::Gelu => 16.0,
+        Unary::Sqrt => 3.0,
+        Unary::Pow(p) if p == p.round() => 2.0 + f64::from(p.abs()),
+        Unary::Pow(p) => {
+            let exponent = f64::from(p) * f64::from(x.abs()).log2();
+            8.0 + 2.0 * exponent.abs() + 8.0 * f64::from(p.abs())
+        }
         _ => 0.0,
     };
     ulps * EPS * f64::from(expected.abs()) + if ulps > 0.0 { EPS } else { 0.0 }
@@ -676,6 +687,19 @@ fn unary_ops_match_reference() {
         Unary::Log,
         Unary::Neg,
         Unary::Scale(-2.5),
+        Unary::Gelu,
+        Unary::Silu,
+        Unary::Sqrt,
+        Unary::Abs,
+        Unary::Pow(2.0),
+        Unary::Pow(3.0),
+        Unary::Pow(-2.0),
+        Unary::Pow(0.5),
+        Unary::Pow(-1.5),
+        Unary::Clamp {
+            min: -1.0,
+            max: 2.5,
+        },
     ];
     let mut rng = Rng::new(11);
     for shape in [
@@ -691,10 +715,12 @@ fn unary_ops_match_reference() {
     ] {
         let n = shape.iter().product();
         for op in ops {
-            let (low, high) = if op == Unary::Log {
-                (1e-3, 4.0)
-            } else {
-                (-4.0, 4.0)
+            let (low, high) = match op {
+                Unary::Log | Unary::Sqrt => (1e-3, 4.0),
+                Unary::Pow(p) if p != p.round() => (1e-3, 4.0),
+                // Away from the pole at 0.
+                Unary::Pow(p) if p < 0.0 => (0.25, 4.0),
+                _ => (-4.0, 4.0),
             };
             let x = rng.vec(n, low, high);
             let y = upload(&x, &shape).map(op).unwrap();
@@ -724,6 +750,265 @@ fn tanh_and_sigmoid_saturate_without_nan() {
         "{s:?}"
     );
     assert_eq!((s[0], s[3], s[6]), (0.0, 0.5, 1.0));
+}
+
+#[test]
+fn erf_and_erfc_match_mpmath() {
+    // (x, erf x, erfc x): mpmath at 30 digits, rounded to f64.
+    let cases = [
+        (-3.0, -0.9999779095030014, 1.9999779095030015),
+        (-1.0, -0.8427007929497149, 1.8427007929497148),
+        (-0.25, -0.27632639016823696, 1.276326390168237),
+        (0.0, 0.0, 1.0),
+        (0.001, 0.0011283787909692365, 0.9988716212090307),
+        (0.5, 0.5204998778130465, 0.4795001221869535),
+        (1.0, 0.8427007929497149, 0.15729920705028513),
+        (2.0, 0.9953222650189527, 0.004677734981047266),
+        (2.4999, 0.9995928300996666, 0.0004071699003334514),
+        (2.5, 0.999593047982555, 0.0004069520174449589),
+        (3.0, 0.9999779095030014, 2.209049699858544e-05),
+        (5.0, 0.9999999999984626, 1.537459794428035e-12),
+        (9.0, 1.0, 4.13703174651381e-37),
+        (15.0, 1.0, 7.212994172451207e-100),
+        (26.0, 1.0, 5.663192408856143e-296),
+    ];
+    let relative = |got: f64, want: f64| {
+        if want == 0.0 {
+            got.abs()
+        } else {
+            (got / want - 1.0).abs()
+        }
+    };
+    for (x, erf_x, erfc_x) in cases {
+        // erf: a few f64 ULP. erfc: 1 − erf below 2.5 loses up to log₁₀(1/erfc(2.5)) ≈ 3.4
+        // digits (≲ 3e-13); the continued fraction beyond is at f64 precision.
+        assert!(relative(erf(x), erf_x) < 1e-15, "erf({x}) = {}", erf(x));
+        assert!(relative(erfc(x), erfc_x) < 1e-12, "erfc({x}) = {}", erfc(x));
+    }
+    // The two pieces meet at 2.5 without a step.
+    let (below, at) = (erfc(2.5 - 1e-12), erfc(2.5));
+    assert!((below / at - 1.0).abs() < 1e-10, "{below} vs {at}");
+}
+
+/// The largest relative error of `got` against `want` (f64), in units of f32's ε, over
+/// values whose expected magnitude is at least f32's smallest normal, and where it is.
+fn max_relative_error(got: &[f32], want: &[f64]) -> (f64, usize) {
+    let mut worst = (0.0, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if w.abs() < f64::from(f32::MIN_POSITIVE) {
+            continue;
+        }
+        let error = (f64::from(g) / w - 1.0).abs() / EPS;
+        if error > worst.0 {
+            worst = (error, i);
+        }
+    }
+    worst
+}
+
+fn to_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+#[test]
+fn gelu_keeps_relative_precision_in_the_tail() {
+    // x = −13 … 13 in steps of 1/128 (exact in f32), besides odd values: in the lower tail
+    // GELU(x) = x·Φ(x) is tiny (−8e-38 at x = −13) where 1 + erf(x/√2) would cancel to 0.
+    let mut x: Vec<f32> = (-13 * 128..=13 * 128).map(|i| i as f32 / 128.0).collect();
+    x.extend([-12.99, -7.77, -5.5, -1e-3, -1e-20, 1e-20, 1e-3, 0.0, -0.0]);
+    let gx = upload(&x, &[x.len()]);
+    let y = gx.gelu().unwrap().to_vec().unwrap();
+    let want: Vec<f64> = x.iter().map(|&v| Unary::Gelu.apply(f64::from(v))).collect();
+    let (worst, at) = max_relative_error(&y, &want);
+    println!(
+        "gelu: max relative error {worst:.2} ε ({:.2e}) at x = {} (|x| ≤ 13)",
+        worst * EPS,
+        x[at]
+    );
+    // 5 ε measured on lavapipe (the erfc fit's 1.05e-7 is about 1 of them).
+    assert!(worst <= 8.0, "gelu: {worst} ε at x = {}", x[at]);
+    // Its derivative, from x, over the same range: Φ(x) + x·φ(x).
+    let ones = upload(&vec![1.0; x.len()], &[x.len()]);
+    let dy = gx.gelu_backward(&ones).unwrap().to_vec().unwrap();
+    let dwant: Vec<f64> = x
+        .iter()
+        .map(|&v| Binary::GeluGrad.apply(f64::from(v), 1.0))
+        .collect();
+    let (dworst, dat) = max_relative_error(&dy, &dwant);
+    println!(
+        "gelu': max relative error {dworst:.2} ε at x = {} (where it is {:e})",
+        x[dat], dwant[dat]
+    );
+    // Φ + x·φ crosses 0 near x = −0.75, where the two terms cancel: there the bound is on
+    // the terms' magnitude (|x|·φ ≤ 0.25), elsewhere it is relative.
+    assert_within("gelu'", &dy, &to_f32(&dwant), |i| {
+        let terms = f64::from(x[i]).abs() * 0.4 * (-0.5 * f64::from(x[i]).powi(2)).exp();
+        32.0 * EPS * (dwant[i].abs() + terms)
+    });
+}
+
+#[test]
+fn gelu_and_silu_are_stable_for_large_inputs() {
+    let x = [-1e30f32, -1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4, 1e30];
+    let t = upload(&x, &[x.len()]);
+    for (name, y) in [("gelu", t.gelu()), ("silu", t.silu())] {
+        let y = y.unwrap().to_vec().unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{name}: {y:?}");
+        // x for large positive x, 0 for large negative x.
+        for (i, &v) in x.iter().enumerate() {
+            if v >= 100.0 {
+                assert_eq!(y[i], v, "{name}({v})");
+            } else if v <= -100.0 {
+                assert_eq!(y[i], 0.0, "{name}({v})");
+            }
+        }
+        assert_eq!(y[4], 0.0, "{name}(0)");
+    }
+    // Their derivatives: 0 and 1 far out, ½ at 0, no NaN.
+    let ones = upload(&[1.0; 9], &[9]);
+    for (name, d) in [
+        ("gelu'", t.gelu_backward(&ones)),
+        ("silu'", t.silu_backward(&ones)),
+    ] {
+        let d = d.unwrap().to_vec().unwrap();
+        assert_eq!(
+            (d[0], d[1], d[7], d[8]),
+            (0.0, 0.0, 1.0, 1.0),
+            "{name}: {d:?}"
+        );
+        assert_eq!(d[4], 0.5, "{name}(0)");
+    }
+}
+
+#[test]
+fn pow_follows_pytorch_for_signs_zero_and_integer_exponents() {
+    let x = [-3.0f32, -2.0, -1.5, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, 8.0];
+    let t = upload(&x, &[x.len()]);
+    for p in [
+        0.0f32,
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+        -1.0,
+        -2.0,
+        0.5,
+        -0.5,
+        1.0 / 3.0,
+        2.5,
+    ] {
+        let got = t.pow(p).unwrap().to_vec().unwrap();
+        let want = unary_cpu(&x, Unary::Pow(p));
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if w.is_infinite() {
+                // 0 to a negative power: ∞ (the sign of −0 need not survive).
+                g.is_infinite() && x[i] == 0.0
+            } else {
+                (f64::from(g) - f64::from(w)).abs() <= 8.0 * EPS * f64::from(w.abs())
+            };
+            assert!(ok, "{}^{p}: got {g}, expected {w}", x[i]);
+        }
+    }
+    // Integer exponents are exact on small integers, whatever the sign.
+    let cube = t.pow(3.0).unwrap().to_vec().unwrap();
+    assert_eq!((cube[0], cube[1], cube[8]), (-27.0, -8.0, 8.0));
+    let square = t.pow(2.0).unwrap().to_vec().unwrap();
+    assert_eq!((square[0], square[2], square[9]), (9.0, 2.25, 64.0));
+    // x⁰ = 1 everywhere, 0 included; a non-integer power of a negative number is NaN.
+    assert!(t
+        .pow(0.0)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 1.0));
+    let root = t.pow(0.5).unwrap().to_vec().unwrap();
+    assert!(root[..4].iter().all(|v| v.is_nan()), "{root:?}");
+    assert_eq!((root[5], root[9]), (0.0, 8f32.sqrt()));
+    // The largest odd exponent f32 holds keeps the sign; past 2²⁴ every exponent is even.
+    let ones = upload(&[-1.0, 1.0], &[2]);
+    let odd = ones.pow(16_777_215.0).unwrap().to_vec().unwrap();
+    assert_eq!(odd, vec![-1.0, 1.0]);
+    let even = ones.pow(33_554_432.0).unwrap().to_vec().unwrap();
+    assert_eq!(even, vec![1.0, 1.0]);
+}
+
+#[test]
+fn clamp_keeps_its_bounds_and_nan() {
+    let x = [-5.0f32, -1.0, -0.999, 0.0, 2.0, 2.001, 1e30, f32::NAN];
+    let t = upload(&x, &[x.len()]);
+    let y = t.clamp(-1.0, 2.0).unwrap().to_vec().unwrap();
+    assert_eq!(&y[..7], &[-1.0, -1.0, -0.999, 0.0, 2.0, 2.0, 2.0]);
+    assert!(y[7].is_nan(), "clamp(NaN) = {}", y[7]);
+    // min = max is allowed: a constant.
+    let c = t.clamp(0.5, 0.5).unwrap().to_vec().unwrap();
+    assert!(c[..7].iter().all(|&v| v == 0.5));
+    // The gradient passes on [min, max], bounds included (torch.clamp's backward).
+    let dy = upload(&[3.0; 8], &[8]);
+    let g = t.clamp_backward(-1.0, 2.0, &dy).unwrap().to_vec().unwrap();
+    assert_eq!(g, vec![0.0, 3.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn abs_sqrt_and_pow_gradients_at_their_special_points() {
+    let x = upload(&[-2.0, -0.0, 0.0, 3.0], &[4]);
+    let dy = upload(&[1.5; 4], &[4]);
+    // sign(0) = 0, as PyTorch.
+    assert_eq!(
+        x.abs_backward(&dy).unwrap().to_vec().unwrap(),
+        vec![-1.5, 0.0, 0.0, 1.5]
+    );
+    // p = 0: the gradient is 0 everywhere, even at x = 0 (PyTorch); p = 1: dy.
+    assert_eq!(
+        x.pow_backward(0.0, &dy).unwrap().to_vec().unwrap(),
+        vec![0.0; 4]
+    );
+    assert_eq!(
+        x.pow_backward(1.0, &dy).unwrap().to_vec().unwrap(),
+        vec![1.5; 4]
+    );
+    // 3x²·dy, negative x included.
+    assert_eq!(
+        x.pow_backward(3.0, &dy).unwrap().to_vec().unwrap(),
+        vec![18.0, 0.0, 0.0, 40.5]
+    );
+    // √'s from its output: dy/(2y), ∞ at y = 0 like PyTorch's.
+    let y = upload(&[0.0, 2.0], &[2]);
+    let d = y
+        .sqrt_backward(&upload(&[1.0, 1.0], &[2]))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(d, vec![f32::INFINITY, 0.25]);
+}
+
+#[test]
+fn bad_constants_are_errors_naming_the_values() {
+    let t = upload(&[1.0, 2.0], &[2]);
+    let message = |r: Result<Tensor, Error>| match r {
+        Err(e @ Error::InvalidArgument { .. }) => e.to_string(),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    let m = message(t.clamp(2.0, 1.0));
+    assert!(
+        m.contains("clamp") && m.contains("min = 2") && m.contains("max = 1"),
+        "{m}"
+    );
+    let m = message(t.clamp(f32::NAN, 1.0));
+    assert!(m.contains("min = NaN"), "{m}");
+    let m = message(t.clamp(0.0, f32::NAN));
+    assert!(m.contains("max = NaN"), "{m}");
+    for p in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        let m = message(t.pow(p));
+        assert!(m.contains("pow") && m.contains(&p.to_string()), "{m}");
+    }
+    // The gradient ops check theirs too.
+    let m = message(t.clamp_backward(1.0, -1.0, &t));
+    assert!(m.contains("min = 1") && m.contains("max = -1"), "{m}");
+    let m = message(t.pow_backward(f32::NAN, &t));
+    assert!(m.contains("NaN"), "{m}");
 }
 
 #[test]
@@ -773,7 +1058,8 @@ fn binary_ops_broadcast_like_numpy() {
 #[test]
 fn activation_derivatives_match_reference() {
     let mut rng = Rng::new(8);
-    for shape in [vec![1], vec![5, 7], vec![259]] {
+    // [4, 3]: a multiple of 4, four elements per invocation on CPU adapters.
+    for shape in [vec![1], vec![5, 7], vec![259], vec![4, 3]] {
         let n: usize = shape.iter().product();
         let x = rng.vec(n, -3.0, 3.0);
         let dy = rng.vec(n, -1.0, 1.0);
@@ -792,6 +1078,15 @@ fn activation_derivatives_match_reference() {
                 upload(&y_sigmoid, &shape).sigmoid_backward(&gdy).unwrap(),
                 &y_sigmoid,
             ),
+            (Binary::AbsGrad, gx.abs_backward(&gdy).unwrap(), &x),
+            (
+                Binary::ClampGrad {
+                    min: -1.0,
+                    max: 0.5,
+                },
+                gx.clamp_backward(-1.0, 0.5, &gdy).unwrap(),
+                &x,
+            ),
         ];
         for (op, got, forward) in cases {
             let (expected, _) = binary_cpu(forward, &shape, &dy, &shape, op).unwrap();
@@ -802,6 +1097,45 @@ fn activation_derivatives_match_reference() {
                 &expected,
                 4.0 * EPS,
                 EPS,
+            );
+        }
+        // The derivatives built from exp, exp2 and log2 (GELU's Φ and φ, SiLU's σ, the
+        // powers): a few dozen ULP of terms of magnitude ≲ 10 (3·x² at |x| ≤ 3 for pow 3).
+        let positive: Vec<f32> = x.iter().map(|v| v.abs() + 0.1).collect();
+        let gpos = upload(&positive, &shape);
+        let y_sqrt = unary_cpu(&positive, Unary::Sqrt);
+        let cases = [
+            (Binary::GeluGrad, gx.gelu_backward(&gdy).unwrap(), &x),
+            (Binary::SiluGrad, gx.silu_backward(&gdy).unwrap(), &x),
+            (
+                Binary::SqrtGrad,
+                upload(&y_sqrt, &shape).sqrt_backward(&gdy).unwrap(),
+                &y_sqrt,
+            ),
+            (
+                Binary::PowGrad(3.0),
+                gx.pow_backward(3.0, &gdy).unwrap(),
+                &x,
+            ),
+            (
+                Binary::PowGrad(-2.0),
+                gpos.pow_backward(-2.0, &gdy).unwrap(),
+                &positive,
+            ),
+            (
+                Binary::PowGrad(1.5),
+                gpos.pow_backward(1.5, &gdy).unwrap(),
+                &positive,
+            ),
+        ];
+        for (op, got, forward) in cases {
+            let (expected, _) = binary_cpu(forward, &shape, &dy, &shape, op).unwrap();
+            assert_close(
+                &format!("{op:?} {shape:?}"),
+                &got.to_vec().unwrap(),
+                &expected,
+                64.0 * EPS,
+                16.0 * EPS,
             );
         }
     }
@@ -819,6 +1153,22 @@ fn derivatives_agree_with_finite_differences_of_the_forward_kernels() {
         ("tanh", Unary::Tanh, Binary::TanhGrad),
         ("sigmoid", Unary::Sigmoid, Binary::SigmoidGrad),
         ("relu", Unary::Relu, Binary::ReluGrad),
+        ("gelu", Unary::Gelu, Binary::GeluGrad),
+        ("silu", Unary::Silu, Binary::SiluGrad),
+        ("abs", Unary::Abs, Binary::AbsGrad),
+        ("pow 3", Unary::Pow(3.0), Binary::PowGrad(3.0)),
+        ("pow -1", Unary::Pow(-1.0), Binary::PowGrad(-1.0)),
+        (
+            "clamp",
+            Unary::Clamp {
+                min: -1.5,
+                max: 1.5,
+            },
+            Binary::ClampGrad {
+                min: -1.5,
+                max: 1.5,
+            },
+        ),
     ] {
         let fp = plus.map(forward).unwrap().to_vec().unwrap();
         let fm = minus.map(forward).unwrap().to_vec().unwrap();
@@ -827,14 +1177,57 @@ fn derivatives_agree_with_finite_differences_of_the_forward_kernels() {
             .zip(&fm)
             .map(|(p, m)| (p - m) / (2.0 * h))
             .collect();
-        let saved = if backward == Binary::ReluGrad {
+        // The derivatives that take the forward input rather than its output.
+        let from_input = matches!(
+            backward,
+            Binary::ReluGrad
+                | Binary::GeluGrad
+                | Binary::SiluGrad
+                | Binary::AbsGrad
+                | Binary::PowGrad(_)
+                | Binary::ClampGrad { .. }
+        );
+        let saved = if from_input {
             at.clone()
         } else {
             at.map(forward).unwrap()
         };
         let analytic = saved.zip(&ones, backward).unwrap().to_vec().unwrap();
-        // Central differences err by h²·|f'''|/6 ≲ 1e-4 here, plus f32 cancellation ~1e-5.
-        assert_close(name, &analytic, &numeric, 0.0, 5e-4);
+        // Central differences err by h²·|f'''|/6 ≲ 1e-4 here, plus f32 cancellation ~1e-5
+        // (pow −1: |f'''| = 6/|x|⁴ ≤ 740 at x = −0.3, so h²·|f'''|/6 ≈ 1e-2 of |f'| ≈ 11).
+        let rtol = if forward == Unary::Pow(-1.0) {
+            2e-3
+        } else {
+            0.0
+        };
+        assert_close(name, &analytic, &numeric, rtol, 5e-4);
+    }
+    // √ and non-integer powers on positive x.
+    let x: Vec<f32> = vec![0.3, 0.7, 1.1, 2.0, 3.5];
+    let shifted = |d: f32| upload(&x.iter().map(|v| v + d).collect::<Vec<_>>(), &[5]);
+    let ones = upload(&[1.0; 5], &[5]);
+    let (plus, minus, at) = (shifted(h), shifted(-h), upload(&x, &[5]));
+    for (name, forward, backward) in [
+        ("sqrt", Unary::Sqrt, Binary::SqrtGrad),
+        ("pow 2.5", Unary::Pow(2.5), Binary::PowGrad(2.5)),
+        ("pow -0.5", Unary::Pow(-0.5), Binary::PowGrad(-0.5)),
+    ] {
+        let fp = plus.map(forward).unwrap().to_vec().unwrap();
+        let fm = minus.map(forward).unwrap().to_vec().unwrap();
+        let numeric: Vec<f32> = fp
+            .iter()
+            .zip(&fm)
+            .map(|(p, m)| (p - m) / (2.0 * h))
+            .collect();
+        // √'s derivative takes its output, the powers' their input.
+        let saved = if backward == Binary::SqrtGrad {
+            at.map(forward).unwrap()
+        } else {
+            at.clone()
+        };
+        let analytic = saved.zip(&ones, backward).unwrap().to_vec().unwrap();
+        // h²·|f'''|/6 relative to |f'| stays below 1e-3 at x ≥ 0.3.
+        assert_close(name, &analytic, &numeric, 1e-3, 5e-4);
     }
 }
 

@@ -29,19 +29,63 @@ pub enum Unary {
     Neg,
     /// y = α·x
     Scale(f32),
+    /// y = x·Φ(x) = ½·x·(1 + erf(x/√2)), with Φ the standard normal CDF: PyTorch's default
+    /// `nn.GELU()` (the exact form, not the tanh approximation). WGSL has no erf: the shader
+    /// takes Φ from an erfc of relative error about 1e-7 (Numerical Recipes' `erfcc`), so
+    /// the lower tail (x ≪ 0, where y is tiny) keeps its relative precision; the CPU
+    /// reference uses [`erfc`].
+    Gelu,
+    /// y = x·σ(x) = x/(1 + e^(−x)) (PyTorch's `nn.SiLU`, "swish"); no overflow for large
+    /// |x|.
+    Silu,
+    /// y = √x (NaN for x < 0).
+    Sqrt,
+    /// y = |x|; its gradient is sign(x), 0 at 0 (as PyTorch's).
+    Abs,
+    /// y = xᵖ for a constant exponent p, as PyTorch's `x ** p`: any x for an integer p
+    /// (computed by repeated multiplication, so x < 0 keeps the sign of an odd power;
+    /// x⁰ = 1 even at 0 and NaN; 0ᵖ = ∞ for p < 0), NaN for x < 0 and a non-integer p.
+    /// p must be finite ([`Unary::validate`]).
+    Pow(f32),
+    /// y = min(max(x, min), max) (NaN stays NaN), as `torch.clamp`; the gradient passes
+    /// where min ≤ x ≤ max, bounds included. Needs min ≤ max, neither NaN
+    /// ([`Unary::validate`]).
+    Clamp {
+        /// The lower bound.
+        min: f32,
+        /// The upper bound.
+        max: f32,
+    },
 }
 
 impl Unary {
-    /// The shader's `OP` code and `alpha`.
-    fn code(self) -> (u32, f32) {
+    /// The shader's `OP` code, `alpha` and `beta`.
+    fn code(self) -> (u32, f32, f32) {
         match self {
-            Unary::Tanh => (0, 0.0),
-            Unary::Relu => (1, 0.0),
-            Unary::Sigmoid => (2, 0.0),
-            Unary::Exp => (3, 0.0),
-            Unary::Log => (4, 0.0),
-            Unary::Neg => (5, 0.0),
-            Unary::Scale(alpha) => (6, alpha),
+            Unary::Tanh => (0, 0.0, 0.0),
+            Unary::Relu => (1, 0.0, 0.0),
+            Unary::Sigmoid => (2, 0.0, 0.0),
+            Unary::Exp => (3, 0.0, 0.0),
+            Unary::Log => (4, 0.0, 0.0),
+            Unary::Neg => (5, 0.0, 0.0),
+            Unary::Scale(alpha) => (6, alpha, 0.0),
+            Unary::Gelu => (7, 0.0, 0.0),
+            Unary::Silu => (8, 0.0, 0.0),
+            Unary::Sqrt => (9, 0.0, 0.0),
+            Unary::Abs => (10, 0.0, 0.0),
+            Unary::Pow(p) => (11, p, 0.0),
+            Unary::Clamp { min, max } => (12, min, max),
+        }
+    }
+
+    /// Checks the op's constants: [`Error::InvalidArgument`] for a [`Unary::Pow`] whose
+    /// exponent is not finite, or a [`Unary::Clamp`] with a NaN bound or `min > max`,
+    /// naming the values. Every launch ([`Tensor::map`], the graph's `map`) checks first.
+    pub fn validate(self) -> Result<()> {
+        match self {
+            Unary::Pow(p) => check_exponent("pow", p),
+            Unary::Clamp { min, max } => check_bounds("clamp", min, max),
+            _ => Ok(()),
         }
     }
 
@@ -55,12 +99,116 @@ impl Unary {
             Unary::Log => x.ln(),
             Unary::Neg => -x,
             Unary::Scale(alpha) => f64::from(alpha) * x,
+            Unary::Gelu => x * normal_cdf(x),
+            Unary::Silu => x * sigmoid(x),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Abs => x.abs(),
+            // C's pow, as Rust's powf: 1 for p = 0, NaN for x < 0 and a non-integer p.
+            Unary::Pow(p) => x.powf(f64::from(p)),
+            Unary::Clamp { min, max } if !x.is_nan() => x.max(f64::from(min)).min(f64::from(max)),
+            Unary::Clamp { .. } => x,
         }
     }
 }
 
+fn check_exponent(op: &'static str, p: f32) -> Result<()> {
+    if p.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            op,
+            message: format!("the exponent must be finite, got {p}"),
+        })
+    }
+}
+
+fn check_bounds(op: &'static str, min: f32, max: f32) -> Result<()> {
+    if min.is_nan() || max.is_nan() || min > max {
+        Err(Error::InvalidArgument {
+            op,
+            message: format!("needs bounds min ≤ max, neither NaN; got min = {min}, max = {max}"),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// The logistic sigmoid in f64, 1/(1 + e^(−x)) (no NaN: e^(−x) = ∞ gives 0).
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Φ(x), the standard normal CDF, ½·erfc(−x/√2) in f64: relative precision in both tails.
+pub fn normal_cdf(x: f64) -> f64 {
+    0.5 * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// φ(x), the standard normal density e^(−x²/2)/√(2π), in f64.
+pub fn normal_pdf(x: f64) -> f64 {
+    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+    FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+}
+
+/// Below this |x|, erf sums its series; above, erfc takes its continued fraction.
+const ERF_SERIES_LIMIT: f64 = 2.5;
+
+/// The error function in f64, for the CPU references: relative error within a few f64 ULP
+/// for |x| < 2.5 (a series of positive terms, no cancellation), and erf = ±(1 − erfc)
+/// beyond (error ≲ 1e-16). Checked against mpmath in `tests/kernels.rs`.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else if x.abs() < ERF_SERIES_LIMIT {
+        erf_series(x)
+    } else {
+        (1.0 - erfc_continued_fraction(x.abs())).copysign(x)
+    }
+}
+
+/// The complementary error function 1 − erf(x) in f64, with relative precision in the
+/// upper tail (it underflows to 0 only past x ≈ 27): 1 − erf(x) for x < 2.5 (relative
+/// error ≲ 3e-13, where erfc ≥ 4e-4), the continued fraction beyond, 2 − erfc(−x) for
+/// x < 0.
+pub fn erfc(x: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else if x < 0.0 {
+        2.0 - erfc(-x)
+    } else if x < ERF_SERIES_LIMIT {
+        1.0 - erf_series(x)
+    } else {
+        erfc_continued_fraction(x)
+    }
+}
+
+/// erf(x) = (2/√π)·e^(−x²)·Σₙ 2ⁿ·x^(2n+1)/(1·3·…·(2n+1)) (Abramowitz–Stegun 7.1.6): every
+/// term has the sign of x, so the sum loses nothing to cancellation.
+fn erf_series(x: f64) -> f64 {
+    let two_x2 = 2.0 * x * x;
+    let (mut term, mut sum) = (x, x);
+    let mut n = 0.0;
+    while term.abs() > 1e-17 * sum.abs() {
+        n += 1.0;
+        term *= two_x2 / (2.0 * n + 1.0);
+        sum += term;
+    }
+    std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp() * sum
+}
+
+/// erfc(x) = e^(−x²)/√π · 1/(x + ½/(x + 1/(x + (3/2)/(x + 2/(x + …))))) for x ≥ 2.5
+/// (Abramowitz–Stegun 7.1.14), evaluated from the 200th level up: converged to f64
+/// precision from x = 2.5 on.
+fn erfc_continued_fraction(x: f64) -> f64 {
+    let mut f = x;
+    for k in (1..=200).rev() {
+        f = x + 0.5 * f64::from(k) / f;
+    }
+    let frac_1_sqrt_pi = 0.5 * std::f64::consts::FRAC_2_SQRT_PI;
+    (-x * x).exp() * frac_1_sqrt_pi / f
+}
+
 /// out = a ∘ b, broadcasting a and b against each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Binary {
     /// a + b.
     Add,
@@ -77,11 +225,33 @@ pub enum Binary {
     ReluGrad,
     /// dy·y·(1 − y) with a = y = sigmoid(x), b = dy.
     SigmoidGrad,
+    /// dy·(Φ(x) + x·φ(x)) with a = x, b = dy: GELU's derivative, from its input (its
+    /// output x·Φ(x) does not give x back).
+    GeluGrad,
+    /// dy·σ(x)·(1 + x·σ(−x)) with a = x, b = dy: SiLU's derivative, from its input.
+    SiluGrad,
+    /// dy/(2y) with a = y = √x, b = dy: √'s derivative from its output, as PyTorch's (∞ at
+    /// x = 0).
+    SqrtGrad,
+    /// dy·sign(x) with a = x, b = dy; 0 at x = 0.
+    AbsGrad,
+    /// dy·p·x^(p−1) with a = x, b = dy (0 for p = 0, as PyTorch); p must be finite.
+    PowGrad(f32),
+    /// dy where min ≤ x ≤ max (bounds included, as `torch.clamp`'s backward), else 0, with
+    /// a = x, b = dy; the bounds as [`Unary::Clamp`]'s.
+    ClampGrad {
+        /// The lower bound.
+        min: f32,
+        /// The upper bound.
+        max: f32,
+    },
 }
 
 impl Binary {
-    /// Every binary op, in the order of the shader's `OP` codes.
-    pub const ALL: [Binary; 7] = [
+    /// Every binary op, in the order of the shader's `OP` codes; the two with a parameter
+    /// ([`Binary::PowGrad`], [`Binary::ClampGrad`]) with a stand-in one: the shader reads
+    /// it from a uniform, so one kernel serves every value.
+    pub const ALL: [Binary; 13] = [
         Binary::Add,
         Binary::Sub,
         Binary::Mul,
@@ -89,10 +259,44 @@ impl Binary {
         Binary::TanhGrad,
         Binary::ReluGrad,
         Binary::SigmoidGrad,
+        Binary::GeluGrad,
+        Binary::SiluGrad,
+        Binary::SqrtGrad,
+        Binary::AbsGrad,
+        Binary::PowGrad(2.0),
+        Binary::ClampGrad {
+            min: -1.0,
+            max: 1.0,
+        },
     ];
 
-    fn code(self) -> u32 {
-        self as u32
+    /// The shader's `OP` code, `alpha` and `beta`.
+    fn code(self) -> (u32, f32, f32) {
+        match self {
+            Binary::Add => (0, 0.0, 0.0),
+            Binary::Sub => (1, 0.0, 0.0),
+            Binary::Mul => (2, 0.0, 0.0),
+            Binary::Div => (3, 0.0, 0.0),
+            Binary::TanhGrad => (4, 0.0, 0.0),
+            Binary::ReluGrad => (5, 0.0, 0.0),
+            Binary::SigmoidGrad => (6, 0.0, 0.0),
+            Binary::GeluGrad => (7, 0.0, 0.0),
+            Binary::SiluGrad => (8, 0.0, 0.0),
+            Binary::SqrtGrad => (9, 0.0, 0.0),
+            Binary::AbsGrad => (10, 0.0, 0.0),
+            Binary::PowGrad(p) => (11, p, 0.0),
+            Binary::ClampGrad { min, max } => (12, min, max),
+        }
+    }
+
+    /// Checks the op's constants as [`Unary::validate`] does: a finite exponent for
+    /// [`Binary::PowGrad`], bounds min ≤ max, neither NaN, for [`Binary::ClampGrad`].
+    pub fn validate(self) -> Result<()> {
+        match self {
+            Binary::PowGrad(p) => check_exponent("pow_grad", p),
+            Binary::ClampGrad { min, max } => check_bounds("clamp_grad", min, max),
+            _ => Ok(()),
+        }
     }
 
     fn name(self) -> &'static str {
@@ -104,6 +308,12 @@ impl Binary {
             Binary::TanhGrad => "tanh_grad",
             Binary::ReluGrad => "relu_grad",
             Binary::SigmoidGrad => "sigmoid_grad",
+            Binary::GeluGrad => "gelu_grad",
+            Binary::SiluGrad => "silu_grad",
+            Binary::SqrtGrad => "sqrt_grad",
+            Binary::AbsGrad => "abs_grad",
+            Binary::PowGrad(_) => "pow_grad",
+            Binary::ClampGrad { .. } => "clamp_grad",
         }
     }
 
@@ -128,6 +338,31 @@ impl Binary {
                 }
             }
             Binary::SigmoidGrad => b * a * (1.0 - a),
+            Binary::GeluGrad => b * (normal_cdf(a) + a * normal_pdf(a)),
+            Binary::SiluGrad => b * sigmoid(a) * (1.0 + a * sigmoid(-a)),
+            Binary::SqrtGrad => b / (2.0 * a),
+            Binary::AbsGrad => {
+                if a > 0.0 {
+                    b
+                } else if a < 0.0 {
+                    -b
+                } else {
+                    0.0
+                }
+            }
+            // (a float pattern compares with ==: −0 matches too)
+            Binary::PowGrad(0.0) => 0.0,
+            Binary::PowGrad(p) => {
+                let p = f64::from(p);
+                b * p * a.powf(p - 1.0)
+            }
+            Binary::ClampGrad { min, max } => {
+                if f64::from(min) <= a && a <= f64::from(max) {
+                    b
+                } else {
+                    0.0
+                }
+            }
         }
     }
 }
@@ -137,7 +372,8 @@ impl Binary {
 struct UnaryParams {
     len: u32,
     alpha: f32,
-    pad: [u32; 2],
+    beta: f32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -145,21 +381,25 @@ struct UnaryParams {
 struct BinaryParams {
     len: u32,
     broadcast: u32,
-    pad: [u32; 2],
+    alpha: f32,
+    beta: f32,
     out_shape: [u32; 4],
     a_strides: [u32; 4],
     b_strides: [u32; 4],
 }
 
-/// Records y = op(x) into `y` (both of `len` elements).
+/// Records y = op(x) into `y` (both of `len` elements); [`Unary::validate`]'s error for
+/// bad constants.
 pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
+    op.validate()?;
     let gpu = x.gpu();
-    let (code, alpha) = op.code();
+    let (code, alpha, beta) = op.code();
     let len = x.numel() as u32;
     let params = UnaryParams {
         len,
         alpha,
-        pad: [0; 2],
+        beta,
+        pad: 0,
     };
     let vec4 = gpu.is_cpu_like() && len.is_multiple_of(4);
     let invocations = if vec4 { len / 4 } else { len };
@@ -171,15 +411,19 @@ pub fn unary_dispatch(x: &Tensor, y: &Tensor, op: Unary) -> Result<Dispatch> {
     )
 }
 
-/// Records out = a ∘ b into `out`, whose shape is the broadcast of theirs.
+/// Records out = a ∘ b into `out`, whose shape is the broadcast of theirs;
+/// [`Binary::validate`]'s error for bad constants.
 pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Result<Dispatch> {
+    op.validate()?;
     let gpu = a.gpu();
     let len = out.numel() as u32;
     let direct = a.shape() == out.shape() && b.shape() == out.shape();
+    let (_, alpha, beta) = op.code();
     let params = BinaryParams {
         len,
         broadcast: u32::from(!direct),
-        pad: [0; 2],
+        alpha,
+        beta,
         out_shape: pad_to_rank4(out.shape(), 1),
         a_strides: broadcast_strides(a.shape(), out.shape()),
         b_strides: broadcast_strides(b.shape(), out.shape()),
@@ -213,13 +457,14 @@ fn binary_spec(op: Binary, vec4: bool) -> KernelSpec {
             Access::ReadWrite,
             Access::Uniform,
         ],
-        constants: vec![("OP", f64::from(op.code()))],
+        constants: vec![("OP", f64::from(op.code().0))],
     }
 }
 
 /// Every kernel variant [`unary_dispatch`] and [`binary_dispatch`] can build.
 pub fn kernel_specs() -> Vec<KernelSpec> {
-    // A scale's α is a parameter, not a constant: any one stands for all.
+    // A scale's α, pow's exponent and clamp's bounds are parameters, not constants: any one
+    // stands for all.
     let unary = [
         Unary::Tanh,
         Unary::Relu,
@@ -228,6 +473,15 @@ pub fn kernel_specs() -> Vec<KernelSpec> {
         Unary::Log,
         Unary::Neg,
         Unary::Scale(1.0),
+        Unary::Gelu,
+        Unary::Silu,
+        Unary::Sqrt,
+        Unary::Abs,
+        Unary::Pow(2.0),
+        Unary::Clamp {
+            min: -1.0,
+            max: 1.0,
+        },
     ];
     let mut specs = Vec::new();
     for vec4 in [false, true] {
@@ -271,8 +525,9 @@ pub fn binary_cpu(
 }
 
 impl Tensor {
-    /// y = op(x) elementwise.
+    /// y = op(x) elementwise; [`Unary::validate`]'s error for bad constants.
     pub fn map(&self, op: Unary) -> Result<Tensor> {
+        op.validate()?;
         let y = Tensor::uninit(self.gpu(), self.shape())?;
         if self.numel() > 0 {
             let dispatch = unary_dispatch(self, &y, op)?;
@@ -283,6 +538,7 @@ impl Tensor {
 
     /// out = self ∘ other elementwise, broadcasting as numpy does (ranks up to 4).
     pub fn zip(&self, other: &Tensor, op: Binary) -> Result<Tensor> {
+        op.validate()?;
         self.same_device(op.name(), other)?;
         let out_shape = if op.broadcasts() {
             broadcast_shapes(op.name(), self.shape(), other.shape())?
@@ -339,6 +595,40 @@ impl Tensor {
         self.map(Unary::Scale(alpha))
     }
 
+    /// GELU, x·Φ(x) elementwise (PyTorch's default `nn.GELU()`, the erf form; see
+    /// [`Unary::Gelu`]).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.map(Unary::Gelu)
+    }
+
+    /// SiLU, x·σ(x) elementwise (PyTorch's `nn.SiLU`).
+    pub fn silu(&self) -> Result<Tensor> {
+        self.map(Unary::Silu)
+    }
+
+    /// √x, elementwise (NaN for negative values).
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.map(Unary::Sqrt)
+    }
+
+    /// |x|, elementwise.
+    pub fn abs(&self) -> Result<Tensor> {
+        self.map(Unary::Abs)
+    }
+
+    /// xᵖ elementwise for a constant p, as PyTorch's `x ** p` (negative x for an integer p,
+    /// NaN for a non-integer one; see [`Unary::Pow`]); [`Error::InvalidArgument`] if p is
+    /// not finite.
+    pub fn pow(&self, p: f32) -> Result<Tensor> {
+        self.map(Unary::Pow(p))
+    }
+
+    /// min(max(x, min), max) elementwise, as `torch.clamp`; [`Error::InvalidArgument`]
+    /// naming the bounds if min > max or either is NaN.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        self.map(Unary::Clamp { min, max })
+    }
+
     /// `self + other`, elementwise, broadcasting the two shapes as numpy does (a dimension of
     /// 1, or a missing leading one, stretches to the other's size; ranks up to 4); the result has
     /// the broadcast shape, and [`Error::ShapeMismatch`] says where the shapes cannot broadcast.
@@ -374,5 +664,36 @@ impl Tensor {
     /// The gradient through sigmoid, from its output: `self` is y = sigmoid(x).
     pub fn sigmoid_backward(&self, grad: &Tensor) -> Result<Tensor> {
         self.zip(grad, Binary::SigmoidGrad)
+    }
+
+    /// The gradient through GELU, from its input: `self` is x, `grad` is dL/dy.
+    pub fn gelu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::GeluGrad)
+    }
+
+    /// The gradient through SiLU, from its input: `self` is x, `grad` is dL/dy.
+    pub fn silu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::SiluGrad)
+    }
+
+    /// The gradient through √, from its output: `self` is y = √x, `grad` is dL/dy.
+    pub fn sqrt_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::SqrtGrad)
+    }
+
+    /// The gradient through |x|, from its input: `self` is x; 0 where x = 0.
+    pub fn abs_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::AbsGrad)
+    }
+
+    /// The gradient through xᵖ, from its input: `self` is x, `grad` is dL/dy.
+    pub fn pow_backward(&self, p: f32, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::PowGrad(p))
+    }
+
+    /// The gradient through clamp(x, min, max), from its input: `self` is x; `grad` passes
+    /// where min ≤ x ≤ max.
+    pub fn clamp_backward(&self, min: f32, max: f32, grad: &Tensor) -> Result<Tensor> {
+        self.zip(grad, Binary::ClampGrad { min, max })
     }
 }

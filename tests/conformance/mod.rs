@@ -433,6 +433,12 @@ impl Op {
             "Tanh" => Op::Unary(Unary::Tanh),
             "Relu" => Op::Unary(Unary::Relu),
             "Sigmoid" => Op::Unary(Unary::Sigmoid),
+            // No case of these three in the data yet (onnx-node/README.md); attribute-free
+            // unary maps, ready when one is copied in. Gelu's `approximate = "tanh"` is an
+            // attribute the runner does not know, so such a case skips.
+            "Sqrt" => Op::Unary(Unary::Sqrt),
+            "Abs" => Op::Unary(Unary::Abs),
+            "Gelu" => Op::Unary(Unary::Gelu),
             "Add" => Op::Binary(Binary::Add),
             "Mul" => Op::Binary(Binary::Mul),
             "Transpose" => Op::Transpose,

@@ -9,8 +9,10 @@ use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Re
 
 // The builders: the public `Graph` calls that add this family's ops.
 impl Graph {
-    /// y = f(x) elementwise.
+    /// y = f(x) elementwise; [`Unary::validate`]'s error for bad constants (a non-finite
+    /// exponent, clamp bounds out of order).
     pub fn map(&mut self, x: Var, f: Unary) -> Result<Var> {
+        f.validate()?;
         self.push_one(Op::Unary(f), &[x])
     }
 
@@ -34,8 +36,43 @@ impl Graph {
         self.map(x, Unary::Scale(alpha))
     }
 
-    /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes).
+    /// GELU, x·Φ(x) elementwise (PyTorch's default `nn.GELU()`, the erf form).
+    pub fn gelu(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Gelu)
+    }
+
+    /// SiLU, x·σ(x) elementwise.
+    pub fn silu(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Silu)
+    }
+
+    /// √x elementwise.
+    pub fn sqrt(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Sqrt)
+    }
+
+    /// |x| elementwise (gradient 0 at 0).
+    pub fn abs(&mut self, x: Var) -> Result<Var> {
+        self.map(x, Unary::Abs)
+    }
+
+    /// xᵖ elementwise for a constant p, as PyTorch's `x ** p` ([`Unary::Pow`]);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if p is not finite.
+    pub fn pow(&mut self, x: Var, p: f32) -> Result<Var> {
+        self.map(x, Unary::Pow(p))
+    }
+
+    /// min(max(x, min), max) elementwise, as `torch.clamp` (gradient 1 where
+    /// min ≤ x ≤ max, else 0); [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+    /// naming the bounds if min > max or either is NaN.
+    pub fn clamp(&mut self, x: Var, min: f32, max: f32) -> Result<Var> {
+        self.map(x, Unary::Clamp { min, max })
+    }
+
+    /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes);
+    /// [`Binary::validate`]'s error for bad constants.
     pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
+        op.validate()?;
         self.push_one(Op::Binary(op), &[a, b])
     }
 
@@ -81,6 +118,17 @@ pub(super) fn backward_unary(
         Unary::Log => g.div(dy, x)?,
         Unary::Neg => g.map(dy, Unary::Neg)?,
         Unary::Scale(alpha) => g.scale(dy, alpha)?,
+        // From the input: neither x·Φ(x) nor x·σ(x) gives x back.
+        Unary::Gelu => g.zip(x, dy, Binary::GeluGrad)?,
+        Unary::Silu => g.zip(x, dy, Binary::SiluGrad)?,
+        // From the output: 1/(2√x) is 1/(2y), no square root again.
+        Unary::Sqrt => g.zip(y, dy, Binary::SqrtGrad)?,
+        // From the input: |x| loses the sign the gradient needs.
+        Unary::Abs => g.zip(x, dy, Binary::AbsGrad)?,
+        // From the input: p·x^(p−1) as y·p/x would divide by 0 at x = 0.
+        Unary::Pow(p) => g.zip(x, dy, Binary::PowGrad(p))?,
+        // From the input: the output cannot tell x = max from x > max.
+        Unary::Clamp { min, max } => g.zip(x, dy, Binary::ClampGrad { min, max })?,
     })])
 }
 
@@ -128,7 +176,15 @@ pub(super) fn backward_binary(
             let dy_y_b = g.div(dy_y, b)?;
             (g.div(dy, b)?, g.map(dy_y_b, Unary::Neg)?)
         }
-        _ => {
+        Binary::TanhGrad
+        | Binary::ReluGrad
+        | Binary::SigmoidGrad
+        | Binary::GeluGrad
+        | Binary::SiluGrad
+        | Binary::SqrtGrad
+        | Binary::AbsGrad
+        | Binary::PowGrad(_)
+        | Binary::ClampGrad { .. } => {
             return Err(no_gradient(
                 "a derivative op (second derivatives are not supported)",
             ))

@@ -17,8 +17,8 @@
 //! backward rules add them):
 //!
 //! - `matmul.rs`: `MatMul` (`matmul`, `gemm`);
-//! - `elementwise.rs`: `Unary` (`map`, `tanh`, `relu`, `sigmoid`, `scale`), `Binary`
-//!   (`zip`, `add`, `sub`, `mul`, `div`);
+//! - `elementwise.rs`: `Unary` (`map`, `tanh`, `relu`, `sigmoid`, `scale`, `gelu`, `silu`,
+//!   `sqrt`, `abs`, `pow`, `clamp`), `Binary` (`zip`, `add`, `sub`, `mul`, `div`);
 //! - `random.rs`: `Dropout` (`dropout`);
 //! - `reduce.rs`: `Reduce` (`reduce`, `sum`, `mean`), `SumTo` (`sum_to`);
 //! - `copy.rs`: `BroadcastTo` (`broadcast_to`), `Reshape` (`reshape`), `Permute`
