@@ -33,6 +33,37 @@ fn initialisations_have_their_textbook_scale() {
     );
 }
 
+/// Each activation adds its own nonlinearity (against the CPU reference of its kernel), and
+/// its name reads back.
+#[test]
+fn every_activation_applies_its_function_and_round_trips_its_name() {
+    use shadergrad::Unary;
+    let xs = [-3.0f32, -1.0, -0.25, 0.0, 0.5, 2.0];
+    for activation in Activation::ALL {
+        let mut g = Graph::new(gpu());
+        let x = g.input("x", &[6]);
+        let y = activation.apply(&mut g, x).unwrap();
+        let mut plan = g.compile(&[y]).unwrap();
+        plan.run(&[Feed::f32(x, &xs)], &[]).unwrap();
+        let reference = match activation {
+            Activation::Tanh => Unary::Tanh,
+            Activation::Relu => Unary::Relu,
+            Activation::Sigmoid => Unary::Sigmoid,
+            Activation::Gelu => Unary::Gelu,
+            Activation::Silu => Unary::Silu,
+        };
+        for (got, &x) in plan.read(y).unwrap().iter().zip(&xs) {
+            let want = reference.apply(f64::from(x));
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{activation:?}({x}) = {got}, expected {want}"
+            );
+        }
+        assert_eq!(activation.name().parse::<Activation>().unwrap(), activation);
+    }
+    assert!("swish".parse::<Activation>().is_err());
+}
+
 #[test]
 fn an_mlp_names_its_parameters_and_computes_logits() {
     let mut g = Graph::new(gpu());

@@ -102,6 +102,8 @@ pub enum Activation {
     Tanh,
     Relu,
     Sigmoid,
+    Gelu,
+    Silu,
 }
 
 impl From<Activation> for shadergrad::nn::Activation {
@@ -110,6 +112,8 @@ impl From<Activation> for shadergrad::nn::Activation {
             Activation::Tanh => shadergrad::nn::Activation::Tanh,
             Activation::Relu => shadergrad::nn::Activation::Relu,
             Activation::Sigmoid => shadergrad::nn::Activation::Sigmoid,
+            Activation::Gelu => shadergrad::nn::Activation::Gelu,
+            Activation::Silu => shadergrad::nn::Activation::Silu,
         }
     }
 }

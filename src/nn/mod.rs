@@ -37,6 +37,10 @@ pub enum Activation {
     Relu,
     /// Logistic sigmoid: 1 / (1 + e^(-x)), squashes to (0, 1).
     Sigmoid,
+    /// Gaussian error linear unit: x·Φ(x), PyTorch's exact `nn.GELU()`.
+    Gelu,
+    /// Sigmoid linear unit (swish): x·σ(x), PyTorch's `nn.SiLU()`.
+    Silu,
 }
 
 impl Activation {
@@ -49,28 +53,42 @@ impl Activation {
                 Activation::Tanh => Unary::Tanh,
                 Activation::Relu => Unary::Relu,
                 Activation::Sigmoid => Unary::Sigmoid,
+                Activation::Gelu => Unary::Gelu,
+                Activation::Silu => Unary::Silu,
             },
         )
     }
 
     /// The initialisation that keeps activations at a steady scale through this
-    /// nonlinearity: He for ReLU (which zeroes half its inputs), Xavier otherwise.
+    /// nonlinearity: He for ReLU and its smooth cousins GELU and SiLU (which damp about
+    /// half their inputs), Xavier otherwise.
     pub fn default_init(self) -> Init {
         match self {
-            Activation::Relu => Init::He,
+            Activation::Relu | Activation::Gelu | Activation::Silu => Init::He,
             Activation::Tanh | Activation::Sigmoid => Init::Xavier,
         }
     }
 
     /// The lower-case name the command line and checkpoints use (`"tanh"`, `"relu"`,
-    /// `"sigmoid"`); [`FromStr`] parses it back.
+    /// `"sigmoid"`, `"gelu"`, `"silu"`); [`FromStr`] parses it back.
     pub fn name(self) -> &'static str {
         match self {
             Activation::Tanh => "tanh",
             Activation::Relu => "relu",
             Activation::Sigmoid => "sigmoid",
+            Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
         }
     }
+
+    /// Every activation, in the order the command line lists them.
+    pub const ALL: [Activation; 5] = [
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Gelu,
+        Activation::Silu,
+    ];
 }
 
 impl FromStr for Activation {
@@ -81,9 +99,11 @@ impl FromStr for Activation {
             "tanh" => Ok(Activation::Tanh),
             "relu" => Ok(Activation::Relu),
             "sigmoid" => Ok(Activation::Sigmoid),
+            "gelu" => Ok(Activation::Gelu),
+            "silu" => Ok(Activation::Silu),
             other => Err(Error::invalid(
                 "activation",
-                format!("{other:?} is not one of tanh, relu, sigmoid"),
+                format!("{other:?} is not one of tanh, relu, sigmoid, gelu, silu"),
             )),
         }
     }
