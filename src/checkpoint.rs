@@ -143,24 +143,39 @@ pub enum Dtype {
     I64,
     /// 32-bit unsigned integer: the type of [`Indices`].
     U32,
+    /// 16-bit IEEE half float (PyTorch's `float16`): read, converted exactly to F32.
+    F16,
+    /// 16-bit brain float (PyTorch's `bfloat16`, an F32 with 16 mantissa bits dropped):
+    /// read, converted exactly to F32.
+    BF16,
 }
 
 impl Dtype {
-    const ALL: [Dtype; 4] = [Dtype::F32, Dtype::I32, Dtype::I64, Dtype::U32];
+    const ALL: [Dtype; 6] = [
+        Dtype::F32,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::U32,
+        Dtype::F16,
+        Dtype::BF16,
+    ];
 
-    /// The safetensors name: `F32`, `I32`, `I64`, `U32`.
+    /// The safetensors name: `F32`, `I32`, `I64`, `U32`, `F16`, `BF16`.
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "F32",
             Dtype::I32 => "I32",
             Dtype::I64 => "I64",
             Dtype::U32 => "U32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
         }
     }
 
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
+            Dtype::F16 | Dtype::BF16 => 2,
             Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
             Dtype::I64 => 8,
         }
@@ -221,6 +236,7 @@ impl TensorData {
     }
 
     /// Reads little-endian elements of `dtype`; `bytes.len()` is a multiple of its size.
+    /// Half floats (F16, BF16) become F32, which holds each of their values exactly.
     fn read_le(dtype: Dtype, bytes: &[u8]) -> TensorData {
         fn elements<const N: usize, T>(bytes: &[u8], from_le: fn([u8; N]) -> T) -> Vec<T> {
             bytes
@@ -233,8 +249,36 @@ impl TensorData {
             Dtype::I32 => TensorData::I32(elements(bytes, i32::from_le_bytes)),
             Dtype::I64 => TensorData::I64(elements(bytes, i64::from_le_bytes)),
             Dtype::U32 => TensorData::U32(elements(bytes, u32::from_le_bytes)),
+            Dtype::F16 => TensorData::F32(
+                elements(bytes, u16::from_le_bytes)
+                    .into_iter()
+                    .map(f16_to_f32)
+                    .collect(),
+            ),
+            Dtype::BF16 => TensorData::F32(
+                elements(bytes, u16::from_le_bytes)
+                    .into_iter()
+                    .map(|bits| f32::from_bits(u32::from(bits) << 16))
+                    .collect(),
+            ),
         }
     }
+}
+
+/// The F32 of an IEEE half float's bits: sign, 5 exponent bits (bias 15), 10 mantissa
+/// bits; subnormals, infinities and NaN kept.
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let magnitude = match (exponent, mantissa) {
+        (0, 0) => 0,
+        // Subnormal: mantissa·2⁻²⁴, normal in F32.
+        (0, _) => (mantissa as f32 * 2f32.powi(-24)).to_bits(),
+        (0x1f, _) => 0x7f80_0000 | (mantissa << 13),
+        _ => ((exponent + 127 - 15) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
 }
 
 impl From<Vec<f32>> for TensorData {

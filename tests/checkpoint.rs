@@ -497,6 +497,59 @@ fn file_with_header(header: &str, data_len: usize) -> Vec<u8> {
     bytes
 }
 
+/// Half floats as PyTorch saves them (`float16`, `bfloat16`) read as the F32 values they
+/// hold, exactly: normal numbers, the largest, a subnormal, signed zeros.
+#[test]
+fn f16_and_bf16_tensors_convert_to_f32_on_load() {
+    let scratch = Scratch::new("half-floats");
+    let path = scratch.path("half.safetensors");
+    let half: [u16; 6] = [0x3c00, 0xc100, 0x7bff, 0x0001, 0x0000, 0x8000];
+    let brain: [u16; 3] = [0x3f80, 0xc049, 0x0080];
+    let header = r#"{"b":{"dtype":"BF16","shape":[3],"data_offsets":[0,6]},"h":{"dtype":"F16","shape":[2,3],"data_offsets":[6,18]}}"#;
+    let mut bytes = file_with_header(header, 0);
+    for bits in brain.iter().chain(&half) {
+        bytes.extend(bits.to_le_bytes());
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let file = shadergrad::checkpoint::read_safetensors(&path).unwrap();
+    let h = file.tensors.iter().find(|t| t.name == "h").unwrap();
+    assert_eq!(h.shape, [2, 3]);
+    let values = h.as_f32().unwrap();
+    assert_eq!(values[..3], [1.0, -2.5, 65504.0]);
+    assert_eq!(values[3], 2f32.powi(-24));
+    assert_eq!(values[4].to_bits(), 0.0f32.to_bits());
+    assert_eq!(values[5].to_bits(), (-0.0f32).to_bits());
+    let b = file.tensors.iter().find(|t| t.name == "b").unwrap();
+    assert_eq!(b.as_f32().unwrap(), [1.0, -3.140625, 2f32.powi(-126)]);
+    for (bits, value) in [(0x7c00u16, f32::INFINITY), (0xfc00, f32::NEG_INFINITY)] {
+        assert_eq!(shadergrad::checkpoint::f16_to_f32(bits), value);
+    }
+    assert!(shadergrad::checkpoint::f16_to_f32(0x7e00).is_nan());
+    // Every finite half float converts to the value it denotes.
+    for bits in 0..=u16::MAX {
+        let exponent = (bits >> 10) & 0x1f;
+        if exponent == 0x1f {
+            continue;
+        }
+        let mantissa = f64::from(bits & 0x3ff);
+        let magnitude = if exponent == 0 {
+            mantissa * 2f64.powi(-24)
+        } else {
+            (1.0 + mantissa / 1024.0) * 2f64.powi(i32::from(exponent) - 15)
+        };
+        let value = if bits >> 15 == 1 {
+            -magnitude
+        } else {
+            magnitude
+        };
+        assert_eq!(
+            f64::from(shadergrad::checkpoint::f16_to_f32(bits)),
+            value,
+            "{bits:#06x}"
+        );
+    }
+}
+
 #[test]
 fn every_malformed_header_is_named() {
     let path = Path::new("hand-made.safetensors");
@@ -513,9 +566,9 @@ fn every_malformed_header_is_named() {
             "tensor \"w\": the entry has no \"dtype\"",
         ),
         (
-            r#"{"w":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#,
+            r#"{"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#,
             8,
-            "dtype \"F16\" is not one this reader knows (F32, I32, I64, U32)",
+            "dtype \"F64\" is not one this reader knows (F32, I32, I64, U32, F16, BF16)",
         ),
         (
             r#"{"w":{"dtype":7,"shape":[2],"data_offsets":[0,8]}}"#,
