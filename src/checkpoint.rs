@@ -858,6 +858,31 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// The tensors of any safetensors file as a [`Checkpoint`] to load parameters from: a
+/// checkpoint of [`save`] (its checksum checked, its config kept) or a plain file such as
+/// PyTorch's `safetensors.torch.save_file(model.state_dict(), path)` writes (no config:
+/// `Value::Null`). F16 and BF16 tensors become F32; NaN or infinite F32 elements are
+/// refused, as by [`load`]. Rename its tensors to the model's names with
+/// [`Checkpoint::rename_tensors`].
+pub fn load_weights(path: &Path) -> Result<Checkpoint> {
+    let bytes = read_file(path)?;
+    let file = decode_safetensors(&bytes, path)?;
+    let config = match file.metadata.get(RECORD_KEY) {
+        Some(record) => {
+            parse_record(record, &bytes).map_err(|message| Error::format(path, message))?
+        }
+        None => Value::Null,
+    };
+    if let Some(problem) = first_non_finite(&file.tensors) {
+        return Err(Error::format(path, problem));
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        tensors: file.tensors,
+        config,
+    })
+}
+
 /// The caller's value inside the record of a single-file checkpoint whose bytes are
 /// `bytes`, once the checksum shows the file is as it was saved.
 fn parse_record(record_text: &str, bytes: &[u8]) -> std::result::Result<Value, String> {
@@ -903,7 +928,8 @@ fn load_legacy_config(path: &Path, tensor_bytes: &[u8]) -> Result<Value> {
                 format!(
                     "the header's metadata has no {RECORD_KEY:?} record, and there is no \
                      config file {} beside it as a checkpoint of the two-file form has: this \
-                     is a plain safetensors file (read_safetensors reads it), not a checkpoint",
+                     is a plain safetensors file (load_weights and read_safetensors read \
+                     it), not a checkpoint",
                     config_path.display()
                 ),
             ))
@@ -1016,6 +1042,41 @@ impl Checkpoint {
             &self.path,
             format!("{first}{others}: was it saved for another architecture?"),
         ))
+    }
+
+    /// Renames every tensor as `rename` says: `Some(new name)`, or `None` to drop it (a
+    /// buffer such as `num_batches_tracked` the model has no parameter for). Errors, naming
+    /// both tensors, when two would take the same name; the checkpoint is then unchanged.
+    pub fn rename_tensors(&mut self, rename: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let mut renamed: Vec<(String, usize)> = self
+            .tensors
+            .iter()
+            .enumerate()
+            .filter_map(|(index, tensor)| rename(&tensor.name).map(|name| (name, index)))
+            .collect();
+        renamed.sort();
+        if let Some(pair) = renamed.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!(
+                    "tensors {:?} and {:?} would both be named {:?}",
+                    self.tensors[pair[0].1].name, self.tensors[pair[1].1].name, pair[0].0
+                ),
+            ));
+        }
+        let mut tensors: Vec<Option<NamedTensor>> = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.tensors = renamed
+            .into_iter()
+            .filter_map(|(name, index)| {
+                tensors[index]
+                    .take()
+                    .map(|tensor| NamedTensor { name, ..tensor })
+            })
+            .collect();
+        Ok(())
     }
 
     /// The tensor named `name`.

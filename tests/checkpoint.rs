@@ -247,6 +247,48 @@ fn a_file_written_by_python_safetensors_is_read() {
     assert_says(&message, "this is a plain safetensors file");
 }
 
+/// A plain safetensors file (PyTorch's `save_file(state_dict)`) loads as weights without a
+/// config, its tensors renamed to a model's names, and fills that model's parameters.
+#[test]
+fn plain_safetensors_weights_load_renamed_into_a_plan() {
+    use shadergrad::graph::{Feed, Graph};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/checkpoint/python_written.safetensors");
+    let mut weights = checkpoint::load_weights(&path).unwrap();
+    assert_eq!(weights.config, Value::Null);
+    // Two names onto one is refused, and leaves the names as they were.
+    let message = weights
+        .rename_tensors(|name| {
+            Some(if name == "ids" {
+                "step".into()
+            } else {
+                name.into()
+            })
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"ids\"") && message.contains("\"step\""),
+        "{message}"
+    );
+    assert!(weights.get("ids").is_ok());
+    // Keep the weight only, under the model's name.
+    weights
+        .rename_tensors(|name| (name == "weight").then(|| "layer.weight".to_string()))
+        .unwrap();
+    assert_eq!(weights.tensors.len(), 1);
+
+    let gpu = shadergrad::Gpu::default_adapter().unwrap();
+    let mut g = Graph::new(&gpu);
+    let x = g.input("x", &[1, 2]);
+    let w = g.parameter("layer.weight", &[2, 3], vec![0.0; 6]).unwrap();
+    let y = g.matmul(x, w).unwrap();
+    let mut plan = g.compile(&[y]).unwrap();
+    plan.load_parameters(&weights).unwrap();
+    plan.run(&[Feed::f32(x, &[1.0, 0.0])], &[]).unwrap();
+    assert_eq!(plan.read(y).unwrap(), [1.5, -2.25, 0.0]);
+}
+
 #[test]
 fn a_path_without_the_safetensors_extension_is_refused() {
     let scratch = Scratch::new("extension");
