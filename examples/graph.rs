@@ -2,6 +2,7 @@
 
 use shadergrad::graph::{Feed, Graph};
 use shadergrad::nn::{Activation, Mlp};
+use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 
 fn main() -> shadergrad::Result<()> {
@@ -13,17 +14,23 @@ fn main() -> shadergrad::Result<()> {
     let logits = mlp.forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels, None)?;
     let grads = g.backward(loss)?; // appends the gradient nodes
-    let outputs: Vec<_> = std::iter::once(loss)
-        .chain(grads.parameters().into_iter().map(|(_, grad)| grad))
-        .collect();
+    let mut outputs = vec![loss];
+    outputs.extend(grads.parameter_gradients());
     let mut plan = g.compile(&outputs)?; // liveness-shared buffers, dispatches recorded once
-    plan.run(
-        &[
-            Feed::f32(x, &[0., 0., 0., 1., 1., 0., 1., 1.]),
-            Feed::u32(labels, &[0, 1, 1, 0]),
-        ],
-        &[], // more dispatches for the same submission: an optimizer's update
-    )?;
+    let config = OptimizerConfig::new(Rule::adam(), 0.05);
+    let mut optimizer = Optimizer::new(&gpu, config, &plan.parameter_pairs(&grads)?)?;
+    let feeds = [
+        Feed::f32(x, &[0., 0., 0., 1., 1., 0., 1., 1.]),
+        Feed::u32(labels, &[0, 1, 1, 0]),
+    ];
+    for step in 0..200 {
+        optimizer.prepare_step(1)?;
+        // The step and the update in one submission.
+        plan.run(&feeds, optimizer.dispatches())?;
+        if step % 50 == 0 {
+            println!("step {step}: loss {:?}", plan.read(loss)?);
+        }
+    }
     println!("loss {:?}, memory {:?}", plan.read(loss)?, plan.memory());
     Ok(())
 }

@@ -57,19 +57,11 @@ fn kernels_and_a_training_step_run_on_the_hosts_device_and_its_handlers_stay_its
     let squared = g.mul(error, error).unwrap();
     let loss = g.mean(squared, 0, false).unwrap();
     let loss = g.sum(loss, 0, false).unwrap();
-    let grads = g.backward(loss).unwrap().parameters();
+    let grads = g.backward(loss).unwrap();
     let mut outputs = vec![loss];
-    outputs.extend(grads.iter().map(|&(_, grad)| grad));
+    outputs.extend(grads.parameter_gradients());
     let mut plan = g.compile(&outputs).unwrap();
-    let pairs: Vec<(Tensor, Tensor)> = grads
-        .iter()
-        .map(|&(p, grad)| {
-            (
-                plan.tensor(p).unwrap().clone(),
-                plan.tensor(grad).unwrap().clone(),
-            )
-        })
-        .collect();
+    let pairs = plan.parameter_pairs(&grads).unwrap();
     let mut optimizer = Optimizer::new(&gpu, OptimizerConfig::new(Rule::Sgd, 0.1), &pairs).unwrap();
     let (xs, ys) = ([0.0f32, 1.0, 2.0, 3.0], [-1.0f32, 1.0, 3.0, 5.0]);
     let mut losses = Vec::new();

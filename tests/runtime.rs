@@ -210,7 +210,6 @@ fn sum_all_and_mean_all_reduce_every_axis_to_one_value() {
 fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
     use shadergrad::graph::GemmSpec;
     use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
-    use shadergrad::Tensor;
 
     fn build(
         g: &mut Graph,
@@ -227,19 +226,22 @@ fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
     let (x, logits) = build(&mut train, 4, 0.1);
     let labels = train.input_indices("labels", &[4]);
     let loss = train.cross_entropy(logits, labels, None).unwrap();
-    let grads = train.backward(loss).unwrap().parameters();
+    let grads = train.backward(loss).unwrap();
     let mut outputs = vec![loss, logits];
-    outputs.extend(grads.iter().map(|&(_, grad)| grad));
+    outputs.extend(grads.parameter_gradients());
     let mut trainer = train.compile(&outputs).unwrap();
-    let pairs: Vec<(Tensor, Tensor)> = grads
-        .iter()
-        .map(|&(p, grad)| {
-            (
-                trainer.tensor(p).unwrap().clone(),
-                trainer.tensor(grad).unwrap().clone(),
-            )
-        })
-        .collect();
+    let pairs = trainer.parameter_pairs(&grads).unwrap();
+    // Without the gradients among the outputs there is nothing to update: named.
+    let message = train
+        .compile(&[loss])
+        .unwrap()
+        .parameter_pairs(&grads)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"w\"") && message.contains("parameter_gradients"),
+        "{message}"
+    );
     let mut optimizer =
         Optimizer::new(gpu(), OptimizerConfig::new(Rule::Sgd, 0.5), &pairs).unwrap();
 

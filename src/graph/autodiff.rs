@@ -34,6 +34,15 @@ impl Gradients {
         })
     }
 
+    /// The gradient of every parameter the loss depends on, in parameter order: the values
+    /// to name among compile's outputs for an optimizer ([`crate::graph::Plan::parameter_pairs`]).
+    pub fn parameter_gradients(&self) -> Vec<Var> {
+        self.parameters()
+            .into_iter()
+            .map(|(_, grad)| grad)
+            .collect()
+    }
+
     /// (parameter, gradient) for every parameter the loss depends on, in parameter order.
     pub fn parameters(&self) -> Vec<(Var, Var)> {
         self.parameters

@@ -21,7 +21,7 @@ use crate::kernels::gather::GroupedPositions;
 use crate::tensor::{numel, Indices, Tensor};
 
 use super::ops::{MatMulFusion, Op, Operand, Recorded};
-use super::{DType, Graph, GraphId, IndexBound, Node, Source, Var};
+use super::{DType, Gradients, Graph, GraphId, IndexBound, Node, Source, Var};
 
 /// The prefix of the optimizer-state tensors a training checkpoint holds beside the
 /// parameters (`optimizer.0.exp_avg`, …).
@@ -776,6 +776,31 @@ impl Plan {
             (None, Some(name)) => format!("{name:?} (value {}, pruned by compile)", var.index),
             (None, None) => format!("value {}", var.index),
         }
+    }
+
+    /// (parameter tensor, gradient tensor) for every parameter `grads` holds a gradient of,
+    /// in parameter order: what [`crate::optim::Optimizer::new`] updates, so that an
+    /// optimizer connects to a plan in one call. The gradients must be among compile's
+    /// outputs ([`Gradients::parameter_gradients`]); an error names a parameter whose
+    /// gradient is not.
+    pub fn parameter_pairs(&self, grads: &Gradients) -> Result<Vec<(Tensor, Tensor)>> {
+        grads
+            .parameters()
+            .into_iter()
+            .map(|(parameter, grad)| {
+                let gradient = self.tensor(grad).map_err(|_| {
+                    Error::invalid(
+                        "optimizer",
+                        format!(
+                            "the gradient of parameter {} was not among compile's outputs: \
+                             add grads.parameter_gradients() to them",
+                            self.describe(parameter)
+                        ),
+                    )
+                })?;
+                Ok((self.tensor(parameter)?.clone(), gradient.clone()))
+            })
+            .collect()
     }
 
     /// Every parameter the plan uses, (name, tensor), in the order they were made.
