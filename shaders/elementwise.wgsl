@@ -237,10 +237,12 @@ fn apply_binary(a: f32, b: f32) -> f32 {
             return select(b * p * pow_const(a, p - 1.0), 0.0, p == 0.0);
         }
         // clamp', a = x: dy where alpha ≤ x ≤ beta (bounds included, as PyTorch)
-        default: {
+        case 12u: {
             let inside = a >= binary_params.alpha && a <= binary_params.beta;
             return select(0.0, b, inside);
         }
+        // equal: 1 where a = b, else 0
+        default: { return select(0.0, 1.0, a == b); }
     }
 }
 

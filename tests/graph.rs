@@ -412,6 +412,43 @@ fn dropout_backward_is_the_same_mask_and_scale_on_dy() {
     );
 }
 
+/// The gradient of a max goes where the maximum was taken, shared equally among ties (as
+/// PyTorch's `amax`), and a mask of equal elements passes none.
+#[test]
+fn max_gradient_goes_to_the_maximum_shared_among_ties() {
+    let mut g = Graph::new(gpu());
+    let x = g
+        .parameter(
+            "x",
+            &[2, 4],
+            vec![1.0, 3.0, 3.0, 2.0, -1.0, -5.0, -0.5, -2.0],
+        )
+        .unwrap();
+    let m = g.reduce(x, Reduce::Max, 1, false).unwrap();
+    let loss = g.sum_all(m).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let dx = grads.of(x).unwrap();
+    let mut plan = g.compile(&[m, dx]).unwrap();
+    plan.run(&[], &[]).unwrap();
+    assert_eq!(plan.read(m).unwrap(), [3.0, -0.5]);
+    assert_eq!(
+        plan.read(dx).unwrap(),
+        [0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+    );
+    let mut g = Graph::new(gpu());
+    let a = g.parameter("a", &[3], vec![1.0, 2.0, 3.0]).unwrap();
+    let b = g.constant(vec![1.0, 0.0, 3.0], &[3]).unwrap();
+    let mask = g.zip(a, b, Binary::Equal).unwrap();
+    let weighted = g.mul(mask, a).unwrap();
+    let loss = g.sum_all(weighted).unwrap();
+    let da = g.backward(loss).unwrap().of(a).unwrap();
+    let mut plan = g.compile(&[mask, da]).unwrap();
+    plan.run(&[], &[]).unwrap();
+    assert_eq!(plan.read(mask).unwrap(), [1.0, 0.0, 1.0]);
+    // d(mask·a)/da = mask: the mask itself passes no gradient.
+    assert_eq!(plan.read(da).unwrap(), [1.0, 0.0, 1.0]);
+}
+
 #[test]
 fn binary_backward_with_broadcasting() {
     let cases: [(&[usize], &[usize]); 4] = [
@@ -465,7 +502,7 @@ fn reduce_broadcast_permute_reshape_backward() {
     let shape = [3usize, 4, 5];
     let strides = contiguous_strides(&shape);
     for axis in 0..3 {
-        for op in [Reduce::Sum, Reduce::Mean] {
+        for op in [Reduce::Sum, Reduce::Mean, Reduce::Max] {
             check_op(
                 &format!("{op:?} axis {axis}"),
                 &[&shape],
@@ -475,19 +512,17 @@ fn reduce_broadcast_permute_reshape_backward() {
                     let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
                     for i in 0..shape[others[0]] {
                         for j in 0..shape[others[1]] {
-                            let total: f64 = (0..shape[axis])
-                                .map(|l| {
-                                    let mut c = [0; 3];
-                                    c[others[0]] = i;
-                                    c[others[1]] = j;
-                                    c[axis] = l;
-                                    x[0][c[0] * strides[0] + c[1] * strides[1] + c[2]]
-                                })
-                                .sum();
-                            out.push(if op == Reduce::Mean {
-                                total / shape[axis] as f64
-                            } else {
-                                total
+                            let along = (0..shape[axis]).map(|l| {
+                                let mut c = [0; 3];
+                                c[others[0]] = i;
+                                c[others[1]] = j;
+                                c[axis] = l;
+                                x[0][c[0] * strides[0] + c[1] * strides[1] + c[2]]
+                            });
+                            out.push(match op {
+                                Reduce::Sum => along.sum(),
+                                Reduce::Mean => along.sum::<f64>() / shape[axis] as f64,
+                                Reduce::Max => along.fold(f64::NEG_INFINITY, f64::max),
                             });
                         }
                     }
@@ -737,12 +772,12 @@ fn shape_errors_name_the_op_and_the_shapes() {
     assert!(err.contains("reshape") && err.contains("[5]"), "{err}");
     let labels = g.input_indices("labels", &[2]);
     assert!(g.tanh(labels).is_err());
-    // max picks rather than computes: asking for its gradient says so.
+    // A derivative op has no gradient of its own (no second derivatives): asking says so.
     let w = g.parameter("w", &[2, 3], vec![0.5; 6]).unwrap();
-    let m = g.reduce(w, Reduce::Max, 1, false).unwrap();
-    let loss = g.sum(m, 0, false).unwrap();
+    let d = g.zip(w, w, Binary::TanhGrad).unwrap();
+    let loss = g.sum_all(d).unwrap();
     let err = g.backward(loss).unwrap_err().to_string();
-    assert!(err.contains("max") && err.contains("no gradient"), "{err}");
+    assert!(err.contains("second derivatives") && err.contains("no gradient"), "{err}");
     // An input has no gradient.
     let x = g.input("x", &[3]);
     let y = g.mul(x, x).unwrap();

@@ -245,13 +245,16 @@ pub enum Binary {
         /// The upper bound.
         max: f32,
     },
+    /// 1 where a = b, else 0 (broadcasting): a mask, such as of where a maximum was taken.
+    /// No gradient flows through it.
+    Equal,
 }
 
 impl Binary {
     /// Every binary op, in the order of the shader's `OP` codes; the two with a parameter
     /// ([`Binary::PowGrad`], [`Binary::ClampGrad`]) with a stand-in one: the shader reads
     /// it from a uniform, so one kernel serves every value.
-    pub const ALL: [Binary; 13] = [
+    pub const ALL: [Binary; 14] = [
         Binary::Add,
         Binary::Sub,
         Binary::Mul,
@@ -268,6 +271,7 @@ impl Binary {
             min: -1.0,
             max: 1.0,
         },
+        Binary::Equal,
     ];
 
     /// The shader's `OP` code, `alpha` and `beta`.
@@ -286,6 +290,7 @@ impl Binary {
             Binary::AbsGrad => (10, 0.0, 0.0),
             Binary::PowGrad(p) => (11, p, 0.0),
             Binary::ClampGrad { min, max } => (12, min, max),
+            Binary::Equal => (13, 0.0, 0.0),
         }
     }
 
@@ -314,12 +319,16 @@ impl Binary {
             Binary::AbsGrad => "abs_grad",
             Binary::PowGrad(_) => "pow_grad",
             Binary::ClampGrad { .. } => "clamp_grad",
+            Binary::Equal => "equal",
         }
     }
 
     /// Whether the op broadcasts; the derivatives need both operands of one shape.
     fn broadcasts(self) -> bool {
-        matches!(self, Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)
+        matches!(
+            self,
+            Binary::Add | Binary::Sub | Binary::Mul | Binary::Div | Binary::Equal
+        )
     }
 
     /// The CPU reference, in f64.
@@ -363,6 +372,7 @@ impl Binary {
                     0.0
                 }
             }
+            Binary::Equal => f64::from(u8::from(a == b)),
         }
     }
 }

@@ -189,6 +189,8 @@ pub(super) fn backward_binary(
                 "a derivative op (second derivatives are not supported)",
             ))
         }
+        // A mask: piecewise constant, its gradient is 0 almost everywhere.
+        Binary::Equal => return Ok(vec![None, None]),
     };
     Ok(vec![
         Some(g.sum_to(da, &a_shape)?),

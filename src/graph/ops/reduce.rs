@@ -2,12 +2,13 @@
 //! down to a shape that undoes a broadcast.
 
 use crate::error::{Error, Result};
+use crate::kernels::elementwise::Binary;
 use crate::kernels::reduce::{reduce_dispatch, split_at_axis, Reduce, ReduceVariant};
 use crate::kernels::{broadcast_shapes, check_rank};
 use crate::tensor::Tensor;
 
 use super::super::{mismatch, DType, Graph, Var};
-use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
+use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
 
 // The builders: the public `Graph` calls that add this family's ops.
 impl Graph {
@@ -84,7 +85,8 @@ pub(super) fn infer_reduce(
     f32_output(shape)
 }
 
-/// dy spread back over the reduced axis (and divided by its length for a mean).
+/// dy spread back over the reduced axis (and divided by its length for a mean); for a
+/// max, to where the maximum was taken, shared equally among ties (as PyTorch's `amax`).
 pub(super) fn backward_reduce(
     g: &mut Graph,
     node: NodeGradient,
@@ -99,7 +101,15 @@ pub(super) fn backward_reduce(
     Ok(vec![Some(match reduce {
         Reduce::Sum => spread,
         Reduce::Mean => g.scale(spread, 1.0 / x_shape[axis] as f32)?,
-        Reduce::Max => return Err(no_gradient("max (it picks, it does not compute)")),
+        Reduce::Max => {
+            let y_kept = g.reshape(node.outputs[0], &kept)?;
+            let y_spread = g.broadcast_to(y_kept, &x_shape)?;
+            let hits = g.zip(node.inputs[0], y_spread, Binary::Equal)?;
+            let ties = g.sum(hits, axis as isize, true)?;
+            let share = g.div(dy_kept, ties)?;
+            let share = g.broadcast_to(share, &x_shape)?;
+            g.mul(hits, share)?
+        }
     })])
 }
 
