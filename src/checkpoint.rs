@@ -840,13 +840,23 @@ pub struct Checkpoint {
 /// refuses NaN or infinite F32 elements.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     check_extension(path)?;
+    read_checkpoint(path, |bytes| load_legacy_config(path, bytes))
+}
+
+/// The checkpoint in the file at `path`: its config from the record in its metadata (the
+/// checksum checked), or `without_record(bytes)` when it has none; NaN or infinite F32
+/// elements are refused.
+fn read_checkpoint(
+    path: &Path,
+    without_record: impl FnOnce(&[u8]) -> Result<Value>,
+) -> Result<Checkpoint> {
     let bytes = read_file(path)?;
     let file = decode_safetensors(&bytes, path)?;
     let config = match file.metadata.get(RECORD_KEY) {
         Some(record) => {
             parse_record(record, &bytes).map_err(|message| Error::format(path, message))?
         }
-        None => load_legacy_config(path, &bytes)?,
+        None => without_record(&bytes)?,
     };
     if let Some(problem) = first_non_finite(&file.tensors) {
         return Err(Error::format(path, problem));
@@ -865,22 +875,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 /// refused, as by [`load`]. Rename its tensors to the model's names with
 /// [`Checkpoint::rename_tensors`].
 pub fn load_weights(path: &Path) -> Result<Checkpoint> {
-    let bytes = read_file(path)?;
-    let file = decode_safetensors(&bytes, path)?;
-    let config = match file.metadata.get(RECORD_KEY) {
-        Some(record) => {
-            parse_record(record, &bytes).map_err(|message| Error::format(path, message))?
-        }
-        None => Value::Null,
-    };
-    if let Some(problem) = first_non_finite(&file.tensors) {
-        return Err(Error::format(path, problem));
-    }
-    Ok(Checkpoint {
-        path: path.to_path_buf(),
-        tensors: file.tensors,
-        config,
-    })
+    read_checkpoint(path, |_| Ok(Value::Null))
 }
 
 /// The caller's value inside the record of a single-file checkpoint whose bytes are
