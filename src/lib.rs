@@ -70,6 +70,9 @@ pub mod tensor;
 pub mod train;
 
 pub use error::{Error, Result};
+/// The JSON library of checkpoint configs ([`checkpoint::save`] takes a
+/// `serde_json::Value`), re-exported so that a program need not depend on it itself.
+pub use serde_json;
 pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::attention::{
     attention, attention_backward, attention_logits, attention_output, fused_attention,
