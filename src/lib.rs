@@ -70,9 +70,6 @@ pub mod tensor;
 pub mod train;
 
 pub use error::{Error, Result};
-/// The JSON library of checkpoint configs ([`checkpoint::save`] takes a
-/// `serde_json::Value`), re-exported so that a program need not depend on it itself.
-pub use serde_json;
 pub use gpu::{AdapterSelector, Gpu};
 pub use kernels::attention::{
     attention, attention_backward, attention_logits, attention_output, fused_attention,
@@ -93,6 +90,9 @@ pub use kernels::softmax::{
     CrossEntropy, LossReduction, SoftmaxCrossEntropy, SoftmaxKind, SoftmaxVariant,
 };
 pub use optim::{Optimizer, OptimizerConfig, Rule, Schedule};
+/// The JSON library of checkpoint configs ([`checkpoint::save`] takes a
+/// `serde_json::Value`), re-exported so that a program need not depend on it itself.
+pub use serde_json;
 pub use tensor::{Indices, Tensor};
 
 /// The Rust examples of README.md, compiled by `cargo test --doc` so that they keep up with

@@ -231,6 +231,23 @@ impl Indices {
         }
     }
 
+    /// The same indices (the same buffer, no copy) viewed with another shape of as many
+    /// elements.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Indices> {
+        if numel(shape)? != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "Indices::reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+                expected: "both shapes must hold as many elements".into(),
+            });
+        }
+        Ok(Indices {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
+    }
+
     /// Downloads the indices (waits for the GPU work that produces them).
     pub fn to_vec(&self) -> Result<Vec<u32>> {
         let bytes = self.gpu.read(self.buffer(), self.numel() as u64 * 4)?;

@@ -777,7 +777,10 @@ fn shape_errors_name_the_op_and_the_shapes() {
     let d = g.zip(w, w, Binary::TanhGrad).unwrap();
     let loss = g.sum_all(d).unwrap();
     let err = g.backward(loss).unwrap_err().to_string();
-    assert!(err.contains("second derivatives") && err.contains("no gradient"), "{err}");
+    assert!(
+        err.contains("second derivatives") && err.contains("no gradient"),
+        "{err}"
+    );
     // An input has no gradient.
     let x = g.input("x", &[3]);
     let y = g.mul(x, x).unwrap();

@@ -303,3 +303,59 @@ fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
         "{message}"
     );
 }
+
+/// argmax along every axis (the first of equal values), and u32 values reshaped: ids fed
+/// as `[2, 3]` and read by an embedding as `[6]`.
+#[test]
+fn argmax_along_any_axis_and_reshaped_ids() {
+    let mut g = Graph::new(gpu());
+    let shape = [2usize, 3, 4];
+    let x = g.input("x", &shape);
+    let positions: Vec<_> = (0..3).map(|axis| g.argmax(x, axis).unwrap()).collect();
+    let last = g.argmax(x, -1).unwrap();
+    let mut plan = g
+        .compile(&[positions[0], positions[1], positions[2], last])
+        .unwrap();
+    // Values with ties: 7.0 at two places of some rows.
+    let xs: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32).collect();
+    plan.run(&[Feed::f32(x, &xs)], &[]).unwrap();
+    let at = |i: usize, j: usize, k: usize| xs[i * 12 + j * 4 + k];
+    for axis in 0..3 {
+        let got = plan.fetch_indices(positions[axis]).unwrap();
+        let kept: Vec<usize> = (0..3).filter(|&a| a != axis).map(|a| shape[a]).collect();
+        assert_eq!(got.shape, kept);
+        let mut want = Vec::new();
+        for p in 0..kept[0] {
+            for q in 0..kept[1] {
+                let value = |l: usize| match axis {
+                    0 => at(l, p, q),
+                    1 => at(p, l, q),
+                    _ => at(p, q, l),
+                };
+                let best = (0..shape[axis]).fold(0, |b, l| if value(l) > value(b) { l } else { b });
+                want.push(best as u32);
+            }
+        }
+        assert_eq!(got.data, want, "axis {axis}");
+    }
+    assert_eq!(
+        plan.read_indices(last).unwrap(),
+        plan.read_indices(positions[2]).unwrap()
+    );
+
+    let mut g = Graph::new(gpu());
+    let table = g
+        .parameter("table", &[5, 2], (0..10).map(|v| v as f32).collect())
+        .unwrap();
+    let ids = g.input_indices("ids", &[2, 3]);
+    let flat = g.reshape(ids, &[6]).unwrap();
+    let rows = g.embedding(table, flat).unwrap();
+    let mut plan = g.compile(&[rows, flat]).unwrap();
+    plan.run(&[Feed::u32(ids, &[4, 0, 1, 1, 3, 2])], &[])
+        .unwrap();
+    assert_eq!(
+        plan.read(rows).unwrap(),
+        [8.0, 9.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 6.0, 7.0, 4.0, 5.0]
+    );
+    assert_eq!(plan.fetch_indices(flat).unwrap().shape, vec![6]);
+}

@@ -317,19 +317,16 @@ impl Graph {
                 let bytes = numel(&value.shape)? as u64 * 4;
                 let r = root[out.index];
                 if r != out.index {
-                    output_tensors.push(Operand::F32(view(
-                        &gpu,
-                        &storage,
-                        &shared,
-                        r,
-                        &value.shape,
-                    )?));
+                    output_tensors.push(match value.dtype {
+                        DType::U32 => indices(&storage, r, &value.shape)?,
+                        DType::F32 => Operand::F32(view(&gpu, &storage, &shared, r, &value.shape)?),
+                    });
                     continue;
                 }
                 memory.naive_bytes += bytes;
                 if value.dtype == DType::U32 {
                     memory.peak_bytes += bytes;
-                    output_tensors.push(indices(&storage, r)?);
+                    output_tensors.push(indices(&storage, r, &value.shape)?);
                     continue;
                 }
                 if persistent[r] {
@@ -364,7 +361,7 @@ impl Graph {
                 .inputs
                 .iter()
                 .map(|v| match self.values[v.index].dtype {
-                    DType::U32 => indices(&storage, root[v.index]),
+                    DType::U32 => indices(&storage, root[v.index], &self.values[v.index].shape),
                     DType::F32 => Ok(Operand::F32(view(
                         &gpu,
                         &storage,
@@ -412,7 +409,7 @@ impl Graph {
                 Some(Operand::F32(t)) if persistent[root[v]] => {
                     Some(Operand::F32(t.reshape(&value.shape)?))
                 }
-                Some(Operand::U32(i)) => Some(Operand::U32(i.clone())),
+                Some(Operand::U32(i)) => Some(Operand::U32(i.reshape(&value.shape)?)),
                 _ => None,
             };
             values.insert(
@@ -522,9 +519,10 @@ fn fuse_relus(nodes: Vec<Node>, kept_apart: &[bool]) -> Vec<Node> {
 }
 
 /// The u32 value `r`, which has its own buffer.
-fn indices(storage: &HashMap<usize, Operand>, r: usize) -> Result<Operand> {
+/// The u32 value of root `r`, viewed with `shape` (a reshape of it shares its buffer).
+fn indices(storage: &HashMap<usize, Operand>, r: usize, shape: &[usize]) -> Result<Operand> {
     match storage.get(&r) {
-        Some(Operand::U32(indices)) => Ok(Operand::U32(indices.clone())),
+        Some(Operand::U32(indices)) => Ok(Operand::U32(indices.reshape(shape)?)),
         _ => Err(Error::invalid(
             "compile",
             format!("u32 value {r} has no buffer"),

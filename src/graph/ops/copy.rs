@@ -126,7 +126,9 @@ pub(super) fn infer_reshape(
     shape: &[usize],
     inputs: &[(&[usize], DType)],
 ) -> Result<Vec<Shaped>> {
-    check_inputs(op, inputs, &[DType::F32])?;
+    // f32 values and u32 ones (ids, argmax positions) alike: a reshape only renames.
+    let dtype = inputs.first().map_or(DType::F32, |&(_, dtype)| dtype);
+    check_inputs(op, inputs, &[dtype])?;
     let x = inputs[0].0;
     if numel(shape)? != numel(x)? {
         return Err(mismatch(
@@ -136,7 +138,7 @@ pub(super) fn infer_reshape(
             "both shapes must hold as many elements".into(),
         ));
     }
-    f32_output(shape.to_vec())
+    Ok(vec![(shape.to_vec(), dtype)])
 }
 
 pub(super) fn backward_reshape(g: &mut Graph, node: NodeGradient) -> Result<Vec<Option<Var>>> {

@@ -45,6 +45,32 @@ impl Graph {
         self.mean(flat, 0, false)
     }
 
+    /// The position of the largest value along `axis` (negative counts from the end; the
+    /// first of equal ones, as PyTorch's `argmax(dim)`): u32 values of `x`'s shape without
+    /// `axis`, which [`crate::graph::Plan::read_indices`] reads. A position has no
+    /// gradient.
+    pub fn argmax(&mut self, x: Var, axis: isize) -> Result<Var> {
+        self.check("argmax", x)?;
+        let shape = self.shape(x).to_vec();
+        let axis = crate::tensor::resolve_axis("argmax", axis, shape.len())?;
+        // Moved to the last axis, the rows are what max-over-time reads: [rows, 1, n].
+        let moved = if axis + 1 == shape.len() {
+            x
+        } else {
+            let mut perm: Vec<usize> = (0..shape.len()).filter(|&i| i != axis).collect();
+            perm.push(axis);
+            self.permute(x, &perm)?
+        };
+        let kept: Vec<usize> = (0..shape.len())
+            .filter(|&i| i != axis)
+            .map(|i| shape[i])
+            .collect();
+        let rows = kept.iter().product::<usize>();
+        let windows = self.reshape(moved, &[rows, 1, shape[axis]])?;
+        let (_, positions) = self.max_over_time_with_positions(windows)?;
+        self.reshape(positions, &kept)
+    }
+
     /// Sums `x` down to `shape`, the inverse of broadcasting it from `shape`.
     pub fn sum_to(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         self.check("sum_to", x)?;
