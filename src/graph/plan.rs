@@ -117,6 +117,9 @@ pub struct Plan {
     values: HashMap<Var, Slot>,
     /// The graph's inputs that no output needs, by name.
     pruned_inputs: HashMap<Var, String>,
+    /// The inputs every run must feed: those the plan reads that hold elements and are not
+    /// bound to a tensor. Found once here, checked each run.
+    required_inputs: Vec<Var>,
     memory: MemoryReport,
     /// Groupings by id to rebuild from each feed of these u32 inputs (gather backward).
     groupings: Vec<(Var, GroupedPositions)>,
@@ -438,9 +441,19 @@ impl Graph {
                 _ => None,
             })
             .collect();
+        let mut required_inputs: Vec<Var> = values
+            .iter()
+            .filter(|(_, slot)| {
+                matches!(slot.role, Role::Input { bound: false, .. })
+                    && slot.shape.iter().product::<usize>() > 0
+            })
+            .map(|(&var, _)| var)
+            .collect();
+        required_inputs.sort();
         Ok(Plan {
             gpu,
             graph: self.id(),
+            required_inputs,
             dispatches,
             values,
             pruned_inputs,
@@ -572,18 +585,13 @@ impl Plan {
                 written.push((feed, slot));
             }
         }
-        let mut unfed: Vec<String> = self
-            .values
+        let unfed: Vec<String> = self
+            .required_inputs
             .iter()
-            .filter(|(var, slot)| {
-                matches!(slot.role, Role::Input { bound: false, .. })
-                    && slot.shape.iter().product::<usize>() > 0
-                    && !written.iter().any(|(feed, _)| feed.var() == **var)
-            })
-            .map(|(&var, slot)| slot.describe(var))
+            .filter(|&&var| !written.iter().any(|(feed, _)| feed.var() == var))
+            .map(|&var| self.describe(var))
             .collect();
         if !unfed.is_empty() {
-            unfed.sort();
             return Err(Error::invalid(
                 "run",
                 format!(

@@ -30,6 +30,41 @@ impl Graph {
         )
     }
 
+    /// `x` with `axis` moved to the end (the others keep their order), for the kernels that
+    /// work along the last axis; also the permutation used, which
+    /// [`Graph::move_axis_back`] undoes. `x` itself when `axis` is already last.
+    pub(crate) fn move_axis_to_end(&mut self, x: Var, axis: usize) -> Result<(Var, Vec<usize>)> {
+        let rank = self.shape(x).len();
+        let mut perm: Vec<usize> = (0..rank).filter(|&i| i != axis).collect();
+        perm.push(axis);
+        if axis + 1 == rank {
+            return Ok((x, perm));
+        }
+        Ok((self.permute(x, &perm)?, perm))
+    }
+
+    /// Undoes [`Graph::move_axis_to_end`]'s permutation `perm` on `y`.
+    pub(crate) fn move_axis_back(&mut self, y: Var, perm: &[usize]) -> Result<Var> {
+        if perm
+            .iter()
+            .enumerate()
+            .all(|(position, &axis)| position == axis)
+        {
+            return Ok(y);
+        }
+        let mut back = vec![0; perm.len()];
+        for (position, &from) in perm.iter().enumerate() {
+            back[from] = position;
+        }
+        self.permute(y, &back)
+    }
+
+    /// All of `x`'s elements in one axis, `[numel]` (no copy).
+    pub(crate) fn flatten(&mut self, x: Var) -> Result<Var> {
+        let count = self.shape(x).iter().product::<usize>();
+        self.reshape(x, &[count])
+    }
+
     /// The same values with another shape of as many elements (no copy).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         self.check("reshape", x)?;

@@ -32,16 +32,14 @@ impl Graph {
     /// The sum of every element of `x`: a single value of shape `[]`.
     pub fn sum_all(&mut self, x: Var) -> Result<Var> {
         self.check("sum_all", x)?;
-        let count = self.shape(x).iter().product::<usize>();
-        let flat = self.reshape(x, &[count])?;
+        let flat = self.flatten(x)?;
         self.sum(flat, 0, false)
     }
 
     /// The mean of every element of `x`: a single value of shape `[]`.
     pub fn mean_all(&mut self, x: Var) -> Result<Var> {
         self.check("mean_all", x)?;
-        let count = self.shape(x).iter().product::<usize>();
-        let flat = self.reshape(x, &[count])?;
+        let flat = self.flatten(x)?;
         self.mean(flat, 0, false)
     }
 
@@ -54,13 +52,7 @@ impl Graph {
         let shape = self.shape(x).to_vec();
         let axis = crate::tensor::resolve_axis("argmax", axis, shape.len())?;
         // Moved to the last axis, the rows are what max-over-time reads: [rows, 1, n].
-        let moved = if axis + 1 == shape.len() {
-            x
-        } else {
-            let mut perm: Vec<usize> = (0..shape.len()).filter(|&i| i != axis).collect();
-            perm.push(axis);
-            self.permute(x, &perm)?
-        };
+        let (moved, _) = self.move_axis_to_end(x, axis)?;
         let kept: Vec<usize> = (0..shape.len())
             .filter(|&i| i != axis)
             .map(|i| shape[i])

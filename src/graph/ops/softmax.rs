@@ -72,20 +72,10 @@ impl Graph {
     /// The kernel normalises the last axis; another axis is moved there and back.
     fn softmax_along(&mut self, x: Var, axis: isize, log: bool) -> Result<Var> {
         self.check("softmax", x)?;
-        let rank = self.shape(x).len();
-        let axis = crate::tensor::resolve_axis("softmax", axis, rank)?;
-        if axis + 1 == rank {
-            return self.push_one(Op::Softmax { log }, &[x]);
-        }
-        let mut perm: Vec<usize> = (0..rank).filter(|&i| i != axis).collect();
-        perm.push(axis);
-        let moved = self.permute(x, &perm)?;
+        let axis = crate::tensor::resolve_axis("softmax", axis, self.shape(x).len())?;
+        let (moved, perm) = self.move_axis_to_end(x, axis)?;
         let normalised = self.push_one(Op::Softmax { log }, &[moved])?;
-        let mut back = vec![0; rank];
-        for (position, &from) in perm.iter().enumerate() {
-            back[from] = position;
-        }
-        self.permute(normalised, &back)
+        self.move_axis_back(normalised, &perm)
     }
 
     /// The mean softmax-cross-entropy of `logits` `[N, C]` against `targets` (u32 `[N]`),
