@@ -12,7 +12,7 @@ use shadergrad::data::text::{bucketed_batches, encode_pairs, longest, Bucketing,
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::Gpu;
 
 fn main() -> shadergrad::Result<()> {
@@ -50,8 +50,7 @@ fn main() -> shadergrad::Result<()> {
         };
         let mut model = Seq2SeqModel::new(&gpu, config, vocab.clone(), longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 3e-3).with_max_grad_norm(5.0);
-        let mut optimizer =
-            Optimizer::new(&gpu, optimizer_config, &model.parameters.optimizer_pairs())?;
+        let mut optimizer = model.parameters.optimizer(optimizer_config)?;
         let bucketing = Bucketing {
             batch,
             round_to: 1,

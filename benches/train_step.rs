@@ -9,8 +9,8 @@ mod common;
 use std::time::Instant;
 
 use shadergrad::graph::{Feed, Graph, Var};
-use shadergrad::nn::{Activation, Mlp};
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::nn::{Activation, Mlp, Parameters};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 use shadergrad::Gpu;
 
@@ -30,20 +30,16 @@ fn main() -> shadergrad::Result<()> {
     let mut g = Graph::new(&gpu);
     let x = g.input("x", &[BATCH, SIZES[0]]);
     let labels = g.input_indices("labels", &[BATCH]);
-    let mlp = Mlp::new(&mut g, &SIZES, Activation::Relu, &mut rng)?;
+    let params = Parameters::new(&gpu, 1);
+    let mlp = Mlp::new(&params, &SIZES, Activation::Relu)?;
     let logits = mlp.forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels, None)?;
     let grads = g.backward(loss)?;
     let outputs: Vec<Var> = std::iter::once(loss)
-        .chain(grads.parameters().into_iter().map(|(_, grad)| grad))
+        .chain(grads.parameter_gradients())
         .collect();
     let mut plan = g.compile(&outputs)?;
-    let pairs = grads
-        .parameters()
-        .into_iter()
-        .map(|(p, grad)| Ok((plan.tensor(p)?.clone(), plan.tensor(grad)?.clone())))
-        .collect::<shadergrad::Result<Vec<_>>>()?;
-    let mut adam = Optimizer::new(&gpu, OptimizerConfig::new(Rule::adam(), 1e-3), &pairs)?;
+    let mut adam = params.optimizer(OptimizerConfig::new(Rule::adam(), 1e-3))?;
     let dispatches = plan.dispatch_count() + adam.dispatches().len();
     let features = rng.vec(BATCH * SIZES[0], 0.0, 1.0);
     let targets: Vec<u32> = (0..BATCH).map(|i| (i % 10) as u32).collect();

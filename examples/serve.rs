@@ -1,23 +1,26 @@
 //! Train at one batch size, save the weights, serve at another from the file:
 //! `cargo run --release --example serve`.
 //!
-//! The model is built by one function for any batch size, so its parameters have the same
-//! names in every graph: the checkpoint written by the training plan loads into a plan of
-//! batch 1 (in this process here; in a server, the same lines would run there).
+//! The model's weights live in a `Parameters` store, which its layers build into a graph of
+//! any batch size: the store saved after training at batch 4 loads into a new store (in
+//! this process here; in a server, the same lines would run there) that serves at batch 1.
 
 use shadergrad::checkpoint;
 use shadergrad::graph::{Feed, Graph, Var};
 use shadergrad::models::argmax;
-use shadergrad::nn::{Activation, Mlp};
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
-use shadergrad::rng::Rng;
+use shadergrad::nn::{Activation, Mlp, Parameters};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::serde_json::json;
 use shadergrad::{Error, Gpu};
 
-/// XOR's classifier, 2 features → 8 → 2 classes, for `batch` rows: its input and logits.
-fn model(g: &mut Graph, batch: usize) -> shadergrad::Result<(Var, Var)> {
+/// XOR's classifier, 2 features → 8 → 2 classes, its weights in `params`.
+fn classifier(params: &Parameters) -> shadergrad::Result<Mlp> {
+    Mlp::new(params, &[2, 8, 2], Activation::Tanh)
+}
+
+/// The graph of `mlp` over `batch` rows: its input and logits.
+fn model(g: &mut Graph, mlp: &Mlp, batch: usize) -> shadergrad::Result<(Var, Var)> {
     let x = g.input("x", &[batch, 2]);
-    let mlp = Mlp::new(g, &[2, 8, 2], Activation::Tanh, &mut Rng::new(1))?;
     Ok((x, mlp.forward(g, x)?))
 }
 
@@ -27,8 +30,10 @@ fn main() -> shadergrad::Result<()> {
     let classes = [0u32, 1, 1, 0];
 
     // Training, all four points in each step.
+    let params = Parameters::new(&gpu, 1);
+    let mlp = classifier(&params)?;
     let mut g = Graph::new(&gpu);
-    let (x, logits) = model(&mut g, 4)?;
+    let (x, logits) = model(&mut g, &mlp, 4)?;
     let labels = g.input_indices("labels", &[4]);
     let loss = g.cross_entropy(logits, labels, None)?;
     let grads = g.backward(loss)?;
@@ -36,23 +41,25 @@ fn main() -> shadergrad::Result<()> {
     outputs.extend(grads.parameter_gradients());
     let mut train = g.compile(&outputs)?;
     let config = OptimizerConfig::new(Rule::adam(), 0.05);
-    let mut optimizer = Optimizer::new(&gpu, config, &train.parameter_pairs(&grads)?)?;
+    let mut optimizer = params.optimizer(config)?;
     let feeds = [Feed::f32(x, &points), Feed::u32(labels, &classes)];
-    for _ in 0..200 {
-        optimizer.prepare_step(1)?;
+    for step in 0..200 {
+        optimizer.prepare_step(step + 1)?;
         train.run(&feeds, optimizer.dispatches())?;
     }
     println!("trained: loss {:?}", train.read(loss)?);
 
     // The weights to a file (written atomically: a kill leaves the old file or the new).
     let path = std::env::temp_dir().join("shadergrad-example-xor.safetensors");
-    checkpoint::save_tensors(&path, &train.parameters(), &json!({ "model": "xor" }))?;
+    checkpoint::save(&path, &params.named_tensors()?, &json!({ "model": "xor" }))?;
 
     // Serving one point at a time, from the file.
+    let served_params = Parameters::new(&gpu, 0);
+    let mlp = classifier(&served_params)?;
+    served_params.load(&checkpoint::load(&path)?)?;
     let mut g = Graph::new(&gpu);
-    let (one, served) = model(&mut g, 1)?;
+    let (one, served) = model(&mut g, &mlp, 1)?;
     let mut serve = g.compile(&[served])?;
-    serve.load_parameters(&checkpoint::load(&path)?)?;
     for (point, &expected) in points.chunks(2).zip(&classes) {
         serve.run(&[Feed::f32(one, point)], &[])?;
         let logits = serve.fetch(served)?; // shape [1, 2]

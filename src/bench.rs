@@ -28,7 +28,7 @@ use crate::kernels::recurrent::{
 use crate::kernels::softmax::{softmax_dispatch, SoftmaxKind, SoftmaxVariant};
 use crate::models::seq2seq::Seq2SeqModel;
 use crate::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
-use crate::nn::{Activation, Mlp};
+use crate::nn::{Activation, Mlp, Parameters};
 use crate::optim::{Optimizer, OptimizerConfig, Rule};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -688,25 +688,16 @@ impl Bench<'_> {
         let mut g = Graph::new(self.gpu);
         let x = g.input("x", &[BATCH, 784]);
         let labels = g.input_indices("labels", &[BATCH]);
-        let mlp = Mlp::new(
-            &mut g,
-            &[784, 256, 256, 10],
-            Activation::Relu,
-            &mut self.rng,
-        )?;
+        let parameters = Parameters::new(self.gpu, 0);
+        let mlp = Mlp::new(&parameters, &[784, 256, 256, 10], Activation::Relu)?;
         let logits = mlp.forward(&mut g, x)?;
         let loss = g.cross_entropy(logits, labels, None)?;
         let grads = g.backward(loss)?;
         let outputs: Vec<Var> = std::iter::once(loss)
-            .chain(grads.parameters().into_iter().map(|(_, grad)| grad))
+            .chain(grads.parameter_gradients())
             .collect();
         let mut plan = g.compile(&outputs)?;
-        let pairs = grads
-            .parameters()
-            .into_iter()
-            .map(|(p, grad)| Ok((plan.tensor(p)?.clone(), plan.tensor(grad)?.clone())))
-            .collect::<Result<Vec<_>>>()?;
-        let mut adam = Optimizer::new(self.gpu, OptimizerConfig::new(Rule::adam(), 1e-3), &pairs)?;
+        let mut adam = parameters.optimizer(OptimizerConfig::new(Rule::adam(), 1e-3))?;
         let features = self.rng.vec(BATCH * 784, 0.0, 1.0);
         let targets: Vec<u32> = (0..BATCH).map(|i| (i % 10) as u32).collect();
         let mut seconds = Vec::new();
@@ -762,11 +753,7 @@ impl Bench<'_> {
         };
         let mut model = Seq2SeqModel::new(self.gpu, config, vocab, longest(&pairs), 0)?;
         let optimizer_config = OptimizerConfig::new(Rule::adam(), 1e-2).with_max_grad_norm(5.0);
-        let mut optimizer = Optimizer::new(
-            self.gpu,
-            optimizer_config,
-            &model.parameters.optimizer_pairs(),
-        )?;
+        let mut optimizer = model.parameters.optimizer(optimizer_config)?;
         let bucketing = Bucketing {
             batch: 128,
             round_to: 1,

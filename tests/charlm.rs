@@ -9,7 +9,7 @@ use shadergrad::data::text::Vocab;
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::charlm::{evaluate, CharLmModel};
 use shadergrad::nn::charlm::CharLmConfig;
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 
 /// Words drawn at random from a small list, separated by spaces: within a word every next
@@ -58,7 +58,7 @@ fn model(cell: CellKind, layers: usize, vocab: &Vocab) -> CharLmModel {
 /// Trains `epochs` epochs of windows of 16 with Adam; the mean loss of each epoch.
 fn train(model: &mut CharLmModel, ids: &[u32], epochs: usize) -> Vec<f64> {
     let config = OptimizerConfig::new(Rule::adam(), 1e-2).with_max_grad_norm(5.0);
-    let mut optimizer = Optimizer::new(gpu(), config, &model.parameters.optimizer_pairs()).unwrap();
+    let mut optimizer = model.parameters.optimizer(config).unwrap();
     let mut losses = Vec::new();
     let mut step = 0;
     for epoch in 0..epochs {
@@ -162,7 +162,7 @@ fn the_parameter_count_from_the_sizes_is_the_models() {
             let model = model(cell, layers, &vocab);
             assert_eq!(
                 model.config.parameter_count().unwrap(),
-                model.parameters.count() as u64,
+                model.parameters.numel() as u64,
                 "{:?}",
                 model.config
             );

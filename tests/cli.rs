@@ -2,6 +2,8 @@
 
 use std::process::{Command, Output};
 
+use shadergrad::checkpoint::NamedTensor;
+
 fn shadergrad(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_shadergrad"));
     command.args(args).env_remove("SHADERGRAD_ADAPTER");
@@ -126,13 +128,15 @@ fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
     let checkpoint = shadergrad::checkpoint::load(&model).unwrap();
     let names: Vec<&str> = checkpoint.tensors.iter().map(|t| t.name.as_str()).collect();
     for name in [
-        "layer0.weight",
-        "layer1.bias",
+        "layers.0.weight",
+        "layers.1.bias",
         "optimizer.0.exp_avg",
         "optimizer.3.exp_avg_sq",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
+    // PyTorch's nn.Linear layout: weight [out, in].
+    assert_eq!(checkpoint.get("layers.0.weight").unwrap().shape, [16, 2]);
     assert_eq!(
         checkpoint.config["training"]["optimizer_step"],
         checkpoint.config["training"]["steps"]
@@ -161,6 +165,64 @@ fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
             lines[29]
         );
     }
+
+    // A checkpoint from before the PyTorch layout (`layer{i}.weight` [in, out], the
+    // optimizer's moments alike, no "weight_layout") resumes as it would have.
+    let mut old = checkpoint.clone();
+    old.rename_tensors(|name| Some(name.replace("layers.", "layer")))
+        .unwrap();
+    let tensors: Vec<NamedTensor> = old
+        .tensors
+        .iter()
+        .map(|t| match t.shape[..] {
+            [rows, columns] => {
+                let values = t.as_f32().unwrap();
+                let transposed: Vec<f32> = (0..rows * columns)
+                    .map(|i| values[(i % rows) * columns + i / rows])
+                    .collect();
+                NamedTensor::new(t.name.clone(), &[columns, rows], transposed)
+            }
+            _ => t.clone(),
+        })
+        .collect();
+    let mut config = checkpoint.config.clone();
+    config.as_object_mut().unwrap().remove("weight_layout");
+    let legacy = dir.join("legacy.safetensors");
+    shadergrad::checkpoint::save(&legacy, &tensors, &config).unwrap();
+    // Resumed from either file, epoch 31 runs the same: the same losses to the bit.
+    let resume = |from: &std::path::Path, metrics: &std::path::Path| {
+        let output = shadergrad(
+            &[
+                "train-mlp",
+                "--dataset",
+                "xor",
+                "--points",
+                "40",
+                "--layers",
+                "16",
+                "--epochs",
+                "31",
+                "--resume",
+                from.to_str().unwrap(),
+                "--metrics",
+                metrics.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains("after epoch 30"),
+            "{}",
+            text(&output.stderr)
+        );
+        let line = std::fs::read_to_string(metrics).unwrap();
+        let mut record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        record.as_object_mut().unwrap().remove("elapsed_s");
+        record
+    };
+    let today = resume(&model, &dir.join("resumed.jsonl"));
+    assert_eq!(today["epoch"], 31);
+    assert_eq!(resume(&legacy, &dir.join("resumed-legacy.jsonl")), today);
 }
 
 #[test]

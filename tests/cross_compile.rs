@@ -28,7 +28,7 @@ use shadergrad::kernels::{every_kernel_spec, variants_for_other_compilers, SHADE
 use shadergrad::models::seq2seq::{dropout_seed, Seq2SeqModel};
 use shadergrad::nn::seq2seq::{Architecture, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::Gpu;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -328,7 +328,7 @@ fn train_and_decode_a_transformer(gpu: &Gpu) -> shadergrad::Result<()> {
     };
     let mut model = Seq2SeqModel::new(gpu, config, vocab, (5, 5), 7)?;
     let optimizer_config = OptimizerConfig::new(Rule::adam(), 1e-3);
-    let mut optimizer = Optimizer::new(gpu, optimizer_config, &model.parameters.optimizer_pairs())?;
+    let mut optimizer = model.parameters.optimizer(optimizer_config)?;
     let bucketing = Bucketing {
         batch: pairs.len(),
         round_to: 1,

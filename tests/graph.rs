@@ -918,14 +918,14 @@ fn a_deep_mlp_shares_memory_between_dead_intermediates() {
 #[test]
 fn a_plan_saves_and_loads_its_parameters_by_name() {
     use shadergrad::checkpoint::{load, save_tensors};
-    use shadergrad::nn::{Activation, Mlp};
+    use shadergrad::nn::{Activation, Mlp, Parameters};
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("graph-checkpoint");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mlp.safetensors");
     let build = |sizes: &[usize], seed: u64| {
         let mut g = Graph::new(gpu());
         let x = g.input("x", &[3, sizes[0]]);
-        let mlp = Mlp::new(&mut g, sizes, Activation::Tanh, &mut Rng::new(seed)).unwrap();
+        let mlp = Mlp::new(&Parameters::new(gpu(), seed), sizes, Activation::Tanh).unwrap();
         let y = mlp.forward(&mut g, x).unwrap();
         g.compile(&[y]).unwrap()
     };
@@ -956,7 +956,7 @@ fn a_plan_saves_and_loads_its_parameters_by_name() {
     let mut other = build(&[4, 7, 3], 2);
     let err = other.load_parameters(&checkpoint).unwrap_err().to_string();
     assert!(
-        err.contains("layer0.weight") && err.contains("[4, 7]"),
+        err.contains("layers.0.weight") && err.contains("[7, 4]"),
         "{err}"
     );
 }
@@ -2036,26 +2036,23 @@ fn cross_entropy_over_no_rows_is_zero() {
 }
 
 #[test]
-fn plans_of_two_graphs_bound_to_the_same_tensors_train_one_set_of_weights() {
+fn plans_of_two_graphs_over_one_parameter_train_one_set_of_weights() {
+    use shadergrad::graph::Parameter;
     // Two graphs of different batch sizes over one weight: y = x·w, loss = Σ y.
     let gpu = gpu();
-    let weight = shadergrad::Tensor::from_slice(gpu, &[1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
-    let gradient = shadergrad::Tensor::zeros(gpu, &[2, 2]).unwrap();
+    let weight = Parameter::new(gpu, "w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]).unwrap();
     let mut plans = Vec::new();
     for rows in [1, 3] {
         let mut g = Graph::new(gpu);
         let x = g.input("x", &[rows, 2]);
-        let w = g.parameter("w", &[2, 2], vec![0.0; 4]).unwrap();
+        let w = g.param(&weight).unwrap();
         let y = g.matmul(x, w).unwrap();
         let y_rows = g.sum(y, 0, false).unwrap();
         let loss = g.sum(y_rows, 0, false).unwrap();
         let dw = g.backward(loss).unwrap().of(w).unwrap();
-        let plan = g
-            .compile_with(&[y, loss], &[(w, &weight), (dw, &gradient)])
-            .unwrap();
+        let plan = g.compile(&[y, loss, dw]).unwrap();
         plans.push((plan, x, y));
     }
-    // The bound parameter starts from the tensor, not from the graph's initial values.
     let (small, x, y) = &mut plans[0];
     small.run(&[Feed::f32(*x, &[1.0, 1.0])], &[]).unwrap();
     assert_close(
@@ -2067,14 +2064,14 @@ fn plans_of_two_graphs_bound_to_the_same_tensors_train_one_set_of_weights() {
     );
     // dL/dw = Σ_rows xᵀ: each entry of row i is Σ x[:, i].
     assert_close(
-        "gradient written into the bound tensor",
-        &gradient.to_vec().unwrap(),
+        "gradient written into the parameter's gradient tensor",
+        &weight.gradient().unwrap().to_vec().unwrap(),
         &[1.0, 1.0, 1.0, 1.0],
         0.0,
         0.0,
     );
     // An update of the shared weight is seen by the other plan.
-    gpu.write(weight.buffer(), &[0.0f32, 1.0, 1.0, 0.0]);
+    weight.set(&[0.0, 1.0, 1.0, 0.0]).unwrap();
     let (large, x, y) = &mut plans[1];
     large
         .run(&[Feed::f32(*x, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])], &[])
@@ -2088,16 +2085,20 @@ fn plans_of_two_graphs_bound_to_the_same_tensors_train_one_set_of_weights() {
     );
     assert_close(
         "gradient of the second plan",
-        &gradient.to_vec().unwrap(),
+        &weight.gradient().unwrap().to_vec().unwrap(),
         &[9.0, 9.0, 12.0, 12.0],
         0.0,
         0.0,
     );
+    let err = weight.set(&[0.0; 3]).unwrap_err().to_string();
+    assert!(err.contains("\"w\"") && err.contains("[2, 2]"), "{err}");
 
+    // A value other than a parameter may be bound to a tensor of its shape only.
     let mut g = Graph::new(gpu);
-    let w = g.parameter("w", &[3, 2], vec![0.0; 6]).unwrap();
+    let x = g.input("x", &[3, 2]);
+    let other = shadergrad::Tensor::zeros(gpu, &[2, 2]).unwrap();
     let err = g
-        .compile_with(&[w], &[(w, &weight)])
+        .compile_with(&[x], &[(x, &other)])
         .err()
         .unwrap()
         .to_string();

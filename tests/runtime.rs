@@ -204,26 +204,20 @@ fn sum_all_and_mean_all_reduce_every_axis_to_one_value() {
         .all(|&d| (d - 1.0 / 12.0).abs() < 1e-7));
 }
 
-/// A model built by one function at two batch sizes: the serving plan (batch 1) shares the
-/// training plan's (batch 4) weights by name, and sees each step of training at once.
+/// A graph's own parameters ([`Graph::parameter`]) are [`Parameter`]s like any other: a
+/// serving graph at batch 1 that takes the training graph's (`Graph::param`) reads the
+/// weights the training plan (batch 4) updates, at once and without copies; the optimizer
+/// connects to the plan in one call; and parameters cannot be rebound to other tensors.
 #[test]
-fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
-    use shadergrad::graph::GemmSpec;
+fn a_plan_at_another_batch_size_shares_the_trained_weights() {
+    use shadergrad::graph::{GemmSpec, Parameter};
     use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
 
-    fn build(
-        g: &mut Graph,
-        batch: usize,
-        seed: f32,
-    ) -> (shadergrad::graph::Var, shadergrad::graph::Var) {
-        let x = g.input("x", &[batch, 2]);
-        let w = g.parameter("w", &[2, 3], vec![seed; 6]).unwrap();
-        let b = g.parameter("b", &[3], vec![0.0; 3]).unwrap();
-        let logits = g.gemm(x, w, GemmSpec::new().bias(b)).unwrap();
-        (x, logits)
-    }
     let mut train = Graph::new(gpu());
-    let (x, logits) = build(&mut train, 4, 0.1);
+    let x = train.input("x", &[4, 2]);
+    let w = train.parameter("w", &[2, 3], vec![0.1; 6]).unwrap();
+    let b = train.parameter("b", &[3], vec![0.0; 3]).unwrap();
+    let logits = train.gemm(x, w, GemmSpec::new().bias(b)).unwrap();
     let labels = train.input_indices("labels", &[4]);
     let loss = train.cross_entropy(logits, labels, None).unwrap();
     let grads = train.backward(loss).unwrap();
@@ -245,10 +239,24 @@ fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
     let mut optimizer =
         Optimizer::new(gpu(), OptimizerConfig::new(Rule::Sgd, 0.5), &pairs).unwrap();
 
-    // Initial values of its own, which sharing replaces.
+    let weights: Vec<Parameter> = [w, b]
+        .iter()
+        .map(|&v| train.parameter_of(v).unwrap().clone())
+        .collect();
+    assert!(train.parameter_of(x).is_none());
     let mut serve = Graph::new(gpu());
-    let (one, served) = build(&mut serve, 1, 9.0);
-    let mut server = serve.compile_sharing(&[served], &trainer).unwrap();
+    let one = serve.input("x", &[1, 2]);
+    let (w1, b1) = (
+        serve.param(&weights[0]).unwrap(),
+        serve.param(&weights[1]).unwrap(),
+    );
+    assert_eq!(
+        serve.param(&weights[0]).unwrap(),
+        w1,
+        "asked twice, one value"
+    );
+    let served = serve.gemm(one, w1, GemmSpec::new().bias(b1)).unwrap();
+    let mut server = serve.compile(&[served]).unwrap();
 
     let xs = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0, -1.0, 0.5];
     for _ in 0..3 {
@@ -274,34 +282,51 @@ fn a_plan_at_another_batch_size_shares_the_trained_weights_by_name() {
             }
         }
     }
+    assert_ne!(
+        weights[0].to_vec().unwrap(),
+        vec![0.1; 6],
+        "trained in place"
+    );
 
-    // A parameter the other plan lacks, or holds in another shape, is named.
-    let mut other = Graph::new(gpu());
-    let input = other.input("x", &[1, 2]);
-    let v = other.parameter("v", &[2, 3], vec![0.0; 6]).unwrap();
-    let y = other.matmul(input, v).unwrap();
-    let message = other
-        .compile_sharing(&[y], &trainer)
+    // A parameter keeps its tensor: binding it to another is refused, naming it.
+    let other = shadergrad::Tensor::zeros(gpu(), &[2, 3]).unwrap();
+    let message = serve
+        .compile_with(&[served], &[(w1, &other)])
         .err()
-        .expect("a missing parameter is refused")
+        .expect("a parameter cannot be rebound")
         .to_string();
     assert!(
-        message.contains("\"v\"") && message.contains("b, w"),
+        message.contains("\"w\"") && message.contains("Parameter"),
         "{message}"
     );
-    let mut wide = Graph::new(gpu());
-    let input = wide.input("x", &[1, 3]);
-    let w = wide.parameter("w", &[3, 3], vec![0.0; 9]).unwrap();
-    let y = wide.matmul(input, w).unwrap();
-    let message = wide
-        .compile_sharing(&[y], &trainer)
-        .err()
-        .expect("a parameter of another shape is refused")
-        .to_string();
-    assert!(
-        message.contains("[3, 3]") && message.contains("[2, 3]"),
-        "{message}"
-    );
+}
+
+/// Each parameter's gradient is written to its own gradient tensor, even where autodiff
+/// gives two parameters one value (a sum of both), or a parameter the seed itself.
+#[test]
+fn parameters_sharing_one_gradient_value_each_get_their_own() {
+    let mut g = Graph::new(gpu());
+    let a = g.parameter("a", &[3], vec![1.0, 2.0, 3.0]).unwrap();
+    let b = g.parameter("b", &[3], vec![0.5; 3]).unwrap();
+    let c = g.parameter("c", &[], vec![2.0]).unwrap();
+    let both = g.add(a, b).unwrap();
+    let total = g.sum_all(both).unwrap();
+    let loss = g.add(total, c).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    plan.run(&[], &[]).unwrap();
+    assert_eq!(plan.read(loss).unwrap(), [9.5]);
+    for (var, expected) in [(a, vec![1.0; 3]), (b, vec![1.0; 3]), (c, vec![1.0])] {
+        let parameter = g.parameter_of(var).unwrap();
+        assert_eq!(
+            parameter.gradient().unwrap().to_vec().unwrap(),
+            expected,
+            "{}",
+            parameter.name()
+        );
+    }
 }
 
 /// argmax along every axis (the first of equal values), and u32 values reshaped: ids fed

@@ -10,7 +10,7 @@ use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
 
 /// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
@@ -64,7 +64,7 @@ fn model(config: Seq2SeqConfig, pairs: &[Pair]) -> (Seq2SeqModel, Vec<EncodedPai
 /// Trains `epochs` epochs with Adam; the mean loss of each epoch.
 fn train(model: &mut Seq2SeqModel, pairs: &[EncodedPair], epochs: usize, lr: f32) -> Vec<f32> {
     let config = OptimizerConfig::new(Rule::adam(), lr).with_max_grad_norm(5.0);
-    let mut optimizer = Optimizer::new(gpu(), config, &model.parameters.optimizer_pairs()).unwrap();
+    let mut optimizer = model.parameters.optimizer(config).unwrap();
     let bucketing = Bucketing {
         batch: 50,
         round_to: 1,
@@ -342,7 +342,7 @@ fn the_parameter_count_from_the_sizes_is_the_models() {
         let (model, _) = model(config, &pairs);
         assert_eq!(
             model.config.parameter_count().unwrap(),
-            model.parameters.count() as u64,
+            model.parameters.numel() as u64,
             "{:?}",
             model.config
         );

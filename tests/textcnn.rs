@@ -13,7 +13,7 @@ use shadergrad::data::classify::{
 };
 use shadergrad::models::textcnn::{evaluate, TextCnnModel};
 use shadergrad::nn::textcnn::{window_mask, TextCnnConfig};
-use shadergrad::optim::{Optimizer, OptimizerConfig, Rule};
+use shadergrad::optim::{OptimizerConfig, Rule};
 
 fn example(label: &str, text: &str) -> LabelledText {
     LabelledText {
@@ -50,7 +50,7 @@ fn learns_the_reviews_task() {
     let train_ids = encode_texts(&model.vocab, &model.labels, &train, "training").unwrap();
     let valid_ids = encode_texts(&model.vocab, &model.labels, &valid, "validation").unwrap();
     let config = OptimizerConfig::new(Rule::adam(), 0.01);
-    let mut optimizer = Optimizer::new(gpu(), config, &model.parameters.optimizer_pairs()).unwrap();
+    let mut optimizer = model.parameters.optimizer(config).unwrap();
     let (start_loss, start_accuracy) = evaluate(&mut model, &valid_ids, 32).unwrap();
     let mut step = 0;
     for epoch in 0..3 {
@@ -367,7 +367,7 @@ fn the_parameter_count_from_the_sizes_is_the_models() {
         let model = small_model(&train, widths);
         assert_eq!(
             model.config.parameter_count().unwrap(),
-            model.parameters.count() as u64
+            model.parameters.numel() as u64
         );
     }
 }

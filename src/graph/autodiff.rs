@@ -129,14 +129,59 @@ impl Graph {
                 grads.insert(input, total);
             }
         }
-        let parameters = (0..self.values.len())
+        let parameters: Vec<Var> = (0..self.values.len())
             .filter(|&i| matches!(self.values[i].source, Source::Parameter { .. }))
             .map(|index| self.var(index))
             .collect();
+        self.give_each_parameter_its_own_gradient(&parameters, &mut grads)?;
+        for &parameter in &parameters {
+            if let Some(&grad) = grads.get(&parameter) {
+                self.parameter_gradients.insert(parameter.index, grad);
+            }
+        }
         Ok(Gradients {
             loss,
             grads,
             parameters,
         })
+    }
+
+    /// A parameter's gradient is written to the parameter's own gradient tensor, so it must
+    /// be a computed value whose storage no other parameter's gradient shares: a gradient
+    /// that is a leaf (the seed itself), or the same value or a reshape of another
+    /// parameter's, is copied first.
+    fn give_each_parameter_its_own_gradient(
+        &mut self,
+        parameters: &[Var],
+        grads: &mut HashMap<Var, Var>,
+    ) -> Result<()> {
+        let mut alias_of = HashMap::new();
+        for node in &self.nodes {
+            if node.op.is_alias() {
+                alias_of.insert(node.outputs[0], node.inputs[0]);
+            }
+        }
+        let root = |mut var: Var| {
+            while let Some(&input) = alias_of.get(&var) {
+                var = input;
+            }
+            var
+        };
+        let mut taken = Vec::new();
+        for parameter in parameters {
+            let Some(&grad) = grads.get(parameter) else {
+                continue;
+            };
+            let storage = root(grad);
+            let is_leaf = !matches!(self.values[storage.index].source, Source::Computed);
+            if is_leaf || taken.contains(&storage) {
+                let copy = self.scale(grad, 1.0)?;
+                grads.insert(*parameter, copy);
+                taken.push(copy);
+            } else {
+                taken.push(storage);
+            }
+        }
+        Ok(())
     }
 }

@@ -32,6 +32,7 @@
 
 mod autodiff;
 mod ops;
+mod parameter;
 mod plan;
 
 pub use autodiff::Gradients;
@@ -39,8 +40,10 @@ pub use ops::{
     AttentionSpec, ConvLayout, CrossEntropySpec, GemmSpec, MatMulFusion, Op, RecurrentOutput,
     RecurrentSpec,
 };
+pub use parameter::Parameter;
 pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
@@ -81,8 +84,9 @@ pub enum DType {
 /// Where a value comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
-    /// Trained; its initial values live here until compile uploads them.
-    Parameter { name: String, init: Vec<f32> },
+    /// Trained; its values and gradient live in the parameter's tensors, which every
+    /// plan using it shares.
+    Parameter { parameter: Parameter },
     /// Fed at every run.
     Input { name: String },
     /// Fixed values.
@@ -124,6 +128,9 @@ pub struct Graph {
     id: GraphId,
     pub(crate) values: Vec<Value>,
     pub(crate) nodes: Vec<Node>,
+    /// The gradient [`Graph::backward`] last computed for each parameter leaf (by value
+    /// index): compiled as an output, it is written to the parameter's gradient tensor.
+    pub(crate) parameter_gradients: HashMap<usize, Var>,
 }
 
 impl Graph {
@@ -134,6 +141,7 @@ impl Graph {
             id: GraphId(NEXT_GRAPH_ID.fetch_add(1, Ordering::Relaxed)),
             values: Vec::new(),
             nodes: Vec::new(),
+            parameter_gradients: HashMap::new(),
         }
     }
 
@@ -201,7 +209,8 @@ impl Graph {
     /// If `var` belongs to another graph.
     pub fn name(&self, var: Var) -> Option<&str> {
         match &self.value(var).source {
-            Source::Parameter { name, .. } | Source::Input { name } => Some(name),
+            Source::Parameter { parameter } => Some(parameter.name()),
+            Source::Input { name } => Some(name),
             _ => None,
         }
     }
@@ -238,33 +247,57 @@ impl Graph {
         }
     }
 
-    /// A trained parameter with its initial values (`init.len()` = the shape's size). Names
-    /// must be unique: they key checkpoints.
+    /// A new trained parameter with its initial values (`init.len()` = the shape's size),
+    /// made on this graph's device: [`Graph::param`] of [`Parameter::new`]. Names must be
+    /// unique within a graph: they key checkpoints.
     pub fn parameter(&mut self, name: &str, shape: &[usize], init: Vec<f32>) -> Result<Var> {
-        let n = numel(shape)?;
-        if init.len() != n {
-            return Err(Error::ShapeMismatch {
-                op: "parameter",
-                lhs: vec![init.len()],
-                rhs: shape.to_vec(),
-                expected: format!("parameter {name:?} needs {n} initial values"),
-            });
+        let parameter = Parameter::new(&self.gpu, name, shape, &init)?;
+        self.param(&parameter)
+    }
+
+    /// `parameter` as a value of this graph (the same value each time it is asked for):
+    /// plans compiled from the graph read its tensor, and write its gradient, when named
+    /// among compile's outputs, to its gradient tensor. An error if another parameter of
+    /// the same name is in the graph, or the parameter lives on another device.
+    pub fn param(&mut self, parameter: &Parameter) -> Result<Var> {
+        for (index, value) in self.values.iter().enumerate() {
+            if let Source::Parameter { parameter: known } = &value.source {
+                if known.same(parameter) {
+                    return Ok(self.var(index));
+                }
+                if known.name() == parameter.name() {
+                    return Err(Error::invalid(
+                        "parameter",
+                        format!(
+                            "the name {:?} is already taken by another parameter",
+                            parameter.name()
+                        ),
+                    ));
+                }
+            }
         }
-        if self
-            .parameters()
-            .iter()
-            .any(|&p| self.name(p) == Some(name))
-        {
+        if !parameter.value().gpu().same_device(&self.gpu) {
             return Err(Error::invalid(
                 "parameter",
-                format!("the name {name:?} is already taken by another parameter"),
+                format!(
+                    "parameter {:?} lives on another device than the graph's",
+                    parameter.name()
+                ),
             ));
         }
         let source = Source::Parameter {
-            name: name.to_string(),
-            init,
+            parameter: parameter.clone(),
         };
-        Ok(self.leaf(shape, DType::F32, source, true))
+        Ok(self.leaf(parameter.shape(), DType::F32, source, true))
+    }
+
+    /// The [`Parameter`] behind a parameter value of this graph, `None` for other values.
+    pub fn parameter_of(&self, var: Var) -> Option<&Parameter> {
+        self.check("parameter_of", var).ok()?;
+        match &self.values[var.index].source {
+            Source::Parameter { parameter } => Some(parameter),
+            _ => None,
+        }
     }
 
     /// An f32 input, fed at every run.

@@ -135,48 +135,12 @@ impl Graph {
         self.compile_with(outputs, &[])
     }
 
-    /// [`Graph::compile`] with every parameter bound to the parameter of the same name in
-    /// `source`, a plan of another graph of the same model: a graph built for serving at
-    /// batch 1 shares the weights of one trained at batch 64, and whatever trains one
-    /// trains the other. Errors name a parameter that `source` lacks or holds in another
-    /// shape.
-    pub fn compile_sharing(&self, outputs: &[Var], source: &Plan) -> Result<Plan> {
-        let available = source.parameters();
-        let mut bound = Vec::new();
-        for var in self.parameters() {
-            let name = self.name(var).unwrap_or_default();
-            let Some(&(_, tensor)) = available.iter().find(|(other, _)| *other == name) else {
-                let mut names: Vec<&str> = available.iter().map(|(name, _)| *name).collect();
-                names.sort_unstable();
-                return Err(Error::invalid(
-                    "compile",
-                    format!(
-                        "parameter {name:?} is not among the other plan's ({})",
-                        names.join(", ")
-                    ),
-                ));
-            };
-            if tensor.shape() != self.shape(var) {
-                return Err(Error::invalid(
-                    "compile",
-                    format!(
-                        "parameter {name:?} is {:?} here and {:?} in the other plan",
-                        self.shape(var),
-                        tensor.shape()
-                    ),
-                ));
-            }
-            bound.push((var, tensor));
-        }
-        self.compile_with(outputs, &bound)
-    }
-
-    /// [`Graph::compile`] with some values stored in given tensors instead of buffers of the
-    /// plan's own: a parameter bound to a tensor starts from (and trains) that tensor's
-    /// values, a computed value bound to a tensor is computed and written there (a reshape
-    /// writes the value it reshapes). Plans compiled from
-    /// several graphs over the same bound parameters and gradients train one set of weights
-    /// with one optimizer: a plan per shape of batch (sequence lengths), for instance.
+    /// [`Graph::compile`] with some inputs or computed values stored in given tensors
+    /// instead of buffers of the plan's own: an input bound to a tensor is read from it (its
+    /// owner writes it; runs do not feed it), a computed value bound to a tensor is computed
+    /// and written there (a reshape writes the value it reshapes). A decoding plan keeps its
+    /// recurrent states this way, each step's output state bound to the next step's input.
+    /// Parameters cannot be bound: they keep their own tensors ([`Graph::param`]).
     pub fn compile_with(&self, outputs: &[Var], bound: &[(Var, &Tensor)]) -> Result<Plan> {
         let gpu = self.gpu().clone();
         let mut bound_tensors: HashMap<usize, Tensor> = HashMap::new();
@@ -184,6 +148,17 @@ impl Graph {
         for &(var, tensor) in bound {
             self.check("compile", var)?;
             let value = &self.values[var.index];
+            if let Some(parameter) = self.parameter_of(var) {
+                return Err(Error::invalid(
+                    "compile",
+                    format!(
+                        "value {} is parameter {:?}, which keeps its own tensor: use the same \
+                         Parameter in both graphs (Graph::param) to share it",
+                        var.index,
+                        parameter.name()
+                    ),
+                ));
+            }
             if value.dtype != DType::F32 || tensor.shape() != value.shape.as_slice() {
                 return Err(Error::invalid(
                     "compile",
@@ -204,6 +179,18 @@ impl Graph {
                 ));
             }
             bound_tensors.insert(var.index, tensor.clone());
+        }
+        // A parameter's gradient among the outputs is written to the parameter's gradient
+        // tensor, where an optimizer finds it.
+        for &output in outputs {
+            let parameter = self
+                .parameter_gradients
+                .iter()
+                .find(|&(_, &grad)| grad == output)
+                .and_then(|(&index, _)| self.parameter_of(self.var(index)));
+            if let Some(parameter) = parameter {
+                bound_tensors.insert(output.index, parameter.gradient()?.clone());
+            }
         }
         // The values asked for: the outputs, and the values bound to a tensor (binding says
         // where to write them). They must be written, so no fusion may skip them.
@@ -294,7 +281,7 @@ impl Graph {
                 _ if bound_tensors.contains_key(&v) => Operand::F32(bound_tensors[&v].clone()),
                 DType::U32 => Operand::U32(Indices::uninit(&gpu, &value.shape)?),
                 DType::F32 => Operand::F32(match &value.source {
-                    Source::Parameter { init, .. } => Tensor::from_slice(&gpu, init, &value.shape)?,
+                    Source::Parameter { parameter } => parameter.value().clone(),
                     Source::Constant { data } => Tensor::from_slice(&gpu, data, &value.shape)?,
                     _ => Tensor::uninit(&gpu, &value.shape)?,
                 }),
@@ -425,7 +412,9 @@ impl Graph {
                             name: name.clone(),
                             bound: bound_tensors.contains_key(&v),
                         },
-                        Source::Parameter { name, .. } => Role::Parameter { name: name.clone() },
+                        Source::Parameter { parameter } => Role::Parameter {
+                            name: parameter.name().to_string(),
+                        },
                         Source::Constant { .. } | Source::Computed => Role::Computed,
                     },
                     index_bound: value.index_bound,

@@ -4,7 +4,7 @@
 //!
 //! Training compiles one plan per window shape; sampling compiles a one-step plan whose
 //! recurrent states stay on the GPU between steps (the step reads them and overwrites them
-//! with the new ones). Both bind the same [`SharedParameters`], so samples taken during
+//! with the new ones). Both read the same [`Parameters`], so samples taken during
 //! training come from the weights as they are.
 
 use std::collections::HashMap;
@@ -17,12 +17,13 @@ use crate::data::corpus::LmBatch;
 use crate::data::text::{Vocab, PAD, SPECIAL_TOKENS};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::models::check_config_against_tensors;
 use crate::nn::charlm::{CharLm, CharLmConfig, CHARLM_KIND};
 use crate::nn::seq2seq::State;
-use crate::nn::shared::{bind_states, compile_bound, Binder, Bindings, SharedParameters};
+use crate::nn::seq2seq::{bind_states, compile_bound};
+use crate::nn::Parameters;
 use crate::optim::Optimizer;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
@@ -64,7 +65,7 @@ pub struct CharLmModel {
     /// The characters the model reads and writes, with their ids.
     pub vocab: Vocab,
     /// The weights on the GPU, bound by every plan the model compiles.
-    pub parameters: SharedParameters,
+    pub parameters: Parameters,
     train_plans: HashMap<(usize, usize), TrainPlan>,
     sampler: Option<Sampler>,
 }
@@ -87,7 +88,7 @@ impl CharLmModel {
             gpu: gpu.clone(),
             config,
             vocab,
-            parameters: SharedParameters::new(gpu, seed),
+            parameters: Parameters::new(gpu, seed),
             train_plans: HashMap::new(),
             sampler: None,
         };
@@ -130,7 +131,7 @@ impl CharLmModel {
             .training_memory(1, 1)?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = CharLmModel::new(gpu, model_config, vocab, 0)?;
-        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        model.parameters.load(checkpoint)?;
         Ok(model)
     }
 
@@ -153,7 +154,7 @@ impl CharLmModel {
         &mut self,
         batch: usize,
         steps: usize,
-    ) -> Result<(Graph, Bindings, [Var; 4])> {
+    ) -> Result<(Graph, Vec<Var>, [Var; 4])> {
         let mut g = Graph::new(&self.gpu);
         let input = g.input_indices("input", &[steps, batch]);
         let target = g.input_indices("target", &[steps * batch]);
@@ -161,14 +162,12 @@ impl CharLmModel {
             config: &self.config,
         };
         let initial = model.zero_states(&mut g, batch)?;
-        let mut p = Binder::new(&mut self.parameters);
-        let (logits, _) = model.logits(&mut g, &mut p, input, &initial)?;
+        let (logits, _) = model.logits(&mut g, &self.parameters, input, &initial)?;
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[steps * batch, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
-        let gradients = g.backward(loss)?;
-        let bindings = p.bindings(Some(&gradients))?;
-        Ok((g, bindings, [input, target, loss, predictions]))
+        let gradients = g.backward(loss)?.parameter_gradients();
+        Ok((g, gradients, [input, target, loss, predictions]))
     }
 
     /// One step over `batch`: the loss, its gradients into the shared gradient tensors, then
@@ -176,9 +175,11 @@ impl CharLmModel {
     pub fn train_step(&mut self, batch: &LmBatch, extra: &[Dispatch]) -> Result<StepReport> {
         let key = (batch.batch, batch.steps);
         if !self.train_plans.contains_key(&key) {
-            let (g, bindings, [input, target, loss, predictions]) =
+            let (g, gradients, [input, target, loss, predictions]) =
                 self.training_graph(key.0, key.1)?;
-            let plan = compile_bound(&g, &[loss, predictions], &bindings)?;
+            let mut outputs = vec![loss, predictions];
+            outputs.extend(gradients);
+            let plan = g.compile(&outputs)?;
             let plan = TrainPlan {
                 plan,
                 input,
@@ -230,10 +231,8 @@ impl CharLmModel {
             initial.push(State { h, c });
         }
         bind_states(&mut bindings, &initial, &states);
-        let mut p = Binder::new(&mut self.parameters);
-        let (logits, finals) = model.logits(&mut g, &mut p, token, &initial)?;
+        let (logits, finals) = model.logits(&mut g, &self.parameters, token, &initial)?;
         let log_probs = g.log_softmax(logits, -1)?;
-        bindings.extend(p.bindings(None)?);
         bind_states(&mut bindings, &finals, &states);
         let plan = compile_bound(&g, &[log_probs], &bindings)?;
         Ok(Sampler {

@@ -3,8 +3,8 @@
 //! checkpoints, and greedy or beam-search decoding.
 //!
 //! Batches come in several shapes (source and target steps), and each shape is its own
-//! compiled plan; every plan binds the same parameter and gradient tensors
-//! ([`SharedParameters`]), so one optimizer trains them all. Decoding compiles, per shape, an
+//! compiled plan; every plan reads the same parameters and writes the same gradient
+//! tensors ([`Parameters`]), so one optimizer trains them all. Decoding compiles, per shape, an
 //! encoder plan and a one-step decoder plan whose recurrent states and attention keys stay
 //! on the GPU between steps.
 
@@ -16,14 +16,15 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::models::check_config_against_tensors;
+use crate::nn::seq2seq::{bind_states, compile_bound};
 use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
 };
-use crate::nn::shared::{bind_states, compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::transformer::Transformer;
+use crate::nn::Parameters;
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
@@ -113,7 +114,7 @@ pub struct Seq2SeqModel {
     /// stops after `max_target + 1` steps even if no EOS comes.
     pub max_target: usize,
     /// The weights on the GPU, bound by every plan the model compiles.
-    pub parameters: SharedParameters,
+    pub parameters: Parameters,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
     decoders: HashMap<(usize, usize), Decoder>,
@@ -160,7 +161,7 @@ impl Seq2SeqModel {
             vocab,
             max_source: max_source.max(1),
             max_target: max_target.max(1),
-            parameters: SharedParameters::new(gpu, seed),
+            parameters: Parameters::new(gpu, seed),
             train_plans: HashMap::new(),
             decoders: HashMap::new(),
             transformer_decoders: HashMap::new(),
@@ -233,7 +234,7 @@ impl Seq2SeqModel {
             .training_memory(1, limits.0, limits.1)?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = Seq2SeqModel::new(gpu, model_config, vocab, limits, 0)?;
-        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        model.parameters.load(checkpoint)?;
         Ok(model)
     }
 
@@ -275,15 +276,16 @@ impl Seq2SeqModel {
     }
 
     /// The training graph for `batch` rows of `source_steps` and `target_steps` (without
-    /// compiling it): the values a step touches, and the bindings to the shared parameters.
-    /// Without `training`, the graph has neither the backward nor dropout: it evaluates.
+    /// compiling it): the values a step touches, and the outputs to compile (the loss, the
+    /// predictions and, when training, the parameters' gradients). Without `training`, the
+    /// graph has neither the backward nor dropout: it evaluates.
     fn training_graph(
         &mut self,
         batch: usize,
         source_steps: usize,
         target_steps: usize,
         training: bool,
-    ) -> Result<(Graph, TrainValues, Bindings)> {
+    ) -> Result<(Graph, TrainValues, Vec<Var>)> {
         let mut g = Graph::new(&self.gpu);
         let source = g.input_indices("source", &[source_steps, batch]);
         let source_lengths = g.input_indices("source_lengths", &[batch]);
@@ -292,35 +294,33 @@ impl Seq2SeqModel {
             .then(|| g.input("key_mask", &[batch, 1, source_steps]));
         let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
         let target = g.input_indices("target", &[batch * target_steps]);
-        let mut p = Binder::new(&mut self.parameters);
+        let p = self.parameters.clone();
         let (logits, dropout_seed) = match self.config.architecture {
             Architecture::Transformer(shape) => {
                 let dropout_seed = (training && shape.dropout > 0.0)
                     .then(|| g.input_indices("dropout_seed", &[1]));
                 let transformer = Transformer::new(&self.config, dropout_seed)?;
-                let memory = transformer.encode(&mut g, &mut p, source, source_lengths)?;
+                let memory = transformer.encode(&mut g, &p, source, source_lengths)?;
                 let logits =
-                    transformer.logits(&mut g, &mut p, decoder_input, memory, source_lengths)?;
+                    transformer.logits(&mut g, &p, decoder_input, memory, source_lengths)?;
                 (logits, dropout_seed)
             }
             Architecture::Recurrent(_) => {
                 let model = Seq2Seq::new(&self.config)?;
-                let encoded = model.encode(&mut g, &mut p, source, source_lengths)?;
-                let (states, _) = model.decode(&mut g, &mut p, decoder_input, &encoded.initial)?;
+                let encoded = model.encode(&mut g, &p, source, source_lengths)?;
+                let (states, _) = model.decode(&mut g, &p, decoder_input, &encoded.initial)?;
                 let logits =
-                    model.logits(&mut g, &mut p, states, &encoded, source_lengths, key_mask)?;
+                    model.logits(&mut g, &p, states, &encoded, source_lengths, key_mask)?;
                 (logits, None)
             }
         };
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
-        let bindings = if training {
-            let gradients = g.backward(loss)?;
-            p.bindings(Some(&gradients))?
-        } else {
-            p.bindings(None)?
-        };
+        let mut outputs = vec![loss, predictions];
+        if training {
+            outputs.extend(g.backward(loss)?.parameter_gradients());
+        }
         let values = TrainValues {
             source,
             source_lengths,
@@ -331,7 +331,7 @@ impl Seq2SeqModel {
             loss,
             predictions,
         };
-        Ok((g, values, bindings))
+        Ok((g, values, outputs))
     }
 
     fn train_plan(&mut self, batch: &SeqBatch, training: bool) -> Result<&mut TrainPlan> {
@@ -342,8 +342,8 @@ impl Seq2SeqModel {
             training,
         );
         if !self.train_plans.contains_key(&key) {
-            let (g, values, bindings) = self.training_graph(key.0, key.1, key.2, training)?;
-            let plan = compile_bound(&g, &[values.loss, values.predictions], &bindings)?;
+            let (g, values, outputs) = self.training_graph(key.0, key.1, key.2, training)?;
+            let plan = g.compile(&outputs)?;
             self.train_plans.insert(key, TrainPlan { plan, values });
         }
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
@@ -432,9 +432,9 @@ impl Seq2SeqModel {
         let mut g = Graph::new(&gpu);
         let encoder_source = g.input_indices("source", &[source_steps, rows]);
         let encoder_lengths = g.input_indices("source_lengths", &[rows]);
-        let mut p = Binder::new(&mut self.parameters);
-        let encoded = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
-        let mut bindings = p.bindings(None)?;
+        let p = self.parameters.clone();
+        let encoded = model.encode(&mut g, &p, encoder_source, encoder_lengths)?;
+        let mut bindings = Vec::new();
         let keys_values = match encoded.keys_values {
             Some((keys, values)) => {
                 let keys_tensor = Tensor::zeros(&gpu, g.shape(keys))?;
@@ -475,11 +475,9 @@ impl Seq2SeqModel {
             keys_values,
             initial: initial.clone(),
         };
-        let mut p = Binder::new(&mut self.parameters);
-        let (top, finals) = model.decode(&mut g, &mut p, step_tokens, &initial)?;
-        let logits = model.logits(&mut g, &mut p, top, &encoded, step_lengths, step_key_mask)?;
+        let (top, finals) = model.decode(&mut g, &p, step_tokens, &initial)?;
+        let logits = model.logits(&mut g, &p, top, &encoded, step_lengths, step_key_mask)?;
         let log_probs = g.log_softmax(logits, -1)?;
-        bindings.extend(p.bindings(None)?);
         bind_states(&mut bindings, &finals, &states);
         let step = compile_bound(&g, &[log_probs], &bindings)?;
         Ok(Decoder {
@@ -524,23 +522,18 @@ impl Seq2SeqModel {
         let mut g = Graph::new(&gpu);
         let encoder_source = g.input_indices("source", &[source_steps, rows]);
         let encoder_lengths = g.input_indices("source_lengths", &[rows]);
-        let mut p = Binder::new(&mut self.parameters);
-        let memory = model.encode(&mut g, &mut p, encoder_source, encoder_lengths)?;
-        let mut bindings = p.bindings(None)?;
-        bindings.push((memory, memory_tensor.clone()));
-        let encoder = compile_bound(&g, &[], &bindings)?;
+        let p = self.parameters.clone();
+        let memory = model.encode(&mut g, &p, encoder_source, encoder_lengths)?;
+        let encoder = compile_bound(&g, &[], &[(memory, memory_tensor.clone())])?;
 
         let max_steps = self.max_target + 1;
         let mut g = Graph::new(&gpu);
         let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
         let step_lengths = g.input_indices("source_lengths", &[rows]);
         let memory = g.input("memory", &memory_shape);
-        let mut p = Binder::new(&mut self.parameters);
-        let logits = model.logits(&mut g, &mut p, step_prefixes, memory, step_lengths)?;
+        let logits = model.logits(&mut g, &p, step_prefixes, memory, step_lengths)?;
         let log_probs = g.log_softmax(logits, -1)?;
-        let mut bindings = p.bindings(None)?;
-        bindings.push((memory, memory_tensor));
-        let step = compile_bound(&g, &[log_probs], &bindings)?;
+        let step = compile_bound(&g, &[log_probs], &[(memory, memory_tensor)])?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,

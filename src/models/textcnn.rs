@@ -3,7 +3,7 @@
 //!
 //! Batches are padded to their longest text, so they come in several lengths; each length
 //! is its own compiled plan, and every plan binds the same parameter and gradient tensors
-//! ([`SharedParameters`]), so one optimizer trains them all.
+//! ([`Parameters`]), so one optimizer trains them all.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,10 +14,10 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::classify::{text_batches, EncodedText, Labels, TextBatch, WordVocab, NO_LABEL};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::models::{argmax, check_config_against_tensors};
-use crate::nn::shared::{compile_bound, Binder, Bindings, SharedParameters};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
+use crate::nn::Parameters;
 use crate::optim::Optimizer;
 
 /// A compiled training step for one batch shape, and the values it feeds or reads.
@@ -51,7 +51,7 @@ pub struct TextCnnModel {
     /// The class names, in the order of the logits.
     pub labels: Labels,
     /// The weights on the GPU, bound by every plan the model compiles.
-    pub parameters: SharedParameters,
+    pub parameters: Parameters,
     plans: HashMap<(usize, usize), TrainPlan>,
 }
 
@@ -84,7 +84,7 @@ impl TextCnnModel {
             config,
             vocab,
             labels,
-            parameters: SharedParameters::new(gpu, seed),
+            parameters: Parameters::new(gpu, seed),
             plans: HashMap::new(),
         };
         // Building (not compiling) the smallest graph makes every parameter, in a fixed
@@ -127,12 +127,12 @@ impl TextCnnModel {
             .training_memory(1, model_config.widest())?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = TextCnnModel::new(gpu, model_config, vocab, labels, 0)?;
-        model.parameters.load(checkpoint, OPTIMIZER_PREFIX)?;
+        model.parameters.load(checkpoint)?;
         Ok(model)
     }
 
-    /// The training graph for `batch` rows of `steps` words, uncompiled, with the bindings
-    /// to the shared parameters and gradients.
+    /// The training graph for `batch` rows of `steps` words, uncompiled, with the
+    /// parameters' gradients to compile as outputs.
     fn training_graph(&mut self, batch: usize, steps: usize) -> Result<(Graph, TrainPlanValues)> {
         let mut g = Graph::new(&self.gpu);
         let ids = g.input_indices("ids", &[batch, steps]);
@@ -146,11 +146,9 @@ impl TextCnnModel {
         let model = TextCnn {
             config: &self.config,
         };
-        let mut p = Binder::new(&mut self.parameters);
-        let logits = model.logits(&mut g, &mut p, ids, &window_masks)?;
+        let logits = model.logits(&mut g, &self.parameters, ids, &window_masks)?;
         let loss = g.cross_entropy(logits, labels, Some(NO_LABEL))?;
-        let gradients = g.backward(loss)?;
-        let bindings = p.bindings(Some(&gradients))?;
+        let gradients = g.backward(loss)?.parameter_gradients();
         Ok((
             g,
             TrainPlanValues {
@@ -159,7 +157,7 @@ impl TextCnnModel {
                 labels,
                 loss,
                 logits,
-                bindings,
+                gradients,
             },
         ))
     }
@@ -168,7 +166,9 @@ impl TextCnnModel {
         let key = (batch, steps);
         if !self.plans.contains_key(&key) {
             let (g, values) = self.training_graph(batch, steps)?;
-            let plan = compile_bound(&g, &[values.loss, values.logits], &values.bindings)?;
+            let mut outputs = vec![values.loss, values.logits];
+            outputs.extend(&values.gradients);
+            let plan = g.compile(&outputs)?;
             let plan = TrainPlan {
                 plan,
                 ids: values.ids,
@@ -254,7 +254,8 @@ struct TrainPlanValues {
     labels: Var,
     loss: Var,
     logits: Var,
-    bindings: Bindings,
+    /// The parameters' gradients, compiled as outputs.
+    gradients: Vec<Var>,
 }
 
 /// The mean loss and the accuracy of `model` on `texts`, in batches of `batch` rows.

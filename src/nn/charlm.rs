@@ -1,10 +1,10 @@
 //! A character-level language model (Karpathy's char-rnn): embedding, `layers` recurrent
 //! layers, then a linear layer to logits over the character vocabulary: each position
-//! predicts the character after it. Built on the graph over [`SharedParameters`], so the
+//! predicts the character after it. Built on the graph over [`Parameters`], so the
 //! training graph (a window of steps at once) and the sampling graph (one step, the
 //! recurrent states kept on the GPU) train and use the same tensors.
 //!
-//! [`SharedParameters`]: crate::nn::shared::SharedParameters
+//! [`Parameters`]: crate::nn::Parameters
 
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ use crate::graph::{GemmSpec, Graph, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::seq2seq::{RecurrentLayer, State, MAX_COUNTED_LAYERS};
-use crate::nn::shared::{Binder, Start};
+use crate::nn::{Init, Parameters};
 
 /// The architecture: everything needed to rebuild the model from a checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -150,7 +150,7 @@ impl CharLm<'_> {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         ids: Var,
         initial: &[State],
     ) -> Result<(Var, Vec<State>)> {
@@ -174,11 +174,11 @@ impl CharLm<'_> {
                 ))
             }
         };
-        let table = p.parameter(
+        let table = p.var(
             g,
             "embedding.weight",
             &[config.vocab_size, config.embed],
-            Start::Normal(1.0),
+            Init::Normal(1.0),
         )?;
         let mut x = g.embedding(table, ids)?;
         let mut finals = Vec::with_capacity(config.layers);
@@ -189,14 +189,14 @@ impl CharLm<'_> {
             finals.push(last);
         }
         let rows = g.reshape(x, &[steps * batch, config.hidden])?;
-        let bound = Start::Uniform(1.0 / (config.hidden as f32).sqrt());
-        let w = p.parameter(
+        let bound = Init::Uniform(1.0 / (config.hidden as f32).sqrt());
+        let w = p.var(
             g,
             "output.weight",
             &[config.hidden, config.vocab_size],
             bound,
         )?;
-        let b = p.parameter(g, "output.bias", &[config.vocab_size], bound)?;
+        let b = p.var(g, "output.bias", &[config.vocab_size], bound)?;
         let logits = g.gemm(rows, w, GemmSpec::new().bias(b))?;
         Ok((logits, finals))
     }

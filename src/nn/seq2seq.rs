@@ -1,6 +1,5 @@
 //! The RNN encoder-decoder (Sutskever et al. 2014) with Luong's dot-product attention
-//! (Luong et al. 2015), built on the graph over
-//! [`SharedParameters`](crate::nn::shared::SharedParameters).
+//! (Luong et al. 2015), built on the graph over [`Parameters`].
 //!
 //! - Encoder: source embedding, then `layers` recurrent layers (each bidirectional if asked:
 //!   a forward and a reversed layer whose states are concatenated), over time-major ids
@@ -19,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::graph::{GemmSpec, Graph, RecurrentSpec, Var};
+use crate::graph::{GemmSpec, Graph, Plan, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
-use crate::nn::shared::{Binder, Start};
 use crate::nn::transformer::TransformerConfig;
+use crate::nn::{Init, Parameters};
+use crate::tensor::Tensor;
 
 /// How the decoder looks at the encoder states; in checkpoint configs `"dot"`,
 /// `"additive"` or `"none"`.
@@ -330,6 +330,29 @@ impl Seq2SeqConfig {
 /// that count and build them.
 pub const MAX_COUNTED_LAYERS: usize = 1024;
 
+/// Values of a graph and the tensors [`Graph::compile_with`] stores them in.
+pub type Bindings = Vec<(Var, Tensor)>;
+
+/// `g` compiled ([`Graph::compile_with`]) with every value of `bindings` stored in its
+/// tensor.
+pub fn compile_bound(g: &Graph, outputs: &[Var], bindings: &[(Var, Tensor)]) -> Result<Plan> {
+    let bound: Vec<(Var, &Tensor)> = bindings.iter().map(|(v, t)| (*v, t)).collect();
+    g.compile_with(outputs, &bound)
+}
+
+/// Binds each layer's recurrent state (h, and c for an LSTM) to `tensors`, laid out layer by
+/// layer, h before c: the tensors a decoding plan keeps its states in between steps.
+pub fn bind_states(bindings: &mut Bindings, states: &[State], tensors: &[Tensor]) {
+    let mut next = tensors.iter();
+    for state in states {
+        for var in std::iter::once(state.h).chain(state.c) {
+            if let Some(tensor) = next.next() {
+                bindings.push((var, tensor.clone()));
+            }
+        }
+    }
+}
+
 /// A recurrent state: h, and c for an LSTM.
 #[derive(Debug, Clone, Copy)]
 pub struct State {
@@ -379,7 +402,7 @@ impl RecurrentLayer {
     pub fn build(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         name: &str,
         x: Var,
         initial: State,
@@ -397,16 +420,16 @@ impl RecurrentLayer {
         };
         let (cell, hidden) = (self.cell, self.hidden);
         let gated = cell.gates() * hidden;
-        let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
-        let wx = p.parameter(g, &format!("{name}.input.weight"), &[input, gated], bound)?;
-        let bx = p.parameter(g, &format!("{name}.input.bias"), &[gated], bound)?;
-        let r = p.parameter(
+        let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
+        let wx = p.var(g, &format!("{name}.input.weight"), &[input, gated], bound)?;
+        let bx = p.var(g, &format!("{name}.input.bias"), &[gated], bound)?;
+        let r = p.var(
             g,
             &format!("{name}.recurrent.weight"),
             &[hidden, gated],
             bound,
         )?;
-        let rb = p.parameter(g, &format!("{name}.recurrent.bias"), &[gated], bound)?;
+        let rb = p.var(g, &format!("{name}.recurrent.bias"), &[gated], bound)?;
         let rows = g.reshape(x, &[steps * batch, input])?;
         let gx = g.gemm(rows, wx, GemmSpec::new().bias(bx))?;
         let gx = g.reshape(gx, &[steps, batch, gated])?;
@@ -476,17 +499,17 @@ impl Seq2Seq {
     pub fn encode(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         source: Var,
         lengths: Var,
     ) -> Result<Encoded> {
         let config = &self.config;
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
-        let table = p.parameter(
+        let table = p.var(
             g,
             "source_embedding.weight",
             &[self.vocab_size, config.embed],
-            Start::Normal(1.0),
+            Init::Normal(1.0),
         )?;
         let mut x = g.embedding(table, source)?;
         let mut finals = Vec::new();
@@ -524,8 +547,8 @@ impl Seq2Seq {
             AttentionKind::None => None,
             AttentionKind::Additive => {
                 let width = config.encoder_width();
-                let bound = Start::Uniform(1.0 / (width as f32).sqrt());
-                let w = p.parameter(g, "attention.key.weight", &[width, config.hidden], bound)?;
+                let bound = Init::Uniform(1.0 / (width as f32).sqrt());
+                let w = p.var(g, "attention.key.weight", &[width, config.hidden], bound)?;
                 let batch_major = g.permute(x, &[1, 0, 2])?;
                 let rows = g.reshape(batch_major, &[batch * steps, width])?;
                 let keys = g.matmul(rows, w)?;
@@ -534,8 +557,8 @@ impl Seq2Seq {
             }
             AttentionKind::Dot => {
                 let width = config.encoder_width();
-                let bound = Start::Uniform(1.0 / (width as f32).sqrt());
-                let w = p.parameter(g, "attention.key.weight", &[width, config.hidden], bound)?;
+                let bound = Init::Uniform(1.0 / (width as f32).sqrt());
+                let w = p.var(g, "attention.key.weight", &[width, config.hidden], bound)?;
                 let batch_major = g.permute(x, &[1, 0, 2])?;
                 let rows = g.reshape(batch_major, &[batch * steps, width])?;
                 let keys = g.matmul(rows, w)?;
@@ -555,21 +578,21 @@ impl Seq2Seq {
     fn bridge(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         layer: usize,
         forward: State,
         backward: State,
     ) -> Result<State> {
         let hidden = self.config.hidden;
-        let bound = Start::Uniform(1.0 / ((2 * hidden) as f32).sqrt());
-        let mut project = |g: &mut Graph, what: &str, a: Var, b: Var| -> Result<Var> {
-            let w = p.parameter(
+        let bound = Init::Uniform(1.0 / ((2 * hidden) as f32).sqrt());
+        let project = |g: &mut Graph, what: &str, a: Var, b: Var| -> Result<Var> {
+            let w = p.var(
                 g,
                 &format!("bridge.layer{layer}.{what}.weight"),
                 &[2 * hidden, hidden],
                 bound,
             )?;
-            let bias = p.parameter(
+            let bias = p.var(
                 g,
                 &format!("bridge.layer{layer}.{what}.bias"),
                 &[hidden],
@@ -592,7 +615,7 @@ impl Seq2Seq {
     pub fn decode(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         input: Var,
         initial: &[State],
     ) -> Result<(Var, Vec<State>)> {
@@ -607,11 +630,11 @@ impl Seq2Seq {
                 ),
             ));
         }
-        let table = p.parameter(
+        let table = p.var(
             g,
             "target_embedding.weight",
             &[self.vocab_size, config.embed],
-            Start::Normal(1.0),
+            Init::Normal(1.0),
         )?;
         let mut x = g.embedding(table, input)?;
         let mut finals = Vec::new();
@@ -630,7 +653,7 @@ impl Seq2Seq {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         states: Var,
         encoded: &Encoded,
         source_lengths: Var,
@@ -654,9 +677,9 @@ impl Seq2Seq {
                     Error::invalid("seq2seq", "additive attention needs the key mask")
                 })?;
                 let source_steps = g.shape(keys)[2];
-                let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
-                let w = p.parameter(g, "attention.query.weight", &[hidden, hidden], bound)?;
-                let v = p.parameter(g, "attention.score.weight", &[hidden, 1], bound)?;
+                let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
+                let w = p.var(g, "attention.query.weight", &[hidden, hidden], bound)?;
+                let v = p.var(g, "attention.score.weight", &[hidden, 1], bound)?;
                 let queries = g.matmul(rows, w)?;
                 let queries = g.reshape(queries, &[batch, steps, 1, hidden])?;
                 // [B, Td, 1, H] + [B, 1, Ts, H]: every query against every key.
@@ -675,21 +698,21 @@ impl Seq2Seq {
             None => rows,
             Some(context) => {
                 let both = g.concat(&[context, rows], 1)?;
-                let bound = Start::Uniform(1.0 / ((width + hidden) as f32).sqrt());
-                let w = p.parameter(
+                let bound = Init::Uniform(1.0 / ((width + hidden) as f32).sqrt());
+                let w = p.var(
                     g,
                     "attention.combine.weight",
                     &[width + hidden, hidden],
                     bound,
                 )?;
-                let b = p.parameter(g, "attention.combine.bias", &[hidden], bound)?;
+                let b = p.var(g, "attention.combine.bias", &[hidden], bound)?;
                 let combined = g.gemm(both, w, GemmSpec::new().bias(b))?;
                 g.tanh(combined)?
             }
         };
-        let bound = Start::Uniform(1.0 / (hidden as f32).sqrt());
-        let w = p.parameter(g, "output.weight", &[hidden, self.vocab_size], bound)?;
-        let b = p.parameter(g, "output.bias", &[self.vocab_size], bound)?;
+        let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
+        let w = p.var(g, "output.weight", &[hidden, self.vocab_size], bound)?;
+        let b = p.var(g, "output.bias", &[self.vocab_size], bound)?;
         g.gemm(features, w, GemmSpec::new().bias(b))
     }
 }

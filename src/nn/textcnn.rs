@@ -1,4 +1,4 @@
-//! The n-gram CNN text classifier (Kim 2014), built on the graph over [`SharedParameters`]:
+//! The n-gram CNN text classifier (Kim 2014), built on the graph over [`Parameters`]:
 //!
 //! ids `[B, L]` → embedding `[B, L, E]` → permute to `[B, E, L]` → for each filter width
 //! w: conv1d of `filters` channels `[B, F, L − w + 1]` → ReLU → × window mask → max over
@@ -11,7 +11,7 @@
 //! Parameters: `embedding.weight` `[V, E]`, `conv{w}.weight` `[F, E, w]`, `conv{w}.bias` `[F]`,
 //! `output.weight` `[F·widths, C]`, `output.bias` `[C]`.
 //!
-//! [`SharedParameters`]: crate::nn::shared::SharedParameters
+//! [`Parameters`]: crate::nn::Parameters
 
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::graph::{GemmSpec, Graph, Var};
 use crate::kernels::conv::Conv1d;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
-use crate::nn::shared::{Binder, Start};
+use crate::nn::{Init, Parameters};
 
 /// The architecture: everything needed to rebuild the model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,7 +165,7 @@ impl TextCnn<'_> {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         ids: Var,
         window_masks: &[Var],
     ) -> Result<Var> {
@@ -180,24 +180,24 @@ impl TextCnn<'_> {
                 ),
             ));
         }
-        let table = p.parameter(
+        let table = p.var(
             g,
             "embedding.weight",
             &[config.vocab_size, config.embed],
-            Start::Normal(1.0),
+            Init::Normal(1.0),
         )?;
         let embedded = g.embedding(table, ids)?;
         let channels_first = g.permute(embedded, &[0, 2, 1])?;
         let mut pooled = Vec::with_capacity(config.widths.len());
         for (&width, &mask) in config.widths.iter().zip(window_masks) {
-            let bound = Start::Uniform(1.0 / ((config.embed * width) as f32).sqrt());
-            let weight = p.parameter(
+            let bound = Init::Uniform(1.0 / ((config.embed * width) as f32).sqrt());
+            let weight = p.var(
                 g,
                 &format!("conv{width}.weight"),
                 &[config.filters, config.embed, width],
                 bound,
             )?;
-            let bias = p.parameter(g, &format!("conv{width}.bias"), &[config.filters], bound)?;
+            let bias = p.var(g, &format!("conv{width}.bias"), &[config.filters], bound)?;
             let windows = g.conv1d(channels_first, weight, Some(bias), Conv1d::default())?;
             let activated = g.relu(windows)?;
             let kept = g.mul(activated, mask)?;
@@ -205,9 +205,9 @@ impl TextCnn<'_> {
         }
         let features = g.concat(&pooled, 1)?;
         let fan_in = config.filters * config.widths.len();
-        let bound = Start::Uniform(1.0 / (fan_in as f32).sqrt());
-        let weight = p.parameter(g, "output.weight", &[fan_in, config.classes], bound)?;
-        let bias = p.parameter(g, "output.bias", &[config.classes], bound)?;
+        let bound = Init::Uniform(1.0 / (fan_in as f32).sqrt());
+        let weight = p.var(g, "output.weight", &[fan_in, config.classes], bound)?;
+        let bias = p.var(g, "output.bias", &[config.classes], bound)?;
         g.gemm(features, weight, GemmSpec::new().bias(bias))
     }
 }

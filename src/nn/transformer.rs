@@ -1,5 +1,6 @@
 //! The Transformer encoder-decoder (Vaswani et al. 2017) for [`crate::nn::seq2seq`]'s
-//! tasks, built on the graph over [`SharedParameters`](crate::nn::shared::SharedParameters).
+//! tasks, built on the graph over
+//! [`Parameters`].
 //!
 //! - Encoder: token embedding·√d plus sinusoidal positions (a constant), then `layers`
 //!   layers of multi-head self-attention (the source lengths mask the padded keys) and a
@@ -19,7 +20,7 @@
 use crate::error::{Error, Result};
 use crate::graph::{GemmSpec, Graph, Var};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
-use crate::nn::shared::{Binder, Start};
+use crate::nn::{Init, Parameters};
 
 /// The sizes of a Transformer's layers (how many layers each stack has, and the vocabulary,
 /// are [`Seq2SeqConfig`]'s).
@@ -126,16 +127,16 @@ impl Transformer {
     }
 
     /// Token ids `[T, B]` (time-major) as `[B·T, d]` rows: embedding·√d plus positions.
-    fn embed(&self, g: &mut Graph, p: &mut Binder, table: &str, ids: Var) -> Result<Var> {
+    fn embed(&self, g: &mut Graph, p: &Parameters, table: &str, ids: Var) -> Result<Var> {
         let d = self.width();
         let (steps, batch) = (g.shape(ids)[0], g.shape(ids)[1]);
         // Normal(1/√d) scaled by √d gives unit-variance embeddings, on a par with the
         // positions they are added to.
-        let table = p.parameter(
+        let table = p.var(
             g,
             table,
             &[self.vocab_size, d],
-            Start::Normal(1.0 / (d as f32).sqrt()),
+            Init::Normal(1.0 / (d as f32).sqrt()),
         )?;
         let x = g.embedding(table, ids)?;
         let x = g.permute(x, &[1, 0, 2])?;
@@ -150,22 +151,22 @@ impl Transformer {
     fn linear(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         name: &str,
         x: Var,
         outputs: usize,
     ) -> Result<Var> {
         let inputs = g.shape(x)[1];
-        let bound = Start::Uniform(1.0 / (inputs as f32).sqrt());
-        let w = p.parameter(g, &format!("{name}.weight"), &[inputs, outputs], bound)?;
-        let b = p.parameter(g, &format!("{name}.bias"), &[outputs], bound)?;
+        let bound = Init::Uniform(1.0 / (inputs as f32).sqrt());
+        let w = p.var(g, &format!("{name}.weight"), &[inputs, outputs], bound)?;
+        let b = p.var(g, &format!("{name}.bias"), &[outputs], bound)?;
         g.gemm(x, w, GemmSpec::new().bias(b))
     }
 
-    fn norm(&self, g: &mut Graph, p: &mut Binder, name: &str, x: Var) -> Result<Var> {
+    fn norm(&self, g: &mut Graph, p: &Parameters, name: &str, x: Var) -> Result<Var> {
         let d = self.width();
-        let gain = p.parameter(g, &format!("{name}.weight"), &[d], Start::Ones)?;
-        let bias = p.parameter(g, &format!("{name}.bias"), &[d], Start::Zeros)?;
+        let gain = p.var(g, &format!("{name}.weight"), &[d], Init::Ones)?;
+        let bias = p.var(g, &format!("{name}.bias"), &[d], Init::Zeros)?;
         g.layer_norm(x, gain, bias, NORM_EPS)
     }
 
@@ -183,7 +184,7 @@ impl Transformer {
     fn attention(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         name: &str,
         queries: Var,
         memory: Var,
@@ -206,20 +207,20 @@ impl Transformer {
         self.linear(g, p, &format!("{name}.output"), rows, d)
     }
 
-    fn feed_forward(&self, g: &mut Graph, p: &mut Binder, name: &str, x: Var) -> Result<Var> {
+    fn feed_forward(&self, g: &mut Graph, p: &Parameters, name: &str, x: Var) -> Result<Var> {
         let hidden = self.linear(g, p, &format!("{name}.linear1"), x, self.shape.ff)?;
         let hidden = g.relu(hidden)?;
         self.linear(g, p, &format!("{name}.linear2"), hidden, self.width())
     }
 
     /// x + dropout(block(LayerNorm(x))).
-    fn residual<'b>(
+    fn residual(
         &self,
         g: &mut Graph,
-        p: &mut Binder<'b>,
+        p: &Parameters,
         name: &str,
         x: Var,
-        block: impl FnOnce(&mut Graph, &mut Binder<'b>, Var) -> Result<Var>,
+        block: impl FnOnce(&mut Graph, &Parameters, Var) -> Result<Var>,
     ) -> Result<Var> {
         let normed = self.norm(g, p, &format!("{name}.norm"), x)?;
         let y = block(g, p, normed)?;
@@ -229,7 +230,7 @@ impl Transformer {
 
     /// The encoder over source ids `[Ts, B]` (u32, time-major) with lengths `[B]`: its output
     /// `[B, Ts, d]` (padded positions hold values no key mask lets through).
-    pub fn encode(&self, g: &mut Graph, p: &mut Binder, source: Var, lengths: Var) -> Result<Var> {
+    pub fn encode(&self, g: &mut Graph, p: &Parameters, source: Var, lengths: Var) -> Result<Var> {
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
         let mut x = self.embed(g, p, "source_embedding.weight", source)?;
         for layer in 0..self.layers {
@@ -260,7 +261,7 @@ impl Transformer {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &mut Binder,
+        p: &Parameters,
         input: Var,
         memory: Var,
         source_lengths: Var,

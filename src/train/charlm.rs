@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::charlm::{evaluate, CharLmModel};
 use crate::nn::charlm::CharLmConfig;
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::OptimizerConfig;
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
@@ -162,7 +162,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
     };
     let (train, valid) = (encode(train_chars)?, encode(valid_chars)?);
     let unigram = unigram_perplexity(&train, &valid, model.vocab.len());
-    let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let mut first_epoch = 1;
     let mut best = f64::INFINITY;
     if let Some(checkpoint) = &config.resume {
@@ -197,7 +197,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         if model.config.layers == 1 { "" } else { "s" },
         model.config.hidden,
         model.config.embed,
-        model.parameters.count(),
+        model.parameters.numel(),
         train.len(),
         valid.len(),
         config.text_name,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::textcnn::{evaluate, TextCnnModel};
 use crate::nn::textcnn::TextCnnConfig;
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::OptimizerConfig;
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
@@ -127,7 +127,7 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
     }
     let train = encode_texts(&model.vocab, &model.labels, &config.train, "training")?;
     let valid = encode_texts(&model.vocab, &model.labels, &config.valid, "validation")?;
-    let mut optimizer = Optimizer::new(gpu, config.optimizer, &model.parameters.optimizer_pairs())?;
+    let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let mut first_epoch = 1;
     let mut best = 0.0f64;
     if let Some(checkpoint) = &config.resume {
@@ -149,7 +149,7 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         model.config.embed,
         model.config.widths,
         model.config.filters,
-        model.parameters.count(),
+        model.parameters.numel(),
         train.len(),
         valid.len(),
         model.vocab.len(),

@@ -6,16 +6,14 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{save_tensors, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, NamedTensor};
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::models::argmax;
-use crate::nn::{Activation, Mlp};
+use crate::nn::{Activation, Mlp, Parameters};
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::rng::Rng;
-use crate::tensor::Tensor;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer};
@@ -82,8 +80,7 @@ struct Model {
     labels: Var,
     loss: Var,
     logits: Var,
-    parameters: Vec<(String, Var)>,
-    gradients: Vec<Var>,
+    parameters: Parameters,
 }
 
 /// The model for layer sizes `sizes` (inputs first, classes last).
@@ -91,18 +88,14 @@ fn build(gpu: &Gpu, config: &MlpTraining, sizes: &[usize]) -> Result<Model> {
     let mut g = Graph::new(gpu);
     let x = g.input("x", &[config.batch, sizes[0]]);
     let labels = g.input_indices("labels", &[config.batch]);
-    let mlp = Mlp::new(&mut g, sizes, config.activation, &mut Rng::new(config.seed))?;
+    let parameters = Parameters::new(gpu, config.seed);
+    let mlp = Mlp::new(&parameters, sizes, config.activation)?;
     let logits = mlp.forward(&mut g, x)?;
     let loss = g.cross_entropy(logits, labels, Some(PADDING))?;
     let grads = g.backward(loss)?;
-    let pairs = grads.parameters();
     let mut outputs = vec![loss, logits];
-    outputs.extend(pairs.iter().map(|&(_, grad)| grad));
+    outputs.extend(grads.parameter_gradients());
     let plan = g.compile(&outputs)?;
-    let parameters = pairs
-        .iter()
-        .map(|&(p, _)| (g.name(p).unwrap_or_default().to_string(), p))
-        .collect();
     Ok(Model {
         plan,
         x,
@@ -110,7 +103,6 @@ fn build(gpu: &Gpu, config: &MlpTraining, sizes: &[usize]) -> Result<Model> {
         loss,
         logits,
         parameters,
-        gradients: pairs.iter().map(|&(_, grad)| grad).collect(),
     })
 }
 
@@ -160,18 +152,7 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
         .collect();
     Mlp::training_memory(&sizes, config.batch)?.check("train-mlp", gpu.max_buffer_bytes())?;
     let mut model = build(gpu, config, &sizes)?;
-    let pairs = model
-        .parameters
-        .iter()
-        .zip(&model.gradients)
-        .map(|((_, p), &g)| {
-            Ok((
-                model.plan.tensor(*p)?.clone(),
-                model.plan.tensor(g)?.clone(),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut optimizer = Optimizer::new(gpu, config.optimizer, &pairs)?;
+    let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let architecture = json!({
         "kind": "mlp",
         "inputs": config.train.dim,
@@ -194,7 +175,8 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 ),
             ));
         }
-        model.plan.load_parameters(checkpoint)?;
+        let checkpoint = &with_pytorch_layout(checkpoint)?;
+        model.parameters.load(checkpoint)?;
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-mlp")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-mlp")?;
         note!(
@@ -286,6 +268,10 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
     })
 }
 
+/// What a train-mlp checkpoint records of its weights' layout since they follow PyTorch's
+/// `nn.Linear` (`layers.{i}.weight` `[out, in]`); checkpoints without it are older.
+const WEIGHT_LAYOUT: &str = "pytorch";
+
 /// Saves the parameters and the optimizer's state, with the architecture, the data's
 /// description and scaling, and the `training` record a resumed run starts from.
 fn save(
@@ -296,18 +282,48 @@ fn save(
     architecture: &Value,
     training: Value,
 ) -> Result<()> {
-    let optimizer_state: Vec<(String, Tensor)> = optimizer
-        .state_tensors()
-        .into_iter()
-        .map(|(name, t)| (format!("{OPTIMIZER_PREFIX}{name}"), t))
-        .collect();
-    let mut tensors = model.plan.parameters();
-    tensors.extend(optimizer_state.iter().map(|(name, t)| (name.as_str(), t)));
+    let tensors = model.parameters.checkpoint_tensors(Some(optimizer))?;
     let checkpoint_config = json!({
         "architecture": architecture,
+        "weight_layout": WEIGHT_LAYOUT,
         "data": config.data_description,
         "standardizer": config.standardizer.as_ref().map(|s| json!({"mean": s.mean, "std": s.std})),
         "training": training,
     });
-    save_tensors(path, &tensors, &checkpoint_config)
+    checkpoint::save(path, &tensors, &checkpoint_config)
+}
+
+/// `checkpoint` with its tensors in today's layout: those of a train-mlp from before the
+/// PyTorch layout (`layer{i}.weight` `[in, out]`, and the optimizer's moments of each
+/// weight alike) renamed to `layers.{i}.…` and transposed; newer ones as they are.
+fn with_pytorch_layout(checkpoint: &Checkpoint) -> Result<Checkpoint> {
+    let mut upgraded = checkpoint.clone();
+    if checkpoint
+        .config
+        .get("weight_layout")
+        .and_then(Value::as_str)
+        == Some(WEIGHT_LAYOUT)
+    {
+        return Ok(upgraded);
+    }
+    upgraded.rename_tensors(|name| {
+        Some(match name.strip_prefix("layer") {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+                format!("layers.{rest}")
+            }
+            _ => name.to_string(),
+        })
+    })?;
+    for tensor in &mut upgraded.tensors {
+        // Every matrix of an MLP checkpoint is a weight or a moment of one; biases and
+        // their moments are vectors.
+        if let [rows, columns] = tensor.shape[..] {
+            let values = tensor.as_f32()?;
+            let transposed: Vec<f32> = (0..columns * rows)
+                .map(|i| values[(i % rows) * columns + i / rows])
+                .collect();
+            *tensor = NamedTensor::new(tensor.name.clone(), &[columns, rows], transposed);
+        }
+    }
+    Ok(upgraded)
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::seq2seq::{dropout_seed, evaluate, rounded, Seq2SeqModel};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
-use crate::optim::{Optimizer, OptimizerConfig, Schedule};
+use crate::optim::{OptimizerConfig, Schedule};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
@@ -180,7 +180,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     } else {
         config.optimizer
     };
-    let mut optimizer = Optimizer::new(gpu, optimizer_config, &model.parameters.optimizer_pairs())?;
+    let mut optimizer = model.parameters.optimizer(optimizer_config)?;
     let mut start_epoch = 1;
     let mut best = -1.0;
     if let Some(checkpoint) = resumed {
@@ -223,7 +223,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     };
     note!(
         "{architecture}: {} parameters; {} training and {} validation pairs, vocabulary of {}",
-        model.parameters.count(),
+        model.parameters.numel(),
         train.len(),
         valid.len(),
         model.vocab.len()
