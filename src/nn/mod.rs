@@ -7,6 +7,7 @@
 //! - [`parameters`]: the store and [`Init`];
 //! - [`layers`]: [`Linear`], [`Embedding`], [`LayerNorm`] and the [`Mlp`], with PyTorch's
 //!   names and layouts;
+//! - [`recurrent`]: [`Recurrent`], PyTorch's RNN, GRU and LSTM stacks;
 //!
 //! The other submodules hold the larger architectures, each a config (the sizes, saved in a
 //! checkpoint) and a builder that adds the model to a graph:
@@ -21,12 +22,14 @@
 pub mod charlm;
 pub mod layers;
 pub mod parameters;
+pub mod recurrent;
 pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer;
 
 pub use layers::{Embedding, LayerNorm, Linear, LinearSpec, Mlp};
 pub use parameters::{Init, Parameters};
+pub use recurrent::{Directions, Recurrent, RecurrentConfig, State};
 
 use std::str::FromStr;
 

@@ -353,15 +353,7 @@ pub fn bind_states(bindings: &mut Bindings, states: &[State], tensors: &[Tensor]
     }
 }
 
-/// A recurrent state: h, and c for an LSTM.
-#[derive(Debug, Clone, Copy)]
-pub struct State {
-    /// The hidden state, shape `[B, H]`: what the next layer and the attention read.
-    pub h: Var,
-    /// The LSTM's cell state, shape `[B, H]`; `None` for the RNN and GRU cells, which
-    /// have only `h`.
-    pub c: Option<Var>,
-}
+pub use crate::nn::recurrent::State;
 
 /// The additive mask of padded source positions, `[B, 1, Ts]`: 0 where a key is real,
 /// [`MASKED`] past each source's length.

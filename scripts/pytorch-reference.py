@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Reference data from PyTorch for shadergrad's interop tests (tests/pytorch.rs).
+
+Run by a developer, not by CI (the Rust tests read what it writes, and need no Python):
+
+    python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch safetensors numpy
+    /tmp/torch/bin/python scripts/pytorch-reference.py            # writes tests/data/pytorch
+    /tmp/torch/bin/python scripts/pytorch-reference.py check DIR  # loads shadergrad's saves
+
+For each case it writes two plain safetensors files (no shadergrad metadata):
+  <case>.state.safetensors  the model's state_dict, exactly as PyTorch saves it;
+  <case>.io.safetensors     its inputs, outputs and the losses of a few optimizer steps;
+and mlp.bf16.safetensors, the MLP's weights in bfloat16 under "model."-prefixed names.
+
+`check DIR` loads the files shadergrad's tests saved in DIR (`cargo test --test pytorch`
+prints where) into the same PyTorch modules with load_state_dict(strict=True) and checks
+that they compute what shadergrad computed.
+"""
+
+import pathlib
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "pytorch"
+STEPS = 3
+
+
+class Mlp(torch.nn.Module):
+    """shadergrad's nn::Mlp: Linear layers in a list called `layers`, tanh between."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])
+        )
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i + 1 < len(self.layers):
+                x = torch.tanh(x)
+        return x
+
+
+def adam_losses(model, loss_fn):
+    """The loss before each of STEPS Adam steps (lr 0.01)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        loss = loss_fn()
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+    return torch.tensor(losses, dtype=torch.float32)
+
+
+def state(model):
+    return {name: t.detach().contiguous().clone() for name, t in model.state_dict().items()}
+
+
+def mlp_case():
+    torch.manual_seed(0)
+    model = Mlp([3, 7, 5, 4])
+    x = torch.randn(6, 3)
+    labels = torch.tensor([0, 3, 1, 2, 3, 0])
+    saved = state(model)
+    with torch.no_grad():
+        logits = model(x)
+    losses = adam_losses(
+        model, lambda: torch.nn.functional.cross_entropy(model(x), labels)
+    )
+    # The same weights as a half-precision checkpoint under other names ("model." before
+    # each, as a wrapper module would save them), and the logits those rounded weights give.
+    halved = Mlp([3, 7, 5, 4])
+    halved.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in saved.items()})
+    with torch.no_grad():
+        logits_bf16 = halved(x)
+    save_file(
+        {f"model.{k}": v.to(torch.bfloat16) for k, v in saved.items()},
+        OUT / "mlp.bf16.safetensors",
+    )
+    io = {
+        "x": x,
+        "labels": labels,
+        "logits": logits,
+        "logits_bf16": logits_bf16,
+        "losses": losses,
+    }
+    return saved, io
+
+
+def recurrent_case(kind, layers, bidirectional, with_lengths):
+    torch.manual_seed({"RNN": 1, "GRU": 2, "LSTM": 3}[kind] * 10 + layers)
+    cls = getattr(torch.nn, kind)
+    (steps, batch, inputs, hidden) = (5, 3, 4, 6)
+    model = cls(inputs, hidden, num_layers=layers, bidirectional=bidirectional)
+    directions = 2 if bidirectional else 1
+    x = torch.randn(steps, batch, inputs)
+    h0 = torch.randn(layers * directions, batch, hidden)
+    c0 = torch.randn(layers * directions, batch, hidden)
+    lengths = torch.tensor([5, 3, 1]) if with_lengths else torch.tensor([5, 5, 5])
+    saved = state(model)
+
+    def run():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        start = (h0, c0) if kind == "LSTM" else h0
+        out, finals = model(packed, start)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=steps)
+        return out, finals
+
+    with torch.no_grad():
+        output, finals = run()
+    h_n = finals[0] if kind == "LSTM" else finals
+    # The loss reads the real steps only (shadergrad repeats the state past a length,
+    # PyTorch pads zeros there) and the final states.
+    mask = (torch.arange(steps)[:, None] < lengths[None, :]).float()[:, :, None]
+
+    def loss():
+        out, fin = run()
+        h = fin[0] if kind == "LSTM" else fin
+        return (out * mask).pow(2).sum() / mask.sum() + h.pow(2).mean()
+
+    losses = adam_losses(model, loss)
+    io = {
+        "x": x,
+        "h0": h0,
+        "lengths": lengths.to(torch.int64),
+        "output": output,
+        "h_n": h_n,
+        "losses": losses,
+    }
+    if kind == "LSTM":
+        io["c0"] = c0
+        io["c_n"] = finals[1]
+    return saved, io
+
+
+CASES = {
+    "mlp": mlp_case,
+    "rnn": lambda: recurrent_case("RNN", 1, False, False),
+    "gru": lambda: recurrent_case("GRU", 2, True, True),
+    "lstm": lambda: recurrent_case("LSTM", 2, False, True),
+}
+
+
+def write():
+    OUT.mkdir(parents=True, exist_ok=True)
+    torch.set_default_dtype(torch.float32)
+    for name, case in CASES.items():
+        saved, io = case()
+        save_file(saved, OUT / f"{name}.state.safetensors")
+        save_file({k: v.contiguous() for k, v in io.items()}, OUT / f"{name}.io.safetensors")
+        print(f"{name}: {', '.join(f'{k} {list(v.shape)}' for k, v in saved.items())}")
+
+
+def check(directory):
+    """Loads shadergrad's saves of the MLP into PyTorch and compares the logits."""
+    directory = pathlib.Path(directory)
+    model = Mlp([3, 7, 5, 4])
+    weights = load_file(directory / "mlp.safetensors")
+    model.load_state_dict(weights, strict=True)
+    io = load_file(OUT / "mlp.io.safetensors")
+    expected = load_file(directory / "mlp.logits.safetensors")["logits"]
+    with torch.no_grad():
+        logits = model(io["x"])
+    error = (logits - expected).abs().max().item()
+    print(f"shadergrad's save loads into PyTorch (strict): logits differ by at most {error:.2e}")
+    assert error < 1e-5, error
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "check":
+        check(sys.argv[2])
+    else:
+        write()
