@@ -357,6 +357,30 @@ impl NamedTensor {
         }
     }
 
+    /// The matrix transposed: `[rows, columns]` F32 data as `[columns, rows]` (a weight
+    /// stored `[in, out]` in PyTorch's `[out, in]`); an error for any other tensor.
+    pub fn transposed(&self) -> Result<NamedTensor> {
+        let (&[rows, columns], TensorData::F32(values)) = (&self.shape[..], &self.data) else {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!(
+                    "tensor {:?} is {} of shape {:?}: only an F32 matrix transposes",
+                    self.name,
+                    self.dtype().name(),
+                    self.shape
+                ),
+            ));
+        };
+        let transposed: Vec<f32> = (0..rows * columns)
+            .map(|i| values[(i % rows) * columns + i / rows])
+            .collect();
+        Ok(NamedTensor::new(
+            self.name.clone(),
+            &[columns, rows],
+            transposed,
+        ))
+    }
+
     /// Uploads an F32 tensor to the GPU.
     pub fn upload(&self, gpu: &Gpu) -> Result<Tensor> {
         Tensor::from_slice(gpu, self.as_f32()?, &self.shape)

@@ -408,3 +408,114 @@ fn a_transformer_trains_saves_and_translates() {
     let output = tiny_training(&model, &metrics, "1", &args);
     assert!(text(&output.stderr).contains("not a finite number"));
 }
+
+/// Checkpoints saved before the recurrent model took PyTorch's names and layouts
+/// (`tests/data/legacy-seq2seq`: written after epoch 1 by the build before, commit
+/// 01be7fe) still resume: epoch 2 gives the losses that build's own resume gave (its
+/// metrics line beside each file), the weights and Adam's moments moved to their new names
+/// and layouts; the new save is in today's layout, and `translate` reads the old file.
+#[test]
+fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-seq2seq");
+    let dir = scratch("seq2seq-legacy");
+    for (name, flags) in [
+        (
+            "lstm-bidirectional-additive",
+            [
+                "--arch",
+                "lstm",
+                "--bidirectional",
+                "true",
+                "--attention",
+                "additive",
+            ],
+        ),
+        (
+            "gru-dot",
+            [
+                "--arch",
+                "gru",
+                "--bidirectional",
+                "false",
+                "--attention",
+                "dot",
+            ],
+        ),
+    ] {
+        let model = dir.join(format!("{name}.safetensors"));
+        std::fs::copy(data.join(format!("{name}.safetensors")), &model).unwrap();
+        let metrics = dir.join(format!("{name}.jsonl"));
+        let model_arg = model.to_str().unwrap();
+        let mut args = vec![
+            "train-seq2seq",
+            "--task",
+            "reverse",
+            "--train-size",
+            "300",
+            "--valid-size",
+            "30",
+            "--hidden",
+            "8",
+            "--embed",
+            "6",
+            "--layers",
+            "2",
+            "--batch",
+            "32",
+            "--samples",
+            "0",
+            "--epochs",
+            "2",
+            "--resume",
+            model_arg,
+            "--save",
+            model_arg,
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        let output = shadergrad(&args);
+        assert!(output.status.success(), "{name}: {}", text(&output.stderr));
+        let line = |path: &Path| -> serde_json::Value {
+            serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+        };
+        let (ours, theirs) = (
+            line(&metrics),
+            line(&data.join(format!("{name}.epoch2.jsonl"))),
+        );
+        for field in ["train_loss", "val_loss", "train_token_accuracy"] {
+            let (a, b) = (
+                ours[field].as_f64().unwrap(),
+                theirs[field].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "{name}: {field} {a} after resuming, {b} in the build before"
+            );
+        }
+        let old = data.join(format!("{name}.safetensors"));
+        let output = shadergrad(&["translate", "--checkpoint", old.to_str().unwrap(), "abc"]);
+        assert!(output.status.success(), "{name}: {}", text(&output.stderr));
+    }
+    // Today's saves are in PyTorch's names and layouts, and say so.
+    let model = dir.join("today.safetensors");
+    let output = tiny_training(&model, &dir.join("today.jsonl"), "1", &["--arch", "lstm"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let saved = shadergrad::checkpoint::load(&model).unwrap();
+    assert_eq!(saved.config["weight_layout"], "pytorch");
+    let weight_ih = saved.get("encoder.rnn.weight_ih_l0").unwrap();
+    let (hidden, embed) = (weight_ih.shape[0] / 4, weight_ih.shape[1]);
+    assert_eq!(
+        saved.get("encoder.embedding.weight").unwrap().shape[1],
+        embed
+    );
+    assert_eq!(
+        saved.get("encoder.rnn.weight_hh_l0").unwrap().shape,
+        [4 * hidden, hidden]
+    );
+    assert_eq!(
+        saved.get("output.weight").unwrap().shape[1],
+        hidden,
+        "[V, H]"
+    );
+}

@@ -114,7 +114,10 @@ fn a_bfloat16_state_dict_under_other_names_loads_after_renaming() {
     let params = Parameters::new(gpu(), 0);
     let mlp = Mlp::new(&params, &[3, 7, 5, 4], Activation::Tanh).unwrap();
     let err = params.load(&weights).unwrap_err().to_string();
-    assert!(err.contains("\"layers.0.weight\"") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("\"layers.0.weight\"") && err.contains("missing"),
+        "{err}"
+    );
     weights
         .rename_tensors(|name| name.strip_prefix("model.").map(str::to_string))
         .unwrap();
@@ -125,7 +128,13 @@ fn a_bfloat16_state_dict_under_other_names_loads_after_renaming() {
     let mut plan = g.compile(&[logits]).unwrap();
     plan.run(&[Feed::f32(x, &floats(&io, "x"))], &[]).unwrap();
     let expected = floats(&io, "logits_bf16");
-    assert_close("bf16 logits", &plan.read(logits).unwrap(), &expected, 1e-5, 1e-6);
+    assert_close(
+        "bf16 logits",
+        &plan.read(logits).unwrap(),
+        &expected,
+        1e-5,
+        1e-6,
+    );
 }
 
 /// The recurrent stack of `case`, loaded from PyTorch's state dict, run over its padded

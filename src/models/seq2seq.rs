@@ -16,7 +16,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
 use crate::kernels::recurrent::CellKind;
 use crate::models::check_config_against_tensors;
 use crate::nn::seq2seq::{bind_states, compile_bound};
@@ -119,6 +119,94 @@ pub struct Seq2SeqModel {
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
     decoders: HashMap<(usize, usize), Decoder>,
     transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
+}
+
+/// What a recurrent model's checkpoint records since its weights follow PyTorch's names
+/// and layouts ([`Seq2Seq`]'s table); checkpoints without it are older.
+const WEIGHT_LAYOUT: &str = "pytorch";
+
+/// One parameter of a model from before PyTorch's names and layouts: its old name, its name
+/// today, and whether its matrix is transposed today.
+type LegacyName = (String, String, bool);
+
+/// An RNN encoder-decoder's parameters before PyTorch's names and layouts, in the order
+/// that model made them (its optimizer state's order).
+fn legacy_recurrent_names(config: &Seq2SeqConfig, recurrent: &RecurrentConfig) -> Vec<LegacyName> {
+    let mut names = Vec::new();
+    let mut add = |old: &str, new: &str, transpose: bool| {
+        names.push((old.to_string(), new.to_string(), transpose));
+    };
+    let layer = |add: &mut dyn FnMut(&str, &str, bool), old: String, new: &str, suffix: String| {
+        add(
+            &format!("{old}.input.weight"),
+            &format!("{new}.weight_ih_{suffix}"),
+            true,
+        );
+        add(
+            &format!("{old}.input.bias"),
+            &format!("{new}.bias_ih_{suffix}"),
+            false,
+        );
+        add(
+            &format!("{old}.recurrent.weight"),
+            &format!("{new}.weight_hh_{suffix}"),
+            true,
+        );
+        add(
+            &format!("{old}.recurrent.bias"),
+            &format!("{new}.bias_hh_{suffix}"),
+            false,
+        );
+    };
+    add("source_embedding.weight", "encoder.embedding.weight", false);
+    for k in 0..config.layers {
+        layer(
+            &mut add,
+            format!("encoder.layer{k}.forward"),
+            "encoder.rnn",
+            format!("l{k}"),
+        );
+        if recurrent.bidirectional {
+            let (old, suffix) = (
+                format!("encoder.layer{k}.backward"),
+                format!("l{k}_reverse"),
+            );
+            layer(&mut add, old, "encoder.rnn", suffix);
+            let states: &[&str] = match recurrent.cell {
+                CellKind::Lstm => &["h", "c"],
+                CellKind::Rnn | CellKind::Gru => &["h"],
+            };
+            for state in states {
+                for (what, transpose) in [("weight", true), ("bias", false)] {
+                    let old = format!("bridge.layer{k}.{state}.{what}");
+                    add(&old, &format!("bridge_{state}.{k}.{what}"), transpose);
+                }
+            }
+        }
+    }
+    if recurrent.attention != AttentionKind::None {
+        add("attention.key.weight", "attention.key.weight", true);
+    }
+    add("target_embedding.weight", "decoder.embedding.weight", false);
+    for k in 0..config.layers {
+        layer(
+            &mut add,
+            format!("decoder.layer{k}"),
+            "decoder.rnn",
+            format!("l{k}"),
+        );
+    }
+    if recurrent.attention == AttentionKind::Additive {
+        add("attention.query.weight", "attention.query.weight", true);
+        add("attention.score.weight", "attention.score.weight", true);
+    }
+    if recurrent.attention != AttentionKind::None {
+        add("attention.combine.weight", "attention.combine.weight", true);
+        add("attention.combine.bias", "attention.combine.bias", false);
+    }
+    add("output.weight", "output.weight", true);
+    add("output.bias", "output.bias", false);
+    names
 }
 
 /// Sequences up to this many steps get plans of their exact length; longer ones are
@@ -234,22 +322,87 @@ impl Seq2SeqModel {
             .training_memory(1, limits.0, limits.1)?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = Seq2SeqModel::new(gpu, model_config, vocab, limits, 0)?;
-        model.parameters.load(checkpoint)?;
+        model
+            .parameters
+            .load(&model.upgrade_checkpoint(checkpoint)?)?;
         Ok(model)
+    }
+
+    /// `checkpoint` with its tensors under this model's names and in its layouts: a
+    /// recurrent model's checkpoint from before PyTorch's names and layouts (no
+    /// `"weight_layout": "pytorch"`) has its parameters renamed, its matrices transposed and
+    /// its optimizer state moved to the parameters' new places, so that it loads and
+    /// resumes as it would have; any other checkpoint is returned as it is.
+    pub fn upgrade_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint> {
+        let mut upgraded = checkpoint.clone();
+        let layout = checkpoint
+            .config
+            .get("weight_layout")
+            .and_then(Value::as_str);
+        let Architecture::Recurrent(recurrent) = self.config.architecture else {
+            return Ok(upgraded);
+        };
+        if layout == Some(WEIGHT_LAYOUT) {
+            return Ok(upgraded);
+        }
+        let legacy = legacy_recurrent_names(&self.config, &recurrent);
+        let order: Vec<String> = self
+            .parameters
+            .list()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        for tensor in &mut upgraded.tensors {
+            let (index, state) = match tensor.name.strip_prefix(OPTIMIZER_PREFIX) {
+                Some(rest) => match rest.split_once('.') {
+                    Some((index, state)) => (index.parse::<usize>().ok(), Some(state)),
+                    None => (None, None),
+                },
+                None => (None, None),
+            };
+            let old_name = match (index, state) {
+                (Some(index), Some(_)) => legacy.get(index).map(|(old, _, _)| old.as_str()),
+                _ => Some(tensor.name.as_str()),
+            };
+            let Some((_, new_name, transpose)) = legacy
+                .iter()
+                .find(|(old, _, _)| Some(old.as_str()) == old_name)
+            else {
+                continue; // not this model's: the load names it
+            };
+            let name = match state {
+                None => new_name.clone(),
+                Some(state) => match order.iter().position(|name| name == new_name) {
+                    Some(position) => format!("{OPTIMIZER_PREFIX}{position}.{state}"),
+                    None => continue,
+                },
+            };
+            if *transpose {
+                *tensor = tensor.transposed()?;
+            }
+            tensor.name = name;
+        }
+        upgraded.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(config) = upgraded.config.as_object_mut() {
+            config.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
+        }
+        Ok(upgraded)
     }
 
     /// The config a checkpoint of this model carries (`extra` merged in at the top level).
     pub fn checkpoint_config(&self, extra: Value) -> Value {
-        let config = checkpoint::with_extra(
-            json!({
-                "architecture": self.config.to_json(),
-                "vocabulary": self.vocab.chars().iter().collect::<String>(),
-                "max_source": self.max_source,
-                "max_target": self.max_target,
-            }),
-            extra,
-        );
-        config
+        let mut record = json!({
+            "architecture": self.config.to_json(),
+            "vocabulary": self.vocab.chars().iter().collect::<String>(),
+            "max_source": self.max_source,
+            "max_target": self.max_target,
+        });
+        if let (Architecture::Recurrent(_), Some(map)) =
+            (&self.config.architecture, record.as_object_mut())
+        {
+            map.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
+        }
+        checkpoint::with_extra(record, extra)
     }
 
     /// Saves the parameters and, if given, the optimizer's state beside them.
@@ -306,11 +459,10 @@ impl Seq2SeqModel {
                 (logits, dropout_seed)
             }
             Architecture::Recurrent(_) => {
-                let model = Seq2Seq::new(&self.config)?;
-                let encoded = model.encode(&mut g, &p, source, source_lengths)?;
-                let (states, _) = model.decode(&mut g, &p, decoder_input, &encoded.initial)?;
-                let logits =
-                    model.logits(&mut g, &p, states, &encoded, source_lengths, key_mask)?;
+                let model = Seq2Seq::new(&self.config, &p)?;
+                let encoded = model.encode(&mut g, source, source_lengths)?;
+                let (states, _) = model.decode(&mut g, decoder_input, &encoded.initial)?;
+                let logits = model.logits(&mut g, states, &encoded, source_lengths, key_mask)?;
                 (logits, None)
             }
         };
@@ -419,7 +571,7 @@ impl Seq2SeqModel {
 
     fn build_decoder(&mut self, rows: usize, source_steps: usize) -> Result<Decoder> {
         let gpu = self.gpu.clone();
-        let model = Seq2Seq::new(&self.config)?;
+        let model = Seq2Seq::new(&self.config, &self.parameters)?;
         let config = model.config;
         let layers = model.layers;
         let lstm = config.cell == CellKind::Lstm;
@@ -432,8 +584,7 @@ impl Seq2SeqModel {
         let mut g = Graph::new(&gpu);
         let encoder_source = g.input_indices("source", &[source_steps, rows]);
         let encoder_lengths = g.input_indices("source_lengths", &[rows]);
-        let p = self.parameters.clone();
-        let encoded = model.encode(&mut g, &p, encoder_source, encoder_lengths)?;
+        let encoded = model.encode(&mut g, encoder_source, encoder_lengths)?;
         let mut bindings = Vec::new();
         let keys_values = match encoded.keys_values {
             Some((keys, values)) => {
@@ -475,8 +626,8 @@ impl Seq2SeqModel {
             keys_values,
             initial: initial.clone(),
         };
-        let (top, finals) = model.decode(&mut g, &p, step_tokens, &initial)?;
-        let logits = model.logits(&mut g, &p, top, &encoded, step_lengths, step_key_mask)?;
+        let (top, finals) = model.decode(&mut g, step_tokens, &initial)?;
+        let logits = model.logits(&mut g, top, &encoded, step_lengths, step_key_mask)?;
         let log_probs = g.log_softmax(logits, -1)?;
         bind_states(&mut bindings, &finals, &states);
         let step = compile_bound(&g, &[log_probs], &bindings)?;

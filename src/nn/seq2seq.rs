@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 use crate::graph::{GemmSpec, Graph, Plan, RecurrentSpec, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
+use crate::nn::recurrent::RecurrentConfig as RecurrentLayers;
 use crate::nn::transformer::TransformerConfig;
-use crate::nn::{Init, Parameters};
+use crate::nn::{Directions, Embedding, Init, Linear, LinearSpec, Parameters, Recurrent};
 use crate::tensor::Tensor;
 
 /// How the decoder looks at the encoder states; in checkpoint configs `"dot"`,
@@ -454,7 +455,22 @@ impl RecurrentLayer {
     }
 }
 
-/// Builds the model's parts into graphs.
+/// The encoder-decoder's modules, over the parameters of a [`Parameters`] store, named as a
+/// PyTorch module of the same structure names them:
+///
+/// | name | shape |
+/// |---|---|
+/// | `encoder.embedding.weight`, `decoder.embedding.weight` | `[V, E]` |
+/// | `encoder.rnn.*`, `decoder.rnn.*` | [`Recurrent`]'s (`weight_ih_l0`, …, `_reverse`) |
+/// | `bridge_h.{k}.weight`, `bridge_c.{k}.weight` (bidirectional; `c` for an LSTM) | `[H, 2H]` |
+/// | `attention.key.weight` (no bias) | `[H, He]` |
+/// | `attention.query.weight`, `attention.score.weight` (additive, no bias) | `[H, H]`, `[1, H]` |
+/// | `attention.combine.weight` | `[H, He + H]` |
+/// | `output.weight` | `[V, H]` |
+///
+/// with He = H, or 2H when the encoder is bidirectional; every Linear has a `bias` unless
+/// said otherwise.
+#[derive(Debug, Clone)]
 pub struct Seq2Seq {
     /// Tokens of the shared vocabulary.
     pub vocab_size: usize,
@@ -462,106 +478,152 @@ pub struct Seq2Seq {
     pub layers: usize,
     /// The recurrent network's sizes.
     pub config: RecurrentConfig,
+    source_embedding: Embedding,
+    encoder: Recurrent,
+    /// Per encoder layer, the bridges from both directions' final h (and c) to the
+    /// decoder's initial state; empty unless bidirectional.
+    bridges: Vec<(Linear, Option<Linear>)>,
+    /// Projects the encoder states to keys (dot and additive attention).
+    key: Option<Linear>,
+    target_embedding: Embedding,
+    decoder: Recurrent,
+    /// Additive attention's query projection and score vector.
+    additive: Option<(Linear, Linear)>,
+    /// [context; state] → the attentional state (with attention).
+    combine: Option<Linear>,
+    output: Linear,
 }
 
 impl Seq2Seq {
-    /// The builder of `config`, which must be recurrent.
-    pub fn new(config: &Seq2SeqConfig) -> Result<Self> {
-        match config.architecture {
-            Architecture::Recurrent(recurrent) => Ok(Seq2Seq {
-                vocab_size: config.vocab_size,
-                layers: config.layers,
-                config: recurrent,
-            }),
-            Architecture::Transformer(_) => Err(Error::invalid(
-                "seq2seq",
-                "a Transformer's config builds through nn::transformer::Transformer",
+    /// The modules of `config`, which must be recurrent, their parameters made (or found)
+    /// in `params`.
+    pub fn new(config: &Seq2SeqConfig, params: &Parameters) -> Result<Self> {
+        let recurrent = match config.architecture {
+            Architecture::Recurrent(recurrent) => recurrent,
+            Architecture::Transformer(_) => {
+                return Err(Error::invalid(
+                    "seq2seq",
+                    "a Transformer's config builds through nn::transformer::Transformer",
+                ))
+            }
+        };
+        let (vocab, layers) = (config.vocab_size, config.layers);
+        let (embed, hidden, width) = (recurrent.embed, recurrent.hidden, recurrent.encoder_width());
+        let stack = |input_size, directions| RecurrentLayers {
+            cell: recurrent.cell,
+            input_size,
+            hidden_size: hidden,
+            num_layers: layers,
+            directions,
+        };
+        let directions = match recurrent.bidirectional {
+            true => Directions::Bidirectional,
+            false => Directions::Forward,
+        };
+        let source_embedding = Embedding::new(&params.at("encoder.embedding"), vocab, embed)?;
+        let encoder = Recurrent::new(&params.at("encoder.rnn"), stack(embed, directions))?;
+        let bridges = match directions {
+            Directions::Forward => Vec::new(),
+            Directions::Bidirectional => (0..layers)
+                .map(|k| {
+                    let h = Linear::new(&params.at(&format!("bridge_h.{k}")), 2 * hidden, hidden)?;
+                    let c = match recurrent.cell {
+                        CellKind::Lstm => Some(Linear::new(
+                            &params.at(&format!("bridge_c.{k}")),
+                            2 * hidden,
+                            hidden,
+                        )?),
+                        CellKind::Rnn | CellKind::Gru => None,
+                    };
+                    Ok((h, c))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let without_bias = |name: &str, inputs, outputs| {
+            Linear::with_spec(
+                &params.at(name),
+                LinearSpec::new(inputs, outputs).without_bias(),
+            )
+        };
+        let key = match recurrent.attention {
+            AttentionKind::None => None,
+            AttentionKind::Dot | AttentionKind::Additive => {
+                Some(without_bias("attention.key", width, hidden)?)
+            }
+        };
+        let target_embedding = Embedding::new(&params.at("decoder.embedding"), vocab, embed)?;
+        let decoder = Recurrent::new(&params.at("decoder.rnn"), stack(embed, Directions::Forward))?;
+        let additive = match recurrent.attention {
+            AttentionKind::Additive => Some((
+                without_bias("attention.query", hidden, hidden)?,
+                without_bias("attention.score", hidden, 1)?,
             )),
-        }
+            AttentionKind::Dot | AttentionKind::None => None,
+        };
+        let combine = match recurrent.attention {
+            AttentionKind::None => None,
+            AttentionKind::Dot | AttentionKind::Additive => Some(Linear::new(
+                &params.at("attention.combine"),
+                width + hidden,
+                hidden,
+            )?),
+        };
+        let output = Linear::new(&params.at("output"), hidden, vocab)?;
+        Ok(Seq2Seq {
+            vocab_size: vocab,
+            layers,
+            config: recurrent,
+            source_embedding,
+            encoder,
+            bridges,
+            key,
+            target_embedding,
+            decoder,
+            additive,
+            combine,
+            output,
+        })
     }
 
-    fn layer(&self) -> RecurrentLayer {
-        RecurrentLayer {
-            cell: self.config.cell,
-            hidden: self.config.hidden,
-        }
+    /// A zero state `[B, H]` (and a zero cell for an LSTM) for each decoder layer.
+    pub fn zero_states(&self, g: &mut Graph, batch: usize) -> Result<Vec<State>> {
+        self.decoder.zero_states(g, batch)
     }
 
     /// The encoder over source ids `[Ts, B]` (u32, time-major) with lengths `[B]`.
-    pub fn encode(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        source: Var,
-        lengths: Var,
-    ) -> Result<Encoded> {
+    pub fn encode(&self, g: &mut Graph, source: Var, lengths: Var) -> Result<Encoded> {
         let config = &self.config;
         let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
-        let table = p.var(
-            g,
-            "source_embedding.weight",
-            &[self.vocab_size, config.embed],
-            Init::Normal(1.0),
-        )?;
-        let mut x = g.embedding(table, source)?;
-        let mut finals = Vec::new();
-        for layer in 0..self.layers {
-            let start = self.layer().zero_state(g, batch)?;
-            let name = format!("encoder.layer{layer}");
-            let (forward, forward_final) = self.layer().build(
-                g,
-                p,
-                &format!("{name}.forward"),
-                x,
-                start,
-                Some(lengths),
-                false,
-            )?;
-            if config.bidirectional {
-                let start = self.layer().zero_state(g, batch)?;
-                let (backward, backward_final) = self.layer().build(
-                    g,
-                    p,
-                    &format!("{name}.backward"),
-                    x,
-                    start,
-                    Some(lengths),
-                    true,
-                )?;
-                x = g.concat(&[forward, backward], 2)?;
-                finals.push(self.bridge(g, p, layer, forward_final, backward_final)?);
-            } else {
-                x = forward;
-                finals.push(forward_final);
-            }
-        }
-        let keys_values = match config.attention {
-            AttentionKind::None => None,
-            AttentionKind::Additive => {
+        let x = self.source_embedding.forward(g, source)?;
+        let encoded = self.encoder.forward(g, x, None, Some(lengths))?;
+        let initial = match self.bridges.is_empty() {
+            true => encoded.finals,
+            false => encoded
+                .finals
+                .chunks(2)
+                .zip(&self.bridges)
+                .map(|(pair, bridge)| self.bridge(g, bridge, pair[0], pair[1]))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let keys_values = match &self.key {
+            None => None,
+            Some(key) => {
                 let width = config.encoder_width();
-                let bound = Init::Uniform(1.0 / (width as f32).sqrt());
-                let w = p.var(g, "attention.key.weight", &[width, config.hidden], bound)?;
-                let batch_major = g.permute(x, &[1, 0, 2])?;
-                let rows = g.reshape(batch_major, &[batch * steps, width])?;
-                let keys = g.matmul(rows, w)?;
+                let batch_major = g.permute(encoded.output, &[1, 0, 2])?;
+                let keys = key.forward(g, batch_major)?;
                 let keys = g.reshape(keys, &[batch, 1, steps, config.hidden])?;
-                Some((keys, batch_major))
-            }
-            AttentionKind::Dot => {
-                let width = config.encoder_width();
-                let bound = Init::Uniform(1.0 / (width as f32).sqrt());
-                let w = p.var(g, "attention.key.weight", &[width, config.hidden], bound)?;
-                let batch_major = g.permute(x, &[1, 0, 2])?;
-                let rows = g.reshape(batch_major, &[batch * steps, width])?;
-                let keys = g.matmul(rows, w)?;
-                let keys = g.reshape(keys, &[batch, 1, steps, config.hidden])?;
-                let values = g.reshape(batch_major, &[batch, 1, steps, width])?;
+                let values = match config.attention {
+                    AttentionKind::Additive => batch_major,
+                    AttentionKind::Dot | AttentionKind::None => {
+                        g.reshape(batch_major, &[batch, 1, steps, width])?
+                    }
+                };
                 Some((keys, values))
             }
         };
         Ok(Encoded {
             keys_values,
-            initial: finals,
+            initial,
         })
     }
 
@@ -570,33 +632,18 @@ impl Seq2Seq {
     fn bridge(
         &self,
         g: &mut Graph,
-        p: &Parameters,
-        layer: usize,
+        (bridge_h, bridge_c): &(Linear, Option<Linear>),
         forward: State,
         backward: State,
     ) -> Result<State> {
-        let hidden = self.config.hidden;
-        let bound = Init::Uniform(1.0 / ((2 * hidden) as f32).sqrt());
-        let project = |g: &mut Graph, what: &str, a: Var, b: Var| -> Result<Var> {
-            let w = p.var(
-                g,
-                &format!("bridge.layer{layer}.{what}.weight"),
-                &[2 * hidden, hidden],
-                bound,
-            )?;
-            let bias = p.var(
-                g,
-                &format!("bridge.layer{layer}.{what}.bias"),
-                &[hidden],
-                bound,
-            )?;
-            let both = g.concat(&[a, b], 1)?;
-            g.gemm(both, w, GemmSpec::new().bias(bias))
-        };
-        let h = project(g, "h", forward.h, backward.h)?;
+        let both = g.concat(&[forward.h, backward.h], 1)?;
+        let h = bridge_h.forward(g, both)?;
         let h = g.tanh(h)?;
-        let c = match (forward.c, backward.c) {
-            (Some(a), Some(b)) => Some(project(g, "c", a, b)?),
+        let c = match (bridge_c, forward.c, backward.c) {
+            (Some(bridge_c), Some(a), Some(b)) => {
+                let both = g.concat(&[a, b], 1)?;
+                Some(bridge_c.forward(g, both)?)
+            }
             _ => None,
         };
         Ok(State { h, c })
@@ -607,11 +654,9 @@ impl Seq2Seq {
     pub fn decode(
         &self,
         g: &mut Graph,
-        p: &Parameters,
         input: Var,
         initial: &[State],
     ) -> Result<(Var, Vec<State>)> {
-        let config = &self.config;
         if initial.len() != self.layers {
             return Err(Error::invalid(
                 "seq2seq",
@@ -622,21 +667,9 @@ impl Seq2Seq {
                 ),
             ));
         }
-        let table = p.var(
-            g,
-            "target_embedding.weight",
-            &[self.vocab_size, config.embed],
-            Init::Normal(1.0),
-        )?;
-        let mut x = g.embedding(table, input)?;
-        let mut finals = Vec::new();
-        for (layer, &start) in initial.iter().enumerate() {
-            let name = format!("decoder.layer{layer}");
-            let (states, last) = self.layer().build(g, p, &name, x, start, None, false)?;
-            x = states;
-            finals.push(last);
-        }
-        Ok((x, finals))
+        let x = self.target_embedding.forward(g, input)?;
+        let decoded = self.decoder.forward(g, x, Some(initial), None)?;
+        Ok((decoded.output, decoded.finals))
     }
 
     /// Logits `[B·Td, V]` (batch-major rows: b·Td + t) from the decoder's states `[Td, B, H]`.
@@ -645,7 +678,6 @@ impl Seq2Seq {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &Parameters,
         states: Var,
         encoded: &Encoded,
         source_lengths: Var,
@@ -656,55 +688,46 @@ impl Seq2Seq {
         let batch_major = g.permute(states, &[1, 0, 2])?;
         let rows = g.reshape(batch_major, &[batch * steps, hidden])?;
         let width = config.encoder_width();
-        let context = match (config.attention, encoded.keys_values) {
-            (AttentionKind::None, _) | (_, None) => None,
-            (AttentionKind::Dot, Some((keys, values))) => {
+        let context = match (config.attention, encoded.keys_values, &self.additive) {
+            (AttentionKind::None, _, _) | (_, None, _) => None,
+            (AttentionKind::Dot, Some((keys, values)), _) => {
                 let queries = g.reshape(batch_major, &[batch, 1, steps, hidden])?;
                 let context =
                     g.attention(queries, keys, values, Some(source_lengths), false, None)?;
                 Some(g.reshape(context, &[batch * steps, width])?)
             }
-            (AttentionKind::Additive, Some((keys, values))) => {
+            (AttentionKind::Additive, Some((keys, values)), Some((query, score))) => {
                 let key_mask = key_mask.ok_or_else(|| {
                     Error::invalid("seq2seq", "additive attention needs the key mask")
                 })?;
                 let source_steps = g.shape(keys)[2];
-                let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
-                let w = p.var(g, "attention.query.weight", &[hidden, hidden], bound)?;
-                let v = p.var(g, "attention.score.weight", &[hidden, 1], bound)?;
-                let queries = g.matmul(rows, w)?;
+                let queries = query.forward(g, rows)?;
                 let queries = g.reshape(queries, &[batch, steps, 1, hidden])?;
                 // [B, Td, 1, H] + [B, 1, Ts, H]: every query against every key.
                 let both = g.add(queries, keys)?;
                 let both = g.tanh(both)?;
-                let both = g.reshape(both, &[batch * steps * source_steps, hidden])?;
-                let scores = g.matmul(both, v)?;
+                let scores = score.forward(g, both)?;
                 let scores = g.reshape(scores, &[batch, steps, source_steps])?;
                 let scores = g.add(scores, key_mask)?;
                 let weights = g.softmax(scores, -1)?;
                 let context = g.matmul(weights, values)?;
                 Some(g.reshape(context, &[batch * steps, width])?)
             }
-        };
-        let features = match context {
-            None => rows,
-            Some(context) => {
-                let both = g.concat(&[context, rows], 1)?;
-                let bound = Init::Uniform(1.0 / ((width + hidden) as f32).sqrt());
-                let w = p.var(
-                    g,
-                    "attention.combine.weight",
-                    &[width + hidden, hidden],
-                    bound,
-                )?;
-                let b = p.var(g, "attention.combine.bias", &[hidden], bound)?;
-                let combined = g.gemm(both, w, GemmSpec::new().bias(b))?;
-                g.tanh(combined)?
+            (AttentionKind::Additive, Some(_), None) => {
+                return Err(Error::invalid(
+                    "seq2seq",
+                    "additive attention without its query and score layers",
+                ))
             }
         };
-        let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
-        let w = p.var(g, "output.weight", &[hidden, self.vocab_size], bound)?;
-        let b = p.var(g, "output.bias", &[self.vocab_size], bound)?;
-        g.gemm(features, w, GemmSpec::new().bias(b))
+        let features = match (context, &self.combine) {
+            (Some(context), Some(combine)) => {
+                let both = g.concat(&[context, rows], 1)?;
+                let combined = combine.forward(g, both)?;
+                g.tanh(combined)?
+            }
+            _ => rows,
+        };
+        self.output.forward(g, features)
     }
 }

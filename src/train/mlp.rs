@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::checkpoint::{self, Checkpoint, NamedTensor};
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -317,12 +317,8 @@ fn with_pytorch_layout(checkpoint: &Checkpoint) -> Result<Checkpoint> {
     for tensor in &mut upgraded.tensors {
         // Every matrix of an MLP checkpoint is a weight or a moment of one; biases and
         // their moments are vectors.
-        if let [rows, columns] = tensor.shape[..] {
-            let values = tensor.as_f32()?;
-            let transposed: Vec<f32> = (0..columns * rows)
-                .map(|i| values[(i % rows) * columns + i / rows])
-                .collect();
-            *tensor = NamedTensor::new(tensor.name.clone(), &[columns, rows], transposed);
+        if tensor.shape.len() == 2 {
+            *tensor = tensor.transposed()?;
         }
     }
     Ok(upgraded)

@@ -141,6 +141,8 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let (mut model, resumed) = match &config.resume {
         Some(checkpoint) => {
             let model = Seq2SeqModel::from_checkpoint(gpu, checkpoint)?;
+            // An older checkpoint's optimizer state, moved to where the model keeps it now.
+            let checkpoint = model.upgrade_checkpoint(checkpoint)?;
             (model, Some(checkpoint))
         }
         None => {
@@ -183,7 +185,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     let mut optimizer = model.parameters.optimizer(optimizer_config)?;
     let mut start_epoch = 1;
     let mut best = -1.0;
-    if let Some(checkpoint) = resumed {
+    if let Some(checkpoint) = &resumed {
         let step = resume_optimizer(gpu, &mut optimizer, checkpoint, "train-seq2seq")?;
         start_epoch = first_resumed_epoch(checkpoint, config.epochs.fixed(), "train-seq2seq")?;
         best = training_number(checkpoint, "best_exact_match").unwrap_or(-1.0);
