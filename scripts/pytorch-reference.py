@@ -138,11 +138,89 @@ def recurrent_case(kind, layers, bidirectional, with_lengths):
     return saved, io
 
 
+class Seq2Seq(torch.nn.Module):
+    """shadergrad's nn::seq2seq::Seq2Seq: a bidirectional GRU encoder-decoder with Luong's
+    dot attention (keys projected, scaled by 1/sqrt(H)), under the same names."""
+
+    def __init__(self, vocab, embed, hidden, layers):
+        super().__init__()
+        nn = torch.nn
+        self.hidden, self.layers = hidden, layers
+        self.encoder = nn.Module()
+        self.encoder.embedding = nn.Embedding(vocab, embed)
+        self.encoder.rnn = nn.GRU(embed, hidden, num_layers=layers, bidirectional=True)
+        self.bridge_h = nn.ModuleList(nn.Linear(2 * hidden, hidden) for _ in range(layers))
+        self.attention = nn.Module()
+        self.attention.key = nn.Linear(2 * hidden, hidden, bias=False)
+        self.attention.combine = nn.Linear(3 * hidden, hidden)
+        self.decoder = nn.Module()
+        self.decoder.embedding = nn.Embedding(vocab, embed)
+        self.decoder.rnn = nn.GRU(embed, hidden, num_layers=layers)
+        self.output = nn.Linear(hidden, vocab)
+
+    def forward(self, source, lengths, decoder_input):
+        steps, batch = source.shape
+        x = self.encoder.embedding(source)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        encoded, h_n = self.encoder.rnn(packed)
+        encoded, _ = torch.nn.utils.rnn.pad_packed_sequence(encoded, total_length=steps)
+        initial = torch.stack(
+            [
+                torch.tanh(self.bridge_h[k](torch.cat([h_n[2 * k], h_n[2 * k + 1]], 1)))
+                for k in range(self.layers)
+            ]
+        )
+        values = encoded.permute(1, 0, 2)
+        keys = self.attention.key(values)
+        decoded, _ = self.decoder.rnn(self.decoder.embedding(decoder_input), initial)
+        queries = decoded.permute(1, 0, 2)
+        scores = queries @ keys.transpose(1, 2) / self.hidden**0.5
+        padded = torch.arange(steps)[None, None, :] >= lengths[:, None, None]
+        weights = torch.softmax(scores.masked_fill(padded, float("-inf")), -1)
+        context = weights @ values
+        features = torch.tanh(self.attention.combine(torch.cat([context, queries], -1)))
+        return self.output(features).reshape(-1, self.output.out_features)
+
+
+def seq2seq_case():
+    torch.manual_seed(4)
+    (vocab, embed, hidden, layers) = (11, 6, 8, 2)
+    model = Seq2Seq(vocab, embed, hidden, layers)
+    # Time-major ids; PAD = 0, BOS = 1 as in shadergrad's vocabularies.
+    lengths = torch.tensor([5, 3, 2])
+    source = torch.randint(3, vocab, (5, 3))
+    for b, length in enumerate(lengths.tolist()):
+        source[length:, b] = 0
+    targets = torch.randint(3, vocab, (3, 4))  # batch-major, 4 steps
+    targets[2, 3] = 0  # a padded target step, which the loss ignores
+    decoder_input = torch.cat([torch.ones(1, 3, dtype=torch.long), targets.T[:-1]], 0)
+    target = targets.reshape(-1)
+    saved = state(model)
+    with torch.no_grad():
+        logits = model(source, lengths, decoder_input)
+    losses = adam_losses(
+        model,
+        lambda: torch.nn.functional.cross_entropy(
+            model(source, lengths, decoder_input), target, ignore_index=0
+        ),
+    )
+    io = {
+        "source": source,
+        "lengths": lengths,
+        "decoder_input": decoder_input,
+        "target": target,
+        "logits": logits,
+        "losses": losses,
+    }
+    return saved, io
+
+
 CASES = {
     "mlp": mlp_case,
     "rnn": lambda: recurrent_case("RNN", 1, False, False),
     "gru": lambda: recurrent_case("GRU", 2, True, True),
     "lstm": lambda: recurrent_case("LSTM", 2, False, True),
+    "seq2seq_gru": seq2seq_case,
 }
 
 

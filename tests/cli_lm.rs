@@ -249,3 +249,89 @@ fn bad_texts_and_checkpoints_are_clear_errors() {
         text(&output.stderr)
     );
 }
+
+/// A checkpoint saved before the language model took PyTorch's names and layouts
+/// (`tests/data/legacy-charlm`: a 2-layer LSTM after epoch 1, written by commit b08e88f)
+/// resumes into epoch 2 with the losses that build's own resume gave, `sample` reads it,
+/// and today's saves are in PyTorch's names and layouts.
+#[test]
+fn a_checkpoint_from_before_pytorchs_layout_resumes_as_it_would_have() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-charlm");
+    let dir = scratch("lm-legacy");
+    let model = dir.join("lstm.safetensors");
+    std::fs::copy(data.join("lstm.safetensors"), &model).unwrap();
+    let metrics = dir.join("lstm.jsonl");
+    let text_path = data.join("text.txt");
+    let output = shadergrad(&[
+        "train-lm",
+        "--text",
+        text_path.to_str().unwrap(),
+        "--arch",
+        "lstm",
+        "--hidden",
+        "8",
+        "--embed",
+        "6",
+        "--layers",
+        "2",
+        "--steps",
+        "16",
+        "--batch",
+        "8",
+        "--sample-length",
+        "0",
+        "--epochs",
+        "2",
+        "--resume",
+        model.to_str().unwrap(),
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let line = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+    };
+    let (ours, theirs) = (line(&metrics), line(&data.join("lstm.epoch2.jsonl")));
+    for field in ["train_loss", "val_loss", "val_accuracy"] {
+        let (a, b) = (
+            ours[field].as_f64().unwrap(),
+            theirs[field].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs(),
+            "{field} {a} after resuming, {b} in the build before"
+        );
+    }
+    let saved = shadergrad::checkpoint::load(&model).unwrap();
+    assert_eq!(saved.config["weight_layout"], "pytorch");
+    assert_eq!(
+        saved.get("rnn.weight_ih_l0").unwrap().shape,
+        [32, 6],
+        "[4H, E]"
+    );
+    assert_eq!(
+        saved.get("rnn.weight_hh_l1").unwrap().shape,
+        [32, 8],
+        "[4H, H]"
+    );
+    let vocab = saved.get("embedding.weight").unwrap().shape[0];
+    assert_eq!(
+        saved.get("output.weight").unwrap().shape,
+        [vocab, 8],
+        "[V, H]"
+    );
+
+    let old = data.join("lstm.safetensors");
+    let output = shadergrad(&[
+        "sample",
+        "--checkpoint",
+        old.to_str().unwrap(),
+        "--prompt",
+        "the",
+        "--length",
+        "10",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}

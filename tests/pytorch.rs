@@ -272,3 +272,82 @@ fn a_two_layer_bidirectional_gru_over_padded_sequences_matches_pytorchs() {
 fn a_two_layer_lstm_over_padded_sequences_matches_pytorchs() {
     recurrent_matches_pytorch("lstm", CellKind::Lstm, 2, Directions::Forward);
 }
+
+/// The RNN encoder-decoder with dot attention (a two-layer bidirectional GRU encoder, its
+/// bridges, the attention's key projection and combination, a two-layer GRU decoder) loads
+/// a PyTorch module's `state_dict` of the same structure: the teacher-forced logits over
+/// padded sources, and the losses of three Adam steps, match.
+#[test]
+fn the_gru_encoder_decoder_with_attention_matches_pytorchs() {
+    use shadergrad::data::text::PAD;
+    use shadergrad::nn::seq2seq::{
+        Architecture, AttentionKind, RecurrentConfig as Seq2SeqRecurrent, Seq2Seq, Seq2SeqConfig,
+    };
+    let state = reference("seq2seq_gru.state.safetensors");
+    let io = reference("seq2seq_gru.io.safetensors");
+    let (vocab, batch, source_steps, target_steps) = (11, 3, 5, 4);
+    let config = Seq2SeqConfig {
+        vocab_size: vocab,
+        layers: 2,
+        architecture: Architecture::Recurrent(Seq2SeqRecurrent {
+            cell: CellKind::Gru,
+            attention: AttentionKind::Dot,
+            embed: 6,
+            hidden: 8,
+            bidirectional: true,
+        }),
+    };
+    let params = Parameters::new(gpu(), 0);
+    let model = Seq2Seq::new(&config, &params).unwrap();
+    params.load(&state).unwrap();
+
+    let mut g = Graph::new(gpu());
+    let source = g.input_indices("source", &[source_steps, batch]);
+    let lengths = g.input_indices("lengths", &[batch]);
+    let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
+    let target = g.input_indices("target", &[batch * target_steps]);
+    let encoded = model.encode(&mut g, source, lengths).unwrap();
+    let (states, _) = model
+        .decode(&mut g, decoder_input, &encoded.initial)
+        .unwrap();
+    let logits = model
+        .logits(&mut g, states, &encoded, lengths, None)
+        .unwrap();
+    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, logits];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    let ids = [
+        longs(&io, "source"),
+        longs(&io, "lengths"),
+        longs(&io, "decoder_input"),
+        longs(&io, "target"),
+    ];
+    let feeds = [
+        Feed::u32(source, &ids[0]),
+        Feed::u32(lengths, &ids[1]),
+        Feed::u32(decoder_input, &ids[2]),
+        Feed::u32(target, &ids[3]),
+    ];
+    plan.run(&feeds, &[]).unwrap();
+    let expected = floats(&io, "logits");
+    assert_close(
+        "seq2seq logits",
+        &plan.read(logits).unwrap(),
+        &expected,
+        1e-5,
+        1e-6,
+    );
+
+    let mut optimizer = params
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
+        .unwrap();
+    let mut losses = Vec::new();
+    for step in 1..=3 {
+        optimizer.prepare_step(step).unwrap();
+        plan.run(&feeds, optimizer.dispatches()).unwrap();
+        losses.push(plan.read(loss).unwrap()[0]);
+    }
+    assert_losses("seq2seq losses under Adam", &losses, &io);
+}

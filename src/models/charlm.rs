@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
-use crate::models::check_config_against_tensors;
+use crate::models::{
+    check_config_against_tensors, legacy_recurrent_layer, upgrade_legacy_checkpoint, LegacyName,
+    WEIGHT_LAYOUT,
+};
 use crate::nn::charlm::{CharLm, CharLmConfig, CHARLM_KIND};
 use crate::nn::seq2seq::State;
 use crate::nn::seq2seq::{bind_states, compile_bound};
@@ -131,8 +134,32 @@ impl CharLmModel {
             .training_memory(1, 1)?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = CharLmModel::new(gpu, model_config, vocab, 0)?;
-        model.parameters.load(checkpoint)?;
+        model
+            .parameters
+            .load(&model.upgrade_checkpoint(checkpoint)?)?;
         Ok(model)
+    }
+
+    /// `checkpoint` with its tensors under this model's names and in its layouts: one from
+    /// before PyTorch's names and layouts (no `"weight_layout": "pytorch"`) has its
+    /// parameters renamed, its matrices transposed and its optimizer state moved to the
+    /// parameters' new places, so that it loads and resumes as it would have.
+    pub fn upgrade_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint> {
+        let mut legacy = vec![LegacyName::new(
+            "embedding.weight",
+            "embedding.weight",
+            false,
+        )];
+        for k in 0..self.config.layers {
+            legacy.extend(legacy_recurrent_layer(
+                &format!("layer{k}"),
+                "rnn",
+                &format!("l{k}"),
+            ));
+        }
+        legacy.push(LegacyName::new("output.weight", "output.weight", true));
+        legacy.push(LegacyName::new("output.bias", "output.bias", false));
+        upgrade_legacy_checkpoint(checkpoint, &legacy, &self.parameters)
     }
 
     /// Saves the parameters and, if given, the optimizer's state beside them; the config
@@ -143,6 +170,7 @@ impl CharLmModel {
             json!({
                 "architecture": self.config.to_json(),
                 "vocabulary": self.vocab.chars().iter().collect::<String>(),
+                "weight_layout": WEIGHT_LAYOUT,
             }),
             extra,
         );
@@ -158,11 +186,9 @@ impl CharLmModel {
         let mut g = Graph::new(&self.gpu);
         let input = g.input_indices("input", &[steps, batch]);
         let target = g.input_indices("target", &[steps * batch]);
-        let model = CharLm {
-            config: &self.config,
-        };
+        let model = CharLm::new(&self.config, &self.parameters)?;
         let initial = model.zero_states(&mut g, batch)?;
-        let (logits, _) = model.logits(&mut g, &self.parameters, input, &initial)?;
+        let (logits, _) = model.logits(&mut g, input, &initial)?;
         let loss = g.cross_entropy(logits, target, Some(PAD))?;
         let rows = g.reshape(logits, &[steps * batch, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
@@ -214,7 +240,7 @@ impl CharLmModel {
 
     fn build_sampler(&mut self) -> Result<Sampler> {
         let config = self.config.clone();
-        let model = CharLm { config: &config };
+        let model = CharLm::new(&config, &self.parameters)?;
         let lstm = config.cell == CellKind::Lstm;
         let state_shape = [1, config.hidden];
         let per_layer = if lstm { 2 } else { 1 };
@@ -231,7 +257,7 @@ impl CharLmModel {
             initial.push(State { h, c });
         }
         bind_states(&mut bindings, &initial, &states);
-        let (logits, finals) = model.logits(&mut g, &self.parameters, token, &initial)?;
+        let (logits, finals) = model.logits(&mut g, token, &initial)?;
         let log_probs = g.log_softmax(logits, -1)?;
         bind_states(&mut bindings, &finals, &states);
         let plan = compile_bound(&g, &[log_probs], &bindings)?;

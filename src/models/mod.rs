@@ -21,6 +21,119 @@ use serde_json::Value;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::graph::OPTIMIZER_PREFIX;
+use crate::nn::Parameters;
+
+/// What a checkpoint's config records (`"weight_layout"`) once its parameters follow
+/// PyTorch's names and layouts; checkpoints of a model without it are older.
+pub const WEIGHT_LAYOUT: &str = "pytorch";
+
+/// One parameter of a checkpoint from before PyTorch's names and layouts: its old name,
+/// its name today, and whether its matrix is transposed today (`[in, out]` then, `[out, in]`
+/// now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyName {
+    /// The name the older build saved.
+    pub old: String,
+    /// The name today.
+    pub new: String,
+    /// Whether the matrix is stored transposed today.
+    pub transposed: bool,
+}
+
+impl LegacyName {
+    /// `old` saved as `new`, transposed or not.
+    pub fn new(old: impl Into<String>, new: impl Into<String>, transposed: bool) -> Self {
+        LegacyName {
+            old: old.into(),
+            new: new.into(),
+            transposed,
+        }
+    }
+}
+
+/// A recurrent layer's four parameters as the older build made them, in its order
+/// (`{old}.input.weight` `[in, G·H]`, `.input.bias`, `.recurrent.weight` `[H, G·H]`,
+/// `.recurrent.bias`), and their names today (`{new}.weight_ih_{suffix}`, …).
+pub fn legacy_recurrent_layer(old: &str, new: &str, suffix: &str) -> [LegacyName; 4] {
+    [
+        LegacyName::new(
+            format!("{old}.input.weight"),
+            format!("{new}.weight_ih_{suffix}"),
+            true,
+        ),
+        LegacyName::new(
+            format!("{old}.input.bias"),
+            format!("{new}.bias_ih_{suffix}"),
+            false,
+        ),
+        LegacyName::new(
+            format!("{old}.recurrent.weight"),
+            format!("{new}.weight_hh_{suffix}"),
+            true,
+        ),
+        LegacyName::new(
+            format!("{old}.recurrent.bias"),
+            format!("{new}.bias_hh_{suffix}"),
+            false,
+        ),
+    ]
+}
+
+/// `checkpoint` in today's names and layouts: unchanged when its config records
+/// [`WEIGHT_LAYOUT`]; otherwise every parameter named in `legacy` (the older build's
+/// parameters, in the order it made them) renamed and transposed as it says, and the
+/// optimizer's state of each (`optimizer.{index}.…`, by that order) moved to the index its
+/// parameter has in `parameters` today, transposed alike. Tensors it does not know are left
+/// for the load to name.
+pub fn upgrade_legacy_checkpoint(
+    checkpoint: &Checkpoint,
+    legacy: &[LegacyName],
+    parameters: &Parameters,
+) -> Result<Checkpoint> {
+    let mut upgraded = checkpoint.clone();
+    let layout = checkpoint
+        .config
+        .get("weight_layout")
+        .and_then(Value::as_str);
+    if layout == Some(WEIGHT_LAYOUT) {
+        return Ok(upgraded);
+    }
+    let order: Vec<String> = parameters
+        .list()
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect();
+    for tensor in &mut upgraded.tensors {
+        let optimizer_state = tensor
+            .name
+            .strip_prefix(OPTIMIZER_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(index, state)| Some((index.parse::<usize>().ok()?, state.to_string())));
+        let entry = match &optimizer_state {
+            Some((index, _)) => legacy.get(*index),
+            None => legacy.iter().find(|entry| entry.old == tensor.name),
+        };
+        let Some(entry) = entry else {
+            continue;
+        };
+        let name = match optimizer_state {
+            None => entry.new.clone(),
+            Some((_, state)) => match order.iter().position(|name| *name == entry.new) {
+                Some(position) => format!("{OPTIMIZER_PREFIX}{position}.{state}"),
+                None => continue,
+            },
+        };
+        if entry.transposed {
+            *tensor = tensor.transposed()?;
+        }
+        tensor.name = name;
+    }
+    upgraded.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(config) = upgraded.config.as_object_mut() {
+        config.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
+    }
+    Ok(upgraded)
+}
 
 /// Checks, before a model is built from a checkpoint, that the parameter count its config
 /// implies (`counted`, from the sizes alone) is what its tensors hold: a config edited to

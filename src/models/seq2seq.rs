@@ -16,9 +16,12 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var, OPTIMIZER_PREFIX};
+use crate::graph::{Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
-use crate::models::check_config_against_tensors;
+use crate::models::{
+    check_config_against_tensors, legacy_recurrent_layer, upgrade_legacy_checkpoint, LegacyName,
+    WEIGHT_LAYOUT,
+};
 use crate::nn::seq2seq::{bind_states, compile_bound};
 use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
@@ -121,91 +124,79 @@ pub struct Seq2SeqModel {
     transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
 }
 
-/// What a recurrent model's checkpoint records since its weights follow PyTorch's names
-/// and layouts ([`Seq2Seq`]'s table); checkpoints without it are older.
-const WEIGHT_LAYOUT: &str = "pytorch";
-
-/// One parameter of a model from before PyTorch's names and layouts: its old name, its name
-/// today, and whether its matrix is transposed today.
-type LegacyName = (String, String, bool);
-
 /// An RNN encoder-decoder's parameters before PyTorch's names and layouts, in the order
 /// that model made them (its optimizer state's order).
 fn legacy_recurrent_names(config: &Seq2SeqConfig, recurrent: &RecurrentConfig) -> Vec<LegacyName> {
-    let mut names = Vec::new();
-    let mut add = |old: &str, new: &str, transpose: bool| {
-        names.push((old.to_string(), new.to_string(), transpose));
-    };
-    let layer = |add: &mut dyn FnMut(&str, &str, bool), old: String, new: &str, suffix: String| {
-        add(
-            &format!("{old}.input.weight"),
-            &format!("{new}.weight_ih_{suffix}"),
-            true,
-        );
-        add(
-            &format!("{old}.input.bias"),
-            &format!("{new}.bias_ih_{suffix}"),
-            false,
-        );
-        add(
-            &format!("{old}.recurrent.weight"),
-            &format!("{new}.weight_hh_{suffix}"),
-            true,
-        );
-        add(
-            &format!("{old}.recurrent.bias"),
-            &format!("{new}.bias_hh_{suffix}"),
-            false,
-        );
-    };
-    add("source_embedding.weight", "encoder.embedding.weight", false);
+    let mut names = vec![LegacyName::new(
+        "source_embedding.weight",
+        "encoder.embedding.weight",
+        false,
+    )];
+    let attention = recurrent.attention != AttentionKind::None;
     for k in 0..config.layers {
-        layer(
-            &mut add,
-            format!("encoder.layer{k}.forward"),
+        let (old, suffix) = (format!("encoder.layer{k}"), format!("l{k}"));
+        names.extend(legacy_recurrent_layer(
+            &format!("{old}.forward"),
             "encoder.rnn",
-            format!("l{k}"),
-        );
+            &suffix,
+        ));
         if recurrent.bidirectional {
-            let (old, suffix) = (
-                format!("encoder.layer{k}.backward"),
-                format!("l{k}_reverse"),
-            );
-            layer(&mut add, old, "encoder.rnn", suffix);
+            let reverse = format!("{suffix}_reverse");
+            names.extend(legacy_recurrent_layer(
+                &format!("{old}.backward"),
+                "encoder.rnn",
+                &reverse,
+            ));
             let states: &[&str] = match recurrent.cell {
                 CellKind::Lstm => &["h", "c"],
                 CellKind::Rnn | CellKind::Gru => &["h"],
             };
             for state in states {
-                for (what, transpose) in [("weight", true), ("bias", false)] {
-                    let old = format!("bridge.layer{k}.{state}.{what}");
-                    add(&old, &format!("bridge_{state}.{k}.{what}"), transpose);
+                for (what, transposed) in [("weight", true), ("bias", false)] {
+                    names.push(LegacyName::new(
+                        format!("bridge.layer{k}.{state}.{what}"),
+                        format!("bridge_{state}.{k}.{what}"),
+                        transposed,
+                    ));
                 }
             }
         }
     }
-    if recurrent.attention != AttentionKind::None {
-        add("attention.key.weight", "attention.key.weight", true);
+    if attention {
+        names.push(LegacyName::new(
+            "attention.key.weight",
+            "attention.key.weight",
+            true,
+        ));
     }
-    add("target_embedding.weight", "decoder.embedding.weight", false);
+    names.push(LegacyName::new(
+        "target_embedding.weight",
+        "decoder.embedding.weight",
+        false,
+    ));
     for k in 0..config.layers {
-        layer(
-            &mut add,
-            format!("decoder.layer{k}"),
-            "decoder.rnn",
-            format!("l{k}"),
-        );
+        let (old, suffix) = (format!("decoder.layer{k}"), format!("l{k}"));
+        names.extend(legacy_recurrent_layer(&old, "decoder.rnn", &suffix));
     }
     if recurrent.attention == AttentionKind::Additive {
-        add("attention.query.weight", "attention.query.weight", true);
-        add("attention.score.weight", "attention.score.weight", true);
+        for name in ["attention.query.weight", "attention.score.weight"] {
+            names.push(LegacyName::new(name, name, true));
+        }
     }
-    if recurrent.attention != AttentionKind::None {
-        add("attention.combine.weight", "attention.combine.weight", true);
-        add("attention.combine.bias", "attention.combine.bias", false);
+    if attention {
+        names.push(LegacyName::new(
+            "attention.combine.weight",
+            "attention.combine.weight",
+            true,
+        ));
+        names.push(LegacyName::new(
+            "attention.combine.bias",
+            "attention.combine.bias",
+            false,
+        ));
     }
-    add("output.weight", "output.weight", true);
-    add("output.bias", "output.bias", false);
+    names.push(LegacyName::new("output.weight", "output.weight", true));
+    names.push(LegacyName::new("output.bias", "output.bias", false));
     names
 }
 
@@ -334,59 +325,14 @@ impl Seq2SeqModel {
     /// its optimizer state moved to the parameters' new places, so that it loads and
     /// resumes as it would have; any other checkpoint is returned as it is.
     pub fn upgrade_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint> {
-        let mut upgraded = checkpoint.clone();
-        let layout = checkpoint
-            .config
-            .get("weight_layout")
-            .and_then(Value::as_str);
-        let Architecture::Recurrent(recurrent) = self.config.architecture else {
-            return Ok(upgraded);
-        };
-        if layout == Some(WEIGHT_LAYOUT) {
-            return Ok(upgraded);
+        match &self.config.architecture {
+            Architecture::Recurrent(recurrent) => upgrade_legacy_checkpoint(
+                checkpoint,
+                &legacy_recurrent_names(&self.config, recurrent),
+                &self.parameters,
+            ),
+            Architecture::Transformer(_) => Ok(checkpoint.clone()),
         }
-        let legacy = legacy_recurrent_names(&self.config, &recurrent);
-        let order: Vec<String> = self
-            .parameters
-            .list()
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect();
-        for tensor in &mut upgraded.tensors {
-            let (index, state) = match tensor.name.strip_prefix(OPTIMIZER_PREFIX) {
-                Some(rest) => match rest.split_once('.') {
-                    Some((index, state)) => (index.parse::<usize>().ok(), Some(state)),
-                    None => (None, None),
-                },
-                None => (None, None),
-            };
-            let old_name = match (index, state) {
-                (Some(index), Some(_)) => legacy.get(index).map(|(old, _, _)| old.as_str()),
-                _ => Some(tensor.name.as_str()),
-            };
-            let Some((_, new_name, transpose)) = legacy
-                .iter()
-                .find(|(old, _, _)| Some(old.as_str()) == old_name)
-            else {
-                continue; // not this model's: the load names it
-            };
-            let name = match state {
-                None => new_name.clone(),
-                Some(state) => match order.iter().position(|name| name == new_name) {
-                    Some(position) => format!("{OPTIMIZER_PREFIX}{position}.{state}"),
-                    None => continue,
-                },
-            };
-            if *transpose {
-                *tensor = tensor.transposed()?;
-            }
-            tensor.name = name;
-        }
-        upgraded.tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        if let Some(config) = upgraded.config.as_object_mut() {
-            config.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
-        }
-        Ok(upgraded)
     }
 
     /// The config a checkpoint of this model carries (`extra` merged in at the top level).

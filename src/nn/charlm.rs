@@ -9,11 +9,12 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{GemmSpec, Graph, Var};
+use crate::graph::{Graph, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
-use crate::nn::seq2seq::{RecurrentLayer, State, MAX_COUNTED_LAYERS};
-use crate::nn::{Init, Parameters};
+use crate::nn::recurrent::RecurrentConfig as RecurrentLayers;
+use crate::nn::seq2seq::MAX_COUNTED_LAYERS;
+use crate::nn::{Directions, Embedding, Linear, Parameters, Recurrent, State};
 
 /// The architecture: everything needed to rebuild the model from a checkpoint.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -124,37 +125,50 @@ impl CharLmConfig {
     }
 }
 
-/// Builds the model into graphs.
-pub struct CharLm<'c> {
-    /// The architecture to build.
-    pub config: &'c CharLmConfig,
+/// The language model's modules, named as a PyTorch module of the same structure names
+/// them: `embedding.weight` `[V, E]`, `rnn.*` ([`Recurrent`]'s `weight_ih_l0`, …),
+/// `output.weight` `[V, H]`, `output.bias` `[V]`.
+#[derive(Debug, Clone)]
+pub struct CharLm {
+    /// The architecture.
+    pub config: CharLmConfig,
+    embedding: Embedding,
+    rnn: Recurrent,
+    output: Linear,
 }
 
-impl CharLm<'_> {
-    fn layer(&self) -> RecurrentLayer {
-        RecurrentLayer {
-            cell: self.config.cell,
-            hidden: self.config.hidden,
-        }
+impl CharLm {
+    /// The modules of `config`, their parameters made (or found) in `params`.
+    pub fn new(config: &CharLmConfig, params: &Parameters) -> Result<Self> {
+        let embedding = Embedding::new(&params.at("embedding"), config.vocab_size, config.embed)?;
+        let rnn = Recurrent::new(
+            &params.at("rnn"),
+            RecurrentLayers {
+                cell: config.cell,
+                input_size: config.embed,
+                hidden_size: config.hidden,
+                num_layers: config.layers,
+                directions: Directions::Forward,
+            },
+        )?;
+        let output = Linear::new(&params.at("output"), config.hidden, config.vocab_size)?;
+        Ok(CharLm {
+            config: config.clone(),
+            embedding,
+            rnn,
+            output,
+        })
     }
 
     /// Each layer's zero state for `batch` rows.
     pub fn zero_states(&self, g: &mut Graph, batch: usize) -> Result<Vec<State>> {
-        (0..self.config.layers)
-            .map(|_| self.layer().zero_state(g, batch))
-            .collect()
+        self.rnn.zero_states(g, batch)
     }
 
     /// Logits `[T·B, V]` (time-major rows: t·B + b) for ids `[T, B]` (u32, time-major) read from
     /// `initial` (one state per layer), and every layer's final state.
-    pub fn logits(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        ids: Var,
-        initial: &[State],
-    ) -> Result<(Var, Vec<State>)> {
-        let config = self.config;
+    pub fn logits(&self, g: &mut Graph, ids: Var, initial: &[State]) -> Result<(Var, Vec<State>)> {
+        let config = &self.config;
         if initial.len() != config.layers {
             return Err(Error::invalid(
                 "charlm",
@@ -174,30 +188,10 @@ impl CharLm<'_> {
                 ))
             }
         };
-        let table = p.var(
-            g,
-            "embedding.weight",
-            &[config.vocab_size, config.embed],
-            Init::Normal(1.0),
-        )?;
-        let mut x = g.embedding(table, ids)?;
-        let mut finals = Vec::with_capacity(config.layers);
-        for (layer, &start) in initial.iter().enumerate() {
-            let name = format!("layer{layer}");
-            let (states, last) = self.layer().build(g, p, &name, x, start, None, false)?;
-            x = states;
-            finals.push(last);
-        }
-        let rows = g.reshape(x, &[steps * batch, config.hidden])?;
-        let bound = Init::Uniform(1.0 / (config.hidden as f32).sqrt());
-        let w = p.var(
-            g,
-            "output.weight",
-            &[config.hidden, config.vocab_size],
-            bound,
-        )?;
-        let b = p.var(g, "output.bias", &[config.vocab_size], bound)?;
-        let logits = g.gemm(rows, w, GemmSpec::new().bias(b))?;
-        Ok((logits, finals))
+        let x = self.embedding.forward(g, ids)?;
+        let out = self.rnn.forward(g, x, Some(initial), None)?;
+        let rows = g.reshape(out.output, &[steps * batch, config.hidden])?;
+        let logits = self.output.forward(g, rows)?;
+        Ok((logits, out.finals))
     }
 }

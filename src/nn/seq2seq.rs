@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::graph::{GemmSpec, Graph, Plan, RecurrentSpec, Var};
+use crate::graph::{Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::recurrent::RecurrentConfig as RecurrentLayers;
 use crate::nn::transformer::TransformerConfig;
-use crate::nn::{Directions, Embedding, Init, Linear, LinearSpec, Parameters, Recurrent};
+use crate::nn::{Directions, Embedding, Linear, LinearSpec, Parameters, Recurrent};
 use crate::tensor::Tensor;
 
 /// How the decoder looks at the encoder states; in checkpoint configs `"dot"`,
@@ -376,83 +376,6 @@ pub struct Encoded {
     pub keys_values: Option<(Var, Var)>,
     /// The decoder's initial state, per layer.
     pub initial: Vec<State>,
-}
-
-/// One recurrent layer's cell and width: the layer every recurrent model here stacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecurrentLayer {
-    /// The recurrent cell (RNN, GRU or LSTM).
-    pub cell: CellKind,
-    /// The width `H` of the layer's state.
-    pub hidden: usize,
-}
-
-impl RecurrentLayer {
-    /// The layer over x `[T, B, input]`, its parameters named `{name}.…`: the input
-    /// projection of every step in one matmul, then the recurrent op. Its states `[T, B, H]`
-    /// and its final state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn build(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        name: &str,
-        x: Var,
-        initial: State,
-        lengths: Option<Var>,
-        reverse: bool,
-    ) -> Result<(Var, State)> {
-        let (steps, batch, input) = match *g.shape(x) {
-            [t, b, i] => (t, b, i),
-            ref other => {
-                return Err(Error::invalid(
-                    "recurrent layer",
-                    format!("{name}: expected [T, B, features], got {other:?}"),
-                ))
-            }
-        };
-        let (cell, hidden) = (self.cell, self.hidden);
-        let gated = cell.gates() * hidden;
-        let bound = Init::Uniform(1.0 / (hidden as f32).sqrt());
-        let wx = p.var(g, &format!("{name}.input.weight"), &[input, gated], bound)?;
-        let bx = p.var(g, &format!("{name}.input.bias"), &[gated], bound)?;
-        let r = p.var(
-            g,
-            &format!("{name}.recurrent.weight"),
-            &[hidden, gated],
-            bound,
-        )?;
-        let rb = p.var(g, &format!("{name}.recurrent.bias"), &[gated], bound)?;
-        let rows = g.reshape(x, &[steps * batch, input])?;
-        let gx = g.gemm(rows, wx, GemmSpec::new().bias(bx))?;
-        let gx = g.reshape(gx, &[steps, batch, gated])?;
-        let spec = RecurrentSpec {
-            kind: cell,
-            reverse,
-            lengths,
-            c0: initial.c,
-        };
-        let out = g.recurrent(gx, r, rb, initial.h, &spec)?;
-        Ok((
-            out.sequence,
-            State {
-                h: out.last,
-                c: out.last_cell,
-            },
-        ))
-    }
-
-    /// A zero state `[B, H]` (and a zero cell for an LSTM).
-    pub fn zero_state(&self, g: &mut Graph, batch: usize) -> Result<State> {
-        let hidden = self.hidden;
-        let h = g.constant(vec![0.0; batch * hidden], &[batch, hidden])?;
-        let c = if self.cell == CellKind::Lstm {
-            Some(g.constant(vec![0.0; batch * hidden], &[batch, hidden])?)
-        } else {
-            None
-        };
-        Ok(State { h, c })
-    }
 }
 
 /// The encoder-decoder's modules, over the parameters of a [`Parameters`] store, named as a

@@ -125,8 +125,13 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             ),
         ));
     }
-    let mut model = match &config.resume {
-        Some(checkpoint) => CharLmModel::from_checkpoint(gpu, checkpoint)?,
+    let (mut model, resumed) = match &config.resume {
+        Some(checkpoint) => {
+            let model = CharLmModel::from_checkpoint(gpu, checkpoint)?;
+            // An older checkpoint's optimizer state, moved to where the model keeps it now.
+            let checkpoint = model.upgrade_checkpoint(checkpoint)?;
+            (model, Some(checkpoint))
+        }
         None => {
             let vocab = Vocab::from_text(&config.text);
             let model_config = CharLmConfig {
@@ -137,7 +142,10 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             model_config
                 .training_memory(config.batch, config.steps)?
                 .check("train-lm", gpu.max_buffer_bytes())?;
-            CharLmModel::new(gpu, model_config, vocab, config.seed)?
+            (
+                CharLmModel::new(gpu, model_config, vocab, config.seed)?,
+                None,
+            )
         }
     };
     if config.resume.is_some() {
@@ -165,7 +173,7 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
     let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let mut first_epoch = 1;
     let mut best = f64::INFINITY;
-    if let Some(checkpoint) = &config.resume {
+    if let Some(checkpoint) = &resumed {
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-lm")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-lm")?;
         best = training_number(checkpoint, "val_perplexity").map_or(f64::INFINITY, f64::ln);

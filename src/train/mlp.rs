@@ -11,7 +11,7 @@ use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::graph::{Feed, Graph, Plan, Var};
-use crate::models::argmax;
+use crate::models::{argmax, upgrade_legacy_checkpoint, LegacyName, WEIGHT_LAYOUT};
 use crate::nn::{Activation, Mlp, Parameters};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
@@ -175,7 +175,20 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 ),
             ));
         }
-        let checkpoint = &with_pytorch_layout(checkpoint)?;
+        // Checkpoints from before PyTorch's layout: `layer{i}.weight` [in, out].
+        let legacy: Vec<LegacyName> = (0..sizes.len() - 1)
+            .flat_map(|i| {
+                [
+                    LegacyName::new(
+                        format!("layer{i}.weight"),
+                        format!("layers.{i}.weight"),
+                        true,
+                    ),
+                    LegacyName::new(format!("layer{i}.bias"), format!("layers.{i}.bias"), false),
+                ]
+            })
+            .collect();
+        let checkpoint = &upgrade_legacy_checkpoint(checkpoint, &legacy, &model.parameters)?;
         model.parameters.load(checkpoint)?;
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-mlp")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-mlp")?;
@@ -268,10 +281,6 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
     })
 }
 
-/// What a train-mlp checkpoint records of its weights' layout since they follow PyTorch's
-/// `nn.Linear` (`layers.{i}.weight` `[out, in]`); checkpoints without it are older.
-const WEIGHT_LAYOUT: &str = "pytorch";
-
 /// Saves the parameters and the optimizer's state, with the architecture, the data's
 /// description and scaling, and the `training` record a resumed run starts from.
 fn save(
@@ -291,35 +300,4 @@ fn save(
         "training": training,
     });
     checkpoint::save(path, &tensors, &checkpoint_config)
-}
-
-/// `checkpoint` with its tensors in today's layout: those of a train-mlp from before the
-/// PyTorch layout (`layer{i}.weight` `[in, out]`, and the optimizer's moments of each
-/// weight alike) renamed to `layers.{i}.…` and transposed; newer ones as they are.
-fn with_pytorch_layout(checkpoint: &Checkpoint) -> Result<Checkpoint> {
-    let mut upgraded = checkpoint.clone();
-    if checkpoint
-        .config
-        .get("weight_layout")
-        .and_then(Value::as_str)
-        == Some(WEIGHT_LAYOUT)
-    {
-        return Ok(upgraded);
-    }
-    upgraded.rename_tensors(|name| {
-        Some(match name.strip_prefix("layer") {
-            Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
-                format!("layers.{rest}")
-            }
-            _ => name.to_string(),
-        })
-    })?;
-    for tensor in &mut upgraded.tensors {
-        // Every matrix of an MLP checkpoint is a weight or a moment of one; biases and
-        // their moments are vectors.
-        if tensor.shape.len() == 2 {
-            *tensor = tensor.transposed()?;
-        }
-    }
-    Ok(upgraded)
 }
