@@ -215,12 +215,24 @@ def seq2seq_case():
     return saved, io
 
 
+def conv1d_case():
+    torch.manual_seed(5)
+    model = torch.nn.Conv1d(4, 5, 3)
+    x = torch.randn(2, 4, 7)
+    saved = state(model)
+    with torch.no_grad():
+        y = model(x)
+    losses = adam_losses(model, lambda: torch.tanh(model(x)).pow(2).mean())
+    return saved, {"x": x, "y": y, "losses": losses}
+
+
 CASES = {
     "mlp": mlp_case,
     "rnn": lambda: recurrent_case("RNN", 1, False, False),
     "gru": lambda: recurrent_case("GRU", 2, True, True),
     "lstm": lambda: recurrent_case("LSTM", 2, False, True),
     "seq2seq_gru": seq2seq_case,
+    "conv1d": conv1d_case,
 }
 
 

@@ -203,3 +203,70 @@ fn bad_input_is_an_error_naming_it() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// A checkpoint saved before the classifier's output layer took PyTorch's layout
+/// (`tests/data/legacy-textcnn`: after epoch 1, written by commit 957b7ff) resumes into
+/// epoch 2 with the losses that build's own resume gave; today's saves hold
+/// `output.weight` as `[classes, features]` and say so.
+#[test]
+fn a_checkpoint_from_before_pytorchs_layout_resumes_as_it_would_have() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-textcnn");
+    let dir = scratch("cnn-legacy");
+    let model = dir.join("cnn.safetensors");
+    std::fs::copy(data.join("cnn.safetensors"), &model).unwrap();
+    let metrics = dir.join("cnn.jsonl");
+    let common = [
+        "--train-size",
+        "200",
+        "--valid-size",
+        "40",
+        "--embed",
+        "8",
+        "--filters",
+        "4",
+        "--widths",
+        "2,3",
+        "--batch",
+        "16",
+    ];
+    let mut args = vec!["train-cnn"];
+    args.extend(common);
+    args.extend(["--epochs", "2", "--resume", model.to_str().unwrap()]);
+    args.extend(["--metrics", metrics.to_str().unwrap()]);
+    let output = shadergrad(&args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let line = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+    };
+    let (ours, theirs) = (line(&metrics), line(&data.join("cnn.epoch2.jsonl")));
+    for field in ["train_loss", "val_loss", "train_accuracy"] {
+        let (a, b) = (
+            ours[field].as_f64().unwrap(),
+            theirs[field].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs(),
+            "{field} {a} after resuming, {b} in the build before"
+        );
+    }
+
+    let fresh = dir.join("fresh.safetensors");
+    let mut args = vec!["train-cnn"];
+    args.extend(common);
+    args.extend(["--epochs", "1", "--save", fresh.to_str().unwrap()]);
+    let output = shadergrad(&args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let saved = shadergrad::checkpoint::load(&fresh).unwrap();
+    assert_eq!(saved.config["weight_layout"], "pytorch");
+    let classes = saved.get("output.bias").unwrap().shape[0];
+    assert_eq!(
+        saved.get("output.weight").unwrap().shape,
+        [classes, 8],
+        "[C, F·widths]"
+    );
+    assert_eq!(
+        saved.get("conv3.weight").unwrap().shape,
+        [4, 8, 3],
+        "nn.Conv1d's [F, E, w]"
+    );
+}

@@ -106,6 +106,48 @@ fn an_mlp_loads_pytorchs_state_dict_computes_its_logits_and_trains_like_it() {
     assert_losses("mlp losses under Adam", &losses, &io);
 }
 
+/// PyTorch's `nn.Conv1d(4, 5, 3)`: its output, and three Adam steps on mean(tanh(y)²).
+#[test]
+fn a_conv1d_matches_pytorchs() {
+    use shadergrad::nn::Conv1d;
+    let state = reference("conv1d.state.safetensors");
+    let io = reference("conv1d.io.safetensors");
+    let params = Parameters::new(gpu(), 0);
+    let conv = Conv1d::new(&params, 4, 5, 3).unwrap();
+    params.load(&state).unwrap();
+    let mut g = Graph::new(gpu());
+    let x = g.input("x", &[2, 4, 7]);
+    let y = conv.forward(&mut g, x).unwrap();
+    assert_eq!(g.shape(y), &[2, 5, 5]);
+    let squashed = g.tanh(y).unwrap();
+    let squares = g.mul(squashed, squashed).unwrap();
+    let loss = g.mean_all(squares).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, y];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    let x_values = floats(&io, "x");
+    plan.run(&[Feed::f32(x, &x_values)], &[]).unwrap();
+    assert_close(
+        "conv1d",
+        &plan.read(y).unwrap(),
+        &floats(&io, "y"),
+        1e-5,
+        1e-6,
+    );
+    let mut optimizer = params
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
+        .unwrap();
+    let mut losses = Vec::new();
+    for step in 1..=3 {
+        optimizer.prepare_step(step).unwrap();
+        plan.run(&[Feed::f32(x, &x_values)], optimizer.dispatches())
+            .unwrap();
+        losses.push(plan.read(loss).unwrap()[0]);
+    }
+    assert_losses("conv1d losses under Adam", &losses, &io);
+}
+
 /// A bfloat16 state dict under other names loads once renamed, converted exactly to f32.
 #[test]
 fn a_bfloat16_state_dict_under_other_names_loads_after_renaming() {

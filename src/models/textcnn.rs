@@ -15,7 +15,9 @@ use crate::data::classify::{text_batches, EncodedText, Labels, TextBatch, WordVo
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{Feed, Graph, Plan, Var};
-use crate::models::{argmax, check_config_against_tensors};
+use crate::models::{
+    argmax, check_config_against_tensors, upgrade_legacy_checkpoint, LegacyName, WEIGHT_LAYOUT,
+};
 use crate::nn::textcnn::{window_mask, TextCnn, TextCnnConfig};
 use crate::nn::Parameters;
 use crate::optim::Optimizer;
@@ -127,7 +129,9 @@ impl TextCnnModel {
             .training_memory(1, model_config.widest())?
             .check("checkpoint", gpu.max_buffer_bytes())?;
         let model = TextCnnModel::new(gpu, model_config, vocab, labels, 0)?;
-        model.parameters.load(checkpoint)?;
+        model
+            .parameters
+            .load(&model.upgrade_checkpoint(checkpoint)?)?;
         Ok(model)
     }
 
@@ -143,10 +147,8 @@ impl TextCnnModel {
             .map(|&w| g.input(&format!("window_mask{w}"), &[batch, 1, steps + 1 - w]))
             .collect();
         let labels = g.input_indices("labels", &[batch]);
-        let model = TextCnn {
-            config: &self.config,
-        };
-        let logits = model.logits(&mut g, &self.parameters, ids, &window_masks)?;
+        let model = TextCnn::new(&self.config, &self.parameters)?;
+        let logits = model.logits(&mut g, ids, &window_masks)?;
         let loss = g.cross_entropy(logits, labels, Some(NO_LABEL))?;
         let gradients = g.backward(loss)?.parameter_gradients();
         Ok((
@@ -230,6 +232,27 @@ impl TextCnnModel {
         })
     }
 
+    /// `checkpoint` with its tensors in this model's layouts: one from before PyTorch's
+    /// layouts (no `"weight_layout": "pytorch"`) has its output layer's weight, and that
+    /// weight's optimizer state, transposed to `[C, F·widths]`; the other names and
+    /// layouts were PyTorch's already.
+    pub fn upgrade_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint> {
+        let mut legacy = vec![LegacyName::new(
+            "embedding.weight",
+            "embedding.weight",
+            false,
+        )];
+        for width in &self.config.widths {
+            for what in ["weight", "bias"] {
+                let name = format!("conv{width}.{what}");
+                legacy.push(LegacyName::new(name.clone(), name, false));
+            }
+        }
+        legacy.push(LegacyName::new("output.weight", "output.weight", true));
+        legacy.push(LegacyName::new("output.bias", "output.bias", false));
+        upgrade_legacy_checkpoint(checkpoint, &legacy, &self.parameters)
+    }
+
     /// Saves the parameters, the optimizer's state (if given) under `optimizer.`, and a
     /// config with the architecture, the vocabulary and the class names (`extra` merged in
     /// at the top level).
@@ -240,6 +263,7 @@ impl TextCnnModel {
                 "architecture": self.config.to_json(),
                 "vocabulary": self.vocab.words(),
                 "labels": self.labels.names(),
+                "weight_layout": WEIGHT_LAYOUT,
             }),
             extra,
         );

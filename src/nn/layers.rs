@@ -1,13 +1,14 @@
 //! The basic layers, with PyTorch's parameter names, layouts and default initialisations,
 //! so that a `state_dict` moves between the two: [`Linear`] (`weight` `[out, in]`,
-//! `bias`), [`Embedding`] (`weight` `[vocab, dim]`), [`LayerNorm`] (`weight`, `bias`), and
-//! the [`Mlp`] stacked from Linear layers.
+//! `bias`), [`Embedding`] (`weight` `[vocab, dim]`), [`LayerNorm`] (`weight`, `bias`),
+//! [`Conv1d`] (`weight` `[out, in, k]`, `bias`), and the [`Mlp`] stacked from Linear layers.
 //!
 //! A layer holds its [`Parameter`]s, made in a [`Parameters`] store when the layer is; its
 //! `forward` adds the layer to any graph, at any batch shape, over those same parameters.
 
 use crate::error::{Error, Result};
 use crate::graph::{GemmSpec, Graph, Parameter, Var};
+use crate::kernels::conv::Conv1d as Conv1dGeometry;
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
 use crate::nn::{Activation, Init, Parameters};
 
@@ -210,6 +211,71 @@ impl LayerNorm {
     pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
         let (weight, bias) = (g.param(&self.weight)?, g.param(&self.bias)?);
         g.layer_norm(x, weight, bias, self.eps)
+    }
+}
+
+/// PyTorch's `nn.Conv1d`: x `[N, C_in, L]` convolved with `weight` `[C_out, C_in, k]`, plus
+/// `bias` `[C_out]`, giving `[N, C_out, L_out]` (L_out = (L + padding − k) / stride + 1).
+#[derive(Debug, Clone)]
+pub struct Conv1d {
+    /// `weight`, shape `[out_channels, in_channels, kernel_size]`.
+    pub weight: Parameter,
+    /// `bias`, shape `[out_channels]`.
+    pub bias: Parameter,
+    /// Stride and padding.
+    pub geometry: Conv1dGeometry,
+}
+
+impl Conv1d {
+    /// `weight` and `bias` in `params`, started as PyTorch's `nn.Conv1d(in, out, k)` starts
+    /// them (uniform in ±1/√(in·k)), with stride 1 and no padding.
+    pub fn new(
+        params: &Parameters,
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+    ) -> Result<Conv1d> {
+        Conv1d::with_geometry(
+            params,
+            in_channels,
+            out_channels,
+            kernel_size,
+            Conv1dGeometry::default(),
+        )
+    }
+
+    /// [`Conv1d::new`] with another stride or padding.
+    pub fn with_geometry(
+        params: &Parameters,
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        geometry: Conv1dGeometry,
+    ) -> Result<Conv1d> {
+        if in_channels == 0 || out_channels == 0 || kernel_size == 0 {
+            return Err(Error::invalid(
+                "Conv1d",
+                format!(
+                    "{}: {in_channels} input channels, {out_channels} output channels and a \
+                     window of {kernel_size} must all be at least 1",
+                    params.path("weight")
+                ),
+            ));
+        }
+        let fan_in = in_channels.saturating_mul(kernel_size);
+        let bound = Init::Uniform(1.0 / (fan_in as f32).sqrt());
+        let shape = [out_channels, in_channels, kernel_size];
+        Ok(Conv1d {
+            weight: params.get_or_init("weight", &shape, bound)?,
+            bias: params.get_or_init("bias", &[out_channels], bound)?,
+            geometry,
+        })
+    }
+
+    /// Adds the convolution of `x` `[N, C_in, L]` to `g`.
+    pub fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        let (weight, bias) = (g.param(&self.weight)?, g.param(&self.bias)?);
+        g.conv1d(x, weight, Some(bias), self.geometry)
     }
 }
 

@@ -5,8 +5,8 @@
 //! ([`Parameters::optimizer`]) trains every plan.
 //!
 //! - [`parameters`]: the store and [`Init`];
-//! - [`layers`]: [`Linear`], [`Embedding`], [`LayerNorm`] and the [`Mlp`], with PyTorch's
-//!   names and layouts;
+//! - [`layers`]: [`Linear`], [`Embedding`], [`LayerNorm`], [`Conv1d`] and the [`Mlp`], with
+//!   PyTorch's names and layouts;
 //! - [`recurrent`]: [`Recurrent`], PyTorch's RNN, GRU and LSTM stacks;
 //!
 //! The other submodules hold the larger architectures, each a config (the sizes, saved in a
@@ -27,7 +27,7 @@ pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer;
 
-pub use layers::{Embedding, LayerNorm, Linear, LinearSpec, Mlp};
+pub use layers::{Conv1d, Embedding, LayerNorm, Linear, LinearSpec, Mlp};
 pub use parameters::{Init, Parameters};
 pub use recurrent::{Directions, Recurrent, RecurrentConfig, State};
 

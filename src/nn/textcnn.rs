@@ -8,18 +8,17 @@
 //! full window, so a text's prediction does not depend on how far its batch pads it: after
 //! the ReLU every value is ≥ 0, so a zeroed window never beats a real one.
 //!
-//! Parameters: `embedding.weight` `[V, E]`, `conv{w}.weight` `[F, E, w]`, `conv{w}.bias` `[F]`,
-//! `output.weight` `[F·widths, C]`, `output.bias` `[C]`.
+//! Parameters (PyTorch's layouts): `embedding.weight` `[V, E]`, `conv{w}.weight`
+//! `[F, E, w]`, `conv{w}.bias` `[F]`, `output.weight` `[C, F·widths]`, `output.bias` `[C]`.
 //!
 //! [`Parameters`]: crate::nn::Parameters
 
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::graph::{GemmSpec, Graph, Var};
-use crate::kernels::conv::Conv1d;
+use crate::graph::{Graph, Var};
 use crate::limits::{saturating_product, MemoryEstimate, Tally};
-use crate::nn::{Init, Parameters};
+use crate::nn::{Conv1d, Embedding, Linear, Parameters};
 
 /// The architecture: everything needed to rebuild the model.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,62 +152,65 @@ impl TextCnnConfig {
 /// The `kind` a text CNN checkpoint's architecture carries.
 pub const TEXTCNN_KIND: &str = "textcnn";
 
-/// Builds the classifier's graph for one batch shape.
-pub struct TextCnn<'a> {
-    /// The architecture to build.
-    pub config: &'a TextCnnConfig,
+/// The classifier's modules, named as a PyTorch module of the same structure names them:
+/// `embedding.weight` `[V, E]`, per filter width w `conv{w}.weight` `[F, E, w]` and
+/// `conv{w}.bias` (`nn.Conv1d`), `output.weight` `[C, F·widths]` and `output.bias`.
+#[derive(Debug, Clone)]
+pub struct TextCnn {
+    /// The architecture.
+    pub config: TextCnnConfig,
+    embedding: Embedding,
+    /// One convolution per filter width, in the config's order.
+    convs: Vec<Conv1d>,
+    output: Linear,
 }
 
-impl TextCnn<'_> {
+impl TextCnn {
+    /// The modules of `config`, their parameters made (or found) in `params`.
+    pub fn new(config: &TextCnnConfig, params: &Parameters) -> Result<Self> {
+        let embedding = Embedding::new(&params.at("embedding"), config.vocab_size, config.embed)?;
+        let convs = config
+            .widths
+            .iter()
+            .map(|&width| {
+                let params = params.at(&format!("conv{width}"));
+                Conv1d::new(&params, config.embed, config.filters, width)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let features = config.filters.saturating_mul(config.widths.len());
+        let output = Linear::new(&params.at("output"), features, config.classes)?;
+        Ok(TextCnn {
+            config: config.clone(),
+            embedding,
+            convs,
+            output,
+        })
+    }
+
     /// The logits `[B, classes]` of `ids` (u32 `[B, L]`); `window_masks[i]` (f32
     /// `[B, 1, L − widths[i] + 1]`) is 1 for the windows each text fills, 0 after.
-    pub fn logits(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        ids: Var,
-        window_masks: &[Var],
-    ) -> Result<Var> {
-        let config = self.config;
-        if window_masks.len() != config.widths.len() {
+    pub fn logits(&self, g: &mut Graph, ids: Var, window_masks: &[Var]) -> Result<Var> {
+        if window_masks.len() != self.convs.len() {
             return Err(Error::invalid(
                 "text cnn",
                 format!(
                     "{} window masks for {} widths; expected one per width",
                     window_masks.len(),
-                    config.widths.len()
+                    self.convs.len()
                 ),
             ));
         }
-        let table = p.var(
-            g,
-            "embedding.weight",
-            &[config.vocab_size, config.embed],
-            Init::Normal(1.0),
-        )?;
-        let embedded = g.embedding(table, ids)?;
+        let embedded = self.embedding.forward(g, ids)?;
         let channels_first = g.permute(embedded, &[0, 2, 1])?;
-        let mut pooled = Vec::with_capacity(config.widths.len());
-        for (&width, &mask) in config.widths.iter().zip(window_masks) {
-            let bound = Init::Uniform(1.0 / ((config.embed * width) as f32).sqrt());
-            let weight = p.var(
-                g,
-                &format!("conv{width}.weight"),
-                &[config.filters, config.embed, width],
-                bound,
-            )?;
-            let bias = p.var(g, &format!("conv{width}.bias"), &[config.filters], bound)?;
-            let windows = g.conv1d(channels_first, weight, Some(bias), Conv1d::default())?;
+        let mut pooled = Vec::with_capacity(self.convs.len());
+        for (conv, &mask) in self.convs.iter().zip(window_masks) {
+            let windows = conv.forward(g, channels_first)?;
             let activated = g.relu(windows)?;
             let kept = g.mul(activated, mask)?;
             pooled.push(g.max_over_time(kept)?);
         }
         let features = g.concat(&pooled, 1)?;
-        let fan_in = config.filters * config.widths.len();
-        let bound = Init::Uniform(1.0 / (fan_in as f32).sqrt());
-        let weight = p.var(g, "output.weight", &[fan_in, config.classes], bound)?;
-        let bias = p.var(g, "output.bias", &[config.classes], bound)?;
-        g.gemm(features, weight, GemmSpec::new().bias(bias))
+        self.output.forward(g, features)
     }
 }
 

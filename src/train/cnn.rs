@@ -99,8 +99,13 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         .map(|example| tokenize(&example.text).len())
         .max()
         .unwrap_or(0);
-    let mut model = match &config.resume {
-        Some(checkpoint) => TextCnnModel::from_checkpoint(gpu, checkpoint)?,
+    let (mut model, resumed) = match &config.resume {
+        Some(checkpoint) => {
+            let model = TextCnnModel::from_checkpoint(gpu, checkpoint)?;
+            // An older checkpoint's optimizer state, moved to where the model keeps it now.
+            let checkpoint = model.upgrade_checkpoint(checkpoint)?;
+            (model, Some(checkpoint))
+        }
         None => {
             let labels = Labels::from_examples(&config.train)?;
             let vocab = WordVocab::from_examples(&config.train);
@@ -115,7 +120,10 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
             model_config
                 .training_memory(config.batch, longest_text.max(model_config.widest()))?
                 .check("train-cnn", gpu.max_buffer_bytes())?;
-            TextCnnModel::new(gpu, model_config, vocab, labels, config.seed)?
+            (
+                TextCnnModel::new(gpu, model_config, vocab, labels, config.seed)?,
+                None,
+            )
         }
     };
     if config.resume.is_some() {
@@ -130,7 +138,7 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
     let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let mut first_epoch = 1;
     let mut best = 0.0f64;
-    if let Some(checkpoint) = &config.resume {
+    if let Some(checkpoint) = &resumed {
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-cnn")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-cnn")?;
         best = training_number(checkpoint, "best_valid_accuracy").unwrap_or(0.0);
