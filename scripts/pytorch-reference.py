@@ -226,6 +226,53 @@ def conv1d_case():
     return saved, {"x": x, "y": y, "losses": losses}
 
 
+class TransformerLayers(torch.nn.Module):
+    """PyTorch's pre-norm Transformer layers, as shadergrad's nn::TransformerEncoderLayer
+    and nn::TransformerDecoderLayer build them."""
+
+    def __init__(self, d, heads, ff):
+        super().__init__()
+        layer = dict(dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder_layer = torch.nn.TransformerEncoderLayer(d, heads, ff, **layer)
+        self.decoder_layer = torch.nn.TransformerDecoderLayer(d, heads, ff, **layer)
+
+    def forward(self, source, target, lengths):
+        padded = torch.arange(source.shape[1])[None, :] >= lengths[:, None]
+        memory = self.encoder_layer(source, src_key_padding_mask=padded)
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(target.shape[1])
+        out = self.decoder_layer(
+            target, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=padded
+        )
+        return memory, out
+
+
+def transformer_layers_case():
+    torch.manual_seed(6)
+    model = TransformerLayers(8, 2, 16)
+    model.train()  # dropout is 0; training mode keeps PyTorch off its fused fast path
+    with torch.no_grad():
+        # PyTorch starts the attention biases at 0 and the norms at 1: move every
+        # parameter off its start, so that each one's place is tested.
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    source = torch.randn(3, 5, 8)
+    target = torch.randn(3, 4, 8)
+    lengths = torch.tensor([5, 2, 4])
+    saved = state(model)
+    with torch.no_grad():
+        memory, out = model(source, target, lengths)
+    losses = adam_losses(model, lambda: model(source, target, lengths)[1].pow(2).mean())
+    io = {
+        "source": source,
+        "target": target,
+        "lengths": lengths,
+        "memory": memory,
+        "out": out,
+        "losses": losses,
+    }
+    return saved, io
+
+
 CASES = {
     "mlp": mlp_case,
     "rnn": lambda: recurrent_case("RNN", 1, False, False),
@@ -233,6 +280,7 @@ CASES = {
     "lstm": lambda: recurrent_case("LSTM", 2, False, True),
     "seq2seq_gru": seq2seq_case,
     "conv1d": conv1d_case,
+    "transformer_layers": transformer_layers_case,
 }
 
 

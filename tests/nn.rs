@@ -368,3 +368,58 @@ fn layer_errors_name_the_problem() {
         "{err}"
     );
 }
+
+/// Dropout acts only in `Mode::Train` (and differs by seed); sizes that cannot work are
+/// refused, naming them.
+#[test]
+fn transformer_layers_drop_only_in_training_and_refuse_bad_sizes() {
+    use shadergrad::nn::{
+        Mode, MultiheadAttention, TransformerEncoderLayer, TransformerLayerConfig,
+    };
+    let config = TransformerLayerConfig {
+        d_model: 8,
+        heads: 2,
+        dim_feedforward: 16,
+        dropout: 0.5,
+    };
+    let params = Parameters::new(gpu(), 12);
+    let layer = TransformerEncoderLayer::new(&params.at("layer"), config).unwrap();
+    let x_values = Rng::new(13).vec(2 * 3 * 8, -1.0, 1.0);
+    let run = |mode: &dyn Fn(&mut Graph) -> Mode, seed: u32| {
+        let mut g = Graph::new(gpu());
+        let x = g.input("x", &[2, 3, 8]);
+        let mode = mode(&mut g);
+        let y = layer.forward(&mut g, x, None, mode).unwrap();
+        let mut plan = g.compile(&[y]).unwrap();
+        let mut feeds = vec![Feed::f32(x, &x_values)];
+        let seeds = [seed];
+        if let Mode::Train { dropout_seed } = mode {
+            feeds.push(Feed::u32(dropout_seed, &seeds));
+        }
+        plan.run(&feeds, &[]).unwrap();
+        plan.read(y).unwrap()
+    };
+    let eval = |_: &mut Graph| Mode::Eval;
+    let train = |g: &mut Graph| Mode::Train {
+        dropout_seed: g.input_indices("dropout_seed", &[1]),
+    };
+    assert_eq!(run(&eval, 0), run(&eval, 1));
+    assert_ne!(run(&train, 1), run(&eval, 0));
+    assert_ne!(run(&train, 1), run(&train, 2));
+    assert_eq!(run(&train, 3), run(&train, 3));
+
+    let err = MultiheadAttention::new(&params.at("odd"), 8, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 heads") && err.contains("8"), "{err}");
+    let err = TransformerEncoderLayer::new(
+        &params.at("bad"),
+        TransformerLayerConfig {
+            dropout: 1.0,
+            ..config
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("dropout 1"), "{err}");
+}

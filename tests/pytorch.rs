@@ -393,3 +393,79 @@ fn the_gru_encoder_decoder_with_attention_matches_pytorchs() {
     }
     assert_losses("seq2seq losses under Adam", &losses, &io);
 }
+
+/// PyTorch's pre-norm `nn.TransformerEncoderLayer` and `nn.TransformerDecoderLayer`
+/// (batch-first, every parameter moved off its start): the encoder's output over padded
+/// sources, the decoder's under its causal mask and the memory's padding, and three Adam
+/// steps on mean(out²).
+#[test]
+fn transformer_layers_match_pytorchs() {
+    use shadergrad::nn::{
+        Mode, TransformerDecoderLayer, TransformerEncoderLayer, TransformerLayerConfig,
+    };
+    let state = reference("transformer_layers.state.safetensors");
+    let io = reference("transformer_layers.io.safetensors");
+    let config = TransformerLayerConfig {
+        d_model: 8,
+        heads: 2,
+        dim_feedforward: 16,
+        dropout: 0.0,
+    };
+    let params = Parameters::new(gpu(), 0);
+    let encoder = TransformerEncoderLayer::new(&params.at("encoder_layer"), config).unwrap();
+    let decoder = TransformerDecoderLayer::new(&params.at("decoder_layer"), config).unwrap();
+    params.load(&state).unwrap();
+
+    let mut g = Graph::new(gpu());
+    let source = g.input("source", &[3, 5, 8]);
+    let target = g.input("target", &[3, 4, 8]);
+    let lengths = g.input_indices("lengths", &[3]);
+    let memory = encoder
+        .forward(&mut g, source, Some(lengths), Mode::Eval)
+        .unwrap();
+    let out = decoder
+        .forward(&mut g, target, memory, Some(lengths), Mode::Eval)
+        .unwrap();
+    let squares = g.mul(out, out).unwrap();
+    let loss = g.mean_all(squares).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, memory, out];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    let (sources, targets, lengths_values) = (
+        floats(&io, "source"),
+        floats(&io, "target"),
+        longs(&io, "lengths"),
+    );
+    let feeds = [
+        Feed::f32(source, &sources),
+        Feed::f32(target, &targets),
+        Feed::u32(lengths, &lengths_values),
+    ];
+    plan.run(&feeds, &[]).unwrap();
+    assert_close(
+        "encoder layer",
+        &plan.read(memory).unwrap(),
+        &floats(&io, "memory"),
+        1e-5,
+        1e-5,
+    );
+    assert_close(
+        "decoder layer",
+        &plan.read(out).unwrap(),
+        &floats(&io, "out"),
+        1e-5,
+        1e-5,
+    );
+
+    let mut optimizer = params
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
+        .unwrap();
+    let mut losses = Vec::new();
+    for step in 1..=3 {
+        optimizer.prepare_step(step).unwrap();
+        plan.run(&feeds, optimizer.dispatches()).unwrap();
+        losses.push(plan.read(loss).unwrap()[0]);
+    }
+    assert_losses("transformer layer losses under Adam", &losses, &io);
+}

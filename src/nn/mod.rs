@@ -8,6 +8,8 @@
 //! - [`layers`]: [`Linear`], [`Embedding`], [`LayerNorm`], [`Conv1d`] and the [`Mlp`], with
 //!   PyTorch's names and layouts;
 //! - [`recurrent`]: [`Recurrent`], PyTorch's RNN, GRU and LSTM stacks;
+//! - [`attention`]: [`MultiheadAttention`] and the Transformer's encoder and decoder layers,
+//!   with [`Mode`], which says whether dropout acts;
 //!
 //! The other submodules hold the larger architectures, each a config (the sizes, saved in a
 //! checkpoint) and a builder that adds the model to a graph:
@@ -19,6 +21,7 @@
 //!
 //! The models built from them, ready to train and run, are in [`crate::models`].
 
+pub mod attention;
 pub mod charlm;
 pub mod layers;
 pub mod parameters;
@@ -27,6 +30,10 @@ pub mod seq2seq;
 pub mod textcnn;
 pub mod transformer;
 
+pub use attention::{
+    Mode, MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer,
+    TransformerLayerConfig,
+};
 pub use layers::{Conv1d, Embedding, LayerNorm, Linear, LinearSpec, Mlp};
 pub use parameters::{Init, Parameters};
 pub use recurrent::{Directions, Recurrent, RecurrentConfig, State};

@@ -1,0 +1,366 @@
+//! Multi-head attention and the Transformer's layers, with PyTorch's names and layouts
+//! (`batch_first=True`, `norm_first=True`), so that their `state_dict`s move between the
+//! two:
+//!
+//! - [`MultiheadAttention`]: `in_proj_weight` `[3d, d]` (the query, key and value
+//!   projections stacked), `in_proj_bias` `[3d]`, `out_proj.weight` `[d, d]`,
+//!   `out_proj.bias`;
+//! - [`TransformerEncoderLayer`]: `self_attn.*`, `linear1`, `linear2`, `norm1`, `norm2`;
+//! - [`TransformerDecoderLayer`]: `self_attn.*`, `multihead_attn.*`, `linear1`, `linear2`,
+//!   `norm1`, `norm2`, `norm3`.
+//!
+//! A layer is pre-norm (x + block(LayerNorm(x))), with a ReLU feed-forward block. Dropout
+//! acts only in [`Mode::Train`], on each block's output before the residual add; PyTorch's
+//! layers also drop inside the feed-forward block and on the attention weights, so the two
+//! agree exactly only without dropout (as every evaluation is).
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, Parameter, Var};
+use crate::nn::{Init, LayerNorm, Linear, Parameters};
+
+/// Whether a graph is built for training or for evaluation: what dropout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dropout draws its masks from `dropout_seed`, a u32 `[1]` input fed a new value every
+    /// step.
+    Train {
+        /// The seed of every dropout of the graph (each draws its own stream).
+        dropout_seed: Var,
+    },
+    /// No dropout: evaluation, serving, decoding.
+    Eval,
+}
+
+impl Mode {
+    /// `x` with dropout of probability `p` in training, `x` itself otherwise (or when p is 0).
+    pub fn dropout(self, g: &mut Graph, x: Var, p: f32) -> Result<Var> {
+        match self {
+            Mode::Train { dropout_seed } if p > 0.0 => g.dropout(x, p, dropout_seed),
+            _ => Ok(x),
+        }
+    }
+}
+
+/// PyTorch's `nn.MultiheadAttention(d, heads, batch_first=True)`: queries `[B, Tq, d]`
+/// attend over keys and values `[B, Tk, d]` in `heads` heads of d / heads, scaled by
+/// 1/√(d / heads).
+#[derive(Debug, Clone)]
+pub struct MultiheadAttention {
+    /// `in_proj_weight`: `[3d, d]`, the query, key and value projections stacked.
+    pub in_proj_weight: Parameter,
+    /// `in_proj_bias`: `[3d]`.
+    pub in_proj_bias: Parameter,
+    /// `out_proj`: d → d.
+    pub out_proj: Linear,
+    /// How many heads.
+    pub heads: usize,
+}
+
+impl MultiheadAttention {
+    /// The projections in `params`, started as PyTorch starts them (Xavier-uniform
+    /// `in_proj_weight`, zero biases).
+    pub fn new(params: &Parameters, embed_dim: usize, heads: usize) -> Result<Self> {
+        if embed_dim == 0 || heads == 0 || !embed_dim.is_multiple_of(heads) {
+            return Err(Error::invalid(
+                "MultiheadAttention",
+                format!(
+                    "{}: {heads} heads must divide the width {embed_dim} (both at least 1)",
+                    params.path("in_proj_weight")
+                ),
+            ));
+        }
+        let d = embed_dim;
+        let in_proj_weight = params.get_or_init("in_proj_weight", &[3 * d, d], Init::Xavier)?;
+        let in_proj_bias = params.get_or_init("in_proj_bias", &[3 * d], Init::Zeros)?;
+        // PyTorch starts out_proj's weight as any Linear's and its bias at zero.
+        let out = params.at("out_proj");
+        let bound = Init::Uniform(1.0 / (d as f32).sqrt());
+        let out_proj = Linear {
+            weight: out.get_or_init("weight", &[d, d], bound)?,
+            bias: Some(out.get_or_init("bias", &[d], Init::Zeros)?),
+        };
+        Ok(MultiheadAttention {
+            in_proj_weight,
+            in_proj_bias,
+            out_proj,
+            heads,
+        })
+    }
+
+    /// The width d.
+    pub fn embed_dim(&self) -> usize {
+        self.in_proj_weight.shape()[1]
+    }
+
+    /// Attention of `query` `[B, Tq, d]` over `key_value` `[B, Tk, d]` (the same value for
+    /// self-attention, whose three projections are then one product): `[B, Tq, d]`.
+    /// `key_lengths` (u32 `[B]`) masks each row's keys past its length (PyTorch's
+    /// `key_padding_mask`); `causal` masks the keys after each query's position.
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        query: Var,
+        key_value: Var,
+        key_lengths: Option<Var>,
+        causal: bool,
+    ) -> Result<Var> {
+        let d = self.embed_dim();
+        let (batch, query_steps) = self.batch_steps(g, query)?;
+        let (key_batch, key_steps) = self.batch_steps(g, key_value)?;
+        if key_batch != batch {
+            return Err(Error::invalid(
+                "MultiheadAttention",
+                format!("{batch} query rows against {key_batch} key rows"),
+            ));
+        }
+        let weight = g.param(&self.in_proj_weight)?;
+        let bias = g.param(&self.in_proj_bias)?;
+        let queries = g.reshape(query, &[batch * query_steps, d])?;
+        let (q, k, v) = if query == key_value {
+            let qkv = project(g, queries, weight, bias, 0..3 * d)?;
+            (
+                g.slice(qkv, 1, 0, d as isize)?,
+                g.slice(qkv, 1, d as isize, 2 * d as isize)?,
+                g.slice(qkv, 1, 2 * d as isize, 3 * d as isize)?,
+            )
+        } else {
+            let keys = g.reshape(key_value, &[batch * key_steps, d])?;
+            let q = project(g, queries, weight, bias, 0..d)?;
+            let kv = project(g, keys, weight, bias, d..3 * d)?;
+            (
+                q,
+                g.slice(kv, 1, 0, d as isize)?,
+                g.slice(kv, 1, d as isize, 2 * d as isize)?,
+            )
+        };
+        let q = self.split_heads(g, q, batch, query_steps)?;
+        let k = self.split_heads(g, k, batch, key_steps)?;
+        let v = self.split_heads(g, v, batch, key_steps)?;
+        let heads = g.attention(q, k, v, key_lengths, causal, None)?;
+        let merged = g.permute(heads, &[0, 2, 1, 3])?;
+        let merged = g.reshape(merged, &[batch, query_steps, d])?;
+        self.out_proj.forward(g, merged)
+    }
+
+    fn batch_steps(&self, g: &Graph, x: Var) -> Result<(usize, usize)> {
+        match *g.shape(x) {
+            [batch, steps, d] if d == self.embed_dim() => Ok((batch, steps)),
+            ref other => Err(Error::invalid(
+                "MultiheadAttention",
+                format!(
+                    "{}: expected [B, T, {}], got {other:?}",
+                    self.in_proj_weight.name(),
+                    self.embed_dim()
+                ),
+            )),
+        }
+    }
+
+    /// Rows `[B·T, d]` as heads `[B, h, T, d/h]`.
+    fn split_heads(&self, g: &mut Graph, x: Var, batch: usize, steps: usize) -> Result<Var> {
+        let d = self.embed_dim();
+        let x = g.reshape(x, &[batch, steps, self.heads, d / self.heads])?;
+        g.permute(x, &[0, 2, 1, 3])
+    }
+}
+
+/// rows·W[rows_of_w]ᵀ + b[rows_of_w]: the projections of the stacked `weight` `[3d, d]` in
+/// `range`.
+fn project(
+    g: &mut Graph,
+    rows: Var,
+    weight: Var,
+    bias: Var,
+    range: std::ops::Range<usize>,
+) -> Result<Var> {
+    let all = g.shape(weight)[0];
+    let (weight, bias) = if range == (0..all) {
+        (weight, bias)
+    } else {
+        let (start, end) = (range.start as isize, range.end as isize);
+        (
+            g.slice(weight, 0, start, end)?,
+            g.slice(bias, 0, start, end)?,
+        )
+    };
+    g.gemm(
+        rows,
+        weight,
+        crate::graph::GemmSpec::new().transpose_b().bias(bias),
+    )
+}
+
+/// The sizes of a Transformer layer: PyTorch's `d_model`, `nhead`, `dim_feedforward` and
+/// `dropout`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransformerLayerConfig {
+    /// d: the width of every position.
+    pub d_model: usize,
+    /// Attention heads (they divide d).
+    pub heads: usize,
+    /// The feed-forward block's hidden width.
+    pub dim_feedforward: usize,
+    /// The drop probability in training, in [0, 1).
+    pub dropout: f32,
+}
+
+/// The ReLU feed-forward block: linear2(relu(linear1(x))).
+#[derive(Debug, Clone)]
+struct FeedForward {
+    linear1: Linear,
+    linear2: Linear,
+}
+
+impl FeedForward {
+    fn new(params: &Parameters, config: &TransformerLayerConfig) -> Result<Self> {
+        Ok(FeedForward {
+            linear1: Linear::new(
+                &params.at("linear1"),
+                config.d_model,
+                config.dim_feedforward,
+            )?,
+            linear2: Linear::new(
+                &params.at("linear2"),
+                config.dim_feedforward,
+                config.d_model,
+            )?,
+        })
+    }
+
+    fn forward(&self, g: &mut Graph, x: Var) -> Result<Var> {
+        let hidden = self.linear1.forward(g, x)?;
+        let hidden = g.relu(hidden)?;
+        self.linear2.forward(g, hidden)
+    }
+}
+
+fn check_dropout(config: &TransformerLayerConfig) -> Result<()> {
+    if (0.0..1.0).contains(&config.dropout) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "transformer layer",
+            format!("dropout {} is not in [0, 1)", config.dropout),
+        ))
+    }
+}
+
+/// PyTorch's `nn.TransformerEncoderLayer(d, heads, ff, dropout, batch_first=True,
+/// norm_first=True)`: x + self_attn(norm1(x)), then + linear2(relu(linear1(norm2(x)))).
+#[derive(Debug, Clone)]
+pub struct TransformerEncoderLayer {
+    /// The sizes.
+    pub config: TransformerLayerConfig,
+    /// `self_attn`.
+    pub self_attn: MultiheadAttention,
+    feed_forward: FeedForward,
+    /// `norm1`, before the self-attention.
+    pub norm1: LayerNorm,
+    /// `norm2`, before the feed-forward block.
+    pub norm2: LayerNorm,
+}
+
+impl TransformerEncoderLayer {
+    /// The layer's parameters in `params`, in PyTorch's state-dict order.
+    pub fn new(params: &Parameters, config: TransformerLayerConfig) -> Result<Self> {
+        check_dropout(&config)?;
+        let self_attn =
+            MultiheadAttention::new(&params.at("self_attn"), config.d_model, config.heads)?;
+        let feed_forward = FeedForward::new(params, &config)?;
+        Ok(TransformerEncoderLayer {
+            config,
+            self_attn,
+            feed_forward,
+            norm1: LayerNorm::new(&params.at("norm1"), config.d_model)?,
+            norm2: LayerNorm::new(&params.at("norm2"), config.d_model)?,
+        })
+    }
+
+    /// The layer over x `[B, T, d]`, the keys past each row's `key_lengths` masked.
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        x: Var,
+        key_lengths: Option<Var>,
+        mode: Mode,
+    ) -> Result<Var> {
+        let p = self.config.dropout;
+        let normed = self.norm1.forward(g, x)?;
+        let attended = self
+            .self_attn
+            .forward(g, normed, normed, key_lengths, false)?;
+        let attended = mode.dropout(g, attended, p)?;
+        let x = g.add(x, attended)?;
+        let normed = self.norm2.forward(g, x)?;
+        let transformed = self.feed_forward.forward(g, normed)?;
+        let transformed = mode.dropout(g, transformed, p)?;
+        g.add(x, transformed)
+    }
+}
+
+/// PyTorch's `nn.TransformerDecoderLayer(d, heads, ff, dropout, batch_first=True,
+/// norm_first=True)`: x + causal self_attn(norm1(x)), + multihead_attn(norm2(x), memory),
+/// + linear2(relu(linear1(norm3(x)))).
+#[derive(Debug, Clone)]
+pub struct TransformerDecoderLayer {
+    /// The sizes.
+    pub config: TransformerLayerConfig,
+    /// `self_attn`, causal.
+    pub self_attn: MultiheadAttention,
+    /// `multihead_attn`, over the encoder's output.
+    pub multihead_attn: MultiheadAttention,
+    feed_forward: FeedForward,
+    /// `norm1`, before the self-attention.
+    pub norm1: LayerNorm,
+    /// `norm2`, before the attention over the memory.
+    pub norm2: LayerNorm,
+    /// `norm3`, before the feed-forward block.
+    pub norm3: LayerNorm,
+}
+
+impl TransformerDecoderLayer {
+    /// The layer's parameters in `params`, in PyTorch's state-dict order.
+    pub fn new(params: &Parameters, config: TransformerLayerConfig) -> Result<Self> {
+        check_dropout(&config)?;
+        let (d, heads) = (config.d_model, config.heads);
+        let self_attn = MultiheadAttention::new(&params.at("self_attn"), d, heads)?;
+        let multihead_attn = MultiheadAttention::new(&params.at("multihead_attn"), d, heads)?;
+        let feed_forward = FeedForward::new(params, &config)?;
+        Ok(TransformerDecoderLayer {
+            config,
+            self_attn,
+            multihead_attn,
+            feed_forward,
+            norm1: LayerNorm::new(&params.at("norm1"), d)?,
+            norm2: LayerNorm::new(&params.at("norm2"), d)?,
+            norm3: LayerNorm::new(&params.at("norm3"), d)?,
+        })
+    }
+
+    /// The layer over x `[B, Tq, d]`, each position seeing the positions up to itself and
+    /// `memory` `[B, Tk, d]` up to each row's `memory_lengths`.
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        x: Var,
+        memory: Var,
+        memory_lengths: Option<Var>,
+        mode: Mode,
+    ) -> Result<Var> {
+        let p = self.config.dropout;
+        let normed = self.norm1.forward(g, x)?;
+        let attended = self.self_attn.forward(g, normed, normed, None, true)?;
+        let attended = mode.dropout(g, attended, p)?;
+        let x = g.add(x, attended)?;
+        let normed = self.norm2.forward(g, x)?;
+        let attended = self
+            .multihead_attn
+            .forward(g, normed, memory, memory_lengths, false)?;
+        let attended = mode.dropout(g, attended, p)?;
+        let x = g.add(x, attended)?;
+        let normed = self.norm3.forward(g, x)?;
+        let transformed = self.feed_forward.forward(g, normed)?;
+        let transformed = mode.dropout(g, transformed, p)?;
+        g.add(x, transformed)
+    }
+}
