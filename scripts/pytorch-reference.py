@@ -17,6 +17,7 @@ prints where) into the same PyTorch modules with load_state_dict(strict=True) an
 that they compute what shadergrad computed.
 """
 
+import math
 import pathlib
 import sys
 
@@ -273,6 +274,85 @@ def transformer_layers_case():
     return saved, io
 
 
+def sinusoidal_positions(steps, width):
+    """shadergrad's nn::transformer::sinusoidal_positions."""
+    positions = torch.zeros(steps, width, dtype=torch.float64)
+    for t in range(steps):
+        for i in range(width):
+            angle = t * 10000.0 ** (-(i // 2 * 2) / width)
+            positions[t, i] = math.sin(angle) if i % 2 == 0 else math.cos(angle)
+    return positions.float()
+
+
+class TransformerSeq2Seq(torch.nn.Module):
+    """shadergrad's nn::transformer::Transformer: embeddings·sqrt(d) plus sinusoidal
+    positions, a pre-norm nn.Transformer, the output layer, under the same names."""
+
+    def __init__(self, vocab, d, heads, layers, ff):
+        super().__init__()
+        self.d = d
+        self.source_embedding = torch.nn.Embedding(vocab, d)
+        self.target_embedding = torch.nn.Embedding(vocab, d)
+        self.transformer = torch.nn.Transformer(
+            d, heads, layers, layers, ff, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.output = torch.nn.Linear(d, vocab)
+
+    def embed(self, table, ids):
+        x = table(ids.T) * self.d**0.5  # time-major ids, batch-major rows
+        return x + sinusoidal_positions(ids.shape[0], self.d)
+
+    def forward(self, source, lengths, decoder_input):
+        padded = torch.arange(source.shape[0])[None, :] >= lengths[:, None]
+        steps = decoder_input.shape[0]
+        causal = torch.nn.Transformer.generate_square_subsequent_mask(steps)
+        out = self.transformer(
+            self.embed(self.source_embedding, source),
+            self.embed(self.target_embedding, decoder_input),
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            src_key_padding_mask=padded,
+            memory_key_padding_mask=padded,
+        )
+        return self.output(out).reshape(-1, self.output.out_features)
+
+
+def transformer_seq2seq_case():
+    torch.manual_seed(7)
+    (vocab, d, heads, layers, ff) = (11, 8, 2, 2, 16)
+    model = TransformerSeq2Seq(vocab, d, heads, layers, ff)
+    model.train()  # dropout is 0; training mode keeps PyTorch off its fused fast path
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    lengths = torch.tensor([5, 3, 2])
+    source = torch.randint(3, vocab, (5, 3))
+    for b, length in enumerate(lengths.tolist()):
+        source[length:, b] = 0
+    targets = torch.randint(3, vocab, (3, 4))
+    targets[1, 3] = 0
+    decoder_input = torch.cat([torch.ones(1, 3, dtype=torch.long), targets.T[:-1]], 0)
+    target = targets.reshape(-1)
+    saved = state(model)
+    with torch.no_grad():
+        logits = model(source, lengths, decoder_input)
+    losses = adam_losses(
+        model,
+        lambda: torch.nn.functional.cross_entropy(
+            model(source, lengths, decoder_input), target, ignore_index=0
+        ),
+    )
+    io = {
+        "source": source,
+        "lengths": lengths,
+        "decoder_input": decoder_input,
+        "target": target,
+        "logits": logits,
+        "losses": losses,
+    }
+    return saved, io
+
+
 CASES = {
     "mlp": mlp_case,
     "rnn": lambda: recurrent_case("RNN", 1, False, False),
@@ -281,6 +361,7 @@ CASES = {
     "seq2seq_gru": seq2seq_case,
     "conv1d": conv1d_case,
     "transformer_layers": transformer_layers_case,
+    "seq2seq_transformer": transformer_seq2seq_case,
 }
 
 

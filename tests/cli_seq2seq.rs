@@ -409,39 +409,60 @@ fn a_transformer_trains_saves_and_translates() {
     assert!(text(&output.stderr).contains("not a finite number"));
 }
 
-/// Checkpoints saved before the recurrent model took PyTorch's names and layouts
-/// (`tests/data/legacy-seq2seq`: written after epoch 1 by the build before, commit
-/// 01be7fe) still resume: epoch 2 gives the losses that build's own resume gave (its
+/// Checkpoints saved before the models took PyTorch's names and layouts
+/// (`tests/data/legacy-seq2seq`: written after epoch 1 by the builds before, commit 01be7fe
+/// for the recurrent ones, 957b7ff for the Transformer) still resume: epoch 2 gives the losses that build's own resume gave (its
 /// metrics line beside each file), the weights and Adam's moments moved to their new names
 /// and layouts; the new save is in today's layout, and `translate` reads the old file.
 #[test]
 fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/legacy-seq2seq");
     let dir = scratch("seq2seq-legacy");
-    for (name, flags) in [
+    let cases: [(&str, &[&str]); 3] = [
         (
             "lstm-bidirectional-additive",
-            [
+            &[
                 "--arch",
                 "lstm",
                 "--bidirectional",
                 "true",
                 "--attention",
                 "additive",
+                "--embed",
+                "6",
             ],
         ),
         (
             "gru-dot",
-            [
+            &[
                 "--arch",
                 "gru",
                 "--bidirectional",
                 "false",
                 "--attention",
                 "dot",
+                "--embed",
+                "6",
             ],
         ),
-    ] {
+        // Its query, key and value projections become the blocks of in_proj_weight.
+        (
+            "transformer",
+            &[
+                "--arch",
+                "transformer",
+                "--heads",
+                "2",
+                "--ff",
+                "16",
+                "--warmup",
+                "0",
+                "--lr",
+                "0.01",
+            ],
+        ),
+    ];
+    for (name, flags) in cases {
         let model = dir.join(format!("{name}.safetensors"));
         std::fs::copy(data.join(format!("{name}.safetensors")), &model).unwrap();
         let metrics = dir.join(format!("{name}.jsonl"));
@@ -456,8 +477,6 @@ fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
             "30",
             "--hidden",
             "8",
-            "--embed",
-            "6",
             "--layers",
             "2",
             "--batch",
@@ -473,7 +492,7 @@ fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
             "--metrics",
             metrics.to_str().unwrap(),
         ];
-        args.extend(flags);
+        args.extend_from_slice(flags);
         let output = shadergrad(&args);
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));
         let line = |path: &Path| -> serde_json::Value {
@@ -498,6 +517,25 @@ fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));
     }
     // Today's saves are in PyTorch's names and layouts, and say so.
+    let model = dir.join("today-transformer.safetensors");
+    let metrics = dir.join("today-transformer.jsonl");
+    let output = tiny_training(&model, &metrics, "1", &["--arch", "transformer"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let saved = shadergrad::checkpoint::load(&model).unwrap();
+    assert_eq!(saved.config["weight_layout"], "pytorch");
+    let layer = "transformer.decoder.layers.1.multihead_attn";
+    assert_eq!(
+        saved.get(&format!("{layer}.in_proj_weight")).unwrap().shape,
+        [48, 16]
+    );
+    assert_eq!(
+        saved
+            .get(&format!("{layer}.out_proj.weight"))
+            .unwrap()
+            .shape,
+        [16, 16]
+    );
+    assert!(saved.get("transformer.encoder.norm.weight").is_ok());
     let model = dir.join("today.safetensors");
     let output = tiny_training(&model, &dir.join("today.jsonl"), "1", &["--arch", "lstm"]);
     assert!(output.status.success(), "{}", text(&output.stderr));

@@ -469,3 +469,78 @@ fn transformer_layers_match_pytorchs() {
     }
     assert_losses("transformer layer losses under Adam", &losses, &io);
 }
+
+/// train-seq2seq's Transformer (embeddings·√d plus sinusoidal positions, a pre-norm
+/// `nn.Transformer` of two layers a side, the output layer; every parameter moved off its
+/// start) loads a PyTorch module's `state_dict` of the same structure: the teacher-forced
+/// logits over padded sources, and the losses of three Adam steps, match.
+#[test]
+fn the_transformer_encoder_decoder_matches_pytorchs() {
+    use shadergrad::data::text::PAD;
+    use shadergrad::nn::seq2seq::{Architecture, Seq2SeqConfig};
+    use shadergrad::nn::transformer::{Transformer, TransformerConfig};
+    use shadergrad::nn::Mode;
+    let state = reference("seq2seq_transformer.state.safetensors");
+    let io = reference("seq2seq_transformer.io.safetensors");
+    let (vocab, batch, source_steps, target_steps) = (11, 3, 5, 4);
+    let config = Seq2SeqConfig {
+        vocab_size: vocab,
+        layers: 2,
+        architecture: Architecture::Transformer(TransformerConfig {
+            width: 8,
+            heads: 2,
+            ff: 16,
+            dropout: 0.0,
+        }),
+    };
+    let params = Parameters::new(gpu(), 0);
+    let model = Transformer::new(&config, &params).unwrap();
+    params.load(&state).unwrap();
+
+    let mut g = Graph::new(gpu());
+    let source = g.input_indices("source", &[source_steps, batch]);
+    let lengths = g.input_indices("lengths", &[batch]);
+    let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
+    let target = g.input_indices("target", &[batch * target_steps]);
+    let memory = model.encode(&mut g, source, lengths, Mode::Eval).unwrap();
+    let logits = model
+        .logits(&mut g, decoder_input, memory, lengths, Mode::Eval)
+        .unwrap();
+    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, logits];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    let ids = [
+        longs(&io, "source"),
+        longs(&io, "lengths"),
+        longs(&io, "decoder_input"),
+        longs(&io, "target"),
+    ];
+    let feeds = [
+        Feed::u32(source, &ids[0]),
+        Feed::u32(lengths, &ids[1]),
+        Feed::u32(decoder_input, &ids[2]),
+        Feed::u32(target, &ids[3]),
+    ];
+    plan.run(&feeds, &[]).unwrap();
+    let expected = floats(&io, "logits");
+    assert_close(
+        "transformer logits",
+        &plan.read(logits).unwrap(),
+        &expected,
+        1e-5,
+        1e-5,
+    );
+
+    let mut optimizer = params
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
+        .unwrap();
+    let mut losses = Vec::new();
+    for step in 1..=3 {
+        optimizer.prepare_step(step).unwrap();
+        plan.run(&feeds, optimizer.dispatches()).unwrap();
+        losses.push(plan.read(loss).unwrap()[0]);
+    }
+    assert_losses("transformer losses under Adam", &losses, &io);
+}

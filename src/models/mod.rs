@@ -18,7 +18,9 @@ pub mod textcnn;
 
 use serde_json::Value;
 
-use crate::checkpoint::Checkpoint;
+use std::collections::BTreeMap;
+
+use crate::checkpoint::{Checkpoint, NamedTensor};
 use crate::error::{Error, Result};
 use crate::graph::OPTIMIZER_PREFIX;
 use crate::nn::Parameters;
@@ -28,8 +30,8 @@ use crate::nn::Parameters;
 pub const WEIGHT_LAYOUT: &str = "pytorch";
 
 /// One parameter of a checkpoint from before PyTorch's names and layouts: its old name,
-/// its name today, and whether its matrix is transposed today (`[in, out]` then, `[out, in]`
-/// now).
+/// its name today, whether its matrix is transposed today (`[in, out]` then, `[out, in]`
+/// now), and whether it is now one block of a stacked tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyName {
     /// The name the older build saved.
@@ -38,6 +40,9 @@ pub struct LegacyName {
     pub new: String,
     /// Whether the matrix is stored transposed today.
     pub transposed: bool,
+    /// `Some((k, n))`: the tensor is now block k of n stacked along the first axis of `new`
+    /// (the query, key and value projections in `in_proj_weight`).
+    pub block: Option<(usize, usize)>,
 }
 
 impl LegacyName {
@@ -47,6 +52,20 @@ impl LegacyName {
             old: old.into(),
             new: new.into(),
             transposed,
+            block: None,
+        }
+    }
+
+    /// `old` saved as block `k` of the `n` stacked along the first axis of `new`.
+    pub fn stacked(
+        old: impl Into<String>,
+        new: impl Into<String>,
+        transposed: bool,
+        (k, n): (usize, usize),
+    ) -> Self {
+        LegacyName {
+            block: Some((k, n)),
+            ..LegacyName::new(old, new, transposed)
         }
     }
 }
@@ -103,7 +122,10 @@ pub fn upgrade_legacy_checkpoint(
         .iter()
         .map(|p| p.name().to_string())
         .collect();
-    for tensor in &mut upgraded.tensors {
+    // Blocks of stacked tensors, by their name today, until every block has come.
+    let mut stacks: BTreeMap<String, Vec<Option<NamedTensor>>> = BTreeMap::new();
+    let mut tensors = Vec::with_capacity(upgraded.tensors.len());
+    for mut tensor in std::mem::take(&mut upgraded.tensors) {
         let optimizer_state = tensor
             .name
             .strip_prefix(OPTIMIZER_PREFIX)
@@ -114,25 +136,79 @@ pub fn upgrade_legacy_checkpoint(
             None => legacy.iter().find(|entry| entry.old == tensor.name),
         };
         let Some(entry) = entry else {
+            tensors.push(tensor); // not a parameter of the older build: the load names it
             continue;
         };
         let name = match optimizer_state {
             None => entry.new.clone(),
             Some((_, state)) => match order.iter().position(|name| *name == entry.new) {
                 Some(position) => format!("{OPTIMIZER_PREFIX}{position}.{state}"),
-                None => continue,
+                None => {
+                    tensors.push(tensor);
+                    continue;
+                }
             },
         };
         if entry.transposed {
-            *tensor = tensor.transposed()?;
+            tensor = tensor.transposed()?;
         }
         tensor.name = name;
+        match entry.block {
+            None => tensors.push(tensor),
+            Some((k, n)) => {
+                let blocks = stacks
+                    .entry(tensor.name.clone())
+                    .or_insert_with(|| vec![None; n]);
+                if let Some(slot) = blocks.get_mut(k) {
+                    *slot = Some(tensor);
+                }
+            }
+        }
     }
-    upgraded.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    for (name, blocks) in stacks {
+        let blocks: Vec<NamedTensor> = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(k, block)| {
+                block.ok_or_else(|| {
+                    Error::format(
+                        &checkpoint.path,
+                        format!("block {k} of {name:?} is missing from the checkpoint"),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        tensors.push(stack(&checkpoint.path, name, &blocks)?);
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    upgraded.tensors = tensors;
     if let Some(config) = upgraded.config.as_object_mut() {
         config.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
     }
     Ok(upgraded)
+}
+
+/// `blocks` of one shape stacked along their first axis, as `name`.
+fn stack(path: &std::path::Path, name: String, blocks: &[NamedTensor]) -> Result<NamedTensor> {
+    let first = &blocks[0].shape;
+    let mut values = Vec::new();
+    for block in blocks {
+        if block.shape != *first {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the blocks of {name:?} differ in shape: {:?} and {first:?}",
+                    block.shape
+                ),
+            ));
+        }
+        values.extend_from_slice(block.as_f32()?);
+    }
+    let mut shape = first.clone();
+    if let Some(rows) = shape.first_mut() {
+        *rows *= blocks.len();
+    }
+    Ok(NamedTensor::new(name, &shape, values))
 }
 
 /// Checks, before a model is built from a checkpoint, that the parameter count its config

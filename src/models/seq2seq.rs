@@ -27,7 +27,7 @@ use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
 };
 use crate::nn::transformer::Transformer;
-use crate::nn::Parameters;
+use crate::nn::{Mode, Parameters};
 use crate::optim::Optimizer;
 use crate::tensor::Tensor;
 
@@ -200,6 +200,141 @@ fn legacy_recurrent_names(config: &Seq2SeqConfig, recurrent: &RecurrentConfig) -
     names
 }
 
+/// A Transformer's parameters before PyTorch's names and layouts, in the order that
+/// model made them: separate query, key and value projections `[d, d]` (now the blocks of
+/// `in_proj_weight`), every matrix `[in, out]`.
+fn legacy_transformer_names(layers: usize) -> Vec<LegacyName> {
+    let mut names = Vec::new();
+    let mut same = |name: &str| names.push(LegacyName::new(name, name, false));
+    same("source_embedding.weight");
+    let pair = |names: &mut Vec<LegacyName>, old: &str, new: &str, transposed: bool| {
+        names.push(LegacyName::new(
+            format!("{old}.weight"),
+            format!("{new}.weight"),
+            transposed,
+        ));
+        names.push(LegacyName::new(
+            format!("{old}.bias"),
+            format!("{new}.bias"),
+            false,
+        ));
+    };
+    let attention = |names: &mut Vec<LegacyName>, old: &str, new: &str| {
+        for (k, projection) in ["query", "key", "value"].into_iter().enumerate() {
+            names.push(LegacyName::stacked(
+                format!("{old}.{projection}.weight"),
+                format!("{new}.in_proj_weight"),
+                true,
+                (k, 3),
+            ));
+            names.push(LegacyName::stacked(
+                format!("{old}.{projection}.bias"),
+                format!("{new}.in_proj_bias"),
+                false,
+                (k, 3),
+            ));
+        }
+        pair(
+            names,
+            &format!("{old}.output"),
+            &format!("{new}.out_proj"),
+            true,
+        );
+    };
+    for i in 0..layers {
+        let (old, new) = (
+            format!("encoder.layer{i}"),
+            format!("transformer.encoder.layers.{i}"),
+        );
+        pair(
+            &mut names,
+            &format!("{old}.self_attention.norm"),
+            &format!("{new}.norm1"),
+            false,
+        );
+        attention(
+            &mut names,
+            &format!("{old}.self_attention"),
+            &format!("{new}.self_attn"),
+        );
+        pair(
+            &mut names,
+            &format!("{old}.feed_forward.norm"),
+            &format!("{new}.norm2"),
+            false,
+        );
+        for linear in ["linear1", "linear2"] {
+            pair(
+                &mut names,
+                &format!("{old}.feed_forward.{linear}"),
+                &format!("{new}.{linear}"),
+                true,
+            );
+        }
+    }
+    pair(
+        &mut names,
+        "encoder.norm",
+        "transformer.encoder.norm",
+        false,
+    );
+    names.push(LegacyName::new(
+        "target_embedding.weight",
+        "target_embedding.weight",
+        false,
+    ));
+    for i in 0..layers {
+        let (old, new) = (
+            format!("decoder.layer{i}"),
+            format!("transformer.decoder.layers.{i}"),
+        );
+        pair(
+            &mut names,
+            &format!("{old}.self_attention.norm"),
+            &format!("{new}.norm1"),
+            false,
+        );
+        attention(
+            &mut names,
+            &format!("{old}.self_attention"),
+            &format!("{new}.self_attn"),
+        );
+        pair(
+            &mut names,
+            &format!("{old}.cross_attention.norm"),
+            &format!("{new}.norm2"),
+            false,
+        );
+        attention(
+            &mut names,
+            &format!("{old}.cross_attention"),
+            &format!("{new}.multihead_attn"),
+        );
+        pair(
+            &mut names,
+            &format!("{old}.feed_forward.norm"),
+            &format!("{new}.norm3"),
+            false,
+        );
+        for linear in ["linear1", "linear2"] {
+            pair(
+                &mut names,
+                &format!("{old}.feed_forward.{linear}"),
+                &format!("{new}.{linear}"),
+                true,
+            );
+        }
+    }
+    pair(
+        &mut names,
+        "decoder.norm",
+        "transformer.decoder.norm",
+        false,
+    );
+    pair(&mut names, "output", "output", true);
+    names
+}
+
 /// Sequences up to this many steps get plans of their exact length; longer ones are
 /// rounded up so that a few plans cover every batch.
 const EXACT_LENGTHS: usize = 16;
@@ -319,11 +454,11 @@ impl Seq2SeqModel {
         Ok(model)
     }
 
-    /// `checkpoint` with its tensors under this model's names and in its layouts: a
-    /// recurrent model's checkpoint from before PyTorch's names and layouts (no
-    /// `"weight_layout": "pytorch"`) has its parameters renamed, its matrices transposed and
-    /// its optimizer state moved to the parameters' new places, so that it loads and
-    /// resumes as it would have; any other checkpoint is returned as it is.
+    /// `checkpoint` with its tensors under this model's names and in its layouts: one from
+    /// before PyTorch's names and layouts (no `"weight_layout": "pytorch"`) has its
+    /// parameters renamed, its matrices transposed (a Transformer's query, key and value
+    /// projections stacked into `in_proj_weight`) and its optimizer state moved to the
+    /// parameters' new places, so that it loads and resumes as it would have.
     pub fn upgrade_checkpoint(&self, checkpoint: &Checkpoint) -> Result<Checkpoint> {
         match &self.config.architecture {
             Architecture::Recurrent(recurrent) => upgrade_legacy_checkpoint(
@@ -331,7 +466,11 @@ impl Seq2SeqModel {
                 &legacy_recurrent_names(&self.config, recurrent),
                 &self.parameters,
             ),
-            Architecture::Transformer(_) => Ok(checkpoint.clone()),
+            Architecture::Transformer(_) => upgrade_legacy_checkpoint(
+                checkpoint,
+                &legacy_transformer_names(self.config.layers),
+                &self.parameters,
+            ),
         }
     }
 
@@ -343,9 +482,7 @@ impl Seq2SeqModel {
             "max_source": self.max_source,
             "max_target": self.max_target,
         });
-        if let (Architecture::Recurrent(_), Some(map)) =
-            (&self.config.architecture, record.as_object_mut())
-        {
+        if let Some(map) = record.as_object_mut() {
             map.insert("weight_layout".into(), WEIGHT_LAYOUT.into());
         }
         checkpoint::with_extra(record, extra)
@@ -398,10 +535,14 @@ impl Seq2SeqModel {
             Architecture::Transformer(shape) => {
                 let dropout_seed = (training && shape.dropout > 0.0)
                     .then(|| g.input_indices("dropout_seed", &[1]));
-                let transformer = Transformer::new(&self.config, dropout_seed)?;
-                let memory = transformer.encode(&mut g, &p, source, source_lengths)?;
+                let mode = match dropout_seed {
+                    Some(dropout_seed) => Mode::Train { dropout_seed },
+                    None => Mode::Eval,
+                };
+                let transformer = Transformer::new(&self.config, &p)?;
+                let memory = transformer.encode(&mut g, source, source_lengths, mode)?;
                 let logits =
-                    transformer.logits(&mut g, &p, decoder_input, memory, source_lengths)?;
+                    transformer.logits(&mut g, decoder_input, memory, source_lengths, mode)?;
                 (logits, dropout_seed)
             }
             Architecture::Recurrent(_) => {
@@ -612,15 +753,14 @@ impl Seq2SeqModel {
         source_steps: usize,
     ) -> Result<TransformerDecoder> {
         let gpu = self.gpu.clone();
-        let model = Transformer::new(&self.config, None)?;
+        let model = Transformer::new(&self.config, &self.parameters)?;
         let memory_shape = [rows, source_steps, model.shape.width];
         let memory_tensor = Tensor::zeros(&gpu, &memory_shape)?;
 
         let mut g = Graph::new(&gpu);
         let encoder_source = g.input_indices("source", &[source_steps, rows]);
         let encoder_lengths = g.input_indices("source_lengths", &[rows]);
-        let p = self.parameters.clone();
-        let memory = model.encode(&mut g, &p, encoder_source, encoder_lengths)?;
+        let memory = model.encode(&mut g, encoder_source, encoder_lengths, Mode::Eval)?;
         let encoder = compile_bound(&g, &[], &[(memory, memory_tensor.clone())])?;
 
         let max_steps = self.max_target + 1;
@@ -628,7 +768,7 @@ impl Seq2SeqModel {
         let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
         let step_lengths = g.input_indices("source_lengths", &[rows]);
         let memory = g.input("memory", &memory_shape);
-        let logits = model.logits(&mut g, &p, step_prefixes, memory, step_lengths)?;
+        let logits = model.logits(&mut g, step_prefixes, memory, step_lengths, Mode::Eval)?;
         let log_probs = g.log_softmax(logits, -1)?;
         let step = compile_bound(&g, &[log_probs], &[(memory, memory_tensor)])?;
         Ok(TransformerDecoder {

@@ -1,6 +1,5 @@
 //! The Transformer encoder-decoder (Vaswani et al. 2017) for [`crate::nn::seq2seq`]'s
-//! tasks, built on the graph over
-//! [`Parameters`].
+//! tasks, composed of [`crate::nn::attention`]'s layers over [`Parameters`].
 //!
 //! - Encoder: token embedding·√d plus sinusoidal positions (a constant), then `layers`
 //!   layers of multi-head self-attention (the source lengths mask the padded keys) and a
@@ -15,12 +14,15 @@
 //! still helps. Dropout (training graphs only) acts on the embeddings plus positions and on
 //! each block's output before the residual add, as in the original; not on the attention
 //! probabilities, which the fused attention kernel never writes out. Activations are
-//! batch-major, `[B·T, d]` rows between blocks.
+//! batch-major, `[B, T, d]` between layers.
 
 use crate::error::{Error, Result};
-use crate::graph::{GemmSpec, Graph, Var};
+use crate::graph::{Graph, Var};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
-use crate::nn::{Init, Parameters};
+use crate::nn::{
+    Embedding, Init, LayerNorm, Linear, Mode, Parameters, TransformerDecoderLayer,
+    TransformerEncoderLayer, TransformerLayerConfig,
+};
 
 /// The sizes of a Transformer's layers (how many layers each stack has, and the vocabulary,
 /// are [`Seq2SeqConfig`]'s).
@@ -69,9 +71,6 @@ impl TransformerConfig {
     }
 }
 
-/// The layer norms' epsilon (PyTorch's default).
-const NORM_EPS: f32 = 1e-5;
-
 /// Sinusoidal positions `[steps, width]`: sin(t / 10000^(2i/width)) at 2i, cos at 2i + 1.
 pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
     let mut values = vec![0.0f32; steps * width];
@@ -85,7 +84,18 @@ pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
     values
 }
 
-/// Builds the Transformer's parts into graphs.
+/// The Transformer's modules, named as a PyTorch module holding its embeddings, an
+/// `nn.Transformer(d, heads, layers, layers, ff, dropout, batch_first=True,
+/// norm_first=True)` called `transformer` and its output layer would name them:
+///
+/// | name | shape |
+/// |---|---|
+/// | `source_embedding.weight`, `target_embedding.weight` | `[V, d]` |
+/// | `transformer.encoder.layers.{i}.*` | [`TransformerEncoderLayer`]'s |
+/// | `transformer.encoder.norm.*`, `transformer.decoder.norm.*` | `[d]` |
+/// | `transformer.decoder.layers.{i}.*` | [`TransformerDecoderLayer`]'s |
+/// | `output.weight`, `output.bias` | `[V, d]`, `[V]` |
+#[derive(Debug, Clone)]
 pub struct Transformer {
     /// Tokens of the shared vocabulary.
     pub vocab_size: usize,
@@ -93,166 +103,88 @@ pub struct Transformer {
     pub layers: usize,
     /// The layers' sizes and dropout.
     pub shape: TransformerConfig,
-    /// A training graph's dropout seed (u32 `[1]`, fed a new value every step); `None` builds
-    /// no dropout (evaluation and decoding).
-    pub dropout_seed: Option<Var>,
+    source_embedding: Embedding,
+    target_embedding: Embedding,
+    encoder_layers: Vec<TransformerEncoderLayer>,
+    encoder_norm: LayerNorm,
+    decoder_layers: Vec<TransformerDecoderLayer>,
+    decoder_norm: LayerNorm,
+    output: Linear,
 }
 
 impl Transformer {
-    /// The builder of `config`, which must be a Transformer's; `dropout_seed` as the field.
-    pub fn new(config: &Seq2SeqConfig, dropout_seed: Option<Var>) -> Result<Self> {
-        match config.architecture {
-            Architecture::Transformer(shape) => Ok(Transformer {
-                vocab_size: config.vocab_size,
-                layers: config.layers,
-                shape,
-                dropout_seed,
-            }),
-            Architecture::Recurrent(_) => Err(Error::invalid(
-                "transformer",
-                "a recurrent config builds through nn::seq2seq::Seq2Seq",
-            )),
-        }
-    }
-
-    fn width(&self) -> usize {
-        self.shape.width
-    }
-
-    fn dropout(&self, g: &mut Graph, x: Var) -> Result<Var> {
-        match self.dropout_seed {
-            Some(seed) => g.dropout(x, self.shape.dropout, seed),
-            None => Ok(x),
-        }
-    }
-
-    /// Token ids `[T, B]` (time-major) as `[B·T, d]` rows: embedding·√d plus positions.
-    fn embed(&self, g: &mut Graph, p: &Parameters, table: &str, ids: Var) -> Result<Var> {
-        let d = self.width();
-        let (steps, batch) = (g.shape(ids)[0], g.shape(ids)[1]);
+    /// The modules of `config`, which must be a Transformer's, their parameters made (or
+    /// found) in `params`.
+    pub fn new(config: &Seq2SeqConfig, params: &Parameters) -> Result<Self> {
+        let shape = match config.architecture {
+            Architecture::Transformer(shape) => shape,
+            Architecture::Recurrent(_) => {
+                return Err(Error::invalid(
+                    "transformer",
+                    "a recurrent config builds through nn::seq2seq::Seq2Seq",
+                ))
+            }
+        };
+        let (vocab, d) = (config.vocab_size, shape.width);
+        let layer = TransformerLayerConfig {
+            d_model: d,
+            heads: shape.heads,
+            dim_feedforward: shape.ff,
+            dropout: shape.dropout,
+        };
         // Normal(1/√d) scaled by √d gives unit-variance embeddings, on a par with the
         // positions they are added to.
-        let table = p.var(
-            g,
-            table,
-            &[self.vocab_size, d],
-            Init::Normal(1.0 / (d as f32).sqrt()),
-        )?;
-        let x = g.embedding(table, ids)?;
+        let embedding_init = Init::Normal(1.0 / (d as f32).sqrt());
+        let embedding =
+            |name: &str| Embedding::with_init(&params.at(name), vocab, d, embedding_init);
+        let source_embedding = embedding("source_embedding")?;
+        let encoder = params.at("transformer.encoder");
+        let encoder_layers = (0..config.layers)
+            .map(|i| TransformerEncoderLayer::new(&encoder.at(&format!("layers.{i}")), layer))
+            .collect::<Result<Vec<_>>>()?;
+        let encoder_norm = LayerNorm::new(&encoder.at("norm"), d)?;
+        let target_embedding = embedding("target_embedding")?;
+        let decoder = params.at("transformer.decoder");
+        let decoder_layers = (0..config.layers)
+            .map(|i| TransformerDecoderLayer::new(&decoder.at(&format!("layers.{i}")), layer))
+            .collect::<Result<Vec<_>>>()?;
+        let decoder_norm = LayerNorm::new(&decoder.at("norm"), d)?;
+        let output = Linear::new(&params.at("output"), d, vocab)?;
+        Ok(Transformer {
+            vocab_size: vocab,
+            layers: config.layers,
+            shape,
+            source_embedding,
+            target_embedding,
+            encoder_layers,
+            encoder_norm,
+            decoder_layers,
+            decoder_norm,
+            output,
+        })
+    }
+
+    /// Token ids `[T, B]` (time-major) as `[B, T, d]`: embedding·√d plus positions, then
+    /// dropout in training.
+    fn embed(&self, g: &mut Graph, table: &Embedding, ids: Var, mode: Mode) -> Result<Var> {
+        let d = self.shape.width;
+        let steps = g.shape(ids)[0];
+        let x = table.forward(g, ids)?;
         let x = g.permute(x, &[1, 0, 2])?;
         let x = g.scale(x, (d as f32).sqrt())?;
         let positions = g.constant(sinusoidal_positions(steps, d), &[steps, d])?;
         let x = g.add(x, positions)?;
-        let x = g.reshape(x, &[batch * steps, d])?;
-        self.dropout(g, x)
-    }
-
-    /// x·W + b for rows x `[N, inputs]`, PyTorch's initialization.
-    fn linear(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        name: &str,
-        x: Var,
-        outputs: usize,
-    ) -> Result<Var> {
-        let inputs = g.shape(x)[1];
-        let bound = Init::Uniform(1.0 / (inputs as f32).sqrt());
-        let w = p.var(g, &format!("{name}.weight"), &[inputs, outputs], bound)?;
-        let b = p.var(g, &format!("{name}.bias"), &[outputs], bound)?;
-        g.gemm(x, w, GemmSpec::new().bias(b))
-    }
-
-    fn norm(&self, g: &mut Graph, p: &Parameters, name: &str, x: Var) -> Result<Var> {
-        let d = self.width();
-        let gain = p.var(g, &format!("{name}.weight"), &[d], Init::Ones)?;
-        let bias = p.var(g, &format!("{name}.bias"), &[d], Init::Zeros)?;
-        g.layer_norm(x, gain, bias, NORM_EPS)
-    }
-
-    /// Rows `[B·T, d]` as heads `[B, h, T, d/h]`.
-    fn split_heads(&self, g: &mut Graph, x: Var, batch: usize) -> Result<Var> {
-        let (d, heads) = (self.width(), self.shape.heads);
-        let steps = g.shape(x)[0] / batch;
-        let x = g.reshape(x, &[batch, steps, heads, d / heads])?;
-        g.permute(x, &[0, 2, 1, 3])
-    }
-
-    /// Multi-head attention of `queries` `[B·Tq, d]` over `memory` `[B·Tk, d]`: the Q, K, V
-    /// projections, scaled dot-product attention per head, the output projection.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        name: &str,
-        queries: Var,
-        memory: Var,
-        batch: usize,
-        key_lengths: Option<Var>,
-        causal: bool,
-    ) -> Result<Var> {
-        let d = self.width();
-        let q = self.linear(g, p, &format!("{name}.query"), queries, d)?;
-        let k = self.linear(g, p, &format!("{name}.key"), memory, d)?;
-        let v = self.linear(g, p, &format!("{name}.value"), memory, d)?;
-        let (q, k, v) = (
-            self.split_heads(g, q, batch)?,
-            self.split_heads(g, k, batch)?,
-            self.split_heads(g, v, batch)?,
-        );
-        let heads = g.attention(q, k, v, key_lengths, causal, None)?;
-        let merged = g.permute(heads, &[0, 2, 1, 3])?;
-        let rows = g.reshape(merged, &[g.shape(queries)[0], d])?;
-        self.linear(g, p, &format!("{name}.output"), rows, d)
-    }
-
-    fn feed_forward(&self, g: &mut Graph, p: &Parameters, name: &str, x: Var) -> Result<Var> {
-        let hidden = self.linear(g, p, &format!("{name}.linear1"), x, self.shape.ff)?;
-        let hidden = g.relu(hidden)?;
-        self.linear(g, p, &format!("{name}.linear2"), hidden, self.width())
-    }
-
-    /// x + dropout(block(LayerNorm(x))).
-    fn residual(
-        &self,
-        g: &mut Graph,
-        p: &Parameters,
-        name: &str,
-        x: Var,
-        block: impl FnOnce(&mut Graph, &Parameters, Var) -> Result<Var>,
-    ) -> Result<Var> {
-        let normed = self.norm(g, p, &format!("{name}.norm"), x)?;
-        let y = block(g, p, normed)?;
-        let y = self.dropout(g, y)?;
-        g.add(x, y)
+        mode.dropout(g, x, self.shape.dropout)
     }
 
     /// The encoder over source ids `[Ts, B]` (u32, time-major) with lengths `[B]`: its output
     /// `[B, Ts, d]` (padded positions hold values no key mask lets through).
-    pub fn encode(&self, g: &mut Graph, p: &Parameters, source: Var, lengths: Var) -> Result<Var> {
-        let (steps, batch) = (g.shape(source)[0], g.shape(source)[1]);
-        let mut x = self.embed(g, p, "source_embedding.weight", source)?;
-        for layer in 0..self.layers {
-            let name = format!("encoder.layer{layer}");
-            x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
-                self.attention(
-                    g,
-                    p,
-                    &format!("{name}.self_attention"),
-                    x,
-                    x,
-                    batch,
-                    Some(lengths),
-                    false,
-                )
-            })?;
-            x = self.residual(g, p, &format!("{name}.feed_forward"), x, |g, p, x| {
-                self.feed_forward(g, p, &format!("{name}.feed_forward"), x)
-            })?;
+    pub fn encode(&self, g: &mut Graph, source: Var, lengths: Var, mode: Mode) -> Result<Var> {
+        let mut x = self.embed(g, &self.source_embedding, source, mode)?;
+        for layer in &self.encoder_layers {
+            x = layer.forward(g, x, Some(lengths), mode)?;
         }
-        let x = self.norm(g, p, "encoder.norm", x)?;
-        g.reshape(x, &[batch, steps, self.width()])
+        self.encoder_norm.forward(g, x)
     }
 
     /// Logits `[B·Td, V]` (batch-major rows: b·Td + t) of the decoder over input ids `[Td, B]`
@@ -261,53 +193,26 @@ impl Transformer {
     pub fn logits(
         &self,
         g: &mut Graph,
-        p: &Parameters,
         input: Var,
         memory: Var,
         source_lengths: Var,
+        mode: Mode,
     ) -> Result<Var> {
-        let batch = g.shape(input)[1];
-        let (memory_batch, source_steps) = (g.shape(memory)[0], g.shape(memory)[1]);
+        let (steps, batch) = (g.shape(input)[0], g.shape(input)[1]);
+        let memory_batch = g.shape(memory)[0];
         if memory_batch != batch {
             return Err(Error::invalid(
                 "transformer",
                 format!("the decoder has {batch} rows, the encoder's output {memory_batch}"),
             ));
         }
-        let memory = g.reshape(memory, &[batch * source_steps, self.width()])?;
-        let mut x = self.embed(g, p, "target_embedding.weight", input)?;
-        for layer in 0..self.layers {
-            let name = format!("decoder.layer{layer}");
-            x = self.residual(g, p, &format!("{name}.self_attention"), x, |g, p, x| {
-                self.attention(
-                    g,
-                    p,
-                    &format!("{name}.self_attention"),
-                    x,
-                    x,
-                    batch,
-                    None,
-                    true,
-                )
-            })?;
-            x = self.residual(g, p, &format!("{name}.cross_attention"), x, |g, p, x| {
-                self.attention(
-                    g,
-                    p,
-                    &format!("{name}.cross_attention"),
-                    x,
-                    memory,
-                    batch,
-                    Some(source_lengths),
-                    false,
-                )
-            })?;
-            x = self.residual(g, p, &format!("{name}.feed_forward"), x, |g, p, x| {
-                self.feed_forward(g, p, &format!("{name}.feed_forward"), x)
-            })?;
+        let mut x = self.embed(g, &self.target_embedding, input, mode)?;
+        for layer in &self.decoder_layers {
+            x = layer.forward(g, x, memory, Some(source_lengths), mode)?;
         }
-        let x = self.norm(g, p, "decoder.norm", x)?;
-        self.linear(g, p, "output", x, self.vocab_size)
+        let x = self.decoder_norm.forward(g, x)?;
+        let rows = g.reshape(x, &[batch * steps, self.shape.width])?;
+        self.output.forward(g, rows)
     }
 }
 
