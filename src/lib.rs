@@ -9,10 +9,11 @@
 //! - [`graph`]: the autodiff graph, the training API: a model is built once as ops over
 //!   `Var` handles, differentiated by `Graph::backward` and compiled into a `Plan` whose
 //!   every step is one GPU submission;
-//! - [`nn`]: graph building blocks and model architectures: `Linear`, activations, `Mlp`,
-//!   initialisation, parameters shared between plans, and the configs and graph builders of
-//!   the sequence-to-sequence models (RNN encoder-decoder with attention, Transformer), the
-//!   character language model and the text CNN;
+//! - [`nn`]: a model's parameters (`Parameters`, its state dict, shared by the plans of
+//!   every batch shape), the layers with PyTorch's names and layouts (`Linear`,
+//!   `Embedding`, `LayerNorm`, `Conv1d`, `Recurrent`, `MultiheadAttention`, the Transformer's
+//!   encoder and decoder layers, `Mlp`), activations, and the models composed of them (RNN
+//!   encoder-decoder with attention, Transformer, character language model, text CNN);
 //! - [`models`]: models ready to train and run (`Seq2SeqModel`, `CharLmModel`,
 //!   `TextCnnModel`): each owns its parameters on the GPU, compiles a plan per batch shape,
 //!   saves and loads checkpoints, and decodes, samples or classifies;

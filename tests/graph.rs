@@ -2177,3 +2177,102 @@ fn recurrent_backward_for_every_cell_direction_and_padding() {
         }
     }
 }
+
+/// PyTorch's mse_loss with each reduction: values and gradients (of prediction and target)
+/// against finite differences of the f64 definition.
+#[test]
+fn mse_loss_backward_for_every_reduction() {
+    use shadergrad::LossReduction;
+    let shape: &[usize] = &[3, 5];
+    let squares = |x: &[Vec<f64>]| -> Vec<f64> {
+        x[0].iter()
+            .zip(&x[1])
+            .map(|(p, t)| (p - t).powi(2))
+            .collect()
+    };
+    check_op(
+        "mse_loss none",
+        &[shape, shape],
+        |g, p| g.mse_loss(p[0], p[1], LossReduction::None).unwrap(),
+        squares,
+    );
+    check_op(
+        "mse_loss sum",
+        &[shape, shape],
+        |g, p| g.mse_loss(p[0], p[1], LossReduction::Sum).unwrap(),
+        |x| vec![squares(x).iter().sum()],
+    );
+    check_op(
+        "mse_loss mean",
+        &[shape, shape],
+        |g, p| g.mse_loss(p[0], p[1], LossReduction::Mean).unwrap(),
+        |x| vec![squares(x).iter().sum::<f64>() / 15.0],
+    );
+    let mut g = Graph::new(gpu());
+    let a = g.input("a", &[3, 5]);
+    let b = g.input("b", &[5, 3]);
+    let err = g
+        .mse_loss(a, b, LossReduction::Mean)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[3, 5]") && err.contains("[5, 3]"), "{err}");
+}
+
+/// PyTorch's binary_cross_entropy_with_logits: the stable form's values and gradients (of
+/// the logits and the targets) against finite differences of the plain definition
+/// −[y·log σ(x) + (1 − y)·log(1 − σ(x))]; and no overflow at logits of ±100.
+#[test]
+fn binary_cross_entropy_with_logits_backward_and_large_logits() {
+    use shadergrad::LossReduction;
+    let shape: &[usize] = &[4, 3];
+    let losses = |x: &[Vec<f64>]| -> Vec<f64> {
+        x[0].iter()
+            .zip(&x[1])
+            .map(|(&logit, &y)| {
+                let p = 1.0 / (1.0 + (-logit).exp());
+                -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+            })
+            .collect()
+    };
+    check_op(
+        "bce none",
+        &[shape, shape],
+        |g, p| {
+            g.binary_cross_entropy_with_logits(p[0], p[1], LossReduction::None)
+                .unwrap()
+        },
+        losses,
+    );
+    check_op(
+        "bce mean",
+        &[shape, shape],
+        |g, p| {
+            g.binary_cross_entropy_with_logits(p[0], p[1], LossReduction::Mean)
+                .unwrap()
+        },
+        |x| vec![losses(x).iter().sum::<f64>() / 12.0],
+    );
+    let mut g = Graph::new(gpu());
+    let logits = g.input("logits", &[4]);
+    let targets = g.input("targets", &[4]);
+    let loss = g
+        .binary_cross_entropy_with_logits(logits, targets, LossReduction::None)
+        .unwrap();
+    let mut plan = g.compile(&[loss]).unwrap();
+    plan.run(
+        &[
+            Feed::f32(logits, &[100.0, -100.0, 100.0, -100.0]),
+            Feed::f32(targets, &[1.0, 0.0, 0.0, 1.0]),
+        ],
+        &[],
+    )
+    .unwrap();
+    let values = plan.read(loss).unwrap();
+    assert_close(
+        "confident logits",
+        &values,
+        &[0.0, 0.0, 100.0, 100.0],
+        1e-6,
+        1e-6,
+    );
+}

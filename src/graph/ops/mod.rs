@@ -32,7 +32,9 @@
 //! - `attention.rs`: `Attention` (`attention`, `attention_with`, with [`AttentionSpec`]),
 //!   `AttentionGrad`, `FusedAttentionGrad`;
 //! - `recurrent.rs`: `Recurrent` (`recurrent`, with [`RecurrentSpec`] and
-//!   [`RecurrentOutput`]), `RecurrentGrad`.
+//!   [`RecurrentOutput`]), `RecurrentGrad`;
+//! - `loss.rs`: losses composed of the ops above, with no op of their own (`mse_loss`,
+//!   `binary_cross_entropy_with_logits`).
 //!
 //! To add an op, touch its family's file and this one: in the family's file (a new family:
 //! a new file, declared and listed here), the builder in the `impl Graph` block and the
@@ -47,6 +49,7 @@ mod copy;
 mod elementwise;
 mod gather;
 mod layernorm;
+mod loss;
 mod matmul;
 mod random;
 mod recurrent;
