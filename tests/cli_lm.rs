@@ -1,5 +1,7 @@
 //! `train-lm` and `sample`, run as a user runs them, on tiny configurations.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -290,20 +292,12 @@ fn a_checkpoint_from_before_pytorchs_layout_resumes_as_it_would_have() {
         metrics.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
-    let line = |path: &Path| -> serde_json::Value {
-        serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
-    };
-    let (ours, theirs) = (line(&metrics), line(&data.join("lstm.epoch2.jsonl")));
-    for field in ["train_loss", "val_loss", "val_accuracy"] {
-        let (a, b) = (
-            ours[field].as_f64().unwrap(),
-            theirs[field].as_f64().unwrap(),
-        );
-        assert!(
-            (a - b).abs() <= 1e-5 * b.abs(),
-            "{field} {a} after resuming, {b} in the build before"
-        );
-    }
+    common::assert_metrics_match(
+        "lstm",
+        &metrics,
+        &data.join("lstm.epoch2.jsonl"),
+        &["train_loss", "val_loss", "val_accuracy"],
+    );
     let saved = shadergrad::checkpoint::load(&model).unwrap();
     assert_eq!(saved.config["weight_layout"], "pytorch");
     assert_eq!(

@@ -1,5 +1,7 @@
 //! `train-seq2seq` and `translate`, run as a user runs them, on tiny configurations.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -495,23 +497,9 @@ fn checkpoints_from_before_pytorchs_layout_resume_as_they_would_have() {
         args.extend_from_slice(flags);
         let output = shadergrad(&args);
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));
-        let line = |path: &Path| -> serde_json::Value {
-            serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
-        };
-        let (ours, theirs) = (
-            line(&metrics),
-            line(&data.join(format!("{name}.epoch2.jsonl"))),
-        );
-        for field in ["train_loss", "val_loss", "train_token_accuracy"] {
-            let (a, b) = (
-                ours[field].as_f64().unwrap(),
-                theirs[field].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() <= 1e-5 * b.abs(),
-                "{name}: {field} {a} after resuming, {b} in the build before"
-            );
-        }
+        let theirs = data.join(format!("{name}.epoch2.jsonl"));
+        let fields = ["train_loss", "val_loss", "train_token_accuracy"];
+        common::assert_metrics_match(name, &metrics, &theirs, &fields);
         let old = data.join(format!("{name}.safetensors"));
         let output = shadergrad(&["translate", "--checkpoint", old.to_str().unwrap(), "abc"]);
         assert!(output.status.success(), "{name}: {}", text(&output.stderr));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close, gpu};
 use shadergrad::checkpoint::{self, Checkpoint, NamedTensor, TensorData};
-use shadergrad::graph::{Feed, Graph, Var};
+use shadergrad::graph::{Feed, Graph, Plan, Var};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::{Activation, Directions, Mlp, Parameters, Recurrent, RecurrentConfig, State};
 use shadergrad::optim::{OptimizerConfig, Rule};
@@ -35,6 +35,21 @@ fn longs(io: &Checkpoint, name: &str) -> Vec<u32> {
 /// The losses of the steps taken, each within 1e-4 of PyTorch's (relative).
 fn assert_losses(what: &str, ours: &[f32], io: &Checkpoint) {
     assert_close(what, ours, &floats(io, "losses"), 1e-4, 1e-6);
+}
+
+/// The loss before each of three Adam steps (lr 0.01, PyTorch's defaults otherwise) over
+/// `params`, each step and its update one run of `plan`.
+fn adam_losses(plan: &mut Plan, feeds: &[Feed], loss: Var, params: &Parameters) -> Vec<f32> {
+    let mut optimizer = params
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
+        .unwrap();
+    (1..=3)
+        .map(|step| {
+            optimizer.prepare_step(step).unwrap();
+            plan.run(feeds, optimizer.dispatches()).unwrap();
+            plan.read(loss).unwrap()[0]
+        })
+        .collect()
 }
 
 /// Where this test leaves its saves for `scripts/pytorch-reference.py check`.
@@ -94,15 +109,7 @@ fn an_mlp_loads_pytorchs_state_dict_computes_its_logits_and_trains_like_it() {
     );
     println!("saved for `pytorch-reference.py check {}`", dir.display());
 
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&feeds, optimizer.dispatches()).unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
+    let losses = adam_losses(&mut plan, &feeds, loss, &params);
     assert_losses("mlp losses under Adam", &losses, &io);
 }
 
@@ -135,16 +142,7 @@ fn a_conv1d_matches_pytorchs() {
         1e-5,
         1e-6,
     );
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&[Feed::f32(x, &x_values)], optimizer.dispatches())
-            .unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
+    let losses = adam_losses(&mut plan, &[Feed::f32(x, &x_values)], loss, &params);
     assert_losses("conv1d losses under Adam", &losses, &io);
 }
 
@@ -288,15 +286,7 @@ fn recurrent_matches_pytorch(case: &str, cell: CellKind, layers: usize, directio
         );
     }
 
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&feeds, optimizer.dispatches()).unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
+    let losses = adam_losses(&mut plan, &feeds, loss, &params);
     assert_losses(&format!("{case} losses under Adam"), &losses, &io);
 }
 
@@ -315,19 +305,61 @@ fn a_two_layer_lstm_over_padded_sequences_matches_pytorchs() {
     recurrent_matches_pytorch("lstm", CellKind::Lstm, 2, Directions::Forward);
 }
 
+/// A sequence-to-sequence model over `case`'s reference batch (3 sources of 5 steps,
+/// time-major, with their lengths; 4 decoder steps), its weights already loaded into
+/// `params`: `logits_of` builds its logits `[B·Td, V]` from the source, lengths and decoder
+/// input values; the teacher-forced logits and the cross-entropy (ignoring PAD) of three
+/// Adam steps must be PyTorch's.
+fn teacher_forced_against_pytorch(
+    case: &str,
+    params: &Parameters,
+    logits_of: impl Fn(&mut Graph, [Var; 3]) -> Var,
+) {
+    use shadergrad::data::text::PAD;
+    let io = reference(&format!("{case}.io.safetensors"));
+    let (batch, source_steps, target_steps) = (3, 5, 4);
+    let mut g = Graph::new(gpu());
+    let source = g.input_indices("source", &[source_steps, batch]);
+    let lengths = g.input_indices("lengths", &[batch]);
+    let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
+    let target = g.input_indices("target", &[batch * target_steps]);
+    let logits = logits_of(&mut g, [source, lengths, decoder_input]);
+    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
+    let grads = g.backward(loss).unwrap();
+    let mut outputs = vec![loss, logits];
+    outputs.extend(grads.parameter_gradients());
+    let mut plan = g.compile(&outputs).unwrap();
+    let ids = ["source", "lengths", "decoder_input", "target"].map(|name| longs(&io, name));
+    let feeds = [
+        Feed::u32(source, &ids[0]),
+        Feed::u32(lengths, &ids[1]),
+        Feed::u32(decoder_input, &ids[2]),
+        Feed::u32(target, &ids[3]),
+    ];
+    plan.run(&feeds, &[]).unwrap();
+    let expected = floats(&io, "logits");
+    assert_close(
+        &format!("{case} logits"),
+        &plan.read(logits).unwrap(),
+        &expected,
+        1e-5,
+        1e-5,
+    );
+    let losses = adam_losses(&mut plan, &feeds, loss, params);
+    assert_losses(&format!("{case} losses under Adam"), &losses, &io);
+}
+
 /// The RNN encoder-decoder with dot attention (a two-layer bidirectional GRU encoder, its
 /// bridges, the attention's key projection and combination, a two-layer GRU decoder) loads
 /// a PyTorch module's `state_dict` of the same structure: the teacher-forced logits over
 /// padded sources, and the losses of three Adam steps, match.
 #[test]
 fn the_gru_encoder_decoder_with_attention_matches_pytorchs() {
-    use shadergrad::data::text::PAD;
     use shadergrad::nn::seq2seq::{
         Architecture, AttentionKind, RecurrentConfig as Seq2SeqRecurrent, Seq2Seq, Seq2SeqConfig,
     };
     let state = reference("seq2seq_gru.state.safetensors");
-    let io = reference("seq2seq_gru.io.safetensors");
-    let (vocab, batch, source_steps, target_steps) = (11, 3, 5, 4);
+    let vocab = 11;
     let config = Seq2SeqConfig {
         vocab_size: vocab,
         layers: 2,
@@ -342,56 +374,11 @@ fn the_gru_encoder_decoder_with_attention_matches_pytorchs() {
     let params = Parameters::new(gpu(), 0);
     let model = Seq2Seq::new(&config, &params).unwrap();
     params.load(&state).unwrap();
-
-    let mut g = Graph::new(gpu());
-    let source = g.input_indices("source", &[source_steps, batch]);
-    let lengths = g.input_indices("lengths", &[batch]);
-    let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
-    let target = g.input_indices("target", &[batch * target_steps]);
-    let encoded = model.encode(&mut g, source, lengths).unwrap();
-    let (states, _) = model
-        .decode(&mut g, decoder_input, &encoded.initial)
-        .unwrap();
-    let logits = model
-        .logits(&mut g, states, &encoded, lengths, None)
-        .unwrap();
-    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
-    let grads = g.backward(loss).unwrap();
-    let mut outputs = vec![loss, logits];
-    outputs.extend(grads.parameter_gradients());
-    let mut plan = g.compile(&outputs).unwrap();
-    let ids = [
-        longs(&io, "source"),
-        longs(&io, "lengths"),
-        longs(&io, "decoder_input"),
-        longs(&io, "target"),
-    ];
-    let feeds = [
-        Feed::u32(source, &ids[0]),
-        Feed::u32(lengths, &ids[1]),
-        Feed::u32(decoder_input, &ids[2]),
-        Feed::u32(target, &ids[3]),
-    ];
-    plan.run(&feeds, &[]).unwrap();
-    let expected = floats(&io, "logits");
-    assert_close(
-        "seq2seq logits",
-        &plan.read(logits).unwrap(),
-        &expected,
-        1e-5,
-        1e-6,
-    );
-
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&feeds, optimizer.dispatches()).unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
-    assert_losses("seq2seq losses under Adam", &losses, &io);
+    teacher_forced_against_pytorch("seq2seq_gru", &params, |g, [source, lengths, input]| {
+        let encoded = model.encode(g, source, lengths).unwrap();
+        let (states, _) = model.decode(g, input, &encoded.initial).unwrap();
+        model.logits(g, states, &encoded, lengths, None).unwrap()
+    });
 }
 
 /// PyTorch's pre-norm `nn.TransformerEncoderLayer` and `nn.TransformerDecoderLayer`
@@ -458,15 +445,7 @@ fn transformer_layers_match_pytorchs() {
         1e-5,
     );
 
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&feeds, optimizer.dispatches()).unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
+    let losses = adam_losses(&mut plan, &feeds, loss, &params);
     assert_losses("transformer layer losses under Adam", &losses, &io);
 }
 
@@ -476,13 +455,11 @@ fn transformer_layers_match_pytorchs() {
 /// logits over padded sources, and the losses of three Adam steps, match.
 #[test]
 fn the_transformer_encoder_decoder_matches_pytorchs() {
-    use shadergrad::data::text::PAD;
     use shadergrad::nn::seq2seq::{Architecture, Seq2SeqConfig};
     use shadergrad::nn::transformer::{Transformer, TransformerConfig};
     use shadergrad::nn::Mode;
     let state = reference("seq2seq_transformer.state.safetensors");
-    let io = reference("seq2seq_transformer.io.safetensors");
-    let (vocab, batch, source_steps, target_steps) = (11, 3, 5, 4);
+    let vocab = 11;
     let config = Seq2SeqConfig {
         vocab_size: vocab,
         layers: 2,
@@ -496,51 +473,12 @@ fn the_transformer_encoder_decoder_matches_pytorchs() {
     let params = Parameters::new(gpu(), 0);
     let model = Transformer::new(&config, &params).unwrap();
     params.load(&state).unwrap();
-
-    let mut g = Graph::new(gpu());
-    let source = g.input_indices("source", &[source_steps, batch]);
-    let lengths = g.input_indices("lengths", &[batch]);
-    let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
-    let target = g.input_indices("target", &[batch * target_steps]);
-    let memory = model.encode(&mut g, source, lengths, Mode::Eval).unwrap();
-    let logits = model
-        .logits(&mut g, decoder_input, memory, lengths, Mode::Eval)
-        .unwrap();
-    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
-    let grads = g.backward(loss).unwrap();
-    let mut outputs = vec![loss, logits];
-    outputs.extend(grads.parameter_gradients());
-    let mut plan = g.compile(&outputs).unwrap();
-    let ids = [
-        longs(&io, "source"),
-        longs(&io, "lengths"),
-        longs(&io, "decoder_input"),
-        longs(&io, "target"),
-    ];
-    let feeds = [
-        Feed::u32(source, &ids[0]),
-        Feed::u32(lengths, &ids[1]),
-        Feed::u32(decoder_input, &ids[2]),
-        Feed::u32(target, &ids[3]),
-    ];
-    plan.run(&feeds, &[]).unwrap();
-    let expected = floats(&io, "logits");
-    assert_close(
-        "transformer logits",
-        &plan.read(logits).unwrap(),
-        &expected,
-        1e-5,
-        1e-5,
+    teacher_forced_against_pytorch(
+        "seq2seq_transformer",
+        &params,
+        |g, [source, lengths, input]| {
+            let memory = model.encode(g, source, lengths, Mode::Eval).unwrap();
+            model.logits(g, input, memory, lengths, Mode::Eval).unwrap()
+        },
     );
-
-    let mut optimizer = params
-        .optimizer(OptimizerConfig::new(Rule::adam(), 0.01))
-        .unwrap();
-    let mut losses = Vec::new();
-    for step in 1..=3 {
-        optimizer.prepare_step(step).unwrap();
-        plan.run(&feeds, optimizer.dispatches()).unwrap();
-        losses.push(plan.read(loss).unwrap()[0]);
-    }
-    assert_losses("transformer losses under Adam", &losses, &io);
 }

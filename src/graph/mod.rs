@@ -41,6 +41,7 @@ pub use ops::{
     RecurrentSpec,
 };
 pub use parameter::Parameter;
+pub(crate) use plan::load_named;
 pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
 use std::collections::HashMap;

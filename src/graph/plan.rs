@@ -821,23 +821,7 @@ impl Plan {
     /// [`OPTIMIZER_PREFIX`] are the optimizer's state, saved beside the parameters for
     /// resuming; they are left to the optimizer.
     pub fn load_parameters(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        let parameters = self.parameters();
-        let optimizer_state = checkpoint
-            .tensors
-            .iter()
-            .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
-            .map(|t| (t.name.as_str(), t.shape.as_slice()));
-        let expected: Vec<(&str, &[usize])> = parameters
-            .iter()
-            .map(|(name, t)| (*name, t.shape()))
-            .chain(optimizer_state)
-            .collect();
-        checkpoint.check_against(&expected)?;
-        for (name, tensor) in parameters {
-            self.gpu
-                .write(tensor.buffer(), checkpoint.get(name)?.as_f32()?);
-        }
-        Ok(())
+        load_named(checkpoint, &self.parameters())
     }
 
     /// The dispatches of one step (without the extra ones given to `run`).
@@ -849,6 +833,30 @@ impl Plan {
     pub fn memory(&self) -> MemoryReport {
         self.memory
     }
+}
+
+/// Overwrites each `(name, tensor)` with the checkpoint's tensor of that name, after
+/// checking that the checkpoint holds exactly these names and shapes besides an optimizer's
+/// state (under [`OPTIMIZER_PREFIX`]): the error names the first tensor that differs, and
+/// nothing is written unless everything matches.
+pub(crate) fn load_named(checkpoint: &Checkpoint, parameters: &[(&str, &Tensor)]) -> Result<()> {
+    let optimizer_state = checkpoint
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
+        .map(|t| (t.name.as_str(), t.shape.as_slice()));
+    let expected: Vec<(&str, &[usize])> = parameters
+        .iter()
+        .map(|(name, t)| (*name, t.shape()))
+        .chain(optimizer_state)
+        .collect();
+    checkpoint.check_against(&expected)?;
+    for (name, tensor) in parameters {
+        tensor
+            .gpu()
+            .write(tensor.buffer(), checkpoint.get(name)?.as_f32()?);
+    }
+    Ok(())
 }
 
 /// Every index below `bound.bound` or equal to the ignore value; else an error naming the

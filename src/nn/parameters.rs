@@ -232,31 +232,14 @@ impl Parameters {
     }
 
     /// Overwrites every parameter under this view's path with the checkpoint's tensor of
-    /// the same name, after checking that the
-    /// checkpoint holds exactly these names and shapes besides an optimizer's state (under
-    /// [`OPTIMIZER_PREFIX`]): the error names the first tensor that differs. Nothing is
-    /// written unless everything matches.
+    /// the same name, after checking that the checkpoint holds exactly these names and
+    /// shapes besides an optimizer's state (under [`OPTIMIZER_PREFIX`]): the error names the
+    /// first tensor that differs. Nothing is written unless everything matches.
     pub fn load(&self, checkpoint: &Checkpoint) -> Result<()> {
         let parameters = self.list();
-        let optimizer_state = checkpoint
-            .tensors
-            .iter()
-            .filter(|t| t.name.starts_with(OPTIMIZER_PREFIX))
-            .map(|t| (t.name.as_str(), t.shape.as_slice()));
-        let expected: Vec<(&str, &[usize])> = parameters
-            .iter()
-            .map(|p| (p.name(), p.shape()))
-            .chain(optimizer_state)
-            .collect();
-        checkpoint.check_against(&expected)?;
-        let values = parameters
-            .iter()
-            .map(|p| checkpoint.get(p.name())?.as_f32())
-            .collect::<Result<Vec<_>>>()?;
-        for (parameter, values) in parameters.iter().zip(values) {
-            parameter.set(values)?;
-        }
-        Ok(())
+        let named: Vec<(&str, &crate::Tensor)> =
+            parameters.iter().map(|p| (p.name(), p.value())).collect();
+        crate::graph::load_named(checkpoint, &named)
     }
 
     /// An optimizer over every parameter under this view's path and its gradient.

@@ -82,3 +82,28 @@ pub fn assert_gradient(what: &str, analytic: &[f32], numeric: &[f64], rtol: f64,
         );
     }
 }
+
+/// Asserts that `fields` of the one-line metrics file `ours` are within 1e-5 (relative) of
+/// those in `theirs`: a resumed run (`what`) against the run an older build's own resume
+/// gave.
+pub fn assert_metrics_match(
+    what: &str,
+    ours: &std::path::Path,
+    theirs: &std::path::Path,
+    fields: &[&str],
+) {
+    let line = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(std::fs::read_to_string(path).unwrap().trim()).unwrap()
+    };
+    let (ours, theirs) = (line(ours), line(theirs));
+    for field in fields {
+        let (a, b) = (
+            ours[field].as_f64().unwrap(),
+            theirs[field].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs(),
+            "{what}: {field} {a} after resuming, {b} in the build before"
+        );
+    }
+}
