@@ -2276,3 +2276,79 @@ fn binary_cross_entropy_with_logits_backward_and_large_logits() {
         1e-6,
     );
 }
+
+/// numpy's broadcast of `op` over `a` and `b` (any rank), in f64: the reference of the
+/// rank-5 and rank-6 cases below.
+fn broadcast_reference(
+    a: &[f64],
+    a_shape: &[usize],
+    b: &[f64],
+    b_shape: &[usize],
+    op: impl Fn(f64, f64) -> f64,
+) -> Vec<f64> {
+    let rank = a_shape.len().max(b_shape.len());
+    let padded = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (padded(a_shape), padded(b_shape));
+    let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
+    let index = |shape: &[usize], coords: &[usize]| -> usize {
+        shape
+            .iter()
+            .zip(coords)
+            .fold(0, |i, (&d, &c)| i * d + if d == 1 { 0 } else { c })
+    };
+    let n: usize = out.iter().product();
+    (0..n)
+        .map(|flat| {
+            let mut coords = vec![0; rank];
+            let mut rest = flat;
+            for axis in (0..rank).rev() {
+                coords[axis] = rest % out[axis];
+                rest /= out[axis];
+            }
+            op(a[index(&pa, &coords)], b[index(&pb, &coords)])
+        })
+        .collect()
+}
+
+/// Broadcasting past four axes, where the axes coalesce into four: values and gradients
+/// against finite differences of numpy's rule; a pattern that needs five axes is refused.
+#[test]
+fn broadcasting_past_rank_four_coalesces_axes() {
+    let (a5, b5): (&[usize], &[usize]) = (&[2, 3, 2, 2, 3], &[3]);
+    check_op(
+        "rank-5 add",
+        &[a5, b5],
+        |g, p| g.add(p[0], p[1]).unwrap(),
+        |x| broadcast_reference(&x[0], a5, &x[1], b5, |a, b| a + b),
+    );
+    let (a6, b6): (&[usize], &[usize]) = (&[2, 3, 1, 1, 2, 2], &[1, 1, 2, 3, 1, 1]);
+    check_op(
+        "rank-6 mul",
+        &[a6, b6],
+        |g, p| g.mul(p[0], p[1]).unwrap(),
+        |x| broadcast_reference(&x[0], a6, &x[1], b6, |a, b| a * b),
+    );
+    let mut g = Graph::new(gpu());
+    let a = g.input("a", &[2, 1, 3, 1, 2]);
+    let b = g.input("b", &[1, 4, 3, 2, 1]);
+    let err = g.add(a, b).unwrap_err().to_string();
+    assert!(
+        err.contains("more than 4 axes") && err.contains("[1, 4, 3, 2, 1]"),
+        "{err}"
+    );
+    // Broadcast along axis 1 only: the other axes merge, and the result keeps its rank.
+    let c = g.input("c", &[2, 5, 3, 1, 2]);
+    let sum = g.add(a, c).unwrap();
+    assert_eq!(g.shape(sum), &[2, 5, 3, 1, 2]);
+    // Shapes that do not broadcast at all are refused, naming both.
+    let d = g.input("d", &[2, 5, 3, 1, 3]);
+    let err = g.add(a, d).unwrap_err().to_string();
+    assert!(
+        err.contains("[2, 1, 3, 1, 2]") && err.contains("[2, 5, 3, 1, 3]"),
+        "{err}"
+    );
+}

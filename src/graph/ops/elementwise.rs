@@ -1,8 +1,8 @@
 //! The elementwise rules (`kernels::elementwise`): `Unary` and `Binary`.
 
-use crate::error::Result;
-use crate::kernels::broadcast_shapes;
+use crate::error::{Error, Result};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
+use crate::kernels::{broadcast_shapes, coalesce_broadcast, MAX_RANK};
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -57,22 +57,51 @@ impl Graph {
     }
 
     /// xᵖ elementwise for a constant p, as PyTorch's `x ** p` ([`Unary::Pow`]);
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if p is not finite.
+    /// [`Error::InvalidArgument`] if p is not finite.
     pub fn pow(&mut self, x: Var, p: f32) -> Result<Var> {
         self.map(x, Unary::Pow(p))
     }
 
     /// min(max(x, min), max) elementwise, as `torch.clamp` (gradient 1 where
-    /// min ≤ x ≤ max, else 0); [`Error::InvalidArgument`](crate::Error::InvalidArgument)
+    /// min ≤ x ≤ max, else 0); [`Error::InvalidArgument`]
     /// naming the bounds if min > max or either is NaN.
     pub fn clamp(&mut self, x: Var, min: f32, max: f32) -> Result<Var> {
         self.map(x, Unary::Clamp { min, max })
     }
 
     /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes);
-    /// [`Binary::validate`]'s error for bad constants.
+    /// [`Binary::validate`]'s error for bad constants. Operands of more than four axes
+    /// broadcast too when their axes coalesce into four ([`coalesce_broadcast`]): the op
+    /// then runs on free reshapes of them.
     pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
         op.validate()?;
+        self.check_each("zip", &[a, b])?;
+        let (a_shape, b_shape) = (self.shape(a).to_vec(), self.shape(b).to_vec());
+        if a_shape.len().max(b_shape.len()) > MAX_RANK {
+            let Some(out_shape) = broadcast_shape_any_rank(&a_shape, &b_shape) else {
+                return Err(mismatch(
+                    "zip",
+                    &a_shape,
+                    &b_shape,
+                    "an axis differs and neither is 1, so they do not broadcast (numpy rules)"
+                        .into(),
+                ));
+            };
+            let Some((a_rows, b_rows, _)) = coalesce_broadcast(&a_shape, &b_shape) else {
+                return Err(Error::invalid(
+                    "zip",
+                    format!(
+                        "{a_shape:?} and {b_shape:?} broadcast over more than {MAX_RANK} axes \
+                         that cannot merge (neighbouring axes merge when each operand has \
+                         both or broadcasts both)"
+                    ),
+                ));
+            };
+            let a = self.reshape(a, &a_rows)?;
+            let b = self.reshape(b, &b_rows)?;
+            let y = self.push_one(Op::Binary(op), &[a, b])?;
+            return self.reshape(y, &out_shape);
+        }
         self.push_one(Op::Binary(op), &[a, b])
     }
 
@@ -205,4 +234,25 @@ pub(super) fn record_binary(
 ) -> Result<Recorded> {
     let (a, b, y) = (inputs[0].f32(), inputs[1].f32(), outputs[0].f32());
     Ok(binary_dispatch(a, b, y, binary)?.into())
+}
+
+/// The numpy broadcast of two shapes at their own rank; `None` when they do not
+/// broadcast.
+fn broadcast_shape_any_rank(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| {
+        if i < rank - s.len() {
+            1
+        } else {
+            s[i - (rank - s.len())]
+        }
+    };
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
 }
