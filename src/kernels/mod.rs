@@ -229,6 +229,22 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     check_rank(op, a)?;
     check_rank(op, b)?;
+    broadcast_shape_any_rank(a, b).map_err(|axis| Error::ShapeMismatch {
+        op,
+        lhs: a.to_vec(),
+        rhs: b.to_vec(),
+        expected: format!(
+            "axis {axis} differs and neither is 1, so they do not broadcast (numpy rules)"
+        ),
+    })
+}
+
+/// The numpy broadcast of two shapes of any rank; `Err(axis)` for the first axis (of the
+/// result) that differs where neither is 1.
+pub fn broadcast_shape_any_rank(
+    a: &[usize],
+    b: &[usize],
+) -> std::result::Result<Vec<usize>, usize> {
     let rank = a.len().max(b.len());
     let dim = |s: &[usize], i: usize| {
         if i < rank - s.len() {
@@ -242,14 +258,7 @@ pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Ve
             (x, y) if x == y => Ok(x),
             (1, y) => Ok(y),
             (x, 1) => Ok(x),
-            _ => Err(Error::ShapeMismatch {
-                op,
-                lhs: a.to_vec(),
-                rhs: b.to_vec(),
-                expected: format!(
-                    "axis {i} differs and neither is 1, so they do not broadcast (numpy rules)"
-                ),
-            }),
+            _ => Err(i),
         })
         .collect()
 }

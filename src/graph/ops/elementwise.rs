@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
-use crate::kernels::{broadcast_shapes, coalesce_broadcast, MAX_RANK};
+use crate::kernels::{broadcast_shape_any_rank, broadcast_shapes, coalesce_broadcast, MAX_RANK};
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -78,15 +78,14 @@ impl Graph {
         self.check_each("zip", &[a, b])?;
         let (a_shape, b_shape) = (self.shape(a).to_vec(), self.shape(b).to_vec());
         if a_shape.len().max(b_shape.len()) > MAX_RANK {
-            let Some(out_shape) = broadcast_shape_any_rank(&a_shape, &b_shape) else {
-                return Err(mismatch(
+            let out_shape = broadcast_shape_any_rank(&a_shape, &b_shape).map_err(|axis| {
+                mismatch(
                     "zip",
                     &a_shape,
                     &b_shape,
-                    "an axis differs and neither is 1, so they do not broadcast (numpy rules)"
-                        .into(),
-                ));
-            };
+                    format!("axis {axis} differs and neither is 1, so they do not broadcast (numpy rules)"),
+                )
+            })?;
             let Some((a_rows, b_rows, _)) = coalesce_broadcast(&a_shape, &b_shape) else {
                 return Err(Error::invalid(
                     "zip",
@@ -234,25 +233,4 @@ pub(super) fn record_binary(
 ) -> Result<Recorded> {
     let (a, b, y) = (inputs[0].f32(), inputs[1].f32(), outputs[0].f32());
     Ok(binary_dispatch(a, b, y, binary)?.into())
-}
-
-/// The numpy broadcast of two shapes at their own rank; `None` when they do not
-/// broadcast.
-fn broadcast_shape_any_rank(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let dim = |s: &[usize], i: usize| {
-        if i < rank - s.len() {
-            1
-        } else {
-            s[i - (rank - s.len())]
-        }
-    };
-    (0..rank)
-        .map(|i| match (dim(a, i), dim(b, i)) {
-            (x, y) if x == y => Some(x),
-            (1, y) => Some(y),
-            (x, 1) => Some(x),
-            _ => None,
-        })
-        .collect()
 }
