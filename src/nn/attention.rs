@@ -234,6 +234,21 @@ impl FeedForward {
     }
 }
 
+/// A pre-norm block with its residual: x + dropout(block(norm(x))), dropout in training only.
+fn residual(
+    g: &mut Graph,
+    x: Var,
+    norm: &LayerNorm,
+    mode: Mode,
+    p: f32,
+    block: impl FnOnce(&mut Graph, Var) -> Result<Var>,
+) -> Result<Var> {
+    let normed = norm.forward(g, x)?;
+    let y = block(g, normed)?;
+    let y = mode.dropout(g, y, p)?;
+    g.add(x, y)
+}
+
 fn check_dropout(config: &TransformerLayerConfig) -> Result<()> {
     if (0.0..1.0).contains(&config.dropout) {
         Ok(())
@@ -285,16 +300,13 @@ impl TransformerEncoderLayer {
         mode: Mode,
     ) -> Result<Var> {
         let p = self.config.dropout;
-        let normed = self.norm1.forward(g, x)?;
-        let attended = self
-            .self_attn
-            .forward(g, normed, normed, key_lengths, false)?;
-        let attended = mode.dropout(g, attended, p)?;
-        let x = g.add(x, attended)?;
-        let normed = self.norm2.forward(g, x)?;
-        let transformed = self.feed_forward.forward(g, normed)?;
-        let transformed = mode.dropout(g, transformed, p)?;
-        g.add(x, transformed)
+        let x = residual(g, x, &self.norm1, mode, p, |g, normed| {
+            self.self_attn
+                .forward(g, normed, normed, key_lengths, false)
+        })?;
+        residual(g, x, &self.norm2, mode, p, |g, normed| {
+            self.feed_forward.forward(g, normed)
+        })
     }
 }
 
@@ -348,19 +360,15 @@ impl TransformerDecoderLayer {
         mode: Mode,
     ) -> Result<Var> {
         let p = self.config.dropout;
-        let normed = self.norm1.forward(g, x)?;
-        let attended = self.self_attn.forward(g, normed, normed, None, true)?;
-        let attended = mode.dropout(g, attended, p)?;
-        let x = g.add(x, attended)?;
-        let normed = self.norm2.forward(g, x)?;
-        let attended = self
-            .multihead_attn
-            .forward(g, normed, memory, memory_lengths, false)?;
-        let attended = mode.dropout(g, attended, p)?;
-        let x = g.add(x, attended)?;
-        let normed = self.norm3.forward(g, x)?;
-        let transformed = self.feed_forward.forward(g, normed)?;
-        let transformed = mode.dropout(g, transformed, p)?;
-        g.add(x, transformed)
+        let x = residual(g, x, &self.norm1, mode, p, |g, normed| {
+            self.self_attn.forward(g, normed, normed, None, true)
+        })?;
+        let x = residual(g, x, &self.norm2, mode, p, |g, normed| {
+            self.multihead_attn
+                .forward(g, normed, memory, memory_lengths, false)
+        })?;
+        residual(g, x, &self.norm3, mode, p, |g, normed| {
+            self.feed_forward.forward(g, normed)
+        })
     }
 }
