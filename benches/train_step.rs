@@ -33,7 +33,7 @@ fn main() -> shadergrad::Result<()> {
     let params = Parameters::new(&gpu, 1);
     let mlp = Mlp::new(&params, &SIZES, Activation::Relu)?;
     let logits = mlp.forward(&mut g, x)?;
-    let loss = g.cross_entropy(logits, labels, None)?;
+    let loss = g.cross_entropy(logits, labels)?;
     let grads = g.backward(loss)?;
     let outputs: Vec<Var> = std::iter::once(loss)
         .chain(grads.parameter_gradients())

@@ -12,7 +12,7 @@ fn main() -> shadergrad::Result<()> {
     let params = Parameters::new(&gpu, 1); // the model's weights, named as in PyTorch
     let mlp = Mlp::new(&params, &[2, 8, 2], Activation::Tanh)?;
     let logits = mlp.forward(&mut g, x)?;
-    let loss = g.cross_entropy(logits, labels, None)?;
+    let loss = g.cross_entropy(logits, labels)?;
     let grads = g.backward(loss)?; // appends the gradient nodes
     let mut outputs = vec![loss];
     outputs.extend(grads.parameter_gradients());

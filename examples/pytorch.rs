@@ -48,7 +48,7 @@ fn main() -> shadergrad::Result<()> {
     let x = g.input("x", &[6, 3]);
     let targets = g.input_indices("labels", &[6]);
     let logits = mlp.forward(&mut g, x)?;
-    let loss = g.cross_entropy(logits, targets, None)?;
+    let loss = g.cross_entropy(logits, targets)?;
     let grads = g.backward(loss)?;
     let mut outputs = vec![loss, logits];
     outputs.extend(grads.parameter_gradients());

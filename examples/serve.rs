@@ -35,7 +35,7 @@ fn main() -> shadergrad::Result<()> {
     let mut g = Graph::new(&gpu);
     let (x, logits) = model(&mut g, &mlp, 4)?;
     let labels = g.input_indices("labels", &[4]);
-    let loss = g.cross_entropy(logits, labels, None)?;
+    let loss = g.cross_entropy(logits, labels)?;
     let grads = g.backward(loss)?;
     let mut outputs = vec![loss];
     outputs.extend(grads.parameter_gradients());

@@ -691,7 +691,7 @@ impl Bench<'_> {
         let parameters = Parameters::new(self.gpu, 0);
         let mlp = Mlp::new(&parameters, &[784, 256, 256, 10], Activation::Relu)?;
         let logits = mlp.forward(&mut g, x)?;
-        let loss = g.cross_entropy(logits, labels, None)?;
+        let loss = g.cross_entropy(logits, labels)?;
         let grads = g.backward(loss)?;
         let outputs: Vec<Var> = std::iter::once(loss)
             .chain(grads.parameter_gradients())

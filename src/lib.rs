@@ -94,7 +94,7 @@ pub use optim::{Optimizer, OptimizerConfig, Rule, Schedule};
 /// The JSON library of checkpoint configs ([`checkpoint::save`] takes a
 /// `serde_json::Value`), re-exported so that a program need not depend on it itself.
 pub use serde_json;
-pub use tensor::{Indices, Tensor};
+pub use tensor::{Indices, Tensor, PYTORCH_IGNORE_INDEX};
 
 /// The Rust examples of README.md, compiled by `cargo test --doc` so that they keep up with
 /// the API.

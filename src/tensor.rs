@@ -172,6 +172,49 @@ pub fn resolve_axis(op: &'static str, axis: isize, rank: usize) -> Result<usize>
     Ok(resolved as usize)
 }
 
+/// The target value PyTorch's `cross_entropy` and `nll_loss` ignore by default
+/// (`ignore_index=-100`), for [`crate::SoftmaxCrossEntropy::ignore_index`] and
+/// [`crate::graph::CrossEntropySpec::ignore`] over targets given as i64.
+pub const PYTORCH_IGNORE_INDEX: i64 = -100;
+
+/// The u32 bits that stand on the GPU for an index given as i64, PyTorch's dtype for class
+/// indices and token ids: the value itself when it is not negative, its two's complement
+/// when it is (which only an ignore index may be). `None` outside i32, so that no negative
+/// value shares its bits with an index.
+pub(crate) fn index_bits(value: i64) -> Option<u32> {
+    i32::try_from(value).ok().map(|v| v as u32)
+}
+
+/// The u32 bits of an ignore index: any u32 value (a class value such as the padding id,
+/// or a marker past every class) or a negative i32 such as -100, as two's complement. The
+/// two ranges share bits (-1 and `u32::MAX`), but one loss has one ignore index, and fed
+/// targets are checked against its value, not its bits.
+pub(crate) fn ignore_bits(op: &'static str, value: i64) -> Result<u32> {
+    if (i64::from(i32::MIN)..=i64::from(u32::MAX)).contains(&value) {
+        Ok(value as u32)
+    } else {
+        Err(Error::invalid(
+            op,
+            format!(
+                "ignore index {value} is outside {}..={}: expected a u32 value (such as the \
+                 padding id) or a negative i32 (such as PyTorch's -100)",
+                i32::MIN,
+                u32::MAX
+            ),
+        ))
+    }
+}
+
+/// How an index's u32 bits read in messages: negative when they are an i32's two's
+/// complement (an index given as i64, such as -100), else the value.
+pub(crate) fn index_in_words(bits: u32) -> i64 {
+    if bits > i32::MAX as u32 {
+        i64::from(bits as i32)
+    } else {
+        i64::from(bits)
+    }
+}
+
 /// A tensor of u32 on the GPU: token ids, class labels, argmax positions, lengths.
 /// Kernels that take indices bind its buffer as `array<u32>`.
 ///
@@ -209,6 +252,32 @@ impl Indices {
         gpu.write(indices.buffer(), data);
         indices.host = Some(data.into());
         Ok(indices)
+    }
+
+    /// Uploads indices given as i64, PyTorch's dtype for class targets and token ids, as
+    /// [`Indices::from_slice`] does: each must lie in i32, and a negative one (PyTorch's
+    /// ignore index -100, say) can only be matched by an ignore index of the same value
+    /// ([`crate::SoftmaxCrossEntropy::ignore_index`]); every other op refuses it as out of
+    /// range.
+    pub fn from_i64(gpu: &Gpu, data: &[i64], shape: &[usize]) -> Result<Indices> {
+        let bits = data
+            .iter()
+            .enumerate()
+            .map(|(position, &value)| {
+                index_bits(value).ok_or_else(|| {
+                    Error::invalid(
+                        "Indices::from_i64",
+                        format!(
+                            "index {value} at position {position} is outside i32 ({}..={}), \
+                             the range of indices given as i64",
+                            i32::MIN,
+                            i32::MAX
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Indices::from_slice(gpu, &bits, shape)
     }
 
     /// Indices whose contents are whatever the pooled buffer held: for kernel outputs.

@@ -241,7 +241,7 @@ fn plans_of_every_batch_shape_share_one_set_of_weights() {
         let x = g.input("x", &[batch, 2]);
         let labels = g.input_indices("labels", &[batch]);
         let logits = mlp.forward(&mut g, x).unwrap();
-        let loss = g.cross_entropy(logits, labels, None).unwrap();
+        let loss = g.cross_entropy(logits, labels).unwrap();
         let grads = g.backward(loss).unwrap();
         let mut outputs = vec![loss];
         outputs.extend(grads.parameter_gradients());

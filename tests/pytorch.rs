@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_close, gpu};
 use shadergrad::checkpoint::{self, Checkpoint, NamedTensor, TensorData};
-use shadergrad::graph::{Feed, Graph, Plan, Var};
+use shadergrad::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::{Activation, Directions, Mlp, Parameters, Recurrent, RecurrentConfig, State};
 use shadergrad::optim::{OptimizerConfig, Rule};
@@ -73,7 +73,7 @@ fn an_mlp_loads_pytorchs_state_dict_computes_its_logits_and_trains_like_it() {
     let x = g.input("x", &[rows, 3]);
     let labels = g.input_indices("labels", &[rows]);
     let logits = mlp.forward(&mut g, x).unwrap();
-    let loss = g.cross_entropy(logits, labels, None).unwrap();
+    let loss = g.cross_entropy(logits, labels).unwrap();
     let grads = g.backward(loss).unwrap();
     let mut outputs = vec![loss, logits];
     outputs.extend(grads.parameter_gradients());
@@ -324,7 +324,9 @@ fn teacher_forced_against_pytorch(
     let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
     let target = g.input_indices("target", &[batch * target_steps]);
     let logits = logits_of(&mut g, [source, lengths, decoder_input]);
-    let loss = g.cross_entropy(logits, target, Some(PAD)).unwrap();
+    let loss = g
+        .cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))
+        .unwrap();
     let grads = g.backward(loss).unwrap();
     let mut outputs = vec![loss, logits];
     outputs.extend(grads.parameter_gradients());

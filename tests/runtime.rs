@@ -6,7 +6,8 @@
 mod common;
 
 use common::gpu;
-use shadergrad::graph::{Feed, Graph, HostTensor};
+use shadergrad::graph::{CrossEntropySpec, Feed, Graph, HostTensor, Var};
+use shadergrad::PYTORCH_IGNORE_INDEX;
 
 /// y = x·w + b over `[2, 3]` inputs, with an unused input `"extra"` that compile prunes.
 fn model() -> (Graph, [shadergrad::graph::Var; 5]) {
@@ -18,7 +19,7 @@ fn model() -> (Graph, [shadergrad::graph::Var; 5]) {
         .parameter("w", &[3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
         .unwrap();
     let y = g.matmul(x, w).unwrap();
-    let loss = g.cross_entropy(y, labels, None).unwrap();
+    let loss = g.cross_entropy(y, labels).unwrap();
     (g, [x, extra, labels, y, loss])
 }
 
@@ -219,7 +220,7 @@ fn a_plan_at_another_batch_size_shares_the_trained_weights() {
     let b = train.parameter("b", &[3], vec![0.0; 3]).unwrap();
     let logits = train.gemm(x, w, GemmSpec::new().bias(b)).unwrap();
     let labels = train.input_indices("labels", &[4]);
-    let loss = train.cross_entropy(logits, labels, None).unwrap();
+    let loss = train.cross_entropy(logits, labels).unwrap();
     let grads = train.backward(loss).unwrap();
     let mut outputs = vec![loss, logits];
     outputs.extend(grads.parameter_gradients());
@@ -383,4 +384,98 @@ fn argmax_along_any_axis_and_reshaped_ids() {
         [8.0, 9.0, 0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 6.0, 7.0, 4.0, 5.0]
     );
     assert_eq!(plan.fetch_indices(flat).unwrap().shape, vec![6]);
+}
+
+/// PyTorch keeps class targets as i64 with -100 for an ignored row: fed as they are, with
+/// the ignore index set to -100, they give the loss of the same targets in u32 with a class
+/// value as the ignore index. Values that are neither a class nor the ignore index are
+/// refused naming the value and its position.
+#[test]
+fn i64_targets_with_pytorch_ignore_index() {
+    let loss_of = |spec: CrossEntropySpec, feed: &dyn Fn(Var) -> Feed<'static>| {
+        let mut g = Graph::new(gpu());
+        let logits = g.input("logits", &[4, 3]);
+        let targets = g.input_indices("targets", &[4]);
+        let loss = g.cross_entropy_with(logits, targets, spec).unwrap();
+        let mut plan = g.compile(&[loss]).unwrap();
+        const LOGITS: [f32; 12] = [
+            0.1, 0.7, -0.3, 1.2, 0.0, -1.0, 0.5, 0.5, 2.0, -0.4, 0.9, 0.3,
+        ];
+        plan.run(&[Feed::f32(logits, &LOGITS), feed(targets)], &[])
+            .map(|_| plan.fetch(loss).unwrap().data)
+    };
+    let spec = CrossEntropySpec::mean();
+    let torch = loss_of(spec.ignore(PYTORCH_IGNORE_INDEX), &|t| {
+        Feed::i64(t, &[2, -100, 1, -100])
+    })
+    .unwrap();
+    let classes = loss_of(spec.ignore(0), &|t| Feed::u32(t, &[2, 0, 1, 0])).unwrap();
+    assert_eq!(torch, classes);
+
+    let message = loss_of(spec.ignore(PYTORCH_IGNORE_INDEX), &|t| {
+        Feed::i64(t, &[2, -1, 1, 0])
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.contains("\"targets\"")
+            && message.contains("index -1 at position 1")
+            && message.contains("ignore value -100"),
+        "{message}"
+    );
+    // Without an ignore index, -100 is out of range too.
+    let message = loss_of(spec, &|t| Feed::i64(t, &[2, -100, 1, 0]))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("index -100 at position 1"), "{message}");
+    // An ignore index that is neither a u32 nor a negative i32 is refused when the op is
+    // added.
+    let mut g = Graph::new(gpu());
+    let logits = g.input("logits", &[4, 3]);
+    let targets = g.input_indices("targets", &[4]);
+    let message = g
+        .cross_entropy_with(logits, targets, spec.ignore(i64::MIN))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("ignore index -9223372036854775808 is outside"),
+        "{message}"
+    );
+}
+
+/// i64 feeds of ids are checked as u32 ones are: against the table they index, or, for
+/// an input that no op bounds, against the u32 range.
+#[test]
+fn i64_feeds_of_ids_are_checked() {
+    let mut g = Graph::new(gpu());
+    let ids = g.input_indices("ids", &[3]);
+    let lengths = g.input_indices("lengths", &[2]);
+    let table = g.parameter("table", &[5, 2], vec![0.0; 10]).unwrap();
+    let rows = g.gather(table, 0, ids).unwrap();
+    let mut plan = g.compile(&[rows, lengths]).unwrap();
+    let feed = |ids_data: &'static [i64], lengths_data: &'static [i64]| {
+        [Feed::i64(ids, ids_data), Feed::i64(lengths, lengths_data)]
+    };
+    plan.run(&feed(&[4, 0, 2], &[7, 4_000_000_000]), &[])
+        .unwrap();
+    assert_eq!(
+        plan.fetch_indices(lengths).unwrap().data,
+        [7, 4_000_000_000]
+    );
+    let message = plan
+        .run(&feed(&[4, 5, 2], &[7, 1]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"ids\"") && message.contains("index 5 at position 1"),
+        "{message}"
+    );
+    let message = plan
+        .run(&feed(&[4, 0, 2], &[7, -1]), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"lengths\"") && message.contains("value -1 at position 1"),
+        "{message}"
+    );
 }

@@ -3,10 +3,12 @@
 
 mod common;
 
-use common::{assert_gradient, assert_within, gpu, numeric_gradient, weighted_sum};
+use common::{assert_close, assert_gradient, assert_within, gpu, numeric_gradient, weighted_sum};
 use shadergrad::kernels::softmax::{softmax_backward_cpu, softmax_cpu, softmax_cross_entropy_cpu};
 use shadergrad::rng::Rng;
-use shadergrad::{Error, Indices, LossReduction, SoftmaxKind, SoftmaxVariant, Tensor};
+use shadergrad::{
+    Error, Indices, LossReduction, SoftmaxKind, SoftmaxVariant, Tensor, PYTORCH_IGNORE_INDEX,
+};
 
 /// f32 epsilon as f64.
 const EPS: f64 = f32::EPSILON as f64;
@@ -15,6 +17,15 @@ const KINDS: [SoftmaxKind; 2] = [SoftmaxKind::Softmax, SoftmaxKind::LogSoftmax];
 
 fn upload(data: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_slice(gpu(), data, shape).unwrap()
+}
+
+/// PyTorch's ignore index -100 as u32 targets hold it: the bits that
+/// `Indices::from_i64` stores for it.
+const TORCH_IGNORE: u32 = PYTORCH_IGNORE_INDEX as i32 as u32;
+
+/// A u32 target or ignore value as the i64 it stands for (`TORCH_IGNORE` is -100).
+fn as_i64(bits: u32) -> i64 {
+    i64::from(bits as i32)
 }
 
 fn to_f64(v: &[f32]) -> Vec<f64> {
@@ -403,15 +414,15 @@ fn cross_entropy_matches_reference() {
         (vec![1, 1], false, None),
         (vec![7, 3], false, None),
         (vec![7, 3], true, Some(1)),
-        (vec![5, 257], true, Some(u32::MAX)),
+        (vec![5, 257], true, Some(TORCH_IGNORE)),
         (vec![3, 5, 2, 7], false, Some(2)),
         (vec![3, 5, 2, 7], true, Some(10)),
-        (vec![2, 5, 3, 2, 3], true, Some(u32::MAX)),
-        (vec![1031, 3], false, Some(u32::MAX)),
+        (vec![2, 5, 3, 2, 3], true, Some(TORCH_IGNORE)),
+        (vec![1031, 3], false, Some(TORCH_IGNORE)),
         // Classes a multiple of 4, for the vec4 variant.
         (vec![9, 4], false, None),
         (vec![7, 12], true, Some(5)),
-        (vec![130, 260], true, Some(u32::MAX)),
+        (vec![130, 260], true, Some(TORCH_IGNORE)),
     ];
     for (shape, weighted, ignore) in cases {
         let case = CeCase {
@@ -458,7 +469,7 @@ fn check_cross_entropy(rng: &mut Rng, case: &CeCase) {
                 run = run.weights(&gw);
             }
             if let Some(index) = case.ignore {
-                run = run.ignore_index(index);
+                run = run.ignore_index(as_i64(index));
             }
             let out = run.run().unwrap();
             let what = format!(
@@ -499,8 +510,13 @@ fn cross_entropy_gradient_matches_finite_differences() {
     for (shape, weighted, ignore, reduction) in [
         (vec![6, 5], false, None, LossReduction::Mean),
         (vec![6, 5], true, Some(3), LossReduction::Mean),
-        (vec![4, 7], true, Some(u32::MAX), LossReduction::Sum),
-        (vec![3, 4, 2, 3], true, Some(u32::MAX), LossReduction::Mean),
+        (vec![4, 7], true, Some(TORCH_IGNORE), LossReduction::Sum),
+        (
+            vec![3, 4, 2, 3],
+            true,
+            Some(TORCH_IGNORE),
+            LossReduction::Mean,
+        ),
         (vec![3, 4, 5], false, Some(0), LossReduction::None),
         (vec![2, 300], false, None, LossReduction::Mean),
     ] {
@@ -528,7 +544,7 @@ fn cross_entropy_gradient_matches_finite_differences() {
             run = run.weights(&gw);
         }
         if let Some(index) = ignore {
-            run = run.ignore_index(index);
+            run = run.ignore_index(as_i64(index));
         }
         let grad = run.run().unwrap().grad.to_vec().unwrap();
         let what = format!(
@@ -537,6 +553,35 @@ fn cross_entropy_gradient_matches_finite_differences() {
         // As for softmax: f32 roundings of probabilities (≲ 1e-6) against differences
         // erring by ≲ 1e-8.
         assert_gradient(&what, &grad, &numeric, GRAD_RTOL, GRAD_ATOL);
+    }
+}
+
+/// PyTorch's convention: i64 targets with -100 where a row is ignored, the default
+/// `ignore_index`. The loss and gradient equal those of the same targets in u32 with a class
+/// value as the ignore index.
+#[test]
+fn pytorch_ignore_index_on_i64_targets() {
+    let x = Rng::new(41).vec(5 * 4, -2.0, 2.0);
+    let gx = upload(&x, &[5, 4]);
+    let torch = Indices::from_i64(gx.gpu(), &[3, -100, 0, -100, 2], &[5]).unwrap();
+    for reduction in [LossReduction::Mean, LossReduction::Sum, LossReduction::None] {
+        let ours = gx
+            .softmax_cross_entropy(&torch)
+            .ignore_index(PYTORCH_IGNORE_INDEX)
+            .reduction(reduction)
+            .run()
+            .unwrap();
+        let (loss, grad) = softmax_cross_entropy_cpu(
+            &x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+            &[5, 4],
+            &[3, 9, 0, 9, 2],
+            None,
+            Some(9),
+            reduction,
+        );
+        let (loss, grad) = (to_f32(&loss), to_f32(&grad));
+        assert_close("loss", &ours.loss.to_vec().unwrap(), &loss, 1e-5, 1e-6);
+        assert_close("grad", &ours.grad.to_vec().unwrap(), &grad, 1e-5, 1e-6);
     }
 }
 
@@ -577,7 +622,7 @@ fn ignored_rows_contribute_nothing() {
 fn all_padding_gives_zero_loss_and_gradient() {
     let x = Rng::new(40).vec(3 * 8, -2.0, 2.0);
     let gx = upload(&x, &[3, 8]);
-    let pad = u32::MAX;
+    let pad = TORCH_IGNORE;
     let targets = indices(&[pad, pad, pad], &[3]);
     let weights = upload(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[8]);
     for reduction in [LossReduction::None, LossReduction::Sum, LossReduction::Mean] {
@@ -585,7 +630,7 @@ fn all_padding_gives_zero_loss_and_gradient() {
             for variant in SoftmaxVariant::ALL {
                 let mut run = gx
                     .softmax_cross_entropy(&targets)
-                    .ignore_index(pad)
+                    .ignore_index(as_i64(pad))
                     .reduction(reduction)
                     .variant(variant);
                 if weighted {
@@ -714,9 +759,33 @@ fn bad_cross_entropy_operands_are_errors() {
         err.contains("target 3") && err.contains("ignore index 7"),
         "{err}"
     );
+    // u32::MAX is no "none" marker: it is refused like any other non-class (and reads as
+    // the i32 it would be, -1).
     let padded = indices(&[0, u32::MAX, 1, 2], &[4]);
     let err = message(x.softmax_cross_entropy(&padded).run());
-    assert!(err.contains(&format!("target {}", u32::MAX)), "{err}");
+    assert!(err.contains("target -1 at position 1"), "{err}");
+    // i64 targets with PyTorch's -100 but another ignore index (or none): refused naming
+    // both; an ignore index past i32 is refused too.
+    let torch = Indices::from_i64(x.gpu(), &[0, -100, 1, 2], &[4]).unwrap();
+    let err = message(x.softmax_cross_entropy(&torch).ignore_index(7).run());
+    assert!(
+        err.contains("target -100 at position 1") && err.contains("ignore index 7"),
+        "{err}"
+    );
+    let err = message(
+        x.softmax_cross_entropy(&targets)
+            .ignore_index(1 << 40)
+            .run(),
+    );
+    assert!(
+        err.contains("ignore index 1099511627776 is outside"),
+        "{err}"
+    );
+    let err = message(Indices::from_i64(x.gpu(), &[0, 1, -(1 << 33)], &[3]));
+    assert!(
+        err.contains("index -8589934592 at position 2 is outside i32"),
+        "{err}"
+    );
 
     // Targets of the wrong shape.
     let err = message(x.softmax_cross_entropy(&indices(&[0, 1, 2], &[3])).run());

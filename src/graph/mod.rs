@@ -12,7 +12,7 @@
 //! let labels = g.input_indices("labels", &[4]);
 //! let w = g.parameter("w", &[2, 2], vec![0.1, -0.2, 0.3, 0.4])?;
 //! let logits = g.matmul(x, w)?;
-//! let loss = g.cross_entropy(logits, labels, None)?;
+//! let loss = g.cross_entropy(logits, labels)?;
 //! let grads = g.backward(loss)?;
 //! let mut plan = g.compile(&[loss, grads.of(w)?])?;
 //! plan.run(&[Feed::f32(x, &[0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0]), Feed::u32(labels, &[0, 1, 1, 0])], &[])?;
@@ -96,11 +96,12 @@ pub(crate) enum Source {
     Computed,
 }
 
-/// Which u32 values an index input may hold: below `bound`, or exactly `ignore`.
+/// Which values an index input may hold: below `bound`, or exactly `ignore` (which may be
+/// negative, for targets fed as i64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IndexBound {
     pub bound: u32,
-    pub ignore: Option<u32>,
+    pub ignore: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,10 @@ pub enum Feed<'a> {
     F32(Var, &'a [f32]),
     /// Values for a u32 input (ids, labels, lengths, a seed), as many as its shape holds.
     U32(Var, &'a [u32]),
+    /// Values for a u32 input given as i64, PyTorch's dtype for class targets and token
+    /// ids: each must be a valid u32 value, except that the targets of a cross-entropy may
+    /// also hold its ignore index, negative ones such as -100 included.
+    I64(Var, &'a [i64]),
 }
 
 impl<'a> Feed<'a> {
@@ -46,13 +50,19 @@ impl<'a> Feed<'a> {
     pub fn u32(var: Var, data: &'a [u32]) -> Self {
         Feed::U32(var, data)
     }
+
+    /// Feeds `data`, i64 as PyTorch keeps class targets (with -100 for an ignored one), to
+    /// the u32 input `var`.
+    pub fn i64(var: Var, data: &'a [i64]) -> Self {
+        Feed::I64(var, data)
+    }
 }
 
 impl Feed<'_> {
     /// The input this feed writes.
     pub fn var(&self) -> Var {
         match self {
-            Feed::F32(var, _) | Feed::U32(var, _) => *var,
+            Feed::F32(var, _) | Feed::U32(var, _) | Feed::I64(var, _) => *var,
         }
     }
 }
@@ -625,6 +635,7 @@ impl Plan {
         let (var, len, dtype) = match feed {
             Feed::F32(var, data) => (*var, data.len(), DType::F32),
             Feed::U32(var, data) => (*var, data.len(), DType::U32),
+            Feed::I64(var, data) => (*var, data.len(), DType::U32),
         };
         self.check("run", var)?;
         if self.pruned_inputs.contains_key(&var) {
@@ -665,8 +676,16 @@ impl Plan {
                 ),
             ));
         }
-        if let (Feed::U32(_, data), Some(bound)) = (feed, slot.index_bound) {
-            check_indices(data, bound, &slot.describe(var))?;
+        let input = slot.describe(var);
+        match (feed, slot.index_bound) {
+            (Feed::U32(_, data), Some(bound)) => {
+                check_indices(data.iter().map(|&v| i64::from(v)), bound, &input)?
+            }
+            (Feed::I64(_, data), Some(bound)) => {
+                check_indices(data.iter().copied(), bound, &input)?
+            }
+            (Feed::I64(_, data), None) => check_u32_range(data, &input)?,
+            _ => {}
         }
         Ok(Some(slot))
     }
@@ -675,14 +694,23 @@ impl Plan {
     fn write(&self, feed: &Feed, slot: &Slot) -> Result<()> {
         match (feed, &slot.storage) {
             (Feed::F32(_, data), Some(Operand::F32(t))) => self.gpu.write(t.buffer(), data),
-            (Feed::U32(var, data), Some(Operand::U32(i))) => {
-                for (_, grouping) in self.groupings.iter().filter(|(v, _)| v == var) {
-                    grouping.update(data)?;
-                }
-                self.gpu.write(i.buffer(), data)
+            (Feed::U32(var, data), Some(Operand::U32(i))) => self.write_indices(*var, data, i)?,
+            (Feed::I64(var, data), Some(Operand::U32(i))) => {
+                // Checked: each value is a u32, a class, or the ignore index (in i32).
+                let bits: Vec<u32> = data.iter().map(|&v| v as u32).collect();
+                self.write_indices(*var, &bits, i)?
             }
             _ => unreachable!("storage matches the checked dtype"),
         }
+        Ok(())
+    }
+
+    /// Writes fed indices, and regroups the gathers that read them.
+    fn write_indices(&self, var: Var, data: &[u32], indices: &Indices) -> Result<()> {
+        for (_, grouping) in self.groupings.iter().filter(|(v, _)| *v == var) {
+            grouping.update(data)?;
+        }
+        self.gpu.write(indices.buffer(), data);
         Ok(())
     }
 
@@ -861,23 +889,36 @@ pub(crate) fn load_named(checkpoint: &Checkpoint, parameters: &[(&str, &Tensor)]
 
 /// Every index below `bound.bound` or equal to the ignore value; else an error naming the
 /// first that is not.
-fn check_indices(data: &[u32], bound: IndexBound, input: &str) -> Result<()> {
-    match data
-        .iter()
-        .position(|&v| v >= bound.bound && Some(v) != bound.ignore)
-    {
+fn check_indices(data: impl Iterator<Item = i64>, bound: IndexBound, input: &str) -> Result<()> {
+    let outside = |v: i64| !(0..i64::from(bound.bound)).contains(&v) && Some(v) != bound.ignore;
+    match data.enumerate().find(|&(_, v)| outside(v)) {
         None => Ok(()),
-        Some(position) => Err(Error::invalid(
+        Some((position, value)) => Err(Error::invalid(
             "run",
             format!(
-                "input {input}: index {} at position {position} is out of range: expected \
-                 below {}{}",
-                data[position],
+                "input {input}: index {value} at position {position} is out of range: expected \
+                 0..{}{}",
                 bound.bound,
                 bound
                     .ignore
                     .map(|i| format!(" or the ignore value {i}"))
                     .unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+/// Every value of an i64 feed to a u32 input that no op bounds fits in a u32.
+fn check_u32_range(data: &[i64], input: &str) -> Result<()> {
+    match data.iter().position(|&v| u32::try_from(v).is_err()) {
+        None => Ok(()),
+        Some(position) => Err(Error::invalid(
+            "run",
+            format!(
+                "input {input}: value {} at position {position} does not fit the input's u32 \
+                 (0..={})",
+                data[position],
+                u32::MAX
             ),
         )),
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::kernels::reduce::split_at_axis;
 use crate::kernels::WORKGROUP_1D;
-use crate::tensor::{resolve_axis, Indices, Tensor};
+use crate::tensor::{ignore_bits, index_in_words, resolve_axis, Indices, Tensor};
 
 /// The softmax module, `shaders/softmax.wgsl`: softmax, log-softmax, their backward and the
 /// fused cross-entropy.
@@ -611,7 +611,7 @@ pub struct SoftmaxCrossEntropy<'a> {
     logits: &'a Tensor,
     targets: &'a Indices,
     weights: Option<&'a Tensor>,
-    ignore_index: Option<u32>,
+    ignore_index: Option<i64>,
     reduction: LossReduction,
     variant: Option<SoftmaxVariant>,
 }
@@ -623,9 +623,11 @@ impl<'a> SoftmaxCrossEntropy<'a> {
         self
     }
 
-    /// Rows whose target is `index` contribute nothing and get a zero gradient. It may be a
-    /// class (below C) or any other value, such as `u32::MAX` for padding.
-    pub fn ignore_index(mut self, index: u32) -> Self {
+    /// Rows whose target is `index` contribute nothing and get a zero gradient, as
+    /// PyTorch's `ignore_index`. It may be a class (such as the padding token's id) or a
+    /// negative value such as [`crate::PYTORCH_IGNORE_INDEX`] (-100), which targets made by
+    /// [`Indices::from_i64`] hold where PyTorch's do: any u32 value or negative i32.
+    pub fn ignore_index(mut self, index: i64) -> Self {
         self.ignore_index = Some(index);
         self
     }
@@ -691,6 +693,10 @@ impl<'a> SoftmaxCrossEntropy<'a> {
                 });
             }
         }
+        let ignore = self
+            .ignore_index
+            .map(|index| ignore_bits(OP, index))
+            .transpose()?;
         let targets = self.targets.host_values()?;
         let counted = count_targets(&targets, classes, self.ignore_index)?;
 
@@ -718,7 +724,7 @@ impl<'a> SoftmaxCrossEntropy<'a> {
         };
         // With no ignore index every value is a class (checked above), so any non-class
         // value serves as the kernel's "ignore" and matches nothing.
-        let ignore = self.ignore_index.unwrap_or(u32::MAX);
+        let ignore = ignore.unwrap_or(u32::MAX);
         let mut dispatches = Vec::with_capacity(3);
         if let Some(weights) = weight_sum {
             dispatches.push(cross_entropy_weight_sum_dispatch(
@@ -747,10 +753,11 @@ impl<'a> SoftmaxCrossEntropy<'a> {
 
 /// How many targets are not `ignore_index`; an error naming the first that is neither a
 /// class below `classes` nor the ignore index.
-fn count_targets(targets: &[u32], classes: usize, ignore_index: Option<u32>) -> Result<usize> {
+fn count_targets(targets: &[u32], classes: usize, ignore_index: Option<i64>) -> Result<usize> {
+    let ignore_bits = ignore_index.map(|index| index as u32); // in range: checked by the caller
     let mut counted = 0;
     for (position, &target) in targets.iter().enumerate() {
-        if Some(target) == ignore_index {
+        if Some(target) == ignore_bits {
             continue;
         }
         if target as usize >= classes {
@@ -761,8 +768,9 @@ fn count_targets(targets: &[u32], classes: usize, ignore_index: Option<u32>) -> 
             return Err(Error::invalid(
                 "softmax_cross_entropy",
                 format!(
-                    "target {target} at position {position} is not a class: there are {classes} \
-                     classes (0..{classes}) and {ignore}"
+                    "target {} at position {position} is not a class: there are {classes} \
+                     classes (0..{classes}) and {ignore}",
+                    index_in_words(target)
                 ),
             ));
         }

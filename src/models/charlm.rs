@@ -17,7 +17,7 @@ use crate::data::corpus::LmBatch;
 use crate::data::text::{Vocab, PAD, SPECIAL_TOKENS};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::models::{
     check_config_against_tensors, legacy_recurrent_layer, upgrade_legacy_checkpoint, LegacyName,
@@ -189,7 +189,8 @@ impl CharLmModel {
         let model = CharLm::new(&self.config, &self.parameters)?;
         let initial = model.zero_states(&mut g, batch)?;
         let (logits, _) = model.logits(&mut g, input, &initial)?;
-        let loss = g.cross_entropy(logits, target, Some(PAD))?;
+        let loss =
+            g.cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))?;
         let rows = g.reshape(logits, &[steps * batch, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
         let gradients = g.backward(loss)?.parameter_gradients();

@@ -16,7 +16,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use crate::kernels::recurrent::CellKind;
 use crate::models::{
     check_config_against_tensors, legacy_recurrent_layer, upgrade_legacy_checkpoint, LegacyName,
@@ -553,7 +553,8 @@ impl Seq2SeqModel {
                 (logits, None)
             }
         };
-        let loss = g.cross_entropy(logits, target, Some(PAD))?;
+        let loss =
+            g.cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))?;
         let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
         let mut outputs = vec![loss, predictions];

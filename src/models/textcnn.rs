@@ -14,7 +14,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::classify::{text_batches, EncodedText, Labels, TextBatch, WordVocab, NO_LABEL};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use crate::models::{
     argmax, check_config_against_tensors, upgrade_legacy_checkpoint, LegacyName, WEIGHT_LAYOUT,
 };
@@ -149,7 +149,11 @@ impl TextCnnModel {
         let labels = g.input_indices("labels", &[batch]);
         let model = TextCnn::new(&self.config, &self.parameters)?;
         let logits = model.logits(&mut g, ids, &window_masks)?;
-        let loss = g.cross_entropy(logits, labels, Some(NO_LABEL))?;
+        let loss = g.cross_entropy_with(
+            logits,
+            labels,
+            CrossEntropySpec::mean().ignore(NO_LABEL.into()),
+        )?;
         let gradients = g.backward(loss)?.parameter_gradients();
         Ok((
             g,

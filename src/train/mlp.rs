@@ -10,7 +10,7 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::graph::{Feed, Graph, Plan, Var};
+use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use crate::models::{argmax, upgrade_legacy_checkpoint, LegacyName, WEIGHT_LAYOUT};
 use crate::nn::{Activation, Mlp, Parameters};
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -91,7 +91,11 @@ fn build(gpu: &Gpu, config: &MlpTraining, sizes: &[usize]) -> Result<Model> {
     let parameters = Parameters::new(gpu, config.seed);
     let mlp = Mlp::new(&parameters, sizes, config.activation)?;
     let logits = mlp.forward(&mut g, x)?;
-    let loss = g.cross_entropy(logits, labels, Some(PADDING))?;
+    let loss = g.cross_entropy_with(
+        logits,
+        labels,
+        CrossEntropySpec::mean().ignore(PADDING.into()),
+    )?;
     let grads = g.backward(loss)?;
     let mut outputs = vec![loss, logits];
     outputs.extend(grads.parameter_gradients());

@@ -930,8 +930,8 @@ fn attention_mask(inputs: &Inputs, index: usize, k_len: usize) -> Result<Option<
 
 /// SoftmaxCrossEntropyLoss-13: scores [N, C, d1, …], int64 labels [N, d1, …], optional
 /// weights [C]; outputs the loss and, if the case asks for it, log_prob (the log-softmax
-/// over the class axis). Labels equal to `ignore_index` (any int64, negative included)
-/// become the u32 ignore value `u32::MAX`.
+/// over the class axis). The int64 labels and ignore index (negative ones included) go to
+/// the engine as they are, through `Indices::from_i64` and `ignore_index`.
 fn softmax_cross_entropy_loss(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor>> {
     let scores = inputs.tensor(0)?;
     let ignore_index = case.optional_int_attribute("ignore_index")?;
@@ -942,28 +942,12 @@ fn softmax_cross_entropy_loss(case: &Case, inputs: &Inputs) -> Result<Vec<Tensor
         _ => return Err(case.attribute_error("reduction", "none, sum or mean")),
     };
     let (labels, label_shape) = inputs.int_array(1)?;
-    let labels = labels
-        .iter()
-        .map(|&label| {
-            if Some(label) == ignore_index {
-                Ok(u32::MAX)
-            } else {
-                // Negative labels fail here; labels ≥ C fail in the engine's own check.
-                u32::try_from(label).ok().filter(|&l| l != u32::MAX).ok_or_else(|| {
-                    Error::invalid(
-                        "SoftmaxCrossEntropyLoss",
-                        format!("label {label} is not a class and not the ignore index {ignore_index:?}"),
-                    )
-                })
-            }
-        })
-        .collect::<Result<Vec<u32>>>()?;
-    let targets = Indices::from_slice(scores.gpu(), &labels, &label_shape)?;
+    let targets = Indices::from_i64(scores.gpu(), &labels, &label_shape)?;
     let weights = inputs.optional_tensor(2)?;
-    let mut loss = scores
-        .softmax_cross_entropy(&targets)
-        .ignore_index(u32::MAX)
-        .reduction(reduction);
+    let mut loss = scores.softmax_cross_entropy(&targets).reduction(reduction);
+    if let Some(index) = ignore_index {
+        loss = loss.ignore_index(index);
+    }
     if let Some(weights) = &weights {
         loss = loss.weights(weights);
     }

@@ -150,8 +150,8 @@ pub enum Op {
     /// Softmax-cross-entropy of logits `[N, C]` against u32 targets `[N]`; outputs the
     /// loss (reduced as asked) and the logits' gradient, computed in the same pass.
     CrossEntropy {
-        /// A target value whose rows add nothing to the loss or the gradient (padding), and
-        /// are not counted in the mean.
+        /// The u32 bits of a target value whose rows add nothing to the loss or the
+        /// gradient (padding), and are not counted in the mean.
         ignore: Option<u32>,
         /// How the rows' losses combine: their mean or sum (a scalar), or none (`[N]`).
         reduction: LossReduction,

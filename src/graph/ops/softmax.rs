@@ -7,7 +7,7 @@ use crate::kernels::softmax::{
     softmax_backward_dispatch, softmax_dispatch, CrossEntropyOperands, LossReduction, SoftmaxKind,
     SoftmaxVariant,
 };
-use crate::tensor::Tensor;
+use crate::tensor::{ignore_bits, Tensor};
 
 use super::super::{mismatch, DType, Graph, IndexBound, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -15,9 +15,11 @@ use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shape
 /// How [`Graph::cross_entropy_with`] treats targets and combines the rows' losses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CrossEntropySpec {
-    /// A target value whose rows add nothing (padding): PyTorch's `ignore_index`, here a
-    /// u32 class value (such as the padding token's id) since targets are u32.
-    pub ignore: Option<u32>,
+    /// A target value whose rows add nothing: PyTorch's `ignore_index`. A class value
+    /// (such as the padding token's id), or a negative one such as
+    /// [`crate::PYTORCH_IGNORE_INDEX`] (-100), which targets fed as i64
+    /// ([`crate::graph::Feed::i64`]) may hold: any u32 value or negative i32.
+    pub ignore: Option<i64>,
     /// How the rows' losses combine.
     pub reduction: LossReduction,
 }
@@ -48,7 +50,7 @@ impl CrossEntropySpec {
     }
 
     /// Rows whose target is `target` add nothing (and are not counted in a mean).
-    pub fn ignore(self, target: u32) -> Self {
+    pub fn ignore(self, target: i64) -> Self {
         CrossEntropySpec {
             ignore: Some(target),
             ..self
@@ -79,27 +81,28 @@ impl Graph {
     }
 
     /// The mean softmax-cross-entropy of `logits` `[N, C]` against `targets` (u32 `[N]`),
-    /// skipping rows whose target is `ignore`: a scalar. The logits' gradient is computed
-    /// in the same pass and kept for the backward.
-    pub fn cross_entropy(&mut self, logits: Var, targets: Var, ignore: Option<u32>) -> Result<Var> {
-        let spec = CrossEntropySpec {
-            ignore,
-            reduction: LossReduction::Mean,
-        };
-        self.cross_entropy_with(logits, targets, spec)
+    /// a scalar, as PyTorch's `cross_entropy(logits, targets)` with no ignore index. The
+    /// logits' gradient is computed in the same pass and kept for the backward.
+    pub fn cross_entropy(&mut self, logits: Var, targets: Var) -> Result<Var> {
+        self.cross_entropy_with(logits, targets, CrossEntropySpec::mean())
     }
 
     /// [`Graph::cross_entropy`] reduced as `spec` says: the mean or the sum of the rows'
     /// losses (a scalar), or each row's (`[N]`, 0 for ignored rows), as PyTorch's
-    /// `reduction="mean" | "sum" | "none"`.
+    /// `reduction="mean" | "sum" | "none"`, skipping the rows whose target is the spec's
+    /// ignore index. Fed targets are checked: each a class below C or the ignore index.
     pub fn cross_entropy_with(
         &mut self,
         logits: Var,
         targets: Var,
         spec: CrossEntropySpec,
     ) -> Result<Var> {
+        let ignore = spec
+            .ignore
+            .map(|index| ignore_bits("cross_entropy", index))
+            .transpose()?;
         let op = Op::CrossEntropy {
-            ignore: spec.ignore,
+            ignore,
             reduction: spec.reduction,
         };
         let outputs = self.push(op, &[logits, targets])?;
