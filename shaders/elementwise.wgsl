@@ -1,5 +1,6 @@
-// Elementwise maps: unary functions, binary arithmetic with numpy broadcasting, and the
-// activation derivatives that backward passes need.
+// Elementwise maps: unary functions, binary arithmetic and comparisons with numpy
+// broadcasting, the activation derivatives that backward passes need, and select
+// (PyTorch's `where`).
 //
 // OP is an override constant, so every op is its own pipeline and the `switch` below
 // folds away at pipeline creation.
@@ -241,8 +242,10 @@ fn apply_binary(a: f32, b: f32) -> f32 {
             let inside = a >= binary_params.alpha && a <= binary_params.beta;
             return select(0.0, b, inside);
         }
-        // equal: 1 where a = b, else 0
-        default: { return select(0.0, 1.0, a == b); }
+        // Masks: 1 where the comparison holds, else 0 (never where a or b is NaN).
+        case 13u: { return select(0.0, 1.0, a == b); }
+        case 14u: { return select(0.0, 1.0, a > b); }
+        default: { return select(0.0, 1.0, a < b); }
     }
 }
 
@@ -289,4 +292,60 @@ fn binary_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     let b = binary_b4[i];
     binary_out4[i] = vec4<f32>(apply_binary(a.x, b.x), apply_binary(a.y, b.y),
                                apply_binary(a.z, b.z), apply_binary(a.w, b.w));
+}
+
+// ---------------------------------------------------------------- select: out = c ? a : b
+//
+// PyTorch's `where(condition, a, b)`: a where the condition is nonzero, else b, the three
+// broadcast against each other with strides as in the binary ops. Nonzero is read from the
+// bits (any but the sign's set), so NaN counts as true even under a compiler that assumes
+// no NaN, and −0 as false.
+
+fn is_nonzero(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7fffffffu) != 0u;
+}
+
+struct SelectParams {
+    len: u32,
+    broadcast: u32,   // 0: every operand has the output's shape, index them directly
+    _pad0: u32,
+    _pad1: u32,
+    out_shape: vec4<u32>,
+    condition_strides: vec4<u32>,
+    on_true_strides: vec4<u32>,
+    on_false_strides: vec4<u32>,
+}
+
+@group(0) @binding(0) var<storage, read> select_condition: array<f32>;
+@group(0) @binding(1) var<storage, read> select_on_true: array<f32>;
+@group(0) @binding(2) var<storage, read> select_on_false: array<f32>;
+@group(0) @binding(3) var<storage, read_write> select_out: array<f32>;
+@group(0) @binding(4) var<uniform> select_params: SelectParams;
+
+@compute @workgroup_size(256)
+fn select_where(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    let p = select_params;
+    if i >= p.len {
+        return;
+    }
+    var ic = i;
+    var ia = i;
+    var ib = i;
+    if p.broadcast != 0u {
+        var rest = i;
+        ic = 0u;
+        ia = 0u;
+        ib = 0u;
+        for (var axis = 3; axis >= 0; axis--) {
+            let coord = rest % p.out_shape[axis];
+            rest = rest / p.out_shape[axis];
+            ic += coord * p.condition_strides[axis];
+            ia += coord * p.on_true_strides[axis];
+            ib += coord * p.on_false_strides[axis];
+        }
+    }
+    select_out[i] = select(select_on_false[ib], select_on_true[ia], is_nonzero(select_condition[ic]));
 }

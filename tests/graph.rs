@@ -753,7 +753,8 @@ fn softmax_and_cross_entropy_backward() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("index 5 at position 1") && err.contains("expected 0..5 or the ignore value 99"),
+        err.contains("index 5 at position 1")
+            && err.contains("expected 0..5 or the ignore value 99"),
         "{err}"
     );
 }
@@ -2277,6 +2278,64 @@ fn binary_cross_entropy_with_logits_backward_and_large_logits() {
         1e-6,
         1e-6,
     );
+}
+
+/// `select` against finite differences: a fixed mask broadcast against both branches
+/// (the gradient reaches each branch where it was picked, summed where it was broadcast);
+/// select(a > b, a, b) = max(a, b), and select(a < b, a, b) = min past four axes; shapes
+/// that do not broadcast are refused naming all three.
+#[test]
+fn select_backward_with_broadcasting() {
+    let mask = [1.0, 0.0, -0.0, 2.5, 0.0, -1.0, 1.0, 0.0];
+    let out = [2, 3, 4];
+    check_op(
+        "select",
+        &[&[3, 1], &[4]],
+        |g, p| {
+            let condition = g.constant(mask.to_vec(), &[2, 1, 4]).unwrap();
+            g.select(condition, p[0], p[1]).unwrap()
+        },
+        |x| {
+            let c = broadcast_ref(&mask.map(f64::from), &[2, 1, 4], &out);
+            let a = broadcast_ref(&x[0], &[3, 1], &out);
+            let b = broadcast_ref(&x[1], &[4], &out);
+            (0..c.len())
+                .map(|i| if c[i] != 0.0 { a[i] } else { b[i] })
+                .collect()
+        },
+    );
+    let (a, b): (&[usize], &[usize]) = (&[2, 3], &[3]);
+    check_op(
+        "select as max",
+        &[a, b],
+        |g, p| {
+            let condition = g.greater(p[0], p[1]).unwrap();
+            g.select(condition, p[0], p[1]).unwrap()
+        },
+        |x| broadcast_reference(&x[0], a, &x[1], b, f64::max),
+    );
+    let (a5, b5): (&[usize], &[usize]) = (&[2, 3, 2, 2, 3], &[3]);
+    check_op(
+        "rank-5 select as min",
+        &[a5, b5],
+        |g, p| {
+            let condition = g.less(p[0], p[1]).unwrap();
+            g.select(condition, p[0], p[1]).unwrap()
+        },
+        |x| broadcast_reference(&x[0], a5, &x[1], b5, f64::min),
+    );
+    let mut g = Graph::new(gpu());
+    let c = g.input("c", &[2, 3]);
+    let a = g.input("a", &[4]);
+    let b = g.input("b", &[]);
+    let err = g.select(c, a, b).unwrap_err().to_string();
+    assert!(
+        err.contains("[2, 3]") && err.contains("[4]") && err.contains("[]"),
+        "{err}"
+    );
+    let labels = g.input_indices("labels", &[2, 3]);
+    let err = g.select(labels, c, c).unwrap_err().to_string();
+    assert!(err.contains("select"), "{err}");
 }
 
 /// numpy's broadcast of `op` over `a` and `b` (any rank), in f64: the reference of the

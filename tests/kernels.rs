@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, assert_within, gpu};
 use shadergrad::kernels::copy::permute_cpu;
-use shadergrad::kernels::elementwise::{binary_cpu, erf, erfc, unary_cpu};
+use shadergrad::kernels::elementwise::{binary_cpu, erf, erfc, select_cpu, unary_cpu};
 use shadergrad::kernels::matmul::{
     gemm_cpu, gemm_dispatch, CLayout, Epilogue, GemmOperands, GemmShape,
 };
@@ -1018,6 +1018,89 @@ fn unary_large_case_spans_a_folded_grid() {
     let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32 - 48.0).collect();
     let y = upload(&x, &[n]).relu().unwrap().to_vec().unwrap();
     assert_eq!(y, unary_cpu(&x, Unary::Relu));
+}
+
+/// The masks (equal, greater, less) against the CPU reference, broadcasting, on values
+/// with ties; and `select` over every broadcasting pattern the kernel takes, its condition
+/// read as nonzero from the bits (NaN is true, −0 is false).
+#[test]
+fn masks_and_select_match_reference() {
+    let cases: [(&[usize], &[usize], &[usize]); 7] = [
+        (&[7], &[7], &[7]),
+        (&[1031], &[1031], &[1031]),
+        (&[3, 1], &[1, 5], &[]),
+        (&[2, 3, 5, 7], &[3, 1, 7], &[7]),
+        (&[], &[2, 3], &[3]),
+        (&[4, 1, 1], &[1, 3, 1], &[1, 1, 2]),
+        (&[0, 3], &[3], &[1]),
+    ];
+    let mut rng = Rng::new(21);
+    // Values on a coarse grid, so that ties occur.
+    let mut grid =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform(-3.0, 3.0)).round()).collect() };
+    for (c_shape, a_shape, b_shape) in cases {
+        let c = grid(c_shape.iter().product());
+        let a = grid(a_shape.iter().product());
+        let b = grid(b_shape.iter().product());
+        for op in [Binary::Equal, Binary::Greater, Binary::Less] {
+            let out = upload(&a, a_shape).zip(&upload(&b, b_shape), op).unwrap();
+            let (expected, shape) = binary_cpu(&a, a_shape, &b, b_shape, op).unwrap();
+            assert_eq!(out.shape(), &shape[..]);
+            assert_eq!(
+                out.to_vec().unwrap(),
+                expected,
+                "{op:?} {a_shape:?} {b_shape:?}"
+            );
+        }
+        let mut condition = c.clone();
+        if let Some(first) = condition.first_mut() {
+            *first = f32::NAN;
+        }
+        if condition.len() > 1 {
+            condition[1] = -0.0;
+        }
+        let out = Tensor::select(
+            &upload(&condition, c_shape),
+            &upload(&a, a_shape),
+            &upload(&b, b_shape),
+        )
+        .unwrap();
+        let (expected, shape) =
+            select_cpu((&condition, c_shape), (&a, a_shape), (&b, b_shape)).unwrap();
+        assert_eq!(
+            out.shape(),
+            &shape[..],
+            "{c_shape:?} {a_shape:?} {b_shape:?}"
+        );
+        assert_eq!(
+            out.to_vec().unwrap(),
+            expected,
+            "{c_shape:?} {a_shape:?} {b_shape:?}"
+        );
+    }
+    // The CPU reference itself: NaN selects on_true, −0 on_false.
+    let (picked, _) = select_cpu(
+        (&[f32::NAN, -0.0, 2.0], &[3]),
+        (&[1.0, 1.0, 1.0], &[3]),
+        (&[5.0], &[1]),
+    )
+    .unwrap();
+    assert_eq!(picked, [1.0, 5.0, 1.0]);
+}
+
+#[test]
+fn select_refuses_shapes_that_do_not_broadcast() {
+    let c = upload(&[1.0; 6], &[2, 3]);
+    let a = upload(&[1.0; 4], &[4]);
+    let b = upload(&[0.0], &[]);
+    let message = Tensor::select(&c, &a, &b).unwrap_err().to_string();
+    assert!(
+        message.contains("condition [2, 3], on_true [4] and on_false []"),
+        "{message}"
+    );
+    let five = upload(&[1.0; 32], &[2, 2, 2, 2, 2]);
+    let message = Tensor::select(&five, &b, &b).unwrap_err().to_string();
+    assert!(message.contains("rank 5"), "{message}");
 }
 
 #[test]

@@ -1,12 +1,17 @@
-//! Elementwise maps (`shaders/elementwise.wgsl`): unary functions, binary arithmetic with
-//! numpy broadcasting, and the activation derivatives.
+//! Elementwise maps (`shaders/elementwise.wgsl`): unary functions, binary arithmetic and
+//! comparisons with numpy broadcasting, the activation derivatives, and `select` (PyTorch's
+//! `where`).
 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
-use crate::kernels::{broadcast_shapes, broadcast_strides, pad_to_rank4, WORKGROUP_1D};
+use crate::kernels::{
+    broadcast_shape_any_rank, broadcast_shapes, broadcast_strides, check_rank, pad_to_rank4,
+    WORKGROUP_1D,
+};
 use crate::tensor::Tensor;
 
-/// The elementwise module, `shaders/elementwise.wgsl`: every [`Unary`] and [`Binary`] map.
+/// The elementwise module, `shaders/elementwise.wgsl`: every [`Unary`] and [`Binary`] map,
+/// and `select`.
 pub static SHADER: ShaderSource = ShaderSource::new(
     "elementwise",
     include_str!("../../shaders/elementwise.wgsl"),
@@ -248,13 +253,19 @@ pub enum Binary {
     /// 1 where a = b, else 0 (broadcasting): a mask, such as of where a maximum was taken.
     /// No gradient flows through it.
     Equal,
+    /// 1 where a > b, else 0 (broadcasting; 0 where either is NaN): a mask, for
+    /// [`Tensor::select`]. No gradient flows through it.
+    Greater,
+    /// 1 where a < b, else 0 (broadcasting; 0 where either is NaN). No gradient flows
+    /// through it.
+    Less,
 }
 
 impl Binary {
     /// Every binary op, in the order of the shader's `OP` codes; the two with a parameter
     /// ([`Binary::PowGrad`], [`Binary::ClampGrad`]) with a stand-in one: the shader reads
     /// it from a uniform, so one kernel serves every value.
-    pub const ALL: [Binary; 14] = [
+    pub const ALL: [Binary; 16] = [
         Binary::Add,
         Binary::Sub,
         Binary::Mul,
@@ -272,6 +283,8 @@ impl Binary {
             max: 1.0,
         },
         Binary::Equal,
+        Binary::Greater,
+        Binary::Less,
     ];
 
     /// The shader's `OP` code, `alpha` and `beta`.
@@ -291,6 +304,8 @@ impl Binary {
             Binary::PowGrad(p) => (11, p, 0.0),
             Binary::ClampGrad { min, max } => (12, min, max),
             Binary::Equal => (13, 0.0, 0.0),
+            Binary::Greater => (14, 0.0, 0.0),
+            Binary::Less => (15, 0.0, 0.0),
         }
     }
 
@@ -320,14 +335,22 @@ impl Binary {
             Binary::PowGrad(_) => "pow_grad",
             Binary::ClampGrad { .. } => "clamp_grad",
             Binary::Equal => "equal",
+            Binary::Greater => "greater",
+            Binary::Less => "less",
         }
     }
 
     /// Whether the op broadcasts; the derivatives need both operands of one shape.
-    fn broadcasts(self) -> bool {
+    pub fn broadcasts(self) -> bool {
         matches!(
             self,
-            Binary::Add | Binary::Sub | Binary::Mul | Binary::Div | Binary::Equal
+            Binary::Add
+                | Binary::Sub
+                | Binary::Mul
+                | Binary::Div
+                | Binary::Equal
+                | Binary::Greater
+                | Binary::Less
         )
     }
 
@@ -373,6 +396,8 @@ impl Binary {
                 }
             }
             Binary::Equal => f64::from(u8::from(a == b)),
+            Binary::Greater => f64::from(u8::from(a > b)),
+            Binary::Less => f64::from(u8::from(a < b)),
         }
     }
 }
@@ -396,6 +421,119 @@ struct BinaryParams {
     out_shape: [u32; 4],
     a_strides: [u32; 4],
     b_strides: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SelectParams {
+    len: u32,
+    broadcast: u32,
+    pad: [u32; 2],
+    out_shape: [u32; 4],
+    condition_strides: [u32; 4],
+    on_true_strides: [u32; 4],
+    on_false_strides: [u32; 4],
+}
+
+/// Records out = select(condition, on_true, on_false) into `out`, whose shape is the
+/// broadcast of the three (at most four axes).
+pub fn select_dispatch(
+    condition: &Tensor,
+    on_true: &Tensor,
+    on_false: &Tensor,
+    out: &Tensor,
+) -> Result<Dispatch> {
+    let gpu = out.gpu();
+    let shape = out.shape();
+    let operands = [condition, on_true, on_false];
+    let params = SelectParams {
+        len: out.numel() as u32,
+        broadcast: u32::from(operands.iter().any(|t| t.shape() != shape)),
+        pad: [0; 2],
+        out_shape: pad_to_rank4(shape, 1),
+        condition_strides: broadcast_strides(condition.shape(), shape),
+        on_true_strides: broadcast_strides(on_true.shape(), shape),
+        on_false_strides: broadcast_strides(on_false.shape(), shape),
+    };
+    gpu.dispatch(
+        &select_spec(),
+        &[
+            condition.buffer(),
+            on_true.buffer(),
+            on_false.buffer(),
+            out.buffer(),
+        ],
+        &params,
+        gpu.grid(params.len.div_ceil(WORKGROUP_1D)),
+    )
+}
+
+fn select_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "select_where",
+        bindings: &[
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: vec![],
+    }
+}
+
+/// The broadcast shape of `select`'s three operands, or an error naming them.
+pub fn select_shape(
+    op: &'static str,
+    condition: &[usize],
+    on_true: &[usize],
+    on_false: &[usize],
+) -> Result<Vec<usize>> {
+    broadcast_shape_any_rank(condition, on_true)
+        .and_then(|both| broadcast_shape_any_rank(&both, on_false))
+        .map_err(|_| {
+            Error::invalid(
+                op,
+                format!(
+                    "condition {condition:?}, on_true {on_true:?} and on_false {on_false:?} do \
+                     not broadcast together (numpy rules)"
+                ),
+            )
+        })
+}
+
+/// CPU reference of [`Tensor::select`]: returns the output and its shape.
+pub fn select_cpu(
+    (condition, condition_shape): (&[f32], &[usize]),
+    (on_true, on_true_shape): (&[f32], &[usize]),
+    (on_false, on_false_shape): (&[f32], &[usize]),
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let out_shape = select_shape("select", condition_shape, on_true_shape, on_false_shape)?;
+    check_rank("select", &out_shape)?;
+    let dims = pad_to_rank4(&out_shape, 1);
+    let strides = [condition_shape, on_true_shape, on_false_shape]
+        .map(|shape| broadcast_strides(shape, &out_shape));
+    let n: usize = out_shape.iter().product();
+    let out = (0..n)
+        .map(|i| {
+            let mut at = [0usize; 3];
+            let mut rest = i;
+            for axis in (0..4).rev() {
+                let coord = rest % dims[axis] as usize;
+                rest /= dims[axis] as usize;
+                for (at, strides) in at.iter_mut().zip(&strides) {
+                    *at += coord * strides[axis] as usize;
+                }
+            }
+            if condition[at[0]] != 0.0 {
+                on_true[at[1]]
+            } else {
+                on_false[at[2]]
+            }
+        })
+        .collect();
+    Ok((out, out_shape))
 }
 
 /// Records y = op(x) into `y` (both of `len` elements); [`Unary::validate`]'s error for
@@ -471,7 +609,8 @@ fn binary_spec(op: Binary, vec4: bool) -> KernelSpec {
     }
 }
 
-/// Every kernel variant [`unary_dispatch`] and [`binary_dispatch`] can build.
+/// Every kernel variant [`unary_dispatch`], [`binary_dispatch`] and [`select_dispatch`]
+/// can build.
 pub fn kernel_specs() -> Vec<KernelSpec> {
     // A scale's α, pow's exponent and clamp's bounds are parameters, not constants: any one
     // stands for all.
@@ -493,7 +632,7 @@ pub fn kernel_specs() -> Vec<KernelSpec> {
             max: 1.0,
         },
     ];
-    let mut specs = Vec::new();
+    let mut specs = vec![select_spec()];
     for vec4 in [false, true] {
         specs.extend(unary.iter().map(|op| unary_spec(op.code().0, vec4)));
         specs.extend(Binary::ALL.iter().map(|&op| binary_spec(op, vec4)));
@@ -568,6 +707,34 @@ impl Tensor {
             self.gpu().submit(&[], &[dispatch])?;
         }
         Ok(out)
+    }
+
+    /// Where `condition` is nonzero `on_true`, else `on_false`, elementwise, the three
+    /// broadcast together (numpy rules, at most four axes): PyTorch's
+    /// `torch.where(condition, on_true, on_false)` and ONNX's Where, with the condition an
+    /// f32 mask such as [`Binary::Greater`] gives (NaN counts as nonzero).
+    pub fn select(condition: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        const OP: &str = "select";
+        condition.same_device(OP, on_true)?;
+        condition.same_device(OP, on_false)?;
+        let shape = select_shape(OP, condition.shape(), on_true.shape(), on_false.shape())?;
+        check_rank(OP, &shape)?;
+        let out = Tensor::uninit(condition.gpu(), &shape)?;
+        if out.numel() > 0 {
+            let dispatch = select_dispatch(condition, on_true, on_false, &out)?;
+            out.gpu().submit(&[], &[dispatch])?;
+        }
+        Ok(out)
+    }
+
+    /// 1 where self > other, else 0, broadcasting: a mask for [`Tensor::select`].
+    pub fn greater(&self, other: &Tensor) -> Result<Tensor> {
+        self.zip(other, Binary::Greater)
+    }
+
+    /// 1 where self < other, else 0, broadcasting.
+    pub fn less(&self, other: &Tensor) -> Result<Tensor> {
+        self.zip(other, Binary::Less)
     }
 
     /// tanh(x), elementwise.

@@ -158,17 +158,14 @@ pub fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Two shapes that broadcast (numpy rules) at any rank, rewritten as shapes of at most
+/// Shapes that broadcast together (numpy rules) at any rank, rewritten as shapes of at most
 /// [`MAX_RANK`] axes with the same elements in the same order: axes of size 1 everywhere
 /// are dropped, and neighbouring axes that each operand either has in full or broadcasts
-/// alike merge into one. `Some((a, b, out))` when that fits in [`MAX_RANK`] axes, `None`
-/// when the shapes do not broadcast or need more axes (a pattern such as
+/// alike merge into one. `Some((operands, out))` when that fits in [`MAX_RANK`] axes,
+/// `None` when the shapes do not broadcast or need more axes (a pattern such as
 /// `[2, 1, 3, 1, 2]` against `[1, 4, 3, 2, 1]`).
-pub fn coalesce_broadcast(
-    a: &[usize],
-    b: &[usize],
-) -> Option<(Vec<usize>, Vec<usize>, Vec<usize>)> {
-    let rank = a.len().max(b.len());
+pub fn coalesce_broadcast(shapes: &[&[usize]]) -> Option<(Vec<Vec<usize>>, Vec<usize>)> {
+    let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
     let dim = |s: &[usize], i: usize| {
         if i < rank - s.len() {
             1
@@ -176,34 +173,34 @@ pub fn coalesce_broadcast(
             s[i - (rank - s.len())]
         }
     };
-    // Per axis of the output: its size, and whether a and b have it in full.
-    let mut axes: Vec<(usize, bool, bool)> = Vec::new();
+    // Per axis of the output: its size, and which operands have it in full.
+    let mut axes: Vec<(usize, Vec<bool>)> = Vec::new();
     for i in 0..rank {
-        let (x, y) = (dim(a, i), dim(b, i));
-        let out = match (x, y) {
-            _ if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return None,
-        };
+        let sizes: Vec<usize> = shapes.iter().map(|s| dim(s, i)).collect();
+        let out = sizes.iter().copied().find(|&d| d != 1).unwrap_or(1);
+        if sizes.iter().any(|&d| d != out && d != 1) {
+            return None;
+        }
         if out == 1 {
             continue;
         }
-        let (full_a, full_b) = (x == out, y == out);
+        let full: Vec<bool> = sizes.iter().map(|&d| d == out).collect();
         match axes.last_mut() {
-            Some(last) if (last.1, last.2) == (full_a, full_b) => last.0 *= out,
-            _ => axes.push((out, full_a, full_b)),
+            Some(last) if last.1 == full => last.0 *= out,
+            _ => axes.push((out, full)),
         }
     }
     if axes.len() > MAX_RANK {
         return None;
     }
-    let side = |full: fn(&(usize, bool, bool)) -> bool| -> Vec<usize> {
-        axes.iter()
-            .map(|axis| if full(axis) { axis.0 } else { 1 })
-            .collect()
-    };
-    Some((side(|axis| axis.1), side(|axis| axis.2), side(|_| true)))
+    let operands = (0..shapes.len())
+        .map(|k| {
+            axes.iter()
+                .map(|(size, full)| if full[k] { *size } else { 1 })
+                .collect()
+        })
+        .collect();
+    Some((operands, axes.iter().map(|axis| axis.0).collect()))
 }
 
 /// `shape` as four u32s, padded on the left with `fill` (1 for dimensions, 0 for strides).

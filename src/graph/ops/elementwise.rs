@@ -1,8 +1,12 @@
-//! The elementwise rules (`kernels::elementwise`): `Unary` and `Binary`.
+//! The elementwise rules (`kernels::elementwise`): `Unary`, `Binary` and `Select`.
 
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{binary_dispatch, unary_dispatch, Binary, Unary};
-use crate::kernels::{broadcast_shape_any_rank, broadcast_shapes, coalesce_broadcast, MAX_RANK};
+use crate::kernels::elementwise::{
+    binary_dispatch, select_dispatch, select_shape, unary_dispatch, Binary, Unary,
+};
+use crate::kernels::{
+    broadcast_shape_any_rank, broadcast_shapes, check_rank, coalesce_broadcast, MAX_RANK,
+};
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -75,33 +79,73 @@ impl Graph {
     /// then runs on free reshapes of them.
     pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
         op.validate()?;
-        self.check_each("zip", &[a, b])?;
-        let (a_shape, b_shape) = (self.shape(a).to_vec(), self.shape(b).to_vec());
-        if a_shape.len().max(b_shape.len()) > MAX_RANK {
-            let out_shape = broadcast_shape_any_rank(&a_shape, &b_shape).map_err(|axis| {
-                mismatch(
-                    "zip",
-                    &a_shape,
-                    &b_shape,
-                    format!("axis {axis} differs and neither is 1, so they do not broadcast (numpy rules)"),
+        self.push_broadcasting("zip", Op::Binary(op), &[a, b])
+    }
+
+    /// Where `condition` is nonzero `on_true`, else `on_false`, elementwise, the three
+    /// broadcast together (numpy rules; past four axes as [`Graph::zip`]): PyTorch's
+    /// `torch.where(condition, on_true, on_false)`, the condition an f32 mask such as
+    /// [`Graph::greater`] gives. The gradient flows to `on_true` where the condition
+    /// holds and to `on_false` elsewhere (summed down where they were broadcast); the
+    /// condition gets none.
+    pub fn select(&mut self, condition: Var, on_true: Var, on_false: Var) -> Result<Var> {
+        self.push_broadcasting("select", Op::Select, &[condition, on_true, on_false])
+    }
+
+    /// 1 where a > b, else 0, broadcasting: a mask for [`Graph::select`] (no gradient).
+    pub fn greater(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Greater)
+    }
+
+    /// 1 where a < b, else 0, broadcasting (no gradient).
+    pub fn less(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Less)
+    }
+
+    /// 1 where a = b, else 0, broadcasting (no gradient).
+    pub fn equal(&mut self, a: Var, b: Var) -> Result<Var> {
+        self.zip(a, b, Binary::Equal)
+    }
+
+    /// Adds an elementwise `op` over `operands` that broadcast together. Within four axes
+    /// the kernel broadcasts them itself; past four, their axes are coalesced
+    /// ([`coalesce_broadcast`]) and the op runs on free reshapes, or the shapes are refused
+    /// naming them.
+    fn push_broadcasting(&mut self, name: &'static str, op: Op, operands: &[Var]) -> Result<Var> {
+        self.check_each(name, operands)?;
+        let shapes: Vec<Vec<usize>> = operands.iter().map(|&v| self.shape(v).to_vec()).collect();
+        if shapes.iter().all(|s| s.len() <= MAX_RANK) {
+            return self.push_one(op, operands);
+        }
+        let mut out_shape: Vec<usize> = Vec::new();
+        for shape in &shapes {
+            out_shape = broadcast_shape_any_rank(&out_shape, shape).map_err(|axis| {
+                Error::invalid(
+                    name,
+                    format!(
+                        "{shapes:?} do not broadcast: axis {axis} differs and is not 1 \
+                         (numpy rules)"
+                    ),
                 )
             })?;
-            let Some((a_rows, b_rows, _)) = coalesce_broadcast(&a_shape, &b_shape) else {
-                return Err(Error::invalid(
-                    "zip",
-                    format!(
-                        "{a_shape:?} and {b_shape:?} broadcast over more than {MAX_RANK} axes \
-                         that cannot merge (neighbouring axes merge when each operand has \
-                         both or broadcasts both)"
-                    ),
-                ));
-            };
-            let a = self.reshape(a, &a_rows)?;
-            let b = self.reshape(b, &b_rows)?;
-            let y = self.push_one(Op::Binary(op), &[a, b])?;
-            return self.reshape(y, &out_shape);
         }
-        self.push_one(Op::Binary(op), &[a, b])
+        let borrowed: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let Some((rows, _)) = coalesce_broadcast(&borrowed) else {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "{shapes:?} broadcast over more than {MAX_RANK} axes that cannot merge \
+                     (neighbouring axes merge when each operand has both or broadcasts both)"
+                ),
+            ));
+        };
+        let reshaped = operands
+            .iter()
+            .zip(&rows)
+            .map(|(&v, shape)| self.reshape(v, shape))
+            .collect::<Result<Vec<_>>>()?;
+        let y = self.push_one(op, &reshaped)?;
+        self.reshape(y, &out_shape)
     }
 
     /// a + b elementwise with numpy broadcasting; the result has the broadcast shape.
@@ -172,9 +216,7 @@ pub(super) fn infer_binary(
     check_inputs(op, inputs, &[DType::F32, DType::F32])?;
     let (a, b) = (inputs[0].0, inputs[1].0);
     match binary {
-        Binary::Add | Binary::Sub | Binary::Mul | Binary::Div => {
-            f32_output(broadcast_shapes(op, a, b)?)
-        }
+        _ if binary.broadcasts() => f32_output(broadcast_shapes(op, a, b)?),
         _ if a == b => f32_output(a.to_vec()),
         _ => Err(mismatch(
             op,
@@ -218,7 +260,7 @@ pub(super) fn backward_binary(
             ))
         }
         // A mask: piecewise constant, its gradient is 0 almost everywhere.
-        Binary::Equal => return Ok(vec![None, None]),
+        Binary::Equal | Binary::Greater | Binary::Less => return Ok(vec![None, None]),
     };
     Ok(vec![
         Some(g.sum_to(da, &a_shape)?),
@@ -233,4 +275,33 @@ pub(super) fn record_binary(
 ) -> Result<Recorded> {
     let (a, b, y) = (inputs[0].f32(), inputs[1].f32(), outputs[0].f32());
     Ok(binary_dispatch(a, b, y, binary)?.into())
+}
+
+pub(super) fn infer_select(op: &'static str, inputs: &[(&[usize], DType)]) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32, DType::F32, DType::F32])?;
+    let shape = select_shape(op, inputs[0].0, inputs[1].0, inputs[2].0)?;
+    check_rank(op, &shape)?;
+    f32_output(shape)
+}
+
+/// dy goes to `on_true` where the condition holds and to `on_false` elsewhere: two selects
+/// of dy against 0, each summed down to its operand's shape.
+pub(super) fn backward_select(g: &mut Graph, node: NodeGradient) -> Result<Vec<Option<Var>>> {
+    let (condition, on_true, on_false, dy) =
+        (node.inputs[0], node.inputs[1], node.inputs[2], node.dy);
+    let on_true_shape = g.shape(on_true).to_vec();
+    let on_false_shape = g.shape(on_false).to_vec();
+    let zero = g.constant(vec![0.0], &[])?;
+    let d_on_true = g.select(condition, dy, zero)?;
+    let d_on_false = g.select(condition, zero, dy)?;
+    Ok(vec![
+        None,
+        Some(g.sum_to(d_on_true, &on_true_shape)?),
+        Some(g.sum_to(d_on_false, &on_false_shape)?),
+    ])
+}
+
+pub(super) fn record_select(inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
+    let [condition, on_true, on_false] = [0, 1, 2].map(|k| inputs[k].f32());
+    Ok(select_dispatch(condition, on_true, on_false, outputs[0].f32())?.into())
 }

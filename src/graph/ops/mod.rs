@@ -97,6 +97,8 @@ pub enum Op {
     Unary(Unary),
     /// a ∘ b with numpy broadcasting; the derivative ops take two values of one shape.
     Binary(Binary),
+    /// condition ? on_true : on_false elementwise, the three broadcast (numpy rules).
+    Select,
     /// Inverted dropout: inputs x and the seed (u32 \[1\], fed every run); keeps each element
     /// with probability 1 − p, scaled by 1/(1 − p), by the hash of (seed, `stream`, index)
     /// (`kernels::random`). Its backward is the same op on dy: the same bits drop the same
@@ -392,6 +394,7 @@ impl Op {
             Op::MatMul { .. } => "matmul",
             Op::Unary(_) => "unary",
             Op::Binary(_) => "binary",
+            Op::Select => "select",
             Op::Dropout { .. } => "dropout",
             Op::Reduce { .. } => "reduce",
             Op::SumTo { .. } => "sum_to",
@@ -463,6 +466,7 @@ impl Op {
             } => matmul::infer_matmul(op, *trans_a, *trans_b, *bias, *fused, inputs),
             Op::Unary(_) => elementwise::infer_unary(op, inputs),
             Op::Binary(binary) => elementwise::infer_binary(op, *binary, inputs),
+            Op::Select => elementwise::infer_select(op, inputs),
             Op::Dropout { .. } => random::infer_dropout(op, inputs),
             Op::Reduce {
                 op: reduce,
@@ -569,6 +573,7 @@ impl Op {
             } => matmul::backward_matmul(g, node, *trans_a, *trans_b, *bias, *fused),
             Op::Unary(f) => elementwise::backward_unary(g, node, *f),
             Op::Binary(binary) => elementwise::backward_binary(g, node, *binary),
+            Op::Select => elementwise::backward_select(g, node),
             Op::Dropout { p, stream } => random::backward_dropout(g, node, *p, *stream),
             Op::Reduce { op, axis, .. } => reduce::backward_reduce(g, node, *op, *axis),
             Op::SumTo { .. } => reduce::backward_sum_to(g, node),
@@ -636,6 +641,7 @@ impl Op {
             } => matmul::record_matmul(*trans_a, *trans_b, *bias, *fused, inputs, outputs),
             Op::Unary(f) => elementwise::record_unary(*f, inputs, outputs),
             Op::Binary(binary) => elementwise::record_binary(*binary, inputs, outputs),
+            Op::Select => elementwise::record_select(inputs, outputs),
             Op::Dropout { p, stream } => random::record_dropout(*p, *stream, inputs, outputs),
             Op::Reduce { op, axis, .. } => reduce::record_reduce(*op, *axis, inputs, outputs),
             Op::SumTo { shape } => reduce::record_sum_to(shape, inputs, outputs),
