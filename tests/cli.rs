@@ -130,8 +130,8 @@ fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
     for name in [
         "layers.0.weight",
         "layers.1.bias",
-        "optimizer.0.exp_avg",
-        "optimizer.3.exp_avg_sq",
+        "optimizer.layers.0.weight.exp_avg",
+        "optimizer.layers.1.bias.exp_avg_sq",
     ] {
         assert!(names.contains(&name), "{name} missing from {names:?}");
     }
@@ -167,10 +167,27 @@ fn train_mlp_learns_xor_and_saves_its_model_and_metrics() {
     }
 
     // A checkpoint from before the PyTorch layout (`layer{i}.weight` [in, out], the
-    // optimizer's moments alike, no "weight_layout") resumes as it would have.
+    // optimizer's moments alike and keyed by the parameter's index, no "weight_layout")
+    // resumes as it would have.
     let mut old = checkpoint.clone();
-    old.rename_tensors(|name| Some(name.replace("layers.", "layer")))
-        .unwrap();
+    old.rename_tensors(|name| {
+        let by_index = [
+            "layers.0.weight",
+            "layers.0.bias",
+            "layers.1.weight",
+            "layers.1.bias",
+        ]
+        .iter()
+        .enumerate()
+        .fold(name.to_string(), |name, (index, parameter)| {
+            name.replace(
+                &format!("optimizer.{parameter}."),
+                &format!("optimizer.{index}."),
+            )
+        });
+        Some(by_index.replace("layers.", "layer"))
+    })
+    .unwrap();
     let tensors: Vec<NamedTensor> = old
         .tensors
         .iter()

@@ -423,3 +423,117 @@ fn transformer_layers_drop_only_in_training_and_refuse_bad_sizes() {
     .to_string();
     assert!(err.contains("dropout 1"), "{err}");
 }
+
+/// The optimizer that `Parameters::optimizer` makes keys its state by the parameters'
+/// names, so a checkpoint's moments go back to their own parameters in a build that makes
+/// the parameters in another order; a checkpoint whose state is keyed by index (as saved
+/// before) is keyed by name on upgrade.
+#[test]
+fn optimizer_state_follows_its_parameter_by_name() {
+    let build = |order: [&str; 2]| {
+        let params = Parameters::new(gpu(), 5);
+        for name in order {
+            let shape: &[usize] = if name == "w" { &[2, 3] } else { &[3] };
+            params.get_or_init(name, shape, Init::Uniform(1.0)).unwrap();
+        }
+        params
+    };
+    let trained = build(["w", "b"]);
+    let mut optimizer = trained
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.1))
+        .unwrap();
+    for parameter in trained.list() {
+        let gradient: Vec<f32> = (0..parameter.numel()).map(|i| i as f32 - 1.5).collect();
+        parameter
+            .gradient()
+            .unwrap()
+            .gpu()
+            .write(parameter.gradient().unwrap().buffer(), &gradient);
+    }
+    optimizer.step().unwrap();
+    let tensors = trained.checkpoint_tensors(Some(&optimizer)).unwrap();
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    for name in ["optimizer.w.exp_avg", "optimizer.b.exp_avg_sq"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+
+    // Another build makes b first: its optimizer takes the state by name.
+    let rebuilt = build(["b", "w"]);
+    let mut resumed = rebuilt
+        .optimizer(OptimizerConfig::new(Rule::adam(), 0.1))
+        .unwrap();
+    let state: Vec<(String, shadergrad::Tensor)> = tensors
+        .iter()
+        .filter_map(|t| Some((t.name.strip_prefix("optimizer.")?.to_string(), t)))
+        .map(|(name, t)| (name, t.upload(gpu()).unwrap()))
+        .collect();
+    resumed.load_state(1, &state).unwrap();
+    let moment = |optimizer: &shadergrad::Optimizer, name: &str| {
+        let state = optimizer.state_tensors();
+        let (_, tensor) = state.iter().find(|(n, _)| n == name).unwrap();
+        tensor.to_vec().unwrap()
+    };
+    assert_eq!(
+        moment(&resumed, "w.exp_avg"),
+        moment(&optimizer, "w.exp_avg")
+    );
+    assert_eq!(
+        moment(&resumed, "b.exp_avg_sq"),
+        moment(&optimizer, "b.exp_avg_sq")
+    );
+
+    // Keyed by index, in the order of the build that saved it: renamed on upgrade by the
+    // order of the parameters it is upgraded for.
+    let by_index: Vec<NamedTensor> = tensors
+        .iter()
+        .map(|t| {
+            let name = t
+                .name
+                .replace("optimizer.w.", "optimizer.0.")
+                .replace("optimizer.b.", "optimizer.1.");
+            NamedTensor::new(name, &t.shape, t.as_f32().unwrap().to_vec())
+        })
+        .collect();
+    let checkpoint = Checkpoint {
+        path: "old.safetensors".into(),
+        tensors: by_index,
+        config: serde_json::json!({ "weight_layout": shadergrad::models::WEIGHT_LAYOUT }),
+    };
+    let upgraded =
+        shadergrad::models::upgrade_legacy_checkpoint(&checkpoint, &[], &trained).unwrap();
+    let mut upgraded_names: Vec<&str> = upgraded.tensors.iter().map(|t| t.name.as_str()).collect();
+    let mut expected = names.clone();
+    upgraded_names.sort();
+    expected.sort();
+    assert_eq!(upgraded_names, expected);
+}
+
+#[test]
+fn optimizer_parameter_names_are_one_per_parameter_and_distinct() {
+    let params = Parameters::new(gpu(), 1);
+    params.get_or_init("a", &[2], Init::Zeros).unwrap();
+    params.get_or_init("b", &[2], Init::Zeros).unwrap();
+    let make = || {
+        shadergrad::Optimizer::new(
+            gpu(),
+            OptimizerConfig::new(Rule::Sgd, 0.1),
+            &params.optimizer_pairs().unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(make().parameter_names(), ["0", "1"]);
+    let message = make().with_parameter_names(&["a"]).unwrap_err().to_string();
+    assert!(message.contains("1 names for 2 parameters"), "{message}");
+    let message = make()
+        .with_parameter_names(&["a", "a"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("\"a\" is empty or given twice"),
+        "{message}"
+    );
+    let named = make().with_parameter_names(&["a", "b"]).unwrap();
+    let state: Vec<String> = named.state_tensors().into_iter().map(|(n, _)| n).collect();
+    assert!(state.is_empty(), "plain SGD keeps no state: {state:?}");
+    assert_eq!(named.parameter_names(), ["a", "b"]);
+}

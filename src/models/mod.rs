@@ -98,30 +98,61 @@ pub fn legacy_recurrent_layer(old: &str, new: &str, suffix: &str) -> [LegacyName
     ]
 }
 
-/// `checkpoint` in today's names and layouts: unchanged when its config records
-/// [`WEIGHT_LAYOUT`]; otherwise every parameter named in `legacy` (the older build's
-/// parameters, in the order it made them) renamed and transposed as it says, and the
-/// optimizer's state of each (`optimizer.{index}.…`, by that order) moved to the index its
-/// parameter has in `parameters` today, transposed alike. Tensors it does not know are left
-/// for the load to name.
+/// `checkpoint` in today's names and layouts. Unless its config records [`WEIGHT_LAYOUT`],
+/// every parameter named in `legacy` (the older build's parameters, in the order it made
+/// them) is renamed and transposed as it says, and the optimizer's state of each
+/// (`optimizer.{index}.…`, by that order) is renamed after it and transposed alike. Then
+/// optimizer state still keyed by index (`optimizer.3.exp_avg`, as saved before the state
+/// was keyed by name) is keyed by the name of the parameter at that index in `parameters`.
+/// Tensors it does not know are left for the load to name.
 pub fn upgrade_legacy_checkpoint(
     checkpoint: &Checkpoint,
     legacy: &[LegacyName],
     parameters: &Parameters,
 ) -> Result<Checkpoint> {
-    let mut upgraded = checkpoint.clone();
     let layout = checkpoint
         .config
         .get("weight_layout")
         .and_then(Value::as_str);
-    if layout == Some(WEIGHT_LAYOUT) {
-        return Ok(upgraded);
-    }
+    let mut upgraded = if layout == Some(WEIGHT_LAYOUT) {
+        checkpoint.clone()
+    } else {
+        upgrade_weight_layout(checkpoint, legacy)?
+    };
     let order: Vec<String> = parameters
         .list()
         .iter()
         .map(|p| p.name().to_string())
         .collect();
+    key_optimizer_state_by_name(&mut upgraded, &order);
+    Ok(upgraded)
+}
+
+/// Renames `optimizer.{index}.{state}` to `optimizer.{name}.{state}`, `name` the
+/// parameter at that index of `order`, unless the key already is a parameter's name.
+fn key_optimizer_state_by_name(checkpoint: &mut Checkpoint, order: &[String]) {
+    for tensor in &mut checkpoint.tensors {
+        let Some((key, state)) = tensor
+            .name
+            .strip_prefix(OPTIMIZER_PREFIX)
+            .and_then(|rest| rest.rsplit_once('.'))
+        else {
+            continue;
+        };
+        if order.iter().any(|name| name == key) {
+            continue;
+        }
+        if let Some(name) = key.parse::<usize>().ok().and_then(|index| order.get(index)) {
+            tensor.name = format!("{OPTIMIZER_PREFIX}{name}.{state}");
+        }
+    }
+    checkpoint.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
+/// The renames, transposes and stacks of [`upgrade_legacy_checkpoint`] for a checkpoint
+/// from before PyTorch's layouts, and its optimizer state named after its parameters.
+fn upgrade_weight_layout(checkpoint: &Checkpoint, legacy: &[LegacyName]) -> Result<Checkpoint> {
+    let mut upgraded = checkpoint.clone();
     // Blocks of stacked tensors, by their name today, until every block has come.
     let mut stacks: BTreeMap<String, Vec<Option<NamedTensor>>> = BTreeMap::new();
     let mut tensors = Vec::with_capacity(upgraded.tensors.len());
@@ -141,13 +172,7 @@ pub fn upgrade_legacy_checkpoint(
         };
         let name = match optimizer_state {
             None => entry.new.clone(),
-            Some((_, state)) => match order.iter().position(|name| *name == entry.new) {
-                Some(position) => format!("{OPTIMIZER_PREFIX}{position}.{state}"),
-                None => {
-                    tensors.push(tensor);
-                    continue;
-                }
-            },
+            Some((_, state)) => format!("{OPTIMIZER_PREFIX}{}.{state}", entry.new),
         };
         if entry.transposed {
             tensor = tensor.transposed()?;

@@ -242,9 +242,11 @@ impl Parameters {
         crate::graph::load_named(checkpoint, &named)
     }
 
-    /// An optimizer over every parameter under this view's path and its gradient.
+    /// An optimizer over every parameter under this view's path and its gradient, its
+    /// state keyed by the parameters' names (`optimizer.{name}.exp_avg` in a checkpoint).
     pub fn optimizer(&self, config: OptimizerConfig) -> Result<Optimizer> {
-        Optimizer::new(&self.gpu, config, &self.optimizer_pairs()?)
+        let names: Vec<String> = self.list().iter().map(|p| p.name().to_string()).collect();
+        Optimizer::new(&self.gpu, config, &self.optimizer_pairs()?)?.with_parameter_names(&names)
     }
 
     /// (value, gradient) of every parameter under this view's path, as

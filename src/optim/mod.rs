@@ -51,6 +51,8 @@ pub struct Optimizer {
     config: OptimizerConfig,
     /// (parameter, gradient) pairs, updated in place and read.
     params: Vec<(Tensor, Tensor)>,
+    /// What each parameter's state is keyed by: its name, or its index in `params`.
+    names: Vec<String>,
     /// Per parameter, its state tensors in the order of [`Rule::state_names`].
     state: Vec<Vec<Tensor>>,
     /// One [`StepScalars`], rewritten by every `prepare_step`.
@@ -155,6 +157,7 @@ impl Optimizer {
             gpu: gpu.clone(),
             config,
             params: params.to_vec(),
+            names: (0..params.len()).map(|index| index.to_string()).collect(),
             state,
             scalars,
             grad_norm,
@@ -162,6 +165,41 @@ impl Optimizer {
             dispatches,
             step: 0,
         })
+    }
+
+    /// Keys each parameter's state by `names` (one per pair, in order, each different)
+    /// instead of its index, so that a checkpoint's state follows its parameter by name
+    /// (`encoder.weight.exp_avg`) whatever order a later build makes the parameters in.
+    /// [`crate::nn::Parameters::optimizer`] names them so.
+    pub fn with_parameter_names<S: AsRef<str>>(mut self, names: &[S]) -> Result<Self> {
+        const OP: &str = "Optimizer::with_parameter_names";
+        if names.len() != self.params.len() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{} names for {} parameters: expected one name per parameter",
+                    names.len(),
+                    self.params.len()
+                ),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for name in names.iter().map(AsRef::as_ref) {
+            if name.is_empty() || !seen.insert(name) {
+                return Err(Error::invalid(
+                    OP,
+                    format!("parameter name {name:?} is empty or given twice"),
+                ));
+            }
+        }
+        self.names = names.iter().map(|n| n.as_ref().to_string()).collect();
+        Ok(self)
+    }
+
+    /// What each parameter's state is keyed by, in the order of [`Optimizer::params`]: the
+    /// names given to [`Optimizer::with_parameter_names`], else the indices `"0"`, `"1"`, ….
+    pub fn parameter_names(&self) -> &[String] {
+        &self.names
     }
 
     /// The rule, learning rate, schedule and clipping this optimizer was built with.
@@ -242,19 +280,20 @@ impl Optimizer {
         }
     }
 
-    /// The state tensors by name, `"{index}.{name}"` with the parameter's index in the list
-    /// and the rule's name for it (`0.exp_avg`, `0.exp_avg_sq`, `3.momentum_buffer`, as in
-    /// a PyTorch optimizer's state dict). The handles share the optimizer's buffers.
+    /// The state tensors by name, `"{parameter}.{state}"` with the parameter's name (see
+    /// [`Optimizer::parameter_names`]; its index by default, as in a PyTorch optimizer's
+    /// state dict) and the rule's name for the state (`decoder.weight.exp_avg`,
+    /// `0.exp_avg_sq`, `3.momentum_buffer`). The handles share the optimizer's buffers.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let names = self.config.rule.state_names();
+        let states = self.config.rule.state_names();
         self.state
             .iter()
-            .enumerate()
-            .flat_map(|(index, tensors)| {
-                names
+            .zip(&self.names)
+            .flat_map(|(tensors, parameter)| {
+                states
                     .iter()
                     .zip(tensors)
-                    .map(move |(name, tensor)| (format!("{index}.{name}"), tensor.clone()))
+                    .map(move |(state, tensor)| (format!("{parameter}.{state}"), tensor.clone()))
             })
             .collect()
     }
