@@ -199,7 +199,19 @@ fn unary_vec4(@builtin(workgroup_id) wid: vec3<u32>,
 //
 // The output shape is padded on the left to rank 4. Each input has a stride per output
 // axis, 0 along the axes it is broadcast over (numpy rules), so row, column and scalar
-// broadcasting are all the same code.
+// broadcasting are all the same code: an input's element is the dot product of the
+// output coordinates with its strides.
+
+// The coordinates of flat index i in a row-major tensor of `shape`.
+fn coordinates(i: u32, shape: vec4<u32>) -> vec4<u32> {
+    var coords: vec4<u32>;
+    var rest = i;
+    for (var axis = 3; axis >= 0; axis--) {
+        coords[axis] = rest % shape[axis];
+        rest = rest / shape[axis];
+    }
+    return coords;
+}
 
 struct BinaryParams {
     len: u32,
@@ -261,16 +273,9 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>,
     var ia = i;
     var ib = i;
     if p.broadcast != 0u {
-        // Coordinates of i in the output, innermost axis first.
-        var rest = i;
-        ia = 0u;
-        ib = 0u;
-        for (var axis = 3; axis >= 0; axis--) {
-            let coord = rest % p.out_shape[axis];
-            rest = rest / p.out_shape[axis];
-            ia += coord * p.a_strides[axis];
-            ib += coord * p.b_strides[axis];
-        }
+        let coords = coordinates(i, p.out_shape);
+        ia = dot(coords, p.a_strides);
+        ib = dot(coords, p.b_strides);
     }
     binary_out[i] = apply_binary(binary_a[ia], binary_b[ib]);
 }
@@ -335,17 +340,10 @@ fn select_where(@builtin(workgroup_id) wid: vec3<u32>,
     var ia = i;
     var ib = i;
     if p.broadcast != 0u {
-        var rest = i;
-        ic = 0u;
-        ia = 0u;
-        ib = 0u;
-        for (var axis = 3; axis >= 0; axis--) {
-            let coord = rest % p.out_shape[axis];
-            rest = rest / p.out_shape[axis];
-            ic += coord * p.condition_strides[axis];
-            ia += coord * p.on_true_strides[axis];
-            ib += coord * p.on_false_strides[axis];
-        }
+        let coords = coordinates(i, p.out_shape);
+        ic = dot(coords, p.condition_strides);
+        ia = dot(coords, p.on_true_strides);
+        ib = dot(coords, p.on_false_strides);
     }
     select_out[i] = select(select_on_false[ib], select_on_true[ia], is_nonzero(select_condition[ic]));
 }
