@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{assert_close, assert_gradient, gpu, numeric_gradient, weighted_sum};
+use common::{
+    assert_close, assert_gradient, broadcast_reference, gpu, numeric_gradient, weighted_sum,
+};
 use shadergrad::graph::{AttentionSpec, CrossEntropySpec, Feed, GemmSpec, Graph, Var};
 use shadergrad::kernels::attention::{
     attention_cpu, AttentionCpuInputs, AttentionDims, AttentionSettings, CpuMask, MaskKind,
@@ -2336,43 +2338,6 @@ fn select_backward_with_broadcasting() {
     let labels = g.input_indices("labels", &[2, 3]);
     let err = g.select(labels, c, c).unwrap_err().to_string();
     assert!(err.contains("select"), "{err}");
-}
-
-/// numpy's broadcast of `op` over `a` and `b` (any rank), in f64: the reference of the
-/// rank-5 and rank-6 cases below.
-fn broadcast_reference(
-    a: &[f64],
-    a_shape: &[usize],
-    b: &[f64],
-    b_shape: &[usize],
-    op: impl Fn(f64, f64) -> f64,
-) -> Vec<f64> {
-    let rank = a_shape.len().max(b_shape.len());
-    let padded = |s: &[usize]| -> Vec<usize> {
-        std::iter::repeat_n(1, rank - s.len())
-            .chain(s.iter().copied())
-            .collect()
-    };
-    let (pa, pb) = (padded(a_shape), padded(b_shape));
-    let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
-    let index = |shape: &[usize], coords: &[usize]| -> usize {
-        shape
-            .iter()
-            .zip(coords)
-            .fold(0, |i, (&d, &c)| i * d + if d == 1 { 0 } else { c })
-    };
-    let n: usize = out.iter().product();
-    (0..n)
-        .map(|flat| {
-            let mut coords = vec![0; rank];
-            let mut rest = flat;
-            for axis in (0..rank).rev() {
-                coords[axis] = rest % out[axis];
-                rest /= out[axis];
-            }
-            op(a[index(&pa, &coords)], b[index(&pb, &coords)])
-        })
-        .collect()
 }
 
 /// Broadcasting past four axes, where the axes coalesce into four: values and gradients

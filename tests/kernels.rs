@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, assert_within, gpu};
+use common::{assert_close, assert_within, broadcast_reference, gpu};
 use shadergrad::kernels::copy::permute_cpu;
 use shadergrad::kernels::elementwise::{binary_cpu, erf, erfc, select_cpu, unary_cpu};
 use shadergrad::kernels::matmul::{
@@ -1098,9 +1098,70 @@ fn select_refuses_shapes_that_do_not_broadcast() {
         message.contains("condition [2, 3], on_true [4] and on_false []"),
         "{message}"
     );
-    let five = upload(&[1.0; 32], &[2, 2, 2, 2, 2]);
-    let message = Tensor::select(&five, &b, &b).unwrap_err().to_string();
-    assert!(message.contains("rank 5"), "{message}");
+}
+
+/// Eager ops past four axes: operands whose axes coalesce into four broadcast (the kernel
+/// runs on free reshapes), derivative ops of one shape run, `select` too; a pattern that
+/// needs five axes is refused naming the shapes.
+#[test]
+fn eager_elementwise_ops_past_rank_four() {
+    let mut rng = Rng::new(12);
+    let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let cases: [(&[usize], &[usize]); 3] = [
+        (&[2, 3, 2, 2, 3], &[3]),
+        (&[2, 3, 1, 1, 2, 2], &[1, 1, 2, 3, 1, 1]),
+        (&[1, 2, 1, 3, 1], &[2, 1, 1, 1, 3, 1]),
+    ];
+    for (a_shape, b_shape) in cases {
+        let a = rng.vec(a_shape.iter().product(), -2.0, 2.0);
+        let b = rng.vec(b_shape.iter().product(), -2.0, 2.0);
+        let (ga, gb) = (upload(&a, a_shape), upload(&b, b_shape));
+        let product = ga.mul(&gb).unwrap();
+        let expected =
+            broadcast_reference(&to_f64(&a), a_shape, &to_f64(&b), b_shape, |x, y| x * y);
+        let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+        assert_eq!(
+            product.to_vec().unwrap(),
+            expected,
+            "{a_shape:?} · {b_shape:?}"
+        );
+        let rank = a_shape.len().max(b_shape.len());
+        assert_eq!(product.shape().len(), rank);
+        // select(a > b, a, b) = max(a, b).
+        let mask = ga.greater(&gb).unwrap();
+        let max = Tensor::select(&mask, &ga, &gb).unwrap();
+        let expected = broadcast_reference(&to_f64(&a), a_shape, &to_f64(&b), b_shape, f64::max);
+        let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+        assert_eq!(
+            max.to_vec().unwrap(),
+            expected,
+            "max {a_shape:?} {b_shape:?}"
+        );
+    }
+    // A derivative op over two tensors of one rank-5 shape.
+    let x = rng.vec(2 * 3 * 2 * 2 * 3, -2.0, 2.0);
+    let dy = rng.vec(x.len(), -1.0, 1.0);
+    let shape = [2, 3, 2, 2, 3];
+    let grad = upload(&x, &shape)
+        .zip(&upload(&dy, &shape), Binary::ReluGrad)
+        .unwrap();
+    assert_eq!(grad.shape(), shape);
+    let (expected, _) = binary_cpu(&x, &[x.len()], &dy, &[x.len()], Binary::ReluGrad).unwrap();
+    assert_eq!(grad.to_vec().unwrap(), expected);
+
+    let a = upload(&[0.0; 12], &[2, 1, 3, 1, 2]);
+    let b = upload(&[0.0; 24], &[1, 4, 3, 2, 1]);
+    let message = a.add(&b).unwrap_err().to_string();
+    assert!(
+        message.contains("more than 4 axes") && message.contains("[1, 4, 3, 2, 1]"),
+        "{message}"
+    );
+    let c = upload(&[0.0; 90], &[2, 5, 3, 1, 3]);
+    let message = a.add(&c).unwrap_err().to_string();
+    assert!(
+        message.contains("[2, 1, 3, 1, 2]") && message.contains("[2, 5, 3, 1, 3]"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
 use crate::kernels::{
     broadcast_shape_any_rank, broadcast_shapes, broadcast_strides, check_rank, pad_to_rank4,
-    WORKGROUP_1D,
+    plan_broadcast, WORKGROUP_1D,
 };
 use crate::tensor::Tensor;
 
@@ -640,6 +640,42 @@ pub fn kernel_specs() -> Vec<KernelSpec> {
     specs
 }
 
+/// Runs the elementwise kernel that `record` dispatches over `operands` broadcast together
+/// (numpy rules; their shapes already checked to broadcast) and returns its output. Within
+/// four axes the kernel broadcasts them itself; past four, it runs on free reshapes whose
+/// neighbouring axes merge ([`crate::kernels::coalesce_broadcast`]) and the output is reshaped back, or
+/// the shapes are refused, naming them, when they need more than four axes.
+fn broadcasting(
+    op: &'static str,
+    operands: &[&Tensor],
+    record: impl Fn(&[&Tensor], &Tensor) -> Result<Dispatch>,
+) -> Result<Tensor> {
+    let gpu = operands[0].gpu();
+    let shapes: Vec<&[usize]> = operands.iter().map(|t| t.shape()).collect();
+    let plan = plan_broadcast(op, &shapes)?;
+    let (reshaped, kernel_shape) = match plan.coalesced {
+        None => (
+            operands.iter().map(|&t| t.clone()).collect(),
+            plan.out.clone(),
+        ),
+        Some(coalesced) => (
+            operands
+                .iter()
+                .zip(&coalesced.operands)
+                .map(|(t, shape)| t.reshape(shape))
+                .collect::<Result<Vec<_>>>()?,
+            coalesced.out,
+        ),
+    };
+    let out = Tensor::uninit(gpu, &kernel_shape)?;
+    if out.numel() > 0 {
+        let borrowed: Vec<&Tensor> = reshaped.iter().collect();
+        let dispatch = record(&borrowed, &out)?;
+        gpu.submit(&[], &[dispatch])?;
+    }
+    out.reshape(&plan.out)
+}
+
 /// CPU reference of [`Tensor::map`].
 pub fn unary_cpu(x: &[f32], op: Unary) -> Vec<f32> {
     x.iter().map(|&v| op.apply(f64::from(v)) as f32).collect()
@@ -685,46 +721,38 @@ impl Tensor {
         Ok(y)
     }
 
-    /// out = self ∘ other elementwise, broadcasting as numpy does (ranks up to 4).
+    /// out = self ∘ other elementwise, broadcasting as numpy does (the derivative ops take
+    /// two tensors of one shape). Past four axes the operands broadcast when their axes
+    /// coalesce into four ([`crate::kernels::coalesce_broadcast`]); a pattern that needs five is refused,
+    /// naming the shapes.
     pub fn zip(&self, other: &Tensor, op: Binary) -> Result<Tensor> {
         op.validate()?;
         self.same_device(op.name(), other)?;
-        let out_shape = if op.broadcasts() {
-            broadcast_shapes(op.name(), self.shape(), other.shape())?
-        } else if self.shape() == other.shape() {
-            self.shape().to_vec()
-        } else {
+        if !op.broadcasts() && self.shape() != other.shape() {
             return Err(Error::ShapeMismatch {
                 op: op.name(),
                 lhs: self.shape().to_vec(),
                 rhs: other.shape().to_vec(),
                 expected: "the forward value and the gradient must have the same shape".into(),
             });
-        };
-        let out = Tensor::uninit(self.gpu(), &out_shape)?;
-        if out.numel() > 0 {
-            let dispatch = binary_dispatch(self, other, &out, op)?;
-            self.gpu().submit(&[], &[dispatch])?;
         }
-        Ok(out)
+        broadcasting(op.name(), &[self, other], |operands, out| {
+            binary_dispatch(operands[0], operands[1], out, op)
+        })
     }
 
     /// Where `condition` is nonzero `on_true`, else `on_false`, elementwise, the three
-    /// broadcast together (numpy rules, at most four axes): PyTorch's
+    /// broadcast together (numpy rules; past four axes as [`Tensor::zip`]): PyTorch's
     /// `torch.where(condition, on_true, on_false)` and ONNX's Where, with the condition an
     /// f32 mask such as [`Binary::Greater`] gives (NaN counts as nonzero).
     pub fn select(condition: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         const OP: &str = "select";
         condition.same_device(OP, on_true)?;
         condition.same_device(OP, on_false)?;
-        let shape = select_shape(OP, condition.shape(), on_true.shape(), on_false.shape())?;
-        check_rank(OP, &shape)?;
-        let out = Tensor::uninit(condition.gpu(), &shape)?;
-        if out.numel() > 0 {
-            let dispatch = select_dispatch(condition, on_true, on_false, &out)?;
-            out.gpu().submit(&[], &[dispatch])?;
-        }
-        Ok(out)
+        select_shape(OP, condition.shape(), on_true.shape(), on_false.shape())?;
+        broadcasting(OP, &[condition, on_true, on_false], |operands, out| {
+            select_dispatch(operands[0], operands[1], operands[2], out)
+        })
     }
 
     /// 1 where self > other, else 0, broadcasting: a mask for [`Tensor::select`].

@@ -161,10 +161,10 @@ pub fn check_rank(op: &'static str, shape: &[usize]) -> Result<()> {
 /// Shapes that broadcast together (numpy rules) at any rank, rewritten as shapes of at most
 /// [`MAX_RANK`] axes with the same elements in the same order: axes of size 1 everywhere
 /// are dropped, and neighbouring axes that each operand either has in full or broadcasts
-/// alike merge into one. `Some((operands, out))` when that fits in [`MAX_RANK`] axes,
+/// alike merge into one. `Some` when that fits in [`MAX_RANK`] axes,
 /// `None` when the shapes do not broadcast or need more axes (a pattern such as
 /// `[2, 1, 3, 1, 2]` against `[1, 4, 3, 2, 1]`).
-pub fn coalesce_broadcast(shapes: &[&[usize]]) -> Option<(Vec<Vec<usize>>, Vec<usize>)> {
+pub fn coalesce_broadcast(shapes: &[&[usize]]) -> Option<Coalesced> {
     let rank = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
     let dim = |s: &[usize], i: usize| {
         if i < rank - s.len() {
@@ -200,7 +200,65 @@ pub fn coalesce_broadcast(shapes: &[&[usize]]) -> Option<(Vec<Vec<usize>>, Vec<u
                 .collect()
         })
         .collect();
-    Some((operands, axes.iter().map(|axis| axis.0).collect()))
+    Some(Coalesced {
+        operands,
+        out: axes.iter().map(|axis| axis.0).collect(),
+    })
+}
+
+/// Operands' shapes rewritten by [`coalesce_broadcast`]: free reshapes of at most
+/// [`MAX_RANK`] axes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coalesced {
+    /// Each operand's shape, in the order given.
+    pub operands: Vec<Vec<usize>>,
+    /// The broadcast output's shape.
+    pub out: Vec<usize>,
+}
+
+/// How elementwise operands broadcast: [`plan_broadcast`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastPlan {
+    /// The output's shape (numpy rules, any rank).
+    pub out: Vec<usize>,
+    /// Past [`MAX_RANK`] axes, the shapes the kernel runs on instead.
+    pub coalesced: Option<Coalesced>,
+}
+
+/// How elementwise operands of `shapes` broadcast (numpy rules) at any rank: the output's
+/// shape, and, when some operand has more than [`MAX_RANK`] axes, the shapes of free
+/// reshapes that the kernels take instead ([`coalesce_broadcast`]). An error names the
+/// shapes when they do not broadcast, or need more than four axes.
+pub fn plan_broadcast(op: &'static str, shapes: &[&[usize]]) -> Result<BroadcastPlan> {
+    let out = shapes.iter().try_fold(Vec::new(), |out, shape| {
+        broadcast_shape_any_rank(&out, shape).map_err(|axis| {
+            Error::invalid(
+                op,
+                format!(
+                    "{shapes:?} do not broadcast: axis {axis} differs and is not 1 (numpy rules)"
+                ),
+            )
+        })
+    })?;
+    if shapes.iter().all(|s| s.len() <= MAX_RANK) {
+        return Ok(BroadcastPlan {
+            out,
+            coalesced: None,
+        });
+    }
+    match coalesce_broadcast(shapes) {
+        Some(coalesced) => Ok(BroadcastPlan {
+            out,
+            coalesced: Some(coalesced),
+        }),
+        None => Err(Error::invalid(
+            op,
+            format!(
+                "{shapes:?} broadcast over more than {MAX_RANK} axes that cannot merge \
+                 (neighbouring axes merge when each operand has both or broadcasts both)"
+            ),
+        )),
+    }
 }
 
 /// `shape` as four u32s, padded on the left with `fill` (1 for dimensions, 0 for strides).

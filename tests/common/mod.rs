@@ -107,3 +107,40 @@ pub fn assert_metrics_match(
         );
     }
 }
+
+/// numpy's broadcast of `op` over `a` and `b` (any rank), in f64: the reference of the
+/// cases past rank 4.
+pub fn broadcast_reference(
+    a: &[f64],
+    a_shape: &[usize],
+    b: &[f64],
+    b_shape: &[usize],
+    op: impl Fn(f64, f64) -> f64,
+) -> Vec<f64> {
+    let rank = a_shape.len().max(b_shape.len());
+    let padded = |s: &[usize]| -> Vec<usize> {
+        std::iter::repeat_n(1, rank - s.len())
+            .chain(s.iter().copied())
+            .collect()
+    };
+    let (pa, pb) = (padded(a_shape), padded(b_shape));
+    let out: Vec<usize> = pa.iter().zip(&pb).map(|(&x, &y)| x.max(y)).collect();
+    let index = |shape: &[usize], coords: &[usize]| -> usize {
+        shape
+            .iter()
+            .zip(coords)
+            .fold(0, |i, (&d, &c)| i * d + if d == 1 { 0 } else { c })
+    };
+    let n: usize = out.iter().product();
+    (0..n)
+        .map(|flat| {
+            let mut coords = vec![0; rank];
+            let mut rest = flat;
+            for axis in (0..rank).rev() {
+                coords[axis] = rest % out[axis];
+                rest /= out[axis];
+            }
+            op(a[index(&pa, &coords)], b[index(&pb, &coords)])
+        })
+        .collect()
+}

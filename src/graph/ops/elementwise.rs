@@ -1,12 +1,10 @@
 //! The elementwise rules (`kernels::elementwise`): `Unary`, `Binary` and `Select`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kernels::elementwise::{
     binary_dispatch, select_dispatch, select_shape, unary_dispatch, Binary, Unary,
 };
-use crate::kernels::{
-    broadcast_shape_any_rank, broadcast_shapes, check_rank, coalesce_broadcast, MAX_RANK,
-};
+use crate::kernels::{broadcast_shapes, check_rank, plan_broadcast};
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, no_gradient, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -61,13 +59,13 @@ impl Graph {
     }
 
     /// xᵖ elementwise for a constant p, as PyTorch's `x ** p` ([`Unary::Pow`]);
-    /// [`Error::InvalidArgument`] if p is not finite.
+    /// [`crate::Error::InvalidArgument`] if p is not finite.
     pub fn pow(&mut self, x: Var, p: f32) -> Result<Var> {
         self.map(x, Unary::Pow(p))
     }
 
     /// min(max(x, min), max) elementwise, as `torch.clamp` (gradient 1 where
-    /// min ≤ x ≤ max, else 0); [`Error::InvalidArgument`]
+    /// min ≤ x ≤ max, else 0); [`crate::Error::InvalidArgument`]
     /// naming the bounds if min > max or either is NaN.
     pub fn clamp(&mut self, x: Var, min: f32, max: f32) -> Result<Var> {
         self.map(x, Unary::Clamp { min, max })
@@ -75,7 +73,7 @@ impl Graph {
 
     /// a ∘ b elementwise with numpy broadcasting (or a derivative op, same shapes);
     /// [`Binary::validate`]'s error for bad constants. Operands of more than four axes
-    /// broadcast too when their axes coalesce into four ([`coalesce_broadcast`]): the op
+    /// broadcast too when their axes coalesce into four ([`crate::kernels::coalesce_broadcast`]): the op
     /// then runs on free reshapes of them.
     pub fn zip(&mut self, a: Var, b: Var, op: Binary) -> Result<Var> {
         op.validate()?;
@@ -109,43 +107,23 @@ impl Graph {
 
     /// Adds an elementwise `op` over `operands` that broadcast together. Within four axes
     /// the kernel broadcasts them itself; past four, their axes are coalesced
-    /// ([`coalesce_broadcast`]) and the op runs on free reshapes, or the shapes are refused
+    /// ([`crate::kernels::coalesce_broadcast`]) and the op runs on free reshapes, or the shapes are refused
     /// naming them.
     fn push_broadcasting(&mut self, name: &'static str, op: Op, operands: &[Var]) -> Result<Var> {
         self.check_each(name, operands)?;
         let shapes: Vec<Vec<usize>> = operands.iter().map(|&v| self.shape(v).to_vec()).collect();
-        if shapes.iter().all(|s| s.len() <= MAX_RANK) {
-            return self.push_one(op, operands);
-        }
-        let mut out_shape: Vec<usize> = Vec::new();
-        for shape in &shapes {
-            out_shape = broadcast_shape_any_rank(&out_shape, shape).map_err(|axis| {
-                Error::invalid(
-                    name,
-                    format!(
-                        "{shapes:?} do not broadcast: axis {axis} differs and is not 1 \
-                         (numpy rules)"
-                    ),
-                )
-            })?;
-        }
         let borrowed: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-        let Some((rows, _)) = coalesce_broadcast(&borrowed) else {
-            return Err(Error::invalid(
-                name,
-                format!(
-                    "{shapes:?} broadcast over more than {MAX_RANK} axes that cannot merge \
-                     (neighbouring axes merge when each operand has both or broadcasts both)"
-                ),
-            ));
+        let plan = plan_broadcast(name, &borrowed)?;
+        let Some(coalesced) = plan.coalesced else {
+            return self.push_one(op, operands);
         };
         let reshaped = operands
             .iter()
-            .zip(&rows)
+            .zip(&coalesced.operands)
             .map(|(&v, shape)| self.reshape(v, shape))
             .collect::<Result<Vec<_>>>()?;
         let y = self.push_one(op, &reshaped)?;
-        self.reshape(y, &out_shape)
+        self.reshape(y, &plan.out)
     }
 
     /// a + b elementwise with numpy broadcasting; the result has the broadcast shape.
