@@ -44,6 +44,7 @@ mod generating;
 pub mod points;
 mod reading;
 pub mod text;
+pub mod tokens;
 
 pub use generating::GenerationProgress;
 pub use reading::{Parsed, Warning};
