@@ -66,6 +66,7 @@ pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod rng;
+pub mod scoring;
 pub mod tensor;
 #[cfg(feature = "cli")]
 pub mod train;
