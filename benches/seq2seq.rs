@@ -8,7 +8,8 @@ mod common;
 
 use std::time::Instant;
 
-use shadergrad::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
+use shadergrad::data::text::{bucketed_batches, longest, Bucketing, Task};
+use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
@@ -23,8 +24,8 @@ fn main() -> shadergrad::Result<()> {
         reverse_input: false,
     };
     let (train, _) = task.generate(2_000, 10, 0)?;
-    let vocab = Vocab::from_pairs(&train);
-    let pairs = encode_pairs(&vocab, &train);
+    let vocab = PairVocab::learn(&train, PairVocabSpec::default())?;
+    let pairs = vocab.encode(&train).0;
     println!(
         "{:<6} {:>6} {:>6} {:>6} {:>6} {:>12} {:>12} {:>10}",
         "cell", "bidir", "hidden", "embed", "batch", "median ms", "spread ms", "tokens/s"
@@ -38,7 +39,8 @@ fn main() -> shadergrad::Result<()> {
         (CellKind::Rnn, true, 64, 128),
     ] {
         let config = Seq2SeqConfig {
-            vocab_size: vocab.len(),
+            source_vocab_size: vocab.source.len(),
+            target_vocab_size: vocab.target.len(),
             layers: 1,
             architecture: Architecture::Recurrent(RecurrentConfig {
                 cell,

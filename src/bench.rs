@@ -9,7 +9,8 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::data::text::{bucketed_batches, encode_pairs, longest, Bucketing, Task, Vocab};
+use crate::data::text::{bucketed_batches, longest, Bucketing, Task};
+use crate::data::tokens::{PairVocab, PairVocabSpec};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu, TimingSource};
 use crate::graph::{Feed, Graph, Var};
@@ -738,10 +739,11 @@ impl Bench<'_> {
             reverse_input: false,
         };
         let (train, _) = task.generate(1_000, 10, 0)?;
-        let vocab = Vocab::from_pairs(&train);
-        let pairs = encode_pairs(&vocab, &train);
+        let vocab = PairVocab::learn(&train, PairVocabSpec::default())?;
+        let pairs = vocab.encode(&train).0;
         let config = Seq2SeqConfig {
-            vocab_size: vocab.len(),
+            source_vocab_size: vocab.source.len(),
+            target_vocab_size: vocab.target.len(),
             layers: 1,
             architecture: Architecture::Recurrent(RecurrentConfig {
                 cell: CellKind::Gru,

@@ -685,13 +685,7 @@ fn translate_reports_bad_lines_and_translates_the_rest() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_refused(
         &output,
-        &[
-            "line 8",
-            "not UTF-8",
-            "line 151",
-            "5000 characters",
-            "2 of 300",
-        ],
+        &["line 8", "not UTF-8", "line 151", "5000 tokens", "2 of 300"],
     );
     assert_eq!(lines.len(), 300, "one output line per input line");
     assert_eq!(lines[7], "");

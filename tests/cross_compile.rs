@@ -20,7 +20,8 @@ use naga::valid::{
 };
 use serde_json::Value;
 use shadergrad::bench::{self, BenchOptions};
-use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Pair, Vocab};
+use shadergrad::data::text::{bucketed_batches, Bucketing, Pair};
+use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 use shadergrad::gpu::Autotune;
 use shadergrad::gpu::{Access, KernelSpec, ShaderSource};
 use shadergrad::kernels::matmul::COOP_SHADER;
@@ -314,10 +315,11 @@ fn train_and_decode_a_transformer(gpu: &Gpu) -> shadergrad::Result<()> {
             target: source.chars().rev().collect(),
         })
         .collect();
-    let vocab = Vocab::from_pairs(&pairs);
-    let encoded = encode_pairs(&vocab, &pairs);
+    let vocab = PairVocab::learn(&pairs, PairVocabSpec::default()).unwrap();
+    let encoded = vocab.encode(&pairs).0;
     let config = Seq2SeqConfig {
-        vocab_size: vocab.len(),
+        source_vocab_size: vocab.source.len(),
+        target_vocab_size: vocab.target.len(),
         layers: 1,
         architecture: Architecture::Transformer(TransformerConfig {
             width: 32,

@@ -363,7 +363,8 @@ fn the_gru_encoder_decoder_with_attention_matches_pytorchs() {
     let state = reference("seq2seq_gru.state.safetensors");
     let vocab = 11;
     let config = Seq2SeqConfig {
-        vocab_size: vocab,
+        source_vocab_size: vocab,
+        target_vocab_size: vocab,
         layers: 2,
         architecture: Architecture::Recurrent(Seq2SeqRecurrent {
             cell: CellKind::Gru,
@@ -463,7 +464,8 @@ fn the_transformer_encoder_decoder_matches_pytorchs() {
     let state = reference("seq2seq_transformer.state.safetensors");
     let vocab = 11;
     let config = Seq2SeqConfig {
-        vocab_size: vocab,
+        source_vocab_size: vocab,
+        target_vocab_size: vocab,
         layers: 2,
         architecture: Architecture::Transformer(TransformerConfig {
             width: 8,

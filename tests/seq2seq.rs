@@ -5,7 +5,8 @@ mod common;
 
 use common::gpu;
 use serde_json::json;
-use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, Vocab};
+use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
+use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
@@ -38,7 +39,8 @@ fn config(
     bidirectional: bool,
 ) -> Seq2SeqConfig {
     Seq2SeqConfig {
-        vocab_size: 0,
+        source_vocab_size: 0,
+        target_vocab_size: 0,
         layers,
         architecture: Architecture::Recurrent(RecurrentConfig {
             cell,
@@ -51,10 +53,11 @@ fn config(
 }
 
 fn model(config: Seq2SeqConfig, pairs: &[Pair]) -> (Seq2SeqModel, Vec<EncodedPair>) {
-    let vocab = Vocab::from_pairs(pairs);
-    let encoded = encode_pairs(&vocab, pairs);
+    let vocab = PairVocab::learn(pairs, PairVocabSpec::default()).unwrap();
+    let encoded = vocab.encode(pairs).0;
     let config = Seq2SeqConfig {
-        vocab_size: vocab.len(),
+        source_vocab_size: vocab.source.len(),
+        target_vocab_size: vocab.target.len(),
         ..config
     };
     let model = Seq2SeqModel::new(gpu(), config, vocab, (5, 5), 7).unwrap();
@@ -96,7 +99,7 @@ fn a_gru_with_attention_learns_to_reverse_short_strings() {
         config(CellKind::Gru, AttentionKind::Dot, 1, false),
         train_pairs,
     );
-    let valid = encode_pairs(&model.vocab, valid_pairs);
+    let valid = model.vocab.encode(valid_pairs).0;
     let losses = train(&mut model, &train_set, 12, 1e-2);
     let (exact, loss, outputs) = evaluate(&mut model, &valid, 50).unwrap();
     assert!(
@@ -172,7 +175,8 @@ fn a_checkpoint_decodes_like_the_model_it_saved() {
 /// A small Transformer: d_model 32, 4 heads, feed-forward 64.
 fn transformer(layers: usize, dropout: f32) -> Seq2SeqConfig {
     Seq2SeqConfig {
-        vocab_size: 0,
+        source_vocab_size: 0,
+        target_vocab_size: 0,
         layers,
         architecture: Architecture::Transformer(TransformerConfig {
             width: 32,
@@ -188,7 +192,7 @@ fn a_transformer_with_dropout_learns_to_reverse_short_strings() {
     let pairs = reverse_pairs(1600, 1);
     let (train_pairs, valid_pairs) = pairs.split_at(1500);
     let (mut model, train_set) = model(transformer(2, 0.1), train_pairs);
-    let valid = encode_pairs(&model.vocab, valid_pairs);
+    let valid = model.vocab.encode(valid_pairs).0;
     let losses = train(&mut model, &train_set, 16, 1e-3);
     let (exact, loss, outputs) = evaluate(&mut model, &valid, 50).unwrap();
     assert!(
@@ -312,7 +316,8 @@ fn the_dropout_seed_changes_every_step_and_with_the_run() {
 fn a_transformer_dropout_outside_zero_to_one_is_an_error_naming_it() {
     for p in [-0.1f32, 1.0, 1.5] {
         let config = Seq2SeqConfig {
-            vocab_size: 8,
+            source_vocab_size: 8,
+            target_vocab_size: 8,
             ..transformer(1, p)
         };
         let message = config.validate().unwrap_err().to_string();
@@ -352,7 +357,8 @@ fn the_parameter_count_from_the_sizes_is_the_models() {
 #[test]
 fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() {
     let with_hidden = |hidden: usize| Seq2SeqConfig {
-        vocab_size: 20,
+        source_vocab_size: 20,
+        target_vocab_size: 20,
         layers: 1,
         architecture: Architecture::Recurrent(RecurrentConfig {
             cell: CellKind::Gru,
@@ -374,7 +380,8 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
         .to_string();
     assert!(message.contains("hidden 1000000"), "{message}");
     let deep = Seq2SeqConfig {
-        vocab_size: 20,
+        source_vocab_size: 20,
+        target_vocab_size: 20,
         layers: 1_000_000,
         ..config(CellKind::Gru, AttentionKind::Dot, 1, true)
     };

@@ -6,9 +6,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use shadergrad::data::text::{
-    bucketed_batches, encode_pairs, longest, read_tsv, split_pairs, write_tsv, Bucketing,
-    EncodedPair, Pair, SeqBatch, Task, Vocab, BOS, EOS, PAD, SPECIAL_TOKENS, UNK,
+    bucketed_batches, longest, read_tsv, split_pairs, write_tsv, Bucketing, EncodedPair, Pair,
+    SeqBatch, Task, Vocab, BOS, EOS, PAD, SPECIAL_TOKENS, UNK,
 };
+use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 use shadergrad::rng::Rng;
 use shadergrad::Error;
 
@@ -380,8 +381,7 @@ fn examples_come_from_the_rng() {
 
 #[test]
 fn vocab_round_trip_and_unknown_characters() {
-    let pairs = [pair("b+a", "cab"), pair("a a", "é")];
-    let vocab = Vocab::from_pairs(&pairs);
+    let vocab = Vocab::from_text("b+acaba aé");
     assert_eq!(vocab.chars(), &[' ', '+', 'a', 'b', 'c', 'é']);
     assert_eq!(vocab.len(), SPECIAL_TOKENS + 6);
     let (ids, unknown) = vocab.encode("cab é");
@@ -409,14 +409,22 @@ fn vocab_round_trip_and_unknown_characters() {
     assert!(error.contains("'a'") && error.contains("twice"), "{error}");
     assert_eq!(Vocab::from_chars(&[]).unwrap().len(), SPECIAL_TOKENS);
 
-    let encoded = encode_pairs(&vocab, &[pair("ab", "?")]);
+    // A model's vocabularies, one per side, encode pairs; each side reports its own
+    // unknown tokens.
+    let pairs = [pair("b+a", "cab"), pair("a a", "é")];
+    let vocab = PairVocab::learn(&pairs, PairVocabSpec::default()).unwrap();
+    assert_eq!(vocab.source.tokens(), [" ", "+", "a", "b"]);
+    assert_eq!(vocab.target.tokens(), ["a", "b", "c", "é"]);
+    let (encoded, unknown) = vocab.encode(&[pair("ab", "?c")]);
     assert_eq!(
         encoded,
         [EncodedPair {
             source: vec![first + 2, first + 3],
-            target: vec![UNK]
+            target: vec![UNK, first + 2]
         }]
     );
+    assert!(unknown.source.is_empty());
+    assert_eq!(unknown.target, ["?"]);
 }
 
 fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
@@ -786,8 +794,8 @@ fn bucketing_errors() {
 fn a_task_end_to_end() {
     let task = Task::parse("dates", 0, false).unwrap();
     let (train, valid) = task.generate(200, 20, 1).unwrap();
-    let vocab = Vocab::from_pairs(&train);
-    let encoded = encode_pairs(&vocab, &valid);
+    let vocab = PairVocab::learn(&train, PairVocabSpec::default()).unwrap();
+    let encoded = vocab.encode(&valid).0;
     let bucketing = Bucketing {
         batch: 8,
         round_to: 4,
@@ -801,14 +809,14 @@ fn a_task_end_to_end() {
                 .target
                 .chars()
                 .map(|c| {
-                    if vocab.chars().contains(&c) {
+                    if vocab.target.tokens().contains(&c.to_string()) {
                         c
                     } else {
                         '\u{FFFD}'
                     }
                 })
                 .collect();
-            assert_eq!(vocab.decode(row), expected);
+            assert_eq!(vocab.target.decode(row), expected);
         }
     }
 }

@@ -5,6 +5,7 @@ use clap::ValueEnum;
 use shadergrad::data::classify::ClassifyTask;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::text::Task;
+use shadergrad::data::tokens::TokenLevel;
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::seq2seq::AttentionKind;
 use shadergrad::optim::Rule;
@@ -50,6 +51,27 @@ impl From<Cell> for CellKind {
             Cell::Rnn => CellKind::Rnn,
             Cell::Gru => CellKind::Gru,
             Cell::Lstm => CellKind::Lstm,
+        }
+    }
+}
+
+/// `train-seq2seq --source-tokens`, `--target-tokens`: what a token of that side is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tokens {
+    /// One character.
+    Char,
+    /// A word, split at whitespace, with each punctuation mark a token of its own.
+    Word,
+    /// A subword piece of byte-pair encoding learned from that side's training texts.
+    Bpe,
+}
+
+impl From<Tokens> for TokenLevel {
+    fn from(tokens: Tokens) -> TokenLevel {
+        match tokens {
+            Tokens::Char => TokenLevel::Char,
+            Tokens::Word => TokenLevel::Word,
+            Tokens::Bpe => TokenLevel::Bpe,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
-use shadergrad::data::text::{read_tsv, split_pairs};
+use shadergrad::data::text::{read_tsv, split_pairs, SPECIAL_TOKENS};
+use shadergrad::data::tokens::{PairVocabSpec, Sharing, VocabLimits};
 use shadergrad::models::seq2seq::Seq2SeqModel;
 use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
@@ -55,6 +56,25 @@ pub(crate) struct TrainSeq2seqArgs {
     /// The share of --data held out for validation when --valid is not given.
     #[arg(value_parser = finite_f64, long, default_value_t = 0.1)]
     valid_fraction: f64,
+    /// What a token of the sources is: a character, a word (punctuation marks apart) or a
+    /// subword piece of byte-pair encoding learned from the training sources.
+    #[arg(long, value_enum, default_value_t = choice::Tokens::Char)]
+    source_tokens: choice::Tokens,
+    /// What a token of the targets is (as --source-tokens).
+    #[arg(long, value_enum, default_value_t = choice::Tokens::Char)]
+    target_tokens: choice::Tokens,
+    /// At most this many ids per vocabulary, the 4 special ones included: the most frequent
+    /// tokens of the training pairs are kept, the rest read as UNK. By default, all.
+    #[arg(long)]
+    max_vocab: Option<usize>,
+    /// How many merges byte-pair encoding learns at most (fewer when no pair of symbols
+    /// occurs twice).
+    #[arg(long, default_value_t = 8_000)]
+    bpe_merges: usize,
+    /// One vocabulary for both sides, learned from both (the token levels must agree),
+    /// instead of one per side.
+    #[arg(long)]
+    shared_vocab: bool,
     /// The model: a recurrent encoder-decoder of rnn, gru or lstm cells, or a transformer.
     #[arg(long, value_enum, default_value_t = choice::Seq2SeqArch::Gru)]
     arch: choice::Seq2SeqArch,
@@ -79,7 +99,7 @@ pub(crate) struct TrainSeq2seqArgs {
     /// transformer layers.
     #[arg(long)]
     layers: Option<usize>,
-    /// Width of the character embeddings.
+    /// Width of the token embeddings.
     #[arg(long, default_value_t = 32)]
     embed: usize,
     /// Read the source in both directions (true) or left to right only (false).
@@ -201,7 +221,8 @@ pub(crate) fn train_seq2seq_command(
         ),
     };
     let model = Seq2SeqConfig {
-        vocab_size: 1,
+        source_vocab_size: 1,
+        target_vocab_size: 1,
         layers: args.layers.unwrap_or(default_layers),
         architecture,
     };
@@ -285,7 +306,45 @@ pub(crate) fn train_seq2seq_command(
             ]);
         }
         check_resume_agrees(checkpoint, typed, &flags)?;
+        let vocabulary_flags = [
+            ("source_tokens", "--source-tokens"),
+            ("target_tokens", "--target-tokens"),
+            ("max_vocab", "--max-vocab"),
+            ("bpe_merges", "--bpe-merges"),
+            ("shared_vocab", "--shared-vocab"),
+        ];
+        if let Some((_, flag)) = vocabulary_flags.iter().find(|(id, _)| typed.given(id)) {
+            return Err(Error::invalid(
+                "train-seq2seq",
+                format!(
+                    "{flag} shapes a new model's vocabularies; --resume continues with the \
+                     checkpoint's: leave {flag} out"
+                ),
+            ));
+        }
     }
+    if let Some(max) = args.max_vocab.filter(|&max| max <= SPECIAL_TOKENS) {
+        return Err(Error::invalid(
+            "train-seq2seq",
+            format!(
+                "--max-vocab {max} leaves no room for tokens: the {SPECIAL_TOKENS} special ids \
+                 (padding, start, end, unknown) come first"
+            ),
+        ));
+    }
+    let tokens = PairVocabSpec {
+        source: args.source_tokens.into(),
+        target: args.target_tokens.into(),
+        limits: VocabLimits {
+            max_vocab: args.max_vocab,
+            merges: args.bpe_merges,
+        },
+        sharing: if args.shared_vocab {
+            Sharing::Shared
+        } else {
+            Sharing::Separate
+        },
+    };
     let gpu = open_gpu(selector)?;
     say!("train-seq2seq on {}", gpu.info().name);
     // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
@@ -311,6 +370,7 @@ pub(crate) fn train_seq2seq_command(
         valid,
         data_description: description,
         model,
+        tokens,
         optimizer,
         lr_decay: args.lr_decay,
         warmup: args.warmup.unwrap_or(if trains_transformer {
@@ -409,7 +469,7 @@ pub(crate) fn translate_command(
             let text = match source {
                 Ok(_) => decoded
                     .next()
-                    .map(|ids| model.vocab.decode(&ids))
+                    .map(|ids| model.vocab.target.decode(&ids))
                     .unwrap_or_default(),
                 Err(why) => {
                     say!(
@@ -452,10 +512,10 @@ fn source_ids(model: &Seq2SeqModel, line: &[u8], number: usize) -> Result<Vec<u3
     if text.is_empty() {
         return Err("empty: nothing to translate".to_string());
     }
-    let (ids, unknown) = model.vocab.encode(text);
+    let (ids, unknown) = model.vocab.source.encode(text);
     if ids.len() > model.max_source {
         return Err(format!(
-            "{} characters, more than the {} this model reads (the longest source it was \
+            "{} tokens, more than the {} this model reads (the longest source it was \
              trained on)",
             ids.len(),
             model.max_source
@@ -463,8 +523,12 @@ fn source_ids(model: &Seq2SeqModel, line: &[u8], number: usize) -> Result<Vec<u3
     }
     if !unknown.is_empty() {
         say!(
-            "warning: input {number} has characters the model does not know, read as UNK: {:?}",
-            unknown.iter().collect::<String>()
+            "warning: input {number} has tokens the model does not know, read as UNK: {}",
+            unknown
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(ids)

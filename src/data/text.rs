@@ -1,6 +1,7 @@
 //! Sequence-to-sequence data: pairs of a source string and a target string, from the built-in
-//! [`Task`]s or the user's own TSV file ([`read_tsv`]), a character [`Vocab`], and
-//! [`bucketed_batches`] of similar lengths, padded and laid out for the model.
+//! [`Task`]s or the user's own TSV file ([`read_tsv`]), and [`bucketed_batches`] of similar
+//! lengths, padded and laid out for the model. Their tokens and vocabularies are
+//! [`super::tokens`]'s; the character [`Vocab`] here serves the character language model.
 //!
 //! | task       | source (example)         | target          |
 //! |------------|--------------------------|-----------------|
@@ -10,14 +11,16 @@
 //! | `dates`    | `Friday, March 5, 2021`  | `2021-03-05`    |
 //!
 //! ```
-//! use shadergrad::data::text::{bucketed_batches, encode_pairs, Bucketing, Task, Vocab};
+//! use shadergrad::data::text::{bucketed_batches, Bucketing, Task};
+//! use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 //!
 //! let task = Task::parse("addition", 3, false)?;
 //! let (train, valid) = task.generate(1000, 100, 7)?;
-//! let vocab = Vocab::from_pairs(&train);
+//! let vocab = PairVocab::learn(&train, PairVocabSpec::default())?;
+//! let (encoded, _unknown) = vocab.encode(&train);
 //! let bucketing = Bucketing { batch: 32, round_to: 4, pad_last: true };
 //! for epoch in 0..2 {
-//!     for batch in bucketed_batches(&encode_pairs(&vocab, &train), &bucketing, Some(7 + epoch))? {
+//!     for batch in bucketed_batches(&encoded, &bucketing, Some(7 + epoch))? {
 //!         assert_eq!(batch.batch, 32);
 //!         assert_eq!(batch.source.len(), batch.source_steps * 32);
 //!     }
@@ -65,15 +68,6 @@ pub struct Vocab {
 }
 
 impl Vocab {
-    /// Every character of the sources and targets, in code point order.
-    pub fn from_pairs(pairs: &[Pair]) -> Vocab {
-        let chars: BTreeSet<char> = pairs
-            .iter()
-            .flat_map(|pair| pair.source.chars().chain(pair.target.chars()))
-            .collect();
-        Vocab::with_chars(chars.into_iter().collect())
-    }
-
     /// Every character of `text`, in code point order.
     pub fn from_text(text: &str) -> Vocab {
         let chars: BTreeSet<char> = text.chars().collect();
@@ -672,18 +666,6 @@ pub struct EncodedPair {
     pub source: Vec<u32>,
     /// The target's character ids.
     pub target: Vec<u32>,
-}
-
-/// The pairs' ids; characters the vocabulary lacks become [`UNK`] (see [`Vocab::encode`] to
-/// find them).
-pub fn encode_pairs(vocab: &Vocab, pairs: &[Pair]) -> Vec<EncodedPair> {
-    pairs
-        .iter()
-        .map(|pair| EncodedPair {
-            source: vocab.encode(&pair.source).0,
-            target: vocab.encode(&pair.target).0,
-        })
-        .collect()
 }
 
 /// One padded batch, laid out for the model. Padding rows (after the `real` ones) hold only

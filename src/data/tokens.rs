@@ -48,7 +48,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::check_distinct;
-use super::text::{BOS, EOS, PAD, SPECIAL_TOKENS, UNK};
+use super::text::{EncodedPair, Pair, BOS, EOS, PAD, SPECIAL_TOKENS, UNK};
 use crate::{Error, Result};
 
 /// Marks the start of a word in subword pieces (SentencePiece's "▁", U+2581).
@@ -416,6 +416,106 @@ impl TokenVocab {
             return Err(bad(format!("a {} vocabulary has no merges", level.name())));
         }
         TokenVocab::new(level, tokens, merges).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// Whether a sequence-to-sequence model's sides share one vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// Each side has its own, learned from its own texts.
+    #[default]
+    Separate,
+    /// One vocabulary, learned from both sides' texts (both at one token level), serves
+    /// both: for tasks that copy tokens across (spelling, normalisation).
+    Shared,
+}
+
+/// How [`PairVocab::learn`] makes a model's vocabularies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairVocabSpec {
+    /// The sources' token level.
+    pub source: TokenLevel,
+    /// The targets' token level.
+    pub target: TokenLevel,
+    /// The limits of each vocabulary.
+    pub limits: VocabLimits,
+    /// One vocabulary or two.
+    pub sharing: Sharing,
+}
+
+impl Default for PairVocabSpec {
+    /// Characters on both sides, each with its own vocabulary, unlimited.
+    fn default() -> Self {
+        PairVocabSpec {
+            source: TokenLevel::Char,
+            target: TokenLevel::Char,
+            limits: VocabLimits::default(),
+            sharing: Sharing::Separate,
+        }
+    }
+}
+
+/// A sequence-to-sequence model's vocabularies: the sources' and the targets'.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairVocab {
+    /// What the encoder reads.
+    pub source: TokenVocab,
+    /// What the decoder writes.
+    pub target: TokenVocab,
+}
+
+/// Tokens of a set of pairs that their vocabularies lack, each once, per side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unknown {
+    /// Unknown source tokens, in the order they first appear.
+    pub source: Vec<String>,
+    /// Unknown target tokens, in the order they first appear.
+    pub target: Vec<String>,
+}
+
+impl PairVocab {
+    /// Learns the vocabularies from training `pairs` as `spec` says.
+    pub fn learn(pairs: &[Pair], spec: PairVocabSpec) -> Result<PairVocab> {
+        let sources = pairs.iter().map(|p| p.source.as_str());
+        let targets = pairs.iter().map(|p| p.target.as_str());
+        match spec.sharing {
+            Sharing::Separate => Ok(PairVocab {
+                source: TokenVocab::learn(sources, spec.source, spec.limits)?,
+                target: TokenVocab::learn(targets, spec.target, spec.limits)?,
+            }),
+            Sharing::Shared if spec.source != spec.target => Err(Error::invalid(
+                "tokens",
+                format!(
+                    "a shared vocabulary needs one token level for both sides; the sources' is \
+                     {} and the targets' {}",
+                    spec.source.name(),
+                    spec.target.name()
+                ),
+            )),
+            Sharing::Shared => {
+                let both = TokenVocab::learn(sources.chain(targets), spec.source, spec.limits)?;
+                Ok(PairVocab {
+                    source: both.clone(),
+                    target: both,
+                })
+            }
+        }
+    }
+
+    /// The pairs' ids (unknown tokens as [`UNK`]) and the unknown tokens of each side.
+    pub fn encode(&self, pairs: &[Pair]) -> (Vec<EncodedPair>, Unknown) {
+        let (sources, source) = self
+            .source
+            .encode_all(pairs.iter().map(|p| p.source.as_str()));
+        let (targets, target) = self
+            .target
+            .encode_all(pairs.iter().map(|p| p.target.as_str()));
+        let encoded = sources
+            .into_iter()
+            .zip(targets)
+            .map(|(source, target)| EncodedPair { source, target })
+            .collect();
+        (encoded, Unknown { source, target })
     }
 }
 

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, Vocab, BOS, EOS, PAD};
+use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, SeqBatch, BOS, EOS, PAD};
+use crate::data::tokens::{PairVocab, TokenVocab};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
@@ -109,8 +110,8 @@ pub struct Seq2SeqModel {
     gpu: Gpu,
     /// The architecture (vocabulary size, layers, recurrent or Transformer).
     pub config: Seq2SeqConfig,
-    /// The tokens sources and targets share, special tokens included.
-    pub vocab: Vocab,
+    /// The sources' and the targets' tokens.
+    pub vocab: PairVocab,
     /// The longest source (in tokens) the model was trained for.
     pub max_source: usize,
     /// The longest target (in tokens, without EOS) the model was trained for: decoding
@@ -349,23 +350,69 @@ pub fn round_steps(len: usize) -> usize {
     }
 }
 
+/// The vocabularies a checkpoint's config records: `"source_vocabulary"` and
+/// `"target_vocabulary"`, or, in checkpoints from before token levels, one `"vocabulary"`
+/// string of characters that both sides share.
+fn checkpoint_vocab(checkpoint: &Checkpoint) -> Result<PairVocab> {
+    let config = &checkpoint.config;
+    let side = |key: &str| -> Result<Option<TokenVocab>> {
+        config
+            .get(key)
+            .map(|value| {
+                TokenVocab::from_json(value, key)
+                    .map_err(|e| Error::format(&checkpoint.path, e.to_string()))
+            })
+            .transpose()
+    };
+    match (side("source_vocabulary")?, side("target_vocabulary")?) {
+        (Some(source), Some(target)) => Ok(PairVocab { source, target }),
+        (None, None) => {
+            let chars: Vec<char> = config
+                .get("vocabulary")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Error::format(
+                        &checkpoint.path,
+                        "the config has no \"source_vocabulary\" and \"target_vocabulary\" \
+                         (nor an older \"vocabulary\")",
+                    )
+                })?
+                .chars()
+                .collect();
+            let shared = TokenVocab::from_chars(&chars)
+                .map_err(|e| Error::format(&checkpoint.path, e.to_string()))?;
+            Ok(PairVocab {
+                source: shared.clone(),
+                target: shared,
+            })
+        }
+        _ => Err(Error::format(
+            &checkpoint.path,
+            "the config has only one of \"source_vocabulary\" and \"target_vocabulary\"",
+        )),
+    }
+}
+
 impl Seq2SeqModel {
     /// A new model with parameters drawn from `seed`.
     pub fn new(
         gpu: &Gpu,
         config: Seq2SeqConfig,
-        vocab: Vocab,
+        vocab: PairVocab,
         (max_source, max_target): (usize, usize),
         seed: u64,
     ) -> Result<Self> {
         config.validate()?;
-        if config.vocab_size != vocab.len() {
+        let sizes = (config.source_vocab_size, config.target_vocab_size);
+        if sizes != (vocab.source.len(), vocab.target.len()) {
             return Err(Error::invalid(
                 "seq2seq",
                 format!(
-                    "the model has {} tokens, the vocabulary {}",
-                    config.vocab_size,
-                    vocab.len()
+                    "the model has {} source and {} target ids, the vocabularies {} and {}",
+                    sizes.0,
+                    sizes.1,
+                    vocab.source.len(),
+                    vocab.target.len()
                 ),
             ));
         }
@@ -416,13 +463,7 @@ impl Seq2SeqModel {
             }
         }
         let model_config = Seq2SeqConfig::from_json(architecture)?;
-        let chars: Vec<char> = config
-            .get("vocabulary")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::format(&checkpoint.path, "the config has no \"vocabulary\""))?
-            .chars()
-            .collect();
-        let vocab = Vocab::from_chars(&chars)?;
+        let vocab = checkpoint_vocab(checkpoint)?;
         let limit = |key: &str| {
             config
                 .get(key)
@@ -478,7 +519,8 @@ impl Seq2SeqModel {
     pub fn checkpoint_config(&self, extra: Value) -> Value {
         let mut record = json!({
             "architecture": self.config.to_json(),
-            "vocabulary": self.vocab.chars().iter().collect::<String>(),
+            "source_vocabulary": self.vocab.source.to_json(),
+            "target_vocabulary": self.vocab.target.to_json(),
             "max_source": self.max_source,
             "max_target": self.max_target,
         });
@@ -555,7 +597,10 @@ impl Seq2SeqModel {
         };
         let loss =
             g.cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))?;
-        let rows = g.reshape(logits, &[batch * target_steps, 1, self.config.vocab_size])?;
+        let rows = g.reshape(
+            logits,
+            &[batch * target_steps, 1, self.config.target_vocab_size],
+        )?;
         let (_, predictions) = g.max_over_time_with_positions(rows)?;
         let mut outputs = vec![loss, predictions];
         if training {
@@ -840,7 +885,7 @@ impl Seq2SeqModel {
             return self.decode_group_transformer(group.len(), beam, rows, &source, &lengths);
         }
         let max_steps = self.max_target + 1;
-        let vocab_size = self.config.vocab_size;
+        let vocab_size = self.config.target_vocab_size;
         let gpu = self.gpu.clone();
         let decoder = self.decoder(rows, source_steps)?;
         decoder.encoder.run(
@@ -895,7 +940,7 @@ impl Seq2SeqModel {
         source: &[u32],
         lengths: &[u32],
     ) -> Result<Vec<Vec<u32>>> {
-        let vocab_size = self.config.vocab_size;
+        let vocab_size = self.config.target_vocab_size;
         let source_steps = source.len() / rows;
         let decoder = self.transformer_decoder(rows, source_steps)?;
         decoder.encoder.run(

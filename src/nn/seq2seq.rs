@@ -60,8 +60,11 @@ pub const SEQ2SEQ_KIND: &str = "seq2seq";
 /// and `"arch"` naming the [`Architecture`] whose fields sit beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seq2SeqConfig {
-    /// Tokens of the vocabulary that sources and targets share, special tokens included.
-    pub vocab_size: usize,
+    /// Ids of the source vocabulary, special tokens included: the encoder's embedding rows.
+    pub source_vocab_size: usize,
+    /// Ids of the target vocabulary, special tokens included: the decoder's embedding rows
+    /// and the output layer's classes.
+    pub target_vocab_size: usize,
     /// Layers of the encoder and of the decoder.
     pub layers: usize,
     /// The network between the embeddings and the output layer.
@@ -127,7 +130,8 @@ impl Seq2SeqConfig {
         crate::nn::require_sizes(
             "seq2seq",
             &[
-                ("vocabulary size", self.vocab_size),
+                ("source vocabulary size", self.source_vocab_size),
+                ("target vocabulary size", self.target_vocab_size),
                 ("layer count", self.layers),
             ],
         )?;
@@ -149,13 +153,19 @@ impl Seq2SeqConfig {
     }
 
     /// Reads [`Seq2SeqConfig::to_json`]'s record, and those of older checkpoints: without
-    /// `"arch"` (recurrent), a Transformer's with the recurrent fields it ignored, and
-    /// without `"dropout"` (none). Then checks the sizes.
+    /// `"arch"` (recurrent), a Transformer's with the recurrent fields it ignored, without
+    /// `"dropout"` (none), and with one `"vocab_size"` for both sides. Then checks the
+    /// sizes.
     pub fn from_json(value: &Value) -> Result<Self> {
         let mut record = value.clone();
         if let Some(map) = record.as_object_mut() {
             // Checkpoints from before the Transformer have no "arch": they are recurrent.
             map.entry("arch").or_insert_with(|| json!("recurrent"));
+            // Checkpoints from before token levels share one vocabulary.
+            if let Some(shared) = map.remove("vocab_size") {
+                map.entry("source_vocab_size").or_insert(shared.clone());
+                map.entry("target_vocab_size").or_insert(shared);
+            }
         }
         let config: Seq2SeqConfig =
             crate::nn::from_config_record(&record, SEQ2SEQ_KIND, "a seq2seq model")?;
@@ -167,7 +177,7 @@ impl Seq2SeqConfig {
     /// the count overflows, as sizes from a user or a file may. It must agree with the
     /// model built (a test holds it to that).
     pub fn parameter_count(&self) -> Result<u64> {
-        let (v, layers) = (self.vocab_size, self.layers);
+        let (vs, vt, layers) = (self.source_vocab_size, self.target_vocab_size, self.layers);
         if layers > MAX_COUNTED_LAYERS {
             return Err(Error::invalid(
                 "seq2seq",
@@ -190,7 +200,12 @@ impl Seq2SeqConfig {
                     layer(1);
                     layer(2);
                 }
-                tally.add(&[2, v, d]).add(&[2, 2, d]).add(&[d, v]).add(&[v]);
+                tally
+                    .add(&[vs, d])
+                    .add(&[vt, d])
+                    .add(&[2, 2, d])
+                    .add(&[d, vt])
+                    .add(&[vt]);
                 format!("width {d}, feed-forward {ff}")
             }
             Architecture::Recurrent(recurrent) => {
@@ -232,12 +247,16 @@ impl Seq2SeqConfig {
                         tally.add(&[width.saturating_add(h).saturating_add(1), h]);
                     }
                 }
-                tally.add(&[2, v, e]).add(&[h.saturating_add(1), v]);
+                tally
+                    .add(&[vs, e])
+                    .add(&[vt, e])
+                    .add(&[h.saturating_add(1), vt]);
                 format!("hidden {h}, embedding {e}")
             }
         };
         tally.total(&format!(
-            "the parameter count of {described}, {layers} layers and vocabulary {v}"
+            "the parameter count of {described}, {layers} layers and vocabularies {vs} \
+             (source) and {vt} (target)"
         ))
     }
 
@@ -250,7 +269,8 @@ impl Seq2SeqConfig {
         source_steps: usize,
         target_steps: usize,
     ) -> Result<MemoryEstimate> {
-        let (v, h, layers) = (self.vocab_size, self.width(), self.layers);
+        let (v, h, layers) = (self.target_vocab_size, self.width(), self.layers);
+        let largest_vocab = v.max(self.source_vocab_size);
         let (b, ts, td) = (batch, source_steps.max(1), target_steps.max(1));
         let mut memory = MemoryEstimate::for_training(self.parameter_count()?);
         memory.buffer(
@@ -272,8 +292,8 @@ impl Seq2SeqConfig {
                     saturating_product(&[h, ff]),
                 );
                 memory.buffer(
-                    format!("an embedding table (vocabulary {v} × width {h})"),
-                    saturating_product(&[v, h]),
+                    format!("an embedding table (vocabulary {largest_vocab} × width {h})"),
+                    saturating_product(&[largest_vocab, h]),
                 );
                 for (what, steps, per_layer) in [("encoder", ts, 12), ("decoder", td, 18)] {
                     memory.buffers(
@@ -303,8 +323,8 @@ impl Seq2SeqConfig {
                     saturating_product(&[h, cell.gates(), h]),
                 );
                 memory.buffer(
-                    format!("an embedding table (vocabulary {v} × embedding {e})"),
-                    saturating_product(&[v, e]),
+                    format!("an embedding table (vocabulary {largest_vocab} × embedding {e})"),
+                    saturating_product(&[largest_vocab, e]),
                 );
                 let directions = if recurrent.bidirectional { 2 } else { 1 };
                 for (what, steps, sides) in [("encoder", ts, directions), ("decoder", td, 1)] {
@@ -395,8 +415,10 @@ pub struct Encoded {
 /// said otherwise.
 #[derive(Debug, Clone)]
 pub struct Seq2Seq {
-    /// Tokens of the shared vocabulary.
-    pub vocab_size: usize,
+    /// Ids of the source vocabulary.
+    pub source_vocab_size: usize,
+    /// Ids of the target vocabulary: the output layer's classes.
+    pub target_vocab_size: usize,
     /// Layers of the encoder and of the decoder.
     pub layers: usize,
     /// The recurrent network's sizes.
@@ -430,7 +452,8 @@ impl Seq2Seq {
                 ))
             }
         };
-        let (vocab, layers) = (config.vocab_size, config.layers);
+        let layers = config.layers;
+        let (source_vocab, target_vocab) = (config.source_vocab_size, config.target_vocab_size);
         let (embed, hidden, width) = (recurrent.embed, recurrent.hidden, recurrent.encoder_width());
         let stack = |input_size, directions| RecurrentLayers {
             cell: recurrent.cell,
@@ -443,7 +466,8 @@ impl Seq2Seq {
             true => Directions::Bidirectional,
             false => Directions::Forward,
         };
-        let source_embedding = Embedding::new(&params.at("encoder.embedding"), vocab, embed)?;
+        let source_embedding =
+            Embedding::new(&params.at("encoder.embedding"), source_vocab, embed)?;
         let encoder = Recurrent::new(&params.at("encoder.rnn"), stack(embed, directions))?;
         let bridges = match directions {
             Directions::Forward => Vec::new(),
@@ -474,7 +498,8 @@ impl Seq2Seq {
                 Some(without_bias("attention.key", width, hidden)?)
             }
         };
-        let target_embedding = Embedding::new(&params.at("decoder.embedding"), vocab, embed)?;
+        let target_embedding =
+            Embedding::new(&params.at("decoder.embedding"), target_vocab, embed)?;
         let decoder = Recurrent::new(&params.at("decoder.rnn"), stack(embed, Directions::Forward))?;
         let additive = match recurrent.attention {
             AttentionKind::Additive => Some((
@@ -491,9 +516,10 @@ impl Seq2Seq {
                 hidden,
             )?),
         };
-        let output = Linear::new(&params.at("output"), hidden, vocab)?;
+        let output = Linear::new(&params.at("output"), hidden, target_vocab)?;
         Ok(Seq2Seq {
-            vocab_size: vocab,
+            source_vocab_size: source_vocab,
+            target_vocab_size: target_vocab,
             layers,
             config: recurrent,
             source_embedding,

@@ -97,8 +97,10 @@ pub fn sinusoidal_positions(steps: usize, width: usize) -> Vec<f32> {
 /// | `output.weight`, `output.bias` | `[V, d]`, `[V]` |
 #[derive(Debug, Clone)]
 pub struct Transformer {
-    /// Tokens of the shared vocabulary.
-    pub vocab_size: usize,
+    /// Ids of the source vocabulary.
+    pub source_vocab_size: usize,
+    /// Ids of the target vocabulary: the output layer's classes.
+    pub target_vocab_size: usize,
     /// Layers of the encoder and of the decoder.
     pub layers: usize,
     /// The layers' sizes and dropout.
@@ -125,7 +127,8 @@ impl Transformer {
                 ))
             }
         };
-        let (vocab, d) = (config.vocab_size, shape.width);
+        let d = shape.width;
+        let (source_vocab, target_vocab) = (config.source_vocab_size, config.target_vocab_size);
         let layer = TransformerLayerConfig {
             d_model: d,
             heads: shape.heads,
@@ -136,22 +139,23 @@ impl Transformer {
         // positions they are added to.
         let embedding_init = Init::Normal(1.0 / (d as f32).sqrt());
         let embedding =
-            |name: &str| Embedding::with_init(&params.at(name), vocab, d, embedding_init);
-        let source_embedding = embedding("source_embedding")?;
+            |name: &str, vocab| Embedding::with_init(&params.at(name), vocab, d, embedding_init);
+        let source_embedding = embedding("source_embedding", source_vocab)?;
         let encoder = params.at("transformer.encoder");
         let encoder_layers = (0..config.layers)
             .map(|i| TransformerEncoderLayer::new(&encoder.at(&format!("layers.{i}")), layer))
             .collect::<Result<Vec<_>>>()?;
         let encoder_norm = LayerNorm::new(&encoder.at("norm"), d)?;
-        let target_embedding = embedding("target_embedding")?;
+        let target_embedding = embedding("target_embedding", target_vocab)?;
         let decoder = params.at("transformer.decoder");
         let decoder_layers = (0..config.layers)
             .map(|i| TransformerDecoderLayer::new(&decoder.at(&format!("layers.{i}")), layer))
             .collect::<Result<Vec<_>>>()?;
         let decoder_norm = LayerNorm::new(&decoder.at("norm"), d)?;
-        let output = Linear::new(&params.at("output"), d, vocab)?;
+        let output = Linear::new(&params.at("output"), d, target_vocab)?;
         Ok(Transformer {
-            vocab_size: vocab,
+            source_vocab_size: source_vocab,
+            target_vocab_size: target_vocab,
             layers: config.layers,
             shape,
             source_embedding,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::checkpoint::Checkpoint;
-use crate::data::text::{bucketed_batches, encode_pairs, Bucketing, EncodedPair, Pair, Vocab};
+use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
+use crate::data::tokens::{PairVocab, PairVocabSpec, TokenVocab};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::seq2seq::{dropout_seed, evaluate, rounded, Seq2SeqModel};
@@ -27,8 +28,12 @@ pub struct Seq2SeqTraining {
     pub valid: Vec<Pair>,
     /// Describes the data in the checkpoint (the task and its options, or the files).
     pub data_description: Value,
-    /// The architecture; its vocabulary size is set from the pairs (unused when resuming).
+    /// The architecture; its vocabulary sizes are set from the pairs (unused when
+    /// resuming).
     pub model: Seq2SeqConfig,
+    /// How a new model's vocabularies are learned from the training pairs (unused when
+    /// resuming: the checkpoint's are kept).
+    pub tokens: PairVocabSpec,
     /// The update rule, learning rate and clipping; `lr_decay` and `warmup` add a schedule.
     pub optimizer: OptimizerConfig,
     /// The learning rate is multiplied by this after each epoch (1: constant).
@@ -146,12 +151,13 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
             (model, Some(checkpoint))
         }
         None => {
-            let vocab = Vocab::from_pairs(&config.train);
-            let mut encoded = encode_pairs(&vocab, &config.train);
-            encoded.extend(encode_pairs(&vocab, &config.valid));
+            let vocab = PairVocab::learn(&config.train, config.tokens)?;
+            let mut encoded = vocab.encode(&config.train).0;
+            encoded.extend(vocab.encode(&config.valid).0);
             let limits = crate::data::text::longest(&encoded);
             let model_config = Seq2SeqConfig {
-                vocab_size: vocab.len(),
+                source_vocab_size: vocab.source.len(),
+                target_vocab_size: vocab.target.len(),
                 ..config.model.clone()
             };
             model_config
@@ -224,11 +230,11 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         ),
     };
     note!(
-        "{architecture}: {} parameters; {} training and {} validation pairs, vocabulary of {}",
+        "{architecture}: {} parameters; {} training and {} validation pairs; {}",
         model.parameters.numel(),
         train.len(),
         valid.len(),
-        model.vocab.len()
+        describe_vocab(&model.vocab)
     );
 
     let started = Instant::now();
@@ -314,9 +320,9 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         );
         for (pair, output) in valid.iter().zip(&outputs).take(config.samples) {
             let (source, target, predicted) = (
-                model.vocab.decode(&pair.source),
-                model.vocab.decode(&pair.target),
-                model.vocab.decode(output),
+                model.vocab.source.decode(&pair.source),
+                model.vocab.target.decode(&pair.target),
+                model.vocab.target.decode(output),
             );
             let mark = if *output == pair.target {
                 "ok"
@@ -391,21 +397,40 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     })
 }
 
-/// Encodes pairs with the model's vocabulary, refusing sequences longer than its limits and
-/// warning (once) about characters it does not know.
-fn encode_checked(model: &Seq2SeqModel, pairs: &[Pair], what: &str) -> Result<Vec<EncodedPair>> {
-    let encoded = encode_pairs(&model.vocab, pairs);
-    let mut unknown = std::collections::BTreeSet::new();
-    for pair in pairs {
-        unknown.extend(model.vocab.encode(&pair.source).1);
-        unknown.extend(model.vocab.encode(&pair.target).1);
+/// The vocabularies in words: `source: 42 words, target: 2,000 bpe pieces` (or one shared).
+fn describe_vocab(vocab: &PairVocab) -> String {
+    let side = |v: &TokenVocab| {
+        let unit = match v.level() {
+            crate::data::tokens::TokenLevel::Char => "characters",
+            crate::data::tokens::TokenLevel::Word => "words",
+            crate::data::tokens::TokenLevel::Bpe => "subword pieces",
+        };
+        format!("{} {unit}", v.tokens().len())
+    };
+    if vocab.source == vocab.target {
+        format!("one vocabulary of {} for both sides", side(&vocab.source))
+    } else {
+        format!(
+            "vocabularies of {} (source) and {} (target)",
+            side(&vocab.source),
+            side(&vocab.target)
+        )
     }
-    if !unknown.is_empty() {
-        note!(
-            "warning: {} {what} characters are not in the model's vocabulary and become UNK: {:?}",
-            unknown.len(),
-            unknown.iter().collect::<String>()
-        );
+}
+
+/// Encodes pairs with the model's vocabularies, refusing sequences longer than its limits
+/// and warning (once per side) about tokens it does not know.
+fn encode_checked(model: &Seq2SeqModel, pairs: &[Pair], what: &str) -> Result<Vec<EncodedPair>> {
+    let (encoded, unknown) = model.vocab.encode(pairs);
+    for (side, tokens) in [("source", &unknown.source), ("target", &unknown.target)] {
+        if !tokens.is_empty() {
+            note!(
+                "warning: {} {what} {side} tokens are not in the model's vocabulary and become \
+                 UNK: {}",
+                tokens.len(),
+                list_tokens(tokens)
+            );
+        }
     }
     for (i, pair) in encoded.iter().enumerate() {
         if pair.source.len() > model.max_source || pair.target.len() > model.max_target {
@@ -424,4 +449,18 @@ fn encode_checked(model: &Seq2SeqModel, pairs: &[Pair], what: &str) -> Result<Ve
         }
     }
     Ok(encoded)
+}
+
+/// Up to 20 tokens, quoted, then how many more.
+fn list_tokens(tokens: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut listed: Vec<String> = tokens
+        .iter()
+        .take(SHOWN)
+        .map(|t| format!("{t:?}"))
+        .collect();
+    if tokens.len() > SHOWN {
+        listed.push(format!("and {} more", tokens.len() - SHOWN));
+    }
+    listed.join(", ")
 }
