@@ -6,7 +6,7 @@
 //! `cli`): `cli/mod.rs` (the `out!`/`say!` macros, the flags' number parsers, the checks
 //! shared by the trainers), `cli/choice.rs` (the choice flags' values), and one file per
 //! command family holding its `*Args` struct and its `*_command` function: `adapters.rs`,
-//! `bench.rs`, `mlp.rs` (train-mlp), `seq2seq.rs` (train-seq2seq, translate), `cnn.rs`
+//! `bench.rs`, `mlp.rs` (train-mlp), `seq2seq.rs` (train-seq2seq, translate, evaluate), `cnn.rs`
 //! (train-cnn), `lm.rs` (train-lm, sample).
 
 use std::process::ExitCode;
@@ -22,7 +22,7 @@ use cli::bench::BenchArgs;
 use cli::cnn::TrainCnnArgs;
 use cli::lm::{SampleArgs, TrainLmArgs};
 use cli::mlp::TrainMlpArgs;
-use cli::seq2seq::{TrainSeq2seqArgs, TranslateArgs};
+use cli::seq2seq::{EvaluateArgs, TrainSeq2seqArgs, TranslateArgs};
 use cli::Typed;
 
 #[derive(Parser)]
@@ -57,6 +57,9 @@ enum Command {
     TrainSeq2seq(Box<TrainSeq2seqArgs>),
     /// Decode text with a train-seq2seq checkpoint: the arguments, or each line of stdin.
     Translate(TranslateArgs),
+    /// Score a train-seq2seq checkpoint on a test TSV: exact match, token error rate, BLEU
+    /// and chrF, decoding the sources in batches.
+    Evaluate(EvaluateArgs),
     /// Train an n-gram CNN text classifier on a built-in task (or your TSV).
     TrainCnn(Box<TrainCnnArgs>),
     /// Time every kernel family and whole training steps on every adapter (or --adapter's).
@@ -106,6 +109,7 @@ fn run(cli: Cli, typed: &Typed) -> shadergrad::Result<()> {
         Command::TrainMlp(args) => cli::mlp::train_mlp_command(&selector, *args, typed),
         Command::TrainSeq2seq(args) => cli::seq2seq::train_seq2seq_command(&selector, *args, typed),
         Command::Translate(args) => cli::seq2seq::translate_command(&selector, args),
+        Command::Evaluate(args) => cli::seq2seq::evaluate_command(&selector, args),
         Command::Bench(args) => {
             cli::bench::bench_command(cli.adapter.is_some().then_some(&selector), args)
         }

@@ -665,3 +665,119 @@ fn bad_vocabulary_flags_are_refused_naming_them() {
         "--target-tokens shapes a new model's vocabularies",
     );
 }
+
+/// `--select bleu` saves by BLEU, every metric is reported per epoch, and `evaluate` scores
+/// a test file (greedy and beam), writing the scores as JSON.
+#[test]
+fn metrics_per_epoch_select_by_bleu_and_evaluate_a_test_file() {
+    let dir = scratch("cli-seq2seq-evaluate");
+    let data = dir.join("numbers.tsv");
+    std::fs::write(&data, spelled_numbers(300, 5)).unwrap();
+    let test = dir.join("test.tsv");
+    std::fs::write(&test, spelled_numbers(40, 6)).unwrap();
+    let model = dir.join("numbers.safetensors");
+    let metrics = dir.join("metrics.jsonl");
+    let output = shadergrad(&[
+        "train-seq2seq",
+        "--data",
+        data.to_str().unwrap(),
+        "--target-tokens",
+        "word",
+        "--select",
+        "bleu",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--embed",
+        "8",
+        "--batch",
+        "32",
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("token error rate") && stderr.contains("BLEU") && stderr.contains("chrF"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("(BLEU "), "{stderr}");
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    for key in ["val_token_error_rate", "val_bleu", "val_chrf"] {
+        assert!(last[key].is_number(), "{key} in {last}");
+    }
+    let checkpoint = shadergrad::checkpoint::load(&model).unwrap();
+    assert_eq!(checkpoint.config["training"]["selected_by"], "bleu");
+
+    let json = dir.join("scores.json");
+    for beam in ["1", "3"] {
+        let output = shadergrad(&[
+            "evaluate",
+            "--checkpoint",
+            model.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--beam",
+            beam,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(
+            stdout.contains("40 pairs") && stdout.contains("word error rate"),
+            "{stdout}"
+        );
+        let scores: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(scores["sentences"], 40);
+        assert_eq!(scores["beam"].to_string(), beam);
+        for key in [
+            "exact_match",
+            "token_error_rate",
+            "bleu",
+            "chrf",
+            "sentences_per_s",
+        ] {
+            let value = scores[key].as_f64().unwrap_or(-1.0);
+            assert!(value >= 0.0, "{key} = {value} in {scores}");
+        }
+        assert!(scores["bleu"].as_f64().unwrap() <= 100.0);
+    }
+
+    // Sources longer than the model reads are named; a missing file is an error naming it.
+    let long = dir.join("long.tsv");
+    std::fs::write(&long, "1234567\tone\n12\tone two\n").unwrap();
+    let output = shadergrad(&[
+        "evaluate",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        long.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("1 of 2 sources are longer than the 3 tokens"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = shadergrad(&[
+        "evaluate",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data",
+        dir.join("absent.tsv").to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("absent.tsv"));
+}

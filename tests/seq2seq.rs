@@ -388,3 +388,40 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
     let message = deep.parameter_count().unwrap_err().to_string();
     assert!(message.contains("1000000 layers"), "{message}");
 }
+
+/// Scores of decoded outputs: exact match on tokens, the error rate in the target's units,
+/// and sacreBLEU's BLEU and chrF on the texts.
+#[test]
+fn scores_count_in_the_targets_units() {
+    use shadergrad::data::tokens::{TokenLevel, TokenVocab, VocabLimits};
+    use shadergrad::models::seq2seq::Scores;
+    let references = ["the cat sat on the mat .", "a dog ran home"];
+    let words = TokenVocab::learn(references, TokenLevel::Word, VocabLimits::default()).unwrap();
+    let ids = |text: &str| words.encode(text).0;
+    let perfect = Scores::of(
+        &words,
+        &[ids(references[0]), ids(references[1])],
+        &references,
+    )
+    .unwrap();
+    assert_eq!(perfect.exact_match, 1.0);
+    assert_eq!(perfect.token_error_rate, 0.0);
+    assert!((perfect.bleu - 100.0).abs() < 1e-9 && (perfect.chrf - 100.0).abs() < 1e-9);
+    // One word of eleven substituted: a word error rate of 1/11.
+    let one_off = Scores::of(
+        &words,
+        &[ids("the cat sat on the dog ."), ids(references[1])],
+        &references,
+    )
+    .unwrap();
+    assert_eq!(one_off.exact_match, 0.5);
+    assert!((one_off.token_error_rate - 1.0 / 11.0).abs() < 1e-12);
+    assert!(one_off.bleu < 100.0 && one_off.chrf < 100.0);
+    // Characters count characters.
+    let chars = TokenVocab::learn(["abcd"], TokenLevel::Char, VocabLimits::default()).unwrap();
+    let char_ids = chars.encode("abdd").0;
+    let scores = Scores::of(&chars, &[char_ids], &["abcd"]).unwrap();
+    assert_eq!(scores.token_error_rate, 0.25);
+    let message = Scores::of(&chars, &[], &["abcd"]).unwrap_err().to_string();
+    assert!(message.contains("0 outputs for 1 references"), "{message}");
+}

@@ -9,6 +9,7 @@ use shadergrad::data::tokens::TokenLevel;
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::nn::seq2seq::AttentionKind;
 use shadergrad::optim::Rule;
+use shadergrad::train::seq2seq::Selection;
 
 /// `--optimizer`: the update rule, with the command line's fixed hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +73,33 @@ impl From<Tokens> for TokenLevel {
             Tokens::Char => TokenLevel::Char,
             Tokens::Word => TokenLevel::Word,
             Tokens::Bpe => TokenLevel::Bpe,
+        }
+    }
+}
+
+/// `train-seq2seq --select`: what "validation improved" means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Select {
+    /// Exact match (higher is better).
+    Exact,
+    /// The teacher-forced loss (lower is better).
+    Loss,
+    /// The token error rate (lower is better).
+    Ter,
+    /// BLEU (higher is better).
+    Bleu,
+    /// chrF (higher is better).
+    Chrf,
+}
+
+impl From<Select> for Selection {
+    fn from(select: Select) -> Selection {
+        match select {
+            Select::Exact => Selection::ExactMatch,
+            Select::Loss => Selection::Loss,
+            Select::Ter => Selection::TokenErrorRate,
+            Select::Bleu => Selection::Bleu,
+            Select::Chrf => Selection::Chrf,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `shadergrad train-seq2seq` and `shadergrad translate`: the RNN and Transformer
+//! `shadergrad train-seq2seq`, `translate` and `evaluate`: the RNN and Transformer
 //! encoder-decoders.
 
 use std::io::{BufRead, Write};
@@ -7,18 +7,18 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 use shadergrad::data::text::{read_tsv, split_pairs, SPECIAL_TOKENS};
-use shadergrad::data::tokens::{PairVocabSpec, Sharing, VocabLimits};
-use shadergrad::models::seq2seq::Seq2SeqModel;
+use shadergrad::data::tokens::{PairVocabSpec, Sharing, TokenLevel, VocabLimits};
+use shadergrad::models::seq2seq::{Scores, Seq2SeqModel};
 use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::OptimizerConfig;
-use shadergrad::train::seq2seq::{train_seq2seq, Epochs, Seq2SeqTraining, Stop};
+use shadergrad::train::seq2seq::{train_seq2seq, Epochs, Selection, Seq2SeqTraining, Stop};
 use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
-    print_warnings, stdout_error, Typed,
+    check_output_path, check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu,
+    print_progress, print_warnings, stdout_error, Typed,
 };
 
 /// `train-seq2seq --arch transformer`'s default drop probability: none, since dropout 0.1
@@ -157,6 +157,10 @@ pub(crate) struct TrainSeq2seqArgs {
     /// Validation examples printed after each epoch.
     #[arg(long, default_value_t = 3)]
     samples: usize,
+    /// What "validation improved" means for --save and for stopping early: exact match,
+    /// the loss, the token error rate, BLEU or chrF (each also reported every epoch).
+    #[arg(long, value_enum, default_value_t = choice::Select::Exact)]
+    select: choice::Select,
 }
 
 #[derive(Args)]
@@ -393,26 +397,164 @@ pub(crate) fn train_seq2seq_command(
         resume,
         metrics: args.metrics,
         samples: args.samples,
+        select: args.select.into(),
     };
     let result = train_seq2seq(&gpu, &config)?;
+    let (selection, best) = result.best;
+    let improving = format!("validation {} stopped improving", selection.describe());
     let reason = match result.stop {
         Stop::EpochsDone => "the epochs were done",
-        Stop::NoImprovement => "validation exact-match stopped improving",
+        Stop::NoImprovement => &improving,
         Stop::Perfect => "every validation example was right",
         Stop::TimeCap => "--max-minutes passed",
     };
     let to_99 = match result.seconds_to_99 {
-        Some(seconds) => format!("99% reached after {seconds:.0} s"),
-        None => "99% not reached".to_string(),
+        Some(seconds) => format!("99% exact-match reached after {seconds:.0} s"),
+        None => "99% exact-match not reached".to_string(),
+    };
+    let selected = match (selection, best) {
+        (Selection::ExactMatch, _) => String::new(),
+        (_, Some(best)) => format!(", best {} {best:.4}", selection.describe()),
+        (_, None) => String::new(),
     };
     out!(
-        "best validation exact-match {:.2}% after {} epochs ({} steps) in {:.0} s, {:.0} target tokens/s; {to_99}; stopped because {reason}",
+        "best validation exact-match {:.2}%{selected} after {} epochs ({} steps) in {:.0} s, {:.0} target tokens/s; {to_99}; stopped because {reason}",
         100.0 * result.best_exact_match,
         result.epochs,
         result.steps,
         result.seconds,
         result.tokens_per_s
     )
+}
+
+#[derive(Args)]
+pub(crate) struct EvaluateArgs {
+    /// A checkpoint saved by train-seq2seq --save.
+    #[arg(long, value_name = "FILE.safetensors")]
+    checkpoint: PathBuf,
+    /// The test pairs: source, a tab, reference, per line.
+    #[arg(long, value_name = "FILE.tsv")]
+    data: PathBuf,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Sources decoded together.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Also write the scores here, as one JSON object.
+    #[arg(long, value_name = "FILE.json")]
+    json: Option<PathBuf>,
+}
+
+/// `evaluate`: decodes every source of a test file in batches and scores the outputs
+/// against the references: exact match, token error rate, BLEU and chrF.
+pub(crate) fn evaluate_command(
+    selector: &AdapterSelector,
+    args: EvaluateArgs,
+) -> shadergrad::Result<()> {
+    if let Some(json) = &args.json {
+        check_output_path("--json", json)?;
+    }
+    if args.beam == 0 || args.batch == 0 {
+        return Err(Error::invalid(
+            "evaluate",
+            format!(
+                "--beam {} and --batch {} must be at least 1",
+                args.beam, args.batch
+            ),
+        ));
+    }
+    let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
+    let pairs = print_warnings(read_tsv(&args.data)?);
+    if pairs.is_empty() {
+        return Err(Error::invalid(
+            "evaluate",
+            format!("{} holds no pairs to score", args.data.display()),
+        ));
+    }
+    let gpu = open_gpu(selector)?;
+    let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
+    let (encoded, unknown) = model.vocab.encode(&pairs);
+    if !unknown.source.is_empty() {
+        say!(
+            "warning: {} source tokens are not in the model's vocabulary and read as UNK",
+            unknown.source.len()
+        );
+    }
+    let too_long: Vec<usize> = encoded
+        .iter()
+        .enumerate()
+        .filter(|(_, pair)| pair.source.len() > model.max_source)
+        .map(|(i, _)| i + 1)
+        .collect();
+    if !too_long.is_empty() {
+        return Err(Error::invalid(
+            "evaluate",
+            format!(
+                "{} of {} sources are longer than the {} tokens this model reads (line{} {}): \
+                 leave them out, or train on longer sources",
+                too_long.len(),
+                pairs.len(),
+                model.max_source,
+                if too_long.len() == 1 { "" } else { "s" },
+                list_some(&too_long)
+            ),
+        ));
+    }
+    let sources: Vec<Vec<u32>> = encoded.into_iter().map(|pair| pair.source).collect();
+    // Decoded a slice at a time so that a long file shows its progress.
+    let slice = args.batch.saturating_mul(16);
+    let started = std::time::Instant::now();
+    let mut outputs = Vec::with_capacity(sources.len());
+    for chunk in sources.chunks(slice) {
+        outputs.extend(model.decode(chunk, args.beam, args.batch)?);
+        if sources.len() > slice {
+            say!(
+                "evaluate: {}/{} sentences decoded, {:.0} s",
+                outputs.len(),
+                sources.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let references: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+    let scores = Scores::of(&model.vocab.target, &outputs, &references)?;
+    let units = match model.vocab.target.level() {
+        TokenLevel::Char => "character",
+        TokenLevel::Word | TokenLevel::Bpe => "word",
+    };
+    let per_second = pairs.len() as f64 / seconds.max(1e-9);
+    out!(
+        "{} pairs of {}, beam {}: exact match {:.2}%, {units} error rate {:.2}%, BLEU {:.2}, \
+         chrF {:.2} ({per_second:.1} sentences/s, {seconds:.1} s)",
+        pairs.len(),
+        args.data.display(),
+        args.beam,
+        100.0 * scores.exact_match,
+        100.0 * scores.token_error_rate,
+        scores.bleu,
+        scores.chrf
+    )?;
+    if let Some(path) = &args.json {
+        let record = json!({
+            "checkpoint": args.checkpoint.display().to_string(),
+            "data": args.data.display().to_string(),
+            "sentences": pairs.len(),
+            "beam": args.beam,
+            "exact_match": scores.exact_match,
+            "token_error_rate": scores.token_error_rate,
+            "token_error_rate_units": units,
+            "bleu": scores.bleu,
+            "chrf": scores.chrf,
+            "seconds": seconds,
+            "sentences_per_s": per_second,
+        });
+        let text = serde_json::to_string_pretty(&record)
+            .map_err(|e| Error::invalid("evaluate", format!("the scores do not serialise: {e}")))?;
+        shadergrad::files::write_atomically(path, format!("{text}\n").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// `translate`: decodes each argument, or each line of stdin, one output line per input.

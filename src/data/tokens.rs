@@ -268,6 +268,17 @@ impl TokenVocab {
         }
     }
 
+    /// The units an error rate counts in `text`: characters at the character level, words
+    /// and punctuation marks at the word level, and whitespace-separated words for
+    /// subwords (pieces are an artefact of the vocabulary, words are what a reader sees).
+    pub fn error_rate_units(&self, text: &str) -> Vec<String> {
+        match self.level {
+            TokenLevel::Char => chars_of(text),
+            TokenLevel::Word => words_of(text),
+            TokenLevel::Bpe => text.split_whitespace().map(str::to_string).collect(),
+        }
+    }
+
     /// The id of each token of `text`, [`UNK`] for those the vocabulary lacks, and those
     /// unknown tokens, each once, in the order they first appear (to warn the user).
     pub fn encode(&self, text: &str) -> (Vec<u32>, Vec<String>) {

@@ -30,6 +30,7 @@ use crate::nn::seq2seq::{
 use crate::nn::transformer::Transformer;
 use crate::nn::{Mode, Parameters};
 use crate::optim::Optimizer;
+use crate::scoring;
 use crate::tensor::Tensor;
 
 /// The longest source or target, in tokens, that a checkpoint's config may declare: the
@@ -1122,6 +1123,68 @@ impl BeamSearch {
                     .unwrap_or_default()
             })
             .collect()
+    }
+}
+
+/// How well decoded outputs match their references: what validation and `evaluate`
+/// report.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Scores {
+    /// The fraction of outputs whose tokens are exactly the reference's.
+    pub exact_match: f64,
+    /// Edits over reference length, in the target's units
+    /// ([`TokenVocab::error_rate_units`]): the character, word or (for subwords) word
+    /// error rate; it can exceed 1.
+    pub token_error_rate: f64,
+    /// Corpus BLEU, 0-100, as sacreBLEU computes it by default ([`crate::scoring`]).
+    pub bleu: f64,
+    /// Corpus chrF, 0-100, as sacreBLEU computes it by default.
+    pub chrf: f64,
+}
+
+impl Scores {
+    /// Scores `outputs` (target ids without EOS, as [`Seq2SeqModel::decode`] gives them)
+    /// against the `references` texts: exact match on the tokens (a reference's unknown
+    /// tokens never match), the error rate and BLEU and chrF on the decoded texts against
+    /// the references as written.
+    pub fn of(target: &TokenVocab, outputs: &[Vec<u32>], references: &[&str]) -> Result<Scores> {
+        if outputs.len() != references.len() || outputs.is_empty() {
+            return Err(Error::invalid(
+                "scores",
+                format!(
+                    "{} outputs for {} references: expected one output per reference, and at \
+                     least one",
+                    outputs.len(),
+                    references.len()
+                ),
+            ));
+        }
+        let (reference_ids, _) = target.encode_all(references.iter().copied());
+        let exact = outputs
+            .iter()
+            .zip(&reference_ids)
+            .filter(|(output, reference)| output == reference)
+            .count();
+        let texts: Vec<String> = outputs.iter().map(|ids| target.decode(ids)).collect();
+        let hypotheses: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let units = |texts: &[&str]| -> Vec<Vec<String>> {
+            texts.iter().map(|t| target.error_rate_units(t)).collect()
+        };
+        let (hypothesis_units, reference_units) = (units(&hypotheses), units(references));
+        let token_error_rate = if reference_units.iter().all(Vec::is_empty)
+            && hypothesis_units.iter().any(|u| !u.is_empty())
+        {
+            // Every reference empty: each output token is an insertion against nothing.
+            f64::INFINITY
+        } else {
+            scoring::token_error_rate(hypothesis_units.iter().zip(&reference_units))?
+        };
+        Ok(Scores {
+            exact_match: exact as f64 / outputs.len() as f64,
+            token_error_rate,
+            bleu: scoring::corpus_bleu(&hypotheses, references)?.score,
+            chrf: scoring::corpus_chrf(&hypotheses, references)?.score,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `shadergrad train-seq2seq`: trains a [`Seq2SeqModel`] with teacher forcing on batches
-//! bucketed by length, until validation exact-match stops improving, and saves the best.
+//! bucketed by length, until the validation figure it selects by (exact match by default;
+//! loss, token error rate, BLEU or chrF) stops improving, and saves the best.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use crate::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
 use crate::data::tokens::{PairVocab, PairVocabSpec, TokenVocab};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::models::seq2seq::{dropout_seed, evaluate, rounded, Seq2SeqModel};
+use crate::models::seq2seq::{dropout_seed, evaluate, rounded, Scores, Seq2SeqModel};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
 use crate::optim::{OptimizerConfig, Schedule};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
@@ -59,6 +60,83 @@ pub struct Seq2SeqTraining {
     pub metrics: Option<PathBuf>,
     /// Validation examples printed after each epoch.
     pub samples: usize,
+    /// What "validation improved" means, for saving and early stopping.
+    pub select: Selection,
+}
+
+/// What "validation improved" means: the figure that decides saving and early stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Exact match, higher being better: for tasks with one right answer.
+    #[default]
+    ExactMatch,
+    /// The teacher-forced loss, lower being better.
+    Loss,
+    /// The token error rate, lower being better: for transcription.
+    TokenErrorRate,
+    /// BLEU, higher being better: for translation.
+    Bleu,
+    /// chrF, higher being better: for translation, kinder to morphology than BLEU.
+    Chrf,
+}
+
+impl Selection {
+    /// The name `--select` takes and checkpoints record: exact, loss, ter, bleu, chrf.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::ExactMatch => "exact",
+            Selection::Loss => "loss",
+            Selection::TokenErrorRate => "ter",
+            Selection::Bleu => "bleu",
+            Selection::Chrf => "chrf",
+        }
+    }
+
+    /// The figure in words: exact-match, loss, token error rate, BLEU, chrF.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Selection::ExactMatch => "exact-match",
+            Selection::Loss => "loss",
+            Selection::TokenErrorRate => "token error rate",
+            Selection::Bleu => "BLEU",
+            Selection::Chrf => "chrF",
+        }
+    }
+
+    /// The selection called `name` ([`Selection::name`]).
+    pub fn parse(name: &str) -> Option<Selection> {
+        [
+            Selection::ExactMatch,
+            Selection::Loss,
+            Selection::TokenErrorRate,
+            Selection::Bleu,
+            Selection::Chrf,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
+
+    /// The figure this selection reads from an epoch's validation.
+    pub fn figure(self, scores: &Scores, loss: f64) -> f64 {
+        match self {
+            Selection::ExactMatch => scores.exact_match,
+            Selection::Loss => loss,
+            Selection::TokenErrorRate => scores.token_error_rate,
+            Selection::Bleu => scores.bleu,
+            Selection::Chrf => scores.chrf,
+        }
+    }
+
+    /// Whether `now` is better than `best` (anything but NaN beats no figure yet).
+    pub fn improves(self, now: f64, best: Option<f64>) -> bool {
+        let lower_is_better = matches!(self, Selection::Loss | Selection::TokenErrorRate);
+        match best {
+            _ if now.is_nan() => false,
+            None => true,
+            Some(best) if lower_is_better => now < best,
+            Some(best) => now > best,
+        }
+    }
 }
 
 /// How long a run trains; `max_minutes` caps either.
@@ -89,8 +167,8 @@ impl Epochs {
 pub enum Stop {
     /// The fixed number of epochs was trained.
     EpochsDone,
-    /// Validation exact-match did not improve for `patience` epochs (only without a fixed
-    /// number of epochs).
+    /// The selected validation figure did not improve for `patience` epochs (only without a
+    /// fixed number of epochs).
     NoImprovement,
     /// Every validation example is right: nothing left to improve (only without a fixed
     /// number of epochs).
@@ -109,9 +187,12 @@ pub struct Seq2SeqResult {
     pub steps: u64,
     /// Wall-clock seconds this run took, validation included.
     pub seconds: f64,
-    /// The best fraction of validation pairs decoded exactly right (greedy decoding), the
-    /// resumed checkpoint's included.
+    /// The best fraction of validation pairs decoded exactly right (greedy decoding) in
+    /// this run.
     pub best_exact_match: f64,
+    /// The figure selected by and its best value, the resumed checkpoint's included
+    /// (`None` if no epoch was validated).
+    pub best: (Selection, Option<f64>),
     /// Seconds from the start until validation exact-match first reached 99%.
     pub seconds_to_99: Option<f64>,
     /// Target tokens per second of training (validation excluded).
@@ -190,19 +271,22 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
     };
     let mut optimizer = model.parameters.optimizer(optimizer_config)?;
     let mut start_epoch = 1;
-    let mut best = -1.0;
+    let select = config.select;
+    let mut best: Option<f64> = None;
     if let Some(checkpoint) = &resumed {
         let step = resume_optimizer(gpu, &mut optimizer, checkpoint, "train-seq2seq")?;
         start_epoch = first_resumed_epoch(checkpoint, config.epochs.fixed(), "train-seq2seq")?;
-        best = training_number(checkpoint, "best_exact_match").unwrap_or(-1.0);
+        best = resumed_best(checkpoint, select);
         note!(
-            "resuming from {} after epoch {} (step {step}, best exact-match {:.4}); the model, \
-             its vocabulary and length limits come from the checkpoint",
+            "resuming from {} after epoch {} (step {step}, best {}: {}); the model, its \
+             vocabularies and length limits come from the checkpoint",
             checkpoint.path.display(),
             start_epoch - 1,
-            best.max(0.0)
+            select.describe(),
+            best.map_or("none recorded".to_string(), |b| format!("{b:.4}"))
         );
     }
+    let mut best_exact_match: f64 = 0.0;
     let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
     let bucketing = Bucketing {
         batch: config.batch,
@@ -280,7 +364,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                          a lower --lr or --clip",
                         report.loss,
                         match &config.save {
-                            Some(path) if best >= 0.0 =>
+                            Some(path) if best.is_some() =>
                                 format!(", {} keeps the last good checkpoint", path.display()),
                             _ => String::new(),
                         }
@@ -306,16 +390,24 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         train_tokens += loss_tokens;
         train_seconds += epoch_start.elapsed().as_secs_f64();
 
-        let (exact, val_loss, outputs) = evaluate(&mut model, &valid, config.batch)?;
+        let (_, val_loss, outputs) = evaluate(&mut model, &valid, config.batch)?;
+        let references: Vec<&str> = config.valid.iter().map(|p| p.target.as_str()).collect();
+        let scores = Scores::of(&model.vocab.target, &outputs, &references)?;
+        let exact = scores.exact_match;
+        best_exact_match = best_exact_match.max(exact);
         if exact >= 0.99 && seconds_to_99.is_none() {
             seconds_to_99 = Some(started.elapsed().as_secs_f64());
         }
         let tokens_per_s = loss_tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
         note!(
             "epoch {epoch}: train loss {:.4}, token accuracy {:.4} | validation loss {val_loss:.4}, \
-             exact-match {exact:.4} | {tokens_per_s:.0} tokens/s, {:.0} s so far",
+             exact-match {exact:.4}, token error rate {:.4}, BLEU {:.2}, chrF {:.2} | \
+             {tokens_per_s:.0} tokens/s, {:.0} s so far",
             loss_sum / loss_tokens.max(1) as f64,
             correct as f64 / loss_tokens.max(1) as f64,
+            scores.token_error_rate,
+            scores.bleu,
+            scores.chrf,
             started.elapsed().as_secs_f64()
         );
         for (pair, output) in valid.iter().zip(&outputs).take(config.samples) {
@@ -345,12 +437,16 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                 "train_token_accuracy",
                 correct as f64 / loss_tokens.max(1) as f64,
             )
+            .with("val_token_error_rate", scores.token_error_rate)
+            .with("val_bleu", scores.bleu)
+            .with("val_chrf", scores.chrf)
             .with("tokens_per_s", tokens_per_s)
             .with("lr", f64::from(optimizer.learning_rate(step)));
             file.append(&record)?;
         }
-        if exact > best {
-            best = exact;
+        let figure = select.figure(&scores, val_loss);
+        if select.improves(figure, best) {
+            best = Some(figure);
             since_best = 0;
             if let Some(path) = &config.save {
                 let training = json!({
@@ -358,7 +454,9 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                         "epoch": epoch,
                         "steps": step,
                         "optimizer_step": optimizer.current_step(),
-                        "best_exact_match": best,
+                        "selected_by": select.name(),
+                        "best": figure,
+                        "exact_match": exact,
                         "seed": config.seed,
                         "batch": config.batch,
                         "lr": config.optimizer.lr,
@@ -368,7 +466,11 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
                     }
                 });
                 model.save(path, Some(&optimizer), training)?;
-                note!("  saved {} (exact-match {best:.4})", path.display());
+                note!(
+                    "  saved {} ({} {figure:.4})",
+                    path.display(),
+                    select.describe()
+                );
             }
         } else {
             since_best += 1;
@@ -390,11 +492,25 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
         epochs: epoch.min(config.epochs.fixed().unwrap_or(usize::MAX)),
         steps: step,
         seconds: started.elapsed().as_secs_f64(),
-        best_exact_match: best.max(0.0),
+        best_exact_match,
+        best: (select, best),
         seconds_to_99,
         tokens_per_s: train_tokens as f64 / train_seconds.max(1e-9),
         stop,
     })
+}
+
+/// The best figure a checkpoint recorded for `select`: `best` when it was selected by the
+/// same figure, or the older `best_exact_match`; `None` otherwise (the run then saves at its
+/// first validation).
+fn resumed_best(checkpoint: &Checkpoint, select: Selection) -> Option<f64> {
+    let training = checkpoint.config.get("training")?;
+    match training.get("selected_by").and_then(Value::as_str) {
+        Some(by) if by == select.name() => training.get("best").and_then(Value::as_f64),
+        Some(_) => None,
+        None if select == Selection::ExactMatch => training_number(checkpoint, "best_exact_match"),
+        None => None,
+    }
 }
 
 /// The vocabularies in words: `source: 42 words, target: 2,000 bpe pieces` (or one shared).
