@@ -122,8 +122,22 @@ fn a_gru_with_attention_learns_to_reverse_short_strings() {
         right(&beamed),
         right(&outputs)
     );
-    // Decoding in other group sizes gives the same outputs.
+    // Decoding in other group sizes gives the same outputs, one sentence at a time too.
     assert_eq!(model.decode(&sources, 1, 7).unwrap(), outputs);
+    assert_eq!(one_at_a_time(&mut model, &sources[..20]), outputs[..20]);
+}
+
+/// Greedy decoding of each source alone, a group of one.
+fn one_at_a_time(model: &mut Seq2SeqModel, sources: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    sources
+        .iter()
+        .map(|source| {
+            model
+                .decode(std::slice::from_ref(source), 1, 1)
+                .unwrap()
+                .remove(0)
+        })
+        .collect()
 }
 
 #[test]
@@ -215,6 +229,7 @@ fn a_transformer_with_dropout_learns_to_reverse_short_strings() {
         right(&outputs)
     );
     assert_eq!(model.decode(&sources, 1, 7).unwrap(), outputs);
+    assert_eq!(one_at_a_time(&mut model, &sources[..20]), outputs[..20]);
 }
 
 #[test]
@@ -387,6 +402,26 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
     };
     let message = deep.parameter_count().unwrap_err().to_string();
     assert!(message.contains("1000000 layers"), "{message}");
+    // Decoding projects one position per hypothesis: at a vocabulary of 30,004 words it fits
+    // a 128 MiB buffer limit at 64 rows, where a training step's logits of 21 steps do not.
+    let words = Seq2SeqConfig {
+        source_vocab_size: 15,
+        target_vocab_size: 30_004,
+        ..transformer(2, 0.0)
+    };
+    let limit = 128 << 20;
+    words
+        .decoding_memory(64, 8, 21)
+        .unwrap()
+        .check_against("decode", limit, Some(24 << 30))
+        .unwrap();
+    let message = words
+        .training_memory(64, 8, 21)
+        .unwrap()
+        .check_against("train-seq2seq", limit, Some(24 << 30))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("vocabulary 30004"), "{message}");
 }
 
 /// Scores of decoded outputs: exact match on tokens, the error rate in the target's units,

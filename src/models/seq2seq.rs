@@ -71,7 +71,10 @@ struct Decoder {
     /// the padding; neither without attention.
     step_lengths: Option<Var>,
     step_key_mask: Option<Var>,
+    /// `[rows, V]`: what beam search reads.
     log_probs: Var,
+    /// `[rows]`: each row's most likely next token, all that greedy decoding reads back.
+    next: Var,
     /// Each layer's state (h, and c for an LSTM), shared by both plans: the encoder writes
     /// the decoder's initial state, each step reads and overwrites it.
     states: Vec<Tensor>,
@@ -89,8 +92,12 @@ struct TransformerDecoder {
     /// `[max steps, rows]`: BOS, then each hypothesis's tokens, then padding.
     step_prefixes: Var,
     step_lengths: Var,
-    /// `[rows · max steps, V]`, batch-major.
+    /// `[1]`: the position whose next token the step picks.
+    step_position: Var,
+    /// `[rows, V]`: the log-probabilities at that position, what beam search reads.
     log_probs: Var,
+    /// `[rows]`: the most likely token at that position, all that greedy decoding reads.
+    next: Var,
     max_steps: usize,
 }
 
@@ -763,8 +770,11 @@ impl Seq2SeqModel {
         let (top, finals) = model.decode(&mut g, step_tokens, &initial)?;
         let logits = model.logits(&mut g, top, &encoded, step_lengths, step_key_mask)?;
         let log_probs = g.log_softmax(logits, -1)?;
+        let vocab = self.config.target_vocab_size;
+        let log_probs = g.reshape(log_probs, &[rows, vocab])?;
+        let next = g.argmax(log_probs, -1)?;
         bind_states(&mut bindings, &finals, &states);
-        let step = compile_bound(&g, &[log_probs], &bindings)?;
+        let step = compile_bound(&g, &[log_probs, next], &bindings)?;
         Ok(Decoder {
             encoder,
             encoder_source,
@@ -774,6 +784,7 @@ impl Seq2SeqModel {
             step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
             step_key_mask,
             log_probs,
+            next,
             states,
         })
     }
@@ -815,9 +826,17 @@ impl Seq2SeqModel {
         let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
         let step_lengths = g.input_indices("source_lengths", &[rows]);
         let memory = g.input("memory", &memory_shape);
-        let logits = model.logits(&mut g, step_prefixes, memory, step_lengths, Mode::Eval)?;
+        let step_position = g.input_indices("position", &[1]);
+        let states =
+            model.decoder_states(&mut g, step_prefixes, memory, step_lengths, Mode::Eval)?;
+        // Only the current position goes through the output layer and leaves the GPU:
+        // [rows, steps, d] → [rows, d] → [rows, V].
+        let current = g.gather(states, 1, step_position)?;
+        let current = g.reshape(current, &[rows, model.shape.width])?;
+        let logits = model.project(&mut g, current)?;
         let log_probs = g.log_softmax(logits, -1)?;
-        let step = compile_bound(&g, &[log_probs], &[(memory, memory_tensor)])?;
+        let next = g.argmax(log_probs, -1)?;
+        let step = compile_bound(&g, &[log_probs, next], &[(memory, memory_tensor)])?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,
@@ -825,7 +844,9 @@ impl Seq2SeqModel {
             step,
             step_prefixes,
             step_lengths,
+            step_position,
             log_probs,
+            next,
             max_steps,
         })
     }
@@ -859,7 +880,7 @@ impl Seq2SeqModel {
         let chunk = chunk.min(sources.len().max(1));
         let rows = crate::limits::product("the batch × the beam width", &[chunk, beam])?;
         self.config
-            .training_memory(
+            .decoding_memory(
                 usize::try_from(rows).unwrap_or(usize::MAX),
                 self.max_source,
                 self.max_target + 1,
@@ -897,6 +918,7 @@ impl Seq2SeqModel {
             &[],
         )?;
         let mut search = BeamSearch::new(group.len(), beam);
+        let mut greedy = Greedy::new(group.len());
         let mut tokens = vec![BOS; rows];
         let mask = key_mask(&lengths, source_steps);
         for _ in 0..max_steps {
@@ -904,6 +926,13 @@ impl Seq2SeqModel {
             feeds.extend(decoder.step_lengths.map(|var| Feed::u32(var, &lengths)));
             feeds.extend(decoder.step_key_mask.map(|var| Feed::f32(var, &mask)));
             decoder.step.run(&feeds, &[])?;
+            if beam == 1 {
+                tokens = decoder.step.fetch_indices(decoder.next)?.data;
+                if greedy.advance(&tokens) {
+                    break;
+                }
+                continue;
+            }
             let log_probs = decoder.step.read(decoder.log_probs)?;
             let parents = search.advance(&log_probs, vocab_size, rows);
             if parents
@@ -927,7 +956,11 @@ impl Seq2SeqModel {
                 break;
             }
         }
-        Ok(search.best())
+        Ok(if beam == 1 {
+            greedy.outputs
+        } else {
+            search.best()
+        })
     }
 
     /// [`Seq2SeqModel::decode_group`] for a Transformer: each step runs the decoder over
@@ -953,27 +986,39 @@ impl Seq2SeqModel {
         )?;
         let max_steps = decoder.max_steps;
         let mut search = BeamSearch::new(sources, beam);
-        let mut step_log_probs = vec![0.0f32; rows * vocab_size];
+        let mut greedy = Greedy::new(sources);
         for position in 0..max_steps {
-            let prefixes = search.prefixes(rows, max_steps);
+            let prefixes = if beam == 1 {
+                greedy.prefixes(rows, max_steps)
+            } else {
+                search.prefixes(rows, max_steps)
+            };
             decoder.step.run(
                 &[
                     Feed::u32(decoder.step_prefixes, &prefixes),
                     Feed::u32(decoder.step_lengths, lengths),
+                    Feed::u32(decoder.step_position, &[position as u32]),
                 ],
                 &[],
             )?;
-            let log_probs = decoder.step.read(decoder.log_probs)?;
-            for (row, out) in step_log_probs.chunks_mut(vocab_size).enumerate() {
-                let at = (row * max_steps + position) * vocab_size;
-                out.copy_from_slice(&log_probs[at..at + vocab_size]);
+            if beam == 1 {
+                let next = decoder.step.fetch_indices(decoder.next)?.data;
+                if greedy.advance(&next) {
+                    break;
+                }
+                continue;
             }
-            search.advance(&step_log_probs, vocab_size, rows);
+            let log_probs = decoder.step.read(decoder.log_probs)?;
+            search.advance(&log_probs, vocab_size, rows);
             if search.all_done() {
                 break;
             }
         }
-        Ok(search.best())
+        Ok(if beam == 1 {
+            greedy.outputs
+        } else {
+            search.best()
+        })
     }
 }
 
@@ -994,6 +1039,51 @@ fn batch_sources(group: &[Vec<u32>], beam: usize, rows: usize) -> (Vec<u32>, Vec
         }
     }
     (source, lengths, source_steps)
+}
+
+/// Greedy decoding of a group: each source's output grows by the token the GPU picked for
+/// its row (the argmax of its log-probabilities) until that token is EOS.
+struct Greedy {
+    outputs: Vec<Vec<u32>>,
+    done: Vec<bool>,
+}
+
+impl Greedy {
+    fn new(sources: usize) -> Greedy {
+        Greedy {
+            outputs: vec![Vec::new(); sources],
+            done: vec![false; sources],
+        }
+    }
+
+    /// Appends each unfinished source's `next` token (rows past the sources are padding);
+    /// whether every source is done.
+    fn advance(&mut self, next: &[u32]) -> bool {
+        for ((output, done), &token) in self.outputs.iter_mut().zip(&mut self.done).zip(next) {
+            if *done {
+                continue;
+            }
+            if token == EOS {
+                *done = true;
+            } else {
+                output.push(token);
+            }
+        }
+        self.done.iter().all(|&d| d)
+    }
+
+    /// Each source's prefix, BOS then its tokens, then padding: `[steps, rows]`
+    /// time-major, as the Transformer's decoder takes it (as [`BeamSearch::prefixes`]).
+    fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
+        let mut prefixes = vec![PAD; steps * rows];
+        for (row, output) in self.outputs.iter().enumerate() {
+            let tokens = std::iter::once(BOS).chain(output.iter().copied());
+            for (t, token) in tokens.take(steps).enumerate() {
+                prefixes[t * rows + row] = token;
+            }
+        }
+        prefixes
+    }
 }
 
 /// One hypothesis of a beam.

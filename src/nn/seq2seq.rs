@@ -260,6 +260,58 @@ impl Seq2SeqConfig {
         ))
     }
 
+    /// Roughly what decoding `rows` hypotheses at a time, of sources up to `source_steps`
+    /// and outputs up to `target_steps` tokens, allocates: the parameters, the output layer
+    /// and one step's logits over the target vocabulary (decoding projects one position per
+    /// hypothesis), and the larger activations (a Transformer's over the whole prefix, as it
+    /// keeps no cache of keys and values).
+    pub fn decoding_memory(
+        &self,
+        rows: usize,
+        source_steps: usize,
+        target_steps: usize,
+    ) -> Result<MemoryEstimate> {
+        let (v, h, layers) = (self.target_vocab_size, self.width(), self.layers);
+        let (ts, td) = (source_steps.max(1), target_steps.max(1));
+        let mut memory = MemoryEstimate::new();
+        let parameters = self.parameter_count()?;
+        memory.spread(format!("the {parameters} parameters"), parameters);
+        memory.buffer(
+            format!("the output layer (hidden {h} × vocabulary {v})"),
+            saturating_product(&[h, v]),
+        );
+        memory.buffers(
+            format!("one step's logits and log-probabilities ({rows} rows × vocabulary {v})"),
+            2,
+            saturating_product(&[rows, v]),
+        );
+        match &self.architecture {
+            Architecture::Transformer(transformer) => {
+                memory.buffers(
+                    format!("the decoder's activations over the prefix, per layer ({rows} rows × {td} steps × width {h})"),
+                    saturating_product(&[18, layers]),
+                    saturating_product(&[rows, td, h]),
+                );
+                memory.buffers(
+                    format!("the decoder's attention weights ({rows} rows × heads {} × {td} × {} steps)", transformer.heads, td.max(ts)),
+                    saturating_product(&[2, layers]),
+                    saturating_product(&[rows, transformer.heads, td, td.max(ts)]),
+                );
+            }
+            Architecture::Recurrent(recurrent) => {
+                memory.buffers(
+                    format!(
+                        "the encoder's states, per layer ({ts} steps × {rows} rows × width {})",
+                        recurrent.encoder_width()
+                    ),
+                    saturating_product(&[4, layers]),
+                    saturating_product(&[ts, rows, recurrent.encoder_width()]),
+                );
+            }
+        }
+        Ok(memory)
+    }
+
     /// Roughly what training on batches of `batch` pairs of up to `source_steps` and
     /// `target_steps` tokens allocates: the parameters with their gradients and two
     /// optimizer moments, and the larger activations of a step with their gradients.

@@ -202,7 +202,24 @@ impl Transformer {
         source_lengths: Var,
         mode: Mode,
     ) -> Result<Var> {
-        let (steps, batch) = (g.shape(input)[0], g.shape(input)[1]);
+        let states = self.decoder_states(g, input, memory, source_lengths, mode)?;
+        let (batch, steps) = (g.shape(states)[0], g.shape(states)[1]);
+        let rows = g.reshape(states, &[batch * steps, self.shape.width])?;
+        self.project(g, rows)
+    }
+
+    /// The decoder's final states `[B, Td, d]` (after its last norm) over input ids
+    /// `[Td, B]`: what [`Transformer::logits`] projects. Decoding picks one position of them
+    /// before projecting, so the output layer runs over one row per hypothesis.
+    pub fn decoder_states(
+        &self,
+        g: &mut Graph,
+        input: Var,
+        memory: Var,
+        source_lengths: Var,
+        mode: Mode,
+    ) -> Result<Var> {
+        let batch = g.shape(input)[1];
         let memory_batch = g.shape(memory)[0];
         if memory_batch != batch {
             return Err(Error::invalid(
@@ -214,9 +231,12 @@ impl Transformer {
         for layer in &self.decoder_layers {
             x = layer.forward(g, x, memory, Some(source_lengths), mode)?;
         }
-        let x = self.decoder_norm.forward(g, x)?;
-        let rows = g.reshape(x, &[batch * steps, self.shape.width])?;
-        self.output.forward(g, rows)
+        self.decoder_norm.forward(g, x)
+    }
+
+    /// The output layer over decoder states `[…, d]`: logits `[…, V]`.
+    pub fn project(&self, g: &mut Graph, states: Var) -> Result<Var> {
+        self.output.forward(g, states)
     }
 }
 
