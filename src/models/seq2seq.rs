@@ -1086,6 +1086,30 @@ impl Greedy {
     }
 }
 
+/// The `count` most likely tokens of one row of log-probabilities, PAD and BOS left out
+/// (neither is ever decoded), best first, the lower token first among equals: one pass
+/// over the row that keeps the best `count` in order.
+fn best_tokens(row: &[f32], count: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(count + 1);
+    for (token, &lp) in row.iter().enumerate() {
+        let token = token as u32;
+        if token == PAD || token == BOS {
+            continue;
+        }
+        if best.len() == count
+            && best
+                .last()
+                .is_some_and(|&(_, worst)| lp.total_cmp(&worst).is_le())
+        {
+            continue;
+        }
+        let at = best.partition_point(|&(_, kept)| kept.total_cmp(&lp).is_ge());
+        best.insert(at, (token, lp));
+        best.truncate(count);
+    }
+    best
+}
+
 /// One hypothesis of a beam.
 #[derive(Debug, Clone)]
 struct Hypothesis {
@@ -1122,7 +1146,9 @@ impl BeamSearch {
     fn advance(&mut self, log_probs: &[f32], vocab_size: usize, rows: usize) -> Vec<usize> {
         let mut parents: Vec<usize> = (0..rows).collect();
         for (i, group) in self.groups.iter_mut().enumerate() {
-            // (score, parent hypothesis, token or None to keep a finished one)
+            // (score, parent hypothesis, token or None to keep a finished one). Only a row's
+            // `beam` best tokens can be among the group's `beam` best, so each row offers
+            // just those: beam² candidates, not beam × the vocabulary.
             let mut candidates: Vec<(f64, usize, Option<u32>)> = Vec::new();
             for (k, hypothesis) in group.iter().enumerate() {
                 if hypothesis.done {
@@ -1132,14 +1158,13 @@ impl BeamSearch {
                     continue;
                 }
                 let row = &log_probs[(i * self.beam + k) * vocab_size..][..vocab_size];
-                for (token, &lp) in row.iter().enumerate() {
-                    let token = token as u32;
-                    if token != PAD && token != BOS {
-                        candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
-                    }
+                for (token, lp) in best_tokens(row, self.beam) {
+                    candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
                 }
             }
-            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            // Best score first; among equal scores the earlier hypothesis, then the lower
+            // token: a total order, so the choice does not depend on the order of work.
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
             let mut next: Vec<Hypothesis> = Vec::with_capacity(self.beam);
             for (k, &(score, parent, token)) in candidates.iter().take(self.beam).enumerate() {
                 let mut hypothesis = group[parent].clone();
