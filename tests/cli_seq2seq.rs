@@ -735,7 +735,9 @@ fn metrics_per_epoch_select_by_bleu_and_evaluate_a_test_file() {
         let stdout = text(&output.stdout);
         assert!(output.status.success(), "{}", text(&output.stderr));
         assert!(
-            stdout.contains("40 pairs") && stdout.contains("word error rate"),
+            stdout.contains("40 pairs")
+                && stdout.contains("token error rate")
+                && stdout.contains("(over words)"),
             "{stdout}"
         );
         let scores: serde_json::Value =

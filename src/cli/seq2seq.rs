@@ -520,14 +520,15 @@ pub(crate) fn evaluate_command(
     let seconds = started.elapsed().as_secs_f64();
     let references: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
     let scores = Scores::of(&model.vocab.target, &outputs, &references)?;
+    // Words are whatever the target's spaces separate: phonemes, for a pronunciation.
     let units = match model.vocab.target.level() {
-        TokenLevel::Char => "character",
-        TokenLevel::Word | TokenLevel::Bpe => "word",
+        TokenLevel::Char => "characters",
+        TokenLevel::Word | TokenLevel::Bpe => "words",
     };
     let per_second = pairs.len() as f64 / seconds.max(1e-9);
     out!(
-        "{} pairs of {}, beam {}: exact match {:.2}%, {units} error rate {:.2}%, BLEU {:.2}, \
-         chrF {:.2} ({per_second:.1} sentences/s, {seconds:.1} s)",
+        "{} pairs of {}, beam {}: exact match {:.2}%, token error rate {:.2}% (over {units}), \
+         BLEU {:.2}, chrF {:.2} ({per_second:.1} sentences/s, {seconds:.1} s)",
         pairs.len(),
         args.data.display(),
         args.beam,
