@@ -562,6 +562,16 @@ fn spelled_numbers(count: usize, seed: u64) -> String {
         .collect()
 }
 
+/// Two epochs of a tiny model on the numbers of `data`, with the `extra` flags.
+fn train_numbers(data: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train-seq2seq", "--data", data.to_str().unwrap()];
+    args.extend([
+        "--epochs", "2", "--hidden", "16", "--embed", "8", "--batch", "32",
+    ]);
+    args.extend(extra);
+    shadergrad(&args)
+}
+
 /// Word targets make a target of three tokens, not fourteen characters; subword sources
 /// learn their merges; both are in the checkpoint, and `translate` writes words back with
 /// spaces between them.
@@ -571,27 +581,19 @@ fn word_and_subword_tokens_train_save_and_translate() {
     let data = dir.join("numbers.tsv");
     std::fs::write(&data, spelled_numbers(400, 3)).unwrap();
     let model = dir.join("numbers.safetensors");
-    let output = shadergrad(&[
-        "train-seq2seq",
-        "--data",
-        data.to_str().unwrap(),
-        "--source-tokens",
-        "bpe",
-        "--bpe-merges",
-        "20",
-        "--target-tokens",
-        "word",
-        "--epochs",
-        "2",
-        "--hidden",
-        "16",
-        "--embed",
-        "8",
-        "--batch",
-        "32",
-        "--save",
-        model.to_str().unwrap(),
-    ]);
+    let output = train_numbers(
+        &data,
+        &[
+            "--source-tokens",
+            "bpe",
+            "--bpe-merges",
+            "20",
+            "--target-tokens",
+            "word",
+            "--save",
+            model.to_str().unwrap(),
+        ],
+    );
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -677,27 +679,19 @@ fn metrics_per_epoch_select_by_bleu_and_evaluate_a_test_file() {
     std::fs::write(&test, spelled_numbers(40, 6)).unwrap();
     let model = dir.join("numbers.safetensors");
     let metrics = dir.join("metrics.jsonl");
-    let output = shadergrad(&[
-        "train-seq2seq",
-        "--data",
-        data.to_str().unwrap(),
-        "--target-tokens",
-        "word",
-        "--select",
-        "bleu",
-        "--epochs",
-        "2",
-        "--hidden",
-        "16",
-        "--embed",
-        "8",
-        "--batch",
-        "32",
-        "--save",
-        model.to_str().unwrap(),
-        "--metrics",
-        metrics.to_str().unwrap(),
-    ]);
+    let output = train_numbers(
+        &data,
+        &[
+            "--target-tokens",
+            "word",
+            "--select",
+            "bleu",
+            "--save",
+            model.to_str().unwrap(),
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
+    );
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
