@@ -250,36 +250,37 @@ fn legacy_transformer_names(layers: usize) -> Vec<LegacyName> {
             true,
         );
     };
-    for i in 0..layers {
-        let (old, new) = (
-            format!("encoder.layer{i}"),
-            format!("transformer.encoder.layers.{i}"),
-        );
-        pair(
-            &mut names,
-            &format!("{old}.self_attention.norm"),
-            &format!("{new}.norm1"),
-            false,
-        );
-        attention(
-            &mut names,
-            &format!("{old}.self_attention"),
-            &format!("{new}.self_attn"),
-        );
-        pair(
-            &mut names,
-            &format!("{old}.feed_forward.norm"),
-            &format!("{new}.norm2"),
-            false,
-        );
+    // A layer: each attention block with the norm before it (norm1, norm2, …), then the
+    // feed-forward block with the next norm.
+    let layer = |names: &mut Vec<LegacyName>, old: &str, new: &str, blocks: &[(&str, &str)]| {
+        for (n, (old_block, new_block)) in blocks.iter().enumerate() {
+            let norm = format!("{new}.norm{}", n + 1);
+            pair(names, &format!("{old}.{old_block}.norm"), &norm, false);
+            attention(
+                names,
+                &format!("{old}.{old_block}"),
+                &format!("{new}.{new_block}"),
+            );
+        }
+        let norm = format!("{new}.norm{}", blocks.len() + 1);
+        pair(names, &format!("{old}.feed_forward.norm"), &norm, false);
         for linear in ["linear1", "linear2"] {
             pair(
-                &mut names,
+                names,
                 &format!("{old}.feed_forward.{linear}"),
                 &format!("{new}.{linear}"),
                 true,
             );
         }
+    };
+    let self_attention = ("self_attention", "self_attn");
+    for i in 0..layers {
+        layer(
+            &mut names,
+            &format!("encoder.layer{i}"),
+            &format!("transformer.encoder.layers.{i}"),
+            &[self_attention],
+        );
     }
     pair(
         &mut names,
@@ -293,46 +294,12 @@ fn legacy_transformer_names(layers: usize) -> Vec<LegacyName> {
         false,
     ));
     for i in 0..layers {
-        let (old, new) = (
-            format!("decoder.layer{i}"),
-            format!("transformer.decoder.layers.{i}"),
-        );
-        pair(
+        layer(
             &mut names,
-            &format!("{old}.self_attention.norm"),
-            &format!("{new}.norm1"),
-            false,
+            &format!("decoder.layer{i}"),
+            &format!("transformer.decoder.layers.{i}"),
+            &[self_attention, ("cross_attention", "multihead_attn")],
         );
-        attention(
-            &mut names,
-            &format!("{old}.self_attention"),
-            &format!("{new}.self_attn"),
-        );
-        pair(
-            &mut names,
-            &format!("{old}.cross_attention.norm"),
-            &format!("{new}.norm2"),
-            false,
-        );
-        attention(
-            &mut names,
-            &format!("{old}.cross_attention"),
-            &format!("{new}.multihead_attn"),
-        );
-        pair(
-            &mut names,
-            &format!("{old}.feed_forward.norm"),
-            &format!("{new}.norm3"),
-            false,
-        );
-        for linear in ["linear1", "linear2"] {
-            pair(
-                &mut names,
-                &format!("{old}.feed_forward.{linear}"),
-                &format!("{new}.{linear}"),
-                true,
-            );
-        }
     }
     pair(
         &mut names,
