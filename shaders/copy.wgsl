@@ -11,6 +11,10 @@
 //     x[in_offset + Σ (c − window_start)·in_strides],
 // outside it writes zero. One pass, so no separate zero fill is needed.
 //
+// `positioned_copy`: `strided_copy` into y at an offset the GPU reads: out_offset plus
+// position[0]·position_stride. A decoder writes each step's keys and values into its cache
+// this way, at the step's position, without the host recording a new dispatch per step.
+//
 // SPAN (override): how many consecutive elements of the innermost axis (a "row") one
 // invocation handles. 1 suits GPUs; CPU-like adapters pay the integer divisions that
 // locate an element, and the fixed cost of an invocation, once per span instead.
@@ -20,8 +24,8 @@ override SPAN: u32 = 1u;
 struct Params {
     in_offset: u32,
     out_offset: u32,
-    _pad0: u32,
-    _pad1: u32,
+    position_stride: u32,     // positioned_copy only
+    _pad: u32,
     shape: vec4<u32>,
     in_strides: vec4<u32>,    // stride in x for one step along each axis of `shape`
     out_strides: vec4<u32>,   // stride in y likewise (strided_copy only)
@@ -32,6 +36,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
+// positioned_copy's bindings: the position sits where the others have their parameters.
+@group(0) @binding(2) var<storage, read> position: array<u32>;
+@group(0) @binding(3) var<uniform> positioned: Params;
 
 // The span of invocation `i`: the row it lies in (the outer three coordinates, flattened)
 // and its columns first..last; `valid` is false past the last span.
@@ -93,5 +100,23 @@ fn padded_copy(@builtin(workgroup_id) wid: vec3<u32>,
             value = x[source + (c - p.window_start.w) * p.in_strides.w];
         }
         y[destination + c] = value;
+    }
+}
+
+@compute @workgroup_size(256)
+fn positioned_copy(@builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let p = positioned;
+    let span = locate((wid.y * nwg.x + wid.x) * 256u + lid, p.shape);
+    if !span.valid {
+        return;
+    }
+    let row = row_coordinates(span.row, p.shape);
+    let source = p.in_offset + dot(row, p.in_strides.xyz) + span.first * p.in_strides.w;
+    let destination = p.out_offset + position[0] * p.position_stride
+        + dot(row, p.out_strides.xyz) + span.first * p.out_strides.w;
+    for (var c = 0u; c < span.last - span.first; c++) {
+        y[destination + c * p.out_strides.w] = x[source + c * p.in_strides.w];
     }
 }

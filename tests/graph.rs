@@ -2378,3 +2378,111 @@ fn broadcasting_past_rank_four_coalesces_axes() {
         "{err}"
     );
 }
+
+#[test]
+fn write_at_writes_into_a_bound_cache_that_keeps_its_contents_between_runs() {
+    use shadergrad::kernels::copy::write_at_cpu;
+    let gpu = gpu();
+    let mut rng = Rng::new(41);
+    // Odd shapes, each axis written along: the first, a middle one, the last.
+    for (shape, axis, entries) in [
+        (vec![5, 3, 2], 0usize, 2usize),
+        (vec![3, 7, 5], 1, 1),
+        (vec![2, 3, 4, 9], 2, 3),
+        (vec![4, 6], 1, 2),
+    ] {
+        let start: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.uniform(-1.0, 1.0))
+            .collect();
+        let cache_tensor = shadergrad::Tensor::from_slice(gpu, &start, &shape).unwrap();
+        let mut update_shape = shape.clone();
+        update_shape[axis] = entries;
+        let mut g = Graph::new(gpu);
+        let cache = g.input("cache", &shape);
+        let update = g.input("update", &update_shape);
+        let position = g.input_indices("position", &[1]);
+        let written = g.write_at(cache, update, axis as isize, position).unwrap();
+        // Read through an op, as a decoder's attention reads its cache.
+        let doubled = g.scale(written, 2.0).unwrap();
+        let mut plan = g
+            .compile_with(&[doubled], &[(cache, &cache_tensor)])
+            .unwrap();
+        let mut expected = start.clone();
+        for position_value in [shape[axis] - entries, 0, 1] {
+            let values: Vec<f32> = (0..update_shape.iter().product::<usize>())
+                .map(|_| rng.uniform(-1.0, 1.0))
+                .collect();
+            plan.run(
+                &[
+                    Feed::f32(update, &values),
+                    Feed::u32(position, &[position_value as u32]),
+                ],
+                &[],
+            )
+            .unwrap();
+            expected = write_at_cpu(&expected, &shape, &values, axis, position_value);
+            let what = format!("{shape:?} axis {axis} at {position_value}");
+            assert_close(&what, &cache_tensor.to_vec().unwrap(), &expected, 0.0, 0.0);
+            let twice: Vec<f32> = expected.iter().map(|v| 2.0 * v).collect();
+            assert_close(&what, &plan.read(doubled).unwrap(), &twice, 0.0, 0.0);
+        }
+        // No room for the update past the end of the axis.
+        let err = plan
+            .run(
+                &[
+                    Feed::f32(update, &vec![0.0; update_shape.iter().product()]),
+                    Feed::u32(position, &[(shape[axis] - entries + 1) as u32]),
+                ],
+                &[],
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("out of range"), "{err}");
+    }
+}
+
+#[test]
+fn write_at_refuses_a_computed_cache_a_stale_read_a_bad_update_and_a_gradient() {
+    let gpu = gpu();
+    let mut g = Graph::new(gpu);
+    let cache = g.input("cache", &[2, 4, 3]);
+    let update = g.input("update", &[2, 1, 3]);
+    let position = g.input_indices("position", &[1]);
+    let computed = g.scale(cache, 1.0).unwrap();
+    let err = g
+        .write_at(computed, update, 1, position)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("computed") && err.contains("[2, 4, 3]"),
+        "{err}"
+    );
+    for (i, wrong) in [[2, 1, 4], [1, 1, 3], [2, 5, 3]].into_iter().enumerate() {
+        let bad = g.input(&format!("bad{i}"), &wrong);
+        let err = g.write_at(cache, bad, 1, position).unwrap_err().to_string();
+        assert!(err.contains(&format!("{wrong:?}")), "{err}");
+    }
+    // A reshape made before the write sees the old storage: refused after it, as is the cache.
+    let flat = g.reshape(cache, &[24]).unwrap();
+    let written = g.write_at(cache, update, 1, position).unwrap();
+    for stale in [cache, flat] {
+        let err = g.scale(stale, 1.0).unwrap_err().to_string();
+        assert!(err.contains("overwritten in place"), "{err}");
+    }
+    // A second write goes into the same storage, through the first one's result.
+    let again = g.write_at(written, update, 1, position).unwrap();
+    assert_eq!(g.shape(again), &[2, 4, 3]);
+
+    let mut g = Graph::new(gpu);
+    let cache = g.input("cache", &[2, 3]);
+    let w = g.parameter("w", &[2, 1], vec![1.0, 2.0]).unwrap();
+    let position = g.input_indices("position", &[1]);
+    let written = g.write_at(cache, w, 1, position).unwrap();
+    let loss = g.sum(written, 1, false).unwrap();
+    let loss = g.sum(loss, 0, false).unwrap();
+    let err = g.backward(loss).unwrap_err().to_string();
+    assert!(
+        err.contains("write_at") && err.contains("no gradient"),
+        "{err}"
+    );
+}

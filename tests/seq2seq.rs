@@ -460,3 +460,100 @@ fn scores_count_in_the_targets_units() {
     let message = Scores::of(&chars, &[], &["abcd"]).unwrap_err().to_string();
     assert!(message.contains("0 outputs for 1 references"), "{message}");
 }
+
+#[test]
+fn the_cached_transformer_decoder_step_gives_the_whole_prefix_decoders_states() {
+    use shadergrad::graph::{Feed, Graph};
+    use shadergrad::nn::transformer::Transformer;
+    use shadergrad::nn::{DecodingStep, KeyValues, Mode, Parameters};
+    use shadergrad::Tensor;
+    let gpu = gpu();
+    let mut config = transformer(2, 0.0);
+    config.source_vocab_size = 13;
+    config.target_vocab_size = 11;
+    let params = Parameters::new(gpu, 7);
+    let model = Transformer::new(&config, &params).unwrap();
+    let (rows, source_steps, steps, width) = (3, 5, 6, 32);
+    let mut rng = Rng::new(5);
+    let source: Vec<u32> = (0..source_steps * rows)
+        .map(|_| 4 + rng.below(9) as u32)
+        .collect();
+    let lengths = [5u32, 2, 4];
+    let prefix: Vec<u32> = (0..steps * rows)
+        .map(|_| 1 + rng.below(10) as u32)
+        .collect();
+
+    // The reference: the decoder over the whole prefix at once, causally masked.
+    let mut g = Graph::new(gpu);
+    let source_var = g.input_indices("source", &[source_steps, rows]);
+    let lengths_var = g.input_indices("lengths", &[rows]);
+    let prefix_var = g.input_indices("prefix", &[steps, rows]);
+    let memory = model
+        .encode(&mut g, source_var, lengths_var, Mode::Eval)
+        .unwrap();
+    let states = model
+        .decoder_states(&mut g, prefix_var, memory, lengths_var, Mode::Eval)
+        .unwrap();
+    let mut plan = g.compile(&[states]).unwrap();
+    plan.run(
+        &[
+            Feed::u32(source_var, &source),
+            Feed::u32(lengths_var, &lengths),
+            Feed::u32(prefix_var, &prefix),
+        ],
+        &[],
+    )
+    .unwrap();
+    let whole = plan.read(states).unwrap(); // [rows, steps, width]
+
+    // One position at a time, each layer's keys and values cached in tensors.
+    let mut g = Graph::new(gpu);
+    let source_var = g.input_indices("source", &[source_steps, rows]);
+    let lengths_var = g.input_indices("lengths", &[rows]);
+    let tokens = g.input_indices("tokens", &[1, rows]);
+    let position = g.input_indices("position", &[1]);
+    let cache_lengths = g.input_indices("cache_lengths", &[rows]);
+    let memory = model
+        .encode(&mut g, source_var, lengths_var, Mode::Eval)
+        .unwrap();
+    let memory = model.memory_keys_values(&mut g, memory).unwrap();
+    let cache_shape = [rows, 4, steps, width / 4];
+    let mut caches = Vec::new();
+    let mut tensors = Vec::new();
+    for layer in 0..2 {
+        let keys = g.input(&format!("keys{layer}"), &cache_shape);
+        let values = g.input(&format!("values{layer}"), &cache_shape);
+        caches.push(KeyValues { keys, values });
+        for var in [keys, values] {
+            tensors.push((var, Tensor::zeros(gpu, &cache_shape).unwrap()));
+        }
+    }
+    let step = DecodingStep {
+        position,
+        cache_lengths,
+        memory_lengths: Some(lengths_var),
+    };
+    let stepped = model
+        .decoder_step(&mut g, tokens, &caches, &memory, &step)
+        .unwrap();
+    let bound: Vec<_> = tensors.iter().map(|(var, t)| (*var, t)).collect();
+    let mut plan = g.compile_with(&[stepped], &bound).unwrap();
+    for t in 0..steps {
+        plan.run(
+            &[
+                Feed::u32(source_var, &source),
+                Feed::u32(lengths_var, &lengths),
+                Feed::u32(tokens, &prefix[t * rows..(t + 1) * rows]),
+                Feed::u32(position, &[t as u32]),
+                Feed::u32(cache_lengths, &[t as u32 + 1; 3]),
+            ],
+            &[],
+        )
+        .unwrap();
+        let got = plan.read(stepped).unwrap();
+        let expected: Vec<f32> = (0..rows)
+            .flat_map(|r| whole[(r * steps + t) * width..(r * steps + t + 1) * width].to_vec())
+            .collect();
+        common::assert_close(&format!("position {t}"), &got, &expected, 1e-4, 1e-5);
+    }
+}

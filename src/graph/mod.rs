@@ -44,7 +44,7 @@ pub use parameter::Parameter;
 pub(crate) use plan::load_named;
 pub use plan::{Feed, HostTensor, MemoryReport, Plan, OPTIMIZER_PREFIX};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
@@ -133,6 +133,9 @@ pub struct Graph {
     /// The gradient [`Graph::backward`] last computed for each parameter leaf (by value
     /// index): compiled as an output, it is written to the parameter's gradient tensor.
     pub(crate) parameter_gradients: HashMap<usize, Var>,
+    /// Values whose storage a [`Graph::write_at`] has overwritten (a cache and its
+    /// reshapes): refused as the input of any later node.
+    pub(crate) overwritten: HashSet<usize>,
 }
 
 impl Graph {
@@ -144,6 +147,7 @@ impl Graph {
             values: Vec::new(),
             nodes: Vec::new(),
             parameter_gradients: HashMap::new(),
+            overwritten: HashSet::new(),
         }
     }
 
@@ -346,6 +350,15 @@ impl Graph {
     pub(crate) fn push(&mut self, op: Op, inputs: &[Var]) -> Result<Vec<Var>> {
         for &input in inputs {
             self.check(op.name(), input)?;
+            if self.overwritten.contains(&input.index) {
+                return Err(Error::invalid(
+                    op.name(),
+                    format!(
+                        "value {} was overwritten in place by write_at: use write_at's result",
+                        input.index
+                    ),
+                ));
+            }
         }
         let shapes: Vec<(&[usize], DType)> = inputs
             .iter()

@@ -247,7 +247,12 @@ impl Graph {
         for (&v, tensor) in &bound_tensors {
             let r = root[v];
             let tensor = tensor.reshape(&self.values[r].shape)?;
-            if bound_roots.insert(r, tensor).is_some() {
+            // A write in place and its cache share their storage: both may be bound to it.
+            let same = |earlier: &Tensor| Arc::ptr_eq(earlier.buffer(), tensor.buffer());
+            if bound_roots
+                .insert(r, tensor.clone())
+                .is_some_and(|earlier| !same(&earlier))
+            {
                 return Err(Error::invalid(
                     "compile",
                     format!("value {v} shares its storage with another bound value"),

@@ -14,7 +14,7 @@ use crate::kernels::{
     broadcast_shapes, broadcast_strides, check_rank, chosen_spans, columns_per_invocation,
     contiguous_strides, pad_to_rank4, span_grid, SPAN,
 };
-use crate::tensor::{resolve_axis, Tensor};
+use crate::tensor::{resolve_axis, Indices, Tensor};
 
 /// The copy module, `shaders/copy.wgsl`: strided copies, broadcasts and the slice backward.
 pub static SHADER: ShaderSource = ShaderSource {
@@ -27,7 +27,8 @@ pub static SHADER: ShaderSource = ShaderSource {
 struct Params {
     in_offset: u32,
     out_offset: u32,
-    pad: [u32; 2],
+    position_stride: u32,
+    pad: u32,
     shape: [u32; 4],
     in_strides: [u32; 4],
     out_strides: [u32; 4],
@@ -135,12 +136,27 @@ fn copy_spec(entry: &'static str, span: u32) -> KernelSpec {
     }
 }
 
+fn positioned_copy_spec(span: u32) -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "positioned_copy",
+        bindings: &[
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+            Access::Uniform,
+        ],
+        constants: vec![("SPAN", f64::from(span))],
+    }
+}
+
 /// Every kernel variant the copies build, with the spans [`columns_per_invocation`] picks
 /// (a caller may name any other: `SPAN` is a size constant).
 pub fn kernel_specs() -> Vec<KernelSpec> {
     ["strided_copy", "padded_copy"]
         .into_iter()
         .flat_map(|entry| chosen_spans().map(move |span| copy_spec(entry, span)))
+        .chain(chosen_spans().map(positioned_copy_spec))
         .collect()
 }
 
@@ -161,7 +177,8 @@ pub fn region_copy_dispatch(
     let params = Params {
         in_offset: region.in_offset,
         out_offset: region.out_offset,
-        pad: [0; 2],
+        position_stride: 0,
+        pad: 0,
         shape: region.shape,
         in_strides: region.in_strides,
         out_strides: region.out_strides,
@@ -227,7 +244,8 @@ pub fn slice_backward_dispatch(
     let params = Params {
         in_offset: 0,
         out_offset: 0,
-        pad: [0; 2],
+        position_stride: 0,
+        pad: 0,
         shape: to_u32(shape),
         in_strides: to_u32(in_strides),
         out_strides: [0; 4],
@@ -242,6 +260,95 @@ pub fn slice_backward_dispatch(
         &params,
         span_grid(gpu, rows, row_len, span),
     )
+}
+
+/// Checks that `update` fits into `cache` along `axis`: the same rank, the same sizes on
+/// every other axis, and no more entries on that one. Returns the cache's entries along it.
+pub fn check_write_at(cache: &[usize], update: &[usize], axis: usize) -> Result<usize> {
+    let fits = cache.len() == update.len()
+        && axis < cache.len()
+        && update[axis] <= cache[axis]
+        && (0..cache.len()).all(|i| i == axis || cache[i] == update[i]);
+    if fits {
+        Ok(cache[axis])
+    } else {
+        Err(Error::ShapeMismatch {
+            op: "write_at",
+            lhs: cache.to_vec(),
+            rhs: update.to_vec(),
+            expected: format!(
+                "the update must have the cache's sizes on every axis but {axis}, and no \
+                 more entries than the cache on that one"
+            ),
+        })
+    }
+}
+
+/// Records the write of `update` into `cache` at entries p..p + m of `axis`, p being
+/// `position[0]` and m the update's entries along that axis (its other axes are the
+/// cache's): a decoder's step writing its keys and values into its cache. The GPU reads the
+/// position, so one recorded dispatch serves every step; the caller keeps p + m within the
+/// axis (a graph checks every fed position).
+pub fn write_at_dispatch(
+    update: &Tensor,
+    position: &Indices,
+    cache: &Tensor,
+    axis: usize,
+) -> Result<Dispatch> {
+    let gpu = cache.gpu();
+    let total = check_write_at(cache.shape(), update.shape(), axis)?;
+    if position.numel() != 1 {
+        return Err(Error::invalid(
+            "write_at",
+            format!(
+                "the position must be one index, got shape {:?}",
+                position.shape()
+            ),
+        ));
+    }
+    let region = CopyRegion::into_axis(update.shape(), axis, 0, total).simplified();
+    let (_, _, inner) = split_at_axis(cache.shape(), axis);
+    let (rows, row_len) = region.rows();
+    let span = columns_per_invocation(gpu, rows, row_len);
+    let params = Params {
+        in_offset: region.in_offset,
+        out_offset: region.out_offset,
+        position_stride: inner as u32,
+        pad: 0,
+        shape: region.shape,
+        in_strides: region.in_strides,
+        out_strides: region.out_strides,
+        window_start: [0; 4],
+        window_end: [0; 4],
+    };
+    gpu.dispatch(
+        &positioned_copy_spec(span),
+        &[update.buffer(), cache.buffer(), position.buffer()],
+        &params,
+        span_grid(gpu, rows, row_len, span),
+    )
+}
+
+/// CPU reference of [`write_at_dispatch`]: `cache` (of `shape`) with entries
+/// position..position + m of `axis` replaced by `update`.
+pub fn write_at_cpu(
+    cache: &[f32],
+    shape: &[usize],
+    update: &[f32],
+    axis: usize,
+    position: usize,
+) -> Vec<f32> {
+    let (outer, n, inner) = split_at_axis(shape, axis);
+    let m = update.len() / (outer * inner).max(1);
+    let mut out = cache.to_vec();
+    for o in 0..outer {
+        for j in 0..m {
+            let to = (o * n + position + j) * inner;
+            let from = (o * m + j) * inner;
+            out[to..to + inner].copy_from_slice(&update[from..from + inner]);
+        }
+    }
+    out
 }
 
 /// Checks that `perm` is a permutation of 0..rank.

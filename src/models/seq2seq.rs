@@ -5,8 +5,9 @@
 //! Batches come in several shapes (source and target steps), and each shape is its own
 //! compiled plan; every plan reads the same parameters and writes the same gradient
 //! tensors ([`Parameters`]), so one optimizer trains them all. Decoding compiles, per shape, an
-//! encoder plan and a one-step decoder plan whose recurrent states and attention keys stay
-//! on the GPU between steps.
+//! encoder plan and a one-step decoder plan whose recurrent states (a Transformer: its caches
+//! of keys and values) and attention keys stay on the GPU between steps; beam search
+//! reorders them there too, by each hypothesis's parent.
 
 use std::collections::HashMap;
 
@@ -28,7 +29,7 @@ use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
 };
 use crate::nn::transformer::Transformer;
-use crate::nn::{Mode, Parameters};
+use crate::nn::{DecodingStep, KeyValues, Mode, Parameters};
 use crate::optim::Optimizer;
 use crate::scoring;
 use crate::tensor::Tensor;
@@ -71,29 +72,34 @@ struct Decoder {
     /// the padding; neither without attention.
     step_lengths: Option<Var>,
     step_key_mask: Option<Var>,
+    /// Beam search only: u32 `[rows]`, each row's parent hypothesis, whose state it
+    /// continues (the states are gathered by it before the step).
+    step_parents: Option<Var>,
     /// `[rows, V]`: what beam search reads.
     log_probs: Var,
     /// `[rows]`: each row's most likely next token, all that greedy decoding reads back.
     next: Var,
-    /// Each layer's state (h, and c for an LSTM), shared by both plans: the encoder writes
-    /// the decoder's initial state, each step reads and overwrites it.
-    states: Vec<Tensor>,
 }
 
-/// The compiled decoding plans of a Transformer for one shape: the encoder, whose output
-/// stays on the GPU, then the decoder over a whole prefix (no cache of keys and values: each
-/// step runs every position again, the causal mask keeping the padding past the prefix from
-/// the positions before it).
+/// The compiled decoding plans of a Transformer for one shape: the encoder, which leaves
+/// each decoder layer's keys and values of its output on the GPU, then one decoder step
+/// ([`Transformer::decoder_step`]), which writes its own keys and values into each layer's
+/// cache and attends over the positions cached so far.
 struct TransformerDecoder {
     encoder: Plan,
     encoder_source: Var,
     encoder_lengths: Var,
     step: Plan,
-    /// `[max steps, rows]`: BOS, then each hypothesis's tokens, then padding.
-    step_prefixes: Var,
+    /// `[1, rows]`: each hypothesis's latest token.
+    step_tokens: Var,
     step_lengths: Var,
-    /// `[1]`: the position whose next token the step picks.
+    /// `[1]`: the position decoded.
     step_position: Var,
+    /// `[rows]`: position + 1, the cached positions each row attends over.
+    cache_lengths: Var,
+    /// Beam search only: each row's parent hypothesis (`[rows]`), whose cache it continues,
+    /// and the position (`[1]`, always 0) the reordered caches are written back at.
+    reorder: Option<(Var, Var)>,
     /// `[rows, V]`: the log-probabilities at that position, what beam search reads.
     log_probs: Var,
     /// `[rows]`: the most likely token at that position, all that greedy decoding reads.
@@ -129,8 +135,9 @@ pub struct Seq2SeqModel {
     pub parameters: Parameters,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
-    decoders: HashMap<(usize, usize), Decoder>,
-    transformer_decoders: HashMap<(usize, usize), TransformerDecoder>,
+    /// Keyed by rows, source steps and beam width.
+    decoders: HashMap<(usize, usize, usize), Decoder>,
+    transformer_decoders: HashMap<(usize, usize, usize), TransformerDecoder>,
 }
 
 /// An RNN encoder-decoder's parameters before PyTorch's names and layouts, in the order
@@ -668,16 +675,16 @@ impl Seq2SeqModel {
         })
     }
 
-    fn decoder(&mut self, rows: usize, source_steps: usize) -> Result<&mut Decoder> {
-        let key = (rows, source_steps);
+    fn decoder(&mut self, rows: usize, source_steps: usize, beam: usize) -> Result<&mut Decoder> {
+        let key = (rows, source_steps, beam);
         if !self.decoders.contains_key(&key) {
-            let decoder = self.build_decoder(rows, source_steps)?;
+            let decoder = self.build_decoder(rows, source_steps, beam)?;
             self.decoders.insert(key, decoder);
         }
         Ok(self.decoders.get_mut(&key).expect("inserted above"))
     }
 
-    fn build_decoder(&mut self, rows: usize, source_steps: usize) -> Result<Decoder> {
+    fn build_decoder(&mut self, rows: usize, source_steps: usize, beam: usize) -> Result<Decoder> {
         let gpu = self.gpu.clone();
         let model = Seq2Seq::new(&self.config, &self.parameters)?;
         let config = model.config;
@@ -713,13 +720,26 @@ impl Seq2SeqModel {
         let step_key_mask = (config.attention == AttentionKind::Additive)
             .then(|| g.input("key_mask", &[rows, 1, source_steps]));
         let mut bindings = Vec::new();
-        let mut initial = Vec::new();
+        let mut kept = Vec::new();
         for layer in 0..layers {
             let h = g.input(&format!("h{layer}"), &state_shape);
             let c = lstm.then(|| g.input(&format!("c{layer}"), &state_shape));
-            initial.push(State { h, c });
+            kept.push(State { h, c });
         }
-        bind_states(&mut bindings, &initial, &states);
+        bind_states(&mut bindings, &kept, &states);
+        let step_parents = (beam > 1).then(|| g.input_indices("parents", &[rows]));
+        let initial = match step_parents {
+            Some(parents) => kept
+                .iter()
+                .map(|state| {
+                    Ok(State {
+                        h: g.gather(state.h, 0, parents)?,
+                        c: state.c.map(|c| g.gather(c, 0, parents)).transpose()?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            None => kept,
+        };
         let keys_values = match &keys_values {
             Some((keys, values)) => {
                 let k = g.input("keys", keys.shape());
@@ -750,9 +770,9 @@ impl Seq2SeqModel {
             step_tokens,
             step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
             step_key_mask,
+            step_parents,
             log_probs,
             next,
-            states,
         })
     }
 
@@ -760,10 +780,11 @@ impl Seq2SeqModel {
         &mut self,
         rows: usize,
         source_steps: usize,
+        beam: usize,
     ) -> Result<&mut TransformerDecoder> {
-        let key = (rows, source_steps);
+        let key = (rows, source_steps, beam);
         if !self.transformer_decoders.contains_key(&key) {
-            let decoder = self.build_transformer_decoder(rows, source_steps)?;
+            let decoder = self.build_transformer_decoder(rows, source_steps, beam)?;
             self.transformer_decoders.insert(key, decoder);
         }
         Ok(self
@@ -776,42 +797,96 @@ impl Seq2SeqModel {
         &mut self,
         rows: usize,
         source_steps: usize,
+        beam: usize,
     ) -> Result<TransformerDecoder> {
         let gpu = self.gpu.clone();
         let model = Transformer::new(&self.config, &self.parameters)?;
-        let memory_shape = [rows, source_steps, model.shape.width];
-        let memory_tensor = Tensor::zeros(&gpu, &memory_shape)?;
+        let heads = model.shape.heads;
+        let head_width = model.shape.width / heads;
+        let max_steps = self.max_target + 1;
+        let tensors = |steps: usize| -> Result<Vec<KeyValueTensors>> {
+            (0..model.layers)
+                .map(|_| {
+                    let shape = [rows, heads, steps, head_width];
+                    Ok(KeyValueTensors {
+                        keys: Tensor::zeros(&gpu, &shape)?,
+                        values: Tensor::zeros(&gpu, &shape)?,
+                    })
+                })
+                .collect()
+        };
+        let memory_tensors = tensors(source_steps)?;
+        let cache_tensors = tensors(max_steps)?;
 
         let mut g = Graph::new(&gpu);
         let encoder_source = g.input_indices("source", &[source_steps, rows]);
         let encoder_lengths = g.input_indices("source_lengths", &[rows]);
         let memory = model.encode(&mut g, encoder_source, encoder_lengths, Mode::Eval)?;
-        let encoder = compile_bound(&g, &[], &[(memory, memory_tensor.clone())])?;
+        let memory = model.memory_keys_values(&mut g, memory)?;
+        let mut bindings = Vec::new();
+        for (vars, tensors) in memory.iter().zip(&memory_tensors) {
+            tensors.bind(vars, &mut bindings);
+        }
+        let encoder = compile_bound(&g, &[], &bindings)?;
 
-        let max_steps = self.max_target + 1;
         let mut g = Graph::new(&gpu);
-        let step_prefixes = g.input_indices("prefixes", &[max_steps, rows]);
+        let step_tokens = g.input_indices("tokens", &[1, rows]);
         let step_lengths = g.input_indices("source_lengths", &[rows]);
-        let memory = g.input("memory", &memory_shape);
         let step_position = g.input_indices("position", &[1]);
-        let states =
-            model.decoder_states(&mut g, step_prefixes, memory, step_lengths, Mode::Eval)?;
-        // Only the current position goes through the output layer and leaves the GPU:
-        // [rows, steps, d] → [rows, d] → [rows, V].
-        let current = g.gather(states, 1, step_position)?;
-        let current = g.reshape(current, &[rows, model.shape.width])?;
-        let logits = model.project(&mut g, current)?;
+        let cache_lengths = g.input_indices("cache_lengths", &[rows]);
+        let mut bindings = Vec::new();
+        let mut inputs = |g: &mut Graph, name: &str, tensors: &[KeyValueTensors]| {
+            tensors
+                .iter()
+                .enumerate()
+                .map(|(layer, tensors)| {
+                    let vars = KeyValues {
+                        keys: g.input(&format!("{name}_keys{layer}"), tensors.keys.shape()),
+                        values: g.input(&format!("{name}_values{layer}"), tensors.values.shape()),
+                    };
+                    tensors.bind(&vars, &mut bindings);
+                    vars
+                })
+                .collect::<Vec<_>>()
+        };
+        let memory = inputs(&mut g, "memory", &memory_tensors);
+        let mut caches = inputs(&mut g, "cache", &cache_tensors);
+        // Beam search first moves each row's cache to where its hypothesis went.
+        let reorder = if beam > 1 {
+            let parents = g.input_indices("parents", &[rows]);
+            let origin = g.input_indices("origin", &[1]);
+            for cache in &mut caches {
+                let keys = g.gather(cache.keys, 0, parents)?;
+                let values = g.gather(cache.values, 0, parents)?;
+                *cache = KeyValues {
+                    keys: g.write_at(cache.keys, keys, 0, origin)?,
+                    values: g.write_at(cache.values, values, 0, origin)?,
+                };
+            }
+            Some((parents, origin))
+        } else {
+            None
+        };
+        let step = DecodingStep {
+            position: step_position,
+            cache_lengths,
+            memory_lengths: Some(step_lengths),
+        };
+        let states = model.decoder_step(&mut g, step_tokens, &caches, &memory, &step)?;
+        let logits = model.project(&mut g, states)?;
         let log_probs = g.log_softmax(logits, -1)?;
         let next = g.argmax(log_probs, -1)?;
-        let step = compile_bound(&g, &[log_probs, next], &[(memory, memory_tensor)])?;
+        let step = compile_bound(&g, &[log_probs, next], &bindings)?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,
             encoder_lengths,
             step,
-            step_prefixes,
+            step_tokens,
             step_lengths,
             step_position,
+            cache_lengths,
+            reorder,
             log_probs,
             next,
             max_steps,
@@ -875,8 +950,7 @@ impl Seq2SeqModel {
         }
         let max_steps = self.max_target + 1;
         let vocab_size = self.config.target_vocab_size;
-        let gpu = self.gpu.clone();
-        let decoder = self.decoder(rows, source_steps)?;
+        let decoder = self.decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
             &[
                 Feed::u32(decoder.encoder_source, &source),
@@ -887,11 +961,13 @@ impl Seq2SeqModel {
         let mut search = BeamSearch::new(group.len(), beam);
         let mut greedy = Greedy::new(group.len());
         let mut tokens = vec![BOS; rows];
+        let mut parents: Vec<u32> = (0..rows as u32).collect();
         let mask = key_mask(&lengths, source_steps);
         for _ in 0..max_steps {
             let mut feeds = vec![Feed::u32(decoder.step_tokens, &tokens)];
             feeds.extend(decoder.step_lengths.map(|var| Feed::u32(var, &lengths)));
             feeds.extend(decoder.step_key_mask.map(|var| Feed::f32(var, &mask)));
+            feeds.extend(decoder.step_parents.map(|var| Feed::u32(var, &parents)));
             decoder.step.run(&feeds, &[])?;
             if beam == 1 {
                 tokens = decoder.step.fetch_indices(decoder.next)?.data;
@@ -901,23 +977,11 @@ impl Seq2SeqModel {
                 continue;
             }
             let log_probs = decoder.step.read(decoder.log_probs)?;
-            let parents = search.advance(&log_probs, vocab_size, rows);
-            if parents
-                .iter()
-                .enumerate()
-                .any(|(row, &parent)| row != parent)
-            {
-                for state in &decoder.states {
-                    let hidden = state.shape()[1];
-                    let old = state.to_vec()?;
-                    let mut reordered = vec![0.0f32; old.len()];
-                    for (row, &parent) in parents.iter().enumerate() {
-                        reordered[row * hidden..(row + 1) * hidden]
-                            .copy_from_slice(&old[parent * hidden..(parent + 1) * hidden]);
-                    }
-                    gpu.write(state.buffer(), &reordered);
-                }
-            }
+            parents = search
+                .advance(&log_probs, vocab_size, rows)
+                .into_iter()
+                .map(|parent| parent as u32)
+                .collect();
             tokens = search.last_tokens(rows);
             if search.all_done() {
                 break;
@@ -930,9 +994,9 @@ impl Seq2SeqModel {
         })
     }
 
-    /// [`Seq2SeqModel::decode_group`] for a Transformer: each step runs the decoder over
-    /// every hypothesis's prefix and reads the log-probabilities at its last position, so a
-    /// beam reordering is only a reordering of the prefixes.
+    /// [`Seq2SeqModel::decode_group`] for a Transformer: the encoder leaves each layer's keys
+    /// and values of the sources on the GPU, then each step feeds every hypothesis's latest
+    /// token (and, in beam search, its parent, whose cache it continues).
     fn decode_group_transformer(
         &mut self,
         sources: usize,
@@ -943,7 +1007,7 @@ impl Seq2SeqModel {
     ) -> Result<Vec<Vec<u32>>> {
         let vocab_size = self.config.target_vocab_size;
         let source_steps = source.len() / rows;
-        let decoder = self.transformer_decoder(rows, source_steps)?;
+        let decoder = self.transformer_decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
             &[
                 Feed::u32(decoder.encoder_source, source),
@@ -951,32 +1015,38 @@ impl Seq2SeqModel {
             ],
             &[],
         )?;
-        let max_steps = decoder.max_steps;
         let mut search = BeamSearch::new(sources, beam);
         let mut greedy = Greedy::new(sources);
-        for position in 0..max_steps {
-            let prefixes = if beam == 1 {
-                greedy.prefixes(rows, max_steps)
-            } else {
-                search.prefixes(rows, max_steps)
-            };
-            decoder.step.run(
-                &[
-                    Feed::u32(decoder.step_prefixes, &prefixes),
-                    Feed::u32(decoder.step_lengths, lengths),
-                    Feed::u32(decoder.step_position, &[position as u32]),
-                ],
-                &[],
-            )?;
+        let mut tokens = vec![BOS; rows];
+        let mut parents: Vec<u32> = (0..rows as u32).collect();
+        for position in 0..decoder.max_steps {
+            let cache_lengths = vec![position as u32 + 1; rows];
+            let position = [position as u32];
+            let mut feeds = vec![
+                Feed::u32(decoder.step_tokens, &tokens),
+                Feed::u32(decoder.step_lengths, lengths),
+                Feed::u32(decoder.step_position, &position),
+                Feed::u32(decoder.cache_lengths, &cache_lengths),
+            ];
+            if let Some((parents_var, origin)) = decoder.reorder {
+                feeds.push(Feed::u32(parents_var, &parents));
+                feeds.push(Feed::u32(origin, &[0]));
+            }
+            decoder.step.run(&feeds, &[])?;
             if beam == 1 {
-                let next = decoder.step.fetch_indices(decoder.next)?.data;
-                if greedy.advance(&next) {
+                tokens = decoder.step.fetch_indices(decoder.next)?.data;
+                if greedy.advance(&tokens) {
                     break;
                 }
                 continue;
             }
             let log_probs = decoder.step.read(decoder.log_probs)?;
-            search.advance(&log_probs, vocab_size, rows);
+            parents = search
+                .advance(&log_probs, vocab_size, rows)
+                .into_iter()
+                .map(|parent| parent as u32)
+                .collect();
+            tokens = search.last_tokens(rows);
             if search.all_done() {
                 break;
             }
@@ -986,6 +1056,20 @@ impl Seq2SeqModel {
         } else {
             search.best()
         })
+    }
+}
+
+/// One layer's keys and values in tensors kept between a decoder's plans and steps.
+struct KeyValueTensors {
+    keys: Tensor,
+    values: Tensor,
+}
+
+impl KeyValueTensors {
+    /// Binds `vars`' keys and values to these tensors.
+    fn bind(&self, vars: &KeyValues, bindings: &mut Vec<(Var, Tensor)>) {
+        bindings.push((vars.keys, self.keys.clone()));
+        bindings.push((vars.values, self.values.clone()));
     }
 }
 
@@ -1037,19 +1121,6 @@ impl Greedy {
             }
         }
         self.done.iter().all(|&d| d)
-    }
-
-    /// Each source's prefix, BOS then its tokens, then padding: `[steps, rows]`
-    /// time-major, as the Transformer's decoder takes it (as [`BeamSearch::prefixes`]).
-    fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
-        let mut prefixes = vec![PAD; steps * rows];
-        for (row, output) in self.outputs.iter().enumerate() {
-            let tokens = std::iter::once(BOS).chain(output.iter().copied());
-            for (t, token) in tokens.take(steps).enumerate() {
-                prefixes[t * rows + row] = token;
-            }
-        }
-        prefixes
     }
 }
 
@@ -1167,22 +1238,6 @@ impl BeamSearch {
             }
         }
         tokens
-    }
-
-    /// Every row's prefix, `[steps, rows]` time-major: BOS, its hypothesis's tokens, then
-    /// padding (a finished hypothesis's row, and the padding rows, are read by no one).
-    fn prefixes(&self, rows: usize, steps: usize) -> Vec<u32> {
-        let mut prefixes = vec![PAD; steps * rows];
-        for (i, group) in self.groups.iter().enumerate() {
-            for (k, hypothesis) in group.iter().enumerate() {
-                let row = i * self.beam + k;
-                let tokens = std::iter::once(BOS).chain(hypothesis.tokens.iter().copied());
-                for (t, token) in tokens.take(steps).enumerate() {
-                    prefixes[t * rows + row] = token;
-                }
-            }
-        }
-        prefixes
     }
 
     fn all_done(&self) -> bool {

@@ -104,38 +104,100 @@ impl MultiheadAttention {
         key_lengths: Option<Var>,
         causal: bool,
     ) -> Result<Var> {
-        let d = self.embed_dim();
-        let (batch, query_steps) = self.batch_steps(g, query)?;
-        let (key_batch, key_steps) = self.batch_steps(g, key_value)?;
+        let (batch, _) = self.batch_steps(g, query)?;
+        let (key_batch, _) = self.batch_steps(g, key_value)?;
         if key_batch != batch {
             return Err(Error::invalid(
                 "MultiheadAttention",
                 format!("{batch} query rows against {key_batch} key rows"),
             ));
         }
+        let (q, k, v) = if query == key_value {
+            self.project_self(g, query)?
+        } else {
+            let q = self.project_queries(g, query)?;
+            let (k, v) = self.project_keys_values(g, key_value)?;
+            (q, k, v)
+        };
+        self.attend(g, q, k, v, key_lengths, causal)
+    }
+
+    /// The queries, keys and values of `x` `[B, T, d]` (one product), each in heads
+    /// `[B, h, T, d/h]`: what self-attention attends with.
+    pub fn project_self(&self, g: &mut Graph, x: Var) -> Result<(Var, Var, Var)> {
+        let d = self.embed_dim();
+        let (batch, steps) = self.batch_steps(g, x)?;
         let weight = g.param(&self.in_proj_weight)?;
         let bias = g.param(&self.in_proj_bias)?;
-        let queries = g.reshape(query, &[batch * query_steps, d])?;
-        let (q, k, v) = if query == key_value {
-            let qkv = project(g, queries, weight, bias, 0..3 * d)?;
-            (
-                g.slice(qkv, 1, 0, d as isize)?,
-                g.slice(qkv, 1, d as isize, 2 * d as isize)?,
-                g.slice(qkv, 1, 2 * d as isize, 3 * d as isize)?,
-            )
-        } else {
-            let keys = g.reshape(key_value, &[batch * key_steps, d])?;
-            let q = project(g, queries, weight, bias, 0..d)?;
-            let kv = project(g, keys, weight, bias, d..3 * d)?;
-            (
-                q,
-                g.slice(kv, 1, 0, d as isize)?,
-                g.slice(kv, 1, d as isize, 2 * d as isize)?,
-            )
+        let rows = g.reshape(x, &[batch * steps, d])?;
+        let qkv = project(g, rows, weight, bias, 0..3 * d)?;
+        let mut heads = Vec::with_capacity(3);
+        for part in 0..3 {
+            let start = (part * d) as isize;
+            let projected = g.slice(qkv, 1, start, start + d as isize)?;
+            heads.push(self.split_heads(g, projected, batch, steps)?);
+        }
+        Ok((heads[0], heads[1], heads[2]))
+    }
+
+    /// The queries of `query` `[B, T, d]` in heads `[B, h, T, d/h]`.
+    pub fn project_queries(&self, g: &mut Graph, query: Var) -> Result<Var> {
+        let d = self.embed_dim();
+        let (batch, steps) = self.batch_steps(g, query)?;
+        let weight = g.param(&self.in_proj_weight)?;
+        let bias = g.param(&self.in_proj_bias)?;
+        let rows = g.reshape(query, &[batch * steps, d])?;
+        let q = project(g, rows, weight, bias, 0..d)?;
+        self.split_heads(g, q, batch, steps)
+    }
+
+    /// The keys and values of `key_value` `[B, T, d]` (one product), each in heads
+    /// `[B, h, T, d/h]`. Cross-attention over an encoder's output computes them once per
+    /// source: a decoder's every step attends over the same ones.
+    pub fn project_keys_values(&self, g: &mut Graph, key_value: Var) -> Result<(Var, Var)> {
+        let d = self.embed_dim();
+        let (batch, steps) = self.batch_steps(g, key_value)?;
+        let weight = g.param(&self.in_proj_weight)?;
+        let bias = g.param(&self.in_proj_bias)?;
+        let rows = g.reshape(key_value, &[batch * steps, d])?;
+        let kv = project(g, rows, weight, bias, d..3 * d)?;
+        let k = g.slice(kv, 1, 0, d as isize)?;
+        let v = g.slice(kv, 1, d as isize, 2 * d as isize)?;
+        Ok((
+            self.split_heads(g, k, batch, steps)?,
+            self.split_heads(g, v, batch, steps)?,
+        ))
+    }
+
+    /// Attention of queries `[B, h, Tq, d/h]` over keys and values `[B, h, Tk, d/h]` (the
+    /// projections above), the heads merged and projected out: `[B, Tq, d]`. The masks are
+    /// [`MultiheadAttention::forward`]'s; with `causal`, the queries are the last Tq of the Tk
+    /// positions.
+    pub fn attend(
+        &self,
+        g: &mut Graph,
+        q: Var,
+        k: Var,
+        v: Var,
+        key_lengths: Option<Var>,
+        causal: bool,
+    ) -> Result<Var> {
+        let d = self.embed_dim();
+        let (batch, query_steps) = match *g.shape(q) {
+            [batch, heads, steps, _] if heads == self.heads => (batch, steps),
+            ref other => {
+                return Err(Error::invalid(
+                    "MultiheadAttention",
+                    format!(
+                        "{}: expected queries in {} heads [B, {}, T, {}], got {other:?}",
+                        self.in_proj_weight.name(),
+                        self.heads,
+                        self.heads,
+                        d / self.heads
+                    ),
+                ))
+            }
         };
-        let q = self.split_heads(g, q, batch, query_steps)?;
-        let k = self.split_heads(g, k, batch, key_steps)?;
-        let v = self.split_heads(g, v, batch, key_steps)?;
         let heads = g.attention(q, k, v, key_lengths, causal, None)?;
         let merged = g.permute(heads, &[0, 2, 1, 3])?;
         let merged = g.reshape(merged, &[batch, query_steps, d])?;
@@ -310,6 +372,29 @@ impl TransformerEncoderLayer {
     }
 }
 
+/// Keys and values in heads, each `[B, h, T, d/h]`: a decoder layer's self-attention cache
+/// (T: the most positions it holds; inputs that a decoding plan binds to tensors kept
+/// between steps), or its cross-attention's projections of the encoder's output.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyValues {
+    /// The keys.
+    pub keys: Var,
+    /// The values.
+    pub values: Var,
+}
+
+/// What every decoder layer's step reads besides its input: where it is, and which keys
+/// each row attends over.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodingStep {
+    /// u32 `[1]`, fed: the position decoded, where the step writes its keys and values.
+    pub position: Var,
+    /// u32 `[B]`, fed: how many cached positions each row attends over (position + 1).
+    pub cache_lengths: Var,
+    /// u32 `[B]`: each row's source length, masking the encoder's padding.
+    pub memory_lengths: Option<Var>,
+}
+
 /// PyTorch's `nn.TransformerDecoderLayer(d, heads, ff, dropout, batch_first=True,
 /// norm_first=True)`: x + causal self_attn(norm1(x)), + multihead_attn(norm2(x), memory),
 /// + linear2(relu(linear1(norm3(x)))).
@@ -368,6 +453,35 @@ impl TransformerDecoderLayer {
                 .forward(g, normed, memory, memory_lengths, false)
         })?;
         residual(g, x, &self.norm3, mode, p, |g, normed| {
+            self.feed_forward.forward(g, normed)
+        })
+    }
+    /// One decoding step over x `[B, 1, d]`, the position `step.position`: the layer's
+    /// self-attention writes its keys and values into `cache` there and attends over the
+    /// positions up to it; the cross-attention attends over `memory`, the encoder output's
+    /// keys and values ([`MultiheadAttention::project_keys_values`] of `multihead_attn`,
+    /// computed once per source). Evaluation only: no dropout.
+    pub fn step(
+        &self,
+        g: &mut Graph,
+        x: Var,
+        cache: KeyValues,
+        memory: KeyValues,
+        step: &DecodingStep,
+    ) -> Result<Var> {
+        let x = residual(g, x, &self.norm1, Mode::Eval, 0.0, |g, normed| {
+            let (q, k, v) = self.self_attn.project_self(g, normed)?;
+            let keys = g.write_at(cache.keys, k, 2, step.position)?;
+            let values = g.write_at(cache.values, v, 2, step.position)?;
+            self.self_attn
+                .attend(g, q, keys, values, Some(step.cache_lengths), false)
+        })?;
+        let x = residual(g, x, &self.norm2, Mode::Eval, 0.0, |g, normed| {
+            let q = self.multihead_attn.project_queries(g, normed)?;
+            self.multihead_attn
+                .attend(g, q, memory.keys, memory.values, step.memory_lengths, false)
+        })?;
+        residual(g, x, &self.norm3, Mode::Eval, 0.0, |g, normed| {
             self.feed_forward.forward(g, normed)
         })
     }

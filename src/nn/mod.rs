@@ -31,8 +31,8 @@ pub mod textcnn;
 pub mod transformer;
 
 pub use attention::{
-    Mode, MultiheadAttention, TransformerDecoderLayer, TransformerEncoderLayer,
-    TransformerLayerConfig,
+    DecodingStep, KeyValues, Mode, MultiheadAttention, TransformerDecoderLayer,
+    TransformerEncoderLayer, TransformerLayerConfig,
 };
 pub use layers::{Conv1d, Embedding, LayerNorm, Linear, LinearSpec, Mlp};
 pub use parameters::{Init, Parameters};

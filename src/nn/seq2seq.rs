@@ -263,8 +263,8 @@ impl Seq2SeqConfig {
     /// Roughly what decoding `rows` hypotheses at a time, of sources up to `source_steps`
     /// and outputs up to `target_steps` tokens, allocates: the parameters, the output layer
     /// and one step's logits over the target vocabulary (decoding projects one position per
-    /// hypothesis), and the larger activations (a Transformer's over the whole prefix, as it
-    /// keeps no cache of keys and values).
+    /// hypothesis), and the larger activations (a Transformer's encoder over the source, and
+    /// its decoder's caches of keys and values).
     pub fn decoding_memory(
         &self,
         rows: usize,
@@ -288,14 +288,19 @@ impl Seq2SeqConfig {
         match &self.architecture {
             Architecture::Transformer(transformer) => {
                 memory.buffers(
-                    format!("the decoder's activations over the prefix, per layer ({rows} rows × {td} steps × width {h})"),
-                    saturating_product(&[18, layers]),
-                    saturating_product(&[rows, td, h]),
+                    format!("each decoder layer's cache of keys and values and the encoder's keys and values for it ({rows} rows × {td} + {ts} steps × width {h})"),
+                    saturating_product(&[2, layers]),
+                    saturating_product(&[rows, td + ts, h]),
                 );
                 memory.buffers(
-                    format!("the decoder's attention weights ({rows} rows × heads {} × {td} × {} steps)", transformer.heads, td.max(ts)),
-                    saturating_product(&[2, layers]),
-                    saturating_product(&[rows, transformer.heads, td, td.max(ts)]),
+                    format!("the encoder's activations over the source ({rows} rows × {ts} steps × width {h})"),
+                    18,
+                    saturating_product(&[rows, ts, h]),
+                );
+                memory.buffers(
+                    format!("the encoder's attention weights ({rows} rows × heads {} × {ts} × {ts} steps)", transformer.heads),
+                    2,
+                    saturating_product(&[rows, transformer.heads, ts, ts]),
                 );
             }
             Architecture::Recurrent(recurrent) => {

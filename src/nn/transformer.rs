@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::graph::{Graph, Var};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
 use crate::nn::{
-    Embedding, Init, LayerNorm, Linear, Mode, Parameters, TransformerDecoderLayer,
-    TransformerEncoderLayer, TransformerLayerConfig,
+    DecodingStep, Embedding, Init, KeyValues, LayerNorm, Linear, Mode, Parameters,
+    TransformerDecoderLayer, TransformerEncoderLayer, TransformerLayerConfig,
 };
 
 /// The sizes of a Transformer's layers (how many layers each stack has, and the vocabulary,
@@ -232,6 +232,62 @@ impl Transformer {
             x = layer.forward(g, x, memory, Some(source_lengths), mode)?;
         }
         self.decoder_norm.forward(g, x)
+    }
+
+    /// The keys and values each decoder layer's cross-attention takes from the encoder's
+    /// output `memory` `[B, Ts, d]`, in heads: computed once per batch of sources, read by
+    /// every [`Transformer::decoder_step`].
+    pub fn memory_keys_values(&self, g: &mut Graph, memory: Var) -> Result<Vec<KeyValues>> {
+        self.decoder_layers
+            .iter()
+            .map(|layer| {
+                let (keys, values) = layer.multihead_attn.project_keys_values(g, memory)?;
+                Ok(KeyValues { keys, values })
+            })
+            .collect()
+    }
+
+    /// One step of incremental decoding: the decoder's final states `[B, d]` (after its last
+    /// norm; [`Transformer::project`] gives the logits) for `tokens` (u32 `[1, B]`, each
+    /// row's latest token) at `step.position`. Each layer writes its keys and values into
+    /// its cache (`caches`, one per layer, each `[B, heads, S, d/heads]`, S the most
+    /// positions decoded) and attends over the positions up to this one, and over
+    /// `memory` ([`Transformer::memory_keys_values`]). Run for positions 0, 1, … it gives
+    /// what [`Transformer::decoder_states`] gives over the whole prefix, at a cost per step
+    /// that grows with the prefix only through the attention.
+    pub fn decoder_step(
+        &self,
+        g: &mut Graph,
+        tokens: Var,
+        caches: &[KeyValues],
+        memory: &[KeyValues],
+        step: &DecodingStep,
+    ) -> Result<Var> {
+        let layers = self.decoder_layers.len();
+        if caches.len() != layers || memory.len() != layers {
+            return Err(Error::invalid(
+                "transformer",
+                format!(
+                    "the decoder has {layers} layers, got {} caches and {} memory keys and values",
+                    caches.len(),
+                    memory.len()
+                ),
+            ));
+        }
+        let d = self.shape.width;
+        let batch = g.shape(tokens)[1];
+        let positions = g.shape(caches[0].keys)[2];
+        let x = self.target_embedding.forward(g, tokens)?;
+        let x = g.reshape(x, &[batch, 1, d])?;
+        let x = g.scale(x, (d as f32).sqrt())?;
+        let table = g.constant(sinusoidal_positions(positions, d), &[positions, d])?;
+        let position = g.gather(table, 0, step.position)?;
+        let mut x = g.add(x, position)?;
+        for ((layer, &cache), &memory) in self.decoder_layers.iter().zip(caches).zip(memory) {
+            x = layer.step(g, x, cache, memory, step)?;
+        }
+        let x = self.decoder_norm.forward(g, x)?;
+        g.reshape(x, &[batch, d])
     }
 
     /// The output layer over decoder states `[…, d]`: logits `[…, V]`.

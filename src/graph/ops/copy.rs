@@ -1,17 +1,18 @@
 //! The rules of the ops that move values without computing (`kernels::copy`):
 //! `BroadcastTo`, `Reshape` (no copy: an alias), `Permute`, `Slice` and its gradient
-//! `SliceGrad`, `Concat`.
+//! `SliceGrad`, `Concat`, `WriteAt` (a write in place: an alias that records a copy).
 
 use crate::error::{Error, Result};
 use crate::kernels::copy::{
-    region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch, CopyRegion,
+    check_write_at, region_copy_dispatch, slice_backward_dispatch, strided_copy_dispatch,
+    write_at_dispatch, CopyRegion,
 };
 use crate::kernels::{
     broadcast_shapes, broadcast_strides, check_rank, contiguous_strides, pad_to_rank4,
 };
 use crate::tensor::numel;
 
-use super::super::{mismatch, DType, Graph, Var};
+use super::super::{mismatch, DType, Graph, IndexBound, Source, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
 
 // The builders: the public `Graph` calls that add this family's ops.
@@ -124,6 +125,62 @@ impl Graph {
         let axis = crate::tensor::resolve_axis("concat", axis, self.shape(first).len())?;
         self.push_one(Op::Concat { axis }, parts)
     }
+
+    /// `cache` with entries p..p + m of `axis` replaced by `update` (m entries along that
+    /// axis, the cache's sizes on the others), p being the u32 `position` \[1\] fed at each
+    /// run (checked: p + m stays within the axis). A decoder's key/value cache: bound to a
+    /// tensor ([`Graph::compile_with`]), the cache keeps its contents between runs, and each
+    /// step writes its own position.
+    ///
+    /// The write happens in place, in the cache's storage, so the cache must be an input (or
+    /// another `write_at`'s result), and after this call only the result may be used: the
+    /// builders refuse the cache and its reshapes. Nodes added before read the cache as it
+    /// was. No gradient.
+    pub fn write_at(&mut self, cache: Var, update: Var, axis: isize, position: Var) -> Result<Var> {
+        self.check_each("write_at", &[cache, update, position])?;
+        let mut storage = cache;
+        while let Some(node) = self
+            .nodes
+            .iter()
+            .find(|node| node.op.is_alias() && node.outputs[0] == storage)
+        {
+            storage = node.inputs[0];
+        }
+        if !matches!(self.values[storage.index].source, Source::Input { .. }) {
+            return Err(Error::invalid(
+                "write_at",
+                format!(
+                    "value {} (shape {:?}) is computed: a write in place needs a cache that is \
+                     an input, or another write_at's result",
+                    cache.index,
+                    self.shape(cache)
+                ),
+            ));
+        }
+        let axis = crate::tensor::resolve_axis("write_at", axis, self.shape(cache).len())?;
+        let total = check_write_at(self.shape(cache), self.shape(update), axis)?;
+        let entries = self.shape(update)[axis];
+        let out = self.push_one(Op::WriteAt { axis }, &[cache, update, position])?;
+        let room = (total - entries + 1) as u32;
+        let bound = match self.values[position.index].index_bound {
+            Some(earlier) => earlier.bound.min(room),
+            None => room,
+        };
+        self.values[position.index].index_bound = Some(IndexBound {
+            bound,
+            ignore: None,
+        });
+        // The old contents are gone: the cache, and every reshape of it, refused from now on.
+        self.overwritten.insert(cache.index);
+        for node in &self.nodes {
+            if matches!(node.op, Op::Reshape { .. })
+                && self.overwritten.contains(&node.inputs[0].index)
+            {
+                self.overwritten.insert(node.outputs[0].index);
+            }
+        }
+        Ok(out)
+    }
 }
 
 pub(super) fn infer_broadcast_to(
@@ -142,6 +199,33 @@ pub(super) fn infer_broadcast_to(
         ));
     }
     f32_output(shape.to_vec())
+}
+
+pub(super) fn infer_write_at(
+    op: &'static str,
+    axis: usize,
+    inputs: &[(&[usize], DType)],
+) -> Result<Vec<Shaped>> {
+    check_inputs(op, inputs, &[DType::F32, DType::F32, DType::U32])?;
+    let (cache, update, position) = (inputs[0].0, inputs[1].0, inputs[2].0);
+    check_write_at(cache, update, axis)?;
+    if numel(position)? != 1 {
+        return Err(Error::invalid(
+            op,
+            format!("the position must be one index, got shape {position:?}"),
+        ));
+    }
+    f32_output(cache.to_vec())
+}
+
+/// The output is the cache's own storage (an alias), so only the update is copied.
+pub(super) fn record_write_at(
+    axis: usize,
+    inputs: &[Operand],
+    outputs: &[Operand],
+) -> Result<Recorded> {
+    let (update, position, cache) = (inputs[1].f32(), inputs[2].u32(), outputs[0].f32());
+    Ok(write_at_dispatch(update, position, cache, axis)?.into())
 }
 
 /// dy summed back down to the value's shape.

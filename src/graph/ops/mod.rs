@@ -22,7 +22,8 @@
 //! - `random.rs`: `Dropout` (`dropout`);
 //! - `reduce.rs`: `Reduce` (`reduce`, `sum`, `mean`), `SumTo` (`sum_to`);
 //! - `copy.rs`: `BroadcastTo` (`broadcast_to`), `Reshape` (`reshape`), `Permute`
-//!   (`permute`, `transpose`), `Slice` (`slice`), `SliceGrad`, `Concat` (`concat`);
+//!   (`permute`, `transpose`), `Slice` (`slice`), `SliceGrad`, `Concat` (`concat`),
+//!   `WriteAt` (`write_at`);
 //! - `softmax.rs`: `Softmax` (`softmax`), `SoftmaxGrad`, `CrossEntropy` (`cross_entropy`);
 //! - `layernorm.rs`: `LayerNorm` (`layer_norm`), `LayerNormGrad`;
 //! - `gather.rs`: `Gather` (`gather`, `embedding`), `GatherGrad`;
@@ -188,6 +189,13 @@ pub enum Op {
     /// The inputs one after another along `axis` (every other axis equal).
     Concat {
         /// The axis joined along.
+        axis: usize,
+    },
+    /// Inputs a cache, an update and a position (u32 \[1\]): the cache with entries
+    /// position.. of `axis` replaced by the update, written in place (an alias of the
+    /// cache's storage, see [`Graph::write_at`]). No gradient.
+    WriteAt {
+        /// The axis written along.
         axis: usize,
     },
     /// ONNX's Gather: the entries of `axis` of the data picked by u32 ids (any shape), output
@@ -409,6 +417,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::SliceGrad { .. } => "slice_grad",
             Op::Concat { .. } => "concat",
+            Op::WriteAt { .. } => "write_at",
             Op::Gather { .. } => "gather",
             Op::GatherGrad { .. } => "gather_grad",
             Op::Conv { layout, .. } => layout.name(),
@@ -449,9 +458,10 @@ impl Op {
         }
     }
 
-    /// Whether the output shares its input's buffer instead of having its own.
+    /// Whether the output shares its first input's buffer instead of having its own: a
+    /// reshape, which only renames, and a write in place.
     pub(crate) fn is_alias(&self) -> bool {
-        matches!(self, Op::Reshape { .. })
+        matches!(self, Op::Reshape { .. } | Op::WriteAt { .. })
     }
 
     /// The shape rule: the outputs' shapes and types, or an error naming the op and shapes.
@@ -482,6 +492,7 @@ impl Op {
                 copy::infer_slice_grad(op, *axis, *start, *len, inputs)
             }
             Op::Concat { axis } => copy::infer_concat(op, *axis, inputs),
+            Op::WriteAt { axis } => copy::infer_write_at(op, *axis, inputs),
             Op::Softmax { .. } => softmax::infer_softmax(op, inputs),
             Op::SoftmaxGrad { .. } => softmax::infer_softmax_grad(op, inputs),
             Op::CrossEntropy { reduction, .. } => {
@@ -583,6 +594,7 @@ impl Op {
             Op::Slice { axis, start, .. } => copy::backward_slice(g, node, *axis, *start),
             Op::SliceGrad { axis, start, .. } => copy::backward_slice_grad(g, node, *axis, *start),
             Op::Concat { axis } => copy::backward_concat(g, node, *axis),
+            Op::WriteAt { .. } => Err(no_gradient("write_at, which serves decoding,")),
             Op::Softmax { log } => softmax::backward_softmax(g, node, *log),
             Op::CrossEntropy { reduction, .. } => {
                 softmax::backward_cross_entropy(g, node, *reduction)
@@ -656,6 +668,7 @@ impl Op {
                 copy::record_slice_grad(*axis, *start, inputs, outputs)
             }
             Op::Concat { axis } => copy::record_concat(*axis, inputs, outputs),
+            Op::WriteAt { axis } => copy::record_write_at(*axis, inputs, outputs),
             Op::Softmax { log } => softmax::record_softmax(*log, inputs, outputs),
             Op::SoftmaxGrad { log } => softmax::record_softmax_grad(*log, inputs, outputs),
             Op::CrossEntropy { ignore, reduction } => {
