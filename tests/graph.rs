@@ -2486,3 +2486,22 @@ fn write_at_refuses_a_computed_cache_a_stale_read_a_bad_update_and_a_gradient() 
         "{err}"
     );
 }
+
+#[test]
+fn a_rank_zero_value_broadcast_against_one_element_gets_its_gradient() {
+    // A sum over every axis is rank 0; times a [1] value it broadcasts to [1], and its
+    // gradient comes back through a sum_to that only drops an axis of size 1.
+    let gpu = gpu();
+    let mut g = Graph::new(gpu);
+    let w = g.parameter("w", &[2], vec![3.0, 5.0]).unwrap();
+    let total = g.sum(w, 0, false).unwrap();
+    let scale = g.input("scale", &[1]);
+    let y = g.mul(total, scale).unwrap();
+    assert_eq!((g.shape(total), g.shape(y)), (&[][..], &[1][..]));
+    let grads = g.backward(y).unwrap();
+    let gw = grads.of(w).unwrap();
+    let mut plan = g.compile(&[y, gw]).unwrap();
+    plan.run(&[Feed::f32(scale, &[0.25])], &[]).unwrap();
+    assert_eq!(plan.read(y).unwrap(), [2.0]);
+    assert_eq!(plan.read(gw).unwrap(), [0.25, 0.25]);
+}

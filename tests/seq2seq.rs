@@ -9,7 +9,9 @@ use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
 use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
 use shadergrad::kernels::recurrent::CellKind;
 use shadergrad::models::seq2seq::{dropout_seed, evaluate, Seq2SeqModel};
-use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
+use shadergrad::nn::seq2seq::{
+    logit_rows_per_chunk, Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig,
+};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
@@ -402,8 +404,9 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
     };
     let message = deep.parameter_count().unwrap_err().to_string();
     assert!(message.contains("1000000 layers"), "{message}");
-    // Decoding projects one position per hypothesis: at a vocabulary of 30,004 words it fits
-    // a 128 MiB buffer limit at 64 rows, where a training step's logits of 21 steps do not.
+    // At a vocabulary of 30,004 words, decoding (one position per hypothesis) fits a 128 MiB
+    // buffer limit at 64 rows, and so does training: a step's logits of 64 × 21 rows (154
+    // MiB) go through the output layer in chunks that fit. What must fit is one row.
     let words = Seq2SeqConfig {
         source_vocab_size: 15,
         target_vocab_size: 30_004,
@@ -415,10 +418,18 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
         .unwrap()
         .check_against("decode", limit, Some(24 << 30))
         .unwrap();
-    let message = words
+    words
         .training_memory(64, 8, 21)
         .unwrap()
         .check_against("train-seq2seq", limit, Some(24 << 30))
+        .unwrap();
+    assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, limit), 1118);
+    assert_eq!(logit_rows_per_chunk(64 * 21, 15, limit), 64 * 21);
+    assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, 1000), 1);
+    let message = words
+        .training_memory(64, 8, 21)
+        .unwrap()
+        .check_against("train-seq2seq", 100_000, Some(24 << 30))
         .unwrap_err()
         .to_string();
     assert!(message.contains("vocabulary 30004"), "{message}");
@@ -555,5 +566,43 @@ fn the_cached_transformer_decoder_step_gives_the_whole_prefix_decoders_states() 
             .flat_map(|r| whole[(r * steps + t) * width..(r * steps + t + 1) * width].to_vec())
             .collect();
         common::assert_close(&format!("position {t}"), &got, &expected, 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn training_in_chunks_of_logit_rows_gives_the_whole_batchs_loss_and_gradients() {
+    let pairs = reverse_pairs(120, 3);
+    let bucketing = Bucketing {
+        batch: 50,
+        round_to: 1,
+        pad_last: true,
+    };
+    for config in [
+        config(CellKind::Gru, AttentionKind::Dot, 1, true),
+        transformer(1, 0.0),
+    ] {
+        let (mut whole, train_set) = model(config.clone(), &pairs);
+        let (mut chunked, _) = model(config, &pairs);
+        // 50 rows × up to 6 target steps in chunks of 7 rows: the last chunk is shorter.
+        chunked.limit_logit_rows(7);
+        for batch in bucketed_batches(&train_set, &bucketing, None).unwrap() {
+            let expected = whole.train_step(&batch, 0, &[]).unwrap();
+            let got = chunked.train_step(&batch, 0, &[]).unwrap();
+            common::assert_close("loss", &[got.loss], &[expected.loss], 1e-5, 1e-6);
+            assert_eq!(
+                (got.tokens, got.correct),
+                (expected.tokens, expected.correct)
+            );
+            for parameter in whole.parameters.list() {
+                let other = chunked.parameters.get(parameter.name()).unwrap();
+                common::assert_close(
+                    parameter.name(),
+                    &other.gradient().unwrap().to_vec().unwrap(),
+                    &parameter.gradient().unwrap().to_vec().unwrap(),
+                    1e-4,
+                    1e-6,
+                );
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ use crate::models::{
     check_config_against_tensors, legacy_recurrent_layer, upgrade_legacy_checkpoint, LegacyName,
     WEIGHT_LAYOUT,
 };
-use crate::nn::seq2seq::{bind_states, compile_bound};
+use crate::nn::seq2seq::{bind_states, compile_bound, logit_rows_per_chunk};
 use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
 };
@@ -47,11 +47,17 @@ struct TrainValues {
     /// Additive attention's mask of padded keys.
     key_mask: Option<Var>,
     decoder_input: Var,
-    target: Var,
+    /// The targets `[B·Td]` (batch-major) in chunks of rows, each its own input: one chunk
+    /// unless the logits of every row outgrow a buffer ([`logit_rows_per_chunk`]).
+    targets: Vec<Var>,
+    /// With several chunks: f32 `[1]`, 1 / the batch's target tokens, which makes the mean
+    /// of the chunks' summed losses.
+    loss_scale: Option<Var>,
     /// A Transformer's dropout seed (u32 `[1]`), in training graphs with dropout.
     dropout_seed: Option<Var>,
     loss: Var,
-    predictions: Var,
+    /// Each chunk's most likely tokens.
+    predictions: Vec<Var>,
 }
 
 /// A compiled training step (or, without the backward and dropout, an evaluation step) for
@@ -135,6 +141,9 @@ pub struct Seq2SeqModel {
     pub parameters: Parameters,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
+    /// The most rows of logits a training step computes at once, below what one buffer
+    /// holds ([`Seq2SeqModel::limit_logit_rows`]).
+    logit_rows: Option<usize>,
     /// Keyed by rows, source steps and beam width.
     decoders: HashMap<(usize, usize, usize), Decoder>,
     transformer_decoders: HashMap<(usize, usize, usize), TransformerDecoder>,
@@ -406,6 +415,7 @@ impl Seq2SeqModel {
             max_target: max_target.max(1),
             parameters: Parameters::new(gpu, seed),
             train_plans: HashMap::new(),
+            logit_rows: None,
             decoders: HashMap::new(),
             transformer_decoders: HashMap::new(),
         };
@@ -553,38 +563,85 @@ impl Seq2SeqModel {
             .additive_attention()
             .then(|| g.input("key_mask", &[batch, 1, source_steps]));
         let decoder_input = g.input_indices("decoder_input", &[target_steps, batch]);
-        let target = g.input_indices("target", &[batch * target_steps]);
         let p = self.parameters.clone();
-        let (logits, dropout_seed) = match self.config.architecture {
-            Architecture::Transformer(shape) => {
-                let dropout_seed = (training && shape.dropout > 0.0)
-                    .then(|| g.input_indices("dropout_seed", &[1]));
-                let mode = match dropout_seed {
-                    Some(dropout_seed) => Mode::Train { dropout_seed },
-                    None => Mode::Eval,
-                };
-                let transformer = Transformer::new(&self.config, &p)?;
-                let memory = transformer.encode(&mut g, source, source_lengths, mode)?;
-                let logits =
-                    transformer.logits(&mut g, decoder_input, memory, source_lengths, mode)?;
-                (logits, dropout_seed)
-            }
-            Architecture::Recurrent(_) => {
-                let model = Seq2Seq::new(&self.config, &p)?;
-                let encoded = model.encode(&mut g, source, source_lengths)?;
-                let (states, _) = model.decode(&mut g, decoder_input, &encoded.initial)?;
-                let logits = model.logits(&mut g, states, &encoded, source_lengths, key_mask)?;
-                (logits, None)
-            }
+        // What the output layer reads, [B·Td, width], and the output layer.
+        type OutputLayer = Box<dyn Fn(&mut Graph, Var) -> Result<Var>>;
+        let (features, output, dropout_seed): (Var, OutputLayer, Option<Var>) =
+            match self.config.architecture {
+                Architecture::Transformer(shape) => {
+                    let dropout_seed = (training && shape.dropout > 0.0)
+                        .then(|| g.input_indices("dropout_seed", &[1]));
+                    let mode = match dropout_seed {
+                        Some(dropout_seed) => Mode::Train { dropout_seed },
+                        None => Mode::Eval,
+                    };
+                    let transformer = Transformer::new(&self.config, &p)?;
+                    let memory = transformer.encode(&mut g, source, source_lengths, mode)?;
+                    let states = transformer.decoder_states(
+                        &mut g,
+                        decoder_input,
+                        memory,
+                        source_lengths,
+                        mode,
+                    )?;
+                    let features =
+                        g.reshape(states, &[batch * target_steps, transformer.shape.width])?;
+                    let output = Box::new(move |g: &mut Graph, x| transformer.project(g, x));
+                    (features, output, dropout_seed)
+                }
+                Architecture::Recurrent(_) => {
+                    let model = Seq2Seq::new(&self.config, &p)?;
+                    let encoded = model.encode(&mut g, source, source_lengths)?;
+                    let (states, _) = model.decode(&mut g, decoder_input, &encoded.initial)?;
+                    let features =
+                        model.features(&mut g, states, &encoded, source_lengths, key_mask)?;
+                    let output = Box::new(move |g: &mut Graph, x| model.project(g, x));
+                    (features, output, None)
+                }
+            };
+        let rows = batch * target_steps;
+        let vocab = self.config.target_vocab_size;
+        let chunk = logit_rows_per_chunk(rows, vocab, self.gpu.max_buffer_bytes())
+            .min(self.logit_rows.unwrap_or(usize::MAX));
+        let predict = |g: &mut Graph, logits: Var| -> Result<Var> {
+            let rows = g.shape(logits)[0];
+            let logits = g.reshape(logits, &[rows, 1, vocab])?;
+            Ok(g.max_over_time_with_positions(logits)?.1)
         };
-        let loss =
-            g.cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))?;
-        let rows = g.reshape(
-            logits,
-            &[batch * target_steps, 1, self.config.target_vocab_size],
-        )?;
-        let (_, predictions) = g.max_over_time_with_positions(rows)?;
-        let mut outputs = vec![loss, predictions];
+        let (targets, loss_scale, loss, predictions) = if chunk >= rows {
+            let target = g.input_indices("target", &[rows]);
+            let logits = output(&mut g, features)?;
+            let loss =
+                g.cross_entropy_with(logits, target, CrossEntropySpec::mean().ignore(PAD.into()))?;
+            let predictions = predict(&mut g, logits)?;
+            (vec![target], None, loss, vec![predictions])
+        } else {
+            // Each chunk's logits fit in a buffer; its summed loss adds to the others'.
+            let loss_scale = g.input("loss_scale", &[1]);
+            let (mut targets, mut predictions, mut total) = (Vec::new(), Vec::new(), None);
+            for (i, start) in (0..rows).step_by(chunk).enumerate() {
+                let end = (start + chunk).min(rows);
+                let target = g.input_indices(&format!("target{i}"), &[end - start]);
+                let part = g.slice(features, 0, start as isize, end as isize)?;
+                let logits = output(&mut g, part)?;
+                let sum = g.cross_entropy_with(
+                    logits,
+                    target,
+                    CrossEntropySpec::sum().ignore(PAD.into()),
+                )?;
+                total = Some(match total {
+                    Some(total) => g.add(total, sum)?,
+                    None => sum,
+                });
+                targets.push(target);
+                predictions.push(predict(&mut g, logits)?);
+            }
+            let total = total.expect("a batch has at least one row");
+            let loss = g.mul(total, loss_scale)?;
+            (targets, Some(loss_scale), loss, predictions)
+        };
+        let mut outputs = vec![loss];
+        outputs.extend(&predictions);
         if training {
             outputs.extend(g.backward(loss)?.parameter_gradients());
         }
@@ -593,7 +650,8 @@ impl Seq2SeqModel {
             source_lengths,
             key_mask,
             decoder_input,
-            target,
+            targets,
+            loss_scale,
             dropout_seed,
             loss,
             predictions,
@@ -614,6 +672,15 @@ impl Seq2SeqModel {
             self.train_plans.insert(key, TrainPlan { plan, values });
         }
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Makes training steps put at most `rows` rows (at least 1) through the output layer
+    /// and the loss at once, to bound the memory of a step's logits over a large
+    /// vocabulary; by default a step takes as many rows as one buffer holds. The loss and
+    /// gradients are the same, up to rounding.
+    pub fn limit_logit_rows(&mut self, rows: usize) {
+        self.logit_rows = Some(rows.max(1));
+        self.train_plans.clear();
     }
 
     /// The dispatches of the training step for `batch`'s shape (compiling its plan on first
@@ -654,13 +721,22 @@ impl Seq2SeqModel {
             Feed::u32(values.source, &batch.source),
             Feed::u32(values.source_lengths, &batch.source_lengths),
             Feed::u32(values.decoder_input, &batch.decoder_input),
-            Feed::u32(values.target, &batch.target),
         ];
+        let chunk = batch.target.len().div_ceil(values.targets.len());
+        for (target, rows) in values.targets.iter().zip(batch.target.chunks(chunk)) {
+            feeds.push(Feed::u32(*target, rows));
+        }
+        let target_tokens = batch.target.iter().filter(|&&t| t != PAD).count();
+        let scale = [1.0 / target_tokens.max(1) as f32];
+        feeds.extend(values.loss_scale.map(|var| Feed::f32(var, &scale)));
         feeds.extend(values.key_mask.map(|var| Feed::f32(var, &mask)));
         feeds.extend(values.dropout_seed.map(|var| Feed::u32(var, &seed)));
         plan.run(&feeds, extra)?;
         let loss = plan.read(values.loss)?[0];
-        let predictions = plan.read_indices(values.predictions)?;
+        let mut predictions = Vec::with_capacity(batch.target.len());
+        for &chunk in &values.predictions {
+            predictions.extend(plan.read_indices(chunk)?);
+        }
         let (mut tokens, mut correct) = (0, 0);
         for (&target, &predicted) in batch.target.iter().zip(&predictions) {
             if target != PAD {

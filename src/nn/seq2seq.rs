@@ -334,13 +334,15 @@ impl Seq2SeqConfig {
             format!("the output layer (hidden {h} × vocabulary {v})"),
             saturating_product(&[h, v]),
         );
-        memory.buffers(
+        // The logits go through the output layer and the loss in chunks of rows that each
+        // fit in a buffer (see `logit_rows_per_chunk`): one row must fit.
+        memory.spread(
             format!(
                 "the logits and their gradients (batch {b} × {td} target steps × vocabulary {v})"
             ),
-            3,
-            saturating_product(&[b, td, v]),
+            saturating_product(&[3, b, td, v]),
         );
+        memory.buffer(format!("one row of logits (vocabulary {v})"), v as u64);
         match &self.architecture {
             Architecture::Transformer(transformer) => {
                 let (heads, ff) = (transformer.heads, transformer.ff);
@@ -407,6 +409,17 @@ impl Seq2SeqConfig {
 /// The most layers a model may declare: far beyond what trains, and a bound on the loops
 /// that count and build them.
 pub const MAX_COUNTED_LAYERS: usize = 1024;
+
+/// How many rows of logits over `vocab` classes a training step puts through the output
+/// layer and the loss at once: all `rows` when their logits fit in one buffer of
+/// `max_buffer_bytes`, else as many as fit (at least one). Each chunk's logits and their
+/// gradient then fit in buffers the adapter can bind: at vocabulary 30,000, batch 64 and 21
+/// target steps, the logits take 154 MiB where lavapipe binds at most 128.
+pub fn logit_rows_per_chunk(rows: usize, vocab: usize, max_buffer_bytes: u64) -> usize {
+    let row_bytes = (vocab as u64).saturating_mul(4).max(1);
+    let fitting = usize::try_from(max_buffer_bytes / row_bytes).unwrap_or(usize::MAX);
+    fitting.clamp(1, rows.max(1))
+}
 
 /// Values of a graph and the tensors [`Graph::compile_with`] stores them in.
 pub type Bindings = Vec<(Var, Tensor)>;
@@ -678,10 +691,11 @@ impl Seq2Seq {
         Ok((decoded.output, decoded.finals))
     }
 
-    /// Logits `[B·Td, V]` (batch-major rows: b·Td + t) from the decoder's states `[Td, B, H]`.
-    /// `source_lengths` (u32 `[B]`) masks the padding for dot attention, `key_mask`
-    /// (`[B, 1, Ts]`, see [`key_mask`]) for additive attention.
-    pub fn logits(
+    /// What the output layer reads, `[B·Td, H]` (batch-major rows: b·Td + t), from the
+    /// decoder's states `[Td, B, H]`: each state combined with its attention context (the
+    /// state itself without attention). `source_lengths` (u32 `[B]`) masks the padding for
+    /// dot attention, `key_mask` (`[B, 1, Ts]`, see [`key_mask`]) for additive attention.
+    pub fn features(
         &self,
         g: &mut Graph,
         states: Var,
@@ -726,14 +740,31 @@ impl Seq2Seq {
                 ))
             }
         };
-        let features = match (context, &self.combine) {
+        Ok(match (context, &self.combine) {
             (Some(context), Some(combine)) => {
                 let both = g.concat(&[context, rows], 1)?;
                 let combined = combine.forward(g, both)?;
                 g.tanh(combined)?
             }
             _ => rows,
-        };
+        })
+    }
+
+    /// The output layer over features `[…, H]`: logits `[…, V]`.
+    pub fn project(&self, g: &mut Graph, features: Var) -> Result<Var> {
         self.output.forward(g, features)
+    }
+
+    /// Logits `[B·Td, V]`: [`Seq2Seq::features`] through the output layer.
+    pub fn logits(
+        &self,
+        g: &mut Graph,
+        states: Var,
+        encoded: &Encoded,
+        source_lengths: Var,
+        key_mask: Option<Var>,
+    ) -> Result<Var> {
+        let features = self.features(g, states, encoded, source_lengths, key_mask)?;
+        self.project(g, features)
     }
 }

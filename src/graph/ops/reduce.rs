@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::kernels::elementwise::Binary;
 use crate::kernels::reduce::{reduce_dispatch, split_at_axis, Reduce, ReduceVariant};
 use crate::kernels::{broadcast_shapes, check_rank};
-use crate::tensor::Tensor;
+use crate::tensor::{numel, Tensor};
 
 use super::super::{mismatch, DType, Graph, Var};
 use super::{check_inputs, f32_output, NodeGradient, Op, Operand, Recorded, Shaped};
@@ -68,6 +68,12 @@ impl Graph {
         self.check("sum_to", x)?;
         if self.shape(x) == shape {
             return Ok(x);
+        }
+        // Only axes of size 1 differ (`[1]` to `[]`, a broadcast of a rank-0 value):
+        // nothing to sum, the same values renamed.
+        if numel(shape)? == numel(self.shape(x))? {
+            infer_sum_to("sum_to", shape, &[(self.shape(x), self.dtype(x))])?;
+            return self.reshape(x, shape);
         }
         self.push_one(
             Op::SumTo {
