@@ -50,6 +50,8 @@ struct TrainValues {
     /// The targets `[B·Td]` (batch-major) in chunks of rows, each its own input: one chunk
     /// unless the logits of every row outgrow a buffer ([`logit_rows_per_chunk`]).
     targets: Vec<Var>,
+    /// The rows of each chunk but the last (which may be shorter).
+    chunk_rows: usize,
     /// With several chunks: f32 `[1]`, 1 / the batch's target tokens, which makes the mean
     /// of the chunks' summed losses.
     loss_scale: Option<Var>,
@@ -651,6 +653,7 @@ impl Seq2SeqModel {
             key_mask,
             decoder_input,
             targets,
+            chunk_rows: chunk.min(rows),
             loss_scale,
             dropout_seed,
             loss,
@@ -722,8 +725,11 @@ impl Seq2SeqModel {
             Feed::u32(values.source_lengths, &batch.source_lengths),
             Feed::u32(values.decoder_input, &batch.decoder_input),
         ];
-        let chunk = batch.target.len().div_ceil(values.targets.len());
-        for (target, rows) in values.targets.iter().zip(batch.target.chunks(chunk)) {
+        for (target, rows) in values
+            .targets
+            .iter()
+            .zip(batch.target.chunks(values.chunk_rows))
+        {
             feeds.push(Feed::u32(*target, rows));
         }
         let target_tokens = batch.target.iter().filter(|&&t| t != PAD).count();
