@@ -2505,3 +2505,68 @@ fn a_rank_zero_value_broadcast_against_one_element_gets_its_gradient() {
     assert_eq!(plan.read(y).unwrap(), [2.0]);
     assert_eq!(plan.read(gw).unwrap(), [0.25, 0.25]);
 }
+
+#[test]
+fn top_k_picks_each_rows_largest_entries_the_lower_index_first_among_equals() {
+    use shadergrad::kernels::top_k::{top_k_cpu, MAX_K};
+    let gpu = gpu();
+    let mut rng = Rng::new(43);
+    for (shape, k) in [
+        (vec![3, 1], 1usize),
+        (vec![2, 17], 4),
+        (vec![5, 300], 16),
+        (vec![2, 3, 1001], 7),
+        (vec![1, 16], MAX_K),
+    ] {
+        let cols = *shape.last().unwrap();
+        // Few distinct values, so that ties are everywhere.
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| rng.below(9) as f32 - 4.0)
+            .collect();
+        let mut g = Graph::new(gpu);
+        let input = g.input("x", &shape);
+        let (values, indices) = g.top_k(input, k).unwrap();
+        let mut out_shape = shape.clone();
+        *out_shape.last_mut().unwrap() = k;
+        assert_eq!(
+            (g.shape(values), g.shape(indices)),
+            (&out_shape[..], &out_shape[..])
+        );
+        let mut plan = g.compile(&[values, indices]).unwrap();
+        plan.run(&[Feed::f32(input, &x)], &[]).unwrap();
+        let expected = top_k_cpu(&x, cols, k);
+        let expected_indices: Vec<u32> = expected.iter().flatten().map(|&(i, _)| i).collect();
+        let expected_values: Vec<f32> = expected.iter().flatten().map(|&(_, v)| v).collect();
+        assert_eq!(
+            plan.read_indices(indices).unwrap(),
+            expected_indices,
+            "{shape:?} k {k}"
+        );
+        assert_eq!(
+            plan.read(values).unwrap(),
+            expected_values,
+            "{shape:?} k {k}"
+        );
+    }
+    let mut g = Graph::new(gpu);
+    let x = g.input("x", &[2, 20]);
+    for k in [0, MAX_K + 1] {
+        let err = g.top_k(x, k).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("k {k}")) && err.contains("[2, 20]"),
+            "{err}"
+        );
+    }
+    let narrow = g.input("narrow", &[2, 3]);
+    let err = g.top_k(narrow, 4).unwrap_err().to_string();
+    assert!(err.contains("k 4") && err.contains("[2, 3]"), "{err}");
+    let w = g.parameter("w", &[2, 20], vec![0.5; 40]).unwrap();
+    let (values, _) = g.top_k(w, 2).unwrap();
+    let loss = g.sum(values, 1, false).unwrap();
+    let loss = g.sum(loss, 0, false).unwrap();
+    let err = g.backward(loss).unwrap_err().to_string();
+    assert!(
+        err.contains("top_k") && err.contains("no gradient"),
+        "{err}"
+    );
+}

@@ -423,7 +423,8 @@ fn sizes_that_overflow_or_outgrow_memory_are_refused_before_anything_is_built() 
         .unwrap()
         .check_against("train-seq2seq", limit, Some(24 << 30))
         .unwrap();
-    assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, limit), 1118);
+    assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, limit), 1088);
+    assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, 40 * 30_004 * 4), 40);
     assert_eq!(logit_rows_per_chunk(64 * 21, 15, limit), 64 * 21);
     assert_eq!(logit_rows_per_chunk(64 * 21, 30_004, 1000), 1);
     let message = words

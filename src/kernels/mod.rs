@@ -14,6 +14,7 @@ pub mod random;
 pub mod recurrent;
 pub mod reduce;
 pub mod softmax;
+pub mod top_k;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelSpec, ShaderSource, SizeConstant};
@@ -33,6 +34,7 @@ pub static SHADERS: &[&ShaderSource] = &[
     &recurrent::SHADER,
     &reduce::SHADER,
     &softmax::SHADER,
+    &top_k::SHADER,
 ];
 
 /// Every kernel variant the launchers can build, on any adapter: each module's
@@ -52,6 +54,7 @@ pub fn every_kernel_spec() -> Vec<KernelSpec> {
         recurrent::kernel_specs(),
         reduce::kernel_specs(),
         softmax::kernel_specs(),
+        top_k::kernel_specs(),
     ]
     .concat()
 }

@@ -27,6 +27,7 @@ use crate::models::{
 use crate::nn::seq2seq::{bind_states, compile_bound, logit_rows_per_chunk};
 use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
+    MASKED,
 };
 use crate::nn::transformer::Transformer;
 use crate::nn::{DecodingStep, KeyValues, Mode, Parameters};
@@ -83,8 +84,9 @@ struct Decoder {
     /// Beam search only: u32 `[rows]`, each row's parent hypothesis, whose state it
     /// continues (the states are gathered by it before the step).
     step_parents: Option<Var>,
-    /// `[rows, V]`: what beam search reads.
-    log_probs: Var,
+    /// Beam search only: each row's best `beam` log-probabilities and their tokens
+    /// (`[rows, beam]` each, [`beam_candidates`]), all it reads back.
+    candidates: Option<(Var, Var)>,
     /// `[rows]`: each row's most likely next token, all that greedy decoding reads back.
     next: Var,
 }
@@ -108,8 +110,8 @@ struct TransformerDecoder {
     /// Beam search only: each row's parent hypothesis (`[rows]`), whose cache it continues,
     /// and the position (`[1]`, always 0) the reordered caches are written back at.
     reorder: Option<(Var, Var)>,
-    /// `[rows, V]`: the log-probabilities at that position, what beam search reads.
-    log_probs: Var,
+    /// Beam search only: each row's best `beam` log-probabilities and their tokens.
+    candidates: Option<(Var, Var)>,
     /// `[rows]`: the most likely token at that position, all that greedy decoding reads.
     next: Var,
     max_steps: usize,
@@ -842,8 +844,15 @@ impl Seq2SeqModel {
         let vocab = self.config.target_vocab_size;
         let log_probs = g.reshape(log_probs, &[rows, vocab])?;
         let next = g.argmax(log_probs, -1)?;
+        let candidates = (beam > 1)
+            .then(|| beam_candidates(&mut g, log_probs, beam))
+            .transpose()?;
         bind_states(&mut bindings, &finals, &states);
-        let step = compile_bound(&g, &[log_probs, next], &bindings)?;
+        let outputs = match candidates {
+            Some((values, tokens)) => vec![values, tokens],
+            None => vec![next],
+        };
+        let step = compile_bound(&g, &outputs, &bindings)?;
         Ok(Decoder {
             encoder,
             encoder_source,
@@ -853,7 +862,7 @@ impl Seq2SeqModel {
             step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
             step_key_mask,
             step_parents,
-            log_probs,
+            candidates,
             next,
         })
     }
@@ -958,7 +967,14 @@ impl Seq2SeqModel {
         let logits = model.project(&mut g, states)?;
         let log_probs = g.log_softmax(logits, -1)?;
         let next = g.argmax(log_probs, -1)?;
-        let step = compile_bound(&g, &[log_probs, next], &bindings)?;
+        let candidates = (beam > 1)
+            .then(|| beam_candidates(&mut g, log_probs, beam))
+            .transpose()?;
+        let outputs = match candidates {
+            Some((values, tokens)) => vec![values, tokens],
+            None => vec![next],
+        };
+        let step = compile_bound(&g, &outputs, &bindings)?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,
@@ -969,7 +985,7 @@ impl Seq2SeqModel {
             step_position,
             cache_lengths,
             reorder,
-            log_probs,
+            candidates,
             next,
             max_steps,
         })
@@ -1031,7 +1047,6 @@ impl Seq2SeqModel {
             return self.decode_group_transformer(group.len(), beam, rows, &source, &lengths);
         }
         let max_steps = self.max_target + 1;
-        let vocab_size = self.config.target_vocab_size;
         let decoder = self.decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
             &[
@@ -1058,9 +1073,15 @@ impl Seq2SeqModel {
                 }
                 continue;
             }
-            let log_probs = decoder.step.read(decoder.log_probs)?;
+            let (best_values, best_tokens) = decoder.candidates.ok_or_else(|| {
+                Error::invalid("decode", "a beam search step without its candidates")
+            })?;
+            let (best_values, best_tokens) = (
+                decoder.step.read(best_values)?,
+                decoder.step.read_indices(best_tokens)?,
+            );
             parents = search
-                .advance(&log_probs, vocab_size, rows)
+                .advance(&best_values, &best_tokens, rows)
                 .into_iter()
                 .map(|parent| parent as u32)
                 .collect();
@@ -1087,7 +1108,6 @@ impl Seq2SeqModel {
         source: &[u32],
         lengths: &[u32],
     ) -> Result<Vec<Vec<u32>>> {
-        let vocab_size = self.config.target_vocab_size;
         let source_steps = source.len() / rows;
         let decoder = self.transformer_decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
@@ -1122,9 +1142,15 @@ impl Seq2SeqModel {
                 }
                 continue;
             }
-            let log_probs = decoder.step.read(decoder.log_probs)?;
+            let (best_values, best_tokens) = decoder.candidates.ok_or_else(|| {
+                Error::invalid("decode", "a beam search step without its candidates")
+            })?;
+            let (best_values, best_tokens) = (
+                decoder.step.read(best_values)?,
+                decoder.step.read_indices(best_tokens)?,
+            );
             parents = search
-                .advance(&log_probs, vocab_size, rows)
+                .advance(&best_values, &best_tokens, rows)
                 .into_iter()
                 .map(|parent| parent as u32)
                 .collect();
@@ -1206,28 +1232,20 @@ impl Greedy {
     }
 }
 
-/// The `count` most likely tokens of one row of log-probabilities, PAD and BOS left out
-/// (neither is ever decoded), best first, the lower token first among equals: one pass
-/// over the row that keeps the best `count` in order.
-fn best_tokens(row: &[f32], count: usize) -> Vec<(u32, f32)> {
-    let mut best: Vec<(u32, f32)> = Vec::with_capacity(count + 1);
-    for (token, &lp) in row.iter().enumerate() {
-        let token = token as u32;
-        if token == PAD || token == BOS {
-            continue;
+/// Beam search's candidates from log-probabilities `[rows, V]`: each row's `beam` best
+/// tokens and their log-probabilities (`[rows, beam]` each), chosen on the GPU, PAD and BOS
+/// (never decoded) masked out first.
+fn beam_candidates(g: &mut Graph, log_probs: Var, beam: usize) -> Result<(Var, Var)> {
+    let vocab = g.shape(log_probs)[1];
+    let mut never = vec![0.0f32; vocab];
+    for token in [PAD, BOS] {
+        if let Some(mask) = never.get_mut(token as usize) {
+            *mask = MASKED;
         }
-        if best.len() == count
-            && best
-                .last()
-                .is_some_and(|&(_, worst)| lp.total_cmp(&worst).is_le())
-        {
-            continue;
-        }
-        let at = best.partition_point(|&(_, kept)| kept.total_cmp(&lp).is_ge());
-        best.insert(at, (token, lp));
-        best.truncate(count);
     }
-    best
+    let never = g.constant(never, &[vocab])?;
+    let allowed = g.add(log_probs, never)?;
+    g.top_k(allowed, beam.min(vocab))
 }
 
 /// One hypothesis of a beam.
@@ -1261,10 +1279,12 @@ impl BeamSearch {
         }
     }
 
-    /// Extends every group by one token from the step's log-probabilities `[rows, V]`; returns,
-    /// for each row, the row whose state it continues.
-    fn advance(&mut self, log_probs: &[f32], vocab_size: usize, rows: usize) -> Vec<usize> {
+    /// Extends every group by one token from each row's best tokens and their
+    /// log-probabilities (`[rows, n]` each, best first; [`beam_candidates`]; `rows` counts
+    /// the padding rows too); returns, for each row, the row whose state it continues.
+    fn advance(&mut self, log_probs: &[f32], tokens: &[u32], rows: usize) -> Vec<usize> {
         let mut parents: Vec<usize> = (0..rows).collect();
+        let per_row = tokens.len() / rows.max(1);
         for (i, group) in self.groups.iter_mut().enumerate() {
             // (score, parent hypothesis, token or None to keep a finished one). Only a row's
             // `beam` best tokens can be among the group's `beam` best, so each row offers
@@ -1277,9 +1297,15 @@ impl BeamSearch {
                     }
                     continue;
                 }
-                let row = &log_probs[(i * self.beam + k) * vocab_size..][..vocab_size];
-                for (token, lp) in best_tokens(row, self.beam) {
-                    candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
+                let row = (i * self.beam + k) * per_row;
+                for (&token, &lp) in tokens[row..row + per_row]
+                    .iter()
+                    .zip(&log_probs[row..row + per_row])
+                {
+                    // A vocabulary smaller than the beam offers its masked PAD and BOS too.
+                    if token != PAD && token != BOS {
+                        candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
+                    }
                 }
             }
             // Best score first; among equal scores the earlier hypothesis, then the lower

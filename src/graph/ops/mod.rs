@@ -34,6 +34,7 @@
 //!   `AttentionGrad`, `FusedAttentionGrad`;
 //! - `recurrent.rs`: `Recurrent` (`recurrent`, with [`RecurrentSpec`] and
 //!   [`RecurrentOutput`]), `RecurrentGrad`;
+//! - `top_k.rs`: `TopK` (`top_k`);
 //! - `loss.rs`: losses composed of the ops above, with no op of their own (`mse_loss`,
 //!   `binary_cross_entropy_with_logits`).
 //!
@@ -56,6 +57,7 @@ mod random;
 mod recurrent;
 mod reduce;
 mod softmax;
+mod top_k;
 
 pub use attention::AttentionSpec;
 pub use conv::ConvLayout;
@@ -190,6 +192,12 @@ pub enum Op {
     Concat {
         /// The axis joined along.
         axis: usize,
+    },
+    /// The `k` largest entries along the last axis, best first (the lower index first among
+    /// equals): outputs their values and their u32 indices, both `[…, k]`. No gradient.
+    TopK {
+        /// How many entries each row keeps.
+        k: usize,
     },
     /// Inputs a cache, an update and a position (u32 \[1\]): the cache with entries
     /// position.. of `axis` replaced by the update, written in place (an alias of the
@@ -418,6 +426,7 @@ impl Op {
             Op::SliceGrad { .. } => "slice_grad",
             Op::Concat { .. } => "concat",
             Op::WriteAt { .. } => "write_at",
+            Op::TopK { .. } => "top_k",
             Op::Gather { .. } => "gather",
             Op::GatherGrad { .. } => "gather_grad",
             Op::Conv { layout, .. } => layout.name(),
@@ -444,6 +453,7 @@ impl Op {
             Op::LayerNormGrad => vec![false, false, false],
             Op::MaxOverTime | Op::MaxPool1d { .. } => vec![true, false],
             Op::Attention { .. } => vec![true, false],
+            Op::TopK { .. } => vec![true, false],
             Op::AttentionGrad { .. } | Op::FusedAttentionGrad { .. } => vec![false, false, false],
             Op::Recurrent { kind, .. } => {
                 let mut differentiable = vec![true];
@@ -493,6 +503,7 @@ impl Op {
             }
             Op::Concat { axis } => copy::infer_concat(op, *axis, inputs),
             Op::WriteAt { axis } => copy::infer_write_at(op, *axis, inputs),
+            Op::TopK { k } => top_k::infer_top_k(op, *k, inputs),
             Op::Softmax { .. } => softmax::infer_softmax(op, inputs),
             Op::SoftmaxGrad { .. } => softmax::infer_softmax_grad(op, inputs),
             Op::CrossEntropy { reduction, .. } => {
@@ -595,6 +606,7 @@ impl Op {
             Op::SliceGrad { axis, start, .. } => copy::backward_slice_grad(g, node, *axis, *start),
             Op::Concat { axis } => copy::backward_concat(g, node, *axis),
             Op::WriteAt { .. } => Err(no_gradient("write_at, which serves decoding,")),
+            Op::TopK { .. } => Err(no_gradient("top_k, which serves decoding,")),
             Op::Softmax { log } => softmax::backward_softmax(g, node, *log),
             Op::CrossEntropy { reduction, .. } => {
                 softmax::backward_cross_entropy(g, node, *reduction)
@@ -669,6 +681,7 @@ impl Op {
             }
             Op::Concat { axis } => copy::record_concat(*axis, inputs, outputs),
             Op::WriteAt { axis } => copy::record_write_at(*axis, inputs, outputs),
+            Op::TopK { k } => top_k::record_top_k(*k, inputs, outputs),
             Op::Softmax { log } => softmax::record_softmax(*log, inputs, outputs),
             Op::SoftmaxGrad { log } => softmax::record_softmax_grad(*log, inputs, outputs),
             Op::CrossEntropy { ignore, reduction } => {

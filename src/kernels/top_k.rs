@@ -1,0 +1,107 @@
+//! The k largest entries of each row (`shaders/top_k.wgsl`): beam search's choice of each
+//! hypothesis's next tokens, made on the GPU so that only k values and indices per row
+//! come back.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
+use crate::tensor::{Indices, Tensor};
+
+/// The top-k module, `shaders/top_k.wgsl`.
+pub static SHADER: ShaderSource =
+    ShaderSource::new("top_k", include_str!("../../shaders/top_k.wgsl"));
+
+/// The largest k the kernel keeps (each invocation holds its own k best in registers).
+pub const MAX_K: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    k: u32,
+    pad: u32,
+}
+
+fn top_k_spec() -> KernelSpec {
+    KernelSpec {
+        source: &SHADER,
+        entry: "top_k",
+        bindings: &[
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+            Access::Uniform,
+        ],
+        constants: Vec::new(),
+    }
+}
+
+/// Every kernel variant [`top_k_dispatch`] builds.
+pub fn kernel_specs() -> Vec<KernelSpec> {
+    vec![top_k_spec()]
+}
+
+/// Checks that the last axis of `shape` (`[…, cols]`) has at least `k` entries and that k is
+/// between 1 and [`MAX_K`]; returns the rows and the columns.
+pub fn check_top_k(shape: &[usize], k: usize) -> Result<(usize, usize)> {
+    let Some((&cols, outer)) = shape.split_last() else {
+        return Err(Error::invalid(
+            "top_k",
+            "needs at least one axis, got a scalar",
+        ));
+    };
+    if k == 0 || k > MAX_K || k > cols {
+        return Err(Error::invalid(
+            "top_k",
+            format!(
+                "k {k} must be between 1 and {MAX_K}, and at most the last axis of shape \
+                 {shape:?}"
+            ),
+        ));
+    }
+    Ok((outer.iter().product(), cols))
+}
+
+/// Records the `k` largest entries of each row of `x` (`[…, cols]`) into `values` (f32) and
+/// `indices` (u32 column numbers), both `[…, k]`, best first, the lower index first among
+/// equal values.
+pub fn top_k_dispatch(
+    x: &Tensor,
+    values: &Tensor,
+    indices: &Indices,
+    k: usize,
+) -> Result<Dispatch> {
+    let gpu = x.gpu();
+    let (rows, cols) = check_top_k(x.shape(), k)?;
+    let params = Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        k: k as u32,
+        pad: 0,
+    };
+    gpu.dispatch(
+        &top_k_spec(),
+        &[x.buffer(), values.buffer(), indices.buffer()],
+        &params,
+        gpu.grid(rows as u32),
+    )
+}
+
+/// CPU reference of [`top_k_dispatch`]: each row's `k` largest (index, value) pairs, best
+/// first, the lower index first among equal values.
+pub fn top_k_cpu(x: &[f32], cols: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
+    x.chunks(cols.max(1))
+        .map(|row| {
+            let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+            for (index, &value) in row.iter().enumerate() {
+                // Sorted best first: insert after every entry at least as large.
+                let at = best.partition_point(|&(_, kept)| kept >= value);
+                if at < k {
+                    best.insert(at, (index as u32, value));
+                    best.truncate(k);
+                }
+            }
+            best
+        })
+        .collect()
+}
