@@ -3,13 +3,13 @@
 // order and does not depend on how the work is split. k ≤ MAX_K.
 //
 // One workgroup per row. Each invocation scans a strided slice of the row and keeps its own
-// k best in registers (an insertion into a sorted list). Then k rounds pick the row's best:
-// in each round every invocation offers the head of its list, a tree in workgroup memory
-// finds the best offer, and the invocation that made it moves on to its next entry. The row
-// is read once; the rounds cost k trees of log2(256) steps.
+// k best in a sorted list (an insertion, rare once the list is full: most entries only meet
+// the bar of its k-th). Then the invocations leave their lists in workgroup memory and the
+// first one merges them into its own. One barrier in all: on CPU adapters a barrier is
+// what costs, and a tree of rounds (k trees of log2(64) steps) was slower than the merge.
 
-const WORKGROUP: u32 = 256u;
-const MAX_K: u32 = 16u;
+const WORKGROUP: u32 = 64u;
+const MAX_K: u32 = 18u;
 // No entry: after every real one.
 const NONE: u32 = 0xffffffffu;
 
@@ -25,9 +25,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> indices: array<u32>;
 @group(0) @binding(3) var<uniform> params: Params;
 
-var<workgroup> offer_value: array<f32, WORKGROUP>;
-var<workgroup> offer_index: array<u32, WORKGROUP>;
-var<workgroup> offer_lane: array<u32, WORKGROUP>;
+var<workgroup> listed_value: array<f32, 1152>; // WORKGROUP × MAX_K
+var<workgroup> listed_index: array<u32, 1152>;
 
 // Whether entry (a_value, a_index) comes before (b_value, b_index): the larger value, then
 // the lower index; NONE comes after everything.
@@ -41,7 +40,33 @@ fn before(a_value: f32, a_index: u32, b_value: f32, b_index: u32) -> bool {
     return a_value > b_value || (a_value == b_value && a_index < b_index);
 }
 
-@compute @workgroup_size(256)
+// The invocation's sorted list of its k best, and the k-th in plain variables: every
+// entry is compared against that bar, and an indexed private array costs memory traffic on
+// CPU adapters; only an entry that passes touches the list.
+struct Kept {
+    value: array<f32, MAX_K>,
+    index: array<u32, MAX_K>,
+    bar_value: f32,
+    bar_index: u32,
+}
+
+fn keep(kept: ptr<function, Kept>, k: u32, v: f32, c: u32) {
+    if !before(v, c, (*kept).bar_value, (*kept).bar_index) {
+        return;
+    }
+    var j = k - 1u;
+    while j > 0u && before(v, c, (*kept).value[j - 1u], (*kept).index[j - 1u]) {
+        (*kept).value[j] = (*kept).value[j - 1u];
+        (*kept).index[j] = (*kept).index[j - 1u];
+        j -= 1u;
+    }
+    (*kept).value[j] = v;
+    (*kept).index[j] = c;
+    (*kept).bar_value = (*kept).value[k - 1u];
+    (*kept).bar_index = (*kept).index[k - 1u];
+}
+
+@compute @workgroup_size(64)
 fn top_k(@builtin(workgroup_id) wid: vec3<u32>,
          @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
@@ -51,58 +76,35 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let k = min(p.k, MAX_K);
-    var kept_value: array<f32, MAX_K>;
-    var kept_index: array<u32, MAX_K>;
+    var kept: Kept;
     for (var j = 0u; j < MAX_K; j++) {
-        kept_value[j] = 0.0;
-        kept_index[j] = NONE;
+        kept.value[j] = 0.0;
+        kept.index[j] = NONE;
     }
+    kept.bar_value = 0.0;
+    kept.bar_index = NONE;
     let base = row * p.cols;
     for (var c = lid; c < p.cols; c += WORKGROUP) {
-        let v = x[base + c];
-        if !before(v, c, kept_value[k - 1u], kept_index[k - 1u]) {
-            continue;
-        }
-        var j = k - 1u;
-        while j > 0u && before(v, c, kept_value[j - 1u], kept_index[j - 1u]) {
-            kept_value[j] = kept_value[j - 1u];
-            kept_index[j] = kept_index[j - 1u];
-            j -= 1u;
-        }
-        kept_value[j] = v;
-        kept_index[j] = c;
+        keep(&kept, k, x[base + c], c);
     }
-    var head = 0u;
-    for (var round = 0u; round < k; round++) {
-        if head < k {
-            offer_value[lid] = kept_value[head];
-            offer_index[lid] = kept_index[head];
-        } else {
-            offer_value[lid] = 0.0;
-            offer_index[lid] = NONE;
-        }
-        offer_lane[lid] = lid;
-        workgroupBarrier();
-        for (var stride = WORKGROUP / 2u; stride > 0u; stride /= 2u) {
-            if lid < stride {
-                let other = lid + stride;
-                if before(offer_value[other], offer_index[other], offer_value[lid], offer_index[lid]) {
-                    offer_value[lid] = offer_value[other];
-                    offer_index[lid] = offer_index[other];
-                    offer_lane[lid] = offer_lane[other];
+    for (var j = 0u; j < k; j++) {
+        listed_value[lid * MAX_K + j] = kept.value[j];
+        listed_index[lid * MAX_K + j] = kept.index[j];
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        for (var lane = 1u; lane < WORKGROUP; lane++) {
+            for (var j = 0u; j < k; j++) {
+                let at = lane * MAX_K + j;
+                if listed_index[at] == NONE {
+                    break;
                 }
+                keep(&kept, k, listed_value[at], listed_index[at]);
             }
-            workgroupBarrier();
         }
-        if lid == 0u {
-            values[row * k + round] = offer_value[0];
-            indices[row * k + round] = offer_index[0];
-        }
-        let winner = offer_lane[0];
-        // Every invocation has read the winner before the next round's offers overwrite it.
-        workgroupBarrier();
-        if lid == winner {
-            head += 1u;
+        for (var j = 0u; j < k; j++) {
+            values[row * k + j] = kept.value[j];
+            indices[row * k + j] = kept.index[j];
         }
     }
 }

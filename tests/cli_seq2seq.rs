@@ -123,6 +123,35 @@ fn train_save_translate_and_resume() {
         text(&output.stderr)
     );
 
+    // Beam widths past what the GPU's top-k keeps, and a length penalty that is not a
+    // number of at least 0, are refused naming the value.
+    for (flag, value, expected) in [
+        ("--beam", "17", "beam width (17) is at most 16"),
+        ("--length-penalty", "-0.5", "length penalty -0.5"),
+        ("--length-penalty", "NaN", "length penalty NaN"),
+    ] {
+        let output = shadergrad(&["translate", "--checkpoint", model_arg, flag, value, "abc"]);
+        assert!(!output.status.success());
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{flag} {value}: {}",
+            text(&output.stderr)
+        );
+    }
+    // Any length penalty of at least 0 translates.
+    let output = shadergrad(&[
+        "translate",
+        "--checkpoint",
+        model_arg,
+        "--beam",
+        "4",
+        "--length-penalty",
+        "0",
+        "abc",
+    ]);
+    assert!(output.status.success(), "stderr: {}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).lines().count(), 1);
+
     // A source longer than any the model was trained on is refused, naming the limit.
     let long = "abcdefghijklmnopqrstuvwxyz";
     let output = shadergrad(&["translate", "--checkpoint", model_arg, long]);

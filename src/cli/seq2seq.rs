@@ -169,9 +169,13 @@ pub(crate) struct TranslateArgs {
     /// A checkpoint saved by train-seq2seq --save.
     #[arg(long, value_name = "FILE.safetensors")]
     checkpoint: PathBuf,
-    /// Beam width (1: greedy).
+    /// Beam width (1: greedy), at most 16.
     #[arg(long, default_value_t = 1)]
     beam: usize,
+    /// Beam search ranks finished outputs by log-probability / (tokens + 1)^A: 1 is the mean
+    /// per token, 0 the plain sum (which favours short outputs).
+    #[arg(long, value_name = "A", default_value_t = 1.0)]
+    length_penalty: f32,
     /// Lines decoded together.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -435,9 +439,13 @@ pub(crate) struct EvaluateArgs {
     /// The test pairs: source, a tab, reference, per line.
     #[arg(long, value_name = "FILE.tsv")]
     data: PathBuf,
-    /// Beam width (1: greedy).
+    /// Beam width (1: greedy), at most 16.
     #[arg(long, default_value_t = 1)]
     beam: usize,
+    /// Beam search ranks finished outputs by log-probability / (tokens + 1)^A: 1 is the mean
+    /// per token, 0 the plain sum (which favours short outputs).
+    #[arg(long, value_name = "A", default_value_t = 1.0)]
+    length_penalty: f32,
     /// Sources decoded together.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -474,6 +482,7 @@ pub(crate) fn evaluate_command(
     }
     let gpu = open_gpu(selector)?;
     let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
+    model.set_length_penalty(args.length_penalty)?;
     let (encoded, unknown) = model.vocab.encode(&pairs);
     if !unknown.source.is_empty() {
         say!(
@@ -578,6 +587,7 @@ pub(crate) fn translate_command(
     let checkpoint = shadergrad::checkpoint::load(&args.checkpoint)?;
     let gpu = open_gpu(selector)?;
     let mut model = Seq2SeqModel::from_checkpoint(&gpu, &checkpoint)?;
+    model.set_length_penalty(args.length_penalty)?;
     let inputs: Vec<Vec<u8>> = if args.text.is_empty() {
         std::io::stdin()
             .lock()

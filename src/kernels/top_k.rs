@@ -10,8 +10,9 @@ use crate::tensor::{Indices, Tensor};
 pub static SHADER: ShaderSource =
     ShaderSource::new("top_k", include_str!("../../shaders/top_k.wgsl"));
 
-/// The largest k the kernel keeps (each invocation holds its own k best in registers).
-pub const MAX_K: usize = 16;
+/// The largest k the kernel keeps (each invocation holds its own k best in registers):
+/// beam search's widest beam, 16, plus the two tokens it never decodes (PAD and BOS).
+pub const MAX_K: usize = 18;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

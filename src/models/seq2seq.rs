@@ -27,7 +27,6 @@ use crate::models::{
 use crate::nn::seq2seq::{bind_states, compile_bound, logit_rows_per_chunk};
 use crate::nn::seq2seq::{
     key_mask, Architecture, AttentionKind, Encoded, RecurrentConfig, Seq2Seq, Seq2SeqConfig, State,
-    MASKED,
 };
 use crate::nn::transformer::Transformer;
 use crate::nn::{DecodingStep, KeyValues, Mode, Parameters};
@@ -40,6 +39,10 @@ use crate::tensor::Tensor;
 /// limit ([`crate::data::text::MAX_SEQUENCE_CHARS`]), so that checkpoints trained before
 /// that limit still load.
 pub const MAX_DECODE_STEPS: usize = 4096;
+
+/// The widest beam: the GPU's top-k keeps each hypothesis's best `beam` + 2 tokens (see
+/// [`beam_candidates`]).
+pub const MAX_BEAM: usize = crate::kernels::top_k::MAX_K - 2;
 
 /// The values of a training graph that a step feeds or reads.
 struct TrainValues {
@@ -143,6 +146,10 @@ pub struct Seq2SeqModel {
     pub max_target: usize,
     /// The weights on the GPU, bound by every plan the model compiles.
     pub parameters: Parameters,
+    /// Beam search ranks its finished outputs by their log-probability over (tokens + 1)^α,
+    /// the EOS counted ([`Seq2SeqModel::set_length_penalty`]): α 1, the default, is the mean
+    /// log-probability per token; 0 the sum, which favours short outputs.
+    length_penalty: f64,
     /// Keyed by batch, source steps, target steps and whether the plan trains.
     train_plans: HashMap<(usize, usize, usize, bool), TrainPlan>,
     /// The most rows of logits a training step computes at once, below what one buffer
@@ -420,6 +427,7 @@ impl Seq2SeqModel {
             parameters: Parameters::new(gpu, seed),
             train_plans: HashMap::new(),
             logit_rows: None,
+            length_penalty: 1.0,
             decoders: HashMap::new(),
             transformer_decoders: HashMap::new(),
         };
@@ -677,6 +685,20 @@ impl Seq2SeqModel {
             self.train_plans.insert(key, TrainPlan { plan, values });
         }
         Ok(self.train_plans.get_mut(&key).expect("inserted above"))
+    }
+
+    /// Sets beam search's length normalisation α (finite, at least 0): finished outputs rank
+    /// by their log-probability over (tokens + 1)^α. 1 by default; 0 ranks by the plain sum
+    /// of log-probabilities, which favours short outputs.
+    pub fn set_length_penalty(&mut self, alpha: f32) -> Result<()> {
+        if !(alpha.is_finite() && alpha >= 0.0) {
+            return Err(Error::invalid(
+                "decode",
+                format!("length penalty {alpha}: expected a finite number of at least 0"),
+            ));
+        }
+        self.length_penalty = f64::from(alpha);
+        Ok(())
     }
 
     /// Makes training steps put at most `rows` rows (at least 1) through the output layer
@@ -1005,6 +1027,12 @@ impl Seq2SeqModel {
                 format!("the beam width ({beam}) and batch ({chunk}) must be at least 1"),
             ));
         }
+        if beam > MAX_BEAM {
+            return Err(Error::invalid(
+                "decode",
+                format!("the beam width ({beam}) is at most {MAX_BEAM}"),
+            ));
+        }
         if let Some(long) = sources.iter().find(|s| s.len() > self.max_source) {
             return Err(Error::invalid(
                 "decode",
@@ -1047,6 +1075,7 @@ impl Seq2SeqModel {
             return self.decode_group_transformer(group.len(), beam, rows, &source, &lengths);
         }
         let max_steps = self.max_target + 1;
+        let length_penalty = self.length_penalty;
         let decoder = self.decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
             &[
@@ -1055,7 +1084,7 @@ impl Seq2SeqModel {
             ],
             &[],
         )?;
-        let mut search = BeamSearch::new(group.len(), beam);
+        let mut search = BeamSearch::new(group.len(), beam, length_penalty);
         let mut greedy = Greedy::new(group.len());
         let mut tokens = vec![BOS; rows];
         let mut parents: Vec<u32> = (0..rows as u32).collect();
@@ -1109,6 +1138,7 @@ impl Seq2SeqModel {
         lengths: &[u32],
     ) -> Result<Vec<Vec<u32>>> {
         let source_steps = source.len() / rows;
+        let length_penalty = self.length_penalty;
         let decoder = self.transformer_decoder(rows, source_steps, beam)?;
         decoder.encoder.run(
             &[
@@ -1117,7 +1147,7 @@ impl Seq2SeqModel {
             ],
             &[],
         )?;
-        let mut search = BeamSearch::new(sources, beam);
+        let mut search = BeamSearch::new(sources, beam, length_penalty);
         let mut greedy = Greedy::new(sources);
         let mut tokens = vec![BOS; rows];
         let mut parents: Vec<u32> = (0..rows as u32).collect();
@@ -1232,20 +1262,13 @@ impl Greedy {
     }
 }
 
-/// Beam search's candidates from log-probabilities `[rows, V]`: each row's `beam` best
-/// tokens and their log-probabilities (`[rows, beam]` each), chosen on the GPU, PAD and BOS
-/// (never decoded) masked out first.
+/// Beam search's candidates from log-probabilities `[rows, V]`: each row's best tokens and
+/// their log-probabilities (`[rows, n]` each), chosen on the GPU. Two more than the beam, so
+/// that `beam` remain when PAD and BOS (never decoded, dropped by [`BeamSearch::advance`])
+/// are among them: cheaper than masking them in every row first.
 fn beam_candidates(g: &mut Graph, log_probs: Var, beam: usize) -> Result<(Var, Var)> {
     let vocab = g.shape(log_probs)[1];
-    let mut never = vec![0.0f32; vocab];
-    for token in [PAD, BOS] {
-        if let Some(mask) = never.get_mut(token as usize) {
-            *mask = MASKED;
-        }
-    }
-    let never = g.constant(never, &[vocab])?;
-    let allowed = g.add(log_probs, never)?;
-    g.top_k(allowed, beam.min(vocab))
+    g.top_k(log_probs, (beam + 2).min(vocab))
 }
 
 /// One hypothesis of a beam.
@@ -1260,11 +1283,13 @@ struct Hypothesis {
 /// Scores are sums of log-probabilities; a finished hypothesis keeps its score.
 struct BeamSearch {
     beam: usize,
+    /// α of the length normalisation ([`Seq2SeqModel::set_length_penalty`]).
+    length_penalty: f64,
     groups: Vec<Vec<Hypothesis>>,
 }
 
 impl BeamSearch {
-    fn new(sources: usize, beam: usize) -> Self {
+    fn new(sources: usize, beam: usize, length_penalty: f64) -> Self {
         // Only the first hypothesis is live at the start: the others would repeat it.
         let start = |k: usize| Hypothesis {
             tokens: Vec::new(),
@@ -1273,6 +1298,7 @@ impl BeamSearch {
         };
         BeamSearch {
             beam,
+            length_penalty,
             groups: (0..sources)
                 .map(|_| (0..beam).map(start).collect())
                 .collect(),
@@ -1302,7 +1328,6 @@ impl BeamSearch {
                     .iter()
                     .zip(&log_probs[row..row + per_row])
                 {
-                    // A vocabulary smaller than the beam offers its masked PAD and BOS too.
                     if token != PAD && token != BOS {
                         candidates.push((hypothesis.score + f64::from(lp), k, Some(token)));
                     }
@@ -1352,16 +1377,19 @@ impl BeamSearch {
         self.groups.iter().flatten().all(|h| h.done)
     }
 
-    /// The best hypothesis of each group: finished ones first, then by score.
+    /// The best hypothesis of each group: finished ones first, then by length-normalised
+    /// score.
     fn best(self) -> Vec<Vec<u32>> {
+        let alpha = self.length_penalty;
+        let normalised = |h: &Hypothesis| h.score / ((h.tokens.len() + 1) as f64).powf(alpha);
         self.groups
             .into_iter()
             .map(|group| {
                 group
                     .into_iter()
                     .max_by(|a, b| {
-                        (a.done, a.score)
-                            .partial_cmp(&(b.done, b.score))
+                        (a.done, normalised(a))
+                            .partial_cmp(&(b.done, normalised(b)))
                             .unwrap_or(std::cmp::Ordering::Equal)
                     })
                     .map(|h| h.tokens)
