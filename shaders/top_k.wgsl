@@ -2,7 +2,12 @@
 // column indices. Among equal values the lower index comes first, so the choice is a total
 // order and does not depend on how the work is split. k ≤ MAX_K.
 //
-// One workgroup per row. Each invocation scans a strided slice of the row and keeps its own
+// Two variants:
+// - `top_k_rows`: one invocation per row, scanning it alone. Short rows (a small vocabulary)
+//   need no more, and a workgroup per row would cost more in its fixed cost than the scan.
+// - `top_k`: one workgroup per row, for long rows.
+//
+// `top_k`: each invocation scans a strided slice of the row and keeps its own
 // k best in a sorted list (an insertion, rare once the list is full: most entries only meet
 // the bar of its k-th). Then the invocations leave their lists in workgroup memory and the
 // first one merges them into its own. One barrier in all: on CPU adapters a barrier is
@@ -106,5 +111,32 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>,
             values[row * k + j] = kept.value[j];
             indices[row * k + j] = kept.index[j];
         }
+    }
+}
+
+@compute @workgroup_size(64)
+fn top_k_rows(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let p = params;
+    let row = (wid.y * nwg.x + wid.x) * WORKGROUP + lid;
+    if row >= p.rows {
+        return;
+    }
+    let k = min(p.k, MAX_K);
+    var kept: Kept;
+    for (var j = 0u; j < MAX_K; j++) {
+        kept.value[j] = 0.0;
+        kept.index[j] = NONE;
+    }
+    kept.bar_value = 0.0;
+    kept.bar_index = NONE;
+    let base = row * p.cols;
+    for (var c = 0u; c < p.cols; c++) {
+        keep(&kept, k, x[base + c], c);
+    }
+    for (var j = 0u; j < k; j++) {
+        values[row * k + j] = kept.value[j];
+        indices[row * k + j] = kept.index[j];
     }
 }

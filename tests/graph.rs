@@ -2517,6 +2517,8 @@ fn top_k_picks_each_rows_largest_entries_the_lower_index_first_among_equals() {
         (vec![5, 300], 16),
         (vec![3, 18], MAX_K),
         (vec![2, 3, 1001], 7),
+        (vec![2, 700], MAX_K),
+        (vec![70, 39], 6),
         (vec![1, 16], 16),
     ] {
         let cols = *shape.last().unwrap();

@@ -23,10 +23,46 @@ struct Params {
     pad: u32,
 }
 
-fn top_k_spec() -> KernelSpec {
+/// How the kernel spreads a row over invocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopKVariant {
+    /// One invocation per row (`top_k_rows`): for short rows, where a workgroup's fixed cost
+    /// outweighs the scan.
+    Rows,
+    /// One workgroup of 64 per row (`top_k`), each invocation a strided slice, merged once.
+    Workgroup,
+}
+
+impl TopKVariant {
+    /// Both variants.
+    pub const ALL: [TopKVariant; 2] = [TopKVariant::Rows, TopKVariant::Workgroup];
+
+    /// The variant for rows of `cols` entries: one invocation per row up to
+    /// [`ROWS_VARIANT_MAX_COLS`], a workgroup past it.
+    pub fn choose(cols: usize) -> TopKVariant {
+        if cols <= ROWS_VARIANT_MAX_COLS {
+            TopKVariant::Rows
+        } else {
+            TopKVariant::Workgroup
+        }
+    }
+}
+
+/// The longest row one invocation scans alone. On lavapipe a beam search step over 39
+/// words was a fifth slower with a workgroup per row than reading the rows back; at 30,004
+/// words the workgroups win.
+pub const ROWS_VARIANT_MAX_COLS: usize = 512;
+
+/// Invocations per workgroup, both variants.
+const WORKGROUP: u32 = 64;
+
+fn top_k_spec(variant: TopKVariant) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
-        entry: "top_k",
+        entry: match variant {
+            TopKVariant::Rows => "top_k_rows",
+            TopKVariant::Workgroup => "top_k",
+        },
         bindings: &[
             Access::Read,
             Access::ReadWrite,
@@ -39,7 +75,7 @@ fn top_k_spec() -> KernelSpec {
 
 /// Every kernel variant [`top_k_dispatch`] builds.
 pub fn kernel_specs() -> Vec<KernelSpec> {
-    vec![top_k_spec()]
+    TopKVariant::ALL.map(top_k_spec).to_vec()
 }
 
 /// Checks that the last axis of `shape` (`[…, cols]`) has at least `k` entries and that k is
@@ -65,7 +101,7 @@ pub fn check_top_k(shape: &[usize], k: usize) -> Result<(usize, usize)> {
 
 /// Records the `k` largest entries of each row of `x` (`[…, cols]`) into `values` (f32) and
 /// `indices` (u32 column numbers), both `[…, k]`, best first, the lower index first among
-/// equal values.
+/// equal values; the variant [`TopKVariant::choose`] picks for the row length.
 pub fn top_k_dispatch(
     x: &Tensor,
     values: &Tensor,
@@ -80,11 +116,16 @@ pub fn top_k_dispatch(
         k: k as u32,
         pad: 0,
     };
+    let variant = TopKVariant::choose(cols);
+    let workgroups = match variant {
+        TopKVariant::Rows => (rows as u32).div_ceil(WORKGROUP),
+        TopKVariant::Workgroup => rows as u32,
+    };
     gpu.dispatch(
-        &top_k_spec(),
+        &top_k_spec(variant),
         &[x.buffer(), values.buffer(), indices.buffer()],
         &params,
-        gpu.grid(rows as u32),
+        gpu.grid(workgroups),
     )
 }
 
