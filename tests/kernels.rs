@@ -1608,3 +1608,35 @@ fn the_cooperative_matrix_kernel_translates_to_spirv_for_every_layout() {
         assert_eq!(words[0], 0x0723_0203, "SPIR-V magic number");
     }
 }
+
+#[test]
+fn top_k_variants_match_the_cpu_reference_on_rows_full_of_ties() {
+    use shadergrad::kernels::top_k::{top_k_cpu, top_k_dispatch, TopKVariant, MAX_K};
+    use shadergrad::Indices;
+    let gpu = gpu();
+    let mut rng = Rng::new(47);
+    for variant in TopKVariant::ALL {
+        for (rows, cols, k) in [
+            (3, 1, 1),
+            (70, 39, 6),
+            (5, 300, 16),
+            (2, 1001, 7),
+            (2, 700, MAX_K),
+        ] {
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.below(9) as f32 - 4.0)
+                .collect();
+            let input = Tensor::from_slice(gpu, &x, &[rows, cols]).unwrap();
+            let values = Tensor::zeros(gpu, &[rows, k]).unwrap();
+            let indices = Indices::from_slice(gpu, &vec![0; rows * k], &[rows, k]).unwrap();
+            let dispatch = top_k_dispatch(&input, &values, &indices, k, Some(variant)).unwrap();
+            gpu.submit(&[], &[dispatch]).unwrap();
+            let expected = top_k_cpu(&x, cols, k);
+            let what = format!("{variant:?} [{rows}, {cols}] k {k}");
+            let expected_indices: Vec<u32> = expected.iter().flatten().map(|&(i, _)| i).collect();
+            let expected_values: Vec<f32> = expected.iter().flatten().map(|&(_, v)| v).collect();
+            assert_eq!(indices.to_vec().unwrap(), expected_indices, "{what}");
+            assert_eq!(values.to_vec().unwrap(), expected_values, "{what}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! come back.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Access, Dispatch, KernelSpec, ShaderSource};
+use crate::gpu::{Access, Dispatch, Gpu, KernelSpec, ShaderSource};
 use crate::tensor::{Indices, Tensor};
 
 /// The top-k module, `shaders/top_k.wgsl`.
@@ -37,10 +37,12 @@ impl TopKVariant {
     /// Both variants.
     pub const ALL: [TopKVariant; 2] = [TopKVariant::Rows, TopKVariant::Workgroup];
 
-    /// The variant for rows of `cols` entries: one invocation per row up to
-    /// [`ROWS_VARIANT_MAX_COLS`], a workgroup past it.
-    pub fn choose(cols: usize) -> TopKVariant {
-        if cols <= ROWS_VARIANT_MAX_COLS {
+    /// The variant for rows of `cols` entries on `gpu`: on a CPU-like adapter always one
+    /// invocation per row (the invocations are SIMD lanes, and a workgroup's barrier is what
+    /// costs); on a GPU one invocation per row up to [`ROWS_VARIANT_MAX_COLS`], a workgroup
+    /// past it.
+    pub fn choose(gpu: &Gpu, cols: usize) -> TopKVariant {
+        if gpu.is_cpu_like() || cols <= ROWS_VARIANT_MAX_COLS {
             TopKVariant::Rows
         } else {
             TopKVariant::Workgroup
@@ -48,9 +50,7 @@ impl TopKVariant {
     }
 }
 
-/// The longest row one invocation scans alone. On lavapipe a beam search step over 39
-/// words was a fifth slower with a workgroup per row than reading the rows back; at 30,004
-/// words the workgroups win.
+/// The longest row one invocation scans alone on a GPU.
 pub const ROWS_VARIANT_MAX_COLS: usize = 512;
 
 /// Invocations per workgroup, both variants.
@@ -101,12 +101,13 @@ pub fn check_top_k(shape: &[usize], k: usize) -> Result<(usize, usize)> {
 
 /// Records the `k` largest entries of each row of `x` (`[…, cols]`) into `values` (f32) and
 /// `indices` (u32 column numbers), both `[…, k]`, best first, the lower index first among
-/// equal values; the variant [`TopKVariant::choose`] picks for the row length.
+/// equal values; `variant`, or the one [`TopKVariant::choose`] picks for the row length.
 pub fn top_k_dispatch(
     x: &Tensor,
     values: &Tensor,
     indices: &Indices,
     k: usize,
+    variant: Option<TopKVariant>,
 ) -> Result<Dispatch> {
     let gpu = x.gpu();
     let (rows, cols) = check_top_k(x.shape(), k)?;
@@ -116,7 +117,7 @@ pub fn top_k_dispatch(
         k: k as u32,
         pad: 0,
     };
-    let variant = TopKVariant::choose(cols);
+    let variant = variant.unwrap_or_else(|| TopKVariant::choose(gpu, cols));
     let workgroups = match variant {
         TopKVariant::Rows => (rows as u32).div_ceil(WORKGROUP),
         TopKVariant::Workgroup => rows as u32,

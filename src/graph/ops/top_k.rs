@@ -33,5 +33,5 @@ pub(super) fn infer_top_k(
 
 pub(super) fn record_top_k(k: usize, inputs: &[Operand], outputs: &[Operand]) -> Result<Recorded> {
     let (x, values, indices) = (inputs[0].f32(), outputs[0].f32(), outputs[1].u32());
-    Ok(top_k_dispatch(x, values, indices, k)?.into())
+    Ok(top_k_dispatch(x, values, indices, k, None)?.into())
 }
