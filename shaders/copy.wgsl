@@ -63,21 +63,26 @@ fn row_coordinates(row: u32, shape: vec4<u32>) -> vec3<u32> {
     return vec3<u32>(rest / shape.y, rest % shape.y, row % shape.z);
 }
 
-@compute @workgroup_size(256)
-fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>,
-                @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let p = params;
-    let span = locate((wid.y * nwg.x + wid.x) * 256u + lid, p.shape);
+// Copies invocation `i`'s span: from x as `p` says, into y from `out_offset` (the region's
+// own, or moved by a position).
+fn copy_span(p: Params, i: u32, out_offset: u32) {
+    let span = locate(i, p.shape);
     if !span.valid {
         return;
     }
     let row = row_coordinates(span.row, p.shape);
     let source = p.in_offset + dot(row, p.in_strides.xyz) + span.first * p.in_strides.w;
-    let destination = p.out_offset + dot(row, p.out_strides.xyz) + span.first * p.out_strides.w;
+    let destination = out_offset + dot(row, p.out_strides.xyz) + span.first * p.out_strides.w;
     for (var c = 0u; c < span.last - span.first; c++) {
         y[destination + c * p.out_strides.w] = x[source + c * p.in_strides.w];
     }
+}
+
+@compute @workgroup_size(256)
+fn strided_copy(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    copy_span(params, (wid.y * nwg.x + wid.x) * 256u + lid, params.out_offset);
 }
 
 @compute @workgroup_size(256)
@@ -108,15 +113,5 @@ fn positioned_copy(@builtin(workgroup_id) wid: vec3<u32>,
                    @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let p = positioned;
-    let span = locate((wid.y * nwg.x + wid.x) * 256u + lid, p.shape);
-    if !span.valid {
-        return;
-    }
-    let row = row_coordinates(span.row, p.shape);
-    let source = p.in_offset + dot(row, p.in_strides.xyz) + span.first * p.in_strides.w;
-    let destination = p.out_offset + position[0] * p.position_stride
-        + dot(row, p.out_strides.xyz) + span.first * p.out_strides.w;
-    for (var c = 0u; c < span.last - span.first; c++) {
-        y[destination + c * p.out_strides.w] = x[source + c * p.in_strides.w];
-    }
+    copy_span(p, (wid.y * nwg.x + wid.x) * 256u + lid, p.out_offset + position[0] * p.position_stride);
 }

@@ -55,6 +55,25 @@ struct Kept {
     bar_index: u32,
 }
 
+fn nothing_kept() -> Kept {
+    var kept: Kept;
+    for (var j = 0u; j < MAX_K; j++) {
+        kept.value[j] = 0.0;
+        kept.index[j] = NONE;
+    }
+    kept.bar_value = 0.0;
+    kept.bar_index = NONE;
+    return kept;
+}
+
+// Row `row`'s k results, best first.
+fn write_kept(kept: ptr<function, Kept>, row: u32, k: u32) {
+    for (var j = 0u; j < k; j++) {
+        values[row * k + j] = (*kept).value[j];
+        indices[row * k + j] = (*kept).index[j];
+    }
+}
+
 fn keep(kept: ptr<function, Kept>, k: u32, v: f32, c: u32) {
     if !before(v, c, (*kept).bar_value, (*kept).bar_index) {
         return;
@@ -81,13 +100,7 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let k = min(p.k, MAX_K);
-    var kept: Kept;
-    for (var j = 0u; j < MAX_K; j++) {
-        kept.value[j] = 0.0;
-        kept.index[j] = NONE;
-    }
-    kept.bar_value = 0.0;
-    kept.bar_index = NONE;
+    var kept = nothing_kept();
     let base = row * p.cols;
     for (var c = lid; c < p.cols; c += WORKGROUP) {
         keep(&kept, k, x[base + c], c);
@@ -107,10 +120,7 @@ fn top_k(@builtin(workgroup_id) wid: vec3<u32>,
                 keep(&kept, k, listed_value[at], listed_index[at]);
             }
         }
-        for (var j = 0u; j < k; j++) {
-            values[row * k + j] = kept.value[j];
-            indices[row * k + j] = kept.index[j];
-        }
+        write_kept(&kept, row, k);
     }
 }
 
@@ -124,19 +134,10 @@ fn top_k_rows(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let k = min(p.k, MAX_K);
-    var kept: Kept;
-    for (var j = 0u; j < MAX_K; j++) {
-        kept.value[j] = 0.0;
-        kept.index[j] = NONE;
-    }
-    kept.bar_value = 0.0;
-    kept.bar_index = NONE;
+    var kept = nothing_kept();
     let base = row * p.cols;
     for (var c = 0u; c < p.cols; c++) {
         keep(&kept, k, x[base + c], c);
     }
-    for (var j = 0u; j < k; j++) {
-        values[row * k + j] = kept.value[j];
-        indices[row * k + j] = kept.index[j];
-    }
+    write_kept(&kept, row, k);
 }

@@ -1102,18 +1102,7 @@ impl Seq2SeqModel {
                 }
                 continue;
             }
-            let (best_values, best_tokens) = decoder.candidates.ok_or_else(|| {
-                Error::invalid("decode", "a beam search step without its candidates")
-            })?;
-            let (best_values, best_tokens) = (
-                decoder.step.read(best_values)?,
-                decoder.step.read_indices(best_tokens)?,
-            );
-            parents = search
-                .advance(&best_values, &best_tokens, rows)
-                .into_iter()
-                .map(|parent| parent as u32)
-                .collect();
+            parents = search.advance_from(&mut decoder.step, decoder.candidates, rows)?;
             tokens = search.last_tokens(rows);
             if search.all_done() {
                 break;
@@ -1172,18 +1161,7 @@ impl Seq2SeqModel {
                 }
                 continue;
             }
-            let (best_values, best_tokens) = decoder.candidates.ok_or_else(|| {
-                Error::invalid("decode", "a beam search step without its candidates")
-            })?;
-            let (best_values, best_tokens) = (
-                decoder.step.read(best_values)?,
-                decoder.step.read_indices(best_tokens)?,
-            );
-            parents = search
-                .advance(&best_values, &best_tokens, rows)
-                .into_iter()
-                .map(|parent| parent as u32)
-                .collect();
+            parents = search.advance_from(&mut decoder.step, decoder.candidates, rows)?;
             tokens = search.last_tokens(rows);
             if search.all_done() {
                 break;
@@ -1360,6 +1338,24 @@ impl BeamSearch {
             *group = next;
         }
         parents
+    }
+
+    /// [`BeamSearch::advance`] by the candidates a decoding step left in `step`
+    /// ([`beam_candidates`]): each row's parent row, as the next step takes it.
+    fn advance_from(
+        &mut self,
+        step: &mut Plan,
+        candidates: Option<(Var, Var)>,
+        rows: usize,
+    ) -> Result<Vec<u32>> {
+        let (values, tokens) = candidates
+            .ok_or_else(|| Error::invalid("decode", "a beam search step without its candidates"))?;
+        let (values, tokens) = (step.read(values)?, step.read_indices(tokens)?);
+        Ok(self
+            .advance(&values, &tokens, rows)
+            .into_iter()
+            .map(|parent| parent as u32)
+            .collect())
     }
 
     /// The token each row feeds to the next step.
