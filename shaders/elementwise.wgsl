@@ -299,6 +299,22 @@ fn binary_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                                apply_binary(a.z, b.z), apply_binary(a.w, b.w));
 }
 
+// a of the output's shape, b a single value (a scale, as a mean's gradient has): on CPU
+// adapters the broadcasting kernel's coordinates per element cost far more than the op.
+@compute @workgroup_size(256)
+fn binary_by_scalar_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let i = flat_index(wid, nwg, lid);
+    if i >= binary_params.len / 4u {
+        return;
+    }
+    let a = binary_a4[i];
+    let b = binary_b[0];
+    binary_out4[i] = vec4<f32>(apply_binary(a.x, b), apply_binary(a.y, b),
+                               apply_binary(a.z, b), apply_binary(a.w, b));
+}
+
 // ---------------------------------------------------------------- select: out = c ? a : b
 //
 // PyTorch's `where(condition, a, b)`: a where the condition is nonzero, else b, the three

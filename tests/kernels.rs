@@ -1166,8 +1166,13 @@ fn eager_elementwise_ops_past_rank_four() {
 
 #[test]
 fn binary_ops_broadcast_like_numpy() {
-    let cases: [(&[usize], &[usize]); 10] = [
+    let cases: [(&[usize], &[usize]); 13] = [
         (&[1], &[1]),
+        // A single value against a multiple of 4 elements: four per invocation on CPU
+        // adapters, the value read once.
+        (&[1032], &[1]),
+        (&[3, 4], &[]),
+        (&[2, 8], &[1, 1]),
         (&[7], &[7]),
         // Same shapes of a multiple of 4 elements: four per invocation on CPU adapters.
         (&[4], &[4]),

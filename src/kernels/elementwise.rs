@@ -576,13 +576,45 @@ pub fn binary_dispatch(a: &Tensor, b: &Tensor, out: &Tensor, op: Binary) -> Resu
         a_strides: broadcast_strides(a.shape(), out.shape()),
         b_strides: broadcast_strides(b.shape(), out.shape()),
     };
-    let vec4 = direct && gpu.is_cpu_like() && len.is_multiple_of(4);
+    let by_scalar = a.shape() == out.shape() && b.numel() == 1;
+    let layout = match (
+        gpu.is_cpu_like() && len.is_multiple_of(4),
+        direct,
+        by_scalar,
+    ) {
+        (true, true, _) => BinaryLayout::Vec4,
+        (true, false, true) => BinaryLayout::Vec4ByScalar,
+        _ => BinaryLayout::Elements,
+    };
+    let invocations = match layout {
+        BinaryLayout::Elements => len,
+        BinaryLayout::Vec4 | BinaryLayout::Vec4ByScalar => len / 4,
+    };
     gpu.dispatch(
-        &binary_spec(op, vec4),
+        &binary_spec(op, layout),
         &[a.buffer(), b.buffer(), out.buffer()],
         &params,
-        gpu.grid((if vec4 { len / 4 } else { len }).div_ceil(WORKGROUP_1D)),
+        gpu.grid(invocations.div_ceil(WORKGROUP_1D)),
     )
+}
+
+/// How a binary kernel reads its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BinaryLayout {
+    /// One element per invocation, each operand through its broadcast strides.
+    Elements,
+    /// Four elements per invocation, both operands of the output's shape (CPU adapters).
+    Vec4,
+    /// Four elements per invocation, the second operand one value (CPU adapters).
+    Vec4ByScalar,
+}
+
+impl BinaryLayout {
+    const ALL: [BinaryLayout; 3] = [
+        BinaryLayout::Elements,
+        BinaryLayout::Vec4,
+        BinaryLayout::Vec4ByScalar,
+    ];
 }
 
 /// The kernel of the unary op with this `OP` code, reading vec4s or floats.
@@ -595,10 +627,14 @@ fn unary_spec(code: u32, vec4: bool) -> KernelSpec {
     }
 }
 
-fn binary_spec(op: Binary, vec4: bool) -> KernelSpec {
+fn binary_spec(op: Binary, layout: BinaryLayout) -> KernelSpec {
     KernelSpec {
         source: &SHADER,
-        entry: if vec4 { "binary_vec4" } else { "binary" },
+        entry: match layout {
+            BinaryLayout::Elements => "binary",
+            BinaryLayout::Vec4 => "binary_vec4",
+            BinaryLayout::Vec4ByScalar => "binary_by_scalar_vec4",
+        },
         bindings: &[
             Access::Read,
             Access::Read,
@@ -635,7 +671,9 @@ pub fn kernel_specs() -> Vec<KernelSpec> {
     let mut specs = vec![select_spec()];
     for vec4 in [false, true] {
         specs.extend(unary.iter().map(|op| unary_spec(op.code().0, vec4)));
-        specs.extend(Binary::ALL.iter().map(|&op| binary_spec(op, vec4)));
+    }
+    for layout in BinaryLayout::ALL {
+        specs.extend(Binary::ALL.iter().map(|&op| binary_spec(op, layout)));
     }
     specs
 }

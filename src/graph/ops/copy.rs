@@ -135,7 +135,8 @@ impl Graph {
     /// The write happens in place, in the cache's storage, so the cache must be an input (or
     /// another `write_at`'s result), and after this call only the result may be used: the
     /// builders refuse the cache and its reshapes. Nodes added before read the cache as it
-    /// was. No gradient.
+    /// was. Like any value, the result is computed only if something needs it (an op, an
+    /// output, a binding): a write nobody reads is left out of the plan. No gradient.
     pub fn write_at(&mut self, cache: Var, update: Var, axis: isize, position: Var) -> Result<Var> {
         self.check_each("write_at", &[cache, update, position])?;
         let mut storage = cache;
