@@ -40,8 +40,8 @@ use crate::tensor::Tensor;
 /// that limit still load.
 pub const MAX_DECODE_STEPS: usize = 4096;
 
-/// The widest beam: the GPU's top-k keeps each hypothesis's best `beam` + 2 tokens (see
-/// [`beam_candidates`]).
+/// The widest beam: the GPU's top-k ([`crate::kernels::top_k::MAX_K`] per row at most)
+/// keeps each hypothesis's best `beam` + 2 tokens, since PAD and BOS may be among them.
 pub const MAX_BEAM: usize = crate::kernels::top_k::MAX_K - 2;
 
 /// The values of a training graph that a step feeds or reads.
