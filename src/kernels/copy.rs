@@ -36,6 +36,24 @@ struct Params {
     window_end: [u32; 4],
 }
 
+impl Params {
+    /// The parameters of copying `region`, moved by `position_stride` elements per unit
+    /// of the position (`positioned_copy` only; 0 otherwise).
+    fn of_region(region: &CopyRegion, position_stride: u32) -> Params {
+        Params {
+            in_offset: region.in_offset,
+            out_offset: region.out_offset,
+            position_stride,
+            pad: 0,
+            shape: region.shape,
+            in_strides: region.in_strides,
+            out_strides: region.out_strides,
+            window_start: [0; 4],
+            window_end: [0; 4],
+        }
+    }
+}
+
 /// One strided copy over an iteration shape of rank ≤ 4 (padded on the left with 1s):
 /// for every coordinate c of `shape`, y[out_offset + Σ c·out_strides] = x[in_offset + Σ c·in_strides].
 /// All in elements.
@@ -174,17 +192,7 @@ pub fn region_copy_dispatch(
     let region = region.simplified();
     let (rows, row_len) = region.rows();
     let span = span.unwrap_or_else(|| columns_per_invocation(gpu, rows, row_len));
-    let params = Params {
-        in_offset: region.in_offset,
-        out_offset: region.out_offset,
-        position_stride: 0,
-        pad: 0,
-        shape: region.shape,
-        in_strides: region.in_strides,
-        out_strides: region.out_strides,
-        window_start: [0; 4],
-        window_end: [0; 4],
-    };
+    let params = Params::of_region(&region, 0);
     gpu.dispatch(
         &copy_spec("strided_copy", span),
         &[x.buffer(), y.buffer()],
@@ -310,17 +318,7 @@ pub fn write_at_dispatch(
     let (_, _, inner) = split_at_axis(cache.shape(), axis);
     let (rows, row_len) = region.rows();
     let span = columns_per_invocation(gpu, rows, row_len);
-    let params = Params {
-        in_offset: region.in_offset,
-        out_offset: region.out_offset,
-        position_stride: inner as u32,
-        pad: 0,
-        shape: region.shape,
-        in_strides: region.in_strides,
-        out_strides: region.out_strides,
-        window_start: [0; 4],
-        window_end: [0; 4],
-    };
+    let params = Params::of_region(&region, inner as u32);
     gpu.dispatch(
         &positioned_copy_spec(span),
         &[update.buffer(), cache.buffer(), position.buffer()],

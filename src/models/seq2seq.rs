@@ -87,11 +87,8 @@ struct Decoder {
     /// Beam search only: u32 `[rows]`, each row's parent hypothesis, whose state it
     /// continues (the states are gathered by it before the step).
     step_parents: Option<Var>,
-    /// Beam search only: each row's best `beam` log-probabilities and their tokens
-    /// (`[rows, beam]` each, [`beam_candidates`]), all it reads back.
-    candidates: Option<(Var, Var)>,
-    /// `[rows]`: each row's most likely next token, all that greedy decoding reads back.
-    next: Var,
+    /// What the host reads back after each step.
+    choice: StepChoice,
 }
 
 /// The compiled decoding plans of a Transformer for one shape: the encoder, which leaves
@@ -113,10 +110,8 @@ struct TransformerDecoder {
     /// Beam search only: each row's parent hypothesis (`[rows]`), whose cache it continues,
     /// and the position (`[1]`, always 0) the reordered caches are written back at.
     reorder: Option<(Var, Var)>,
-    /// Beam search only: each row's best `beam` log-probabilities and their tokens.
-    candidates: Option<(Var, Var)>,
-    /// `[rows]`: the most likely token at that position, all that greedy decoding reads.
-    next: Var,
+    /// What the host reads back after each step.
+    choice: StepChoice,
     max_steps: usize,
 }
 
@@ -862,19 +857,9 @@ impl Seq2SeqModel {
         };
         let (top, finals) = model.decode(&mut g, step_tokens, &initial)?;
         let logits = model.logits(&mut g, top, &encoded, step_lengths, step_key_mask)?;
-        let log_probs = g.log_softmax(logits, -1)?;
-        let vocab = self.config.target_vocab_size;
-        let log_probs = g.reshape(log_probs, &[rows, vocab])?;
-        let next = g.argmax(log_probs, -1)?;
-        let candidates = (beam > 1)
-            .then(|| beam_candidates(&mut g, log_probs, beam))
-            .transpose()?;
+        let choice = StepChoice::over(&mut g, logits, beam)?;
         bind_states(&mut bindings, &finals, &states);
-        let outputs = match candidates {
-            Some((values, tokens)) => vec![values, tokens],
-            None => vec![next],
-        };
-        let step = compile_bound(&g, &outputs, &bindings)?;
+        let step = compile_bound(&g, &choice.outputs(), &bindings)?;
         Ok(Decoder {
             encoder,
             encoder_source,
@@ -884,8 +869,7 @@ impl Seq2SeqModel {
             step_lengths: (config.attention == AttentionKind::Dot).then_some(step_lengths),
             step_key_mask,
             step_parents,
-            candidates,
-            next,
+            choice,
         })
     }
 
@@ -987,16 +971,8 @@ impl Seq2SeqModel {
         };
         let states = model.decoder_step(&mut g, step_tokens, &caches, &memory, &step)?;
         let logits = model.project(&mut g, states)?;
-        let log_probs = g.log_softmax(logits, -1)?;
-        let next = g.argmax(log_probs, -1)?;
-        let candidates = (beam > 1)
-            .then(|| beam_candidates(&mut g, log_probs, beam))
-            .transpose()?;
-        let outputs = match candidates {
-            Some((values, tokens)) => vec![values, tokens],
-            None => vec![next],
-        };
-        let step = compile_bound(&g, &outputs, &bindings)?;
+        let choice = StepChoice::over(&mut g, logits, beam)?;
+        let step = compile_bound(&g, &choice.outputs(), &bindings)?;
         Ok(TransformerDecoder {
             encoder,
             encoder_source,
@@ -1007,8 +983,7 @@ impl Seq2SeqModel {
             step_position,
             cache_lengths,
             reorder,
-            candidates,
-            next,
+            choice,
             max_steps,
         })
     }
@@ -1095,16 +1070,21 @@ impl Seq2SeqModel {
             feeds.extend(decoder.step_key_mask.map(|var| Feed::f32(var, &mask)));
             feeds.extend(decoder.step_parents.map(|var| Feed::u32(var, &parents)));
             decoder.step.run(&feeds, &[])?;
-            if beam == 1 {
-                tokens = decoder.step.fetch_indices(decoder.next)?.data;
-                if greedy.advance(&tokens) {
-                    break;
+            let done = match decoder.choice {
+                StepChoice::Greedy { next } => {
+                    tokens = decoder.step.fetch_indices(next)?.data;
+                    greedy.advance(&tokens)
                 }
-                continue;
-            }
-            parents = search.advance_from(&mut decoder.step, decoder.candidates, rows)?;
-            tokens = search.last_tokens(rows);
-            if search.all_done() {
+                StepChoice::Beam {
+                    log_probs,
+                    tokens: best,
+                } => {
+                    parents = search.advance_from(&mut decoder.step, log_probs, best, rows)?;
+                    tokens = search.last_tokens(rows);
+                    search.all_done()
+                }
+            };
+            if done {
                 break;
             }
         }
@@ -1154,16 +1134,21 @@ impl Seq2SeqModel {
                 feeds.push(Feed::u32(origin, &[0]));
             }
             decoder.step.run(&feeds, &[])?;
-            if beam == 1 {
-                tokens = decoder.step.fetch_indices(decoder.next)?.data;
-                if greedy.advance(&tokens) {
-                    break;
+            let done = match decoder.choice {
+                StepChoice::Greedy { next } => {
+                    tokens = decoder.step.fetch_indices(next)?.data;
+                    greedy.advance(&tokens)
                 }
-                continue;
-            }
-            parents = search.advance_from(&mut decoder.step, decoder.candidates, rows)?;
-            tokens = search.last_tokens(rows);
-            if search.all_done() {
+                StepChoice::Beam {
+                    log_probs,
+                    tokens: best,
+                } => {
+                    parents = search.advance_from(&mut decoder.step, log_probs, best, rows)?;
+                    tokens = search.last_tokens(rows);
+                    search.all_done()
+                }
+            };
+            if done {
                 break;
             }
         }
@@ -1240,13 +1225,47 @@ impl Greedy {
     }
 }
 
-/// Beam search's candidates from log-probabilities `[rows, V]`: each row's best tokens and
-/// their log-probabilities (`[rows, n]` each), chosen on the GPU. Two more than the beam, so
-/// that `beam` remain when PAD and BOS (never decoded, dropped by [`BeamSearch::advance`])
-/// are among them: cheaper than masking them in every row first.
-fn beam_candidates(g: &mut Graph, log_probs: Var, beam: usize) -> Result<(Var, Var)> {
-    let vocab = g.shape(log_probs)[1];
-    g.top_k(log_probs, (beam + 2).min(vocab))
+/// What a decoding step leaves on the GPU for the host to read back.
+#[derive(Debug, Clone, Copy)]
+enum StepChoice {
+    /// Greedy decoding: u32 `[rows]`, each row's most likely token.
+    Greedy {
+        /// Each row's next token.
+        next: Var,
+    },
+    /// Beam search: each row's best tokens and their log-probabilities (`[rows, n]` each,
+    /// best first), chosen on the GPU. n is two more than the beam, so that `beam` remain
+    /// when PAD and BOS (never decoded, dropped by [`BeamSearch::advance`]) are among them:
+    /// cheaper than masking them in every row first.
+    Beam {
+        /// The candidates' log-probabilities.
+        log_probs: Var,
+        /// The candidates' tokens.
+        tokens: Var,
+    },
+}
+
+impl StepChoice {
+    /// The choice over a step's logits `[rows, V]`: greedy for a beam of 1.
+    fn over(g: &mut Graph, logits: Var, beam: usize) -> Result<StepChoice> {
+        let log_probs = g.log_softmax(logits, -1)?;
+        if beam == 1 {
+            return Ok(StepChoice::Greedy {
+                next: g.argmax(log_probs, -1)?,
+            });
+        }
+        let vocab = g.shape(log_probs)[1];
+        let (log_probs, tokens) = g.top_k(log_probs, (beam + 2).min(vocab))?;
+        Ok(StepChoice::Beam { log_probs, tokens })
+    }
+
+    /// The values the step's plan must leave readable.
+    fn outputs(self) -> Vec<Var> {
+        match self {
+            StepChoice::Greedy { next } => vec![next],
+            StepChoice::Beam { log_probs, tokens } => vec![log_probs, tokens],
+        }
+    }
 }
 
 /// One hypothesis of a beam.
@@ -1284,7 +1303,7 @@ impl BeamSearch {
     }
 
     /// Extends every group by one token from each row's best tokens and their
-    /// log-probabilities (`[rows, n]` each, best first; [`beam_candidates`]; `rows` counts
+    /// log-probabilities (`[rows, n]` each, best first; [`StepChoice::Beam`]; `rows` counts
     /// the padding rows too); returns, for each row, the row whose state it continues.
     fn advance(&mut self, log_probs: &[f32], tokens: &[u32], rows: usize) -> Vec<usize> {
         let mut parents: Vec<usize> = (0..rows).collect();
@@ -1341,16 +1360,15 @@ impl BeamSearch {
     }
 
     /// [`BeamSearch::advance`] by the candidates a decoding step left in `step`
-    /// ([`beam_candidates`]): each row's parent row, as the next step takes it.
+    /// ([`StepChoice::Beam`]): each row's parent row, as the next step takes it.
     fn advance_from(
         &mut self,
         step: &mut Plan,
-        candidates: Option<(Var, Var)>,
+        log_probs: Var,
+        tokens: Var,
         rows: usize,
     ) -> Result<Vec<u32>> {
-        let (values, tokens) = candidates
-            .ok_or_else(|| Error::invalid("decode", "a beam search step without its candidates"))?;
-        let (values, tokens) = (step.read(values)?, step.read_indices(tokens)?);
+        let (values, tokens) = (step.read(log_probs)?, step.read_indices(tokens)?);
         Ok(self
             .advance(&values, &tokens, rows)
             .into_iter()
