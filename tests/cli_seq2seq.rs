@@ -246,7 +246,7 @@ fn every_file_is_checked_when_it_is_read_before_any_training() {
     let train = dir.join("train.tsv");
     std::fs::write(&train, "abc\tcba\nxy\tyx\nhello\tolleh\n").unwrap();
     let valid = dir.join("valid.tsv");
-    std::fs::write(&valid, format!("ab\tba\n{}\tq\n", "q".repeat(1001))).unwrap();
+    std::fs::write(&valid, format!("ab\tba\n{}\tq\n", "q".repeat(4001))).unwrap();
     let (train, valid_name) = (train.to_str().unwrap(), valid.to_str().unwrap());
     let output = shadergrad(&[
         "train-seq2seq",
@@ -261,7 +261,7 @@ fn every_file_is_checked_when_it_is_read_before_any_training() {
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains(&format!(
-            "{valid_name}: line 2: the source has 1001 characters, more than the 1000 a \
+            "{valid_name}: line 2: the source has 4001 characters, more than the 4000 a \
              source or target may have"
         )) && !stderr.contains("epoch"),
         "{stderr}"

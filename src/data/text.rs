@@ -504,13 +504,14 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// The most characters a source, or a target, of a TSV file may have. A character-level
 /// model takes a step per character: a recurrent layer runs its cell once per step;
 /// attention weighs every source character against every target one (a batch of 64 pairs of
-/// 1,000 characters holds 64 million scores per layer and head); and the model's
-/// `max_source` and `max_target` are the data's longest pair, so one long target makes every
-/// validation decode run that many steps. 1,000 is a paragraph, far beyond the built-in
-/// tasks (29 at most); a longer line is more likely a file whose line breaks were lost than
-/// a pair to learn. [`read_tsv`] checks it, so that such a line is an error naming it when
-/// the file is read, not a tensor too large for the GPU after a whole epoch.
-pub const MAX_SEQUENCE_CHARS: usize = 1_000;
+/// 4,000 characters holds a billion scores per layer and head, which the memory check
+/// refuses before anything is allocated); and the model's `max_source` and `max_target` are
+/// the data's longest pair, so one long target makes every validation decode run that many
+/// steps. 4,000 characters hold a sentence of 200 words or subword pieces with room to
+/// spare, and several paragraphs; a longer line is more likely a file whose line breaks were
+/// lost than a pair to learn. [`read_tsv`] checks it, so that such a line is an error naming
+/// it when the file is read, not a tensor too large for the GPU after a whole epoch.
+pub const MAX_SEQUENCE_CHARS: usize = 4_000;
 
 /// Pairs from a TSV file; see [`parse_tsv`] for the format and the errors.
 pub fn read_tsv(path: impl AsRef<Path>) -> Result<Parsed<Vec<Pair>>> {
