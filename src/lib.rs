@@ -65,6 +65,7 @@ pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod rng;
 pub mod scoring;
 pub mod tensor;

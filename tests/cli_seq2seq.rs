@@ -806,3 +806,73 @@ fn metrics_per_epoch_select_by_bleu_and_evaluate_a_test_file() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("absent.tsv"));
 }
+
+#[test]
+fn two_devices_train_data_parallel_and_bad_adapter_lists_are_refused() {
+    let dir = scratch("seq2seq-cli-adapters");
+    let (model, metrics) = (dir.join("m.safetensors"), dir.join("m.jsonl"));
+    let output = tiny_training(&model, &metrics, "1", &["--adapters", "0,0"]);
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("data-parallel over 2 replicas (2 per process × 1 processes)")
+            && stderr.contains("gradient sum over 2 replicas:")
+            && stderr.contains("saved"),
+        "{stderr}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&metrics).unwrap().trim()).unwrap();
+    assert!(
+        record["all_reduce_bytes_per_step"].as_f64().unwrap() > 1000.0,
+        "{record}"
+    );
+    assert!(
+        record["gradient_sum_s_per_step"].as_f64().unwrap() > 0.0,
+        "{record}"
+    );
+
+    for (args, expected) in [
+        (
+            vec!["--adapters", "0,x"],
+            "--adapters \"0,x\": expected indices of `shadergrad adapters` separated by commas",
+        ),
+        (
+            vec!["--adapters", ""],
+            "expected indices of `shadergrad adapters`",
+        ),
+        (vec!["--adapters", "0,999"], "999"),
+        (
+            vec!["--adapter", "0", "--adapters", "0,0"],
+            "--adapter 0 and --adapters 0,0: give one of them",
+        ),
+        (
+            vec!["--adapters", "0,0,0", "--batch", "2"],
+            "a batch of 2 pairs cannot be shared among 3 replicas",
+        ),
+    ] {
+        let mut full = vec!["train-seq2seq", "--task", "reverse", "--train-size", "50"];
+        full.extend(["--valid-size", "5", "--epochs", "1"]);
+        full.extend(args.iter().copied());
+        let output = shadergrad(&full);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Without the `mpi` feature, `--distributed` says how to get a build that has it.
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_training_without_the_mpi_feature_says_how_to_build_it() {
+    let output = shadergrad(&["train-seq2seq", "--distributed", "--epochs", "1"]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--distributed needs a build with the mpi feature")
+            && stderr.contains("scripts/setup-mpi.sh"),
+        "{stderr}"
+    );
+}

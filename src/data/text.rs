@@ -695,6 +695,71 @@ pub struct SeqBatch {
     pub examples: Vec<usize>,
 }
 
+impl SeqBatch {
+    /// The rows `rows` as a batch of their own, with this batch's steps, so that each row
+    /// is computed exactly as in the whole batch. Errors on an empty or out-of-range range.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<SeqBatch> {
+        if rows.is_empty() || rows.end > self.batch {
+            return Err(Error::invalid(
+                "SeqBatch::rows",
+                format!(
+                    "rows {rows:?} of a batch of {}: expected a non-empty range within it",
+                    self.batch
+                ),
+            ));
+        }
+        let (b, count) = (self.batch, rows.len());
+        let time_major = |values: &[u32], steps: usize| -> Vec<u32> {
+            (0..steps)
+                .flat_map(|t| values[t * b + rows.start..t * b + rows.end].iter().copied())
+                .collect()
+        };
+        Ok(SeqBatch {
+            batch: count,
+            real: self.real.clamp(rows.start, rows.end) - rows.start,
+            source_steps: self.source_steps,
+            target_steps: self.target_steps,
+            source: time_major(&self.source, self.source_steps),
+            source_lengths: self.source_lengths[rows.clone()].to_vec(),
+            decoder_input: time_major(&self.decoder_input, self.target_steps),
+            target: self.target[rows.start * self.target_steps..rows.end * self.target_steps]
+                .to_vec(),
+            target_lengths: self.target_lengths[rows.clone()].to_vec(),
+            examples: self.examples[rows.start.min(self.real)..rows.end.min(self.real)].to_vec(),
+        })
+    }
+
+    /// The batch cut into `parts` batches of consecutive rows, as equal as can be (the
+    /// first ones a row longer), each with this batch's steps: the shares of data-parallel
+    /// replicas. Errors when there are fewer rows than parts.
+    pub fn shards(&self, parts: usize) -> Result<Vec<SeqBatch>> {
+        if parts == 0 || parts > self.batch {
+            return Err(Error::invalid(
+                "SeqBatch::shards",
+                format!(
+                    "{parts} parts of a batch of {} rows: expected between 1 and the rows",
+                    self.batch
+                ),
+            ));
+        }
+        let (base, longer) = (self.batch / parts, self.batch % parts);
+        let mut start = 0;
+        (0..parts)
+            .map(|part| {
+                let count = base + usize::from(part < longer);
+                let shard = self.rows(start..start + count);
+                start += count;
+                shard
+            })
+            .collect()
+    }
+
+    /// Target tokens that count in the loss: every one but padding.
+    pub fn target_tokens(&self) -> usize {
+        self.target.iter().filter(|&&t| t != PAD).count()
+    }
+}
+
 /// How [`bucketed_batches`] cuts and pads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucketing {

@@ -768,6 +768,45 @@ impl Gpu {
         self.map_and_read(staging.buffer(), bytes)
     }
 
+    /// Copies the first bytes of several buffers back to the host, one after the other in
+    /// the result: each group of them that fits in one buffer goes through one staging
+    /// buffer, one submission and one map (a model's gradients, say, in one round trip
+    /// instead of one per tensor). Each length must be a multiple of 4.
+    pub fn read_many(&self, buffers: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
+        let total: u64 = buffers.iter().map(|(_, bytes)| bytes).sum();
+        let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        let limit = self.inner.limits.max_buffer_size;
+        let mut rest = buffers;
+        while !rest.is_empty() {
+            // The longest run that fits one staging buffer (at least one buffer).
+            let mut bytes = rest[0].1;
+            let mut count = 1;
+            while count < rest.len() && bytes + rest[count].1 <= limit {
+                bytes += rest[count].1;
+                count += 1;
+            }
+            let (group, after) = rest.split_at(count);
+            rest = after;
+            if bytes == 0 {
+                continue;
+            }
+            let staging = self.inner.pool.acquire(BufferKind::Readback, bytes);
+            self.checked("readback copy", || {
+                let mut encoder = self.encoder();
+                let mut offset = 0;
+                for (buffer, length) in group {
+                    if *length > 0 {
+                        encoder.copy_buffer_to_buffer(buffer, 0, staging.buffer(), offset, *length);
+                    }
+                    offset += length;
+                }
+                self.inner.queue.submit([encoder.finish()]);
+            })?;
+            out.extend(self.map_and_read(staging.buffer(), bytes)?);
+        }
+        Ok(out)
+    }
+
     fn map_and_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
         let slice = buffer.slice(0..bytes);
         let (sender, receiver) = mpsc::channel();

@@ -246,6 +246,19 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Applies the step last prepared ([`Optimizer::prepare_step`]): submits the update's
+    /// dispatches alone, for gradients that another submission left (summed across
+    /// replicas by [`crate::parallel::GradientSum`], say).
+    pub fn update(&self) -> Result<()> {
+        if self.step == 0 {
+            return Err(Error::invalid(
+                "Optimizer::update",
+                "no step prepared: call prepare_step first",
+            ));
+        }
+        self.gpu.submit(&[], &self.dispatches)
+    }
+
     /// One eager step: prepares the next step and submits the dispatches.
     pub fn step(&mut self) -> Result<()> {
         self.prepare_step(self.step + 1)?;
