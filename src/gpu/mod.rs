@@ -775,6 +775,17 @@ impl Gpu {
     pub fn read_many(&self, buffers: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
         let total: u64 = buffers.iter().map(|(_, bytes)| bytes).sum();
         let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        self.read_many_with(buffers, |bytes| out.extend_from_slice(bytes))?;
+        Ok(out)
+    }
+
+    /// [`Gpu::read_many`] without the copy into a vector: `consume` sees the mapped bytes
+    /// of each group in turn (in order, together the buffers' bytes one after the other).
+    pub fn read_many_with(
+        &self,
+        buffers: &[(&wgpu::Buffer, u64)],
+        mut consume: impl FnMut(&[u8]),
+    ) -> Result<()> {
         let limit = self.inner.limits.max_buffer_size;
         let mut rest = buffers;
         while !rest.is_empty() {
@@ -802,12 +813,25 @@ impl Gpu {
                 }
                 self.inner.queue.submit([encoder.finish()]);
             })?;
-            out.extend(self.map_and_read(staging.buffer(), bytes)?);
+            self.map_with(staging.buffer(), bytes, &mut consume)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn map_and_read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let mut data = Vec::new();
+        self.map_with(buffer, bytes, &mut |mapped: &[u8]| data = mapped.to_vec())?;
+        Ok(data)
+    }
+
+    /// Maps the first `bytes` of `buffer` for reading (waiting for the GPU), hands them to
+    /// `consume`, and unmaps.
+    fn map_with(
+        &self,
+        buffer: &wgpu::Buffer,
+        bytes: u64,
+        consume: &mut impl FnMut(&[u8]),
+    ) -> Result<()> {
         let slice = buffer.slice(0..bytes);
         let (sender, receiver) = mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {
@@ -818,12 +842,14 @@ impl Gpu {
             .recv_timeout(Duration::from_secs(60))
             .map_err(|_| Error::Readback("the GPU never finished mapping the buffer".into()))?
             .map_err(|e| Error::Readback(e.to_string()))?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| Error::Readback(e.to_string()))?
-            .to_vec();
+        {
+            let mapped = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Readback(e.to_string()))?;
+            consume(&mapped);
+        }
         buffer.unmap();
-        Ok(data)
+        Ok(())
     }
 }
 
