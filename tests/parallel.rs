@@ -7,14 +7,17 @@ mod common;
 use common::gpu;
 use serde_json::json;
 use shadergrad::checkpoint;
+use shadergrad::data::corpus::lm_batches;
 use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
 use shadergrad::data::tokens::PairVocabSpec;
+use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::nn::{Init, Parameters};
 use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::parallel::{synchronize_parameters, GradientSum, SingleProcess};
 use shadergrad::rng::Rng;
+use shadergrad::train::charlm::{train_lm, train_lm_parallel, LmTraining};
 use shadergrad::train::seq2seq::{
     train_seq2seq, train_seq2seq_parallel, Epochs, Selection, Seq2SeqTraining,
 };
@@ -394,5 +397,81 @@ fn two_devices_on_half_batches_take_the_steps_of_one_on_the_whole() {
             .contains("a batch of 1 pairs cannot be shared among 2 replicas"),
         "{error}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_batch_of_windows_cuts_into_shares_of_its_windows() {
+    let ids: Vec<u32> = (4..40).collect();
+    let batch = lm_batches(&ids, 5, 4, 0, None).unwrap().remove(0);
+    let shares = batch.shards(3).unwrap();
+    assert_eq!(
+        shares.iter().map(|s| s.batch).collect::<Vec<_>>(),
+        [2, 1, 1]
+    );
+    for (share, rows) in shares.iter().zip([0..2, 2..3, 3..4]) {
+        assert_eq!(share.steps, batch.steps);
+        for (row, whole_row) in rows.enumerate() {
+            for t in 0..batch.steps {
+                assert_eq!(
+                    share.input[t * share.batch + row],
+                    batch.input[t * 4 + whole_row]
+                );
+                assert_eq!(
+                    share.target[t * share.batch + row],
+                    batch.target[t * 4 + whole_row]
+                );
+            }
+        }
+    }
+    assert_eq!(shares.iter().map(|s| s.tokens).sum::<usize>(), batch.tokens);
+    assert!(batch.shards(5).is_err() && batch.shards(0).is_err());
+}
+
+/// The language model's ten-odd steps on two devices against one, as the seq2seq test above
+/// (the same bound, for the same reasons).
+#[test]
+fn the_language_model_on_two_devices_takes_the_steps_of_one() {
+    let dir = std::env::temp_dir().join(format!("shadergrad-parallel-lm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let second = second_device();
+    let text: String = (0..120)
+        .map(|i| format!("line {i}: the quick brown fox {} jumps.\n", i % 7))
+        .collect();
+    let training = |save: &std::path::Path| LmTraining {
+        text: text.clone(),
+        text_name: "test text".into(),
+        model: CharLmConfig {
+            cell: shadergrad::kernels::recurrent::CellKind::Gru,
+            vocab_size: 0,
+            embed: 16,
+            hidden: 32,
+            layers: 1,
+        },
+        optimizer: OptimizerConfig::new(Rule::Sgd, 0.5).with_max_grad_norm(1.0),
+        batch: 16,
+        steps: 24,
+        epochs: 1,
+        seed: 3,
+        save: Some(save.to_path_buf()),
+        resume: None,
+        metrics: None,
+        sample_length: 0,
+        max_minutes: None,
+        patience: 3,
+    };
+    let (one, two) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    let single = train_lm(gpu(), &training(&one)).unwrap();
+    let parallel =
+        train_lm_parallel(&[gpu().clone(), second], &SingleProcess, &training(&two)).unwrap();
+    assert_eq!(single.steps, parallel.steps);
+    assert!(single.steps >= 8, "{} steps", single.steps);
+    let (distance, largest) = parameter_distance(&one, &two);
+    assert!(
+        distance <= 1e-5,
+        "the parameters differ by up to {distance:e}"
+    );
+    assert!(largest > 0.1, "parameters of size {largest}");
+    assert!((single.best_val_perplexity - parallel.best_val_perplexity).abs() < 1e-3);
     std::fs::remove_dir_all(&dir).unwrap();
 }

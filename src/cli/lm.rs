@@ -11,10 +11,11 @@ use shadergrad::models::charlm::CharLmModel;
 use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::optim::OptimizerConfig;
 use shadergrad::rng::Rng;
-use shadergrad::train::charlm::{train_lm, LmStop, LmTraining};
+use shadergrad::train::charlm::{train_lm_parallel, LmStop, LmTraining};
 use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
+use super::parallel::{run_training, ParallelArgs, Placement};
 use super::{
     check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_warnings,
     stdout_error, Typed,
@@ -88,6 +89,8 @@ pub(crate) struct TrainLmArgs {
     /// Characters sampled after each epoch (0: none).
     #[arg(long, default_value_t = 160)]
     sample_length: usize,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
 
 #[derive(Args)]
@@ -117,6 +120,14 @@ pub(crate) fn train_lm_command(
     args: TrainLmArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
+    let parallel = args.parallel.clone();
+    run_training("train-lm", selector, &parallel, |placement| {
+        train_lm_on(args, typed, placement)
+    })
+}
+
+/// `train-lm` where `placement` says.
+fn train_lm_on(args: TrainLmArgs, typed: &Typed, placement: Placement) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
     let resume = check_training_files(
         args.save.as_deref(),
@@ -163,8 +174,7 @@ pub(crate) fn train_lm_command(
         Some(path) => (print_warnings(read_text(path)?), path.display().to_string()),
         None => (SHIPPED_TEXT.to_string(), SHIPPED_TEXT_NAME.to_string()),
     };
-    let gpu = open_gpu(selector)?;
-    say!("train-lm on {}", gpu.info().name);
+    let gpus = placement.devices("train-lm")?;
     let mut optimizer = OptimizerConfig::new(rule, args.lr);
     if args.clip > 0.0 {
         optimizer = optimizer.with_max_grad_norm(args.clip);
@@ -185,7 +195,10 @@ pub(crate) fn train_lm_command(
         max_minutes: Some(args.max_minutes),
         patience: args.patience,
     };
-    let result = train_lm(&gpu, &config)?;
+    let result = train_lm_parallel(&gpus, placement.collective, &config)?;
+    if !placement.leads() {
+        return Ok(());
+    }
     let reason = match result.stop {
         LmStop::EpochsDone => "the epochs were done",
         LmStop::NoImprovement => "validation perplexity stopped improving",

@@ -16,6 +16,7 @@
 //! - [`cnn`] holds `train-cnn`;
 //! - [`lm`] holds `train-lm` and `sample`;
 //! - [`mlp`] holds `train-mlp`;
+//! - [`parallel`] holds the data-parallel flags every `train-*` command shares;
 //! - [`seq2seq`] holds `train-seq2seq` and `translate`.
 
 use std::io::Write;
@@ -51,6 +52,7 @@ pub(crate) mod choice;
 pub(crate) mod cnn;
 pub(crate) mod lm;
 pub(crate) mod mlp;
+pub(crate) mod parallel;
 pub(crate) mod seq2seq;
 
 pub(crate) fn stdout_error(source: std::io::Error) -> Error {

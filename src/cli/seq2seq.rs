@@ -12,13 +12,13 @@ use shadergrad::models::seq2seq::{Scores, Seq2SeqModel};
 use shadergrad::nn::seq2seq::{Architecture, RecurrentConfig, Seq2SeqConfig};
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::OptimizerConfig;
-use shadergrad::parallel::{Collective, SingleProcess};
 use shadergrad::train::seq2seq::{
     train_seq2seq_parallel, Epochs, Selection, Seq2SeqTraining, Stop,
 };
-use shadergrad::{AdapterSelector, Error, Gpu};
+use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
+use super::parallel::{run_training, ParallelArgs, Placement};
 use super::{
     check_output_path, check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu,
     print_progress, print_warnings, stdout_error, Typed,
@@ -164,20 +164,8 @@ pub(crate) struct TrainSeq2seqArgs {
     /// the loss, the token error rate, BLEU or chrF (each also reported every epoch).
     #[arg(long, value_enum, default_value_t = choice::Select::Exact)]
     select: choice::Select,
-    /// Train data-parallel on several adapters: indices of `shadergrad adapters`,
-    /// comma-separated (an index given twice opens that adapter twice), or `all` (every
-    /// adapter but OpenGL ones, the same devices again, and software ones when there is a
-    /// GPU). Each batch is shared among them and their gradients summed before every
-    /// update. Instead of --adapter (and $SHADERGRAD_ADAPTER).
-    #[arg(long, value_name = "LIST")]
-    adapters: Option<String>,
-    /// Train as one process of an MPI job: `mpirun -n N shadergrad train-seq2seq
-    /// --distributed …` (a build with the `mpi` feature). Each process takes its share of
-    /// every batch on its adapters (--adapters, else its machine's GPUs in turn), the
-    /// gradients are summed across all of them, and process 0 alone reports, validates and
-    /// saves.
-    #[arg(long)]
-    distributed: bool,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
 
 #[derive(Args)]
@@ -200,104 +188,20 @@ pub(crate) struct TranslateArgs {
     text: Vec<String>,
 }
 
-/// What `--adapters all` takes: every adapter but OpenGL ones (the same devices again) and,
-/// when there is a GPU, software ones; in `shadergrad adapters`'s order.
-fn usable_adapters() -> shadergrad::Result<Vec<wgpu::Adapter>> {
-    let adapters = shadergrad::gpu::enumerate_adapters(&shadergrad::gpu::instance())?;
-    let has_gpu = adapters
-        .iter()
-        .any(|adapter| !shadergrad::gpu::is_software(&adapter.get_info()));
-    let usable: Vec<wgpu::Adapter> = adapters
-        .into_iter()
-        .filter(|adapter| {
-            let info = adapter.get_info();
-            info.backend != wgpu::Backend::Gl && !(has_gpu && shadergrad::gpu::is_software(&info))
-        })
-        .collect();
-    if usable.is_empty() {
-        return Err(shadergrad::Error::NoAdapter);
-    }
-    Ok(usable)
-}
-
-/// Opens a device on each adapter `--adapters` names: `all`, or indices separated by
-/// commas (one given twice opens its adapter twice), tuned as the command line tunes.
-fn open_adapter_list(list: &str) -> shadergrad::Result<Vec<Gpu>> {
-    let bad = || {
-        Error::invalid(
-            "train-seq2seq",
-            format!(
-                "--adapters {list:?}: expected indices of `shadergrad adapters` separated by \
-                 commas (0,1), or all"
-            ),
-        )
-    };
-    let gpus = if list.trim() == "all" {
-        usable_adapters()?
-            .into_iter()
-            .map(Gpu::from_adapter)
-            .collect::<shadergrad::Result<Vec<_>>>()?
-    } else {
-        let indices = list
-            .split(',')
-            .map(|index| index.trim().parse::<usize>().map_err(|_| bad()))
-            .collect::<shadergrad::Result<Vec<_>>>()?;
-        indices
-            .into_iter()
-            .map(|index| Gpu::new(&AdapterSelector::Index(index)))
-            .collect::<shadergrad::Result<Vec<_>>>()?
-    };
-    if gpus.is_empty() {
-        return Err(bad());
-    }
-    for gpu in &gpus {
-        gpu.set_autotune(super::command_line_autotune());
-    }
-    Ok(gpus)
-}
-
 /// `train-seq2seq`: generates or reads the pairs, trains, reports what it reached.
 pub(crate) fn train_seq2seq_command(
     selector: &AdapterSelector,
     args: TrainSeq2seqArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
-    if !args.distributed {
-        return train_on(selector, args, typed, &SingleProcess, None);
-    }
-    #[cfg(feature = "mpi")]
-    {
-        let world = shadergrad::parallel::MpiWorld::init()?;
-        let local = world.local_rank();
-        if let Err(error) = train_on(selector, args, typed, &world, Some(local)) {
-            say!(
-                "error (process {} of {}): {error}",
-                world.rank(),
-                world.size()
-            );
-            // The other processes would wait for this one in their next sum: end them all.
-            world.abort(1);
-        }
-        Ok(())
-    }
-    #[cfg(not(feature = "mpi"))]
-    Err(Error::invalid(
-        "train-seq2seq",
-        "--distributed needs a build with the mpi feature: `cargo build --release --features \
-         mpi` (scripts/setup-mpi.sh installs Open MPI and libclang first), then `mpirun -n N \
-         target/release/shadergrad train-seq2seq --distributed …`",
-    ))
+    let parallel = args.parallel.clone();
+    run_training("train-seq2seq", selector, &parallel, |placement| {
+        train_on(args, typed, placement)
+    })
 }
 
-/// `train-seq2seq` as one of `collective`'s processes; `local` is this process's rank
-/// among those of its machine and their number, when it is one of an MPI job's.
-fn train_on(
-    selector: &AdapterSelector,
-    args: TrainSeq2seqArgs,
-    typed: &Typed,
-    collective: &dyn Collective,
-    local: Option<(usize, usize)>,
-) -> shadergrad::Result<()> {
+/// `train-seq2seq` where `placement` says.
+fn train_on(args: TrainSeq2seqArgs, typed: &Typed, placement: Placement) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
     if let Some(p) = args.dropout {
         if !(0.0..1.0).contains(&p) {
@@ -462,45 +366,7 @@ fn train_on(
             Sharing::Separate
         },
     };
-    let gpus = match &args.adapters {
-        Some(list) => {
-            if *selector != AdapterSelector::Default {
-                return Err(Error::invalid(
-                    "train-seq2seq",
-                    format!(
-                        "--adapter {selector} and --adapters {list}: give one of them (--adapters \
-                         names every adapter to train on)"
-                    ),
-                ));
-            }
-            open_adapter_list(list)?
-        }
-        // Processes sharing a machine take its GPUs in turn, unless told which.
-        None => match local {
-            Some((local_rank, _))
-                if *selector == AdapterSelector::Default
-                    && std::env::var_os(shadergrad::gpu::ADAPTER_ENV).is_none() =>
-            {
-                let mut adapters = usable_adapters()?;
-                let adapter = adapters.swap_remove(local_rank % adapters.len());
-                let gpu = Gpu::from_adapter(adapter)?;
-                gpu.set_autotune(super::command_line_autotune());
-                vec![gpu]
-            }
-            _ => vec![open_gpu(selector)?],
-        },
-    };
-    let names: Vec<String> = gpus.iter().map(|gpu| gpu.info().name.clone()).collect();
-    if local.is_some() {
-        say!(
-            "train-seq2seq process {} of {} on {}",
-            collective.rank(),
-            collective.size(),
-            names.join(" + ")
-        );
-    } else {
-        say!("train-seq2seq on {}", names.join(" + "));
-    }
+    let gpus = placement.devices("train-seq2seq")?;
     // The default rate follows the model trained: a resumed checkpoint's, else --arch's.
     let trains_transformer = match &resume {
         Some(checkpoint) => {
@@ -549,8 +415,8 @@ fn train_on(
         samples: args.samples,
         select: args.select.into(),
     };
-    let result = train_seq2seq_parallel(&gpus, collective, &config)?;
-    if collective.rank() != 0 {
+    let result = train_seq2seq_parallel(&gpus, placement.collective, &config)?;
+    if !placement.leads() {
         return Ok(());
     }
     let (selection, best) = result.best;

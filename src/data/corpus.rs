@@ -78,6 +78,27 @@ pub struct LmBatch {
     pub tokens: usize,
 }
 
+impl LmBatch {
+    /// The batch cut into `parts` batches of consecutive windows, as equal as can be (the
+    /// first ones a window longer), each with this batch's steps: the shares of
+    /// data-parallel replicas. Errors when there are fewer windows than parts.
+    pub fn shards(&self, parts: usize) -> Result<Vec<LmBatch>> {
+        Ok(super::share_rows(self.batch, parts)?
+            .into_iter()
+            .map(|rows| {
+                let target = super::time_major_rows(&self.target, self.batch, rows.clone());
+                LmBatch {
+                    batch: rows.len(),
+                    steps: self.steps,
+                    input: super::time_major_rows(&self.input, self.batch, rows),
+                    tokens: target.iter().filter(|&&t| t != PAD).count(),
+                    target,
+                }
+            })
+            .collect())
+    }
+}
+
 /// The windows of `ids` starting at `start`, `start + steps`, … (each predicting the `steps`
 /// characters after its first), `batch` to an [`LmBatch`]; in a seeded random order when
 /// `shuffle` gives a seed, else in reading order. Every character after `start` is a target

@@ -478,6 +478,35 @@ impl Standardizer {
     }
 }
 
+/// The rows `0..rows` of a batch cut into `parts` ranges of consecutive rows, as equal as
+/// can be (the first ones a row longer): the shares of data-parallel replicas. Errors when
+/// there are fewer rows than parts, or no parts.
+pub fn share_rows(rows: usize, parts: usize) -> Result<Vec<std::ops::Range<usize>>> {
+    if parts == 0 || parts > rows {
+        return Err(Error::invalid(
+            "share_rows",
+            format!("{parts} parts of a batch of {rows} rows: expected between 1 and the rows"),
+        ));
+    }
+    let (base, longer) = (rows / parts, rows % parts);
+    let mut end = 0;
+    Ok((0..parts)
+        .map(|part| {
+            let start = end;
+            end += base + usize::from(part < longer);
+            start..end
+        })
+        .collect())
+}
+
+/// Rows `rows` of a time-major `[steps, batch]` array, time-major in turn.
+pub fn time_major_rows(values: &[u32], batch: usize, rows: std::ops::Range<usize>) -> Vec<u32> {
+    values
+        .chunks(batch)
+        .flat_map(|step| step[rows.clone()].iter().copied())
+        .collect()
+}
+
 /// Splits off `valid_fraction` (strictly between 0 and 1) of `items`, shuffled with the seed:
 /// (train, valid), the validation part round(`valid_fraction` × items) long. Each side needs
 /// at least one item; otherwise an error naming the counts, in which `what` names the items.

@@ -708,20 +708,15 @@ impl SeqBatch {
                 ),
             ));
         }
-        let (b, count) = (self.batch, rows.len());
-        let time_major = |values: &[u32], steps: usize| -> Vec<u32> {
-            (0..steps)
-                .flat_map(|t| values[t * b + rows.start..t * b + rows.end].iter().copied())
-                .collect()
-        };
+        let time_major = |values: &[u32]| super::time_major_rows(values, self.batch, rows.clone());
         Ok(SeqBatch {
-            batch: count,
+            batch: rows.len(),
             real: self.real.clamp(rows.start, rows.end) - rows.start,
             source_steps: self.source_steps,
             target_steps: self.target_steps,
-            source: time_major(&self.source, self.source_steps),
+            source: time_major(&self.source),
             source_lengths: self.source_lengths[rows.clone()].to_vec(),
-            decoder_input: time_major(&self.decoder_input, self.target_steps),
+            decoder_input: time_major(&self.decoder_input),
             target: self.target[rows.start * self.target_steps..rows.end * self.target_steps]
                 .to_vec(),
             target_lengths: self.target_lengths[rows.clone()].to_vec(),
@@ -733,24 +728,9 @@ impl SeqBatch {
     /// first ones a row longer), each with this batch's steps: the shares of data-parallel
     /// replicas. Errors when there are fewer rows than parts.
     pub fn shards(&self, parts: usize) -> Result<Vec<SeqBatch>> {
-        if parts == 0 || parts > self.batch {
-            return Err(Error::invalid(
-                "SeqBatch::shards",
-                format!(
-                    "{parts} parts of a batch of {} rows: expected between 1 and the rows",
-                    self.batch
-                ),
-            ));
-        }
-        let (base, longer) = (self.batch / parts, self.batch % parts);
-        let mut start = 0;
-        (0..parts)
-            .map(|part| {
-                let count = base + usize::from(part < longer);
-                let shard = self.rows(start..start + count);
-                start += count;
-                shard
-            })
+        super::share_rows(self.batch, parts)?
+            .into_iter()
+            .map(|rows| self.rows(rows))
             .collect()
     }
 

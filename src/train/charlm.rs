@@ -7,15 +7,23 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::checkpoint::Checkpoint;
+use crate::data::corpus::LmBatch;
 use crate::data::corpus::{lm_batches, split_text, unigram_perplexity};
 use crate::data::text::Vocab;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::models::charlm::StepReport;
 use crate::models::charlm::{evaluate, CharLmModel};
 use crate::nn::charlm::CharLmConfig;
+use crate::nn::Parameters;
 use crate::optim::OptimizerConfig;
+use crate::parallel::{Collective, SingleProcess};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::parallel::{
+    check_batch_fits, describe_replicas, leaders_choice, DataParallel, ExchangeTotals, Replica,
+    ShareReport,
+};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
@@ -93,8 +101,36 @@ pub struct LmResult {
     pub chars_per_s: f64,
 }
 
-/// Trains a model as `config` says, reporting progress on stderr.
+/// Trains a model as `config` says on one device, reporting progress on stderr.
 pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
+    train_lm_parallel(std::slice::from_ref(gpu), &SingleProcess, config)
+}
+
+/// Trains a model as `config` says, data-parallel: a replica on each of `gpus`, and on
+/// those of every other process of `collective`. Each batch of windows is cut into one
+/// share per replica of every process (so `config.batch` must be at least their number),
+/// the replicas' gradients are summed and every replica applies the same update: the step
+/// one device takes on the whole batch, up to the order of the sums. Process 0 alone
+/// prints progress and samples, validates (on its first device), saves and decides when
+/// to stop; the others follow it (their result's validation figures stay empty).
+pub fn train_lm_parallel(
+    gpus: &[Gpu],
+    collective: &dyn Collective,
+    config: &LmTraining,
+) -> Result<LmResult> {
+    let Some(gpu) = gpus.first() else {
+        return Err(Error::invalid(
+            "train-lm",
+            "no devices: expected at least one",
+        ));
+    };
+    let leader = collective.rank() == 0;
+    check_batch_fits(
+        "train-lm",
+        (config.batch, "windows"),
+        gpus.len(),
+        collective,
+    )?;
     if config.batch == 0 || config.steps == 0 || config.epochs == 0 {
         return Err(Error::invalid(
             "train-lm",
@@ -177,14 +213,34 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-lm")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-lm")?;
         best = training_number(checkpoint, "val_perplexity").map_or(f64::INFINITY, f64::ln);
-        note!(
-            "resuming from {} after epoch {}; the model and its vocabulary come from the \
-             checkpoint",
-            checkpoint.path.display(),
-            first_epoch - 1
-        );
+        if leader {
+            note!(
+                "resuming from {} after epoch {}; the model and its vocabulary come from the \
+                 checkpoint",
+                checkpoint.path.display(),
+                first_epoch - 1
+            );
+        }
     }
-    let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
+    let mut parallel = if gpus.len() * collective.size() > 1 {
+        let mut others = Vec::with_capacity(gpus.len() - 1);
+        for gpu in &gpus[1..] {
+            let replica =
+                CharLmModel::new(gpu, model.config.clone(), model.vocab.clone(), config.seed)?;
+            let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
+            if let Some(checkpoint) = &resumed {
+                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-lm")?;
+            }
+            others.push((replica, replica_optimizer));
+        }
+        Some(DataParallel::new("train-lm", &model, others, collective)?)
+    } else {
+        None
+    };
+    let mut metrics = match &config.metrics {
+        Some(path) if leader => Some(MetricsFile::open(path)?),
+        _ => None,
+    };
     let valid_batches = lm_batches(&valid, config.steps, config.batch, 0, None)?;
     // The sample prompt: the start of the text's first line, which the model has read.
     let first_line: String = train_chars
@@ -196,23 +252,26 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         ids if ids.is_empty() => train[..1].to_vec(),
         ids => ids,
     };
-    note!(
-        "{} {}-layer{} character language model, hidden {}, embedding {}: {} parameters; {} \
+    if leader {
+        note!(
+            "{} {}-layer{} character language model, hidden {}, embedding {}: {} parameters; {} \
          training and {} validation characters of {}, vocabulary of {} characters; windows of \
-         {} steps, batch {}; unigram perplexity {unigram:.2}",
-        model.config.cell.name(),
-        model.config.layers,
-        if model.config.layers == 1 { "" } else { "s" },
-        model.config.hidden,
-        model.config.embed,
-        model.parameters.numel(),
-        train.len(),
-        valid.len(),
-        config.text_name,
-        model.vocab.chars().len(),
-        config.steps,
-        config.batch,
-    );
+         {} steps, batch {}; unigram perplexity {unigram:.2}{}",
+            model.config.cell.name(),
+            model.config.layers,
+            if model.config.layers == 1 { "" } else { "s" },
+            model.config.hidden,
+            model.config.embed,
+            model.parameters.numel(),
+            train.len(),
+            valid.len(),
+            config.text_name,
+            model.vocab.chars().len(),
+            config.steps,
+            config.batch,
+            describe_replicas(gpus.len(), collective, config.batch),
+        );
+    }
 
     let started = Instant::now();
     let cap = config
@@ -220,11 +279,14 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         .map(|m| Duration::from_secs_f64(m * 60.0));
     let windows_per_epoch = (train.len() - 1).div_ceil(config.steps);
     let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
-    let mut progress = Progress::stderr(
-        (windows_per_epoch.div_ceil(config.batch) * epochs_left) as u64,
-        config.epochs,
-        "char",
-    );
+    // Only process 0 draws progress; the others train silently beside it.
+    let mut progress = leader.then(|| {
+        Progress::stderr(
+            (windows_per_epoch.div_ceil(config.batch) * epochs_left) as u64,
+            config.epochs,
+            "char",
+        )
+    });
     let mut step = optimizer.current_step();
     let (mut train_chars_seen, mut train_seconds) = (0usize, 0.0f64);
     let (mut epochs_run, mut since_best) = (0usize, 0usize);
@@ -243,15 +305,41 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             start,
             Some(rng.next_u64()),
         )?;
-        progress.start_epoch(epoch);
+        if let Some(progress) = progress.as_mut() {
+            progress.start_epoch(epoch);
+        }
         let (mut loss_sum, mut tokens) = (0.0f64, 0usize);
         let epoch_start = Instant::now();
+        let mut exchange = ExchangeTotals::default();
         for batch in &batches {
             step += 1;
-            optimizer.prepare_step(step)?;
-            let report = model.train_step(batch, optimizer.dispatches())?;
+            let report = match parallel.as_mut() {
+                Some(parallel) => {
+                    let shares = batch.shards(parallel.replicas_in_all())?;
+                    let (report, _, timing) = parallel.step(
+                        &mut model,
+                        &mut optimizer,
+                        &shares,
+                        batch.tokens,
+                        (config.seed, step),
+                        false,
+                    )?;
+                    exchange.add(&timing);
+                    StepReport {
+                        loss: report.loss,
+                        tokens: report.items,
+                        correct: report.correct,
+                    }
+                }
+                None => {
+                    optimizer.prepare_step(step)?;
+                    model.train_step(batch, optimizer.dispatches())?
+                }
+            };
             if !report.loss.is_finite() {
-                progress.finish();
+                if let Some(progress) = progress.as_mut() {
+                    progress.finish();
+                }
                 return Err(Error::invalid(
                     "train-lm",
                     format!(
@@ -268,93 +356,132 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
             }
             loss_sum += f64::from(report.loss) * report.tokens as f64;
             tokens += report.tokens;
-            progress.advance(
-                report.tokens as u64,
-                &[("loss", loss_sum / tokens.max(1) as f64)],
-            );
+            if let Some(progress) = progress.as_mut() {
+                progress.advance(
+                    report.tokens as u64,
+                    &[("loss", loss_sum / tokens.max(1) as f64)],
+                );
+            }
         }
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         train_chars_seen += tokens;
         train_seconds += epoch_seconds;
         let chars_per_s = tokens as f64 / epoch_seconds.max(1e-9);
         let train_loss = loss_sum / tokens.max(1) as f64;
-        let (val_loss, val_accuracy) = evaluate(&mut model, &valid_batches)?;
-        let val_perplexity = val_loss.exp();
-        progress.message(&format!(
-            "epoch {epoch}: train loss {train_loss:.4} (perplexity {:.2}) | validation loss \
-             {val_loss:.4}, perplexity {val_perplexity:.2}, next-character accuracy \
-             {val_accuracy:.4} | {chars_per_s:.0} chars/s, {:.0} s so far",
-            train_loss.exp(),
-            started.elapsed().as_secs_f64()
-        ));
-        if config.sample_length > 0 {
-            let mut sample_rng = Rng::new(config.seed ^ (epoch as u64) << 32);
-            let drawn = model.sample(
-                &prompt,
-                config.sample_length,
-                EPOCH_SAMPLE_TEMPERATURE,
-                &mut sample_rng,
-            )?;
-            let text = model.vocab.decode(&prompt) + &model.vocab.decode(&drawn);
-            let shown: Vec<String> = text.lines().map(|line| format!("  | {line}")).collect();
-            progress.message(&format!(
-                "  sample at temperature {EPOCH_SAMPLE_TEMPERATURE}:\n{}",
-                shown.join("\n")
-            ));
-        }
-        if let Some(file) = metrics.as_mut() {
-            let record = EpochMetrics {
-                epoch,
-                step,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                train_loss,
-                val_loss: Some(val_loss),
-                val_accuracy: Some(val_accuracy),
-                extra: Vec::new(),
-            }
-            .with("val_perplexity", val_perplexity)
-            .with("train_perplexity", train_loss.exp())
-            .with("chars_per_s", chars_per_s)
-            .with("lr", f64::from(optimizer.learning_rate(step)));
-            file.append(&record)?;
-        }
         epochs_run += 1;
-        since_best += 1;
-        if val_loss < best {
-            best = val_loss;
-            since_best = 0;
-            if let Some(path) = &config.save {
-                let training = json!({
-                    "training": {
-                        "epoch": epoch,
-                        "steps": step,
-                        "optimizer_step": optimizer.current_step(),
-                        "val_perplexity": val_perplexity,
-                        "seed": config.seed,
-                        "batch": config.batch,
-                        "window": config.steps,
-                        "lr": config.optimizer.lr,
-                        "optimizer": format!("{:?}", config.optimizer.rule),
-                        "text": config.text_name,
-                    }
-                });
-                model.save(path, Some(&optimizer), training)?;
+        // Process 0 validates, reports and saves; its verdict reaches every process.
+        let verdict = if let Some(progress) = progress.as_mut() {
+            let (val_loss, val_accuracy) = evaluate(&mut model, &valid_batches)?;
+            let val_perplexity = val_loss.exp();
+            progress.message(&format!(
+                "epoch {epoch}: train loss {train_loss:.4} (perplexity {:.2}) | validation loss \
+                 {val_loss:.4}, perplexity {val_perplexity:.2}, next-character accuracy \
+                 {val_accuracy:.4} | {chars_per_s:.0} chars/s, {:.0} s so far",
+                train_loss.exp(),
+                started.elapsed().as_secs_f64()
+            ));
+            if let Some(parallel) = &parallel {
                 progress.message(&format!(
-                    "  saved {} (validation perplexity {val_perplexity:.2})",
-                    path.display()
+                    "  {}",
+                    exchange.describe(parallel.replicas_in_all())
                 ));
             }
-        }
-        if since_best >= config.patience.max(1) {
-            stop = LmStop::NoImprovement;
-            break;
-        }
-        if cap.is_some_and(|cap| started.elapsed() >= cap) {
-            stop = LmStop::TimeCap;
-            break;
+            if config.sample_length > 0 {
+                let mut sample_rng = Rng::new(config.seed ^ (epoch as u64) << 32);
+                let drawn = model.sample(
+                    &prompt,
+                    config.sample_length,
+                    EPOCH_SAMPLE_TEMPERATURE,
+                    &mut sample_rng,
+                )?;
+                let text = model.vocab.decode(&prompt) + &model.vocab.decode(&drawn);
+                let shown: Vec<String> = text.lines().map(|line| format!("  | {line}")).collect();
+                progress.message(&format!(
+                    "  sample at temperature {EPOCH_SAMPLE_TEMPERATURE}:\n{}",
+                    shown.join("\n")
+                ));
+            }
+            if let Some(file) = metrics.as_mut() {
+                let record = EpochMetrics {
+                    epoch,
+                    step,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    train_loss,
+                    val_loss: Some(val_loss),
+                    val_accuracy: Some(val_accuracy),
+                    extra: Vec::new(),
+                }
+                .with("val_perplexity", val_perplexity)
+                .with("train_perplexity", train_loss.exp())
+                .with("chars_per_s", chars_per_s)
+                .with("lr", f64::from(optimizer.learning_rate(step)));
+                let record = match &parallel {
+                    Some(_) => exchange.recorded(record),
+                    None => record,
+                };
+                file.append(&record)?;
+            }
+            since_best += 1;
+            if val_loss < best {
+                best = val_loss;
+                since_best = 0;
+                if let Some(path) = &config.save {
+                    let training = json!({
+                        "training": {
+                            "epoch": epoch,
+                            "steps": step,
+                            "optimizer_step": optimizer.current_step(),
+                            "val_perplexity": val_perplexity,
+                            "seed": config.seed,
+                            "batch": config.batch,
+                            "window": config.steps,
+                            "lr": config.optimizer.lr,
+                            "optimizer": format!("{:?}", config.optimizer.rule),
+                            "text": config.text_name,
+                        }
+                    });
+                    model.save(path, Some(&optimizer), training)?;
+                    progress.message(&format!(
+                        "  saved {} (validation perplexity {val_perplexity:.2})",
+                        path.display()
+                    ));
+                }
+            }
+            if since_best >= config.patience.max(1) {
+                Some(LmStop::NoImprovement)
+            } else if cap.is_some_and(|cap| started.elapsed() >= cap) {
+                Some(LmStop::TimeCap)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let code = match verdict {
+            None => 0,
+            Some(LmStop::EpochsDone) => 1,
+            Some(LmStop::NoImprovement) => 2,
+            Some(LmStop::TimeCap) => 3,
+        };
+        match leaders_choice(collective, code)? {
+            0 => {}
+            2 => {
+                stop = LmStop::NoImprovement;
+                break;
+            }
+            3 => {
+                stop = LmStop::TimeCap;
+                break;
+            }
+            _ => {
+                stop = LmStop::EpochsDone;
+                break;
+            }
         }
     }
-    progress.finish();
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
     Ok(LmResult {
         steps: step,
         epochs: epochs_run,
@@ -364,4 +491,21 @@ pub fn train_lm(gpu: &Gpu, config: &LmTraining) -> Result<LmResult> {
         unigram_perplexity: unigram,
         chars_per_s: train_chars_seen as f64 / train_seconds.max(1e-9),
     })
+}
+
+impl Replica for CharLmModel {
+    type Batch = LmBatch;
+
+    fn parameters(&self) -> &Parameters {
+        &self.parameters
+    }
+
+    fn gradients(&mut self, share: &LmBatch, _dropout_seed: u32) -> Result<ShareReport> {
+        let report = self.train_step(share, &[])?;
+        Ok(ShareReport {
+            loss: report.loss,
+            items: report.tokens,
+            correct: report.correct,
+        })
+    }
 }

@@ -20,6 +20,7 @@ pub mod charlm;
 pub mod cnn;
 pub mod metrics;
 pub mod mlp;
+pub(crate) mod parallel;
 pub mod progress;
 pub mod seq2seq;
 

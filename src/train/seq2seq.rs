@@ -15,9 +15,14 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::seq2seq::{dropout_seed, evaluate, rounded, Scores, Seq2SeqModel, StepReport};
 use crate::nn::seq2seq::{Architecture, Seq2SeqConfig};
-use crate::optim::{Optimizer, OptimizerConfig, Schedule};
-use crate::parallel::{synchronize_parameters, Collective, GradientSum, SingleProcess, SumTiming};
+use crate::nn::Parameters;
+use crate::optim::{OptimizerConfig, Schedule};
+use crate::parallel::{Collective, SingleProcess};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::parallel::{
+    check_batch_fits, describe_replicas, leaders_choice, DataParallel, ExchangeTotals, Replica,
+    ShareReport,
+};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
@@ -228,19 +233,13 @@ pub fn train_seq2seq_parallel(
         ));
     };
     let leader = collective.rank() == 0;
-    let shards = gpus.len() * collective.size();
-    if config.batch < shards {
-        return Err(Error::invalid(
-            "train-seq2seq",
-            format!(
-                "a batch of {} pairs cannot be shared among {shards} replicas ({} per process \
-                 × {} processes): expected a batch of at least {shards}",
-                config.batch,
-                gpus.len(),
-                collective.size()
-            ),
-        ));
-    }
+    let shares = gpus.len() * collective.size();
+    check_batch_fits(
+        "train-seq2seq",
+        (config.batch, "pairs"),
+        gpus.len(),
+        collective,
+    )?;
     if config.batch == 0
         || config.epochs == Epochs::Fixed(0)
         || config.train.is_empty()
@@ -326,8 +325,8 @@ pub fn train_seq2seq_parallel(
             );
         }
     }
-    let mut parallel = if shards > 1 {
-        Some(DataParallel::new(
+    let mut parallel = if shares > 1 {
+        Some(data_parallel(
             &model,
             &gpus[1..],
             collective,
@@ -375,16 +374,7 @@ pub fn train_seq2seq_parallel(
             train.len(),
             valid.len(),
             describe_vocab(&model.vocab),
-            match shards {
-                1 => String::new(),
-                _ => format!(
-                    "; data-parallel over {shards} replicas ({} per process × {} processes), \
-                 each batch of {} shared among them",
-                    gpus.len(),
-                    collective.size(),
-                    config.batch
-                ),
-            }
+            describe_replicas(gpus.len(), collective, config.batch)
         );
     }
 
@@ -426,17 +416,22 @@ pub fn train_seq2seq_parallel(
                 Some(parallel) => {
                     // Process 0's clock decides for every process, within the step's sum.
                     let stop_after = leader && out_of_time();
+                    let shares = batch.shards(parallel.replicas_in_all())?;
                     let (report, stop, timing) = parallel.step(
                         &mut model,
                         &mut optimizer,
-                        &batch,
-                        config.seed,
-                        step,
+                        &shares,
+                        batch.target_tokens(),
+                        (config.seed, step),
                         stop_after,
                     )?;
                     exchange.add(&timing);
                     timed_out = stop;
-                    report
+                    StepReport {
+                        loss: report.loss,
+                        tokens: report.items,
+                        correct: report.correct,
+                    }
                 }
                 None => {
                     optimizer.prepare_step(step)?;
@@ -547,10 +542,7 @@ pub fn train_seq2seq_parallel(
                 .with("tokens_per_s", tokens_per_s)
                 .with("lr", f64::from(optimizer.learning_rate(step)));
                 if parallel.is_some() {
-                    record = record
-                        .with("gradient_sum_s_per_step", exchange.seconds_per_step())
-                        .with("all_reduce_s_per_step", exchange.all_reduce_s_per_step())
-                        .with("all_reduce_bytes_per_step", exchange.bytes_per_step());
+                    record = exchange.recorded(record);
                 }
                 file.append(&record)?;
             }
@@ -628,19 +620,14 @@ enum Verdict {
 impl Verdict {
     /// Process 0's verdict, on every process.
     fn shared(self, collective: &dyn Collective) -> Result<Verdict> {
-        if collective.size() == 1 {
-            return Ok(self);
-        }
         let code = match self {
-            Verdict::Continue => 0.0,
-            Verdict::Stop(Stop::EpochsDone) => 1.0,
-            Verdict::Stop(Stop::NoImprovement) => 2.0,
-            Verdict::Stop(Stop::Perfect) => 3.0,
-            Verdict::Stop(Stop::TimeCap) => 4.0,
+            Verdict::Continue => 0,
+            Verdict::Stop(Stop::EpochsDone) => 1,
+            Verdict::Stop(Stop::NoImprovement) => 2,
+            Verdict::Stop(Stop::Perfect) => 3,
+            Verdict::Stop(Stop::TimeCap) => 4,
         };
-        let mut shared = [code];
-        collective.broadcast_from_root(&mut shared)?;
-        Ok(match shared[0] as u8 {
+        Ok(match leaders_choice(collective, code)? {
             0 => Verdict::Continue,
             1 => Verdict::Stop(Stop::EpochsDone),
             2 => Verdict::Stop(Stop::NoImprovement),
@@ -650,193 +637,49 @@ impl Verdict {
     }
 }
 
-/// The replicas of data-parallel training besides the first (the one the loop validates
-/// and saves), and how the gradients of all of them meet.
-struct DataParallel<'c> {
-    others: Vec<(Seq2SeqModel, Optimizer)>,
-    sum: GradientSum,
+impl Replica for Seq2SeqModel {
+    type Batch = SeqBatch;
+
+    fn parameters(&self) -> &Parameters {
+        &self.parameters
+    }
+
+    fn gradients(&mut self, share: &SeqBatch, dropout_seed: u32) -> Result<ShareReport> {
+        let report = self.train_step(share, dropout_seed, &[])?;
+        Ok(ShareReport {
+            loss: report.loss,
+            items: report.tokens,
+            correct: report.correct,
+        })
+    }
+}
+
+/// Replicas of `model` on `gpus`, each with an optimizer like `model`'s (resumed from
+/// `resumed` if given), and the step that shares batches among them and every process's.
+fn data_parallel<'c>(
+    model: &Seq2SeqModel,
+    gpus: &[Gpu],
     collective: &'c dyn Collective,
-}
-
-impl<'c> DataParallel<'c> {
-    /// Replicas of `model` on `gpus`, starting from its parameters (process 0's, on every
-    /// process), each with an optimizer like `model`'s (resumed from `resumed` if given).
-    fn new(
-        model: &Seq2SeqModel,
-        gpus: &[Gpu],
-        collective: &'c dyn Collective,
-        optimizer: OptimizerConfig,
-        resumed: Option<&crate::checkpoint::Checkpoint>,
-        seed: u64,
-    ) -> Result<Self> {
-        let mut others = Vec::with_capacity(gpus.len());
-        for gpu in gpus {
-            let replica = Seq2SeqModel::new(
-                gpu,
-                model.config.clone(),
-                model.vocab.clone(),
-                (model.max_source, model.max_target),
-                seed,
-            )?;
-            let mut replica_optimizer = replica.parameters.optimizer(optimizer)?;
-            if let Some(checkpoint) = resumed {
-                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-seq2seq")?;
-            }
-            others.push((replica, replica_optimizer));
+    optimizer: OptimizerConfig,
+    resumed: Option<&crate::checkpoint::Checkpoint>,
+    seed: u64,
+) -> Result<DataParallel<'c, Seq2SeqModel>> {
+    let mut others = Vec::with_capacity(gpus.len());
+    for gpu in gpus {
+        let replica = Seq2SeqModel::new(
+            gpu,
+            model.config.clone(),
+            model.vocab.clone(),
+            (model.max_source, model.max_target),
+            seed,
+        )?;
+        let mut replica_optimizer = replica.parameters.optimizer(optimizer)?;
+        if let Some(checkpoint) = resumed {
+            resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-seq2seq")?;
         }
-        let mut parameters = vec![model.parameters.clone()];
-        parameters.extend(others.iter().map(|(replica, _)| replica.parameters.clone()));
-        let sum = GradientSum::new(&parameters)?;
-        // Every process must hold the same model, or the sums would mix unlike numbers.
-        let numel = sum.numel();
-        let ours = [(numel >> 20) as f32, (numel & 0xF_FFFF) as f32];
-        let mut first = ours;
-        collective.broadcast_from_root(&mut first)?;
-        if first != ours {
-            return Err(Error::invalid(
-                "train-seq2seq",
-                format!(
-                    "process {}'s model has {numel} parameters, process 0's {}: every process \
-                     must build the same model (the same data, flags and checkpoint)",
-                    collective.rank(),
-                    ((first[0] as usize) << 20) + first[1] as usize
-                ),
-            ));
-        }
-        synchronize_parameters(&parameters, collective)?;
-        Ok(DataParallel {
-            sum,
-            others,
-            collective,
-        })
+        others.push((replica, replica_optimizer));
     }
-
-    /// Replicas in every process: the shares each batch is cut into.
-    fn replicas_in_all(&self) -> usize {
-        (1 + self.others.len()) * self.collective.size()
-    }
-
-    /// One step over `batch`: each local replica (`model` first) computes the gradients of
-    /// its share, the gradients are summed over every replica of every process, and every
-    /// local replica applies the update. Returns the whole batch's report, whether process
-    /// 0 asked (`stop_after`) to stop after this step, and the sum's timing.
-    fn step(
-        &mut self,
-        model: &mut Seq2SeqModel,
-        optimizer: &mut Optimizer,
-        batch: &SeqBatch,
-        run_seed: u64,
-        step: u64,
-        stop_after: bool,
-    ) -> Result<(StepReport, bool, SumTiming)> {
-        let local = 1 + self.others.len();
-        let shards = batch.shards(self.replicas_in_all())?;
-        let first = self.collective.rank() * local;
-        let mine = &shards[first..first + local];
-        let seeds: Vec<u32> = (first..first + local)
-            .map(|shard| shard_dropout_seed(run_seed, step, shard))
-            .collect();
-        optimizer.prepare_step(step)?;
-        for (_, replica_optimizer) in &mut self.others {
-            replica_optimizer.prepare_step(step)?;
-        }
-        // Each replica on its own thread, so that the devices work at once.
-        let reports = std::thread::scope(|scope| {
-            let others: Vec<_> = self
-                .others
-                .iter_mut()
-                .zip(&mine[1..])
-                .zip(&seeds[1..])
-                .map(|(((replica, _), shard), &seed)| {
-                    scope.spawn(move || replica.train_step(shard, seed, &[]))
-                })
-                .collect();
-            let mut reports = vec![model.train_step(&mine[0], seeds[0], &[])];
-            for handle in others {
-                reports.push(handle.join().unwrap_or_else(|_| {
-                    Err(Error::invalid(
-                        "train-seq2seq",
-                        "a replica's thread panicked",
-                    ))
-                }));
-            }
-            reports
-        })
-        .into_iter()
-        .collect::<Result<Vec<StepReport>>>()?;
-        // Each replica's loss is the mean over its share: weighing it by the share's tokens
-        // makes the sum the gradient of the whole batch's mean.
-        let tokens = batch.target_tokens();
-        let weights: Vec<f32> = reports
-            .iter()
-            .map(|r| r.tokens as f32 / tokens.max(1) as f32)
-            .collect();
-        let mut counters = [
-            reports.iter().zip(&weights).map(|(r, w)| r.loss * w).sum(),
-            reports.iter().map(|r| r.correct as f32).sum(),
-            f32::from(u8::from(stop_after)),
-        ];
-        let timing = self.sum.sum(self.collective, &weights, &mut counters)?;
-        optimizer.update()?;
-        for (_, replica_optimizer) in &self.others {
-            replica_optimizer.update()?;
-        }
-        let report = StepReport {
-            loss: counters[0],
-            tokens,
-            correct: counters[1] as usize,
-        };
-        Ok((report, counters[2] > 0.0, timing))
-    }
-}
-
-/// The dropout seed of share `shard` of a step: share 0 draws what one device would.
-fn shard_dropout_seed(run_seed: u64, step: u64, shard: usize) -> u32 {
-    dropout_seed(
-        run_seed ^ (shard as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
-        step,
-    )
-}
-
-/// The gradient sums of an epoch, for its report.
-#[derive(Debug, Clone, Copy, Default)]
-struct ExchangeTotals {
-    steps: u64,
-    seconds: f64,
-    all_reduce_seconds: f64,
-    bytes: u64,
-}
-
-impl ExchangeTotals {
-    fn add(&mut self, timing: &SumTiming) {
-        self.steps += 1;
-        self.seconds += timing.gather_s + timing.all_reduce_s + timing.scatter_s;
-        self.all_reduce_seconds += timing.all_reduce_s;
-        self.bytes = timing.bytes;
-    }
-
-    fn seconds_per_step(&self) -> f64 {
-        self.seconds / self.steps.max(1) as f64
-    }
-
-    fn all_reduce_s_per_step(&self) -> f64 {
-        self.all_reduce_seconds / self.steps.max(1) as f64
-    }
-
-    fn bytes_per_step(&self) -> f64 {
-        self.bytes as f64
-    }
-
-    /// `gradient sum over 2 replicas: 3.1 ms per step (all-reduce 0.0 ms), 348 KB each`.
-    fn describe(&self, replicas: usize) -> String {
-        format!(
-            "gradient sum over {replicas} replicas: {:.1} ms per step (of which the all-reduce \
-             between processes {:.1} ms), {} summed per step",
-            1e3 * self.seconds_per_step(),
-            1e3 * self.all_reduce_s_per_step(),
-            crate::gpu::human_bytes(self.bytes)
-        )
-    }
+    DataParallel::new("train-seq2seq", model, others, collective)
 }
 
 /// The best figure a checkpoint recorded for `select`: `best` when it was selected by the
