@@ -426,3 +426,43 @@ fn bench_only_measures_the_families_asked_for_and_names_an_unknown_one() {
         "{stderr}"
     );
 }
+
+/// Every training command trains on two devices (`--adapters 0,0`, two opened on one
+/// adapter) and says what the gradient sums cost; a bad adapter list is refused naming it.
+#[test]
+fn every_training_command_trains_data_parallel_on_two_devices() {
+    for args in [
+        &["train-mlp", "--epochs", "2"][..],
+        &["train-lm", "--epochs", "1", "--sample-length", "0"],
+        &[
+            "train-cnn",
+            "--epochs",
+            "1",
+            "--train-size",
+            "300",
+            "--valid-size",
+            "50",
+        ],
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--adapters", "0,0"]);
+        let output = shadergrad(&full, &[]);
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} on ", args[0]))
+                && stderr.contains("gradient sum over 2 replicas:"),
+            "{args:?}: {stderr}"
+        );
+        let mut bad = args.to_vec();
+        bad.extend(["--adapters", "0;1"]);
+        let output = shadergrad(&bad, &[]);
+        let stderr = text(&output.stderr);
+        assert!(
+            !output.status.success()
+                && stderr.contains("--adapters \"0;1\": expected indices")
+                && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

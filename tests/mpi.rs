@@ -193,6 +193,46 @@ fn two_processes_on_half_batches_take_the_steps_of_one_and_resume_on_any_number(
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The MLP (its loss a mean over examples, where the seq2seq model's is over tokens) under
+/// `mpirun -n 2` against one process: the same parameters to the same bound.
+#[test]
+fn the_mlp_on_two_processes_takes_the_steps_of_one() {
+    let dir = scratch("mpi-mlp");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let args = |save: &str, distributed: bool| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train-mlp",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.5",
+            "--epochs",
+            "3",
+            "--save",
+            &path(save),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if distributed {
+            args.push("--distributed".into());
+        }
+        args
+    };
+    run(0, &args("one.safetensors", false));
+    let output = run(2, &args("two.safetensors", true));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.matches("test accuracy").count(), 1, "{stdout}");
+    let (distance, largest) =
+        parameter_distance(&dir.join("one.safetensors"), &dir.join("two.safetensors"));
+    assert!(
+        distance <= 1e-5,
+        "the parameters differ by up to {distance:e}"
+    );
+    assert!(largest > 0.1, "parameters of size {largest}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A process killed mid-training ends the job: mpirun stops the other and says which one
 /// died, well within a minute.
 #[test]
@@ -277,7 +317,7 @@ fn an_error_in_a_process_ends_the_job_naming_it() {
     assert!(!output.status.success(), "{stderr}");
     assert!(
         stderr.contains("a batch of 1 pairs cannot be shared among 2 replicas")
-            && stderr.contains("error (process"),
+            && stderr.contains("error in train-seq2seq (process"),
         "{stderr}"
     );
 }

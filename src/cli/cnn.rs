@@ -9,12 +9,13 @@ use shadergrad::data::classify::{
     read_labelled_tsv, split_examples, ClassifyTask, LabelledText, Labels,
 };
 use shadergrad::optim::OptimizerConfig;
-use shadergrad::train::cnn::{train_cnn, CnnTraining};
+use shadergrad::train::cnn::{train_cnn_parallel, CnnTraining};
 use shadergrad::{AdapterSelector, Error};
 
 use super::choice;
+use super::parallel::{run_training, ParallelArgs, Placement};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_progress,
     print_warnings, Typed,
 };
 
@@ -79,6 +80,8 @@ pub(crate) struct TrainCnnArgs {
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
 
 /// `train-cnn`: generates or reads the labelled texts, trains, prints the validation
@@ -88,6 +91,14 @@ pub(crate) fn train_cnn_command(
     args: TrainCnnArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
+    let parallel = args.parallel.clone();
+    run_training("train-cnn", selector, &parallel, |placement| {
+        train_cnn_on(args, typed, placement)
+    })
+}
+
+/// `train-cnn` where `placement` says.
+fn train_cnn_on(args: TrainCnnArgs, typed: &Typed, placement: Placement) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
     let resume = check_training_files(
         args.save.as_deref(),
@@ -144,8 +155,7 @@ pub(crate) fn train_cnn_command(
             (train, valid, description)
         }
     };
-    let gpu = open_gpu(selector)?;
-    say!("train-cnn on {}", gpu.info().name);
+    let gpus = placement.devices("train-cnn")?;
     let config = CnnTraining {
         train,
         valid,
@@ -161,7 +171,10 @@ pub(crate) fn train_cnn_command(
         resume,
         metrics: args.metrics,
     };
-    let result = train_cnn(&gpu, &config)?;
+    let result = train_cnn_parallel(&gpus, placement.collective, &config)?;
+    if !placement.leads() {
+        return Ok(());
+    }
     out!(
         "validation accuracy {:.2}% (validation loss {:.4}; best epoch {:.2}%) after {} steps \
          in {:.1} s, {:.0} training examples/s",

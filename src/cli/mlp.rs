@@ -7,12 +7,13 @@ use serde_json::json;
 use shadergrad::data::points::BuiltinTask;
 use shadergrad::data::{Dataset, LastBatch, Standardizer};
 use shadergrad::optim::{OptimizerConfig, Schedule};
-use shadergrad::train::mlp::{train_mlp, MlpTraining};
+use shadergrad::train::mlp::{train_mlp_parallel, MlpTraining};
 use shadergrad::{AdapterSelector, Error};
 
 use super::choice::{self, typed_name};
+use super::parallel::{run_training, ParallelArgs, Placement};
 use super::{
-    check_resume_agrees, check_training_files, finite_f32, finite_f64, open_gpu, print_progress,
+    check_resume_agrees, check_training_files, finite_f32, finite_f64, print_progress,
     print_warnings, Typed,
 };
 
@@ -70,6 +71,8 @@ pub(crate) struct TrainMlpArgs {
     /// Append one JSON line of metrics per epoch to this file.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
+    #[command(flatten)]
+    parallel: ParallelArgs,
 }
 
 /// `train-mlp`: loads or generates the data, trains, prints the accuracies.
@@ -78,6 +81,14 @@ pub(crate) fn train_mlp_command(
     args: TrainMlpArgs,
     typed: &Typed,
 ) -> shadergrad::Result<()> {
+    let parallel = args.parallel.clone();
+    run_training("train-mlp", selector, &parallel, |placement| {
+        train_mlp_on(args, typed, placement)
+    })
+}
+
+/// `train-mlp` where `placement` says.
+fn train_mlp_on(args: TrainMlpArgs, typed: &Typed, placement: Placement) -> shadergrad::Result<()> {
     let rule = args.optimizer.rule();
     let resume = check_training_files(
         args.save.as_deref(),
@@ -140,15 +151,16 @@ pub(crate) fn train_mlp_command(
             final_fraction: 0.01,
         },
     };
-    let gpu = open_gpu(selector)?;
-    say!(
-        "train-mlp: {} training and {} test examples of {} features, {} classes, on {}",
-        train.n,
-        test.n,
-        train.dim,
-        train.classes.max(test.classes),
-        gpu.info().name
-    );
+    let gpus = placement.devices("train-mlp")?;
+    if placement.leads() {
+        say!(
+            "train-mlp: {} training and {} test examples of {} features, {} classes",
+            train.n,
+            test.n,
+            train.dim,
+            train.classes.max(test.classes)
+        );
+    }
     let config = MlpTraining {
         train,
         test,
@@ -164,7 +176,10 @@ pub(crate) fn train_mlp_command(
         data_description: description,
         standardizer: Some(standardizer),
     };
-    let result = train_mlp(&gpu, &config)?;
+    let result = train_mlp_parallel(&gpus, placement.collective, &config)?;
+    if !placement.leads() {
+        return Ok(());
+    }
     out!(
         "train accuracy {:.2}%, test accuracy {:.2}% (test loss {:.4}) after {} steps in {:.1} s",
         100.0 * result.train_accuracy,

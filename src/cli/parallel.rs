@@ -89,7 +89,7 @@ pub(crate) fn run_training(
         });
         if let Err(error) = result {
             say!(
-                "error (process {} of {}): {error}",
+                "error in {command} (process {} of {}): {error}",
                 world.rank(),
                 world.size()
             );

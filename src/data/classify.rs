@@ -629,6 +629,27 @@ pub struct TextBatch {
     pub examples: Vec<usize>,
 }
 
+impl TextBatch {
+    /// The batch cut into `parts` batches of consecutive rows, as equal as can be (the
+    /// first ones a row longer), each with this batch's steps: the shares of data-parallel
+    /// replicas. Errors when there are fewer rows than parts.
+    pub fn shards(&self, parts: usize) -> Result<Vec<TextBatch>> {
+        Ok(super::share_rows(self.batch, parts)?
+            .into_iter()
+            .map(|rows| TextBatch {
+                batch: rows.len(),
+                real: self.real.clamp(rows.start, rows.end) - rows.start,
+                steps: self.steps,
+                ids: self.ids[rows.start * self.steps..rows.end * self.steps].to_vec(),
+                lengths: self.lengths[rows.clone()].to_vec(),
+                labels: self.labels[rows.clone()].to_vec(),
+                examples: self.examples[rows.start.min(self.real)..rows.end.min(self.real)]
+                    .to_vec(),
+            })
+            .collect())
+    }
+}
+
 /// Batches of `batch` rows (the last padded with empty rows, so that every batch has the
 /// same B), shuffled with `seed` (`None` keeps the given order), each padded to its longest
 /// text but at least `min_steps` (the widest filter of a CNN).

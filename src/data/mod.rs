@@ -106,6 +106,22 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The batch cut into `parts` batches of consecutive rows, as equal as can be (the
+    /// first ones a row longer): the shares of data-parallel replicas. Errors when there
+    /// are fewer rows than parts.
+    pub fn shards(&self, parts: usize) -> Result<Vec<Batch>> {
+        let dim = self.features.len() / self.rows().max(1);
+        let real = self.real();
+        Ok(share_rows(self.rows(), parts)?
+            .into_iter()
+            .map(|rows| Batch {
+                features: self.features[rows.start * dim..rows.end * dim].to_vec(),
+                labels: self.labels[rows.clone()].to_vec(),
+                indices: self.indices[rows.start.min(real)..rows.end.min(real)].to_vec(),
+            })
+            .collect())
+    }
+
     /// Rows in the batch, padding included.
     pub fn rows(&self) -> usize {
         self.labels.len()

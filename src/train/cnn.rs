@@ -7,16 +7,22 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::checkpoint::Checkpoint;
+use crate::data::classify::TextBatch;
 use crate::data::classify::{
     encode_texts, text_batches, tokenize, LabelledText, Labels, WordVocab,
 };
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::models::textcnn::{evaluate, TextCnnModel};
+use crate::models::textcnn::{evaluate, StepReport, TextCnnModel};
 use crate::nn::textcnn::TextCnnConfig;
+use crate::nn::Parameters;
 use crate::optim::OptimizerConfig;
+use crate::parallel::{Collective, SingleProcess};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::parallel::{
+    check_batch_fits, describe_replicas, DataParallel, ExchangeTotals, Replica, ShareReport,
+};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
 
@@ -70,8 +76,31 @@ pub struct CnnResult {
     pub examples_per_s: f64,
 }
 
-/// Trains a text CNN as `config` says, reporting progress on stderr.
+/// Trains a text CNN as `config` says on one device, reporting progress on stderr.
 pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
+    train_cnn_parallel(std::slice::from_ref(gpu), &SingleProcess, config)
+}
+
+/// Trains a text CNN as `config` says, data-parallel: a replica on each of `gpus`, and on
+/// those of every other process of `collective`. Each batch of texts is cut into one share
+/// per replica of every process (so `config.batch` must be at least their number), the
+/// replicas' gradients are summed and every replica applies the same update: the step one
+/// device takes on the whole batch, up to the order of the sums. Process 0 alone prints
+/// progress, validates (on its first device) and saves; the others follow it (their
+/// result's validation figures stay empty).
+pub fn train_cnn_parallel(
+    gpus: &[Gpu],
+    collective: &dyn Collective,
+    config: &CnnTraining,
+) -> Result<CnnResult> {
+    let Some(gpu) = gpus.first() else {
+        return Err(Error::invalid(
+            "train-cnn",
+            "no devices: expected at least one",
+        ));
+    };
+    let leader = collective.rank() == 0;
+    check_batch_fits("train-cnn", (config.batch, "texts"), gpus.len(), collective)?;
     if config.batch == 0 || config.epochs == 0 {
         return Err(Error::invalid(
             "train-cnn",
@@ -142,31 +171,61 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-cnn")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-cnn")?;
         best = training_number(checkpoint, "best_valid_accuracy").unwrap_or(0.0);
+        if leader {
+            note!(
+                "resuming from {} after epoch {}; the model, its vocabulary and classes come \
+                 from the checkpoint",
+                checkpoint.path.display(),
+                first_epoch - 1
+            );
+        }
+    }
+    let mut parallel = if gpus.len() * collective.size() > 1 {
+        let mut others = Vec::with_capacity(gpus.len() - 1);
+        for gpu in &gpus[1..] {
+            let replica = TextCnnModel::new(
+                gpu,
+                model.config.clone(),
+                model.vocab.clone(),
+                model.labels.clone(),
+                config.seed,
+            )?;
+            let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
+            if let Some(checkpoint) = &resumed {
+                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-cnn")?;
+            }
+            others.push((replica, replica_optimizer));
+        }
+        Some(DataParallel::new("train-cnn", &model, others, collective)?)
+    } else {
+        None
+    };
+    let mut metrics = match &config.metrics {
+        Some(path) if leader => Some(MetricsFile::open(path)?),
+        _ => None,
+    };
+    let longest = train.iter().map(|t| t.ids.len()).max().unwrap_or(0);
+    if leader {
         note!(
-            "resuming from {} after epoch {}; the model, its vocabulary and classes come from \
-             the checkpoint",
-            checkpoint.path.display(),
-            first_epoch - 1
+            "text CNN, embedding {}, widths {:?} of {} filters: {} parameters; {} training and {} \
+         validation texts (longest {longest} words), {} words, classes {:?}{}",
+            model.config.embed,
+            model.config.widths,
+            model.config.filters,
+            model.parameters.numel(),
+            train.len(),
+            valid.len(),
+            model.vocab.len(),
+            model.labels.names(),
+            describe_replicas(gpus.len(), collective, config.batch),
         );
     }
-    let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
-    let longest = train.iter().map(|t| t.ids.len()).max().unwrap_or(0);
-    note!(
-        "text CNN, embedding {}, widths {:?} of {} filters: {} parameters; {} training and {} \
-         validation texts (longest {longest} words), {} words, classes {:?}",
-        model.config.embed,
-        model.config.widths,
-        model.config.filters,
-        model.parameters.numel(),
-        train.len(),
-        valid.len(),
-        model.vocab.len(),
-        model.labels.names()
-    );
 
     let steps_per_epoch = train.len().div_ceil(config.batch) as u64;
     let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
-    let mut progress = Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex");
+    // Only process 0 draws progress; the others train silently beside it.
+    let mut progress =
+        leader.then(|| Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex"));
     let started = Instant::now();
     let (mut train_examples, mut train_seconds) = (0usize, 0.0f64);
     let mut step = optimizer.current_step();
@@ -174,7 +233,9 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
     // The display keeps the last validation accuracy beside the running loss.
     let mut shown_accuracy: Option<f64> = None;
     for epoch in first_epoch..=config.epochs {
-        progress.start_epoch(epoch);
+        if let Some(progress) = progress.as_mut() {
+            progress.start_epoch(epoch);
+        }
         let epoch_seed = config.seed ^ Rng::new(epoch as u64).next_u64();
         let batches = text_batches(
             &train,
@@ -184,12 +245,36 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         )?;
         let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
         let epoch_start = Instant::now();
+        let mut exchange = ExchangeTotals::default();
         for batch in &batches {
             step += 1;
-            optimizer.prepare_step(step)?;
-            let report = model.train_step(batch, optimizer.dispatches())?;
+            let report = match parallel.as_mut() {
+                Some(parallel) => {
+                    let shares = batch.shards(parallel.replicas_in_all())?;
+                    let (report, _, timing) = parallel.step(
+                        &mut model,
+                        &mut optimizer,
+                        &shares,
+                        batch.real,
+                        (config.seed, step),
+                        false,
+                    )?;
+                    exchange.add(&timing);
+                    StepReport {
+                        loss: report.loss,
+                        examples: report.items,
+                        correct: report.correct,
+                    }
+                }
+                None => {
+                    optimizer.prepare_step(step)?;
+                    model.train_step(batch, optimizer.dispatches())?
+                }
+            };
             if !report.loss.is_finite() {
-                progress.finish();
+                if let Some(progress) = progress.as_mut() {
+                    progress.finish();
+                }
                 return Err(Error::invalid(
                     "train-cnn",
                     format!(
@@ -206,59 +291,76 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
                 ("acc", correct as f64 / seen.max(1) as f64),
             ];
             shown.extend(shown_accuracy.map(|a| ("val_acc", a)));
-            progress.advance(report.examples as u64, &shown);
+            if let Some(progress) = progress.as_mut() {
+                progress.advance(report.examples as u64, &shown);
+            }
         }
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         train_examples += seen;
         train_seconds += epoch_seconds;
-        let (val_loss, val_accuracy) = evaluate(&mut model, &valid, config.batch)?;
-        shown_accuracy = Some(val_accuracy);
-        best = best.max(val_accuracy);
-        last = (val_loss, val_accuracy);
-        progress.message(&format!(
-            "epoch {epoch}: train loss {:.4}, accuracy {:.4} | validation loss {val_loss:.4}, \
-             accuracy {val_accuracy:.4} | {:.0} examples/s, {:.1} s so far",
-            loss_sum / seen.max(1) as f64,
-            correct as f64 / seen.max(1) as f64,
-            seen as f64 / epoch_seconds.max(1e-9),
-            started.elapsed().as_secs_f64()
-        ));
-        if let Some(file) = metrics.as_mut() {
-            let record = EpochMetrics {
-                epoch,
-                step,
-                elapsed_s: started.elapsed().as_secs_f64(),
-                train_loss: loss_sum / seen.max(1) as f64,
-                val_loss: Some(val_loss),
-                val_accuracy: Some(val_accuracy),
-                extra: Vec::new(),
+        // Process 0 validates, reports and saves.
+        if let Some(progress) = progress.as_mut() {
+            let (val_loss, val_accuracy) = evaluate(&mut model, &valid, config.batch)?;
+            shown_accuracy = Some(val_accuracy);
+            best = best.max(val_accuracy);
+            last = (val_loss, val_accuracy);
+            progress.message(&format!(
+                "epoch {epoch}: train loss {:.4}, accuracy {:.4} | validation loss {val_loss:.4}, \
+                 accuracy {val_accuracy:.4} | {:.0} examples/s, {:.1} s so far",
+                loss_sum / seen.max(1) as f64,
+                correct as f64 / seen.max(1) as f64,
+                seen as f64 / epoch_seconds.max(1e-9),
+                started.elapsed().as_secs_f64()
+            ));
+            if let Some(parallel) = &parallel {
+                progress.message(&format!(
+                    "  {}",
+                    exchange.describe(parallel.replicas_in_all())
+                ));
             }
-            .with("train_accuracy", correct as f64 / seen.max(1) as f64)
-            .with("examples_per_s", seen as f64 / epoch_seconds.max(1e-9))
-            .with("lr", f64::from(optimizer.learning_rate(step)));
-            file.append(&record)?;
-        }
-        if let Some(path) = &config.save {
-            let training = json!({
-                "training": {
-                    "epoch": epoch,
-                    "epochs": config.epochs,
-                    "steps": step,
-                    "optimizer_step": optimizer.current_step(),
-                    "seed": config.seed,
-                    "batch": config.batch,
-                    "lr": config.optimizer.lr,
-                    "optimizer": format!("{:?}", config.optimizer.rule),
-                    "valid_accuracy": val_accuracy,
-                    "best_valid_accuracy": best,
-                    "data": config.data_description,
+            if let Some(file) = metrics.as_mut() {
+                let record = EpochMetrics {
+                    epoch,
+                    step,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    train_loss: loss_sum / seen.max(1) as f64,
+                    val_loss: Some(val_loss),
+                    val_accuracy: Some(val_accuracy),
+                    extra: Vec::new(),
                 }
-            });
-            model.save(path, Some(&optimizer), training)?;
-            progress.message(&format!("  saved {}", path.display()));
+                .with("train_accuracy", correct as f64 / seen.max(1) as f64)
+                .with("examples_per_s", seen as f64 / epoch_seconds.max(1e-9))
+                .with("lr", f64::from(optimizer.learning_rate(step)));
+                let record = match &parallel {
+                    Some(_) => exchange.recorded(record),
+                    None => record,
+                };
+                file.append(&record)?;
+            }
+            if let Some(path) = &config.save {
+                let training = json!({
+                    "training": {
+                        "epoch": epoch,
+                        "epochs": config.epochs,
+                        "steps": step,
+                        "optimizer_step": optimizer.current_step(),
+                        "seed": config.seed,
+                        "batch": config.batch,
+                        "lr": config.optimizer.lr,
+                        "optimizer": format!("{:?}", config.optimizer.rule),
+                        "valid_accuracy": val_accuracy,
+                        "best_valid_accuracy": best,
+                        "data": config.data_description,
+                    }
+                });
+                model.save(path, Some(&optimizer), training)?;
+                progress.message(&format!("  saved {}", path.display()));
+            }
         }
     }
-    progress.finish();
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
     Ok(CnnResult {
         valid_accuracy: last.1,
         valid_loss: last.0,
@@ -267,4 +369,21 @@ pub fn train_cnn(gpu: &Gpu, config: &CnnTraining) -> Result<CnnResult> {
         seconds: started.elapsed().as_secs_f64(),
         examples_per_s: train_examples as f64 / train_seconds.max(1e-9),
     })
+}
+
+impl Replica for TextCnnModel {
+    type Batch = TextBatch;
+
+    fn parameters(&self) -> &Parameters {
+        &self.parameters
+    }
+
+    fn gradients(&mut self, share: &TextBatch, _dropout_seed: u32) -> Result<ShareReport> {
+        let report = self.train_step(share, &[])?;
+        Ok(ShareReport {
+            loss: report.loss,
+            items: report.examples,
+            correct: report.correct,
+        })
+    }
 }

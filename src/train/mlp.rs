@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::data::{share_rows, Batch};
 use crate::data::{Dataset, LastBatch, Standardizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -14,7 +15,11 @@ use crate::graph::{CrossEntropySpec, Feed, Graph, Plan, Var};
 use crate::models::{argmax, upgrade_legacy_checkpoint, LegacyName, WEIGHT_LAYOUT};
 use crate::nn::{Activation, Mlp, Parameters};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::parallel::{Collective, SingleProcess};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
+use crate::train::parallel::{
+    check_batch_fits, describe_replicas, DataParallel, ExchangeTotals, Replica, ShareReport,
+};
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer};
 
@@ -84,11 +89,17 @@ struct Model {
 }
 
 /// The model for layer sizes `sizes` (inputs first, classes last).
-fn build(gpu: &Gpu, config: &MlpTraining, sizes: &[usize]) -> Result<Model> {
-    let mut g = Graph::new(gpu);
-    let x = g.input("x", &[config.batch, sizes[0]]);
-    let labels = g.input_indices("labels", &[config.batch]);
-    let parameters = Parameters::new(gpu, config.seed);
+/// The MLP of `sizes` over `parameters`, compiled for batches of `rows` rows.
+fn build(
+    config: &MlpTraining,
+    sizes: &[usize],
+    rows: usize,
+    parameters: &Parameters,
+) -> Result<Model> {
+    let mut g = Graph::new(parameters.gpu());
+    let x = g.input("x", &[rows, sizes[0]]);
+    let labels = g.input_indices("labels", &[rows]);
+    let parameters = parameters.clone();
     let mlp = Mlp::new(&parameters, sizes, config.activation)?;
     let logits = mlp.forward(&mut g, x)?;
     let loss = g.cross_entropy_with(
@@ -139,6 +150,34 @@ fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> Result<(f64, f64
 
 /// Trains the MLP, reporting progress on stderr, and returns the accuracies reached.
 pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
+    train_mlp_parallel(std::slice::from_ref(gpu), &SingleProcess, config)
+}
+
+/// Trains an MLP as `config` says, data-parallel: a replica on each of `gpus`, and on those
+/// of every other process of `collective`. Each batch is cut into one share per replica of
+/// every process (so `config.batch` must be at least their number), the replicas'
+/// gradients are summed and every replica applies the same update: the step one device
+/// takes on the whole batch, up to the order of the sums. Process 0 alone prints progress,
+/// evaluates (on its first device) and saves; the others' results are their own models'
+/// (the same parameters).
+pub fn train_mlp_parallel(
+    gpus: &[Gpu],
+    collective: &dyn Collective,
+    config: &MlpTraining,
+) -> Result<MlpResult> {
+    let Some(gpu) = gpus.first() else {
+        return Err(Error::invalid(
+            "train-mlp",
+            "no devices: expected at least one",
+        ));
+    };
+    let leader = collective.rank() == 0;
+    check_batch_fits(
+        "train-mlp",
+        (config.batch, "examples"),
+        gpus.len(),
+        collective,
+    )?;
     if config.batch == 0 || config.epochs == 0 {
         return Err(Error::invalid(
             "train-mlp",
@@ -155,7 +194,12 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
         .chain(std::iter::once(classes))
         .collect();
     Mlp::training_memory(&sizes, config.batch)?.check("train-mlp", gpu.max_buffer_bytes())?;
-    let mut model = build(gpu, config, &sizes)?;
+    let mut model = build(
+        config,
+        &sizes,
+        config.batch,
+        &Parameters::new(gpu, config.seed),
+    )?;
     let mut optimizer = model.parameters.optimizer(config.optimizer)?;
     let architecture = json!({
         "kind": "mlp",
@@ -165,6 +209,7 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
         "activation": config.activation.name(),
     });
     let mut first_epoch = 1;
+    let mut resumed = None;
     if let Some(checkpoint) = &config.resume {
         if checkpoint.config.get("architecture") != Some(&architecture) {
             return Err(Error::format(
@@ -192,45 +237,115 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 ]
             })
             .collect();
-        let checkpoint = &upgrade_legacy_checkpoint(checkpoint, &legacy, &model.parameters)?;
+        let checkpoint = resumed.insert(upgrade_legacy_checkpoint(
+            checkpoint,
+            &legacy,
+            &model.parameters,
+        )?);
         model.parameters.load(checkpoint)?;
         resume_optimizer(gpu, &mut optimizer, checkpoint, "train-mlp")?;
         first_epoch = first_resumed_epoch(checkpoint, Some(config.epochs), "train-mlp")?;
+        if leader {
+            note!(
+                "resuming from {} after epoch {}",
+                checkpoint.path.display(),
+                first_epoch - 1
+            );
+        }
+    }
+    let mut metrics = match &config.metrics {
+        Some(path) if leader => Some(MetricsFile::open(path)?),
+        _ => None,
+    };
+    // Data-parallel: this process's first replica trains through a plan of its share's
+    // rows over the model's parameters (the whole-batch plan evaluates); each other replica
+    // is a model of its own share's rows.
+    let mut parallel = match gpus.len() * collective.size() {
+        1 => None,
+        replicas => {
+            let rows = share_rows(config.batch, replicas)?;
+            let first = collective.rank() * gpus.len();
+            let share_model = build(config, &sizes, rows[first].len(), &model.parameters)?;
+            let mut others = Vec::with_capacity(gpus.len() - 1);
+            for (gpu, rows) in gpus[1..].iter().zip(&rows[first + 1..]) {
+                let replica = build(
+                    config,
+                    &sizes,
+                    rows.len(),
+                    &Parameters::new(gpu, config.seed),
+                )?;
+                let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
+                if let Some(checkpoint) = &resumed {
+                    resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-mlp")?;
+                }
+                others.push((replica, replica_optimizer));
+            }
+            let step = DataParallel::new("train-mlp", &share_model, others, collective)?;
+            Some((share_model, step))
+        }
+    };
+    if leader && parallel.is_some() {
         note!(
-            "resuming from {} after epoch {}",
-            checkpoint.path.display(),
-            first_epoch - 1
+            "MLP {sizes:?}: {} parameters{}",
+            model.parameters.numel(),
+            describe_replicas(gpus.len(), collective, config.batch)
         );
     }
-    let mut metrics = config.metrics.as_ref().map(MetricsFile::open).transpose()?;
 
     let padding = LastBatch::Pad { label: PADDING };
     let steps_per_epoch = config.train.batch_count(config.batch, padding) as u64;
     let epochs_left = (config.epochs + 1).saturating_sub(first_epoch);
-    let mut progress = Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex");
+    // Only process 0 draws progress; the others train silently beside it.
+    let mut progress =
+        leader.then(|| Progress::stderr(steps_per_epoch * epochs_left as u64, config.epochs, "ex"));
     let start = Instant::now();
     let mut step = optimizer.current_step();
     // The display keeps the last test accuracy beside the running loss.
     let mut shown_accuracy = Vec::new();
+    // Reported once, after the last epoch: an MLP's epochs are many and short.
+    let mut exchange = ExchangeTotals::default();
     for epoch in first_epoch..=config.epochs {
-        progress.start_epoch(epoch);
+        if let Some(progress) = progress.as_mut() {
+            progress.start_epoch(epoch);
+        }
         let (mut epoch_loss, mut loss_reads) = (0.0, 0usize);
         for batch in config
             .train
             .batches(config.batch, padding, config.seed, epoch as u64)?
         {
             step += 1;
-            optimizer.prepare_step(step)?;
-            model.plan.run(
-                &[
-                    Feed::f32(model.x, &batch.features),
-                    Feed::u32(model.labels, &batch.labels),
-                ],
-                optimizer.dispatches(),
-            )?;
+            let summed_loss = match parallel.as_mut() {
+                Some((share_model, parallel)) => {
+                    let shares = batch.shards(parallel.replicas_in_all())?;
+                    let (report, _, timing) = parallel.step(
+                        share_model,
+                        &mut optimizer,
+                        &shares,
+                        batch.real(),
+                        (config.seed, step),
+                        false,
+                    )?;
+                    exchange.add(&timing);
+                    Some(report.loss)
+                }
+                None => {
+                    optimizer.prepare_step(step)?;
+                    model.plan.run(
+                        &[
+                            Feed::f32(model.x, &batch.features),
+                            Feed::u32(model.labels, &batch.labels),
+                        ],
+                        optimizer.dispatches(),
+                    )?;
+                    None
+                }
+            };
             let mut shown = shown_accuracy.clone();
             if step.is_multiple_of(LOSS_EVERY) || step.is_multiple_of(steps_per_epoch) {
-                let loss = f64::from(model.plan.read(model.loss)?[0]);
+                let loss = match summed_loss {
+                    Some(loss) => f64::from(loss),
+                    None => f64::from(model.plan.read(model.loss)?[0]),
+                };
                 if !loss.is_finite() {
                     return Err(Error::invalid(
                         "train-mlp",
@@ -241,7 +356,12 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 loss_reads += 1;
                 shown.push(("loss", loss));
             }
-            progress.advance(batch.real() as u64, &shown);
+            if let Some(progress) = progress.as_mut() {
+                progress.advance(batch.real() as u64, &shown);
+            }
+        }
+        if !leader {
+            continue;
         }
         let (test_loss, epoch_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
         shown_accuracy = vec![("test_acc", epoch_accuracy)];
@@ -256,6 +376,10 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
                 extra: Vec::new(),
             }
             .with("lr", f64::from(optimizer.learning_rate(step)));
+            let record = match &parallel {
+                Some(_) => exchange.recorded(record),
+                None => record,
+            };
             file.append(&record)?;
         }
         if let Some(path) = &config.save {
@@ -273,7 +397,12 @@ pub fn train_mlp(gpu: &Gpu, config: &MlpTraining) -> Result<MlpResult> {
             save(&model, &optimizer, path, config, &architecture, training)?;
         }
     }
-    progress.finish();
+    if let Some(progress) = progress.as_mut() {
+        progress.finish();
+    }
+    if let (true, Some((_, parallel))) = (leader, &parallel) {
+        note!("{}", exchange.describe(parallel.replicas_in_all()));
+    }
     let (_, train_accuracy) = evaluate(&mut model, &config.train, config.batch)?;
     let (final_loss, test_accuracy) = evaluate(&mut model, &config.test, config.batch)?;
     Ok(MlpResult {
@@ -304,4 +433,35 @@ fn save(
         "training": training,
     });
     checkpoint::save(path, &tensors, &checkpoint_config)
+}
+
+impl Replica for Model {
+    type Batch = Batch;
+
+    fn parameters(&self) -> &Parameters {
+        &self.parameters
+    }
+
+    fn gradients(&mut self, share: &Batch, _dropout_seed: u32) -> Result<ShareReport> {
+        self.plan.run(
+            &[
+                Feed::f32(self.x, &share.features),
+                Feed::u32(self.labels, &share.labels),
+            ],
+            &[],
+        )?;
+        let logits = self.plan.read(self.logits)?;
+        let classes = logits.len() / share.rows();
+        let correct = logits
+            .chunks(classes)
+            .zip(&share.labels)
+            .take(share.real())
+            .filter(|(row, &label)| argmax(row) == label as usize)
+            .count();
+        Ok(ShareReport {
+            loss: self.plan.read(self.loss)?[0],
+            items: share.real(),
+            correct,
+        })
+    }
 }

@@ -196,7 +196,7 @@ pub(crate) fn check_batch_fits(
     collective: &dyn Collective,
 ) -> Result<()> {
     let shares = replicas_per_process * collective.size();
-    if batch < shares {
+    if shares > 1 && batch < shares {
         return Err(Error::invalid(
             command,
             format!(

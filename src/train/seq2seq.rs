@@ -217,7 +217,7 @@ pub fn train_seq2seq(gpu: &Gpu, config: &Seq2SeqTraining) -> Result<Seq2SeqResul
 /// the same adapter, opened twice), and on those of every other process of `collective`.
 /// Each batch is cut into one share per replica of every process (so `config.batch` must
 /// be at least their number), each replica computes its share's gradients, the gradients
-/// are summed ([`GradientSum`]), and every replica applies the same update: the step one
+/// are summed ([`crate::parallel::GradientSum`]), and every replica applies the same update: the step one
 /// device takes on the whole batch, up to the order of the sums. Process 0 alone prints
 /// progress, validates (on its first device), saves and decides when to stop; the others
 /// follow it. With one device and [`SingleProcess`], [`train_seq2seq`].
