@@ -21,8 +21,8 @@ use crate::parallel::{Collective, SingleProcess};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::parallel::{
-    check_batch_fits, describe_replicas, leaders_choice, DataParallel, ExchangeTotals, Replica,
-    ShareReport,
+    check_batch_fits, describe_replicas, first_device, leaders_choice, DataParallel,
+    ExchangeTotals, Replica, ShareReport,
 };
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
@@ -118,12 +118,7 @@ pub fn train_lm_parallel(
     collective: &dyn Collective,
     config: &LmTraining,
 ) -> Result<LmResult> {
-    let Some(gpu) = gpus.first() else {
-        return Err(Error::invalid(
-            "train-lm",
-            "no devices: expected at least one",
-        ));
-    };
+    let gpu = first_device("train-lm", gpus)?;
     let leader = collective.rank() == 0;
     check_batch_fits(
         "train-lm",
@@ -223,17 +218,14 @@ pub fn train_lm_parallel(
         }
     }
     let mut parallel = if gpus.len() * collective.size() > 1 {
-        let mut others = Vec::with_capacity(gpus.len() - 1);
-        for gpu in &gpus[1..] {
-            let replica =
-                CharLmModel::new(gpu, model.config.clone(), model.vocab.clone(), config.seed)?;
-            let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
-            if let Some(checkpoint) = &resumed {
-                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-lm")?;
-            }
-            others.push((replica, replica_optimizer));
-        }
-        Some(DataParallel::new("train-lm", &model, others, collective)?)
+        Some(DataParallel::new(
+            "train-lm",
+            &model,
+            &gpus[1..],
+            (config.optimizer, resumed.as_ref()),
+            collective,
+            |_, gpu| CharLmModel::new(gpu, model.config.clone(), model.vocab.clone(), config.seed),
+        )?)
     } else {
         None
     };
@@ -315,16 +307,14 @@ pub fn train_lm_parallel(
             step += 1;
             let report = match parallel.as_mut() {
                 Some(parallel) => {
-                    let shares = batch.shards(parallel.replicas_in_all())?;
-                    let (report, _, timing) = parallel.step(
+                    let (report, _) = parallel.step(
                         &mut model,
                         &mut optimizer,
-                        &shares,
-                        batch.tokens,
+                        batch,
                         (config.seed, step),
                         false,
+                        &mut exchange,
                     )?;
-                    exchange.add(&timing);
                     StepReport {
                         loss: report.loss,
                         tokens: report.items,
@@ -495,6 +485,14 @@ pub fn train_lm_parallel(
 
 impl Replica for CharLmModel {
     type Batch = LmBatch;
+
+    fn shares(batch: &LmBatch, parts: usize) -> Result<Vec<LmBatch>> {
+        batch.shards(parts)
+    }
+
+    fn items(batch: &LmBatch) -> usize {
+        batch.tokens
+    }
 
     fn parameters(&self) -> &Parameters {
         &self.parameters

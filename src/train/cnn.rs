@@ -21,7 +21,8 @@ use crate::parallel::{Collective, SingleProcess};
 use crate::rng::Rng;
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::parallel::{
-    check_batch_fits, describe_replicas, DataParallel, ExchangeTotals, Replica, ShareReport,
+    check_batch_fits, describe_replicas, first_device, DataParallel, ExchangeTotals, Replica,
+    ShareReport,
 };
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
@@ -93,12 +94,7 @@ pub fn train_cnn_parallel(
     collective: &dyn Collective,
     config: &CnnTraining,
 ) -> Result<CnnResult> {
-    let Some(gpu) = gpus.first() else {
-        return Err(Error::invalid(
-            "train-cnn",
-            "no devices: expected at least one",
-        ));
-    };
+    let gpu = first_device("train-cnn", gpus)?;
     let leader = collective.rank() == 0;
     check_batch_fits("train-cnn", (config.batch, "texts"), gpus.len(), collective)?;
     if config.batch == 0 || config.epochs == 0 {
@@ -181,22 +177,22 @@ pub fn train_cnn_parallel(
         }
     }
     let mut parallel = if gpus.len() * collective.size() > 1 {
-        let mut others = Vec::with_capacity(gpus.len() - 1);
-        for gpu in &gpus[1..] {
-            let replica = TextCnnModel::new(
-                gpu,
-                model.config.clone(),
-                model.vocab.clone(),
-                model.labels.clone(),
-                config.seed,
-            )?;
-            let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
-            if let Some(checkpoint) = &resumed {
-                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-cnn")?;
-            }
-            others.push((replica, replica_optimizer));
-        }
-        Some(DataParallel::new("train-cnn", &model, others, collective)?)
+        Some(DataParallel::new(
+            "train-cnn",
+            &model,
+            &gpus[1..],
+            (config.optimizer, resumed.as_ref()),
+            collective,
+            |_, gpu| {
+                TextCnnModel::new(
+                    gpu,
+                    model.config.clone(),
+                    model.vocab.clone(),
+                    model.labels.clone(),
+                    config.seed,
+                )
+            },
+        )?)
     } else {
         None
     };
@@ -250,16 +246,14 @@ pub fn train_cnn_parallel(
             step += 1;
             let report = match parallel.as_mut() {
                 Some(parallel) => {
-                    let shares = batch.shards(parallel.replicas_in_all())?;
-                    let (report, _, timing) = parallel.step(
+                    let (report, _) = parallel.step(
                         &mut model,
                         &mut optimizer,
-                        &shares,
-                        batch.real,
+                        batch,
                         (config.seed, step),
                         false,
+                        &mut exchange,
                     )?;
-                    exchange.add(&timing);
                     StepReport {
                         loss: report.loss,
                         examples: report.items,
@@ -373,6 +367,14 @@ pub fn train_cnn_parallel(
 
 impl Replica for TextCnnModel {
     type Batch = TextBatch;
+
+    fn shares(batch: &TextBatch, parts: usize) -> Result<Vec<TextBatch>> {
+        batch.shards(parts)
+    }
+
+    fn items(batch: &TextBatch) -> usize {
+        batch.real
+    }
 
     fn parameters(&self) -> &Parameters {
         &self.parameters

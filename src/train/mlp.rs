@@ -18,7 +18,8 @@ use crate::optim::{Optimizer, OptimizerConfig};
 use crate::parallel::{Collective, SingleProcess};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::parallel::{
-    check_batch_fits, describe_replicas, DataParallel, ExchangeTotals, Replica, ShareReport,
+    check_batch_fits, describe_replicas, first_device, DataParallel, ExchangeTotals, Replica,
+    ShareReport,
 };
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer};
@@ -165,12 +166,7 @@ pub fn train_mlp_parallel(
     collective: &dyn Collective,
     config: &MlpTraining,
 ) -> Result<MlpResult> {
-    let Some(gpu) = gpus.first() else {
-        return Err(Error::invalid(
-            "train-mlp",
-            "no devices: expected at least one",
-        ));
-    };
+    let gpu = first_device("train-mlp", gpus)?;
     let leader = collective.rank() == 0;
     check_batch_fits(
         "train-mlp",
@@ -266,21 +262,17 @@ pub fn train_mlp_parallel(
             let rows = share_rows(config.batch, replicas)?;
             let first = collective.rank() * gpus.len();
             let share_model = build(config, &sizes, rows[first].len(), &model.parameters)?;
-            let mut others = Vec::with_capacity(gpus.len() - 1);
-            for (gpu, rows) in gpus[1..].iter().zip(&rows[first + 1..]) {
-                let replica = build(
-                    config,
-                    &sizes,
-                    rows.len(),
-                    &Parameters::new(gpu, config.seed),
-                )?;
-                let mut replica_optimizer = replica.parameters.optimizer(config.optimizer)?;
-                if let Some(checkpoint) = &resumed {
-                    resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-mlp")?;
-                }
-                others.push((replica, replica_optimizer));
-            }
-            let step = DataParallel::new("train-mlp", &share_model, others, collective)?;
+            let step = DataParallel::new(
+                "train-mlp",
+                &share_model,
+                &gpus[1..],
+                (config.optimizer, resumed.as_ref()),
+                collective,
+                |index, gpu| {
+                    let rows = rows[first + index].len();
+                    build(config, &sizes, rows, &Parameters::new(gpu, config.seed))
+                },
+            )?;
             Some((share_model, step))
         }
     };
@@ -316,16 +308,14 @@ pub fn train_mlp_parallel(
             step += 1;
             let summed_loss = match parallel.as_mut() {
                 Some((share_model, parallel)) => {
-                    let shares = batch.shards(parallel.replicas_in_all())?;
-                    let (report, _, timing) = parallel.step(
+                    let (report, _) = parallel.step(
                         share_model,
                         &mut optimizer,
-                        &shares,
-                        batch.real(),
+                        &batch,
                         (config.seed, step),
                         false,
+                        &mut exchange,
                     )?;
-                    exchange.add(&timing);
                     Some(report.loss)
                 }
                 None => {
@@ -437,6 +427,14 @@ fn save(
 
 impl Replica for Model {
     type Batch = Batch;
+
+    fn shares(batch: &Batch, parts: usize) -> Result<Vec<Batch>> {
+        batch.shards(parts)
+    }
+
+    fn items(batch: &Batch) -> usize {
+        batch.real()
+    }
 
     fn parameters(&self) -> &Parameters {
         &self.parameters

@@ -3,11 +3,14 @@
 //! process ([`GradientSum`]) before each replica applies the same update. The trainers keep
 //! their first replica (which validates and saves) and hand it to every step.
 
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 use crate::models::seq2seq::dropout_seed;
 use crate::nn::Parameters;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::parallel::{synchronize_parameters, Collective, GradientSum, SumTiming};
+use crate::train::resume_optimizer;
 
 /// What one replica's forward and backward pass over its share of a batch gives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +27,12 @@ pub(crate) struct ShareReport {
 pub(crate) trait Replica: Send {
     /// What one step trains on; cut into shares, one per replica.
     type Batch: Sync;
+
+    /// `batch` cut into `parts` shares of consecutive rows.
+    fn shares(batch: &Self::Batch, parts: usize) -> Result<Vec<Self::Batch>>;
+
+    /// What the loss over `batch` averages over: target tokens, characters, examples.
+    fn items(batch: &Self::Batch) -> usize;
 
     /// The parameters, whose gradients the step leaves and the optimizer reads.
     fn parameters(&self) -> &Parameters;
@@ -43,14 +52,27 @@ pub(crate) struct DataParallel<'c, R: Replica> {
 }
 
 impl<'c, R: Replica> DataParallel<'c, R> {
-    /// The data-parallel step of `first` (this process's first replica) and `others`, all
-    /// made to hold the parameters of process 0's first replica.
+    /// The data-parallel step of `first` (this process's first replica, which its caller
+    /// keeps) and of a replica on each of `gpus` that `make` builds (given its number among
+    /// this process's replicas, from 1), each with an optimizer of `optimizer` (resumed
+    /// from `resumed` when given); all made to hold process 0's first replica's parameters.
     pub fn new(
         command: &'static str,
         first: &R,
-        others: Vec<(R, Optimizer)>,
+        gpus: &[Gpu],
+        (optimizer, resumed): (OptimizerConfig, Option<&Checkpoint>),
         collective: &'c dyn Collective,
+        make: impl Fn(usize, &Gpu) -> Result<R>,
     ) -> Result<Self> {
+        let mut others = Vec::with_capacity(gpus.len());
+        for (index, gpu) in gpus.iter().enumerate() {
+            let replica = make(index + 1, gpu)?;
+            let mut replica_optimizer = replica.parameters().optimizer(optimizer)?;
+            if let Some(checkpoint) = resumed {
+                resume_optimizer(gpu, &mut replica_optimizer, checkpoint, command)?;
+            }
+            others.push((replica, replica_optimizer));
+        }
         let mut parameters = vec![first.parameters().clone()];
         parameters.extend(
             others
@@ -88,32 +110,24 @@ impl<'c, R: Replica> DataParallel<'c, R> {
         (1 + self.others.len()) * self.collective.size()
     }
 
-    /// One step: this process's replicas (`first` first) compute the gradients of their
-    /// shares of `shares` (every process's, in order), the gradients are summed over every
-    /// replica of every process, each weighted by its share of the batch's `items`, and
-    /// every local replica applies the update. Returns the whole batch's report, whether
-    /// process 0 asked (`stop_after`) to stop after this step, and the sum's timing.
-    #[allow(clippy::too_many_arguments)]
+    /// One step over `batch`: it is cut into a share per replica of every process, this
+    /// process's replicas (`first` first) compute the gradients of theirs, the gradients
+    /// are summed over every replica of every process, each weighted by its share of the
+    /// batch's items, and every local replica applies the update. Returns the whole batch's
+    /// report and whether process 0 asked (`stop_after`) to stop after this step; the sum's
+    /// timing is added to `exchange`.
     pub fn step(
         &mut self,
         first: &mut R,
         optimizer: &mut Optimizer,
-        shares: &[R::Batch],
-        items: usize,
+        batch: &R::Batch,
         (run_seed, step): (u64, u64),
         stop_after: bool,
-    ) -> Result<(ShareReport, bool, SumTiming)> {
+        exchange: &mut ExchangeTotals,
+    ) -> Result<(ShareReport, bool)> {
         let local = 1 + self.others.len();
-        if shares.len() != self.replicas_in_all() {
-            return Err(Error::invalid(
-                self.command,
-                format!(
-                    "{} shares for {} replicas: expected one each",
-                    shares.len(),
-                    self.replicas_in_all()
-                ),
-            ));
-        }
+        let shares = R::shares(batch, self.replicas_in_all())?;
+        let items = R::items(batch);
         let start = self.collective.rank() * local;
         let mine = &shares[start..start + local];
         let seeds: Vec<u32> = (start..start + local)
@@ -156,7 +170,7 @@ impl<'c, R: Replica> DataParallel<'c, R> {
             reports.iter().map(|r| r.correct as f32).sum(),
             f32::from(u8::from(stop_after)),
         ];
-        let timing = self.sum.sum(self.collective, &weights, &mut counters)?;
+        exchange.add(&self.sum.sum(self.collective, &weights, &mut counters)?);
         optimizer.update()?;
         for (_, replica_optimizer) in &self.others {
             replica_optimizer.update()?;
@@ -166,7 +180,7 @@ impl<'c, R: Replica> DataParallel<'c, R> {
             items,
             correct: counters[1] as usize,
         };
-        Ok((report, counters[2] > 0.0, timing))
+        Ok((report, counters[2] > 0.0))
     }
 }
 
@@ -186,6 +200,13 @@ pub(crate) fn leaders_choice(collective: &dyn Collective, choice: u8) -> Result<
     let mut shared = [f32::from(choice)];
     collective.broadcast_from_root(&mut shared)?;
     Ok(shared[0] as u8)
+}
+
+/// The first of a trainer's devices (the one that validates and saves); an error when there
+/// are none.
+pub(crate) fn first_device<'g>(command: &'static str, gpus: &'g [Gpu]) -> Result<&'g Gpu> {
+    gpus.first()
+        .ok_or_else(|| Error::invalid(command, "no devices: expected at least one"))
 }
 
 /// The refusal of a batch smaller than the replicas it is shared among.

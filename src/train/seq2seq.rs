@@ -20,8 +20,8 @@ use crate::optim::{OptimizerConfig, Schedule};
 use crate::parallel::{Collective, SingleProcess};
 use crate::train::metrics::{EpochMetrics, MetricsFile};
 use crate::train::parallel::{
-    check_batch_fits, describe_replicas, leaders_choice, DataParallel, ExchangeTotals, Replica,
-    ShareReport,
+    check_batch_fits, describe_replicas, first_device, leaders_choice, DataParallel,
+    ExchangeTotals, Replica, ShareReport,
 };
 use crate::train::progress::Progress;
 use crate::train::{first_resumed_epoch, resume_optimizer, training_number};
@@ -226,12 +226,7 @@ pub fn train_seq2seq_parallel(
     collective: &dyn Collective,
     config: &Seq2SeqTraining,
 ) -> Result<Seq2SeqResult> {
-    let Some(gpu) = gpus.first() else {
-        return Err(Error::invalid(
-            "train-seq2seq",
-            "no devices: expected at least one",
-        ));
-    };
+    let gpu = first_device("train-seq2seq", gpus)?;
     let leader = collective.rank() == 0;
     let shares = gpus.len() * collective.size();
     check_batch_fits(
@@ -326,13 +321,21 @@ pub fn train_seq2seq_parallel(
         }
     }
     let mut parallel = if shares > 1 {
-        Some(data_parallel(
+        Some(DataParallel::new(
+            "train-seq2seq",
             &model,
             &gpus[1..],
+            (optimizer_config, resumed.as_ref()),
             collective,
-            optimizer_config,
-            resumed.as_ref(),
-            config.seed,
+            |_, gpu| {
+                Seq2SeqModel::new(
+                    gpu,
+                    model.config.clone(),
+                    model.vocab.clone(),
+                    (model.max_source, model.max_target),
+                    config.seed,
+                )
+            },
         )?)
     } else {
         None
@@ -416,16 +419,14 @@ pub fn train_seq2seq_parallel(
                 Some(parallel) => {
                     // Process 0's clock decides for every process, within the step's sum.
                     let stop_after = leader && out_of_time();
-                    let shares = batch.shards(parallel.replicas_in_all())?;
-                    let (report, stop, timing) = parallel.step(
+                    let (report, stop) = parallel.step(
                         &mut model,
                         &mut optimizer,
-                        &shares,
-                        batch.target_tokens(),
+                        &batch,
                         (config.seed, step),
                         stop_after,
+                        &mut exchange,
                     )?;
-                    exchange.add(&timing);
                     timed_out = stop;
                     StepReport {
                         loss: report.loss,
@@ -640,6 +641,14 @@ impl Verdict {
 impl Replica for Seq2SeqModel {
     type Batch = SeqBatch;
 
+    fn shares(batch: &SeqBatch, parts: usize) -> Result<Vec<SeqBatch>> {
+        batch.shards(parts)
+    }
+
+    fn items(batch: &SeqBatch) -> usize {
+        batch.target_tokens()
+    }
+
     fn parameters(&self) -> &Parameters {
         &self.parameters
     }
@@ -652,34 +661,6 @@ impl Replica for Seq2SeqModel {
             correct: report.correct,
         })
     }
-}
-
-/// Replicas of `model` on `gpus`, each with an optimizer like `model`'s (resumed from
-/// `resumed` if given), and the step that shares batches among them and every process's.
-fn data_parallel<'c>(
-    model: &Seq2SeqModel,
-    gpus: &[Gpu],
-    collective: &'c dyn Collective,
-    optimizer: OptimizerConfig,
-    resumed: Option<&crate::checkpoint::Checkpoint>,
-    seed: u64,
-) -> Result<DataParallel<'c, Seq2SeqModel>> {
-    let mut others = Vec::with_capacity(gpus.len());
-    for gpu in gpus {
-        let replica = Seq2SeqModel::new(
-            gpu,
-            model.config.clone(),
-            model.vocab.clone(),
-            (model.max_source, model.max_target),
-            seed,
-        )?;
-        let mut replica_optimizer = replica.parameters.optimizer(optimizer)?;
-        if let Some(checkpoint) = resumed {
-            resume_optimizer(gpu, &mut replica_optimizer, checkpoint, "train-seq2seq")?;
-        }
-        others.push((replica, replica_optimizer));
-    }
-    DataParallel::new("train-seq2seq", model, others, collective)
 }
 
 /// The best figure a checkpoint recorded for `select`: `best` when it was selected by the
