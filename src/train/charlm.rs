@@ -356,6 +356,9 @@ pub fn train_lm_parallel(
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         train_chars_seen += tokens;
         train_seconds += epoch_seconds;
+        if let Some(parallel) = &parallel {
+            parallel.resynchronize(&model)?;
+        }
         let chars_per_s = tokens as f64 / epoch_seconds.max(1e-9);
         let train_loss = loss_sum / tokens.max(1) as f64;
         epochs_run += 1;

@@ -292,6 +292,9 @@ pub fn train_cnn_parallel(
         let epoch_seconds = epoch_start.elapsed().as_secs_f64();
         train_examples += seen;
         train_seconds += epoch_seconds;
+        if let Some(parallel) = &parallel {
+            parallel.resynchronize(&model)?;
+        }
         // Process 0 validates, reports and saves.
         if let Some(progress) = progress.as_mut() {
             let (val_loss, val_accuracy) = evaluate(&mut model, &valid, config.batch)?;

@@ -350,6 +350,9 @@ pub fn train_mlp_parallel(
                 progress.advance(batch.real() as u64, &shown);
             }
         }
+        if let Some((share_model, parallel)) = &parallel {
+            parallel.resynchronize(share_model)?;
+        }
         if !leader {
             continue;
         }

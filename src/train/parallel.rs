@@ -105,6 +105,20 @@ impl<'c, R: Replica> DataParallel<'c, R> {
         })
     }
 
+    /// Makes every replica hold process 0's first replica's parameters again. Each replica
+    /// applies the same update to the same parameters, but adapters of different kinds may
+    /// round it differently; the trainers call this after every epoch, so that such drift
+    /// never outlasts one.
+    pub fn resynchronize(&self, first: &R) -> Result<()> {
+        let mut parameters = vec![first.parameters().clone()];
+        parameters.extend(
+            self.others
+                .iter()
+                .map(|(replica, _)| replica.parameters().clone()),
+        );
+        synchronize_parameters(&parameters, self.collective)
+    }
+
     /// Replicas in every process: the shares each batch is cut into.
     pub fn replicas_in_all(&self) -> usize {
         (1 + self.others.len()) * self.collective.size()

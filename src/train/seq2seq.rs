@@ -484,6 +484,9 @@ pub fn train_seq2seq_parallel(
         }
         train_tokens += loss_tokens;
         train_seconds += epoch_start.elapsed().as_secs_f64();
+        if let Some(parallel) = &parallel {
+            parallel.resynchronize(&model)?;
+        }
         let tokens_per_s = loss_tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
 
         // Process 0 validates, reports and saves; its verdict reaches every process.
