@@ -815,7 +815,7 @@ fn two_devices_train_data_parallel_and_bad_adapter_lists_are_refused() {
     let stderr = text(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("data-parallel over 2 replicas (2 per process × 1 processes)")
+        stderr.contains("data-parallel over 2 replicas (2 per process × 1 process)")
             && stderr.contains("gradient sum over 2 replicas:")
             && stderr.contains("saved"),
         "{stderr}"

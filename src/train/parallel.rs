@@ -235,10 +235,9 @@ pub(crate) fn check_batch_fits(
         return Err(Error::invalid(
             command,
             format!(
-                "a batch of {batch} {unit} cannot be shared among {shares} replicas \
-                 ({replicas_per_process} per process × {} processes): expected a batch of at \
-                 least {shares}",
-                collective.size()
+                "a batch of {batch} {unit} cannot be shared among {shares} replicas ({}): \
+                 expected a batch of at least {shares}",
+                layout(replicas_per_process, collective)
             ),
         ));
     }
@@ -295,6 +294,14 @@ impl ExchangeTotals {
     }
 }
 
+/// `2 per process × 3 processes` (or `× 1 process`).
+fn layout(replicas_per_process: usize, collective: &dyn Collective) -> String {
+    match collective.size() {
+        1 => format!("{replicas_per_process} per process × 1 process"),
+        processes => format!("{replicas_per_process} per process × {processes} processes"),
+    }
+}
+
 /// `; data-parallel over 4 replicas (2 per process × 2 processes), each batch of 64 shared
 /// among them`, or nothing for one replica.
 pub(crate) fn describe_replicas(
@@ -307,8 +314,7 @@ pub(crate) fn describe_replicas(
         return String::new();
     }
     format!(
-        "; data-parallel over {all} replicas ({replicas_per_process} per process × {} \
-         processes), each batch of {batch} shared among them",
-        collective.size()
+        "; data-parallel over {all} replicas ({}), each batch of {batch} shared among them",
+        layout(replicas_per_process, collective)
     )
 }
