@@ -4,11 +4,15 @@
 //! processes, and a process that dies or fails ends the job with a message instead of
 //! leaving the others waiting.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::parameter_distance;
 
 /// The tiny model every run here trains: ten SGD steps of 16 pairs per epoch.
 const TINY: &[&str] = &[
@@ -93,28 +97,6 @@ fn run<S: AsRef<OsStr>>(ranks: usize, args: &[S]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// The largest difference between the parameters of two checkpoints, and the largest
-/// parameter.
-fn parameter_distance(a: &Path, b: &Path) -> (f32, f32) {
-    let (a, b) = (
-        shadergrad::checkpoint::load(a).unwrap(),
-        shadergrad::checkpoint::load(b).unwrap(),
-    );
-    let (mut distance, mut largest) = (0.0f32, 0.0f32);
-    for tensor in a
-        .tensors
-        .iter()
-        .filter(|t| !t.name.starts_with("optimizer."))
-    {
-        let other = b.tensors.iter().find(|t| t.name == tensor.name).unwrap();
-        for (x, y) in tensor.as_f32().unwrap().iter().zip(other.as_f32().unwrap()) {
-            distance = distance.max((x - y).abs());
-            largest = largest.max(x.abs());
-        }
-    }
-    (distance, largest)
 }
 
 /// Two processes, each on half of every batch, against one process on the whole batches:

@@ -4,13 +4,12 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, parameter_distance, reverse_pairs};
 use serde_json::json;
-use shadergrad::checkpoint;
 use shadergrad::data::classify::ClassifyTask;
 use shadergrad::data::corpus::lm_batches;
 use shadergrad::data::points::BuiltinTask;
-use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
+use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair};
 use shadergrad::data::tokens::PairVocabSpec;
 use shadergrad::nn::charlm::CharLmConfig;
 use shadergrad::nn::seq2seq::{Architecture, AttentionKind, RecurrentConfig, Seq2SeqConfig};
@@ -19,7 +18,6 @@ use shadergrad::nn::Activation;
 use shadergrad::nn::{Init, Parameters};
 use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::parallel::{synchronize_parameters, GradientSum, SingleProcess};
-use shadergrad::rng::Rng;
 use shadergrad::train::charlm::{train_lm, train_lm_parallel, LmTraining};
 use shadergrad::train::cnn::{train_cnn, train_cnn_parallel, CnnTraining};
 use shadergrad::train::mlp::{train_mlp, train_mlp_parallel, MlpTraining};
@@ -231,24 +229,6 @@ fn a_batch_cuts_into_shares_that_keep_its_steps_and_rows() {
     assert!(batch.rows(4..4).is_err() && batch.rows(3..6).is_err());
 }
 
-/// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
-fn reverse_pairs(count: usize, seed: u64) -> Vec<Pair> {
-    let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut pairs = Vec::new();
-    while pairs.len() < count {
-        let len = 1 + rng.below(5);
-        let source: String = (0..len)
-            .map(|_| (b'a' + rng.below(6) as u8) as char)
-            .collect();
-        if seen.insert(source.clone()) {
-            let target = source.chars().rev().collect();
-            pairs.push(Pair { source, target });
-        }
-    }
-    pairs
-}
-
 /// Ten steps of 16 pairs (one epoch of 150: the last batch holds 6 pairs and 10 rows of
 /// padding, so that one replica's share is padding alone), saved to `save`.
 fn ten_steps(
@@ -276,28 +256,6 @@ fn ten_steps(
         samples: 0,
         select: Selection::Loss,
     }
-}
-
-/// The largest |a − b| over every parameter of two checkpoints (their optimizer state
-/// left out), and the largest |a|.
-fn parameter_distance(a: &std::path::Path, b: &std::path::Path) -> (f32, f32) {
-    let (a, b) = (checkpoint::load(a).unwrap(), checkpoint::load(b).unwrap());
-    let (mut distance, mut largest) = (0.0f32, 0.0f32);
-    let mut compared = 0;
-    for tensor in a
-        .tensors
-        .iter()
-        .filter(|t| !t.name.starts_with("optimizer."))
-    {
-        let other = b.tensors.iter().find(|t| t.name == tensor.name).unwrap();
-        for (x, y) in tensor.as_f32().unwrap().iter().zip(other.as_f32().unwrap()) {
-            distance = distance.max((x - y).abs());
-            largest = largest.max(x.abs());
-            compared += 1;
-        }
-    }
-    assert!(compared > 300, "compared {compared} numbers");
-    (distance, largest)
 }
 
 /// Ten steps on one device against the same ten steps shared between two devices (opened on

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, reverse_pairs};
 use serde_json::json;
 use shadergrad::data::text::{bucketed_batches, Bucketing, EncodedPair, Pair};
 use shadergrad::data::tokens::{PairVocab, PairVocabSpec};
@@ -15,24 +15,6 @@ use shadergrad::nn::seq2seq::{
 use shadergrad::nn::transformer::TransformerConfig;
 use shadergrad::optim::{OptimizerConfig, Rule};
 use shadergrad::rng::Rng;
-
-/// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
-fn reverse_pairs(count: usize, seed: u64) -> Vec<Pair> {
-    let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut pairs = Vec::new();
-    while pairs.len() < count {
-        let len = 1 + rng.below(5);
-        let source: String = (0..len)
-            .map(|_| (b'a' + rng.below(6) as u8) as char)
-            .collect();
-        if seen.insert(source.clone()) {
-            let target = source.chars().rev().collect();
-            pairs.push(Pair { source, target });
-        }
-    }
-    pairs
-}
 
 fn config(
     cell: CellKind,

@@ -756,16 +756,7 @@ impl Gpu {
 
     /// Copies the first `bytes` bytes of `buffer` back to the host (waits for the GPU).
     pub fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-        if bytes == 0 {
-            return Ok(Vec::new());
-        }
-        let staging = self.inner.pool.acquire(BufferKind::Readback, bytes);
-        self.checked("readback copy", || {
-            let mut encoder = self.encoder();
-            encoder.copy_buffer_to_buffer(buffer, 0, staging.buffer(), 0, bytes);
-            self.inner.queue.submit([encoder.finish()]);
-        })?;
-        self.map_and_read(staging.buffer(), bytes)
+        self.read_many(&[(buffer, bytes)])
     }
 
     /// Copies the first bytes of several buffers back to the host, one after the other in

@@ -751,8 +751,7 @@ impl Seq2SeqModel {
         {
             feeds.push(Feed::u32(*target, rows));
         }
-        let target_tokens = batch.target.iter().filter(|&&t| t != PAD).count();
-        let scale = [1.0 / target_tokens.max(1) as f32];
+        let scale = [1.0 / batch.target_tokens().max(1) as f32];
         feeds.extend(values.loss_scale.map(|var| Feed::f32(var, &scale)));
         feeds.extend(values.key_mask.map(|var| Feed::f32(var, &mask)));
         feeds.extend(values.dropout_seed.map(|var| Feed::u32(var, &seed)));

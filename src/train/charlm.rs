@@ -450,27 +450,18 @@ pub fn train_lm_parallel(
         } else {
             None
         };
+        // Process 0's verdict is to go on, or to stop for want of improvement or of time.
         let code = match verdict {
             None => 0,
-            Some(LmStop::EpochsDone) => 1,
-            Some(LmStop::NoImprovement) => 2,
-            Some(LmStop::TimeCap) => 3,
+            Some(LmStop::NoImprovement) => 1,
+            Some(_) => 2,
         };
-        match leaders_choice(collective, code)? {
-            0 => {}
-            2 => {
-                stop = LmStop::NoImprovement;
-                break;
-            }
-            3 => {
-                stop = LmStop::TimeCap;
-                break;
-            }
-            _ => {
-                stop = LmStop::EpochsDone;
-                break;
-            }
-        }
+        stop = match leaders_choice(collective, code)? {
+            0 => continue,
+            1 => LmStop::NoImprovement,
+            _ => LmStop::TimeCap,
+        };
+        break;
     }
     if let Some(progress) = progress.as_mut() {
         progress.finish();

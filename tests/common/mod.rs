@@ -144,3 +144,46 @@ pub fn broadcast_reference(
         })
         .collect()
 }
+
+/// Distinct strings over "abcdef" of 1 to 5 letters, each with its reverse.
+pub fn reverse_pairs(count: usize, seed: u64) -> Vec<shadergrad::data::text::Pair> {
+    let mut rng = shadergrad::rng::Rng::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut pairs = Vec::new();
+    while pairs.len() < count {
+        let len = 1 + rng.below(5);
+        let source: String = (0..len)
+            .map(|_| (b'a' + rng.below(6) as u8) as char)
+            .collect();
+        if seen.insert(source.clone()) {
+            let target = source.chars().rev().collect();
+            pairs.push(shadergrad::data::text::Pair { source, target });
+        }
+    }
+    pairs
+}
+
+/// The largest |a − b| over every parameter of two checkpoints (their optimizer state
+/// left out), and the largest |a|.
+pub fn parameter_distance(a: &std::path::Path, b: &std::path::Path) -> (f32, f32) {
+    let (a, b) = (
+        shadergrad::checkpoint::load(a).unwrap(),
+        shadergrad::checkpoint::load(b).unwrap(),
+    );
+    let (mut distance, mut largest) = (0.0f32, 0.0f32);
+    let mut compared = 0;
+    for tensor in a
+        .tensors
+        .iter()
+        .filter(|t| !t.name.starts_with("optimizer."))
+    {
+        let other = b.tensors.iter().find(|t| t.name == tensor.name).unwrap();
+        for (x, y) in tensor.as_f32().unwrap().iter().zip(other.as_f32().unwrap()) {
+            distance = distance.max((x - y).abs());
+            largest = largest.max(x.abs());
+            compared += 1;
+        }
+    }
+    assert!(compared > 300, "compared {compared} numbers");
+    (distance, largest)
+}
