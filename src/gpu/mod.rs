@@ -760,9 +760,9 @@ impl Gpu {
     }
 
     /// Copies the first bytes of several buffers back to the host, one after the other in
-    /// the result: each group of them that fits in one buffer goes through one staging
-    /// buffer, one submission and one map (a model's gradients, say, in one round trip
-    /// instead of one per tensor). Each length must be a multiple of 4.
+    /// the result: each run of them that fits in 256 MiB goes through one staging buffer,
+    /// one submission and one map (a model's gradients, say, in one round trip instead of
+    /// one per tensor). Each length must be a multiple of 4.
     pub fn read_many(&self, buffers: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
         let total: u64 = buffers.iter().map(|(_, bytes)| bytes).sum();
         let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
@@ -777,7 +777,10 @@ impl Gpu {
         buffers: &[(&wgpu::Buffer, u64)],
         mut consume: impl FnMut(&[u8]),
     ) -> Result<()> {
-        let limit = self.inner.limits.max_buffer_size;
+        // Staging buffers of at most 256 MiB (WebGPU's default buffer limit): the pool
+        // rounds a request up by as much as a quarter, which must stay within the device's
+        // limit, and a smaller staging buffer keeps less memory idle in the pool.
+        let limit = self.inner.limits.max_buffer_size.min(256 << 20);
         let mut rest = buffers;
         while !rest.is_empty() {
             // The longest run that fits one staging buffer (at least one buffer).
